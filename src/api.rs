@@ -1,0 +1,57 @@
+//! The admin API: JSON over HTTP, the only way the CLI talks to serve.
+//!
+//! [`router`] builds the whole app from its state, so tests can call it
+//! without a socket. With a token configured every request needs
+//! `Authorization: Bearer TOKEN` (401 otherwise, nothing changed). Changes
+//! may carry the revision they were based on; a stale one gets 409 with
+//! the current revision.
+
+mod auth;
+mod error;
+pub mod services;
+
+pub use error::{ApiError, ErrorBody};
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+use crate::controller::Controller;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub controller: Arc<Controller>,
+    pub token: Option<Arc<str>>,
+}
+
+/// Header the CLI uses to say who made a change (recorded in history).
+pub const ACTOR_HEADER: &str = "x-switchyard-actor";
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/status", get(services::status))
+        .route("/v1/services", get(services::list))
+        .route(
+            "/v1/services/{name}",
+            get(services::show).delete(services::kill_all),
+        )
+        .route("/v1/services/{name}/releases", post(services::deploy))
+        .route(
+            "/v1/services/{name}/releases/{version}",
+            delete(services::kill),
+        )
+        .route(
+            "/v1/services/{name}/releases/{version}/logs",
+            get(services::logs),
+        )
+        .route("/v1/services/{name}/assign", post(services::assign))
+        .route("/v1/services/{name}/history", get(services::history))
+        .route("/v1/services/{name}/rollback", post(services::rollback))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state)
+}

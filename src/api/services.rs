@@ -1,0 +1,244 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+use super::{ACTOR_HEADER, ApiError, AppState};
+use crate::controller::{DeployRequest, ServiceView};
+use crate::error::Error;
+use crate::model::{Revision, ServiceName};
+use crate::runtime::LogChunk;
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// What a change returns: the revision it made and the service after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Change {
+    pub revision: Revision,
+    pub service: ServiceView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AssignRequest {
+    pub version: String,
+    #[serde(default)]
+    pub base_revision: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The revision to return to; default the one before the current.
+    #[serde(default)]
+    pub revision: Option<u64>,
+    #[serde(default)]
+    pub base_revision: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BaseQuery {
+    base_revision: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    lines: Option<usize>,
+    /// `SLOT:OFFSET,…` from a previous answer, to follow.
+    after: Option<String>,
+}
+
+fn service_name(name: &str) -> Result<ServiceName, ApiError> {
+    name.parse::<ServiceName>()
+        .map_err(|e| ApiError::from(Error::from(e)))
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
+}
+
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or("api")
+        .chars()
+        .take(100)
+        .collect()
+}
+
+/// Runs a change in a task of its own, so that it completes (or cleans up
+/// after itself) even if the client goes away mid-way.
+async fn run_to_end<F>(change: F) -> Result<Revision, ApiError>
+where
+    F: std::future::Future<Output = crate::Result<Revision>> + Send + 'static,
+{
+    tokio::spawn(change)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the change failed inside switchyard: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+fn change(state: &AppState, revision: Revision) -> ApiResult<Change> {
+    let service = state.controller.service(&revision.service)?;
+    Ok(Json(Change { revision, service }))
+}
+
+pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "services": state.controller.services().len(),
+    }))
+}
+
+pub async fn list(State(state): State<AppState>) -> Json<Vec<ServiceView>> {
+    Json(state.controller.services())
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<ServiceView> {
+    Ok(Json(state.controller.service(&service_name(&name)?)?))
+}
+
+pub async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<DeployRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let actor = actor(&headers);
+    // The deploy runs to its end even if the client goes away, so it never
+    // leaves half-started instances behind.
+    let controller = Arc::clone(&state.controller);
+    let revision =
+        run_to_end(async move { controller.deploy(&service, req, &actor).await }).await?;
+    change(&state, revision)
+}
+
+pub async fn assign(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<AssignRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let revision = state
+        .controller
+        .assign(&service, &req.version, req.base_revision, &actor(&headers))
+        .await?;
+    change(&state, revision)
+}
+
+pub async fn kill(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    Query(q): Query<BaseQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let controller = Arc::clone(&state.controller);
+    let actor = actor(&headers);
+    let revision = run_to_end(async move {
+        controller
+            .kill(&service, &version, q.base_revision, &actor)
+            .await
+    })
+    .await?;
+    change(&state, revision)
+}
+
+pub async fn kill_all(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<BaseQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let controller = Arc::clone(&state.controller);
+    let actor = actor(&headers);
+    let revision =
+        run_to_end(async move { controller.kill_all(&service, q.base_revision, &actor).await })
+            .await?;
+    change(&state, revision)
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Vec<Revision>> {
+    let service = service_name(&name)?;
+    Ok(Json(
+        state
+            .controller
+            .history(&service, q.limit.unwrap_or(100).min(10_000))?,
+    ))
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<RollbackRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let controller = Arc::clone(&state.controller);
+    let actor = actor(&headers);
+    let revision = run_to_end(async move {
+        controller
+            .rollback(&service, req.revision, req.base_revision, &actor)
+            .await
+    })
+    .await?;
+    change(&state, revision)
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Vec<LogChunk>> {
+    let service = service_name(&name)?;
+    let mut after = BTreeMap::new();
+    for pair in q
+        .after
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
+        let parsed = pair
+            .split_once(':')
+            .and_then(|(s, o)| Some((s.parse::<u32>().ok()?, o.parse::<u64>().ok()?)));
+        let (slot, offset) = parsed.ok_or_else(|| {
+            ApiError::bad_request(format!("`after` takes SLOT:OFFSET pairs, got `{pair}`"))
+        })?;
+        after.insert(slot, offset);
+    }
+    Ok(Json(state.controller.logs(
+        &service,
+        &version,
+        q.lines.unwrap_or(50).min(100_000),
+        &after,
+    )?))
+}

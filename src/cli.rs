@@ -1,0 +1,81 @@
+//! The `switchyard` command. `serve` runs the server; every other verb is a
+//! client of the admin API (one file per verb).
+
+mod assign;
+mod client;
+mod deploy;
+mod history;
+mod kill;
+mod logs;
+mod ls;
+mod output;
+mod rollback;
+mod serve;
+
+pub use client::AdminClient;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Release manager and traffic router for zero-downtime deployments.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy, admin API and controller in one process.
+    Serve(serve::ServeArgs),
+    /// Start a release and wait until every replica is healthy.
+    Deploy(deploy::DeployArgs),
+    /// List services and their releases.
+    Ls(ls::LsArgs),
+    /// Make a release main (the old main stays running as standby).
+    Assign(assign::AssignArgs),
+    /// Drain and stop a release (or, with --all, every release of a service).
+    Kill(kill::KillArgs),
+    /// Show a service's revisions.
+    History(history::HistoryArgs),
+    /// Return a service to an earlier revision (default: the previous one).
+    Rollback(rollback::RollbackArgs),
+    /// Show (and follow) the logs of a release's instances.
+    Logs(logs::LogsArgs),
+}
+
+/// How a client command reaches serve.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Admin API URL of the serve to talk to.
+    #[arg(
+        long = "admin",
+        env = "SWITCHYARD_ADMIN",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub admin: String,
+    /// Bearer token, when serve runs with --token-file.
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Deploy(args) => deploy::run(args).await,
+            Command::Ls(args) => ls::run(args).await,
+            Command::Assign(args) => assign::run(args).await,
+            Command::Kill(args) => kill::run(args).await,
+            Command::History(args) => history::run(args).await,
+            Command::Rollback(args) => rollback::run(args).await,
+            Command::Logs(args) => logs::run(args).await,
+        }
+    })
+}

@@ -1,0 +1,101 @@
+use anyhow::{Context, anyhow, bail};
+use reqwest::{Method, RequestBuilder};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::ClientArgs;
+use crate::api::{ACTOR_HEADER, ErrorBody};
+
+/// A client of serve's admin API.
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    actor: String,
+}
+
+impl AdminClient {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+        let base = args.admin.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            bail!(
+                "--admin must be a URL such as http://127.0.0.1:8081, got `{}`",
+                args.admin
+            );
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .context("cannot build the HTTP client")?;
+        let actor = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "cli".into());
+        Ok(Self {
+            base,
+            token: args.token.clone(),
+            http,
+            actor,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(ACTOR_HEADER, &self.actor);
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> anyhow::Result<T> {
+        let response = rb.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow!(
+                    "cannot reach the Switchyard admin API at {}: is `switchyard serve` running? \
+                     Point to it with --admin URL or SWITCHYARD_ADMIN",
+                    self.base
+                )
+            } else {
+                anyhow!("request to the admin API at {} failed: {e}", self.base)
+            }
+        })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .context("reading the admin API's answer")?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "the admin API answered something unexpected: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(anyhow!("{}", body.error)),
+            Err(_) => Err(anyhow!(
+                "the admin API answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )),
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+}

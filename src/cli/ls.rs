@@ -1,0 +1,58 @@
+use clap::Args;
+
+use super::output::{ago, json, table};
+use super::{AdminClient, ClientArgs};
+use crate::controller::ServiceView;
+use crate::model::Role;
+use crate::runtime::Health;
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only this service.
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub async fn run(args: LsArgs) -> anyhow::Result<()> {
+    let client = AdminClient::new(&args.client)?;
+    let services: Vec<ServiceView> = match &args.name {
+        Some(name) => vec![client.get(&format!("/v1/services/{name}")).await?],
+        None => client.get("/v1/services").await?,
+    };
+    if args.client.json {
+        return json(&services);
+    }
+    let mut rows = Vec::new();
+    for service in &services {
+        for release in &service.releases {
+            let healthy = release
+                .instances
+                .iter()
+                .filter(|i| i.health == Health::Healthy)
+                .count();
+            rows.push(vec![
+                if release.role == Role::Main { "*" } else { "" }.to_owned(),
+                service.name.clone(),
+                release.version.clone(),
+                release.role.to_string(),
+                release.status.clone(),
+                format!("{healthy}/{}", release.instances.len()),
+                ago(release.since),
+            ]);
+        }
+    }
+    table(
+        &[
+            "MAIN",
+            "NAME",
+            "VERSION",
+            "ROLE",
+            "STATUS",
+            "INSTANCES",
+            "SINCE",
+        ],
+        &rows,
+    );
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! The release lifecycle: deploy → ready → role → assign / kill / rollback.
+//!
+//! Every change follows one pattern: work that takes time (starting
+//! instances, waiting for readiness) happens first, outside any lock; then,
+//! under the service's lock, the change is checked against the current
+//! revision, committed to the store as a new revision, and the routing
+//! table is recompiled and swapped. Releases that leave are drained after
+//! the swap. A change that fails leaves state and routing as they were.
+
+mod assign;
+mod deploy;
+mod kill;
+mod restore;
+mod rollback;
+mod view;
+
+pub use deploy::DeployRequest;
+pub use view::{ReleaseView, ServiceView};
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{ErrorKind, Result};
+use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now_millis};
+use crate::proxy::SharedTable;
+use crate::routing::{RoutingTable, ServiceRoutes};
+use crate::runtime::{LogChunk, Runtime};
+use crate::store::{Commit, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(
+        "{service} changed meanwhile: you based this on revision {given}, the current one is {current}. Look again (`switchyard ls`) and retry"
+    )]
+    StaleRevision {
+        service: String,
+        given: u64,
+        current: u64,
+    },
+    #[error("{service} {version} is being deployed right now; wait for that deploy to finish")]
+    DeployInProgress { service: String, version: String },
+    #[error(
+        "refusing to make {service} {version} main: it is {phase} ({detail}); wait until every instance is healthy"
+    )]
+    NotHealthy {
+        service: String,
+        version: String,
+        phase: String,
+        detail: String,
+    },
+    #[error(
+        "{service} has no revision {number}; `switchyard history {service}` lists revisions 1 to {latest}"
+    )]
+    UnknownRevision {
+        service: String,
+        number: u64,
+        latest: u64,
+    },
+    #[error("{service} is already at revision {number}; nothing to roll back")]
+    NothingToRollBack { service: String, number: u64 },
+    #[error("release {service} {version} is not in the store; it cannot be started again")]
+    MissingRelease { service: String, version: String },
+}
+
+impl ControllerError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ControllerError::StaleRevision { .. }
+            | ControllerError::DeployInProgress { .. }
+            | ControllerError::NotHealthy { .. }
+            | ControllerError::NothingToRollBack { .. } => ErrorKind::Conflict,
+            ControllerError::UnknownRevision { .. } => ErrorKind::NotFound,
+            ControllerError::MissingRelease { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+pub struct Controller {
+    store: Arc<dyn Store>,
+    runtime: Runtime,
+    table: SharedTable,
+    /// The current revision of every service, as committed.
+    current: Mutex<BTreeMap<ServiceName, Revision>>,
+    locks: Mutex<HashMap<ServiceName, Arc<tokio::sync::Mutex<()>>>>,
+    deploying: Mutex<HashSet<(ServiceName, String)>>,
+}
+
+impl Controller {
+    pub fn new(store: Arc<dyn Store>, runtime: Runtime, table: SharedTable) -> Self {
+        Self {
+            store,
+            runtime,
+            table,
+            current: Mutex::new(BTreeMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            deploying: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    fn current_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, Revision>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The service's current revision, if it was ever deployed.
+    pub fn current(&self, service: &ServiceName) -> Option<Revision> {
+        self.current_map().get(service).cloned()
+    }
+
+    fn require(&self, service: &ServiceName) -> Result<Revision> {
+        self.current(service)
+            .ok_or_else(|| ModelError::UnknownService(service.to_string()).into())
+    }
+
+    /// Serializes changes of one service.
+    async fn lock(&self, service: &ServiceName) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(service.clone()).or_default())
+        };
+        lock.lock_owned().await
+    }
+
+    fn check_base(service: &ServiceName, current: u64, base: Option<u64>) -> Result<()> {
+        match base {
+            Some(given) if given != current => Err(ControllerError::StaleRevision {
+                service: service.to_string(),
+                given,
+                current,
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses host names that already route to another service.
+    fn check_hosts(&self, service: &ServiceName, state: &ServiceState) -> Result<()> {
+        let current = self.current_map();
+        for (other, revision) in current.iter().filter(|(n, _)| *n != service) {
+            if let Some(host) = state.hosts.intersection(&revision.state.hosts).next() {
+                return Err(ModelError::HostTaken {
+                    host: host.clone(),
+                    owner: other.to_string(),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a new revision (and the releases it registers), then swaps
+    /// the routing table. Call with the service's lock held.
+    fn commit(
+        &self,
+        service: &ServiceName,
+        previous: Option<&Revision>,
+        state: ServiceState,
+        action: String,
+        actor: &str,
+        releases: Vec<Release>,
+    ) -> Result<Revision> {
+        let revision = Revision {
+            service: service.clone(),
+            number: previous.map_or(1, |r| r.number + 1),
+            at: now_millis(),
+            action,
+            actor: actor.to_owned(),
+            state,
+        };
+        self.store.commit(&Commit {
+            releases,
+            revision: revision.clone(),
+        })?;
+        tracing::info!(service = %service, revision = revision.number, action = %revision.action, actor, "committed");
+        self.current_map().insert(service.clone(), revision.clone());
+        self.recompile();
+        Ok(revision)
+    }
+
+    /// Builds a routing table from the current revisions and the running
+    /// releases, and swaps it in.
+    fn recompile(&self) {
+        let current = self.current_map();
+        let mut table = RoutingTable::new();
+        for (name, revision) in current.iter() {
+            let mut routes = ServiceRoutes {
+                name: name.to_string(),
+                main: None,
+                versions: HashMap::new(),
+            };
+            for (version, entry) in &revision.state.releases {
+                let version = version.to_string();
+                if let Some(handle) = self.runtime.get(name.as_str(), &version) {
+                    if entry.role == crate::model::Role::Main {
+                        routes.main = Some(Arc::clone(&handle.backend));
+                    }
+                    routes.versions.insert(version, Arc::clone(&handle.backend));
+                }
+            }
+            table.insert(routes, revision.state.hosts.iter().cloned());
+        }
+        self.table.store(Arc::new(table));
+    }
+
+    /// Revisions of a service, newest first.
+    pub fn history(&self, service: &ServiceName, limit: usize) -> Result<Vec<Revision>> {
+        self.require(service)?;
+        Ok(self.store.history(service, limit)?)
+    }
+
+    /// Log lines of a release: the last `lines` of each instance, or with
+    /// `after` (slot → offset) the lines written since.
+    pub fn logs(
+        &self,
+        service: &ServiceName,
+        version: &str,
+        lines: usize,
+        after: &BTreeMap<u32, u64>,
+    ) -> Result<Vec<LogChunk>> {
+        let version = crate::model::parse_version(version)?;
+        let logs = crate::runtime::LogFiles::new(
+            &self.runtime.settings().state_dir,
+            service.as_str(),
+            &version.to_string(),
+        );
+        let slots = logs.slots();
+        if slots.is_empty() {
+            let known = self.store.release(service, &version)?.is_some();
+            if !known {
+                return Err(ModelError::UnknownRelease {
+                    service: service.to_string(),
+                    version: version.to_string(),
+                    known: "see `switchyard ls`".into(),
+                }
+                .into());
+            }
+        }
+        let mut chunks = Vec::new();
+        for slot in slots {
+            let chunk = match after.get(&slot) {
+                Some(offset) => logs.since(slot, *offset),
+                None => logs.tail(slot, lines),
+            };
+            chunks.push(chunk.map_err(|e| crate::runtime::RuntimeError::Logs {
+                release: format!("{service} {version}"),
+                cause: e.to_string(),
+            })?);
+        }
+        Ok(chunks)
+    }
+
+    /// Stops every release (serve is shutting down).
+    pub async fn shutdown(&self) {
+        self.runtime.stop_all().await;
+    }
+}
+
+/// Removes a release from the "being deployed" set when dropped.
+struct DeployingGuard<'a> {
+    set: &'a Mutex<HashSet<(ServiceName, String)>>,
+    key: (ServiceName, String),
+}
+
+impl Drop for DeployingGuard<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}

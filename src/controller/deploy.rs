@@ -1,0 +1,141 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Controller, ControllerError, DeployingGuard};
+use crate::error::Result;
+use crate::model::{
+    DeployAs, ModelError, Release, ReleaseSpec, Revision, ServiceName, normalize_host, now_millis,
+    parse_version,
+};
+use crate::store::StoreError;
+
+/// What `switchyard deploy` asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub version: String,
+    pub spec: ReleaseSpec,
+    /// Host names to route to the service (added to the ones it has).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Enter as standby instead of shadow (ignored for a first release).
+    #[serde(default)]
+    pub standby: bool,
+    /// Refuse the change if the service has moved past this revision.
+    #[serde(default)]
+    pub base_revision: Option<u64>,
+}
+
+impl Controller {
+    /// Registers and starts a release, waits until every replica is
+    /// healthy, then commits it in its role. Any failure stops what was
+    /// started and changes nothing.
+    pub async fn deploy(
+        &self,
+        service: &ServiceName,
+        req: DeployRequest,
+        actor: &str,
+    ) -> Result<Revision> {
+        let version = parse_version(&req.version)?;
+        req.spec.validate()?;
+        let hosts = req
+            .hosts
+            .iter()
+            .map(|h| normalize_host(h))
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let how = if req.standby {
+            DeployAs::Standby
+        } else {
+            DeployAs::Auto
+        };
+
+        // Fail fast on what can be checked before starting anything.
+        let current = self.current(service);
+        let state = current
+            .as_ref()
+            .map(|r| r.state.clone())
+            .unwrap_or_default();
+        Self::check_base(
+            service,
+            current.as_ref().map_or(0, |r| r.number),
+            req.base_revision,
+        )?;
+        state.deploy(service, &version, how, 0)?;
+        self.check_hosts(service, &state.with_hosts(&hosts)?)?;
+        if let Some(stored) = self.store.release(service, &version)? {
+            if stored.spec != req.spec {
+                return Err(StoreError::ReleaseMismatch {
+                    service: service.to_string(),
+                    version: version.to_string(),
+                }
+                .into());
+            }
+        }
+        let key = (service.clone(), version.to_string());
+        if !self
+            .deploying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return Err(ControllerError::DeployInProgress {
+                service: service.to_string(),
+                version: version.to_string(),
+            }
+            .into());
+        }
+        let _deploying = DeployingGuard {
+            set: &self.deploying,
+            key,
+        };
+
+        let release = Release {
+            service: service.clone(),
+            version: version.clone(),
+            spec: req.spec,
+            registered_at: now_millis(),
+        };
+        let handle = self.runtime.start(&release, Vec::new());
+        let ready_timeout = Duration::from_millis(release.spec.ready_timeout_ms);
+        if let Err(error) = handle.wait_ready(ready_timeout).await {
+            self.runtime
+                .stop(service.as_str(), &version.to_string(), false)
+                .await;
+            return Err(error.into());
+        }
+
+        let committed = {
+            let _lock = self.lock(service).await;
+            let current = self.current(service);
+            let state = current
+                .as_ref()
+                .map(|r| r.state.clone())
+                .unwrap_or_default();
+            Self::check_base(
+                service,
+                current.as_ref().map_or(0, |r| r.number),
+                req.base_revision,
+            )
+            .and_then(|()| Ok(state.deploy(service, &version, how, now_millis())?))
+            .and_then(|s| Ok(s.with_hosts(&hosts)?))
+            .and_then(|s| self.check_hosts(service, &s).map(|()| s))
+            .and_then(|s| {
+                let role = s.role_of(&version).map_or("?".into(), |r| r.to_string());
+                self.commit(
+                    service,
+                    current.as_ref(),
+                    s,
+                    format!("deploy {version} as {role}"),
+                    actor,
+                    vec![release],
+                )
+            })
+        };
+        if committed.is_err() {
+            self.runtime
+                .stop(service.as_str(), &version.to_string(), false)
+                .await;
+        }
+        committed
+    }
+}

@@ -1,0 +1,56 @@
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::Controller;
+use crate::error::Result;
+use crate::runtime::{is_alive, kill_group};
+
+impl Controller {
+    /// Brings a (re)started serve back to the committed state: every
+    /// service's current revision is loaded, instances still running from
+    /// the previous serve are adopted, missing ones are started, and
+    /// recorded instances of releases that should not run are stopped.
+    /// Routing is ready when this returns; instances join as they pass
+    /// their health checks.
+    pub fn restore(&self) -> Result<()> {
+        let revisions = self.store.current_revisions()?;
+        let mut records = self.store.instances()?;
+        for revision in &revisions {
+            for version in revision.state.releases.keys() {
+                let Some(release) = self.store.release(&revision.service, version)? else {
+                    tracing::error!(service = %revision.service, %version, "release missing from the store; not started");
+                    continue;
+                };
+                let (service, version) = (revision.service.to_string(), version.to_string());
+                let (mine, rest): (Vec<_>, Vec<_>) = records
+                    .into_iter()
+                    .partition(|r| r.service == service && r.version == version);
+                records = rest;
+                tracing::info!(%service, %version, adopt = mine.len(), "restoring release");
+                self.runtime.start(&release, mine);
+            }
+            self.current_map()
+                .insert(revision.service.clone(), revision.clone());
+        }
+        for orphan in records {
+            // Started by an earlier serve for a deploy that never committed.
+            let _ = self
+                .store
+                .forget_instance(&orphan.service, &orphan.version, orphan.slot);
+            if is_alive(orphan.pid, orphan.start_ticks) {
+                tracing::warn!(service = %orphan.service, version = %orphan.version, pid = orphan.pid, "stopping orphaned instance");
+                kill_group(orphan.pid, Signal::SIGTERM);
+                let (pid, ticks) = (orphan.pid, orphan.start_ticks);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    if is_alive(pid, ticks) {
+                        kill_group(pid, Signal::SIGKILL);
+                    }
+                });
+            }
+        }
+        self.recompile();
+        Ok(())
+    }
+}

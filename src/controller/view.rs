@@ -1,0 +1,87 @@
+use serde::{Deserialize, Serialize};
+
+use super::Controller;
+use crate::error::Result;
+use crate::model::{Revision, Role, ServiceName};
+use crate::runtime::InstanceStatus;
+
+/// A service as `ls` and the API show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub revision: u64,
+    pub hosts: Vec<String>,
+    pub main: Option<String>,
+    pub releases: Vec<ReleaseView>,
+}
+
+/// A release of a service, with what its instances are doing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseView {
+    pub version: String,
+    pub role: Role,
+    /// When it took this role (unix ms).
+    pub since: u64,
+    /// `ready`, `starting`, `degraded`, `unhealthy`, `crash-loop`, `failed`,
+    /// or `stopped` when it should run but does not.
+    pub status: String,
+    /// `process` or `external`.
+    pub kind: String,
+    pub instances: Vec<InstanceStatus>,
+}
+
+impl Controller {
+    fn view(&self, revision: &Revision) -> ServiceView {
+        let releases = revision
+            .state
+            .releases
+            .iter()
+            .map(|(version, entry)| {
+                let handle = self
+                    .runtime
+                    .get(revision.service.as_str(), &version.to_string());
+                let (status, kind, instances) = match handle {
+                    Some(h) => {
+                        let s = h.status();
+                        let kind = if h.release.spec.is_external() {
+                            "external"
+                        } else {
+                            "process"
+                        };
+                        (s.phase().to_string(), kind.to_owned(), s.instances)
+                    }
+                    None => ("stopped".to_owned(), String::new(), Vec::new()),
+                };
+                ReleaseView {
+                    version: version.to_string(),
+                    role: entry.role,
+                    since: entry.since,
+                    status,
+                    kind,
+                    instances,
+                }
+            })
+            .collect();
+        ServiceView {
+            name: revision.service.to_string(),
+            revision: revision.number,
+            hosts: revision.state.hosts.iter().cloned().collect(),
+            main: revision.state.main().map(|v| v.to_string()),
+            releases,
+        }
+    }
+
+    /// Every service that has releases.
+    pub fn services(&self) -> Vec<ServiceView> {
+        let current: Vec<Revision> = self.current_map().values().cloned().collect();
+        current
+            .iter()
+            .filter(|r| !r.state.releases.is_empty())
+            .map(|r| self.view(r))
+            .collect()
+    }
+
+    pub fn service(&self, service: &ServiceName) -> Result<ServiceView> {
+        Ok(self.view(&self.require(service)?))
+    }
+}

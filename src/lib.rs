@@ -1,0 +1,26 @@
+//! Switchyard: a release manager and traffic router for zero-downtime
+//! deployments of HTTP services.
+//!
+//! One binary runs several versions of a service side by side and decides,
+//! request by request, which version answers. The parts (see `DESIGN.md`):
+//!
+//! - [`proxy`]: the data plane; forwards client traffic to healthy instances.
+//! - [`routing`]: pure code; the compiled, immutable [`routing::RoutingTable`].
+//! - [`runtime`]: starts, health-checks, restarts and stops instances.
+//! - [`controller`]: the release lifecycle (deploy, assign, kill, rollback).
+//! - [`store`]: desired state and revision history (SQLite by default).
+//! - [`api`]: the admin REST API; [`cli`]: the `switchyard` command.
+//! - [`model`]: the domain nouns, their validation and state transitions.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod model;
+pub mod proxy;
+pub mod routing;
+pub mod runtime;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,55 @@
+//! The domain nouns every part of Switchyard speaks: services, releases,
+//! roles, desired state and revisions. Pure data and validation; no I/O.
+
+mod health_check;
+mod release;
+mod revision;
+mod role;
+mod service_name;
+mod service_state;
+
+pub use health_check::HealthCheck;
+pub use release::{Release, ReleaseSpec, RunSpec, parse_version};
+pub use revision::{Revision, now_millis};
+pub use role::Role;
+pub use service_name::ServiceName;
+pub use service_state::{DeployAs, ReleaseEntry, ServiceState, normalize_host};
+
+/// A change the model refuses, with what to do about it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModelError {
+    #[error(
+        "invalid service name `{0}`: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+    )]
+    InvalidServiceName(String),
+    #[error("invalid version `{given}`: {reason}; use a semantic version such as 1.0.0")]
+    InvalidVersion { given: String, reason: String },
+    #[error("invalid release spec: {0}")]
+    InvalidSpec(String),
+    #[error(
+        "release {service} {version} already exists; versions are immutable, deploy a new version instead"
+    )]
+    ReleaseExists { service: String, version: String },
+    #[error("service {service} has no release {version}; running releases: {known}")]
+    UnknownRelease {
+        service: String,
+        version: String,
+        known: String,
+    },
+    #[error("unknown service `{0}`; `switchyard ls` lists the services")]
+    UnknownService(String),
+    #[error(
+        "cannot kill {service} {version}: it is main and {others} still run; assign another main or kill those first (or `kill {service} --all`)"
+    )]
+    MainHasOthers {
+        service: String,
+        version: String,
+        others: String,
+    },
+    #[error("{service} {version} is already main; nothing to change")]
+    AlreadyMain { service: String, version: String },
+    #[error("host `{host}` already routes to service {owner}; remove it there first")]
+    HostTaken { host: String, owner: String },
+    #[error("invalid host name `{0}`: use a DNS name such as app.example.com")]
+    InvalidHost(String),
+}

@@ -1,0 +1,42 @@
+//! The data plane: accepts client traffic (HTTP/1.1 keep-alive, HTTP/2
+//! cleartext, upgrades), picks a release from the current routing table and
+//! forwards to its least-busy healthy instance over a pooled connection.
+
+mod backend;
+mod body;
+mod error_page;
+mod forward;
+mod headers;
+mod listener;
+mod upgrade;
+mod upstream;
+
+pub use backend::Backend;
+pub use body::ResponseBody;
+pub use error_page::ProxyError;
+pub use listener::serve;
+pub use upstream::Upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::routing::RoutingTable;
+
+/// The routing table the proxy reads; the controller swaps it whole.
+pub type SharedTable = Arc<ArcSwap<RoutingTable<Backend>>>;
+
+/// Settings of the data plane.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub version_header: bool,
+}
+
+/// Everything a request handler needs.
+pub struct Proxy {
+    pub table: SharedTable,
+    pub settings: ProxySettings,
+}

@@ -1,0 +1,79 @@
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::ResponseBody;
+
+/// Why the proxy answered itself instead of an upstream. This is the one
+/// place such errors become responses: a status and a one-line body that
+/// names the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no service `{0}` here; deployed services are listed by `switchyard ls`")]
+    UnknownService(String),
+    #[error("service {0} has no main release")]
+    NoMain(String),
+    #[error("no route: use /services/NAME/ or a host name routed to a service")]
+    NoRoute,
+    #[error("no healthy instance of {service} {version}")]
+    NoHealthyInstance { service: String, version: String },
+    #[error("could not connect to any instance of {service} {version}: {cause}")]
+    ConnectFailed {
+        service: String,
+        version: String,
+        cause: String,
+    },
+    #[error("upstream {service} {version} failed: {cause}")]
+    UpstreamFailed {
+        service: String,
+        version: String,
+        cause: String,
+    },
+    #[error("upstream {service} {version} did not answer within {seconds} s")]
+    UpstreamTimeout {
+        service: String,
+        version: String,
+        seconds: u64,
+    },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::UnknownService(_) | ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoMain(_) | ProxyError::NoHealthyInstance { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::ConnectFailed { .. } | ProxyError::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ProxyError::UnknownService(_) => "unknown-service",
+            ProxyError::NoMain(_) => "no-main",
+            ProxyError::NoRoute => "no-route",
+            ProxyError::NoHealthyInstance { .. } => "no-healthy-instance",
+            ProxyError::ConnectFailed { .. } => "connect-failed",
+            ProxyError::UpstreamFailed { .. } => "upstream-failed",
+            ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
+            ProxyError::BadRequest(_) => "bad-request",
+        }
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::full(format!("switchyard: {self}\n")));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert("x-switchyard-error", HeaderValue::from_static(self.code()));
+        response
+    }
+}

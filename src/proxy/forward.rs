@@ -1,0 +1,183 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::backend::InFlight;
+use super::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use super::{Backend, Proxy, ProxyError, ResponseBody, upgrade};
+use crate::routing::Route;
+
+const X_SWITCHYARD_VERSION: header::HeaderName =
+    header::HeaderName::from_static("x-switchyard-version");
+
+impl Proxy {
+    /// Answers one client request: route it, forward it, or explain why not.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
+        match self.dispatch(req, client).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let (backend, upstream_uri, prefix) = {
+            let table = self.table.load();
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            match table.route(host.as_ref().and_then(|h| h.to_str().ok()), path) {
+                Route::Release {
+                    backend,
+                    upstream_path,
+                    prefix,
+                } => (
+                    Arc::clone(backend),
+                    upstream_uri(upstream_path)?,
+                    prefix.to_owned(),
+                ),
+                Route::UnknownService { name } => {
+                    return Err(ProxyError::UnknownService(name.to_owned()));
+                }
+                Route::NoMain { service } => return Err(ProxyError::NoMain(service.to_owned())),
+                Route::NoMatch => return Err(ProxyError::NoRoute),
+            }
+        };
+
+        let upgrading = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        *req.uri_mut() = upstream_uri;
+        *req.version_mut() = Version::HTTP_11;
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers, upgrading);
+        set_forwarded(headers, client, host.as_ref(), &prefix);
+        if !headers.contains_key(header::HOST) {
+            if let Some(h) = &host {
+                headers.insert(header::HOST, h.clone());
+            }
+        }
+
+        let mut response = if upgrading {
+            upgrade::forward(self, &backend, req).await?
+        } else {
+            self.forward(&backend, req).await?
+        };
+        let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(response.headers_mut(), switching);
+        if self.settings.version_header {
+            response
+                .headers_mut()
+                .insert(X_SWITCHYARD_VERSION, backend.version_header.clone());
+        }
+        Ok(response)
+    }
+
+    /// Sends the request to the least-busy healthy instance. A request that
+    /// could not be delivered (no connection, or a pooled connection that
+    /// closed before the request was written) moves to another instance.
+    async fn forward(
+        &self,
+        backend: &Arc<Backend>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last_connect_error: Option<String> = None;
+        loop {
+            let Some(upstream) = backend.pick(&tried) else {
+                return Err(match last_connect_error {
+                    Some(cause) => ProxyError::ConnectFailed {
+                        service: backend.service.clone(),
+                        version: backend.version.clone(),
+                        cause,
+                    },
+                    None => ProxyError::NoHealthyInstance {
+                        service: backend.service.clone(),
+                        version: backend.version.clone(),
+                    },
+                });
+            };
+            let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
+            // A pooled connection first; if it turns out closed before the
+            // request went out, one fresh connection to the same instance.
+            let mut pooled = upstream.take_idle();
+            loop {
+                let fresh = pooled.is_none();
+                let mut sender = match pooled.take() {
+                    Some(s) => s,
+                    None => match upstream.connect(self.settings.connect_timeout, false).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // The instance is not accepting connections: keep
+                            // traffic off it until its health check says so.
+                            upstream.set_healthy(false);
+                            last_connect_error = Some(format!("{}: {e}", upstream.addr));
+                            break;
+                        }
+                    },
+                };
+                let sent = tokio::time::timeout(
+                    self.settings.upstream_timeout,
+                    sender.try_send_request(req),
+                )
+                .await;
+                match sent {
+                    Err(_elapsed) => {
+                        return Err(ProxyError::UpstreamTimeout {
+                            service: backend.service.clone(),
+                            version: backend.version.clone(),
+                            seconds: self.settings.upstream_timeout.as_secs(),
+                        });
+                    }
+                    Ok(Ok(response)) => {
+                        let (parts, body) = response.into_parts();
+                        let body = ResponseBody::upstream(
+                            body,
+                            Some((sender, Arc::clone(&upstream))),
+                            Some(in_flight),
+                        );
+                        return Ok(Response::from_parts(parts, body));
+                    }
+                    Ok(Err(mut error)) => match error.take_message() {
+                        Some(unsent) if !fresh => req = unsent,
+                        Some(unsent) => {
+                            req = unsent;
+                            last_connect_error =
+                                Some(format!("{}: {}", upstream.addr, error.error()));
+                            break;
+                        }
+                        None => {
+                            return Err(ProxyError::UpstreamFailed {
+                                service: backend.service.clone(),
+                                version: backend.version.clone(),
+                                cause: error.into_error().to_string(),
+                            });
+                        }
+                    },
+                }
+            }
+            tried.push(upstream.addr);
+        }
+    }
+}
+
+/// The request target for the upstream, in origin form.
+fn upstream_uri(path_and_query: &str) -> Result<Uri, ProxyError> {
+    let parsed = if path_and_query.starts_with('/') {
+        path_and_query.parse::<Uri>()
+    } else {
+        format!("/{path_and_query}").parse::<Uri>()
+    };
+    parsed.map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))
+}

@@ -1,0 +1,69 @@
+//! Protocol upgrades (WebSocket and the like): the request goes over a
+//! connection of its own; on `101 Switching Protocols` both sides are taken
+//! over and bytes are copied until either closes.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::backend::InFlight;
+use super::{Backend, Proxy, ProxyError, ResponseBody};
+
+pub(super) async fn forward(
+    proxy: &Proxy,
+    backend: &Arc<Backend>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let upstream = backend
+        .pick(&[])
+        .ok_or_else(|| ProxyError::NoHealthyInstance {
+            service: backend.service.clone(),
+            version: backend.version.clone(),
+        })?;
+    let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
+    let mut sender = upstream
+        .connect(proxy.settings.connect_timeout, true)
+        .await
+        .map_err(|e| ProxyError::ConnectFailed {
+            service: backend.service.clone(),
+            version: backend.version.clone(),
+            cause: format!("{}: {e}", upstream.addr),
+        })?;
+    let client_side = hyper::upgrade::on(&mut req);
+    let failed = |cause: String| ProxyError::UpstreamFailed {
+        service: backend.service.clone(),
+        version: backend.version.clone(),
+        cause,
+    };
+    let mut response =
+        tokio::time::timeout(proxy.settings.upstream_timeout, sender.send_request(req))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout {
+                service: backend.service.clone(),
+                version: backend.version.clone(),
+                seconds: proxy.settings.upstream_timeout.as_secs(),
+            })?
+            .map_err(|e| failed(e.to_string()))?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = response.into_parts();
+        return Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, None, Some(in_flight)),
+        ));
+    }
+    let upstream_side = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        // The tunnel counts as in flight until it closes, so draining waits.
+        let _in_flight = in_flight;
+        let (Ok(client), Ok(server)) = tokio::join!(client_side, upstream_side) else {
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut server = TokioIo::new(server);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    });
+    let (parts, _) = response.into_parts();
+    Ok(Response::from_parts(parts, ResponseBody::empty()))
+}

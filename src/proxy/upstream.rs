@@ -1,0 +1,107 @@
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per instance; more are closed when returned.
+const MAX_IDLE: usize = 256;
+
+/// One instance as the data plane sees it: an address, a health flag the
+/// runtime flips, a count of requests in flight, and its own connection
+/// pool, so that replacing an instance drops exactly its connections.
+#[derive(Debug)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    healthy: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Mutex<Vec<SendRequest<Incoming>>>,
+}
+
+impl Upstream {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            healthy: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Release);
+        if !healthy {
+            self.idle_lock().clear();
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn enter(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn leave(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Incoming>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A pooled connection that is not known to be closed, if any.
+    pub(crate) fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle_lock();
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Gives a connection back once its response has been read to the end.
+    pub(crate) fn give_back(&self, sender: SendRequest<Incoming>) {
+        if sender.is_closed() || !self.is_healthy() {
+            return;
+        }
+        let mut idle = self.idle_lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+
+    /// Opens a new HTTP/1.1 connection. With `upgrades` the connection can
+    /// be taken over after a 101 answer (and is never pooled).
+    pub(crate) async fn connect(
+        &self,
+        timeout: Duration,
+        upgrades: bool,
+    ) -> io::Result<SendRequest<Incoming>> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        if upgrades {
+            tokio::spawn(conn.with_upgrades());
+        } else {
+            tokio::spawn(conn);
+        }
+        Ok(sender)
+    }
+}

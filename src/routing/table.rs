@@ -1,0 +1,245 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Every service lives under this path prefix.
+pub const SERVICES_PREFIX: &str = "/services/";
+
+/// The releases of one service a request can reach.
+#[derive(Debug)]
+pub struct ServiceRoutes<B> {
+    pub name: String,
+    /// Answers `/services/NAME/` and the service's hosts; `None` when the
+    /// service has no main (every release killed).
+    pub main: Option<Arc<B>>,
+    /// Every running release by version, for `/services/NAME_VERSION/`.
+    pub versions: HashMap<String, Arc<B>>,
+}
+
+/// The compiled, immutable routing table. `B` is whatever the data plane
+/// forwards to (a release's backend); routing never looks inside it.
+#[derive(Debug)]
+pub struct RoutingTable<B> {
+    services: HashMap<String, ServiceRoutes<B>>,
+    hosts: HashMap<String, String>,
+}
+
+impl<B> Default for RoutingTable<B> {
+    fn default() -> Self {
+        Self {
+            services: HashMap::new(),
+            hosts: HashMap::new(),
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug)]
+pub enum Route<'t, B> {
+    Release {
+        backend: &'t Arc<B>,
+        /// The path (and query) to send upstream.
+        upstream_path: &'t str,
+        /// What was stripped, for `X-Forwarded-Prefix` (empty for hosts).
+        prefix: &'t str,
+    },
+    /// The path names a service or release that is not here.
+    UnknownService { name: &'t str },
+    /// The service exists but has no main release.
+    NoMain { service: &'t str },
+    /// Neither a known host nor a `/services/` path.
+    NoMatch,
+}
+
+impl<B> RoutingTable<B> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a service and the hosts routed to it (lower-case, no port).
+    pub fn insert(&mut self, routes: ServiceRoutes<B>, hosts: impl IntoIterator<Item = String>) {
+        for host in hosts {
+            self.hosts.insert(host, routes.name.clone());
+        }
+        self.services.insert(routes.name.clone(), routes);
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceRoutes<B>> {
+        self.services.get(name)
+    }
+
+    /// Routes by host first (the whole path goes to the service's main), then
+    /// by `/services/NAME/…` or `/services/NAME_VERSION/…` with the prefix
+    /// stripped. `path_and_query` is the request target in origin form.
+    pub fn route<'t>(&'t self, host: Option<&str>, path_and_query: &'t str) -> Route<'t, B> {
+        if let Some(service) = host.and_then(|h| self.host_service(h)) {
+            return match &service.main {
+                Some(backend) => Route::Release {
+                    backend,
+                    upstream_path: path_and_query,
+                    prefix: "",
+                },
+                None => Route::NoMain {
+                    service: &service.name,
+                },
+            };
+        }
+        let Some(rest) = path_and_query.strip_prefix(SERVICES_PREFIX) else {
+            return Route::NoMatch;
+        };
+        let seg_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let segment = &rest[..seg_end];
+        let prefix_len = SERVICES_PREFIX.len() + seg_end;
+        let prefix = &path_and_query[..prefix_len];
+        let mut upstream_path = &path_and_query[prefix_len..];
+        if upstream_path.is_empty() || upstream_path.starts_with('?') {
+            // `/services/NAME` and `/services/NAME?q` mean the root.
+            upstream_path = if upstream_path.is_empty() {
+                "/"
+            } else {
+                upstream_path
+            };
+        }
+        let (name, version) = match segment.split_once('_') {
+            Some((n, v)) => (n, Some(v)),
+            None => (segment, None),
+        };
+        let Some(service) = self.services.get(name) else {
+            return Route::UnknownService { name: segment };
+        };
+        let backend = match version {
+            Some(v) => match service.versions.get(v) {
+                Some(b) => b,
+                None => return Route::UnknownService { name: segment },
+            },
+            None => match &service.main {
+                Some(b) => b,
+                None => {
+                    return Route::NoMain {
+                        service: &service.name,
+                    };
+                }
+            },
+        };
+        Route::Release {
+            backend,
+            upstream_path,
+            prefix,
+        }
+    }
+
+    fn host_service(&self, host: &str) -> Option<&ServiceRoutes<B>> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let host = strip_port(host);
+        let name = match self.hosts.get(host) {
+            Some(n) => n,
+            None => self.hosts.get(&host.to_ascii_lowercase())?,
+        };
+        self.services.get(name)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RoutingTable<&'static str> {
+        let mut t = RoutingTable::new();
+        let one = Arc::new("hello-1");
+        let two = Arc::new("hello-2");
+        t.insert(
+            ServiceRoutes {
+                name: "hello".into(),
+                main: Some(one.clone()),
+                versions: HashMap::from([("1.0.0".into(), one), ("2.0.0-rc.1".into(), two)]),
+            },
+            ["hello.example.com".to_string()],
+        );
+        t.insert(
+            ServiceRoutes {
+                name: "empty".into(),
+                main: None,
+                versions: HashMap::new(),
+            },
+            [],
+        );
+        t
+    }
+
+    fn target<'t>(r: Route<'t, &'static str>) -> (&'static str, &'t str, &'t str) {
+        match r {
+            Route::Release {
+                backend,
+                upstream_path,
+                prefix,
+            } => (**backend, upstream_path, prefix),
+            other => panic!("expected a release, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_path_goes_to_main_with_prefix_stripped() {
+        let t = table();
+        assert_eq!(
+            target(t.route(None, "/services/hello/a/b?x=1")),
+            ("hello-1", "/a/b?x=1", "/services/hello")
+        );
+        assert_eq!(
+            target(t.route(None, "/services/hello")),
+            ("hello-1", "/", "/services/hello")
+        );
+        assert_eq!(
+            target(t.route(None, "/services/hello?x")),
+            ("hello-1", "?x", "/services/hello")
+        );
+    }
+
+    #[test]
+    fn versioned_path_goes_to_that_release() {
+        let t = table();
+        assert_eq!(
+            target(t.route(None, "/services/hello_2.0.0-rc.1/echo")),
+            ("hello-2", "/echo", "/services/hello_2.0.0-rc.1")
+        );
+        assert!(matches!(
+            t.route(None, "/services/hello_9.9.9/"),
+            Route::UnknownService {
+                name: "hello_9.9.9"
+            }
+        ));
+    }
+
+    #[test]
+    fn host_routes_the_whole_path_to_main() {
+        let t = table();
+        assert_eq!(
+            target(t.route(Some("HELLO.example.com:8080"), "/services/other/x")),
+            ("hello-1", "/services/other/x", "")
+        );
+    }
+
+    #[test]
+    fn unknown_service_and_missing_main_are_told_apart() {
+        let t = table();
+        assert!(matches!(
+            t.route(None, "/services/nope/"),
+            Route::UnknownService { .. }
+        ));
+        assert!(matches!(
+            t.route(None, "/services/empty/"),
+            Route::NoMain { .. }
+        ));
+        assert!(matches!(t.route(None, "/other"), Route::NoMatch));
+    }
+}

@@ -1,0 +1,152 @@
+//! Runs releases: starts their instances (local processes, or addresses of
+//! instances that run elsewhere), checks their health, restarts the ones
+//! that exit, notices crash loops, and drains and stops them.
+//!
+//! Each release gets a [`ReleaseHandle`]; its instances are tasks owned by
+//! the handle, so stopping the handle stops them. What the data plane needs
+//! (addresses, health, requests in flight) lives in the release's
+//! [`Backend`](crate::proxy::Backend), which the handle keeps current.
+
+mod health;
+mod instance;
+mod log_file;
+mod port;
+mod process;
+mod release_handle;
+mod status;
+
+pub use log_file::{LogChunk, LogFiles};
+pub use process::{is_alive, kill_group};
+pub use release_handle::{ReleaseHandle, RuntimeSettings};
+pub use status::{ExitRecord, Health, InstanceStatus, ReleasePhase, ReleaseStatus};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::model::Release;
+use crate::store::{InstanceRecord, Store};
+
+/// Why a release could not be made to run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "could not start {release}: `{command}` failed: {cause}. Check the path, that it is executable, and --cwd"
+    )]
+    CannotStart {
+        release: String,
+        command: String,
+        cause: String,
+    },
+    #[error(
+        "{release} is in a crash loop: its instances exited {exits}; it receives no traffic.\n{logs}"
+    )]
+    CrashLoop {
+        release: String,
+        exits: String,
+        logs: String,
+    },
+    #[error("{release} did not become healthy within {waited:?}: {detail}.\n{logs}")]
+    NotReady {
+        release: String,
+        waited: Duration,
+        detail: String,
+        logs: String,
+    },
+    #[error("cannot read the logs of {release}: {cause}")]
+    Logs { release: String, cause: String },
+    #[error("cannot resolve upstream `{address}` of {release}: {cause}")]
+    BadUpstream {
+        release: String,
+        address: String,
+        cause: String,
+    },
+}
+
+type Key = (String, String);
+
+/// Every release this node runs, by service and version.
+pub struct Runtime {
+    settings: Arc<RuntimeSettings>,
+    store: Arc<dyn Store>,
+    health_client: reqwest::Client,
+    releases: Mutex<HashMap<Key, Arc<ReleaseHandle>>>,
+}
+
+impl Runtime {
+    pub fn new(settings: RuntimeSettings, store: Arc<dyn Store>) -> Self {
+        let health_client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(1)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            settings: Arc::new(settings),
+            store,
+            health_client,
+            releases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<ReleaseHandle>>> {
+        self.releases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn key(release: &Release) -> Key {
+        (release.service.to_string(), release.version.to_string())
+    }
+
+    /// The handle of a running release.
+    pub fn get(&self, service: &str, version: &str) -> Option<Arc<ReleaseHandle>> {
+        self.map()
+            .get(&(service.to_owned(), version.to_owned()))
+            .cloned()
+    }
+
+    /// Starts a release (adopting the given still-running instances), or
+    /// returns its handle if it already runs.
+    pub fn start(&self, release: &Release, adopt: Vec<InstanceRecord>) -> Arc<ReleaseHandle> {
+        let mut map = self.map();
+        if let Some(handle) = map.get(&Self::key(release)) {
+            return Arc::clone(handle);
+        }
+        let handle = ReleaseHandle::start(
+            release.clone(),
+            Arc::clone(&self.settings),
+            Arc::clone(&self.store),
+            self.health_client.clone(),
+            adopt,
+        );
+        map.insert(Self::key(release), Arc::clone(&handle));
+        handle
+    }
+
+    /// Stops a release: with `drain`, waits (bounded by the drain timeout)
+    /// for its requests in flight to finish first. Route traffic away from
+    /// it before calling this.
+    pub async fn stop(&self, service: &str, version: &str, drain: bool) {
+        let handle = self.map().remove(&(service.to_owned(), version.to_owned()));
+        if let Some(handle) = handle {
+            if drain {
+                handle.drain(self.settings.drain_timeout).await;
+            }
+            handle.stop().await;
+        }
+    }
+
+    /// Stops every release (serve is shutting down).
+    pub async fn stop_all(&self) {
+        let handles: Vec<_> = self.map().drain().map(|(_, h)| h).collect();
+        let stops = handles.iter().map(|h| h.stop());
+        futures_util::future::join_all(stops).await;
+    }
+
+    pub fn running(&self) -> Vec<Arc<ReleaseHandle>> {
+        self.map().values().cloned().collect()
+    }
+}

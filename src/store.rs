@@ -1,0 +1,77 @@
+//! Desired state and revision history behind one trait, so that the
+//! embedded SQLite file and a fleet store are interchangeable.
+//!
+//! Every change of a service is a [`Commit`]: the releases it registers and
+//! the revision it makes, written together or not at all. A commit names the
+//! revision number it creates; when that number is not current + 1 the store
+//! refuses it with [`StoreError::Conflict`] (compare-and-swap on revision).
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::model::{Release, Revision, ServiceName};
+
+/// A change to write atomically.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// Releases to register (already registered identical ones are kept).
+    pub releases: Vec<Release>,
+    pub revision: Revision,
+}
+
+/// Where a running instance was, so that a restarted serve can adopt it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub service: String,
+    pub version: String,
+    pub slot: u32,
+    pub pid: u32,
+    /// Process start time in clock ticks since boot (`/proc/PID/stat`),
+    /// which tells a reused pid from the process we started.
+    pub start_ticks: u64,
+    pub port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the service changed meanwhile: its revision is now {current}; look again (`switchyard ls`) and retry"
+    )]
+    Conflict { current: u64 },
+    #[error(
+        "release {service} {version} is already registered with another spec; releases are immutable, deploy a new version"
+    )]
+    ReleaseMismatch { service: String, version: String },
+    #[error("state database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("state database holds unreadable data: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("cannot open the state directory {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// The store as the controller sees it.
+pub trait Store: Send + Sync + 'static {
+    /// The newest revision of every service ever deployed.
+    fn current_revisions(&self) -> StoreResult<Vec<Revision>>;
+    fn current_revision(&self, service: &ServiceName) -> StoreResult<Option<Revision>>;
+    fn revision(&self, service: &ServiceName, number: u64) -> StoreResult<Option<Revision>>;
+    /// Revisions newest first, at most `limit`.
+    fn history(&self, service: &ServiceName, limit: usize) -> StoreResult<Vec<Revision>>;
+    fn release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> StoreResult<Option<Release>>;
+    fn commit(&self, commit: &Commit) -> StoreResult<()>;
+
+    fn record_instance(&self, record: &InstanceRecord) -> StoreResult<()>;
+    fn forget_instance(&self, service: &str, version: &str, slot: u32) -> StoreResult<()>;
+    fn instances(&self) -> StoreResult<Vec<InstanceRecord>>;
+}

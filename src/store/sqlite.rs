@@ -1,0 +1,286 @@
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Commit, InstanceRecord, Store, StoreError, StoreResult};
+use crate::model::{Release, Revision, ServiceName};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS releases (
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    release TEXT NOT NULL,
+    PRIMARY KEY (service, version)
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    service TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    revision TEXT NOT NULL,
+    PRIMARY KEY (service, number)
+);
+CREATE TABLE IF NOT EXISTS instances (
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    start_ticks INTEGER NOT NULL,
+    port INTEGER NOT NULL,
+    PRIMARY KEY (service, version, slot)
+);
+";
+
+/// The embedded store: one SQLite file (`switchyard.db` in the state
+/// directory) that operators can open with `sqlite3`. WAL journal with full
+/// sync, so a commit that returned survives `kill -9` and power loss.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(state_dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Open {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+        let conn = Connection::open(state_dir.join("switchyard.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn parse_revision(json: String) -> StoreResult<Revision> {
+    Ok(serde_json::from_str(&json)?)
+}
+
+impl Store for SqliteStore {
+    fn current_revisions(&self) -> StoreResult<Vec<Revision>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT r.revision FROM revisions r
+             JOIN (SELECT service, MAX(number) AS n FROM revisions GROUP BY service) m
+             ON r.service = m.service AND r.number = m.n ORDER BY r.service",
+        )?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        rows.map(|r| parse_revision(r?)).collect()
+    }
+
+    fn current_revision(&self, service: &ServiceName) -> StoreResult<Option<Revision>> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT revision FROM revisions WHERE service = ?1 ORDER BY number DESC LIMIT 1",
+                params![service.as_str()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        json.map(parse_revision).transpose()
+    }
+
+    fn revision(&self, service: &ServiceName, number: u64) -> StoreResult<Option<Revision>> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT revision FROM revisions WHERE service = ?1 AND number = ?2",
+                params![service.as_str(), number as i64],
+                |row| row.get(0),
+            )
+            .optional()?;
+        json.map(parse_revision).transpose()
+    }
+
+    fn history(&self, service: &ServiceName, limit: usize) -> StoreResult<Vec<Revision>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT revision FROM revisions WHERE service = ?1 ORDER BY number DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![service.as_str(), limit as i64], |row| {
+            row.get::<_, String>(0)
+        })?;
+        rows.map(|r| parse_revision(r?)).collect()
+    }
+
+    fn release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> StoreResult<Option<Release>> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT release FROM releases WHERE service = ?1 AND version = ?2",
+                params![service.as_str(), version.to_string()],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+    }
+
+    fn commit(&self, commit: &Commit) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let service = commit.revision.service.as_str();
+        let current: u64 = tx.query_row(
+            "SELECT COALESCE(MAX(number), 0) FROM revisions WHERE service = ?1",
+            params![service],
+            |row| row.get::<_, i64>(0),
+        )? as u64;
+        if commit.revision.number != current + 1 {
+            return Err(StoreError::Conflict { current });
+        }
+        for release in &commit.releases {
+            let version = release.version.to_string();
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT release FROM releases WHERE service = ?1 AND version = ?2",
+                    params![service, version],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match existing {
+                Some(json) => {
+                    let stored: Release = serde_json::from_str(&json)?;
+                    if stored.spec != release.spec {
+                        return Err(StoreError::ReleaseMismatch {
+                            service: service.to_owned(),
+                            version,
+                        });
+                    }
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO releases (service, version, release) VALUES (?1, ?2, ?3)",
+                        params![service, version, serde_json::to_string(release)?],
+                    )?;
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO revisions (service, number, revision) VALUES (?1, ?2, ?3)",
+            params![
+                service,
+                commit.revision.number as i64,
+                serde_json::to_string(&commit.revision)?
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn record_instance(&self, r: &InstanceRecord) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO instances (service, version, slot, pid, start_ticks, port)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                r.service,
+                r.version,
+                r.slot,
+                r.pid,
+                r.start_ticks as i64,
+                r.port
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn forget_instance(&self, service: &str, version: &str, slot: u32) -> StoreResult<()> {
+        self.conn().execute(
+            "DELETE FROM instances WHERE service = ?1 AND version = ?2 AND slot = ?3",
+            params![service, version, slot],
+        )?;
+        Ok(())
+    }
+
+    fn instances(&self) -> StoreResult<Vec<InstanceRecord>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT service, version, slot, pid, start_ticks, port FROM instances")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(InstanceRecord {
+                service: row.get(0)?,
+                version: row.get(1)?,
+                slot: row.get(2)?,
+                pid: row.get(3)?,
+                start_ticks: row.get::<_, i64>(4)? as u64,
+                port: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeployAs, ServiceState};
+
+    fn revision(number: u64) -> Revision {
+        let service: ServiceName = "hello".parse().expect("name");
+        let state = ServiceState::default()
+            .deploy(
+                &service,
+                &semver::Version::new(1, 0, number),
+                DeployAs::Auto,
+                0,
+            )
+            .expect("deploy");
+        Revision {
+            service,
+            number,
+            at: 0,
+            action: "test".into(),
+            actor: "test".into(),
+            state,
+        }
+    }
+
+    #[test]
+    fn commit_refuses_a_stale_revision_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let commit = |n| Commit {
+            releases: vec![],
+            revision: revision(n),
+        };
+        store.commit(&commit(1)).expect("first");
+        assert!(matches!(
+            store.commit(&commit(1)),
+            Err(StoreError::Conflict { current: 1 })
+        ));
+        assert!(matches!(
+            store.commit(&commit(3)),
+            Err(StoreError::Conflict { current: 1 })
+        ));
+        store.commit(&commit(2)).expect("second");
+        let service = "hello".parse().expect("name");
+        assert_eq!(store.history(&service, 10).expect("history").len(), 2);
+    }
+
+    #[test]
+    fn committed_state_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            store
+                .commit(&Commit {
+                    releases: vec![],
+                    revision: revision(1),
+                })
+                .expect("commit");
+        }
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let current = store.current_revisions().expect("read");
+        assert_eq!(current, vec![revision(1)]);
+    }
+}
