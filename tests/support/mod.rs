@@ -1,0 +1,375 @@
+//! The end-to-end harness: a real `switchyard serve` in a fresh temp dir,
+//! driven through the real CLI and real sockets on 127.0.0.1.
+//!
+//! Every [`Env`] stops what it started when dropped, even when the test
+//! fails: serve gets SIGTERM (then SIGKILL), and any instance process still
+//! carrying this env's state dir in its environment is killed by PID.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const SWITCHYARD: &str = env!("CARGO_BIN_EXE_switchyard");
+pub const HELLO: &str = env!("CARGO_BIN_EXE_hello-server");
+
+/// What a CLI run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn failed(self) -> Self {
+        assert_ne!(
+            self.code, 0,
+            "command should have failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A running serve.
+pub struct Serve {
+    child: Child,
+    pub proxy: String,
+    pub admin: String,
+    pub proxy_addr: String,
+    pub admin_addr: String,
+    /// serve's stderr (its logs), collected in the background.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// One test's world: a temp dir, a serve, and clients for both sides.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    pub serve: Option<Serve>,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+    extra_args: Vec<String>,
+}
+
+impl Env {
+    /// A fresh env with serve started on free ports.
+    pub async fn start() -> Env {
+        Self::start_with(&[]).await
+    }
+
+    /// A fresh env whose serve gets extra arguments.
+    pub async fn start_with(extra: &[&str]) -> Env {
+        let mut env = Self::new(extra);
+        env.launch("127.0.0.1:0", "127.0.0.1:0").await;
+        env
+    }
+
+    /// An env without a running serve (call [`Env::launch`]).
+    pub fn new(extra: &[&str]) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state_dir = dir
+            .path()
+            .canonicalize()
+            .expect("canonical temp dir")
+            .join("state");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("http client");
+        Env {
+            dir,
+            state_dir,
+            serve: None,
+            http,
+            token: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Starts serve and waits until it prints its addresses.
+    pub async fn launch(&mut self, listen: &str, admin: &str) {
+        let serve = self
+            .try_launch(listen, admin)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.serve = Some(serve);
+    }
+
+    /// Starts serve; the error carries what serve printed when it fails.
+    pub async fn try_launch(&mut self, listen: &str, admin: &str) -> Result<Serve, String> {
+        let mut child = Command::new(SWITCHYARD)
+            .arg("serve")
+            .args(["--listen", listen, "--admin", admin])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(&self.extra_args)
+            .env("SWITCHYARD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn switchyard serve");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("log lock").push_str(&(line + "\n"));
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut proxy, mut admin_url) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proxy.is_none() || admin_url.is_none() {
+            let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await;
+            match line {
+                Ok(Ok(Some(line))) => {
+                    if let Some(url) = line.strip_prefix("switchyard: proxy listening on ") {
+                        proxy = Some(url.to_owned());
+                    } else if let Some(url) =
+                        line.strip_prefix("switchyard: admin API listening on ")
+                    {
+                        admin_url = Some(url.to_owned());
+                    }
+                }
+                _ => {
+                    let _ = child.kill().await;
+                    let status = child.wait().await.ok();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Err(format!(
+                        "serve did not start (exit {status:?}):\n{}",
+                        log.lock().expect("log lock")
+                    ));
+                }
+            }
+        }
+        // Keep draining stdout so serve never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let proxy = proxy.expect("proxy url");
+        let admin = admin_url.expect("admin url");
+        Ok(Serve {
+            child,
+            proxy_addr: proxy.trim_start_matches("http://").to_owned(),
+            admin_addr: admin.trim_start_matches("http://").to_owned(),
+            proxy,
+            admin,
+            log,
+        })
+    }
+
+    pub fn serve(&self) -> &Serve {
+        self.serve.as_ref().expect("serve is running")
+    }
+
+    pub fn proxy(&self) -> &str {
+        &self.serve().proxy
+    }
+
+    pub fn admin(&self) -> &str {
+        &self.serve().admin
+    }
+
+    /// serve's log so far.
+    pub fn serve_log(&self) -> String {
+        self.serve().log.lock().expect("log lock").clone()
+    }
+
+    pub fn serve_pid(&self) -> u32 {
+        self.serve().child.id().expect("serve pid")
+    }
+
+    /// `kill -9` serve; its instances keep running.
+    pub async fn kill9(&mut self) {
+        if let Some(mut serve) = self.serve.take() {
+            let _ = serve.child.start_kill();
+            let _ = serve.child.wait().await;
+        }
+    }
+
+    /// SIGTERM serve and wait for it to exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut serve) = self.serve.take() {
+            if let Some(pid) = serve.child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(30), serve.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = serve.child.kill().await;
+            }
+        }
+    }
+
+    /// Runs the CLI against this serve.
+    pub async fn cli(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(SWITCHYARD);
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("SWITCHYARD_ADMIN", self.admin())
+            .env_remove("SWITCHYARD_TOKEN")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(token) = &self.token {
+            cmd.env("SWITCHYARD_TOKEN", token);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("CLI finished within 120 s")
+            .expect("run CLI");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `switchyard deploy NAME VERSION [extra…] -- hello-server --port {port} --version VERSION [server_args…]`
+    pub async fn deploy(
+        &self,
+        name: &str,
+        version: &str,
+        extra: &[&str],
+        server_args: &[&str],
+    ) -> Run {
+        let mut args = vec!["deploy", name, version, "--health", "/healthz"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", HELLO, "--port", "{port}", "--version", version]);
+        args.extend_from_slice(server_args);
+        self.cli(&args).await
+    }
+
+    /// `ls --json` parsed.
+    pub async fn ls(&self) -> serde_json::Value {
+        let run = self.cli(&["ls", "--json"]).await.ok();
+        serde_json::from_str(&run.stdout).expect("ls --json is JSON")
+    }
+
+    /// `history NAME --json` parsed.
+    pub async fn history(&self, name: &str) -> serde_json::Value {
+        let run = self.cli(&["history", name, "--json"]).await.ok();
+        serde_json::from_str(&run.stdout).expect("history --json is JSON")
+    }
+
+    /// GET through the proxy: (status, x-switchyard-version, body).
+    pub async fn get(&self, path: &str) -> (u16, String, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.proxy()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} through the proxy failed: {e}"));
+        let status = response.status().as_u16();
+        let version = response
+            .headers()
+            .get("x-switchyard-version")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = response.text().await.unwrap_or_default();
+        (status, version, body)
+    }
+
+    /// Waits until `check` passes (polling), or panics with `what`.
+    pub async fn eventually<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if check().await {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for: {what}\nserve log:\n{}",
+                    self.serve
+                        .as_ref()
+                        .map(|_| self.serve_log())
+                        .unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// PIDs of live processes started for this env's state dir.
+    pub fn instance_pids(&self) -> Vec<u32> {
+        instance_pids(&self.state_dir)
+    }
+}
+
+/// Processes whose environment names `state_dir` as their Switchyard state.
+pub fn instance_pids(state_dir: &Path) -> Vec<u32> {
+    let marker = format!("SWITCHYARD_STATE_DIR={}", state_dir.display());
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie && environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(serve) = self.serve.as_mut() {
+            if let Some(pid) = serve.child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < deadline && std::fs::metadata(format!("/proc/{pid}")).is_ok()
+                {
+                    if serve.child.try_wait().ok().flatten().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = serve.child.start_kill();
+            }
+        }
+        for pid in instance_pids(&self.state_dir) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
