@@ -39,6 +39,9 @@ pub struct ReleaseHandle {
     tasks: TaskTracker,
 }
 
+/// How long draining waits before it trusts the in-flight count.
+const DRAIN_SETTLE: Duration = Duration::from_millis(100);
+
 /// Lines of each instance's log shown when a deploy fails.
 const FAILURE_LOG_LINES: usize = 10;
 
@@ -169,6 +172,9 @@ impl ReleaseHandle {
     /// Waits until no request is in flight, at most `timeout`.
     pub async fn drain(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
+        // A request that read the previous routing table an instant before
+        // the swap may not be counted yet; give it time to show up.
+        tokio::time::sleep(DRAIN_SETTLE.min(timeout)).await;
         while self.backend.in_flight() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
