@@ -1,12 +1,13 @@
 use std::time::Duration;
 
+use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use super::{Controller, ControllerError, DeployingGuard};
 use crate::error::Result;
 use crate::model::{
-    DeployAs, ModelError, Release, ReleaseSpec, Revision, ServiceName, normalize_host, now_millis,
-    parse_version,
+    DeployAs, ModelError, Release, ReleaseSpec, Revision, ServiceName, ServiceState,
+    normalize_host, now_millis, parse_version,
 };
 use crate::store::StoreError;
 
@@ -50,18 +51,7 @@ impl Controller {
         };
 
         // Fail fast on what can be checked before starting anything.
-        let current = self.current(service);
-        let state = current
-            .as_ref()
-            .map(|r| r.state.clone())
-            .unwrap_or_default();
-        Self::check_base(
-            service,
-            current.as_ref().map_or(0, |r| r.number),
-            req.base_revision,
-        )?;
-        state.deploy(service, &version, how, 0)?;
-        self.check_hosts(service, &state.with_hosts(&hosts)?)?;
+        self.deployed_state(service, &version, how, &hosts, req.base_revision, 0)?;
         if let Some(stored) = self.store.release(service, &version)? {
             if stored.spec != req.spec {
                 return Err(StoreError::ReleaseMismatch {
@@ -106,25 +96,22 @@ impl Controller {
 
         let committed = {
             let _lock = self.lock(service).await;
-            let current = self.current(service);
-            let state = current
-                .as_ref()
-                .map(|r| r.state.clone())
-                .unwrap_or_default();
-            Self::check_base(
+            self.deployed_state(
                 service,
-                current.as_ref().map_or(0, |r| r.number),
+                &version,
+                how,
+                &hosts,
                 req.base_revision,
+                now_millis(),
             )
-            .and_then(|()| Ok(state.deploy(service, &version, how, now_millis())?))
-            .and_then(|s| Ok(s.with_hosts(&hosts)?))
-            .and_then(|s| self.check_hosts(service, &s).map(|()| s))
-            .and_then(|s| {
-                let role = s.role_of(&version).map_or("?".into(), |r| r.to_string());
+            .and_then(|(current, state)| {
+                let role = state
+                    .role_of(&version)
+                    .map_or("?".into(), |r| r.to_string());
                 self.commit(
                     service,
                     current.as_ref(),
-                    s,
+                    state,
                     format!("deploy {version} as {role}"),
                     actor,
                     vec![release],
@@ -137,5 +124,33 @@ impl Controller {
                 .await;
         }
         committed
+    }
+
+    /// The service's current revision and the state it would have with the
+    /// release added, after every check that needs no running instance.
+    fn deployed_state(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+        how: DeployAs,
+        hosts: &[String],
+        base_revision: Option<u64>,
+        now: u64,
+    ) -> Result<(Option<Revision>, ServiceState)> {
+        let current = self.current(service);
+        Self::check_base(
+            service,
+            current.as_ref().map_or(0, |r| r.number),
+            base_revision,
+        )?;
+        let state = current
+            .as_ref()
+            .map(|r| r.state.clone())
+            .unwrap_or_default();
+        let next = state
+            .deploy(service, version, how, now)?
+            .with_hosts(hosts)?;
+        self.check_hosts(service, &next)?;
+        Ok((current, next))
     }
 }
