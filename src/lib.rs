@@ -21,6 +21,7 @@ pub mod model;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;
+pub mod shadow;
 pub mod store;
 
 pub use error::{Error, Result};
