@@ -9,6 +9,7 @@
 mod auth;
 mod error;
 pub mod services;
+pub mod shadows;
 
 pub use error::{ApiError, ErrorBody};
 
@@ -49,6 +50,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/assign", post(services::assign))
         .route("/v1/services/{name}/history", get(services::history))
         .route("/v1/services/{name}/rollback", post(services::rollback))
+        .route(
+            "/v1/services/{name}/shadows/{version}",
+            post(shadows::set_shadow),
+        )
+        .route("/v1/services/{name}/shadows/report", get(shadows::report))
+        .route("/v1/services/{name}/compare", post(shadows::set_compare))
+        // Last, so that every route above answers a wrong method in JSON too.
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .fallback(error::no_such_endpoint)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

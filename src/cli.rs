@@ -11,8 +11,9 @@ mod ls;
 mod output;
 mod rollback;
 mod serve;
+mod shadow;
 
-pub use client::AdminClient;
+pub use client::{AdminClient, release_path, service_path};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -42,6 +43,8 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show (and follow) the logs of a release's instances.
     Logs(logs::LogsArgs),
+    /// Shadow traffic: mirroring settings, comparison rules, reports.
+    Shadow(shadow::ShadowArgs),
 }
 
 /// How a client command reaches serve.
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::History(args) => history::run(args).await,
             Command::Rollback(args) => rollback::run(args).await,
             Command::Logs(args) => logs::run(args).await,
+            Command::Shadow(args) => shadow::run(args).await,
         }
     })
 }

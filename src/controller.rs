@@ -12,9 +12,11 @@ mod deploy;
 mod kill;
 mod restore;
 mod rollback;
+mod shadow;
 mod view;
 
 pub use deploy::DeployRequest;
+pub use shadow::ShadowLedger;
 pub use view::{ReleaseView, ServiceView};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -83,6 +85,7 @@ pub struct Controller {
     current: Mutex<BTreeMap<ServiceName, Revision>>,
     locks: Mutex<HashMap<ServiceName, Arc<tokio::sync::Mutex<()>>>>,
     deploying: Mutex<HashSet<(ServiceName, String)>>,
+    shadows: ShadowLedger,
 }
 
 impl Controller {
@@ -94,6 +97,7 @@ impl Controller {
             current: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),
+            shadows: ShadowLedger::default(),
         }
     }
 

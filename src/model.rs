@@ -7,6 +7,7 @@ mod revision;
 mod role;
 mod service_name;
 mod service_state;
+mod shadow_policy;
 
 pub use health_check::HealthCheck;
 pub use release::{Release, ReleaseSpec, RunSpec, parse_version};
@@ -14,6 +15,7 @@ pub use revision::{Revision, now_millis};
 pub use role::Role;
 pub use service_name::ServiceName;
 pub use service_state::{DeployAs, ReleaseEntry, ServiceState, normalize_host};
+pub use shadow_policy::{ComparePolicy, DEFAULT_BODY_LIMIT, ShadowSettings};
 
 /// A change the model refuses, with what to do about it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

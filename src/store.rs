@@ -72,6 +72,12 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, commit: &Commit) -> StoreResult<()>;
 
     fn record_instance(&self, record: &InstanceRecord) -> StoreResult<()>;
-    fn forget_instance(&self, service: &str, version: &str, slot: u32) -> StoreResult<()>;
+    fn forget_instance(&self, service: &str, version: &str, slot: u32, pid: u32)
+    -> StoreResult<()>;
     fn instances(&self) -> StoreResult<Vec<InstanceRecord>>;
+
+    /// Keeps a shadow's summary counts (JSON) across restarts.
+    fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
+    /// Every saved shadow summary: (service, version, JSON).
+    fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>>;
 }

@@ -60,6 +60,25 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Answers a path the API does not have (JSON, like every error).
+pub async fn no_such_endpoint(method: http::Method, uri: http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "the admin API has no {method} {}; is the CLI the same version as serve?",
+            uri.path()
+        ),
+    )
+}
+
+/// Answers a known path asked with a method it does not take.
+pub async fn method_not_allowed(method: http::Method, uri: http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::model::{Revision, ServiceName};
 use crate::runtime::LogChunk;
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// What a change returns: the revision it made and the service after it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,17 +55,23 @@ pub struct LogsQuery {
     after: Option<String>,
 }
 
-fn service_name(name: &str) -> Result<ServiceName, ApiError> {
+pub(super) fn service_name(name: &str) -> Result<ServiceName, ApiError> {
     name.parse::<ServiceName>()
         .map_err(|e| ApiError::from(Error::from(e)))
 }
 
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     json.map(|Json(t)| t)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
 }
 
-fn actor(headers: &HeaderMap) -> String {
+/// The query string, or a JSON 400 that says what was wrong with it.
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+}
+
+pub(super) fn actor(headers: &HeaderMap) -> String {
     headers
         .get(ACTOR_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -93,7 +99,7 @@ where
         .map_err(ApiError::from)
 }
 
-fn change(state: &AppState, revision: Revision) -> ApiResult<Change> {
+pub(super) fn change(state: &AppState, revision: Revision) -> ApiResult<Change> {
     let service = state.controller.service(&revision.service)?;
     Ok(Json(Change { revision, service }))
 }
@@ -151,10 +157,11 @@ pub async fn assign(
 pub async fn kill(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    Query(q): Query<BaseQuery>,
+    q: Result<Query<BaseQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Change> {
     let service = service_name(&name)?;
+    let q = query(q)?;
     let controller = Arc::clone(&state.controller);
     let actor = actor(&headers);
     let revision = run_to_end(async move {
@@ -169,10 +176,11 @@ pub async fn kill(
 pub async fn kill_all(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<BaseQuery>,
+    q: Result<Query<BaseQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Change> {
     let service = service_name(&name)?;
+    let q = query(q)?;
     let controller = Arc::clone(&state.controller);
     let actor = actor(&headers);
     let revision =
@@ -184,9 +192,10 @@ pub async fn kill_all(
 pub async fn history(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult<Vec<Revision>> {
     let service = service_name(&name)?;
+    let q = query(q)?;
     Ok(Json(
         state
             .controller
@@ -216,9 +225,10 @@ pub async fn rollback(
 pub async fn logs(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    Query(q): Query<LogsQuery>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
 ) -> ApiResult<Vec<LogChunk>> {
     let service = service_name(&name)?;
+    let q = query(q)?;
     let mut after = BTreeMap::new();
     for pair in q
         .after

@@ -22,7 +22,12 @@
 //!
 //! # Endpoints
 //!
-//! * `GET /healthz`: 200 `ok\n`, or 503 `starting\n` during `--fail-health-for`.
+//! * `GET /healthz`: 200 `ok\n`; 503 `starting\n` during `--fail-health-for`, and 503
+//!   `failing\n` while failing on request (below).
+//! * `POST /control/health/fail`: from now on `/healthz` answers 503, until
+//!   `POST /control/health/ok` makes it answer 200 again (as far as `--fail-health-for` allows).
+//!   Both answer 200; other methods get 405. They are exempt from `--latency-ms` and
+//!   `--fail-rate`, so a test can always reach them.
 //! * `/`: JSON `{"service","version","instance","pid","port"}`.
 //! * `/echo`, `/echo/...`: JSON with version, instance, method, path (with query), headers,
 //!   body (UTF-8, lossy) and `body_len`.
@@ -41,13 +46,13 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -130,6 +135,8 @@ struct State {
     fail_rate: f64,
     /// Number of non-health requests seen so far, for `--fail-rate`.
     requests: AtomicU64,
+    /// Set by `POST /control/health/fail`, cleared by `POST /control/health/ok`.
+    health_failing: AtomicBool,
 }
 
 impl State {
@@ -214,6 +221,7 @@ fn make_state(args: &Args, port: u16) -> std::io::Result<State> {
         fail_health_for: Duration::from_secs(args.fail_health_for),
         fail_rate: args.fail_rate,
         requests: AtomicU64::new(0),
+        health_failing: AtomicBool::new(false),
     })
 }
 
@@ -295,6 +303,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     if path == "/healthz" {
         return healthz(state);
     }
+    if let Some(action) = path.strip_prefix("/control/health/") {
+        return control_health(state, req.method(), action);
+    }
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
@@ -316,9 +327,33 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
 fn healthz(state: &State) -> Response<Body> {
     if state.started.elapsed() < state.fail_health_for {
         text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    } else if state.health_failing.load(Ordering::Relaxed) {
+        text(StatusCode::SERVICE_UNAVAILABLE, "failing\n")
     } else {
         text(StatusCode::OK, "ok\n")
     }
+}
+
+/// `POST /control/health/{fail,ok}`: makes `/healthz` fail, or pass again.
+fn control_health(state: &State, method: &Method, action: &str) -> Response<Body> {
+    let failing = match action {
+        "fail" => true,
+        "ok" => false,
+        _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    if method != Method::POST {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        resp.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    state.health_failing.store(failing, Ordering::Relaxed);
+    let body = if failing {
+        "/healthz fails from now on\n"
+    } else {
+        "/healthz passes again\n"
+    };
+    text(StatusCode::OK, body)
 }
 
 fn root(state: &State) -> Response<Body> {

@@ -1,7 +1,7 @@
 use clap::Args;
 
 use super::output::{confirm, json};
-use super::{AdminClient, ClientArgs};
+use super::{AdminClient, ClientArgs, service_path};
 use crate::api::services::{AssignRequest, Change};
 use crate::controller::ServiceView;
 
@@ -17,8 +17,9 @@ pub struct AssignArgs {
 }
 
 pub async fn run(args: AssignArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
     let client = AdminClient::new(&args.client)?;
-    let service: ServiceView = client.get(&format!("/v1/services/{}", args.name)).await?;
+    let service: ServiceView = client.get(&path).await?;
     let from = service.main.as_deref().unwrap_or("none");
     confirm(
         &format!(
@@ -29,7 +30,7 @@ pub async fn run(args: AssignArgs) -> anyhow::Result<()> {
     )?;
     let change: Change = client
         .post(
-            &format!("/v1/services/{}/assign", args.name),
+            &format!("{path}/assign"),
             &AssignRequest {
                 version: args.version.clone(),
                 base_revision: Some(service.revision),

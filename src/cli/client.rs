@@ -5,6 +5,22 @@ use serde::de::DeserializeOwned;
 
 use super::ClientArgs;
 use crate::api::{ACTOR_HEADER, ErrorBody};
+use crate::model::{ServiceName, parse_version};
+
+/// The admin API path of a service, once the name the user typed is known
+/// to be valid. Unchecked, a name such as `hello/releases/1.0.0#` or a
+/// version such as `../../hello` would send the request to another
+/// resource (and, say, kill a release nobody named).
+pub fn service_path(name: &str) -> anyhow::Result<String> {
+    let name: ServiceName = name.parse()?;
+    Ok(format!("/v1/services/{name}"))
+}
+
+/// The admin API path of one release, checked like [`service_path`].
+pub fn release_path(name: &str, version: &str) -> anyhow::Result<String> {
+    let version = parse_version(version)?;
+    Ok(format!("{}/releases/{version}", service_path(name)?))
+}
 
 /// A client of serve's admin API.
 pub struct AdminClient {

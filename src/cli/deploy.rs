@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use super::output::json;
-use super::{AdminClient, ClientArgs};
+use super::{AdminClient, ClientArgs, service_path};
 use crate::api::services::Change;
 use crate::controller::DeployRequest;
 use crate::model::{HealthCheck, ReleaseSpec, RunSpec};
@@ -123,6 +123,7 @@ impl DeployArgs {
 }
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
     let client = AdminClient::new(&args.client)?;
     let request = DeployRequest {
         version: args.version.clone(),
@@ -131,9 +132,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         standby: args.standby,
         base_revision: args.revision,
     };
-    let change: Change = client
-        .post(&format!("/v1/services/{}/releases", args.name), &request)
-        .await?;
+    let change: Change = client.post(&format!("{path}/releases"), &request).await?;
     if args.client.json {
         return json(&change);
     }

@@ -1,7 +1,7 @@
 use clap::Args;
 
 use super::output::{json, table, timestamp};
-use super::{AdminClient, ClientArgs};
+use super::{AdminClient, ClientArgs, service_path};
 use crate::model::Revision;
 
 #[derive(Debug, Args)]
@@ -15,12 +15,10 @@ pub struct HistoryArgs {
 }
 
 pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
     let client = AdminClient::new(&args.client)?;
     let revisions: Vec<Revision> = client
-        .get(&format!(
-            "/v1/services/{}/history?limit={}",
-            args.name, args.limit
-        ))
+        .get(&format!("{path}/history?limit={}", args.limit))
         .await?;
     if args.client.json {
         return json(&revisions);

@@ -2,7 +2,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::output::{confirm, json};
-use super::{AdminClient, ClientArgs};
+use super::{AdminClient, ClientArgs, release_path, service_path};
 use crate::api::services::Change;
 
 #[derive(Debug, Args)]
@@ -37,20 +37,16 @@ pub async fn run(args: KillArgs) -> anyhow::Result<()> {
         ),
         (Some(version), false) => {
             client
-                .delete(&format!(
-                    "/v1/services/{}/releases/{version}{base}",
-                    args.name
-                ))
+                .delete(&format!("{}{base}", release_path(&args.name, version)?))
                 .await?
         }
         (None, true) => {
+            let path = service_path(&args.name)?;
             confirm(
                 &format!("Kill every release of {}? It stops answering.", args.name),
                 args.yes,
             )?;
-            client
-                .delete(&format!("/v1/services/{}{base}", args.name))
-                .await?
+            client.delete(&format!("{path}{base}")).await?
         }
     };
     if args.client.json {

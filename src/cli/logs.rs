@@ -3,7 +3,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::output::json;
-use super::{AdminClient, ClientArgs};
+use super::{AdminClient, ClientArgs, release_path};
 use crate::runtime::LogChunk;
 
 #[derive(Debug, Args)]
@@ -21,8 +21,8 @@ pub struct LogsArgs {
 }
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
+    let path = format!("{}/logs", release_path(&args.name, &args.version)?);
     let client = AdminClient::new(&args.client)?;
-    let path = format!("/v1/services/{}/releases/{}/logs", args.name, args.version);
     let mut chunks: Vec<LogChunk> = client.get(&format!("{path}?lines={}", args.lines)).await?;
     if args.client.json && !args.follow {
         return json(&chunks);

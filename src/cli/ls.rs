@@ -1,7 +1,7 @@
 use clap::Args;
 
 use super::output::{ago, json, table};
-use super::{AdminClient, ClientArgs};
+use super::{AdminClient, ClientArgs, service_path};
 use crate::controller::ServiceView;
 use crate::model::Role;
 use crate::runtime::Health;
@@ -17,7 +17,7 @@ pub struct LsArgs {
 pub async fn run(args: LsArgs) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.client)?;
     let services: Vec<ServiceView> = match &args.name {
-        Some(name) => vec![client.get(&format!("/v1/services/{name}")).await?],
+        Some(name) => vec![client.get(&service_path(name)?).await?],
         None => client.get("/v1/services").await?,
     };
     if args.client.json {

@@ -1,7 +1,7 @@
 use clap::Args;
 
 use super::output::json;
-use super::{AdminClient, ClientArgs};
+use super::{AdminClient, ClientArgs, service_path};
 use crate::api::services::{Change, RollbackRequest};
 
 #[derive(Debug, Args)]
@@ -14,10 +14,11 @@ pub struct RollbackArgs {
 }
 
 pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
     let client = AdminClient::new(&args.client)?;
     let change: Change = client
         .post(
-            &format!("/v1/services/{}/rollback", args.name),
+            &format!("{path}/rollback"),
             &RollbackRequest {
                 revision: args.revision,
                 base_revision: None,

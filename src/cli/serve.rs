@@ -17,6 +17,9 @@ use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
 use crate::store::SqliteStore;
 
+/// How long a restarted serve waits for its releases before it listens.
+const RESTORE_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address of the proxy listener (client traffic).
@@ -105,6 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     controller
         .restore()
         .context("cannot restore the committed state")?;
+    controller.wait_restored(RESTORE_WAIT).await;
 
     let proxy_listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!("cannot listen on {} for traffic: is another serve running? Choose another address with --listen", config.listen)

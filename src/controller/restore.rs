@@ -14,6 +14,7 @@ impl Controller {
     /// Routing is ready when this returns; instances join as they pass
     /// their health checks.
     pub fn restore(&self) -> Result<()> {
+        self.shadows.load(self.store.shadow_stats()?);
         let revisions = self.store.current_revisions()?;
         let mut records = self.store.instances()?;
         for revision in &revisions {
@@ -35,9 +36,12 @@ impl Controller {
         }
         for orphan in records {
             // Started by an earlier serve for a deploy that never committed.
-            let _ = self
-                .store
-                .forget_instance(&orphan.service, &orphan.version, orphan.slot);
+            let _ = self.store.forget_instance(
+                &orphan.service,
+                &orphan.version,
+                orphan.slot,
+                orphan.pid,
+            );
             if is_alive(orphan.pid, orphan.start_ticks) {
                 tracing::warn!(service = %orphan.service, version = %orphan.version, pid = orphan.pid, "stopping orphaned instance");
                 kill_group(orphan.pid, Signal::SIGTERM);
@@ -52,5 +56,14 @@ impl Controller {
         }
         self.recompile();
         Ok(())
+    }
+
+    /// Waits, at most `timeout`, until the restored releases are ready, so
+    /// that a restarted serve opens its listener with its instances back in
+    /// rotation (adopted ones need one passing probe).
+    pub async fn wait_restored(&self, timeout: Duration) {
+        let handles = self.runtime.running();
+        let waits = handles.iter().map(|h| h.wait_ready(timeout));
+        futures_util::future::join_all(waits).await;
     }
 }

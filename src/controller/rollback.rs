@@ -4,7 +4,7 @@ use semver::Version;
 
 use super::{Controller, ControllerError};
 use crate::error::Result;
-use crate::model::{ReleaseEntry, Revision, ServiceName, ServiceState, now_millis};
+use crate::model::{Revision, ServiceName, ServiceState, now_millis};
 
 impl Controller {
     /// Makes a new revision equal to revision `to` (default: the one before
@@ -130,13 +130,10 @@ fn with_role_times(current: &ServiceState, target: &ServiceState) -> ServiceStat
     let now = now_millis();
     let mut state = target.clone();
     for (version, entry) in state.releases.iter_mut() {
-        *entry = match current.releases.get(version) {
-            Some(old) if old.role == entry.role => old.clone(),
-            _ => ReleaseEntry {
-                role: entry.role,
-                since: now,
-            },
-        };
+        match current.releases.get(version) {
+            Some(old) if old.role == entry.role => entry.since = old.since,
+            _ => entry.since = now,
+        }
     }
     state
 }

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::error::Result;
-use crate::model::{Revision, Role, ServiceName};
+use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings};
 use crate::runtime::InstanceStatus;
 
 /// A service as `ls` and the API show it.
@@ -13,6 +13,8 @@ pub struct ServiceView {
     pub hosts: Vec<String>,
     pub main: Option<String>,
     pub releases: Vec<ReleaseView>,
+    /// How shadows' answers are compared with main's.
+    pub compare: ComparePolicy,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -28,6 +30,8 @@ pub struct ReleaseView {
     /// `process` or `external`.
     pub kind: String,
     pub instances: Vec<InstanceStatus>,
+    /// How it is mirrored to while it is a shadow.
+    pub shadow: ShadowSettings,
 }
 
 impl Controller {
@@ -59,6 +63,7 @@ impl Controller {
                     status,
                     kind,
                     instances,
+                    shadow: entry.shadow.clone(),
                 }
             })
             .collect();
@@ -68,6 +73,7 @@ impl Controller {
             hosts: revision.state.hosts.iter().cloned().collect(),
             main: revision.state.main().map(|v| v.to_string()),
             releases,
+            compare: revision.state.compare.clone(),
         }
     }
 

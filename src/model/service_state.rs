@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{ModelError, Role, ServiceName};
+use super::{ComparePolicy, ModelError, Role, ServiceName, ShadowSettings};
 
 /// A release's place in its service's desired state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,6 +11,9 @@ pub struct ReleaseEntry {
     pub role: Role,
     /// When the release took this role (unix ms).
     pub since: u64,
+    /// How it receives mirrored copies while its role is shadow.
+    #[serde(default)]
+    pub shadow: ShadowSettings,
 }
 
 /// How a newly deployed release enters its service.
@@ -31,6 +34,9 @@ pub struct ServiceState {
     pub hosts: BTreeSet<String>,
     #[serde(default)]
     pub releases: BTreeMap<Version, ReleaseEntry>,
+    /// How shadows' answers are compared with main's.
+    #[serde(default)]
+    pub compare: ComparePolicy,
 }
 
 impl ServiceState {
@@ -85,8 +91,14 @@ impl ServiceState {
             (Some(_), DeployAs::Standby) => Role::Standby,
         };
         let mut next = self.clone();
-        next.releases
-            .insert(version.clone(), ReleaseEntry { role, since: now });
+        next.releases.insert(
+            version.clone(),
+            ReleaseEntry {
+                role,
+                since: now,
+                shadow: ShadowSettings::default(),
+            },
+        );
         Ok(next)
     }
 
@@ -110,15 +122,11 @@ impl ServiceState {
         let mut next = self.clone();
         for (v, entry) in next.releases.iter_mut() {
             if v == version {
-                *entry = ReleaseEntry {
-                    role: Role::Main,
-                    since: now,
-                };
+                entry.role = Role::Main;
+                entry.since = now;
             } else if entry.role == Role::Main {
-                *entry = ReleaseEntry {
-                    role: Role::Standby,
-                    since: now,
-                };
+                entry.role = Role::Standby;
+                entry.since = now;
             }
         }
         Ok(next)
@@ -155,9 +163,44 @@ impl ServiceState {
     /// Removes every release; the service stops answering.
     pub fn kill_all(&self) -> ServiceState {
         ServiceState {
-            hosts: self.hosts.clone(),
             releases: BTreeMap::new(),
+            ..self.clone()
         }
+    }
+
+    /// Changes how a release is mirrored to (while it is a shadow).
+    pub fn set_shadow(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+        settings: ShadowSettings,
+    ) -> Result<ServiceState, ModelError> {
+        settings.validate()?;
+        let mut next = self.clone();
+        match next.releases.get_mut(version) {
+            Some(entry) => entry.shadow = settings,
+            None => return Err(self.unknown(service, version)),
+        }
+        Ok(next)
+    }
+
+    /// Changes how shadows' answers are compared with main's.
+    pub fn set_compare(&self, compare: ComparePolicy) -> Result<ServiceState, ModelError> {
+        compare.validate()?;
+        Ok(ServiceState {
+            compare,
+            ..self.clone()
+        })
+    }
+
+    /// Releases that receive mirrored copies: shadows with mirroring on.
+    pub fn mirrored(&self) -> impl Iterator<Item = (&Version, &ShadowSettings)> {
+        self.releases
+            .iter()
+            .filter(|(_, e)| {
+                e.role == Role::Shadow && e.shadow.enabled && e.shadow.sample_percent > 0
+            })
+            .map(|(v, e)| (v, &e.shadow))
     }
 
     /// Adds host names routed to this service.

@@ -9,6 +9,7 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::Upstream;
 use super::backend::InFlight;
+use super::upstream::UpstreamBody;
 
 /// The body of every response the proxy sends: an upstream's body streamed
 /// through (its connection goes back to the pool when the body ends, and
@@ -20,7 +21,7 @@ pub struct ResponseBody {
 enum Kind {
     Upstream {
         body: Incoming,
-        conn: Option<(SendRequest<Incoming>, Arc<Upstream>)>,
+        conn: Option<(SendRequest<UpstreamBody>, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
     },
     Full(Option<Bytes>),
@@ -41,7 +42,7 @@ impl ResponseBody {
 
     pub(crate) fn upstream(
         body: Incoming,
-        conn: Option<(SendRequest<Incoming>, Arc<Upstream>)>,
+        conn: Option<(SendRequest<UpstreamBody>, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
     ) -> Self {
         Self {
@@ -50,6 +51,22 @@ impl ResponseBody {
                 conn,
                 in_flight,
             },
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper stops polling a body as soon as it reports its end (a body
+        // of known length read whole, or an empty one) and drops it, so the
+        // end is noticed here too. Only a body read to its end leaves the
+        // connection fit for the next request; any other is closed.
+        if let Kind::Upstream { body, conn, .. } = &mut self.kind {
+            if body.is_end_stream() {
+                if let Some((sender, upstream)) = conn.take() {
+                    upstream.give_back(sender);
+                }
+            }
         }
     }
 }

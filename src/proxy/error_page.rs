@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::ResponseBody;
@@ -27,11 +29,14 @@ pub enum ProxyError {
         version: String,
         cause: String,
     },
-    #[error("upstream {service} {version} did not answer within {seconds} s")]
+    #[error(
+        "upstream {service} {version} did not answer within {} (serve --upstream-timeout)",
+        humantime::format_duration(*timeout)
+    )]
     UpstreamTimeout {
         service: String,
         version: String,
-        seconds: u64,
+        timeout: Duration,
     },
     #[error("bad request: {0}")]
     BadRequest(String),

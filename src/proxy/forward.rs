@@ -1,12 +1,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::Empty;
 use hyper::body::Incoming;
 
 use super::backend::InFlight;
 use super::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use super::upstream::UpstreamBody;
 use super::{Backend, Proxy, ProxyError, ResponseBody, upgrade};
 use crate::routing::Route;
 
@@ -87,31 +90,29 @@ impl Proxy {
     /// Sends the request to the least-busy healthy instance. A request that
     /// could not be delivered (no connection, or a pooled connection that
     /// closed before the request was written) moves to another instance.
+    /// A request that is safe to repeat (see [`Replay`]) is also sent again
+    /// when its connection broke before any response arrived: on a fresh
+    /// connection if the broken one was pooled, else on another instance.
     async fn forward(
         &self,
         backend: &Arc<Backend>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let replay = Replay::of(&req);
+        let mut req = req.map(UpstreamBody::Left);
         let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut last_connect_error: Option<String> = None;
+        let mut last_error: Option<ProxyError> = None;
         loop {
             let Some(upstream) = backend.pick(&tried) else {
-                return Err(match last_connect_error {
-                    Some(cause) => ProxyError::ConnectFailed {
-                        service: backend.service.clone(),
-                        version: backend.version.clone(),
-                        cause,
-                    },
-                    None => ProxyError::NoHealthyInstance {
-                        service: backend.service.clone(),
-                        version: backend.version.clone(),
-                    },
-                });
+                return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyInstance {
+                    service: backend.service.clone(),
+                    version: backend.version.clone(),
+                }));
             };
             let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
             // A pooled connection first; if it turns out closed before the
             // request went out, one fresh connection to the same instance.
-            let mut pooled = upstream.take_idle();
+            let mut pooled = upstream.take_idle(self.settings.connect_timeout).await;
             loop {
                 let fresh = pooled.is_none();
                 let mut sender = match pooled.take() {
@@ -122,7 +123,11 @@ impl Proxy {
                             // The instance is not accepting connections: keep
                             // traffic off it until its health check says so.
                             upstream.set_healthy(false);
-                            last_connect_error = Some(format!("{}: {e}", upstream.addr));
+                            last_error = Some(ProxyError::ConnectFailed {
+                                service: backend.service.clone(),
+                                version: backend.version.clone(),
+                                cause: format!("{}: {e}", upstream.addr),
+                            });
                             break;
                         }
                     },
@@ -137,7 +142,7 @@ impl Proxy {
                         return Err(ProxyError::UpstreamTimeout {
                             service: backend.service.clone(),
                             version: backend.version.clone(),
-                            seconds: self.settings.upstream_timeout.as_secs(),
+                            timeout: self.settings.upstream_timeout,
                         });
                     }
                     Ok(Ok(response)) => {
@@ -153,16 +158,30 @@ impl Proxy {
                         Some(unsent) if !fresh => req = unsent,
                         Some(unsent) => {
                             req = unsent;
-                            last_connect_error =
-                                Some(format!("{}: {}", upstream.addr, error.error()));
+                            last_error = Some(ProxyError::ConnectFailed {
+                                service: backend.service.clone(),
+                                version: backend.version.clone(),
+                                cause: format!("{}: {}", upstream.addr, error.error()),
+                            });
                             break;
                         }
                         None => {
-                            return Err(ProxyError::UpstreamFailed {
+                            let error = error.into_error();
+                            let failed = ProxyError::UpstreamFailed {
                                 service: backend.service.clone(),
                                 version: backend.version.clone(),
-                                cause: error.into_error().to_string(),
-                            });
+                                cause: error.to_string(),
+                            };
+                            match &replay {
+                                Some(replay) if lost_before_response(&error) => {
+                                    req = replay.request();
+                                    if fresh {
+                                        last_error = Some(failed);
+                                        break;
+                                    }
+                                }
+                                _ => return Err(failed),
+                            }
                         }
                     },
                 }
@@ -170,6 +189,47 @@ impl Proxy {
             tried.push(upstream.addr);
         }
     }
+}
+
+/// A request that is safe to send again, kept so it can be: a safe method
+/// (GET, HEAD, OPTIONS, TRACE; RFC 9110 9.2.1) and no body.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<Incoming>) -> Option<Self> {
+        let safe = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        (safe && req.body().is_end_stream()).then(|| Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut req = Request::new(UpstreamBody::Right(Empty::new()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Whether the connection broke (closed or reset) before the response
+/// began, as when an instance dies or closes an idle connection just as a
+/// request goes out; not a malformed answer or an error of our own.
+fn lost_before_response(error: &hyper::Error) -> bool {
+    error.is_incomplete_message()
+        || error.is_closed()
+        || error.is_canceled()
+        || std::error::Error::source(error).is_some_and(|e| e.is::<std::io::Error>())
 }
 
 /// The request target for the upstream, in origin form.

@@ -69,12 +69,17 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     prefix: &str,
 ) {
+    // Several header lines are one comma-separated list; keep every entry.
+    let mut xff: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
     let ip = client.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    xff.push(&ip);
+    if let Ok(v) = HeaderValue::from_str(&xff.join(", ")) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -138,5 +143,21 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_HOST], "a.example.com");
         assert_eq!(h[&X_FORWARDED_PREFIX], "/services/x");
+    }
+
+    #[test]
+    fn forwarded_for_keeps_every_incoming_line() {
+        let client = SocketAddr::from(([127, 0, 0, 1], 5555));
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
+        );
+        set_forwarded(&mut h, client, None, "");
+        assert_eq!(
+            h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
+            ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
+        );
     }
 }

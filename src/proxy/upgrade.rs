@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::backend::InFlight;
+use super::upstream::UpstreamBody;
 use super::{Backend, Proxy, ProxyError, ResponseBody};
 
 pub(super) async fn forward(
@@ -37,15 +38,17 @@ pub(super) async fn forward(
         version: backend.version.clone(),
         cause,
     };
-    let mut response =
-        tokio::time::timeout(proxy.settings.upstream_timeout, sender.send_request(req))
-            .await
-            .map_err(|_| ProxyError::UpstreamTimeout {
-                service: backend.service.clone(),
-                version: backend.version.clone(),
-                seconds: proxy.settings.upstream_timeout.as_secs(),
-            })?
-            .map_err(|e| failed(e.to_string()))?;
+    let mut response = tokio::time::timeout(
+        proxy.settings.upstream_timeout,
+        sender.send_request(req.map(UpstreamBody::Left)),
+    )
+    .await
+    .map_err(|_| ProxyError::UpstreamTimeout {
+        service: backend.service.clone(),
+        version: backend.version.clone(),
+        timeout: proxy.settings.upstream_timeout,
+    })?
+    .map_err(|e| failed(e.to_string()))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = response.into_parts();
         return Ok(Response::from_parts(

@@ -4,6 +4,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -11,6 +13,9 @@ use tokio::net::TcpStream;
 
 /// Idle connections kept per instance; more are closed when returned.
 const MAX_IDLE: usize = 256;
+
+/// What goes upstream: the client's body, or none for a request sent again.
+pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// One instance as the data plane sees it: an address, a health flag the
 /// runtime flips, a count of requests in flight, and its own connection
@@ -20,7 +25,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     healthy: AtomicBool,
     in_flight: AtomicUsize,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
 }
 
 impl Upstream {
@@ -56,23 +61,28 @@ impl Upstream {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Incoming>>> {
+    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<UpstreamBody>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A pooled connection that is not known to be closed, if any.
-    pub(crate) fn take_idle(&self) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.idle_lock();
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
+    /// A pooled connection ready for the next request, if any. Connections
+    /// that closed meanwhile, or are not ready within `timeout`, are dropped.
+    pub(crate) async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<UpstreamBody>> {
+        loop {
+            let mut sender = self.idle_lock().pop()?;
+            if sender.is_closed() {
+                continue;
+            }
+            // Given back as soon as its response body ended, a connection may
+            // need a moment before it takes another request.
+            if let Ok(Ok(())) = tokio::time::timeout(timeout, sender.ready()).await {
                 return Some(sender);
             }
         }
-        None
     }
 
     /// Gives a connection back once its response has been read to the end.
-    pub(crate) fn give_back(&self, sender: SendRequest<Incoming>) {
+    pub(crate) fn give_back(&self, sender: SendRequest<UpstreamBody>) {
         if sender.is_closed() || !self.is_healthy() {
             return;
         }
@@ -88,7 +98,7 @@ impl Upstream {
         &self,
         timeout: Duration,
         upgrades: bool,
-    ) -> io::Result<SendRequest<Incoming>> {
+    ) -> io::Result<SendRequest<UpstreamBody>> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;

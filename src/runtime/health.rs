@@ -22,6 +22,15 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// For an instance adopted from an earlier serve, which was serving
+    /// until a moment ago: one passing probe puts it back in rotation.
+    pub fn trusting(check: &HealthCheck) -> Self {
+        Self {
+            successes: check.healthy_threshold.saturating_sub(1),
+            failures: 0,
+        }
+    }
+
     /// Records a probe; returns the new health when it should flip.
     pub fn record(&mut self, ok: bool, healthy: bool, check: &HealthCheck) -> Option<bool> {
         if ok {
@@ -54,5 +63,15 @@ mod tests {
         assert_eq!(v.record(false, true, &check), None);
         assert_eq!(v.record(false, true, &check), None);
         assert_eq!(v.record(false, true, &check), Some(false));
+    }
+
+    #[test]
+    fn adopted_instance_needs_one_passing_probe() {
+        let check = HealthCheck::default();
+        let mut v = Verdict::trusting(&check);
+        assert_eq!(v.record(true, false, &check), Some(true));
+        let mut v = Verdict::trusting(&check);
+        assert_eq!(v.record(false, false, &check), None);
+        assert_eq!(v.record(true, false, &check), None);
     }
 }

@@ -84,6 +84,7 @@ async fn run_process(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
         let how = match start_or_adopt(ctx, adopt.take()) {
             Ok((mut proc, port, adopted)) => {
                 ever_started = true;
+                let pid = proc.pid();
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
                 let upstream = Arc::new(Upstream::new(addr));
                 ctx.backend
@@ -96,16 +97,19 @@ async fn run_process(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
                 });
                 let how = tokio::select! {
                     how = proc.wait() => Some(how),
-                    () = watch_health(ctx, &upstream) => None,
+                    () = watch_health(ctx, &upstream, adopted) => None,
                     () = ctx.cancel.cancelled() => None,
                 };
                 upstream.set_healthy(false);
                 ctx.backend.set_slot(ctx.slot as usize, None);
                 match how {
-                    Some(how) => how,
+                    Some(how) => {
+                        forget(ctx, pid);
+                        how
+                    }
                     None => {
                         proc.terminate(ctx.settings.stop_grace).await;
-                        forget(ctx);
+                        forget(ctx, pid);
                         ctx.update(|i| i.health = Health::Stopped);
                         return;
                     }
@@ -119,7 +123,6 @@ async fn run_process(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
                 format!("failed to start: {cause}")
             }
         };
-        forget(ctx);
         tracing::warn!(service = %ctx.service(), version = %ctx.version(), slot = ctx.slot, %how, "instance exited");
 
         let now = Instant::now();
@@ -217,10 +220,13 @@ fn start_or_adopt(
     Ok((Proc::Child(child), port, false))
 }
 
-fn forget(ctx: &InstanceCtx) {
+fn forget(ctx: &InstanceCtx, pid: Option<u32>) {
+    let Some(pid) = pid else {
+        return;
+    };
     if let Err(error) = ctx
         .store
-        .forget_instance(&ctx.service(), &ctx.version(), ctx.slot)
+        .forget_instance(&ctx.service(), &ctx.version(), ctx.slot, pid)
     {
         tracing::error!(%error, "cannot forget instance record");
     }
@@ -228,9 +234,13 @@ fn forget(ctx: &InstanceCtx) {
 
 /// Probes the instance for as long as it runs, flipping its place in the
 /// rotation after enough results in a row. Never returns.
-async fn watch_health(ctx: &InstanceCtx, upstream: &Upstream) {
+async fn watch_health(ctx: &InstanceCtx, upstream: &Upstream, adopted: bool) {
     let check = &ctx.release.spec.health;
-    let mut verdict = Verdict::default();
+    let mut verdict = if adopted {
+        Verdict::trusting(check)
+    } else {
+        Verdict::default()
+    };
     let mut ever_healthy = false;
     let mut last_rotate = Instant::now();
     loop {
@@ -293,7 +303,7 @@ async fn run_external(ctx: &InstanceCtx, address: &str) {
         i.health = Health::Starting;
     });
     tokio::select! {
-        () = watch_health(ctx, &upstream) => {}
+        () = watch_health(ctx, &upstream, false) => {}
         () = ctx.cancel.cancelled() => {}
     }
     upstream.set_healthy(false);

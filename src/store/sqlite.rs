@@ -28,6 +28,12 @@ CREATE TABLE IF NOT EXISTS instances (
     port INTEGER NOT NULL,
     PRIMARY KEY (service, version, slot)
 );
+CREATE TABLE IF NOT EXISTS shadow_stats (
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    stats TEXT NOT NULL,
+    PRIMARY KEY (service, version)
+);
 ";
 
 /// The embedded store: one SQLite file (`switchyard.db` in the state
@@ -194,10 +200,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn forget_instance(&self, service: &str, version: &str, slot: u32) -> StoreResult<()> {
+    fn forget_instance(
+        &self,
+        service: &str,
+        version: &str,
+        slot: u32,
+        pid: u32,
+    ) -> StoreResult<()> {
         self.conn().execute(
-            "DELETE FROM instances WHERE service = ?1 AND version = ?2 AND slot = ?3",
-            params![service, version, slot],
+            "DELETE FROM instances WHERE service = ?1 AND version = ?2 AND slot = ?3 AND pid = ?4",
+            params![service, version, slot, pid],
         )?;
         Ok(())
     }
@@ -216,6 +228,21 @@ impl Store for SqliteStore {
                 port: row.get(5)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO shadow_stats (service, version, stats) VALUES (?1, ?2, ?3)",
+            params![service, version, json],
+        )?;
+        Ok(())
+    }
+
+    fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT service, version, stats FROM shadow_stats")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

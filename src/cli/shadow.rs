@@ -1,0 +1,248 @@
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use super::output::{json, table};
+use super::{AdminClient, ClientArgs, service_path};
+use crate::api::services::Change;
+use crate::api::shadows::{CompareRequest, ShadowRequest};
+use crate::controller::ServiceView;
+use crate::model::parse_version;
+use crate::shadow::ShadowReport;
+
+#[derive(Debug, Args)]
+pub struct ShadowArgs {
+    #[command(subcommand)]
+    pub command: ShadowCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// Change how a shadow receives mirrored copies.
+    Set(SetArgs),
+    /// Change how shadows' answers are compared with main's.
+    Compare(CompareArgs),
+    /// Show where shadows' answers differ from main's.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    pub name: String,
+    pub version: String,
+    /// Share of requests mirrored, 0 to 100.
+    #[arg(long)]
+    pub sample: Option<u8>,
+    /// Methods mirrored, e.g. GET,HEAD (safe methods only), or `all`.
+    /// Mirroring POST, PUT, PATCH or DELETE repeats their side effects.
+    #[arg(long)]
+    pub methods: Option<String>,
+    /// Turn mirroring on.
+    #[arg(long, conflicts_with = "off")]
+    pub on: bool,
+    /// Turn mirroring off (the release stays a shadow, reachable at its address).
+    #[arg(long)]
+    pub off: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    pub name: String,
+    /// Response headers to compare (repeatable; replaces the list).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    /// JSON path to ignore, e.g. '$.items[*].id' (repeatable; adds).
+    #[arg(long = "ignore-path")]
+    pub ignore_paths: Vec<String>,
+    /// Forget the ignored paths set so far.
+    #[arg(long)]
+    pub clear_ignores: bool,
+    /// Share of mirrored requests also sent to a second main instance for
+    /// noise cancellation (0 turns it off).
+    #[arg(long)]
+    pub noise: Option<u8>,
+    /// Largest body captured for mirroring and comparison, in bytes.
+    #[arg(long)]
+    pub body_limit: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    pub name: String,
+    pub version: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub async fn run(args: ShadowArgs) -> anyhow::Result<()> {
+    match args.command {
+        ShadowCommand::Set(a) => set(a).await,
+        ShadowCommand::Compare(a) => compare(a).await,
+        ShadowCommand::Report(a) => report(a).await,
+    }
+}
+
+async fn set(args: SetArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
+    let version = parse_version(&args.version)?;
+    let client = AdminClient::new(&args.client)?;
+    let service: ServiceView = client.get(&path).await?;
+    let release = service
+        .releases
+        .iter()
+        .find(|r| r.version == version.to_string())
+        .with_context(|| {
+            format!(
+                "{} has no release {version}; `switchyard ls` lists them",
+                args.name
+            )
+        })?;
+    let mut settings = release.shadow.clone();
+    if let Some(sample) = args.sample {
+        settings.sample_percent = sample;
+    }
+    if let Some(methods) = &args.methods {
+        settings.methods = if methods.eq_ignore_ascii_case("all") {
+            Vec::new()
+        } else {
+            methods
+                .split(',')
+                .map(|m| m.trim().to_ascii_uppercase())
+                .filter(|m| !m.is_empty())
+                .collect()
+        };
+    }
+    if args.on {
+        settings.enabled = true;
+    }
+    if args.off {
+        settings.enabled = false;
+    }
+    let change: Change = client
+        .post(
+            &format!("{path}/shadows/{version}"),
+            &ShadowRequest {
+                settings,
+                base_revision: Some(service.revision),
+            },
+        )
+        .await?;
+    print_change(&args.client, &change)
+}
+
+async fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
+    let client = AdminClient::new(&args.client)?;
+    let service: ServiceView = client.get(&path).await?;
+    let mut policy = service.compare.clone();
+    if !args.headers.is_empty() {
+        policy.headers = args
+            .headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+    }
+    if args.clear_ignores {
+        policy.ignore_paths.clear();
+    }
+    policy
+        .ignore_paths
+        .extend(args.ignore_paths.iter().cloned());
+    if let Some(noise) = args.noise {
+        policy.noise_percent = noise;
+    }
+    if let Some(limit) = args.body_limit {
+        policy.body_limit = limit;
+    }
+    let change: Change = client
+        .post(
+            &format!("{path}/compare"),
+            &CompareRequest {
+                policy,
+                base_revision: Some(service.revision),
+            },
+        )
+        .await?;
+    print_change(&args.client, &change)
+}
+
+fn print_change(client: &ClientArgs, change: &Change) -> anyhow::Result<()> {
+    if client.json {
+        return json(change);
+    }
+    println!(
+        "{} (revision {})",
+        change.revision.action, change.revision.number
+    );
+    Ok(())
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let mut path = format!("{}/shadows/report", service_path(&args.name)?);
+    if let Some(v) = &args.version {
+        path.push_str(&format!("?version={}", parse_version(v)?));
+    }
+    let client = AdminClient::new(&args.client)?;
+    let reports: Vec<ShadowReport> = client.get(&path).await?;
+    if args.client.json {
+        return json(&reports);
+    }
+    if reports.is_empty() {
+        bail!("no shadow of {} has been mirrored to yet", args.name);
+    }
+    for r in &reports {
+        println!(
+            "{} {}: mirrored {}, compared {}, matched {} ({}), dropped {}, too large {}, shadow errors {}, noise samples {}",
+            r.service,
+            r.version,
+            r.mirrored,
+            r.compared,
+            r.matched,
+            percent(r.match_rate),
+            r.dropped,
+            r.too_large,
+            r.shadow_errors,
+            r.noise_compared
+        );
+        if r.fields.is_empty() {
+            println!();
+            continue;
+        }
+        let rows: Vec<Vec<String>> = r
+            .fields
+            .iter()
+            .map(|f| {
+                vec![
+                    f.field.clone(),
+                    f.diffs.to_string(),
+                    percent(Some(f.rate)),
+                    percent(f.noise_rate),
+                    if f.real { "yes" } else { "noise" }.to_owned(),
+                    f.kinds
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ]
+            })
+            .collect();
+        table(&["FIELD", "DIFFS", "RATE", "NOISE", "REAL", "KINDS"], &rows);
+        for f in r.fields.iter().take(5) {
+            for e in &f.examples {
+                println!(
+                    "  {} {}: main {} | shadow {}   ({})",
+                    f.field, e.kind, e.main, e.shadow, e.request
+                );
+            }
+        }
+        println!();
+    }
+    Ok(())
+}

@@ -1,0 +1,1139 @@
+//! The data plane end to end: a real serve proxying to real hello-server
+//! instances, driven by reqwest (HTTP/1.1 and HTTP/2) and raw TCP.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use support::{Env, HELLO};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+/// The bound on every wait: generous, so a slow machine only slows tests.
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------- helpers
+
+/// A response read whole: status, headers and body as text.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    /// Asserts that the proxy itself answered with this error.
+    fn assert_proxy_error(&self, status: u16, code: &str, names: &[&str]) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(
+            self.header("x-switchyard-error"),
+            Some(code),
+            "body: {}",
+            self.body
+        );
+        assert!(
+            self.body.ends_with('\n') && self.body.trim_end().lines().count() == 1,
+            "the error body is one line: {:?}",
+            self.body
+        );
+        for word in names {
+            assert!(
+                self.body.contains(word),
+                "the error body should name `{word}`: {:?}",
+                self.body
+            );
+        }
+    }
+}
+
+async fn reply(request: reqwest::RequestBuilder) -> Reply {
+    let response = tokio::time::timeout(WAIT, request.send())
+        .await
+        .expect("response within the wait")
+        .expect("request through the proxy");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(WAIT, response.text())
+        .await
+        .expect("body within the wait")
+        .expect("read the body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(env: &Env, path: &str) -> Reply {
+    reply(env.http.get(format!("{}{path}", env.proxy()))).await
+}
+
+/// Values of one header as hello-server's /echo saw them.
+fn seen(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"][name]
+        .as_array()
+        .map(|values| {
+            values
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The instance named in hello-server's `x-served-by: hello/VERSION/INSTANCE`.
+fn served_by(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-served-by from hello-server")
+        .to_owned()
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one HTTP/1.1 response head, and its body unless it has none.
+async fn read_response(conn: &mut BufReader<TcpStream>, bodyless: bool) -> RawResponse {
+    within("a raw response", async {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.expect("status line");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line).await.expect("header line");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("header has a colon");
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        let mut response = RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if bodyless || status < 200 || status == 204 || status == 304 {
+            return response;
+        }
+        if response
+            .header("transfer-encoding")
+            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let mut size = String::new();
+                conn.read_line(&mut size).await.expect("chunk size");
+                let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
+                let mut chunk = vec![0; size + 2];
+                conn.read_exact(&mut chunk).await.expect("chunk");
+                if size == 0 {
+                    break;
+                }
+                response.body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(len) = response.header("content-length") {
+            let mut body = vec![0; len.parse().expect("numeric content-length")];
+            conn.read_exact(&mut body).await.expect("body");
+            response.body = body;
+        } else {
+            conn.read_to_end(&mut response.body).await.expect("body");
+        }
+        response
+    })
+    .await
+}
+
+async fn connect(env: &Env) -> BufReader<TcpStream> {
+    let stream = within(
+        "connect to the proxy",
+        TcpStream::connect(&env.serve().proxy_addr),
+    )
+    .await
+    .expect("connect to the proxy");
+    BufReader::new(stream)
+}
+
+/// A hello-server this test runs itself (not through Switchyard); killed
+/// by PID when dropped, whatever happened.
+struct OwnServer {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+impl OwnServer {
+    /// Starts hello-server on `port` (0: any free one) and waits until it listens.
+    async fn start(version: &str, port: u16) -> OwnServer {
+        let mut child = Command::new(HELLO)
+            .args(["--port", &port.to_string(), "--version", version])
+            .env_remove("SWITCHYARD_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn hello-server");
+        let pid = child.id().expect("hello-server pid");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut guard = OwnServer {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let line = within("hello-server to listen", lines.next_line())
+            .await
+            .expect("read hello-server output")
+            .expect("hello-server printed where it listens");
+        guard.addr = line
+            .rsplit_once("listening on ")
+            .and_then(|(_, addr)| addr.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        // It logs every request to stdout: keep the pipe drained.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        guard
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL and reap.
+    async fn kill(&mut self) {
+        if self.is_running() {
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+        let _ = within("hello-server to exit", self.child.wait()).await;
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            let _ = self.child.try_wait();
+        }
+    }
+}
+
+/// Instances of the first release of the first service, from `ls --json`.
+async fn instances(env: &Env) -> Vec<Value> {
+    env.ls().await[0]["releases"][0]["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Sockets in /proc/net/tcp whose remote end is 127.0.0.1:`port`, in any
+/// state (TIME_WAIT included): connections opened to that port lately.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let wanted = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| line.split_whitespace().nth(2) == Some(wanted.as_str()))
+        .count()
+}
+
+/// An upstream that answers the first request on each connection (keeping
+/// it open) and closes the connection, unanswered, when a second request
+/// other than `/healthz` arrives on it: a server closing an idle
+/// connection just as a request comes in. Returns its address and its
+/// log, one `METHOD PATH answered|dropped` line per request.
+async fn closes_reused_connections() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    // Runs until the test's runtime shuts down.
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(stream);
+                let mut served = 0;
+                loop {
+                    let mut request_line = String::new();
+                    if conn.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line.trim_end().is_empty() {
+                            break;
+                        }
+                    }
+                    let mut words = request_line.split_whitespace();
+                    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    if path != "/healthz" {
+                        served += 1;
+                        if served > 1 {
+                            sink.lock()
+                                .expect("log")
+                                .push(format!("{method} {path} dropped"));
+                            return;
+                        }
+                        sink.lock()
+                            .expect("log")
+                            .push(format!("{method} {path} answered"));
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                    if conn.get_mut().write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+// ---------------------------------------------------------- forwarding
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_strips_the_prefix_keeps_the_query_and_sets_forwarded_headers() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let proxy_addr = env.serve().proxy_addr.clone();
+
+    let r = reply(
+        env.http
+            .post(format!(
+                "{}/services/hello/echo/a/b?x=1&y=two%20words",
+                env.proxy()
+            ))
+            .header("x-forwarded-for", "10.1.2.3")
+            .header("x-custom", "one")
+            .header("content-type", "text/plain")
+            .body("the body"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let echo = r.json();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/echo/a/b?x=1&y=two%20words");
+    assert_eq!(echo["body"], "the body");
+    assert_eq!(echo["body_len"], 8);
+    assert_eq!(seen(&echo, "x-custom"), ["one"]);
+    assert_eq!(seen(&echo, "content-type"), ["text/plain"]);
+    assert_eq!(seen(&echo, "x-forwarded-for"), ["10.1.2.3, 127.0.0.1"]);
+    assert_eq!(seen(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(seen(&echo, "x-forwarded-host"), [proxy_addr.as_str()]);
+    assert_eq!(seen(&echo, "x-forwarded-prefix"), ["/services/hello"]);
+    assert_eq!(seen(&echo, "host"), [proxy_addr.as_str()]);
+
+    // A release by version, and a client that sent no X-Forwarded-For.
+    let r = reply(
+        env.http
+            .put(format!("{}/services/hello_1.0.0/echo?q=%2F", env.proxy())),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let echo = r.json();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["path"], "/echo?q=%2F");
+    assert_eq!(echo["body_len"], 0);
+    assert_eq!(seen(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen(&echo, "x-forwarded-prefix"), ["/services/hello_1.0.0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_appends_to_every_incoming_value() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    // Two header lines are one list (RFC 9110 5.3): none may be dropped.
+    let r = reply(
+        env.http
+            .get(format!("{}/services/hello/echo", env.proxy()))
+            .header("x-forwarded-for", "10.1.2.3")
+            .header("x-forwarded-for", "10.4.5.6, 10.7.8.9"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        seen(&r.json(), "x-forwarded-for"),
+        ["10.1.2.3, 10.4.5.6, 10.7.8.9, 127.0.0.1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut conn = connect(&env).await;
+    conn.write_all(
+        b"GET /services/hello/echo HTTP/1.1\r\n\
+          Host: h.test\r\n\
+          Connection: close, x-hop\r\n\
+          X-Hop: secret\r\n\
+          Keep-Alive: timeout=5\r\n\
+          Proxy-Connection: keep-alive\r\n\
+          X-Kept: yes\r\n\
+          \r\n",
+    )
+    .await
+    .expect("send request");
+    let response = read_response(&mut conn, false).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
+    let names: Vec<&String> = echo["headers"]
+        .as_object()
+        .expect("headers")
+        .keys()
+        .collect();
+    for hop in ["x-hop", "keep-alive", "proxy-connection"] {
+        assert!(
+            !names.iter().any(|n| n.as_str() == hop),
+            "{hop} reached the upstream: {names:?}"
+        );
+    }
+    assert!(
+        seen(&echo, "connection")
+            .iter()
+            .all(|v| !v.contains("x-hop")),
+        "the client's Connection header reached the upstream: {echo}"
+    );
+    assert_eq!(seen(&echo, "x-kept"), ["yes"]);
+    assert_eq!(seen(&echo, "host"), ["h.test"]);
+    assert_eq!(seen(&echo, "x-forwarded-host"), ["h.test"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_routing_sends_the_whole_path_to_main_without_a_prefix() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &["--host", "hello.example.com"], &[])
+        .await
+        .ok();
+
+    let r = reply(
+        env.http
+            .get(format!("{}/echo/a?z=1", env.proxy()))
+            .header("host", "hello.example.com")
+            .header("x-forwarded-prefix", "/forged"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-switchyard-version"), Some("1.0.0"));
+    let echo = r.json();
+    assert_eq!(echo["path"], "/echo/a?z=1");
+    assert!(
+        seen(&echo, "x-forwarded-prefix").is_empty(),
+        "no prefix was stripped: {echo}"
+    );
+    assert_eq!(seen(&echo, "host"), ["hello.example.com"]);
+    assert_eq!(seen(&echo, "x-forwarded-host"), ["hello.example.com"]);
+
+    // Host names match without case and port; the path is not stripped even
+    // when it looks like a service path (hello-server has no such route).
+    let r = reply(
+        env.http
+            .get(format!("{}/services/hello/echo", env.proxy()))
+            .header("host", "HELLO.Example.com:8080"),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.body, "not found\n");
+    assert_eq!(served_by(&r.headers), "hello/1.0.0/0");
+
+    // Any other host still routes by path.
+    let r = reply(
+        env.http
+            .get(format!("{}/services/hello/echo", env.proxy()))
+            .header("host", "other.example.com"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(seen(&r.json(), "x-forwarded-prefix"), ["/services/hello"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_are_kept_alive_across_requests() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut conn = connect(&env).await;
+    for i in 0..3 {
+        let request = format!("GET /services/hello/echo/{i} HTTP/1.1\r\nHost: h.test\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.expect("send");
+        let response = read_response(&mut conn, false).await;
+        assert_eq!(response.status, 200, "{response:?}");
+        let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
+        assert_eq!(echo["path"], format!("/echo/{i}"));
+    }
+    // Pipelined: both requests written before either answer is read.
+    conn.write_all(
+        b"GET /services/hello/echo/p1 HTTP/1.1\r\nHost: h.test\r\n\r\n\
+          GET /services/hello/echo/p2 HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    )
+    .await
+    .expect("send pipelined");
+    for path in ["/echo/p1", "/echo/p2"] {
+        let response = read_response(&mut conn, false).await;
+        assert_eq!(response.status, 200, "{response:?}");
+        let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
+        assert_eq!(echo["path"], path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_across_requests() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let port = instances(&env).await[0]["addr"]
+        .as_str()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .expect("instance address")
+        .port();
+    let before = connections_to(port);
+    for path in ["/services/hello/", "/services/hello/status/204"] {
+        for _ in 0..30 {
+            let r = get(&env, path).await;
+            assert!(r.status == 200 || r.status == 204, "{}", r.body);
+        }
+    }
+    // Closed connections linger in TIME_WAIT, so a proxy that opened one
+    // per request leaves dozens behind; a pooling one a handful at most.
+    let opened = connections_to(port).saturating_sub(before);
+    assert!(
+        opened < 10,
+        "60 sequential requests opened {opened} connections to the instance"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_statuses_pass_through_untouched() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    for code in [201u16, 404, 418, 500, 502, 503] {
+        let r = get(&env, &format!("/services/hello/status/{code}")).await;
+        assert_eq!(r.status, code, "{}", r.body);
+        assert_eq!(r.body, format!("status {code}\n"));
+        assert_eq!(
+            r.header("x-switchyard-error"),
+            None,
+            "an upstream's own {code} is not a proxy error"
+        );
+    }
+    let r = get(&env, "/services/hello/status/204").await;
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+}
+
+// ---------------------------------------------------------------- errors
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_services_and_versions_get_404_naming_them() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    get(&env, "/services/nope/x")
+        .await
+        .assert_proxy_error(404, "unknown-service", &["nope"]);
+    get(&env, "/services/hello_9.9.9/")
+        .await
+        .assert_proxy_error(404, "unknown-service", &["hello", "9.9.9"]);
+    get(&env, "/elsewhere")
+        .await
+        .assert_proxy_error(404, "no-route", &["/services/"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_gets_504_after_the_upstream_timeout() {
+    let env = Env::start_with(&["--upstream-timeout", "500ms"]).await;
+    env.deploy("hello", "1.0.0", &[], &["--latency-ms", "5000"])
+        .await
+        .ok();
+    let r = get(&env, "/services/hello/").await;
+    r.assert_proxy_error(504, "upstream-timeout", &["hello 1.0.0", "500ms"]);
+    // The timeout is per response: a quick answer from the same instance passes.
+    let r = get(&env, "/services/hello/healthz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_whose_instances_are_gone_gets_502_then_503_and_recovers() {
+    let env = Env::start().await;
+    let mut own = OwnServer::start("1.0.0", 0).await;
+    let upstream = own.addr.to_string();
+    env.cli(&[
+        "deploy",
+        "ext",
+        "1.0.0",
+        "--upstream",
+        &upstream,
+        "--health",
+        "/healthz",
+        "--health-interval",
+        "200ms",
+    ])
+    .await
+    .ok();
+    let r = get(&env, "/services/ext/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    own.kill().await;
+    let mut codes = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = get(&env, "/services/ext/").await;
+        match r.header("x-switchyard-error") {
+            Some("connect-failed") => {
+                r.assert_proxy_error(502, "connect-failed", &["ext 1.0.0", &upstream]);
+            }
+            Some("no-healthy-instance") => {
+                r.assert_proxy_error(503, "no-healthy-instance", &["ext 1.0.0"]);
+                break;
+            }
+            other => panic!("unexpected answer {other:?}: {} {}", r.status, r.body),
+        }
+        codes.push(r.status);
+        assert!(Instant::now() < deadline, "never 503: {codes:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The same address answers again: health checks put it back.
+    let _own = OwnServer::start("1.0.0", own.addr.port()).await;
+    env.eventually("the upstream is routed to again", WAIT, || async {
+        get(&env, "/services/ext/").await.status == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_without_releases_gets_503_no_main() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    env.cli(&["kill", "hello", "--all", "--yes"]).await.ok();
+    get(&env, "/services/hello/")
+        .await
+        .assert_proxy_error(503, "no-main", &["hello"]);
+}
+
+// -------------------------------------------------------- version header
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_header_is_added_unless_turned_off() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    for path in ["/services/hello/", "/services/hello_1.0.0/echo"] {
+        let r = get(&env, path).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-switchyard-version"), Some("1.0.0"), "{path}");
+    }
+    drop(env);
+
+    let env = Env::start_with(&["--no-version-header"]).await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    for path in ["/services/hello/", "/services/hello_1.0.0/echo"] {
+        let r = get(&env, path).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(served_by(&r.headers), "hello/1.0.0/0");
+        assert_eq!(r.header("x-switchyard-version"), None, "{path}");
+    }
+}
+
+// ------------------------------------------------------------- streaming
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_stream_through_as_they_are_sent() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut response = within(
+        "SSE response head",
+        env.http
+            .get(format!(
+                "{}/services/hello/sse?n=5&interval_ms=300",
+                env.proxy()
+            ))
+            .send(),
+    )
+    .await
+    .expect("SSE request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let mut chunks: Vec<String> = Vec::new();
+    while let Some(chunk) = within("next SSE chunk", response.chunk())
+        .await
+        .expect("read SSE chunk")
+    {
+        chunks.push(String::from_utf8_lossy(&chunk).into_owned());
+    }
+    let all: String = chunks.concat();
+    assert_eq!(
+        all,
+        "data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\ndata: 5\n\n"
+    );
+    // A buffering proxy hands the client everything at once, after the
+    // last event; a streaming one delivers the first while later ones are
+    // still to be sent (the server spaces them 300 ms apart).
+    assert!(chunks.len() >= 2, "one chunk only: {chunks:?}");
+    assert!(
+        !chunks[0].contains("data: 5"),
+        "the first chunk waited for the last event: {chunks:?}"
+    );
+
+    // Causally, with no tight timing: the second event is sent a minute
+    // after the first, yet the first arrives within the (shorter) wait.
+    let mut response = within(
+        "SSE response head",
+        env.http
+            .get(format!(
+                "{}/services/hello/sse?n=2&interval_ms=60000",
+                env.proxy()
+            ))
+            .send(),
+    )
+    .await
+    .expect("SSE request");
+    let first = within(
+        "the first event, long before the second is sent",
+        response.chunk(),
+    )
+    .await
+    .expect("read SSE chunk");
+    assert_eq!(first.as_deref(), Some(&b"data: 1\n\n"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_uploads_arrive_whole_with_and_without_a_length() {
+    const MIB: usize = 1 << 20;
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let url = format!("{}/services/hello/echo", env.proxy());
+
+    let r = reply(env.http.post(&url).body(vec![b'u'; 8 * MIB])).await;
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(200)]);
+    assert_eq!(r.json()["body_len"], 8 * MIB);
+
+    // Streamed: chunked transfer encoding, length unknown in advance.
+    let chunk = Bytes::from(vec![b's'; MIB]);
+    let stream =
+        futures_util::stream::iter((0..8).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let r = reply(env.http.post(&url).body(reqwest::Body::wrap_stream(stream))).await;
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(200)]);
+    let echo = r.json();
+    assert_eq!(echo["body_len"], 8 * MIB);
+    assert!(
+        echo["body"]
+            .as_str()
+            .is_some_and(|b| b.bytes().all(|c| c == b's'))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_uploads_get_their_body_through() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut conn = connect(&env).await;
+    conn.write_all(
+        b"POST /services/hello/echo HTTP/1.1\r\n\
+          Host: h.test\r\n\
+          Content-Length: 5\r\n\
+          Expect: 100-continue\r\n\
+          \r\n",
+    )
+    .await
+    .expect("send head");
+    let interim = read_response(&mut conn, true).await;
+    assert_eq!(interim.status, 100, "{interim:?}");
+    conn.write_all(b"hello").await.expect("send body");
+    let response = read_response(&mut conn, false).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
+    assert_eq!(echo["body"], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_downloads_arrive_whole() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let response = within(
+        "download head",
+        env.http
+            .get(format!("{}/services/hello/bytes?n=8388608", env.proxy()))
+            .send(),
+    )
+    .await
+    .expect("download");
+    assert_eq!(response.status(), 200);
+    let body = within("download body", response.bytes())
+        .await
+        .expect("download body");
+    assert_eq!(body.len(), 8 * 1024 * 1024);
+    assert!(body.iter().all(|b| *b == b'x'));
+}
+
+// ---------------------------------------------------------------- upgrade
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_tunnels_bytes_both_ways() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut conn = connect(&env).await;
+    conn.write_all(
+        b"GET /services/hello/ws HTTP/1.1\r\n\
+          Host: h.test\r\n\
+          Connection: Upgrade\r\n\
+          Upgrade: websocket\r\n\
+          \r\n",
+    )
+    .await
+    .expect("send upgrade");
+    let response = read_response(&mut conn, true).await;
+    assert_eq!(response.status, 101, "{response:?}");
+    assert_eq!(response.header("upgrade"), Some("websocket"));
+    assert!(
+        response
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("upgrade")),
+        "{response:?}"
+    );
+    assert_eq!(response.header("x-switchyard-version"), Some("1.0.0"));
+
+    for message in [&b"ping 1"[..], b"\x00\x01binary\xff", &[b'z'; 100_000][..]] {
+        conn.write_all(message)
+            .await
+            .expect("write into the tunnel");
+        let mut back = vec![0; message.len()];
+        within("the echo", conn.read_exact(&mut back))
+            .await
+            .expect("read from the tunnel");
+        assert!(back == message, "the tunnel changed the bytes");
+    }
+    // Closing our side closes theirs.
+    conn.get_mut().shutdown().await.expect("shutdown");
+    let mut rest = Vec::new();
+    within("the tunnel to close", conn.read_to_end(&mut rest))
+        .await
+        .expect("read to EOF");
+    assert!(rest.is_empty());
+
+    // An upgrade the upstream declines is an ordinary response.
+    let mut conn = connect(&env).await;
+    conn.write_all(
+        b"GET /services/hello/echo HTTP/1.1\r\n\
+          Host: h.test\r\n\
+          Connection: Upgrade\r\n\
+          Upgrade: websocket\r\n\
+          \r\n",
+    )
+    .await
+    .expect("send upgrade");
+    let response = read_response(&mut conn, false).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
+    assert_eq!(echo["path"], "/echo");
+}
+
+// ---------------------------------------------------------------- HTTP/2
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_reach_main_over_http1_with_a_host_header() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let proxy_addr = env.serve().proxy_addr.clone();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("HTTP/2 client");
+
+    let response = within(
+        "h2 response",
+        h2.get(format!("{}/services/hello/echo/h2?x=1", env.proxy()))
+            .send(),
+    )
+    .await
+    .expect("h2 request");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-switchyard-version")
+            .and_then(|v| v.to_str().ok()),
+        Some("1.0.0")
+    );
+    let echo: Value = response.json().await.expect("echo JSON");
+    assert_eq!(echo["path"], "/echo/h2?x=1");
+    assert_eq!(seen(&echo, "host"), [proxy_addr.as_str()]);
+    assert_eq!(seen(&echo, "x-forwarded-host"), [proxy_addr.as_str()]);
+    assert_eq!(seen(&echo, "x-forwarded-prefix"), ["/services/hello"]);
+
+    // Bodies, and many streams at once on the one connection.
+    let posts = (0..16).map(|i| {
+        let h2 = h2.clone();
+        let url = format!("{}/services/hello/echo", env.proxy());
+        async move {
+            let r = reply(h2.post(url).body(format!("body {i}"))).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json()["body"], format!("body {i}"));
+        }
+    });
+    futures_util::future::join_all(posts).await;
+}
+
+// ------------------------------------------------------ instances, retries
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_move_to_a_live_instance_when_one_dies_and_it_is_restarted() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
+        .await
+        .ok();
+    let url = format!("{}/services/hello/", env.proxy());
+
+    // Fill the pool with idle connections to both instances.
+    let warm = (0..16).map(|_| reply(env.http.get(&url)));
+    for r in futures_util::future::join_all(warm).await {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    let before = instances(&env).await;
+    let victim = before[0]["pid"].as_u64().expect("instance 0 pid") as u32;
+    let survivor = before[1]["pid"].as_u64().expect("instance 1 pid") as u32;
+    assert!(
+        env.instance_pids().contains(&victim),
+        "pid {victim} is not an instance of this serve"
+    );
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).expect("SIGKILL instance 0");
+
+    let mut failures = Vec::new();
+    for round in 0..25 {
+        let batch = (0..8).map(|_| reply(env.http.get(&url)));
+        for r in futures_util::future::join_all(batch).await {
+            if r.status != 200 {
+                failures.push(format!("round {round}: {} {}", r.status, r.body));
+            } else {
+                assert_ne!(r.json()["pid"], victim, "answered by a killed process");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+
+    env.eventually("instance 0 restarted and healthy", WAIT, || async {
+        let now = instances(&env).await;
+        let pid = now[0]["pid"].as_u64().map(|p| p as u32);
+        pid.is_some_and(|p| p != victim) && now[0]["health"] == "healthy"
+    })
+    .await;
+    let now = instances(&env).await;
+    assert_eq!(now[1]["pid"], survivor);
+    assert!(now[0]["restarts"].as_u64() >= Some(1), "{now:?}");
+    // Traffic reaches the new instance too.
+    env.eventually("the restarted instance answers", WAIT, || async {
+        let r = get(&env, "/services/hello/").await;
+        r.status == 200 && r.json()["pid"] == now[0]["pid"]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_busy_instance_gets_the_next_requests() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
+        .await
+        .ok();
+    // A stream that stays open keeps one instance busy...
+    let busy = within(
+        "SSE head",
+        env.http
+            .get(format!(
+                "{}/services/hello/sse?n=2&interval_ms=60000",
+                env.proxy()
+            ))
+            .send(),
+    )
+    .await
+    .expect("SSE request");
+    assert_eq!(busy.status(), 200);
+    let busy_instance = served_by(busy.headers());
+    // ...so every request meanwhile goes to the other one, where
+    // round-robin alone would alternate.
+    for _ in 0..10 {
+        let r = get(&env, "/services/hello/").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_ne!(served_by(&r.headers), busy_instance);
+    }
+    drop(busy);
+    // Once the stream is gone, both instances share the load again.
+    env.eventually("the formerly busy instance answers", WAIT, || async {
+        served_by(&get(&env, "/services/hello/").await.headers) == busy_instance
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_an_instance_refusing_connections_are_retried_on_another() {
+    let env = Env::start().await;
+    let mut doomed = OwnServer::start("1.0.0", 0).await;
+    let alive = OwnServer::start("1.0.0", 0).await;
+    let (a, b) = (doomed.addr.to_string(), alive.addr.to_string());
+    // Health checks far apart: only the proxy can notice the dead instance.
+    env.cli(&[
+        "deploy",
+        "ext",
+        "1.0.0",
+        "--upstream",
+        &a,
+        "--upstream",
+        &b,
+        "--health",
+        "/healthz",
+        "--health-interval",
+        "60s",
+    ])
+    .await
+    .ok();
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let r = get(&env, "/services/ext/").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        pids.insert(r.json()["pid"].as_u64().expect("pid"));
+    }
+    assert_eq!(pids.len(), 2, "both instances take traffic: {pids:?}");
+
+    doomed.kill().await;
+    for _ in 0..10 {
+        let r = get(&env, "/services/ext/").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["pid"], alive.pid);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_requests_are_sent_again_when_a_reused_connection_breaks() {
+    let env = Env::start().await;
+    let (addr, log) = closes_reused_connections().await;
+    env.cli(&[
+        "deploy",
+        "flaky",
+        "1.0.0",
+        "--upstream",
+        &addr.to_string(),
+        "--health",
+        "/healthz",
+    ])
+    .await
+    .ok();
+
+    // The second GET goes out on the first one's pooled connection, which
+    // the upstream closes unanswered: a GET is safe to send again.
+    for path in ["/one", "/two", "/three"] {
+        let r = get(&env, &format!("/services/flaky{path}")).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"), "{path}");
+    }
+    let seen = log.lock().expect("log").clone();
+    assert!(
+        seen.iter().any(|l| l.ends_with("dropped")),
+        "no connection was reused, so nothing was tested: {seen:?}"
+    );
+
+    // A POST may have had effects: it is never sent twice.
+    let r = reply(
+        env.http
+            .post(format!("{}/services/flaky/pay", env.proxy()))
+            .body("once"),
+    )
+    .await;
+    r.assert_proxy_error(502, "upstream-failed", &["flaky 1.0.0"]);
+    let posts = log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|l| l.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1, "{:?}", log.lock().expect("log"));
+}
+
+// ---------------------------------------------------------------- external
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_release_is_routed_to_but_never_stopped() {
+    let env = Env::start().await;
+    let mut own = OwnServer::start("1.0.0", 0).await;
+    let upstream = own.addr.to_string();
+    env.cli(&[
+        "deploy",
+        "ext",
+        "1.0.0",
+        "--upstream",
+        &upstream,
+        "--health",
+        "/healthz",
+    ])
+    .await
+    .ok();
+
+    let r = get(&env, "/services/ext/").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-switchyard-version"), Some("1.0.0"));
+    assert_eq!(r.json()["pid"], own.pid);
+    let r = get(&env, "/services/ext_1.0.0/echo/x").await;
+    assert_eq!(r.json()["path"], "/echo/x");
+
+    let ls = env.ls().await;
+    let release = &ls[0]["releases"][0];
+    assert_eq!(release["kind"], "external");
+    assert_eq!(release["instances"][0]["addr"], upstream.as_str());
+    assert!(release["instances"][0]["pid"].is_null(), "{release}");
+
+    env.cli(&["kill", "ext", "1.0.0"]).await.ok();
+    get(&env, "/services/ext/")
+        .await
+        .assert_proxy_error(503, "no-main", &["ext"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(own.is_running(), "kill stopped an external process");
+    let direct = reply(env.http.get(format!("http://{upstream}/healthz"))).await;
+    assert_eq!((direct.status, direct.body.as_str()), (200, "ok\n"));
+}
