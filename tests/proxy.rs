@@ -575,7 +575,7 @@ async fn unknown_services_and_versions_get_404_naming_them() {
         .assert_proxy_error(404, "unknown-service", &["nope"]);
     get(&env, "/services/hello_9.9.9/")
         .await
-        .assert_proxy_error(404, "unknown-service", &["hello", "9.9.9"]);
+        .assert_proxy_error(404, "unknown-release", &["hello", "9.9.9"]);
     get(&env, "/elsewhere")
         .await
         .assert_proxy_error(404, "no-route", &["/services/"]);

@@ -285,7 +285,7 @@ async fn crash_looping_later_release_never_disturbs_the_main() {
 
     assert_eq!(snapshot(&env, "hello").await, before, "nothing may change");
     let (status, _, error) = probe(&env, "/services/hello_2.0.0/").await;
-    assert_eq!((status, error.as_str()), (404, "unknown-service"));
+    assert_eq!((status, error.as_str()), (404, "unknown-release"));
     assert_eq!(
         sorted(env.instance_pids()),
         main_pids,
@@ -344,7 +344,7 @@ async fn release_gets_no_traffic_until_it_is_healthy() {
         assert!(
             matches!(
                 (*status, error.as_str()),
-                (404, "unknown-service") | (503, "no-healthy-instance")
+                (404, "unknown-release") | (503, "no-healthy-instance")
             ) && served_by.is_empty(),
             "at {at:?} the starting release answered {status} {served_by:?} {error:?}"
         );
@@ -420,7 +420,7 @@ async fn release_not_healthy_within_ready_timeout_fails_and_changes_nothing() {
 
     assert_eq!(snapshot(&env, "hello").await, before, "nothing may change");
     let (status, _, error) = probe(&env, "/services/hello_2.0.0/").await;
-    assert_eq!((status, error.as_str()), (404, "unknown-service"));
+    assert_eq!((status, error.as_str()), (404, "unknown-release"));
     assert_eq!(sorted(env.instance_pids()), main_pids);
 }
 

@@ -11,6 +11,10 @@ use super::ResponseBody;
 pub enum ProxyError {
     #[error("no service `{0}` here; deployed services are listed by `switchyard ls`")]
     UnknownService(String),
+    #[error(
+        "service {service} has no running release {version}; `switchyard ls` lists its releases"
+    )]
+    UnknownRelease { service: String, version: String },
     #[error("service {0} has no main release")]
     NoMain(String),
     #[error("no route: use /services/NAME/ or a host name routed to a service")]
@@ -45,7 +49,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::UnknownService(_) | ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::UnknownService(_)
+            | ProxyError::UnknownRelease { .. }
+            | ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoMain(_) | ProxyError::NoHealthyInstance { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -60,6 +66,7 @@ impl ProxyError {
     fn code(&self) -> &'static str {
         match self {
             ProxyError::UnknownService(_) => "unknown-service",
+            ProxyError::UnknownRelease { .. } => "unknown-release",
             ProxyError::NoMain(_) => "no-main",
             ProxyError::NoRoute => "no-route",
             ProxyError::NoHealthyInstance { .. } => "no-healthy-instance",

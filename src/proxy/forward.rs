@@ -55,6 +55,12 @@ impl Proxy {
                 Route::UnknownService { name } => {
                     return Err(ProxyError::UnknownService(name.to_owned()));
                 }
+                Route::UnknownRelease { service, version } => {
+                    return Err(ProxyError::UnknownRelease {
+                        service: service.to_owned(),
+                        version: version.to_owned(),
+                    });
+                }
                 Route::NoMain { service } => return Err(ProxyError::NoMain(service.to_owned())),
                 Route::NoMatch => return Err(ProxyError::NoRoute),
             }

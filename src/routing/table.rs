@@ -42,8 +42,10 @@ pub enum Route<'t, B> {
         /// What was stripped, for `X-Forwarded-Prefix` (empty for hosts).
         prefix: &'t str,
     },
-    /// The path names a service or release that is not here.
+    /// The path names a service that is not here.
     UnknownService { name: &'t str },
+    /// The service is here but has no running release of that version.
+    UnknownRelease { service: &'t str, version: &'t str },
     /// The service exists but has no main release.
     NoMain { service: &'t str },
     /// Neither a known host nor a `/services/` path.
@@ -109,7 +111,12 @@ impl<B> RoutingTable<B> {
         let backend = match version {
             Some(v) => match service.versions.get(v) {
                 Some(b) => b,
-                None => return Route::UnknownService { name: segment },
+                None => {
+                    return Route::UnknownRelease {
+                        service: &service.name,
+                        version: v,
+                    };
+                }
             },
             None => match &service.main {
                 Some(b) => b,
