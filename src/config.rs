@@ -32,6 +32,10 @@ pub struct ServeConfig {
     pub crash_window: Duration,
     /// ...when there are at least this many of them.
     pub crash_limit: usize,
+    /// Mirrored copies waiting per shadow; more are dropped and counted.
+    pub shadow_queue: usize,
+    /// Mirrored copies in flight per shadow at once.
+    pub shadow_concurrency: usize,
 }
 
 impl ServeConfig {
@@ -46,6 +50,9 @@ impl ServeConfig {
         }
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err("the token file is empty: write a long random token into it".into());
+        }
+        if self.shadow_queue == 0 || self.shadow_concurrency == 0 {
+            return Err("--shadow-queue and --shadow-concurrency must be at least 1".into());
         }
         if self.crash_limit < 2 {
             return Err("the crash-loop limit must be at least 2 exits".into());
@@ -68,6 +75,8 @@ impl ServeConfig {
             log_max_bytes: 10 * 1024 * 1024,
             crash_window: Duration::from_secs(60),
             crash_limit: 3,
+            shadow_queue: 256,
+            shadow_concurrency: 16,
         }
     }
 }

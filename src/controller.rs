@@ -23,8 +23,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{ErrorKind, Result};
+use crate::model::{ComparePolicy, ShadowSettings};
 use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now_millis};
-use crate::proxy::SharedTable;
+use crate::proxy::{Backend, Mirror, MirrorSettings, SharedTable};
 use crate::routing::{RoutingTable, ServiceRoutes};
 use crate::runtime::{LogChunk, Runtime};
 use crate::store::{Commit, Store};
@@ -86,10 +87,26 @@ pub struct Controller {
     locks: Mutex<HashMap<ServiceName, Arc<tokio::sync::Mutex<()>>>>,
     deploying: Mutex<HashSet<(ServiceName, String)>>,
     shadows: ShadowLedger,
+    /// Each mirrored shadow's mirror, kept across recompiles while its
+    /// backend and settings stay the same (so its queue and workers do).
+    mirrors: Mutex<HashMap<(String, String), MirrorEntry>>,
+    mirror_settings: MirrorSettings,
+}
+
+struct MirrorEntry {
+    backend: Arc<Backend>,
+    shadow: ShadowSettings,
+    compare: ComparePolicy,
+    mirror: Arc<Mirror>,
 }
 
 impl Controller {
-    pub fn new(store: Arc<dyn Store>, runtime: Runtime, table: SharedTable) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Runtime,
+        table: SharedTable,
+        mirror_settings: MirrorSettings,
+    ) -> Self {
         Self {
             store,
             runtime,
@@ -98,6 +115,8 @@ impl Controller {
             locks: Mutex::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),
             shadows: ShadowLedger::default(),
+            mirrors: Mutex::new(HashMap::new()),
+            mirror_settings,
         }
     }
 
@@ -188,13 +207,45 @@ impl Controller {
     /// releases, and swaps it in.
     fn recompile(&self) {
         let current = self.current_map();
+        let mut mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = HashMap::new();
         let mut table = RoutingTable::new();
         for (name, revision) in current.iter() {
             let mut routes = ServiceRoutes {
                 name: name.to_string(),
                 main: None,
                 versions: HashMap::new(),
+                shadows: Vec::new(),
             };
+            for (version, shadow) in revision.state.mirrored() {
+                let key = (name.to_string(), version.to_string());
+                let Some(handle) = self.runtime.get(&key.0, &key.1) else {
+                    continue;
+                };
+                let entry = match mirrors.remove(&key) {
+                    Some(e)
+                        if Arc::ptr_eq(&e.backend, &handle.backend)
+                            && e.shadow == *shadow
+                            && e.compare == revision.state.compare =>
+                    {
+                        e
+                    }
+                    _ => MirrorEntry {
+                        backend: Arc::clone(&handle.backend),
+                        shadow: shadow.clone(),
+                        compare: revision.state.compare.clone(),
+                        mirror: Mirror::start(
+                            Arc::clone(&handle.backend),
+                            shadow,
+                            &revision.state.compare,
+                            self.shadows.stats(&key.0, &key.1),
+                            &self.mirror_settings,
+                        ),
+                    },
+                };
+                routes.shadows.push(Arc::clone(&entry.mirror));
+                kept.insert(key, entry);
+            }
             for (version, entry) in &revision.state.releases {
                 let version = version.to_string();
                 if let Some(handle) = self.runtime.get(name.as_str(), &version) {
@@ -206,6 +257,8 @@ impl Controller {
             }
             table.insert(routes, revision.state.hosts.iter().cloned());
         }
+        // Mirrors left behind stop their workers as they drop.
+        *mirrors = kept;
         self.table.store(Arc::new(table));
     }
 

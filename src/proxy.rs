@@ -8,6 +8,8 @@ mod error_page;
 mod forward;
 mod headers;
 mod listener;
+mod mirror;
+mod request_body;
 mod upgrade;
 mod upstream;
 
@@ -15,6 +17,7 @@ pub use backend::Backend;
 pub use body::ResponseBody;
 pub use error_page::ProxyError;
 pub use listener::serve;
+pub use mirror::{Mirror, MirrorSettings};
 pub use upstream::Upstream;
 
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use arc_swap::ArcSwap;
 use crate::routing::RoutingTable;
 
 /// The routing table the proxy reads; the controller swaps it whole.
-pub type SharedTable = Arc<ArcSwap<RoutingTable<Backend>>>;
+pub type SharedTable = Arc<ArcSwap<RoutingTable<Backend, Mirror>>>;
 
 /// Settings of the data plane.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, router};
 use crate::config::ServeConfig;
 use crate::controller::Controller;
-use crate::proxy::{self, Proxy, ProxySettings, SharedTable};
+use crate::proxy::{self, MirrorSettings, Proxy, ProxySettings, SharedTable};
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
 use crate::store::SqliteStore;
@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// Rotate an instance's log file past this many bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
+    /// Mirrored copies waiting per shadow; more are dropped and counted.
+    #[arg(long, default_value_t = 256)]
+    pub shadow_queue: usize,
+    /// Mirrored copies in flight per shadow at once.
+    #[arg(long, default_value_t = 16)]
+    pub shadow_concurrency: usize,
     /// This many exits within --crash-window make a crash loop.
     #[arg(long, default_value_t = 3)]
     pub crash_limit: usize,
@@ -78,6 +84,8 @@ impl ServeArgs {
             log_max_bytes: self.log_max_bytes,
             crash_window: self.crash_window,
             crash_limit: self.crash_limit,
+            shadow_queue: self.shadow_queue,
+            shadow_concurrency: self.shadow_concurrency,
             ..ServeConfig::with_state_dir(self.state_dir.clone())
         };
         config.validate().map_err(anyhow::Error::msg)?;
@@ -104,7 +112,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         store.clone(),
     );
-    let controller = Arc::new(Controller::new(store, runtime, Arc::clone(&table)));
+    let proxy_settings = ProxySettings {
+        upstream_timeout: config.upstream_timeout,
+        connect_timeout: config.connect_timeout,
+        version_header: config.version_header,
+    };
+    let mirror_settings = MirrorSettings {
+        queue: config.shadow_queue,
+        concurrency: config.shadow_concurrency,
+        proxy: proxy_settings.clone(),
+    };
+    let controller = Arc::new(Controller::new(
+        store,
+        runtime,
+        Arc::clone(&table),
+        mirror_settings,
+    ));
     controller
         .restore()
         .context("cannot restore the committed state")?;
@@ -130,12 +153,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let proxy = Arc::new(Proxy {
         table,
-        settings: ProxySettings {
-            upstream_timeout: config.upstream_timeout,
-            connect_timeout: config.connect_timeout,
-            version_header: config.version_header,
-        },
+        settings: proxy_settings,
     });
+    tokio::spawn(save_shadow_stats(Arc::clone(&controller), shutdown.clone()));
     let proxy_task = tokio::spawn(proxy::serve(
         proxy_listener,
         proxy,
@@ -157,8 +177,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = proxy_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    controller.save_shadow_stats();
     controller.shutdown().await;
     Ok(())
+}
+
+/// Saves shadow summaries every few seconds, so a restart keeps them.
+async fn save_shadow_stats(controller: Arc<Controller>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => controller.save_shadow_stats(),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,15 +1,18 @@
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::Upstream;
 use super::backend::InFlight;
-use super::upstream::UpstreamBody;
+use super::mirror::{MainAnswer, MainSender, header_pairs};
+use super::request_body::RequestBody;
+use crate::shadow::CapturedResponse;
 
 /// The body of every response the proxy sends: an upstream's body streamed
 /// through (its connection goes back to the pool when the body ends, and
@@ -21,10 +24,63 @@ pub struct ResponseBody {
 enum Kind {
     Upstream {
         body: Incoming,
-        conn: Option<(SendRequest<UpstreamBody>, Arc<Upstream>)>,
+        conn: Option<(SendRequest<RequestBody>, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
+        capture: Option<Box<ResponseCapture>>,
     },
     Full(Option<Bytes>),
+}
+
+/// Main's answer to a mirrored request, copied as it streams to the client
+/// (up to the limit) and handed to the comparison when it ends.
+pub(crate) struct ResponseCapture {
+    answer: CapturedResponse,
+    copy: BytesMut,
+    limit: usize,
+    from: SocketAddr,
+    tx: MainSender,
+}
+
+impl ResponseCapture {
+    pub(crate) fn new(
+        response: &http::Response<Incoming>,
+        from: SocketAddr,
+        limit: usize,
+        tx: MainSender,
+    ) -> Box<Self> {
+        Box::new(Self {
+            answer: CapturedResponse {
+                status: response.status().as_u16(),
+                headers: header_pairs(response.headers()),
+                body: Bytes::new(),
+                truncated: false,
+            },
+            copy: BytesMut::new(),
+            limit,
+            from,
+            tx,
+        })
+    }
+
+    fn keep(&mut self, data: &Bytes) {
+        if self.answer.truncated {
+            return;
+        }
+        if self.copy.len() + data.len() > self.limit {
+            self.answer.truncated = true;
+        } else {
+            self.copy.extend_from_slice(data);
+        }
+    }
+
+    fn finish(mut self) {
+        self.answer.body = std::mem::take(&mut self.copy).freeze();
+        let answer = MainAnswer {
+            response: self.answer,
+            from: self.from,
+        };
+        self.tx.send_replace(Some(Arc::new(answer)));
+    }
 }
 
 impl ResponseBody {
@@ -42,15 +98,31 @@ impl ResponseBody {
 
     pub(crate) fn upstream(
         body: Incoming,
-        conn: Option<(SendRequest<UpstreamBody>, Arc<Upstream>)>,
+        conn: Option<(SendRequest<RequestBody>, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
+        capture: Option<Box<ResponseCapture>>,
     ) -> Self {
-        Self {
+        let mut this = Self {
             kind: Kind::Upstream {
                 body,
                 conn,
                 in_flight,
+                capture,
             },
+        };
+        this.finish_capture_if_ended();
+        this
+    }
+
+    /// hyper may never poll a body that says it has ended, so the end of
+    /// the copy is checked after every frame and up front.
+    fn finish_capture_if_ended(&mut self) {
+        if let Kind::Upstream { body, capture, .. } = &mut self.kind {
+            if body.is_end_stream() {
+                if let Some(capture) = capture.take() {
+                    (*capture).finish();
+                }
+            }
         }
     }
 }
@@ -61,6 +133,7 @@ impl Drop for ResponseBody {
         // of known length read whole, or an empty one) and drops it, so the
         // end is noticed here too. Only a body read to its end leaves the
         // connection fit for the next request; any other is closed.
+        self.finish_capture_if_ended();
         if let Kind::Upstream { body, conn, .. } = &mut self.kind {
             if body.is_end_stream() {
                 if let Some((sender, upstream)) = conn.take() {
@@ -85,10 +158,24 @@ impl Body for ResponseBody {
                 body,
                 conn,
                 in_flight,
+                capture,
             } => {
-                let polled = Pin::new(body).poll_frame(cx);
+                let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(c), Some(data)) = (capture.as_mut(), frame.data_ref()) {
+                            c.keep(data);
+                        }
+                        if body.is_end_stream() {
+                            if let Some(c) = capture.take() {
+                                (*c).finish();
+                            }
+                        }
+                    }
                     Poll::Ready(None) => {
+                        if let Some(capture) = capture.take() {
+                            (*capture).finish();
+                        }
                         if let Some((sender, upstream)) = conn.take() {
                             upstream.give_back(sender);
                         }
@@ -97,6 +184,7 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Err(_))) => {
                         conn.take();
                         in_flight.take();
+                        capture.take();
                     }
                     _ => {}
                 }

@@ -4,13 +4,16 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
-use http_body_util::Empty;
 use hyper::body::Incoming;
 
 use super::backend::InFlight;
 use super::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
-use super::upstream::UpstreamBody;
-use super::{Backend, Proxy, ProxyError, ResponseBody, upgrade};
+use hyper::client::conn::http1::SendRequest;
+
+use super::body::ResponseCapture;
+use super::mirror::{Fanout, MainSender, fan_out};
+use super::request_body::RequestBody;
+use super::{Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, upgrade};
 use crate::routing::Route;
 
 const X_SWITCHYARD_VERSION: header::HeaderName =
@@ -39,7 +42,7 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let (backend, upstream_uri, prefix) = {
+        let (backend, upstream_uri, prefix, shadows) = {
             let table = self.table.load();
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
             match table.route(host.as_ref().and_then(|h| h.to_str().ok()), path) {
@@ -47,10 +50,13 @@ impl Proxy {
                     backend,
                     upstream_path,
                     prefix,
+                    shadows,
                 } => (
                     Arc::clone(backend),
                     upstream_uri(upstream_path)?,
                     prefix.to_owned(),
+                    // Cloned only when there are shadows to mirror to.
+                    (!shadows.is_empty()).then(|| shadows.to_vec()),
                 ),
                 Route::UnknownService { name } => {
                     return Err(ProxyError::UnknownService(name.to_owned()));
@@ -81,7 +87,8 @@ impl Proxy {
         let mut response = if upgrading {
             upgrade::forward(self, &backend, req).await?
         } else {
-            self.forward(&backend, req).await?
+            let capture = shadows.and_then(|s| fan_out(&s, &req, &backend));
+            self.forward(&backend, req, capture).await?
         };
         let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
@@ -93,113 +100,149 @@ impl Proxy {
         Ok(response)
     }
 
-    /// Sends the request to the least-busy healthy instance. A request that
-    /// could not be delivered (no connection, or a pooled connection that
-    /// closed before the request was written) moves to another instance.
-    /// A request that is safe to repeat (see [`Replay`]) is also sent again
-    /// when its connection broke before any response arrived: on a fresh
-    /// connection if the broken one was pooled, else on another instance.
+    /// Forwards a request to main or one release, and hands main's
+    /// answer to the shadows' comparison when the request was mirrored.
     async fn forward(
         &self,
         backend: &Arc<Backend>,
         req: Request<Incoming>,
+        capture: Option<(Fanout, MainSender, usize)>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let replay = Replay::of(&req);
-        let mut req = req.map(UpstreamBody::Left);
-        let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut last_error: Option<ProxyError> = None;
+        let (req, main) = match capture {
+            Some((fanout, main, limit)) => (
+                req.map(|body| RequestBody::tee(body, fanout, limit)),
+                Some((main, limit)),
+            ),
+            None => (req.map(RequestBody::Client), None),
+        };
+        let delivered = deliver(backend, req, replay, &[], &self.settings).await?;
+        let capture = main.map(|(tx, limit)| {
+            ResponseCapture::new(&delivered.response, delivered.upstream.addr, limit, tx)
+        });
+        let (parts, body) = delivered.response.into_parts();
+        let body = ResponseBody::upstream(
+            body,
+            Some((delivered.sender, delivered.upstream)),
+            Some(delivered.in_flight),
+            capture,
+        );
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// A response on its way back, with the connection and the in-flight count
+/// it holds until its body is read.
+pub(crate) struct Delivered {
+    pub response: Response<Incoming>,
+    pub sender: SendRequest<RequestBody>,
+    pub upstream: Arc<Upstream>,
+    pub in_flight: InFlight,
+}
+
+/// Sends the request to the least-busy healthy instance (not among
+/// `exclude`). A request that could not be delivered (no connection, or a
+/// pooled connection that closed before the request was written) moves to
+/// another instance. A request that is safe to repeat (see [`Replay`]) is
+/// also sent again when its connection broke before any response arrived:
+/// on a fresh connection if the broken one was pooled, else on another
+/// instance.
+pub(crate) async fn deliver(
+    backend: &Arc<Backend>,
+    mut req: Request<RequestBody>,
+    replay: Option<Replay>,
+    exclude: &[SocketAddr],
+    settings: &ProxySettings,
+) -> Result<Delivered, ProxyError> {
+    let mut tried: Vec<SocketAddr> = exclude.to_vec();
+    let mut last_error: Option<ProxyError> = None;
+    loop {
+        let Some(upstream) = backend.pick(&tried) else {
+            return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyInstance {
+                service: backend.service.clone(),
+                version: backend.version.clone(),
+            }));
+        };
+        let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
+        // A pooled connection first; if it turns out closed before the
+        // request went out, one fresh connection to the same instance.
+        let mut pooled = upstream.take_idle(settings.connect_timeout).await;
         loop {
-            let Some(upstream) = backend.pick(&tried) else {
-                return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyInstance {
-                    service: backend.service.clone(),
-                    version: backend.version.clone(),
-                }));
-            };
-            let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
-            // A pooled connection first; if it turns out closed before the
-            // request went out, one fresh connection to the same instance.
-            let mut pooled = upstream.take_idle(self.settings.connect_timeout).await;
-            loop {
-                let fresh = pooled.is_none();
-                let mut sender = match pooled.take() {
-                    Some(s) => s,
-                    None => match upstream.connect(self.settings.connect_timeout, false).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            // The instance is not accepting connections: keep
-                            // traffic off it until its health check says so.
-                            upstream.set_healthy(false);
-                            last_error = Some(ProxyError::ConnectFailed {
-                                service: backend.service.clone(),
-                                version: backend.version.clone(),
-                                cause: format!("{}: {e}", upstream.addr),
-                            });
-                            break;
-                        }
-                    },
-                };
-                let sent = tokio::time::timeout(
-                    self.settings.upstream_timeout,
-                    sender.try_send_request(req),
-                )
-                .await;
-                match sent {
-                    Err(_elapsed) => {
-                        return Err(ProxyError::UpstreamTimeout {
+            let fresh = pooled.is_none();
+            let mut sender = match pooled.take() {
+                Some(s) => s,
+                None => match upstream.connect(settings.connect_timeout, false).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // The instance is not accepting connections: keep
+                        // traffic off it until its health check says so.
+                        upstream.set_healthy(false);
+                        last_error = Some(ProxyError::ConnectFailed {
                             service: backend.service.clone(),
                             version: backend.version.clone(),
-                            timeout: self.settings.upstream_timeout,
+                            cause: format!("{}: {e}", upstream.addr),
                         });
+                        break;
                     }
-                    Ok(Ok(response)) => {
-                        let (parts, body) = response.into_parts();
-                        let body = ResponseBody::upstream(
-                            body,
-                            Some((sender, Arc::clone(&upstream))),
-                            Some(in_flight),
-                        );
-                        return Ok(Response::from_parts(parts, body));
-                    }
-                    Ok(Err(mut error)) => match error.take_message() {
-                        Some(unsent) if !fresh => req = unsent,
-                        Some(unsent) => {
-                            req = unsent;
-                            last_error = Some(ProxyError::ConnectFailed {
-                                service: backend.service.clone(),
-                                version: backend.version.clone(),
-                                cause: format!("{}: {}", upstream.addr, error.error()),
-                            });
-                            break;
-                        }
-                        None => {
-                            let error = error.into_error();
-                            let failed = ProxyError::UpstreamFailed {
-                                service: backend.service.clone(),
-                                version: backend.version.clone(),
-                                cause: error.to_string(),
-                            };
-                            match &replay {
-                                Some(replay) if lost_before_response(&error) => {
-                                    req = replay.request();
-                                    if fresh {
-                                        last_error = Some(failed);
-                                        break;
-                                    }
-                                }
-                                _ => return Err(failed),
-                            }
-                        }
-                    },
+                },
+            };
+            let sent =
+                tokio::time::timeout(settings.upstream_timeout, sender.try_send_request(req)).await;
+            match sent {
+                Err(_elapsed) => {
+                    return Err(ProxyError::UpstreamTimeout {
+                        service: backend.service.clone(),
+                        version: backend.version.clone(),
+                        timeout: settings.upstream_timeout,
+                    });
                 }
+                Ok(Ok(response)) => {
+                    return Ok(Delivered {
+                        response,
+                        sender,
+                        upstream,
+                        in_flight,
+                    });
+                }
+                Ok(Err(mut error)) => match error.take_message() {
+                    Some(unsent) if !fresh => req = unsent,
+                    Some(unsent) => {
+                        req = unsent;
+                        last_error = Some(ProxyError::ConnectFailed {
+                            service: backend.service.clone(),
+                            version: backend.version.clone(),
+                            cause: format!("{}: {}", upstream.addr, error.error()),
+                        });
+                        break;
+                    }
+                    None => {
+                        let error = error.into_error();
+                        let failed = ProxyError::UpstreamFailed {
+                            service: backend.service.clone(),
+                            version: backend.version.clone(),
+                            cause: error.to_string(),
+                        };
+                        match &replay {
+                            Some(replay) if lost_before_response(&error) => {
+                                req = replay.request();
+                                if fresh {
+                                    last_error = Some(failed);
+                                    break;
+                                }
+                            }
+                            _ => return Err(failed),
+                        }
+                    }
+                },
             }
-            tried.push(upstream.addr);
         }
+        tried.push(upstream.addr);
     }
 }
 
 /// A request that is safe to send again, kept so it can be: a safe method
 /// (GET, HEAD, OPTIONS, TRACE; RFC 9110 9.2.1) and no body.
-struct Replay {
+pub(crate) struct Replay {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -218,8 +261,8 @@ impl Replay {
         })
     }
 
-    fn request(&self) -> Request<UpstreamBody> {
-        let mut req = Request::new(UpstreamBody::Right(Empty::new()));
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = Version::HTTP_11;

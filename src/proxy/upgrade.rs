@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::backend::InFlight;
-use super::upstream::UpstreamBody;
+use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ResponseBody};
 
 pub(super) async fn forward(
@@ -40,7 +40,7 @@ pub(super) async fn forward(
     };
     let mut response = tokio::time::timeout(
         proxy.settings.upstream_timeout,
-        sender.send_request(req.map(UpstreamBody::Left)),
+        sender.send_request(req.map(RequestBody::Client)),
     )
     .await
     .map_err(|_| ProxyError::UpstreamTimeout {
@@ -53,7 +53,7 @@ pub(super) async fn forward(
         let (parts, body) = response.into_parts();
         return Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, None, Some(in_flight)),
+            ResponseBody::upstream(body, None, Some(in_flight), None),
         ));
     }
     let upstream_side = hyper::upgrade::on(&mut response);

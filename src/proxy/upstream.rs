@@ -4,18 +4,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::request_body::RequestBody;
+
 /// Idle connections kept per instance; more are closed when returned.
 const MAX_IDLE: usize = 256;
-
-/// What goes upstream: the client's body, or none for a request sent again.
-pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// One instance as the data plane sees it: an address, a health flag the
 /// runtime flips, a count of requests in flight, and its own connection
@@ -25,7 +21,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     healthy: AtomicBool,
     in_flight: AtomicUsize,
-    idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
+    idle: Mutex<Vec<SendRequest<RequestBody>>>,
 }
 
 impl Upstream {
@@ -61,13 +57,13 @@ impl Upstream {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<UpstreamBody>>> {
+    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<RequestBody>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A pooled connection ready for the next request, if any. Connections
     /// that closed meanwhile, or are not ready within `timeout`, are dropped.
-    pub(crate) async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<UpstreamBody>> {
+    pub(crate) async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<RequestBody>> {
         loop {
             let mut sender = self.idle_lock().pop()?;
             if sender.is_closed() {
@@ -82,7 +78,7 @@ impl Upstream {
     }
 
     /// Gives a connection back once its response has been read to the end.
-    pub(crate) fn give_back(&self, sender: SendRequest<UpstreamBody>) {
+    pub(crate) fn give_back(&self, sender: SendRequest<RequestBody>) {
         if sender.is_closed() || !self.is_healthy() {
             return;
         }
@@ -98,7 +94,7 @@ impl Upstream {
         &self,
         timeout: Duration,
         upgrades: bool,
-    ) -> io::Result<SendRequest<UpstreamBody>> {
+    ) -> io::Result<SendRequest<RequestBody>> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;

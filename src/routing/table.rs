@@ -6,24 +6,27 @@ pub const SERVICES_PREFIX: &str = "/services/";
 
 /// The releases of one service a request can reach.
 #[derive(Debug)]
-pub struct ServiceRoutes<B> {
+pub struct ServiceRoutes<B, S = ()> {
     pub name: String,
     /// Answers `/services/NAME/` and the service's hosts; `None` when the
     /// service has no main (every release killed).
     pub main: Option<Arc<B>>,
     /// Every running release by version, for `/services/NAME_VERSION/`.
     pub versions: HashMap<String, Arc<B>>,
+    /// Where copies of requests to main go (shadows with mirroring on).
+    pub shadows: Vec<Arc<S>>,
 }
 
 /// The compiled, immutable routing table. `B` is whatever the data plane
-/// forwards to (a release's backend); routing never looks inside it.
+/// forwards to (a release's backend) and `S` what it mirrors to; routing
+/// never looks inside either.
 #[derive(Debug)]
-pub struct RoutingTable<B> {
-    services: HashMap<String, ServiceRoutes<B>>,
+pub struct RoutingTable<B, S = ()> {
+    services: HashMap<String, ServiceRoutes<B, S>>,
     hosts: HashMap<String, String>,
 }
 
-impl<B> Default for RoutingTable<B> {
+impl<B, S> Default for RoutingTable<B, S> {
     fn default() -> Self {
         Self {
             services: HashMap::new(),
@@ -34,9 +37,12 @@ impl<B> Default for RoutingTable<B> {
 
 /// Where a request goes.
 #[derive(Debug)]
-pub enum Route<'t, B> {
+pub enum Route<'t, B, S = ()> {
     Release {
         backend: &'t Arc<B>,
+        /// Shadows that get a copy: those of the service when the request
+        /// goes to main; none for a release's own address.
+        shadows: &'t [Arc<S>],
         /// The path (and query) to send upstream.
         upstream_path: &'t str,
         /// What was stripped, for `X-Forwarded-Prefix` (empty for hosts).
@@ -52,33 +58,34 @@ pub enum Route<'t, B> {
     NoMatch,
 }
 
-impl<B> RoutingTable<B> {
+impl<B, S> RoutingTable<B, S> {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds a service and the hosts routed to it (lower-case, no port).
-    pub fn insert(&mut self, routes: ServiceRoutes<B>, hosts: impl IntoIterator<Item = String>) {
+    pub fn insert(&mut self, routes: ServiceRoutes<B, S>, hosts: impl IntoIterator<Item = String>) {
         for host in hosts {
             self.hosts.insert(host, routes.name.clone());
         }
         self.services.insert(routes.name.clone(), routes);
     }
 
-    pub fn service(&self, name: &str) -> Option<&ServiceRoutes<B>> {
+    pub fn service(&self, name: &str) -> Option<&ServiceRoutes<B, S>> {
         self.services.get(name)
     }
 
     /// Routes by host first (the whole path goes to the service's main), then
     /// by `/services/NAME/…` or `/services/NAME_VERSION/…` with the prefix
     /// stripped. `path_and_query` is the request target in origin form.
-    pub fn route<'t>(&'t self, host: Option<&str>, path_and_query: &'t str) -> Route<'t, B> {
+    pub fn route<'t>(&'t self, host: Option<&str>, path_and_query: &'t str) -> Route<'t, B, S> {
         if let Some(service) = host.and_then(|h| self.host_service(h)) {
             return match &service.main {
                 Some(backend) => Route::Release {
                     backend,
                     upstream_path: path_and_query,
                     prefix: "",
+                    shadows: &service.shadows,
                 },
                 None => Route::NoMain {
                     service: &service.name,
@@ -108,9 +115,9 @@ impl<B> RoutingTable<B> {
         let Some(service) = self.services.get(name) else {
             return Route::UnknownService { name: segment };
         };
-        let backend = match version {
+        let (backend, shadows) = match version {
             Some(v) => match service.versions.get(v) {
-                Some(b) => b,
+                Some(b) => (b, &[][..]),
                 None => {
                     return Route::UnknownRelease {
                         service: &service.name,
@@ -119,7 +126,7 @@ impl<B> RoutingTable<B> {
                 }
             },
             None => match &service.main {
-                Some(b) => b,
+                Some(b) => (b, &service.shadows[..]),
                 None => {
                     return Route::NoMain {
                         service: &service.name,
@@ -131,10 +138,11 @@ impl<B> RoutingTable<B> {
             backend,
             upstream_path,
             prefix,
+            shadows,
         }
     }
 
-    fn host_service(&self, host: &str) -> Option<&ServiceRoutes<B>> {
+    fn host_service(&self, host: &str) -> Option<&ServiceRoutes<B, S>> {
         if self.hosts.is_empty() {
             return None;
         }
@@ -170,6 +178,7 @@ mod tests {
                 name: "hello".into(),
                 main: Some(one.clone()),
                 versions: HashMap::from([("1.0.0".into(), one), ("2.0.0-rc.1".into(), two)]),
+                shadows: vec![Arc::new(())],
             },
             ["hello.example.com".to_string()],
         );
@@ -178,6 +187,7 @@ mod tests {
                 name: "empty".into(),
                 main: None,
                 versions: HashMap::new(),
+                shadows: vec![],
             },
             [],
         );
@@ -190,6 +200,7 @@ mod tests {
                 backend,
                 upstream_path,
                 prefix,
+                ..
             } => (**backend, upstream_path, prefix),
             other => panic!("expected a release, got {other:?}"),
         }
@@ -221,10 +232,23 @@ mod tests {
         );
         assert!(matches!(
             t.route(None, "/services/hello_9.9.9/"),
-            Route::UnknownService {
-                name: "hello_9.9.9"
+            Route::UnknownRelease {
+                service: "hello",
+                version: "9.9.9"
             }
         ));
+    }
+
+    #[test]
+    fn only_requests_to_main_are_mirrored() {
+        let t = table();
+        let shadows = |r: Route<'_, &'static str>| match r {
+            Route::Release { shadows, .. } => shadows.len(),
+            other => panic!("expected a release, got {other:?}"),
+        };
+        assert_eq!(shadows(t.route(None, "/services/hello/x")), 1);
+        assert_eq!(shadows(t.route(Some("hello.example.com"), "/x")), 1);
+        assert_eq!(shadows(t.route(None, "/services/hello_1.0.0/x")), 0);
     }
 
     #[test]
