@@ -16,6 +16,8 @@ pub use error::{ApiError, ErrorBody};
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 
 use crate::controller::Controller;
@@ -30,9 +32,21 @@ pub struct AppState {
 /// Header the CLI uses to say who made a change (recorded in history).
 pub const ACTOR_HEADER: &str = "x-switchyard-actor";
 
+/// Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(state.controller.all_shadow_reports()),
+    )
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/status", get(services::status))
+        .route("/metrics", get(metrics))
         .route("/v1/services", get(services::list))
         .route(
             "/v1/services/{name}",

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod routing;

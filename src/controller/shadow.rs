@@ -52,14 +52,18 @@ impl ShadowLedger {
         }
     }
 
-    fn reports(&self, service: &str, version: Option<&str>) -> Vec<ShadowReport> {
+    /// Reports of one service's shadows (one version, or every one), or of
+    /// every shadow when `service` is `None`.
+    fn reports(&self, service: Option<&str>, version: Option<&str>) -> Vec<ShadowReport> {
         let map = lock(&self.stats);
         let mut reports: Vec<ShadowReport> = map
             .iter()
-            .filter(|((s, v), _)| s == service && version.is_none_or(|want| want == v))
+            .filter(|((s, v), _)| {
+                service.is_none_or(|want| want == s) && version.is_none_or(|want| want == v)
+            })
             .map(|((s, v), stats)| lock(stats).report(s, v))
             .collect();
-        reports.sort_by(|a, b| a.version.cmp(&b.version));
+        reports.sort_by(|a, b| (&a.service, &a.version).cmp(&(&b.service, &b.version)));
         reports
     }
 
@@ -159,7 +163,14 @@ impl Controller {
             }
         }
         let version = version.map(|v| v.to_string());
-        Ok(self.shadows.reports(service.as_str(), version.as_deref()))
+        Ok(self
+            .shadows
+            .reports(Some(service.as_str()), version.as_deref()))
+    }
+
+    /// Every shadow's report, for metrics.
+    pub fn all_shadow_reports(&self) -> Vec<ShadowReport> {
+        self.shadows.reports(None, None)
     }
 
     /// Saves the shadow summaries that changed.
