@@ -2,6 +2,7 @@
 //! roles, desired state and revisions. Pure data and validation; no I/O.
 
 mod health_check;
+mod manifest;
 mod release;
 mod revision;
 mod role;
@@ -10,7 +11,8 @@ mod service_state;
 mod shadow_policy;
 
 pub use health_check::HealthCheck;
-pub use release::{Release, ReleaseSpec, RunSpec, parse_version};
+pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth};
+pub use release::{ContainerSpec, Release, ReleaseSpec, RunSpec, parse_version};
 pub use revision::{Revision, now_millis};
 pub use role::Role;
 pub use service_name::ServiceName;
@@ -28,6 +30,8 @@ pub enum ModelError {
     InvalidVersion { given: String, reason: String },
     #[error("invalid release spec: {0}")]
     InvalidSpec(String),
+    #[error("invalid switchyard.toml: {0}")]
+    InvalidManifest(String),
     #[error(
         "release {service} {version} already exists; versions are immutable, deploy a new version instead"
     )]
