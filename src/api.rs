@@ -8,6 +8,7 @@
 
 mod auth;
 mod error;
+mod handover;
 pub mod services;
 pub mod shadows;
 
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/services/{name}/shadows/report", get(shadows::report))
         .route("/v1/services/{name}/compare", post(shadows::set_compare))
+        .route(crate::handover::API_PATH, post(handover::start))
         // Last, so that every route above answers a wrong method in JSON too.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_such_endpoint)

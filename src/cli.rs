@@ -4,6 +4,7 @@
 mod assign;
 mod client;
 mod deploy;
+mod handover;
 mod history;
 mod init;
 mod kill;
@@ -48,6 +49,9 @@ pub enum Command {
     Init(init::InitArgs),
     /// Shadow traffic: mirroring settings, comparison rules, reports.
     Shadow(shadow::ShadowArgs),
+    /// Replace the running serve by a new serve process (a new binary, say)
+    /// without failing a request; its instances keep running.
+    Handover(handover::HandoverArgs),
 }
 
 /// How a client command reaches serve.
@@ -69,7 +73,10 @@ pub struct ClientArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a client verb makes a few requests, and serve runs only
+    // its control plane here (admin API, controller, health checks); its
+    // data plane has threads of its own (`serve --workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -84,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Logs(args) => logs::run(args).await,
             Command::Init(args) => init::run(args),
             Command::Shadow(args) => shadow::run(args).await,
+            Command::Handover(args) => handover::run(args).await,
         }
     })
 }

@@ -10,6 +10,7 @@
 //! - [`controller`]: the release lifecycle (deploy, assign, kill, rollback).
 //! - [`store`]: desired state and revision history (SQLite by default).
 //! - [`api`]: the admin REST API; [`cli`]: the `switchyard` command.
+//! - [`handover`]: a running serve replaced by a new process (self-upgrade).
 //! - [`model`]: the domain nouns, their validation and state transitions.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod handover;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

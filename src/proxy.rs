@@ -4,6 +4,7 @@
 
 mod backend;
 mod body;
+mod data_plane;
 mod error_page;
 mod forward;
 mod headers;
@@ -15,8 +16,9 @@ mod upstream;
 
 pub use backend::Backend;
 pub use body::ResponseBody;
+pub use data_plane::DataPlane;
 pub use error_page::ProxyError;
-pub use listener::serve;
+pub use listener::{Drain, serve};
 pub use mirror::{Mirror, MirrorSettings};
 pub use upstream::Upstream;
 

@@ -25,6 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::model::{Release, RunSpec};
 use crate::store::{InstanceRecord, Store};
 
@@ -81,6 +83,8 @@ pub struct Runtime {
     /// The Docker Engine (at `DOCKER_HOST`), reached when a container
     /// release first needs it.
     engine: docker::Engine,
+    /// Cancelled when another serve takes the instances over.
+    handed_over: Mutex<CancellationToken>,
 }
 
 impl Runtime {
@@ -97,6 +101,7 @@ impl Runtime {
             health_client,
             releases: Mutex::new(HashMap::new()),
             engine: docker::Engine::from_env(),
+            handed_over: Mutex::new(CancellationToken::new()),
         }
     }
 
@@ -132,6 +137,10 @@ impl Runtime {
             Arc::clone(&self.store),
             self.health_client.clone(),
             self.engine.clone(),
+            self.handed_over
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             adopt,
         );
         map.insert(Self::key(release), Arc::clone(&handle));
@@ -156,6 +165,30 @@ impl Runtime {
         let handles: Vec<_> = self.map().drain().map(|(_, h)| h).collect();
         let stops = handles.iter().map(|h| h.stop());
         futures_util::future::join_all(stops).await;
+    }
+
+    /// Lets another serve take every instance over: this runtime stops
+    /// managing them (no more health checks, restarts or records) but
+    /// leaves them running, recorded for adoption, and in the data plane's
+    /// rotation as they were, so this serve can keep proxying until it has
+    /// handed its listeners over too. Returns once every instance task has
+    /// ended.
+    pub async fn hand_over(&self) {
+        self.handed_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel();
+        let handles = self.running();
+        futures_util::future::join_all(handles.iter().map(|h| h.ended())).await;
+    }
+
+    /// Undoes [`Runtime::hand_over`] when the other serve did not take
+    /// over: forgets the handles (their processes keep running) so that
+    /// [`Controller::restore`](crate::controller::Controller::restore) can
+    /// adopt the instances again.
+    pub fn take_back(&self) {
+        *self.handed_over.lock().unwrap_or_else(|p| p.into_inner()) = CancellationToken::new();
+        self.map().clear();
     }
 
     pub fn running(&self) -> Vec<Arc<ReleaseHandle>> {

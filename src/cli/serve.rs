@@ -1,10 +1,13 @@
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use axum::Extension;
 use clap::Args;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -12,13 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, router};
 use crate::config::ServeConfig;
 use crate::controller::Controller;
-use crate::proxy::{self, MirrorSettings, Proxy, ProxySettings, SharedTable};
+use crate::handover::{ChangeGate, Handover, Successor, hold_changes};
+use crate::proxy::{self, DataPlane, Drain, MirrorSettings, Proxy, ProxySettings, SharedTable};
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
 use crate::store::SqliteStore;
 
 /// How long a restarted serve waits for its releases before it listens.
 const RESTORE_WAIT: Duration = Duration::from_secs(5);
+/// After a handover, how long a keep-alive connection may stay idle
+/// before it is closed: a busy one ends after its next answer.
+const HANDOVER_LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -60,6 +67,15 @@ pub struct ServeArgs {
     pub crash_limit: usize,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub crash_window: Duration,
+    /// Threads that carry client traffic (the admin API and the instances'
+    /// health checks run on a thread of their own). One is the least CPU
+    /// per request; more carry more traffic on a machine with cores to spare.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// Take over from the serve handing over at this socket (set by that
+    /// serve when it starts this one).
+    #[arg(long = "handover-from", hide = true)]
+    pub handover_from: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -95,11 +111,24 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    // A serve started to take over from another receives its listening
+    // sockets first: if that fails, nothing here has been touched.
+    let successor = match &args.handover_from {
+        Some(socket) => Some(Successor::connect(socket).await.with_context(|| {
+            format!(
+                "cannot take over from the serve at {}: is it still handing over?",
+                socket.display()
+            )
+        })?),
+        None => None,
+    };
     let store = Arc::new(
         SqliteStore::open(&config.state_dir)
             .with_context(|| format!("cannot open the state in {}", config.state_dir.display()))?,
     );
     let state_dir = std::fs::canonicalize(&config.state_dir)?;
+    let data_plane =
+        DataPlane::start(usize::from(args.workers)).context("cannot start the proxy's threads")?;
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RoutingTable::new()));
     let runtime = Runtime::new(
         RuntimeSettings {
@@ -121,6 +150,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         queue: config.shadow_queue,
         concurrency: config.shadow_concurrency,
         proxy: proxy_settings.clone(),
+        runtime: data_plane.handle().clone(),
     };
     let controller = Arc::new(Controller::new(
         store,
@@ -133,12 +163,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot restore the committed state")?;
     controller.wait_restored(RESTORE_WAIT).await;
 
-    let proxy_listener = TcpListener::bind(config.listen).await.with_context(|| {
-        format!("cannot listen on {} for traffic: is another serve running? Choose another address with --listen", config.listen)
-    })?;
-    let admin_listener = TcpListener::bind(config.admin).await.with_context(|| {
-        format!("cannot listen on {} for the admin API: is another serve running? Choose another address with --admin", config.admin)
-    })?;
+    let (proxy_listener, admin_listener, old_serve) = match successor {
+        Some(Successor { proxy, admin, old }) => (proxy, admin, Some(old)),
+        None => {
+            let proxy = listen(config.listen).with_context(|| {
+                format!("cannot listen on {} for traffic: is another serve running? Choose another address with --listen", config.listen)
+            })?;
+            let admin = listen(config.admin).with_context(|| {
+                format!("cannot listen on {} for the admin API: is another serve running? Choose another address with --admin", config.admin)
+            })?;
+            (proxy, admin, None)
+        }
+    };
     // Tests and scripts read these two lines to find the bound ports.
     println!(
         "switchyard: proxy listening on http://{}",
@@ -150,60 +186,141 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("switchyard: state in {}", state_dir.display());
 
-    let shutdown = CancellationToken::new();
+    let gate = ChangeGate::default();
+    let handover = Arc::new(Handover::new(
+        Arc::clone(&controller),
+        Arc::clone(&table),
+        gate.clone(),
+        [
+            proxy_listener.as_fd().try_clone_to_owned()?,
+            admin_listener.as_fd().try_clone_to_owned()?,
+        ],
+        &state_dir,
+    )?);
+    let drain = Drain {
+        stop: CancellationToken::new(),
+        linger: HANDOVER_LINGER,
+        close: CancellationToken::new(),
+        timeout: config.drain_timeout,
+    };
+    let stop_admin = CancellationToken::new();
     let proxy = Arc::new(Proxy {
         table,
         settings: proxy_settings,
     });
-    tokio::spawn(save_shadow_stats(Arc::clone(&controller), shutdown.clone()));
-    let proxy_task = tokio::spawn(proxy::serve(
-        proxy_listener,
-        proxy,
-        shutdown.clone(),
-        config.drain_timeout,
+    tokio::spawn(save_shadow_stats(
+        Arc::clone(&controller),
+        gate.clone(),
+        stop_admin.clone(),
     ));
+    let proxy_task = data_plane
+        .handle()
+        .spawn(proxy::serve(proxy_listener, proxy, drain.clone()));
     let app = router(AppState {
         controller: Arc::clone(&controller),
         token: config.token.as_deref().map(Arc::from),
-    });
+    })
+    .layer(axum::middleware::from_fn_with_state(gate, hold_changes))
+    .layer(Extension(Arc::clone(&handover)));
+    admin_listener.set_nonblocking(true)?;
     let admin_task = tokio::spawn(
-        axum::serve(admin_listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        axum::serve(TcpListener::from_std(admin_listener)?, app)
+            .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
             .into_future(),
     );
+    if let Some(old_serve) = old_serve {
+        // Should the old serve be gone, this one carries on: it holds the
+        // sockets and the instances now.
+        match old_serve.ready().await {
+            Ok(()) => tracing::info!("took over from the old serve"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot tell the old serve that this one took over")
+            }
+        }
+    }
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: draining client connections, then stopping instances");
-    shutdown.cancel();
+    let handed_over = wait_for_exit(&handover).await;
+    stop_admin.cancel();
+    if !handed_over {
+        // Nobody takes over: connections are closed as soon as they are idle.
+        tracing::info!("shutting down: draining client connections, then stopping instances");
+        drain.close.cancel();
+    }
+    // After a handover, keep-alive connections end after their next answer
+    // (or after the linger), and the instances keep running for the new serve.
+    drain.stop.cancel();
     let _ = proxy_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
-    controller.save_shadow_stats();
-    controller.shutdown().await;
+    if !handed_over {
+        controller.save_shadow_stats();
+        controller.shutdown().await;
+    }
+    drop(data_plane);
     Ok(())
 }
 
-/// Saves shadow summaries every few seconds, so a restart keeps them.
-async fn save_shadow_stats(controller: Arc<Controller>, shutdown: CancellationToken) {
+/// A listening socket with the backlog tokio would give it (the standard
+/// library's is 128), built here so the data plane's runtime can take it.
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Saves shadow summaries every few seconds, so a restart keeps them;
+/// not while changes are held back (the serve is handing over).
+async fn save_shadow_stats(
+    controller: Arc<Controller>,
+    gate: ChangeGate,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => controller.save_shadow_stats(),
+            () = tokio::time::sleep(Duration::from_secs(5)) => {
+                if !gate.is_closed() {
+                    controller.save_shadow_stats();
+                }
+            }
             () = shutdown.cancelled() => return,
         }
     }
 }
 
-async fn wait_for_signal() {
+/// Runs until SIGTERM or SIGINT (false) or until another serve took over
+/// (true). SIGUSR2 hands over to the binary this serve was started from,
+/// as `switchyard handover` does.
+async fn wait_for_exit(handover: &Arc<Handover>) -> bool {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined2()),
     ) else {
-        // Without signal handlers, run until killed.
-        std::future::pending::<()>().await;
-        return;
+        // Without signal handlers, run until killed or handed over.
+        handover.done().cancelled().await;
+        return true;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = usr2.recv() => {
+                let handover = Arc::clone(handover);
+                tokio::spawn(async move {
+                    match handover.start(None).await {
+                        Ok(report) => tracing::info!(new_pid = report.new_pid, "handed over on SIGUSR2"),
+                        Err(error) => tracing::error!(%error, "SIGUSR2: handover failed"),
+                    }
+                });
+            }
+            () = handover.done().cancelled() => return true,
+        }
     }
+    // A handover under way ends first: stopping now would leave its
+    // instances to nobody.
+    handover.settled().await;
+    handover.done().is_cancelled()
 }

@@ -21,8 +21,9 @@ pub struct ShadowLedger {
 /// (service, version)
 type Key = (String, String);
 /// The counts that show a summary changed: mirrored, compared, dropped or
-/// too large, shadow errors.
-type SavedMark = (u64, u64, u64, u64);
+/// too large, shadow errors, noise samples (recorded after the comparison
+/// they belong to).
+type SavedMark = (u64, u64, u64, u64, u64);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -79,6 +80,7 @@ impl ShadowLedger {
                 stats.compared,
                 stats.dropped + stats.too_large,
                 stats.shadow_errors,
+                stats.noise_compared,
             );
             if saved.get(key) != Some(&mark) {
                 if let Ok(json) = serde_json::to_string(&stats.summary()) {

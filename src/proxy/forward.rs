@@ -1,9 +1,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
-use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::backend::InFlight;
@@ -11,7 +10,7 @@ use super::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
 use hyper::client::conn::http1::SendRequest;
 
 use super::body::ResponseCapture;
-use super::mirror::{Fanout, MainSender, fan_out};
+use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, upgrade};
 use crate::routing::Route;
@@ -78,6 +77,8 @@ impl Proxy {
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
         set_forwarded(headers, client, host.as_ref(), &prefix);
+        // A client cannot pass for a mirrored copy.
+        headers.remove(X_SWITCHYARD_SHADOW);
         if !headers.contains_key(header::HOST) {
             if let Some(h) = &host {
                 headers.insert(header::HOST, h.clone());
@@ -222,9 +223,9 @@ pub(crate) async fn deliver(
                             version: backend.version.clone(),
                             cause: error.to_string(),
                         };
-                        match &replay {
-                            Some(replay) if lost_before_response(&error) => {
-                                req = replay.request();
+                        match replay.as_ref().and_then(|r| r.request()) {
+                            Some(again) if lost_before_response(&error) => {
+                                req = again;
                                 if fresh {
                                     last_error = Some(failed);
                                     break;
@@ -241,33 +242,88 @@ pub(crate) async fn deliver(
 }
 
 /// A request that is safe to send again, kept so it can be: a safe method
-/// (GET, HEAD, OPTIONS, TRACE; RFC 9110 9.2.1) and no body.
+/// (GET, HEAD, OPTIONS, TRACE; RFC 9110 9.2.1) and no body. Nearly every
+/// such request is answered the first time, so the copy is made cheap: the
+/// request target and headers are copied into one buffer (one allocation,
+/// no reference counts touched) and become a request again only when one
+/// is needed.
 pub(crate) struct Replay {
     method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    /// The target, then each header's name and value, each preceded by its
+    /// length (u32, little-endian).
+    head: Vec<u8>,
 }
 
 impl Replay {
-    fn of(req: &Request<Incoming>) -> Option<Self> {
+    fn of(req: &Request<impl http_body::Body>) -> Option<Self> {
         let safe = matches!(
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
         );
-        (safe && req.body().is_end_stream()).then(|| Self {
+        if !safe || !req.body().is_end_stream() {
+            return None;
+        }
+        let uri = req.uri();
+        let full;
+        let target = match uri.path_and_query() {
+            Some(pq) if uri.scheme().is_none() => pq.as_str(),
+            _ => {
+                full = uri.to_string();
+                &full
+            }
+        };
+        let headers = req.headers();
+        let size = 4
+            + target.len()
+            + headers
+                .iter()
+                .map(|(n, v)| 8 + n.as_str().len() + v.len())
+                .sum::<usize>();
+        let mut head = Vec::with_capacity(size);
+        let mut put = |bytes: &[u8]| {
+            head.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            head.extend_from_slice(bytes);
+        };
+        put(target.as_bytes());
+        for (name, value) in headers {
+            put(name.as_str().as_bytes());
+            put(value.as_bytes());
+        }
+        Some(Self {
             method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
+            head,
         })
     }
 
-    fn request(&self) -> Request<RequestBody> {
+    /// The request again, as it was first sent.
+    fn request(&self) -> Option<Request<RequestBody>> {
+        let mut fields = Fields(&self.head);
         let mut req = Request::new(RequestBody::empty());
         *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
+        *req.uri_mut() = Uri::try_from(fields.next()?).ok()?;
         *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = self.headers.clone();
-        req
+        let headers = req.headers_mut();
+        while let Some(name) = fields.next() {
+            let name = HeaderName::from_bytes(name).ok()?;
+            let value = HeaderValue::from_bytes(fields.next()?).ok()?;
+            headers.append(name, value);
+        }
+        Some(req)
+    }
+}
+
+/// Reads back the length-prefixed fields of [`Replay::head`].
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (len, rest) = self.0.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let field = rest.get(..len)?;
+        self.0 = &rest[len..];
+        Some(field)
     }
 }
 
@@ -289,4 +345,47 @@ fn upstream_uri(path_and_query: &str) -> Result<Uri, ProxyError> {
         format!("/{path_and_query}").parse::<Uri>()
     };
     parsed.map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_sends_the_same_head_again() {
+        let req = Request::get("/a/b?x=1&y=%20")
+            .header("host", "example.com")
+            .header("x-custom", "one")
+            .header("x-custom", "two")
+            .header("x-empty", "")
+            .header(
+                "x-latin",
+                HeaderValue::from_bytes(b"caf\xe9").expect("obs-text"),
+            )
+            .body(String::new())
+            .expect("request");
+        let again = Replay::of(&req)
+            .expect("a bodiless GET is replayable")
+            .request()
+            .expect("rebuilt");
+        assert_eq!(again.method(), Method::GET);
+        assert_eq!(again.uri(), "/a/b?x=1&y=%20");
+        assert_eq!(again.version(), Version::HTTP_11);
+        assert_eq!(again.headers(), req.headers());
+    }
+
+    #[test]
+    fn only_safe_bodiless_requests_are_replayed() {
+        let post = Request::post("/").body(String::new()).expect("request");
+        assert!(Replay::of(&post).is_none());
+        let with_body = Request::get("/").body("x".to_owned()).expect("request");
+        assert!(Replay::of(&with_body).is_none());
+        let head = Request::head("http://h/p")
+            .body(String::new())
+            .expect("request");
+        let again = Replay::of(&head)
+            .and_then(|r| r.request())
+            .expect("rebuilt");
+        assert_eq!(again.uri(), "http://h/p");
+    }
 }

@@ -1,7 +1,8 @@
 //! Header handling on the way through: hop-by-hop headers stay on their
 //! hop, and the upstream learns who asked and under which prefix.
 
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -26,16 +27,48 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+const HOP_BY_HOP_COUNT: usize = 6;
+
+/// The hop-by-hop headers every message loses (RFC 9110 7.6.1), besides
+/// those its `Connection` header names.
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::PROXY_AUTHORIZATION,
+];
+
 /// Removes the headers that belong to one connection only. With `upgrade`
 /// the `Connection: upgrade` and `Upgrade` pair is kept for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names first: most messages carry none of these,
+    // and a removal costs a hash lookup each.
+    let mut connection = false;
+    let mut upgrade_header = false;
+    let mut fixed = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::UPGRADE {
+            upgrade_header = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            fixed[i] = true;
+        }
+    }
+    if connection {
+        // Only the named headers actually present are collected (a lookup
+        // by `&str` allocates nothing), so the usual `keep-alive` or
+        // `close` costs no allocation.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && headers.contains_key(*t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .filter(|n| !(upgrade && n == header::UPGRADE))
             .collect();
         for name in named {
@@ -45,18 +78,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(header::CONNECTION);
         }
     }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.iter().zip(fixed) {
+        if present {
+            headers.remove(name);
+        }
     }
     if !upgrade {
-        headers.remove(header::UPGRADE);
+        if upgrade_header {
+            headers.remove(header::UPGRADE);
+        }
     } else {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
@@ -69,18 +99,23 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     prefix: &str,
 ) {
-    // Several header lines are one comma-separated list; keep every entry.
-    let mut xff: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let ip = client.ip().to_string();
-    xff.push(&ip);
-    if let Ok(v) = HeaderValue::from_str(&xff.join(", ")) {
-        headers.insert(X_FORWARDED_FOR, v);
+    let ip = client.ip();
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        // Several header lines are one comma-separated list; keep every entry.
+        let ip = ip.to_string();
+        let mut xff: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        xff.push(&ip);
+        if let Ok(v) = HeaderValue::from_str(&xff.join(", ")) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR, client_ip_value(ip));
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
@@ -88,9 +123,40 @@ pub fn set_forwarded(
     }
     if prefix.is_empty() {
         headers.remove(&X_FORWARDED_PREFIX);
-    } else if let Ok(v) = HeaderValue::from_str(prefix) {
+    } else if let Some(v) = prefix_value(prefix) {
         headers.insert(X_FORWARDED_PREFIX, v);
     }
+}
+
+thread_local! {
+    /// The last client address and prefix formatted as header values on
+    /// this thread: a keep-alive connection sends many requests from one
+    /// address to one service, so the values are made once, not per request.
+    static LAST_CLIENT: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    static LAST_PREFIX: RefCell<Option<(Box<str>, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+fn client_ip_value(ip: IpAddr) -> HeaderValue {
+    LAST_CLIENT.with_borrow_mut(|last| match last {
+        Some((cached, value)) if *cached == ip => value.clone(),
+        _ => {
+            let value = HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value");
+            *last = Some((ip, value.clone()));
+            value
+        }
+    })
+}
+
+fn prefix_value(prefix: &str) -> Option<HeaderValue> {
+    LAST_PREFIX.with_borrow_mut(|last| match last {
+        Some((cached, value)) if **cached == *prefix => Some(value.clone()),
+        _ => {
+            let value = HeaderValue::from_str(prefix).ok()?;
+            *last = Some((prefix.into(), value.clone()));
+            Some(value)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -143,6 +209,37 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_HOST], "a.example.com");
         assert_eq!(h[&X_FORWARDED_PREFIX], "/services/x");
+    }
+
+    #[test]
+    fn connection_named_headers_and_upgrade_do_not_travel() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static("X-A, ,x-b"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
+    }
+
+    #[test]
+    fn forwarded_values_follow_the_client_and_prefix() {
+        let mut h = HeaderMap::new();
+        let one = SocketAddr::from(([10, 0, 0, 1], 1));
+        let two = SocketAddr::from(([10, 0, 0, 2], 2));
+        set_forwarded(&mut h, one, None, "/services/a");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PREFIX], "/services/a");
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, two, None, "/services/b");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2");
+        assert_eq!(h[&X_FORWARDED_PREFIX], "/services/b");
+        set_forwarded(&mut h, one, None, "");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2, 10.0.0.1");
+        assert!(!h.contains_key(&X_FORWARDED_PREFIX));
     }
 
     #[test]

@@ -23,7 +23,8 @@ use super::{Backend, ProxySettings};
 use crate::model::{ComparePolicy, ShadowSettings};
 use crate::shadow::{CapturedResponse, CompareRules, PathPattern, ShadowStats, compare};
 
-const X_SWITCHYARD_SHADOW: HeaderName = HeaderName::from_static("x-switchyard-shadow");
+/// Marks a mirrored copy; only the proxy sets it.
+pub(crate) const X_SWITCHYARD_SHADOW: HeaderName = HeaderName::from_static("x-switchyard-shadow");
 
 /// How many copies a shadow may have waiting and in flight.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct MirrorSettings {
     /// Copies in flight per shadow at once.
     pub concurrency: usize,
     pub proxy: ProxySettings,
+    /// Where the mirrors' workers run: the data plane's runtime.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// What main answered, for comparison.
@@ -154,7 +157,7 @@ impl Mirror {
             stats,
             proxy: settings.proxy.clone(),
         });
-        tokio::spawn(work(
+        settings.runtime.spawn(work(
             rx,
             Arc::clone(&shared),
             settings.concurrency.max(1),
@@ -243,17 +246,19 @@ async fn work(
 ) {
     let slots = Arc::new(Semaphore::new(concurrency));
     loop {
-        let job = tokio::select! {
-            job = rx.recv() => match job {
-                Some(job) => job,
-                None => return,
-            },
-            () = cancel.cancelled() => return,
-        };
+        // A free slot first, then a copy: copies wait in the queue, not
+        // here, so no more than `queue` of them wait.
         let permit = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => return,
+            },
+            () = cancel.cancelled() => return,
+        };
+        let job = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => job,
+                None => return,
             },
             () = cancel.cancelled() => return,
         };
@@ -317,7 +322,14 @@ impl Shared {
         job: &Job,
         not: Option<SocketAddr>,
     ) -> Option<MainAnswer> {
-        let mut req = Request::new(RequestBody::Full(Some(job.body.clone())));
+        // An empty body is no body: hyper would announce `content-length: 0`
+        // for a `Full` one, a header main never got.
+        let body = if job.body.is_empty() {
+            RequestBody::empty()
+        } else {
+            RequestBody::Full(Some(job.body.clone()))
+        };
+        let mut req = Request::new(body);
         *req.method_mut() = job.head.method.clone();
         *req.uri_mut() = job.head.uri.clone();
         *req.version_mut() = Version::HTTP_11;

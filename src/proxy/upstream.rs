@@ -65,10 +65,21 @@ impl Upstream {
     /// that closed meanwhile, or are not ready within `timeout`, are dropped.
     pub(crate) async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<RequestBody>> {
         loop {
-            let mut sender = self.idle_lock().pop()?;
-            if sender.is_closed() {
-                continue;
-            }
+            let mut sender = {
+                // A connection that is ready at once needs no waiting (and
+                // no timer); the one given back last may not be yet.
+                let mut idle = self.idle_lock();
+                let mut i = idle.len();
+                while i > 0 {
+                    i -= 1;
+                    if idle[i].is_closed() {
+                        idle.swap_remove(i);
+                    } else if idle[i].is_ready() {
+                        return Some(idle.swap_remove(i));
+                    }
+                }
+                idle.pop()?
+            };
             // Given back as soon as its response body ended, a connection may
             // need a moment before it takes another request.
             if let Ok(Ok(())) = tokio::time::timeout(timeout, sender.ready()).await {

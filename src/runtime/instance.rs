@@ -39,6 +39,10 @@ pub(super) struct InstanceCtx {
     pub logs: LogFiles,
     pub status: Arc<watch::Sender<ReleaseStatus>>,
     pub cancel: CancellationToken,
+    /// Cancelled when another serve takes this one's instances over: the
+    /// task ends at once and leaves its instance running, recorded and in
+    /// the rotation as it is (see [`Runtime::hand_over`](super::Runtime::hand_over)).
+    pub handed_over: CancellationToken,
     /// The Docker Engine, for container releases.
     pub engine: Engine,
 }
@@ -186,6 +190,7 @@ async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
                     how = running.wait() => Some(how),
                     () = watch_health(ctx, &upstream, adopted) => None,
                     () = ctx.cancel.cancelled() => None,
+                    () = ctx.handed_over.cancelled() => return,
                 };
                 upstream.set_healthy(false);
                 ctx.backend.set_slot(ctx.slot as usize, None);
@@ -243,6 +248,7 @@ async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
+            () = ctx.handed_over.cancelled() => return,
             () = ctx.cancel.cancelled() => {
                 ctx.update(|i| i.health = Health::Stopped);
                 return;
@@ -396,6 +402,7 @@ async fn run_external(ctx: &InstanceCtx, address: &str) {
     tokio::select! {
         () = watch_health(ctx, &upstream, false) => {}
         () = ctx.cancel.cancelled() => {}
+        () = ctx.handed_over.cancelled() => return,
     }
     upstream.set_healthy(false);
     ctx.backend.set_slot(ctx.slot as usize, None);

@@ -53,6 +53,7 @@ impl ReleaseHandle {
         store: Arc<dyn Store>,
         health_client: reqwest::Client,
         engine: Engine,
+        handed_over: CancellationToken,
         adopt: Vec<InstanceRecord>,
     ) -> Arc<Self> {
         let replicas = release.spec.replicas;
@@ -81,6 +82,7 @@ impl ReleaseHandle {
                 logs: handle.logs.clone(),
                 status: Arc::clone(&handle.status),
                 cancel: handle.cancel.clone(),
+                handed_over: handed_over.clone(),
                 engine: engine.clone(),
             };
             let adopted = adopt.iter().find(|r| r.slot == slot).cloned();
@@ -199,6 +201,11 @@ impl ReleaseHandle {
                 "drain timeout passed with requests still in flight"
             );
         }
+    }
+
+    /// Waits until the instance tasks have ended (after a stop or a hand-over).
+    pub(super) async fn ended(&self) {
+        self.tasks.wait().await;
     }
 
     /// Stops every instance (SIGTERM, then SIGKILL after the grace period)

@@ -1,0 +1,340 @@
+"""bench/run: Switchyard against nginx and HAProxy on this machine.
+
+One nginx backend on 127.0.0.1 answers a ~100-byte body (/small) and a
+16 KiB one (/large). wrk sends the same load to the backend directly, to
+nginx as a reverse proxy, to HAProxy, and to Switchyard with main only,
+with a 10% sticky canary (when `switchyard canary` exists) and with every
+request mirrored to one shadow. Each proxy gets the same number of worker
+threads. Runs are interleaved (A B C … A B C …) so that whatever else the
+machine does falls on every target alike; the table holds the median of
+the rounds. Then serve's memory: idle with 10 services × 3 releases, and
+under 1,000 concurrent keep-alive connections.
+
+Prints the tables and writes them into BENCHMARKS.md (between markers; the
+rest of the file is left alone). Everything it starts, it stops by PID.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import benchlib as b
+
+CANARY_NA = "n/a (canary not available yet)"
+
+
+class Target:
+    """A row of the table; one without a URL is not available (n/a)."""
+
+    def __init__(self, name, url, pids=None, note="", script=None):
+        self.name = name
+        self.url = url
+        self.pids = pids  # callable giving the proxy's pids, or None
+        self.note = note
+        self.script = script
+        self.runs = {}  # body -> [result]
+
+
+def measure(target, body, connections, seconds):
+    pids = target.pids() if target.pids else []
+    backend = BACKEND_PIDS()
+    cpu0, bcpu0 = b.cpu_seconds(pids), b.cpu_seconds(backend)
+    result = b.wrk(target.url + body, connections, seconds, script=target.script)
+    cpu1, bcpu1 = b.cpu_seconds(pids), b.cpu_seconds(backend)
+    n = max(result["requests"], 1)
+    result["cpu_us"] = (cpu1 - cpu0) / n * 1e6 if pids else None
+    result["backend_cpu_us"] = (bcpu1 - bcpu0) / n * 1e6
+    return result
+
+
+def median(runs, key):
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def summary(target, body):
+    runs = target.runs.get(body, [])
+    return {
+        "rps": median(runs, "rps"),
+        "p50": median(runs, "p50"),
+        "p99": median(runs, "p99"),
+        "cpu_us": median(runs, "cpu_us"),
+        "backend_cpu_us": median(runs, "backend_cpu_us"),
+        "errors": sum(r["errors"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+        "rounds": len(runs),
+    }
+
+
+def fmt(value, spec, none="—"):
+    return none if value is None else format(value, spec)
+
+
+def ratio(a, base):
+    if a is None or base in (None, 0):
+        return "—"
+    return f"{a / base:.2f}×"
+
+
+def tables(targets, bodies):
+    out = []
+    for body in bodies:
+        label = "~100-byte body" if body == "/small" else "16 KiB body"
+        by_name = {t.name: summary(t, body) for t in targets}
+        nginx, haproxy, direct = by_name["nginx"], by_name["HAProxy"], by_name["direct"]
+        out.append(f"#### {label} (`GET {body}`)\n")
+        out.append("| target | req/s | p50 ms | p99 ms | errors | proxy CPU µs/req | backend CPU µs/req |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
+        for t in targets:
+            if t.url is None:
+                out.append(f"| {t.name} | {t.note} | | | | | |")
+                continue
+            s = by_name[t.name]
+            out.append(
+                f"| {t.name} | {fmt(s['rps'], ',.0f')} | {fmt(s['p50'], '.2f')} | "
+                f"{fmt(s['p99'], '.2f')} | {s['errors']} | {fmt(s['cpu_us'], '.1f')} | "
+                f"{fmt(s['backend_cpu_us'], '.1f')} |")
+        out.append("")
+        out.append("Ratios (req/s: higher is better; latency and CPU: lower is better):\n")
+        out.append("| target | req/s ÷ nginx | ÷ HAProxy | ÷ direct | p50 ÷ nginx | ÷ HAProxy | ÷ direct "
+                   "| p99 ÷ nginx | ÷ HAProxy | ÷ direct | CPU/req ÷ nginx | ÷ HAProxy |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for t in targets:
+            if t.name == "direct" or t.url is None:
+                continue
+            s = by_name[t.name]
+            cells = []
+            for key in ("rps", "p50", "p99"):
+                cells += [ratio(s[key], nginx[key]), ratio(s[key], haproxy[key]),
+                          ratio(s[key], direct[key])]
+            cells += [ratio(s["cpu_us"], nginx["cpu_us"]), ratio(s["cpu_us"], haproxy["cpu_us"])]
+            out.append(f"| {t.name} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def verdicts(targets, canary_available):
+    by_name = {t.name: summary(t, "/small") for t in targets}
+    sy = by_name["Switchyard, main only"]
+    nginx, haproxy = by_name["nginx"], by_name["HAProxy"]
+    lines = []
+
+    def check(label, value, holds):
+        mark = "holds" if holds else "**does not hold**"
+        lines.append(f"- {label}: {value} — {mark}")
+
+    for other, s in (("nginx", nginx), ("HAProxy", haproxy)):
+        r = sy["rps"] / s["rps"] if s["rps"] else 0
+        check(f"throughput ≥ 1.0× {other}", f"{r:.2f}×", r >= 1.0)
+    for other, s in (("nginx", nginx), ("HAProxy", haproxy)):
+        if sy["cpu_us"] and s["cpu_us"]:
+            r = sy["cpu_us"] / s["cpu_us"]
+            check(f"CPU per request ≤ {other}'s", f"{r:.2f}× ({sy['cpu_us']:.1f} vs "
+                  f"{s['cpu_us']:.1f} µs)", r <= 1.0)
+    if canary_available and "Switchyard, 10% sticky canary" in by_name:
+        c = by_name["Switchyard, 10% sticky canary"]
+        cost = 1 - c["rps"] / sy["rps"]
+        check("a canary rule costs < 5% of main-only throughput", f"{cost:+.1%}", cost < 0.05)
+    else:
+        lines.append(f"- a canary rule costs < 5%: {CANARY_NA}")
+    m = by_name["Switchyard, 100% mirrored to one shadow"]
+    cost = 1 - m["rps"] / sy["rps"]
+    check("100% mirroring to one shadow costs < 10% of main-only throughput",
+          f"{cost:+.1%} (CPU per request {m['cpu_us']:.1f} vs {sy['cpu_us']:.1f} µs)", cost < 0.10)
+    return "\n".join(lines)
+
+
+def setup_canary(serve, backend_port):
+    """A service with a 10% sticky canary, if this build has `switchyard
+    canary`; returns (ok, note)."""
+    if not serve.has_verb("canary"):
+        return False, CANARY_NA
+    serve.deploy_upstream("canary", "1.0.0", backend_port)
+    serve.deploy_upstream("canary", "2.0.0", backend_port, "--standby")
+    attempts = [
+        ["canary", "canary", "2.0.0", "--weight", "10", "--yes"],
+        ["canary", "canary", "2.0.0", "10", "--yes"],
+        ["canary", "canary", "2.0.0", "--weight", "10"],
+    ]
+    errors = []
+    for argv in attempts:
+        out = serve.cli(*argv, check=False)
+        if out.returncode == 0:
+            return True, "switchyard " + " ".join(argv)
+        errors.append((out.stderr or out.stdout).strip().splitlines()[-1:])
+    return False, f"n/a (`switchyard canary` exists but could not be set up: {errors})"
+
+
+def memory(procs, workdir, backend_port, nginx_pids, haproxy_pids, workers, seconds):
+    """RSS of a fresh serve idle with 10 services × 3 releases, then under
+    1,000 concurrent keep-alive connections; nginx and HAProxy alongside."""
+    serve = b.Serve(procs, os.path.join(workdir, "memory"), workers=workers)
+    time.sleep(1)
+    empty = b.rss_kib([serve.pid])
+    for i in range(10):
+        name = f"svc{i}"
+        serve.deploy_upstream(name, "1.0.0", backend_port)
+        serve.deploy_upstream(name, "2.0.0", backend_port, "--standby")
+        serve.deploy_upstream(name, "3.0.0", backend_port, "--standby")
+    time.sleep(3)
+    idle = b.rss_kib([serve.pid])
+    rows = []
+    for name, url, pids in (
+        ("Switchyard", f"http://127.0.0.1:{serve.port}/services/svc0/small", lambda: [serve.pid]),
+        ("nginx", f"http://127.0.0.1:{NGINX_PORT}/services/bench/small", nginx_pids),
+        ("HAProxy", f"http://127.0.0.1:{HAPROXY_PORT}/services/bench/small", haproxy_pids),
+    ):
+        before = b.rss_kib(pids())
+        peak = [before]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], b.rss_kib(pids()))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        result = b.wrk(url, 1000, seconds, timeout="10s")
+        done.set()
+        sampler.join()
+        rows.append((name, before, peak[0], result))
+    lines = [
+        f"Switchyard serve: **{empty / 1024:.1f} MiB** with no service, **{idle / 1024:.1f} MiB** "
+        f"idle with 10 services × 3 releases (external upstreams, health-checked every second).",
+        "",
+        f"Under 1,000 concurrent keep-alive connections (`wrk -c1000 -d{seconds}s`, small body), "
+        "peak resident size sampled every 0.2 s (all processes of each proxy):",
+        "",
+        "| proxy | RSS before | peak RSS under 1,000 connections | req/s | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, before, peak, result in rows:
+        lines.append(f"| {name} | {before / 1024:.1f} MiB | {peak / 1024:.1f} MiB | "
+                     f"{result['rps']:,.0f} | {result['errors']} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker threads of every proxy (nginx worker_processes, HAProxy "
+                             "nbthread, serve --workers)")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--output", default=os.path.join(b.ROOT, "BENCHMARKS.md"))
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    started = time.time()
+    machine = b.machine()
+    procs = b.Procs()
+    workdir = tempfile.mkdtemp(prefix="switchyard-bench-")
+    global BACKEND_PIDS, NGINX_PORT, HAPROXY_PORT
+    try:
+        backend_port, backend = b.start_backend(procs, os.path.join(workdir, "backend"))
+        BACKEND_PIDS = lambda: b.descendants(backend.pid)  # noqa: E731
+        NGINX_PORT, nginx = b.start_nginx_proxy(procs, os.path.join(workdir, "nginx"),
+                                                backend_port, args.workers)
+        HAPROXY_PORT, haproxy = b.start_haproxy(procs, os.path.join(workdir, "haproxy"),
+                                                backend_port, args.workers)
+        serve = b.Serve(procs, os.path.join(workdir, "switchyard"), workers=args.workers)
+        serve.deploy_upstream("bench", "1.0.0", backend_port)
+        # The second release of a service is a shadow: it gets every request.
+        serve.deploy_upstream("mirror", "1.0.0", backend_port)
+        serve.deploy_upstream("mirror", "2.0.0", backend_port)
+        canary_ok, canary_note = setup_canary(serve, backend_port)
+
+        nginx_pids = lambda: b.descendants(nginx.pid)  # noqa: E731
+        haproxy_pids = lambda: b.descendants(haproxy.pid)  # noqa: E731
+        serve_pids = lambda: [serve.pid]  # noqa: E731
+        base = "http://127.0.0.1:"
+        targets = [
+            Target("direct", f"{base}{backend_port}"),
+            Target("nginx", f"{base}{NGINX_PORT}/services/bench", nginx_pids),
+            Target("HAProxy", f"{base}{HAPROXY_PORT}/services/bench", haproxy_pids),
+            Target("Switchyard, main only", f"{base}{serve.port}/services/bench", serve_pids),
+        ]
+        if canary_ok:
+            targets.append(Target("Switchyard, 10% sticky canary",
+                                  f"{base}{serve.port}/services/canary", serve_pids,
+                                  script=os.path.join(os.path.dirname(__file__), "sticky.lua")))
+        else:
+            targets.append(Target("Switchyard, 10% sticky canary", None, note=canary_note))
+        targets.append(Target("Switchyard, 100% mirrored to one shadow",
+                              f"{base}{serve.port}/services/mirror", serve_pids))
+        bodies = ["/small", "/large"]
+        measured = [t for t in targets if t.url is not None]
+
+        b.log(f"warming up {len(measured)} targets")
+        for t in measured:
+            for body in bodies:
+                b.wrk(t.url + body, args.connections, 1, script=t.script)
+        for round_ in range(1, args.rounds + 1):
+            for body in bodies:
+                for t in measured:
+                    r = measure(t, body, args.connections, args.seconds)
+                    t.runs.setdefault(body, []).append(r)
+                    b.log(f"round {round_} {body:6} {t.name:40} {r['rps']:>10,.0f} req/s  "
+                          f"p99 {r['p99']:.2f} ms  errors {r['errors']}  "
+                          f"cpu {fmt(r['cpu_us'], '.1f')} µs/req")
+        shadow = serve.cli("shadow", "report", "mirror", check=False).stdout.strip()
+        mem = None
+        if not args.no_memory:
+            b.log("memory: 10 services × 3 releases, then 1,000 connections")
+            mem = memory(procs, workdir, backend_port, nginx_pids, haproxy_pids, args.workers,
+                         max(args.seconds, 5))
+        with open("/proc/loadavg") as f:
+            load_after = " ".join(f.read().split()[:3])
+    finally:
+        procs.stop_all()
+        b.remove_workdir(workdir)
+
+    elapsed = time.time() - started
+    text = "\n".join([
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/run` "
+        f"in {elapsed / 60:.1f} min: {args.rounds} interleaved rounds of "
+        f"`wrk -t1 -c{args.connections} -d{args.seconds}s` per target and body; medians shown, "
+        "errors summed (socket errors and non-2xx).",
+        "",
+        f"- machine: {machine['cpu']}, {machine['memory']}, Linux {machine['kernel']}; "
+        f"load average {machine['load']} before, {load_after} after",
+        f"- {machine['switchyard']} (release build, `serve --workers {args.workers}`); "
+        f"{machine['nginx']}; {machine['haproxy']}; {machine['wrk']}",
+        f"- every proxy: {args.workers} worker thread(s) (nginx `worker_processes {args.workers}`, "
+        f"HAProxy `nbthread {args.workers}`); the backend is one nginx worker; wrk, the backend "
+        "and the proxy share the machine's cores",
+        "- same work in each proxy: the `/services/bench` prefix stripped, `X-Forwarded-For`, "
+        "`-Proto`, `-Host` and `-Prefix` set, one response header added, keep-alive to the backend "
+        "(nginx `keepalive 2048`, HAProxy `http-reuse always`)",
+        f"- canary row: {canary_note}",
+        "",
+        tables(targets, bodies),
+        f"Mirroring at the end (`switchyard shadow report mirror`; under full load copies beyond "
+        f"the shadow's queue are dropped and counted): `{shadow}`",
+        "",
+        "Targets (small body, 50 connections):",
+        "",
+        verdicts(targets, canary_ok),
+    ])
+    print(text)
+    b.replace_section(args.output, "bench/run", text)
+    if mem:
+        print()
+        print(mem)
+        b.replace_section(args.output, "bench/run memory", mem)
+    b.log(f"wrote {args.output}")
+
+
+BACKEND_PIDS = list
+NGINX_PORT = HAPROXY_PORT = None
+
+if __name__ == "__main__":
+    main()

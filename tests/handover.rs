@@ -1,0 +1,336 @@
+//! Self-upgrade: a running serve hands its sockets and instances over to a
+//! new serve process while clients keep sending requests.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use support::Env;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Stops, when dropped, every serve of `state_dir` still running: after a
+/// handover the serve is no longer the harness's child, so it is found by
+/// its command line and stopped by PID (SIGTERM, which stops its
+/// instances; SIGKILL if it lingers).
+struct StopServes {
+    state_dir: std::path::PathBuf,
+}
+
+impl StopServes {
+    fn of(env: &Env) -> StopServes {
+        StopServes {
+            state_dir: env.state_dir.clone(),
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        let wanted = self.state_dir.as_os_str().as_encoded_bytes();
+        let mut pids = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args.get(1) == Some(&&b"serve"[..]) && args.contains(&wanted) && running(pid) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for StopServes {
+    fn drop(&mut self) {
+        let pids = self.pids();
+        for pid in &pids {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pids.iter().any(|p| running(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in pids.into_iter().filter(|p| running(*p)) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Clients sending GETs through the proxy back to back until stopped,
+/// counting answers that were not 200 and requests that failed outright.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(proxy: &str, path: &str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        let url = format!("{proxy}{path}");
+        // Bounded however the test goes: no client runs past this.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match http.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => match r.bytes().await {
+                                Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                                Err(e) => {
+                                    failures.lock().expect("lock").push(format!("body: {e}"));
+                                    continue;
+                                }
+                            },
+                            Ok(r) => {
+                                let status = r.status();
+                                let body = r.text().await.unwrap_or_default();
+                                failures
+                                    .lock()
+                                    .expect("lock")
+                                    .push(format!("{status}: {body}"));
+                                continue;
+                            }
+                            Err(e) => {
+                                failures.lock().expect("lock").push(format!("{e:?}"));
+                                continue;
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            tasks,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients; returns (answered, failures).
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let failures = self.failures.lock().expect("lock").clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// Waits until `load` has had `more` answers beyond what it has now.
+async fn answers(load: &Load, more: u64) {
+    let target = load.ok() + more;
+    let deadline = Instant::now() + WAIT;
+    while load.ok() < target {
+        assert!(Instant::now() < deadline, "the load got no answers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Instance pids by release, from `ls --json`.
+async fn instance_pids(env: &Env) -> Vec<(String, Value)> {
+    let ls = env.ls().await;
+    let mut pids = Vec::new();
+    for service in ls.as_array().expect("services") {
+        for release in service["releases"].as_array().expect("releases") {
+            for instance in release["instances"].as_array().expect("instances") {
+                pids.push((
+                    format!("{} {}", service["name"], release["version"]),
+                    instance["pid"].clone(),
+                ));
+            }
+        }
+    }
+    pids.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.to_string().cmp(&b.1.to_string())));
+    pids
+}
+
+/// The log without its terminal colour codes.
+fn strip_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+async fn sorted_pids(env: &Env) -> Vec<u32> {
+    let mut pids = env.instance_pids();
+    pids.sort_unstable();
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
+    let env = Env::start().await;
+    let _serves = StopServes::of(&env);
+    env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
+        .await
+        .ok();
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok(); // a shadow: mirrored
+    let old_pid = env.serve_pid();
+    let pids_before = sorted_pids(&env).await;
+    let ls_before = instance_pids(&env).await;
+    assert_eq!(pids_before.len(), 3, "{ls_before:?}");
+
+    let load = Load::start(env.proxy(), "/services/hello/", 8);
+    answers(&load, 200).await;
+    let run = env.cli(&["handover", "--json"]).await.ok();
+    let report: Value = serde_json::from_str(&run.stdout).expect("handover --json is JSON");
+    let new_pid = u32::try_from(report["new_pid"].as_u64().expect("new pid")).expect("pid");
+    assert_eq!(report["old_pid"], old_pid, "{report}");
+    assert_ne!(new_pid, old_pid);
+
+    // The old serve drains and exits on its own; the new one answers.
+    env.eventually("the old serve exits", WAIT, || async { !running(old_pid) })
+        .await;
+    assert!(
+        running(new_pid),
+        "the new serve is gone:\n{}",
+        env.serve_log()
+    );
+    assert_eq!(_serves.pids(), [new_pid]);
+    answers(&load, 500).await;
+    let (answered, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the handover, e.g. {:?}\nserve log:\n{}",
+        failures.len(),
+        answered + failures.len() as u64,
+        &failures[..failures.len().min(5)],
+        env.serve_log()
+    );
+
+    // Same instance processes, now managed by the new serve.
+    assert_eq!(sorted_pids(&env).await, pids_before);
+    assert_eq!(instance_pids(&env).await, ls_before);
+    let (status, version, _) = env.get("/services/hello/").await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"));
+
+    // The new serve makes changes and keeps instances running.
+    env.cli(&["assign", "hello", "2.0.0", "--yes"]).await.ok();
+    let (status, version, _) = env.get("/services/hello/").await;
+    assert_eq!((status, version.as_str()), (200, "2.0.0"));
+    let victim = pids_before[0];
+    let _ = kill(Pid::from_raw(victim as i32), Signal::SIGKILL);
+    env.eventually("the new serve restarts a killed instance", WAIT, || async {
+        let pids = sorted_pids(&env).await;
+        pids.len() == 3 && !pids.contains(&victim)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
+    let env = Env::start().await;
+    let _serves = StopServes::of(&env);
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let old_pid = env.serve_pid();
+    let pids_before = sorted_pids(&env).await;
+
+    kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("SIGUSR2");
+    env.eventually("the old serve exits", WAIT, || async { !running(old_pid) })
+        .await;
+    let log = strip_colours(&env.serve_log());
+    let new_pid: u32 = log
+        .lines()
+        .find(|l| l.contains("handed over on SIGUSR2"))
+        .and_then(|l| l.split("new_pid=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no new pid in the log:\n{log}"));
+    assert!(running(new_pid));
+    assert_eq!(_serves.pids(), [new_pid]);
+    let (status, version, _) = env.get("/services/hello/").await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"));
+    assert_eq!(sorted_pids(&env).await, pids_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handover_leaves_the_old_serve_in_charge_without_a_failed_request() {
+    let env = Env::start().await;
+    let _serves = StopServes::of(&env);
+    env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
+        .await
+        .ok();
+    let pids_before = sorted_pids(&env).await;
+    let load = Load::start(env.proxy(), "/services/hello/", 4);
+    answers(&load, 100).await;
+
+    // A "new binary" that exits at once.
+    let run = env
+        .cli(&["handover", "--binary", "/bin/false"])
+        .await
+        .failed();
+    assert!(
+        run.stderr.contains("did not take over") && run.stderr.contains("carries on"),
+        "{}",
+        run.stderr
+    );
+    answers(&load, 300).await;
+    let (answered, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, e.g. {:?}",
+        failures.len(),
+        answered + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
+
+    // Still in charge: same instances, changes go through, and a killed
+    // instance is restarted.
+    assert!(running(env.serve_pid()));
+    assert_eq!(sorted_pids(&env).await, pids_before);
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    let victim = pids_before[0];
+    let _ = kill(Pid::from_raw(victim as i32), Signal::SIGKILL);
+    env.eventually("the old serve restarts a killed instance", WAIT, || async {
+        let pids = sorted_pids(&env).await;
+        pids.len() == 3 && !pids.contains(&victim)
+    })
+    .await;
+}

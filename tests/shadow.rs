@@ -1,0 +1,1254 @@
+//! Shadow traffic end to end: what a shadow receives, what clients see, the
+//! bounded queue, sampling and methods, the body limit, the comparison
+//! report and its persistence — through the real binary and real sockets.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use support::{Env, HELLO};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+/// The bound on every wait: generous, so a slow machine only slows tests.
+const WAIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- helpers
+
+/// A response read whole.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    /// Asserts that main (1.0.0) answered, with a 200.
+    fn assert_from_main(&self) {
+        assert_eq!(self.status, 200, "{}", self.body);
+        assert_eq!(
+            self.header("x-switchyard-version"),
+            Some("1.0.0"),
+            "{}",
+            self.body
+        );
+    }
+}
+
+async fn reply(request: reqwest::RequestBuilder) -> Reply {
+    let response = tokio::time::timeout(WAIT, request.send())
+        .await
+        .expect("response within the wait")
+        .expect("request through the proxy");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(WAIT, response.text())
+        .await
+        .expect("body within the wait")
+        .expect("read the body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(env: &Env, path: &str) -> Reply {
+    reply(env.http.get(format!("{}{path}", env.proxy()))).await
+}
+
+async fn post(env: &Env, path: &str, body: impl Into<reqwest::Body>) -> Reply {
+    reply(
+        env.http
+            .post(format!("{}{path}", env.proxy()))
+            .body(body.into()),
+    )
+    .await
+}
+
+/// A body sent with chunked transfer encoding: `total` bytes of `byte` in
+/// chunks of `chunk`, length not announced.
+fn streamed(byte: u8, total: usize, chunk: usize) -> reqwest::Body {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..total)
+        .step_by(chunk)
+        .map(|start| Ok(Bytes::from(vec![byte; chunk.min(total - start)])))
+        .collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
+/// Header values by name as hello-server's /echo saw them.
+fn echo_headers(echo: &Value) -> BTreeMap<String, Vec<String>> {
+    echo["headers"]
+        .as_object()
+        .expect("echo has headers")
+        .iter()
+        .map(|(name, values)| {
+            let values = values
+                .as_array()
+                .expect("header values")
+                .iter()
+                .map(|v| v.as_str().expect("header value").to_owned())
+                .collect();
+            (name.clone(), values)
+        })
+        .collect()
+}
+
+/// `deploy NAME VERSION --upstream ADDR --health /healthz`.
+async fn deploy_external(env: &Env, name: &str, version: &str, addr: SocketAddr) {
+    env.cli(&[
+        "deploy",
+        name,
+        version,
+        "--upstream",
+        &addr.to_string(),
+        "--health",
+        "/healthz",
+    ])
+    .await
+    .ok();
+}
+
+/// The role of `version` of the first service, from `ls --json`.
+async fn role(env: &Env, version: &str) -> String {
+    let ls = env.ls().await;
+    ls[0]["releases"]
+        .as_array()
+        .expect("releases")
+        .iter()
+        .find(|r| r["version"] == version)
+        .and_then(|r| r["role"].as_str())
+        .unwrap_or_else(|| panic!("no release {version} in {ls}"))
+        .to_owned()
+}
+
+/// The report of shadow `version` of `hello`, from the admin API.
+async fn report(env: &Env, version: &str) -> Value {
+    let url = format!(
+        "{}/v1/services/hello/shadows/report?version={version}",
+        env.admin()
+    );
+    let response = tokio::time::timeout(WAIT, env.http.get(&url).send())
+        .await
+        .expect("report within the wait")
+        .expect("GET the report");
+    assert_eq!(response.status().as_u16(), 200, "GET {url}");
+    let reports: Value = response.json().await.expect("the report is JSON");
+    let list = reports.as_array().expect("a list of reports");
+    assert_eq!(list.len(), 1, "one report for one version: {reports:#}");
+    list[0].clone()
+}
+
+/// Polls the report until `ok` holds; panics with the last report.
+async fn report_until(env: &Env, version: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = report(env, version).await;
+        if ok(&r) {
+            return r;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for: {what}\nlast report: {r:#}\nserve log:\n{}",
+                env.serve_log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the copies of `requests` requests are accounted for: each
+/// mirrored and answered (or failed), dropped, or too large.
+async fn accounted_for(env: &Env, version: &str, requests: u64) -> Value {
+    report_until(
+        env,
+        version,
+        &format!("the copies of {requests} requests accounted for"),
+        |r| n(r, "mirrored") + n(r, "dropped") + n(r, "too_large") >= requests && settled(r),
+    )
+    .await
+}
+
+/// A count from a report.
+fn n(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count `{key}` in {report:#}"))
+}
+
+/// A field of a report.
+fn field<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["field"] == name)
+}
+
+/// How often a field differed (0 when it never did).
+fn diffs(report: &Value, name: &str) -> u64 {
+    field(report, name).map_or(0, |f| f["diffs"].as_u64().expect("diffs"))
+}
+
+/// Every copy handed to the shadow has been answered and accounted for.
+fn settled(r: &Value) -> bool {
+    n(r, "mirrored") == n(r, "compared") + n(r, "shadow_errors")
+}
+
+/// Lines of a release's log (hello-server logs `METHOD PATH -> STATUS`).
+async fn log_lines(env: &Env, version: &str) -> Vec<String> {
+    env.cli(&["logs", "hello", version, "-n", "5000"])
+        .await
+        .ok()
+        .stdout
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn count_lines(lines: &[String], wanted: &str) -> usize {
+    lines.iter().filter(|l| l.contains(wanted)).count()
+}
+
+// ------------------------------------------------------ recording upstream
+
+/// One request as an upstream received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    /// Path and query.
+    target: String,
+    headers: BTreeMap<String, Vec<String>>,
+    body: Vec<u8>,
+}
+
+struct RecorderState {
+    seen: Mutex<Vec<Seen>>,
+    delay: Duration,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    /// When the first answer (but to `/healthz`) was done.
+    first_done: Mutex<Option<Instant>>,
+}
+
+/// An upstream in this test: records every request but `/healthz`, waits
+/// `delay`, and answers `{"recorder":true}`. Stops when dropped.
+struct Recorder {
+    addr: SocketAddr,
+    state: Arc<RecorderState>,
+    stop: CancellationToken,
+}
+
+impl Recorder {
+    async fn start(delay: Duration) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(RecorderState {
+            seen: Mutex::new(Vec::new()),
+            delay,
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            first_done: Mutex::new(None),
+        });
+        let stop = CancellationToken::new();
+        let (accept_state, accept_stop) = (Arc::clone(&state), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                    () = accept_stop.cancelled() => return,
+                };
+                let (state, stop) = (Arc::clone(&accept_state), accept_stop.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| record(Arc::clone(&state), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Recorder { addr, state, stop }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().expect("recorder lock").clone()
+    }
+
+    /// Most requests it was answering at once.
+    fn peak(&self) -> usize {
+        self.state.peak.load(Ordering::SeqCst)
+    }
+
+    /// When it finished answering its first request, if it has.
+    fn first_done(&self) -> Option<Instant> {
+        *self.state.first_done.lock().expect("recorder lock")
+    }
+
+    /// Waits until a recorded request passes `check`.
+    async fn wait_for(&self, what: &str, check: impl Fn(&Seen) -> bool) -> Seen {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(seen) = self.seen().into_iter().find(|s| check(s)) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the recorder never saw {what}; it saw {:#?}",
+                self.seen()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn record(
+    state: Arc<RecorderState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/healthz" {
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(body) = body.collect().await else {
+        return Ok(Response::new(Full::new(Bytes::new())));
+    };
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string);
+    state.seen.lock().expect("recorder lock").push(Seen {
+        method: parts.method.to_string(),
+        target,
+        headers,
+        body: body.to_bytes().to_vec(),
+    });
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.peak.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(state.delay).await;
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    state
+        .first_done
+        .lock()
+        .expect("recorder lock")
+        .get_or_insert_with(Instant::now);
+    let mut response = Response::new(Full::new(Bytes::from_static(b"{\"recorder\":true}")));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+// ------------------------------------------------- a hello-server of ours
+
+/// A hello-server this test runs itself (not through Switchyard); killed
+/// by PID when dropped, whatever happened.
+struct OwnServer {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+}
+
+impl OwnServer {
+    /// Starts hello-server on a free port and waits until it listens.
+    async fn start(version: &str) -> OwnServer {
+        let mut child = Command::new(HELLO)
+            .args(["--port", "0", "--version", version])
+            .env_remove("SWITCHYARD_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn hello-server");
+        let pid = child.id().expect("hello-server pid");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut guard = OwnServer {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("hello-server listens within the wait")
+            .expect("read hello-server output")
+            .expect("hello-server printed where it listens");
+        guard.addr = line
+            .rsplit_once("listening on ")
+            .and_then(|(_, addr)| addr.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        // It logs every request to stdout: keep the pipe drained.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        guard
+    }
+
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL and reap.
+    async fn kill(&mut self) {
+        if self.is_running() {
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        }
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            let _ = self.child.try_wait();
+        }
+    }
+}
+
+// ------------------------------------------------------ what gets mirrored
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_gets_the_same_request_and_the_client_only_main_answer() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &["--host", "hello.test"], &[])
+        .await
+        .ok();
+    let recorder = Recorder::start(Duration::ZERO).await;
+    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+    assert_eq!(role(&env, "2.0.0").await, "shadow");
+
+    let r = reply(
+        env.http
+            .post(format!(
+                "{}/services/hello/echo/a/b?x=1&y=two%20words",
+                env.proxy()
+            ))
+            .header("x-custom", "one")
+            // Only the proxy marks copies: a client cannot pass for one.
+            .header("x-switchyard-shadow", "forged")
+            .header("x-multi", "first")
+            .header("x-multi", "second")
+            .header("content-type", "text/plain")
+            .body("the body"),
+    )
+    .await;
+    // The client gets main's answer, and only main's.
+    r.assert_from_main();
+    assert_eq!(r.header("x-served-by"), Some("hello/1.0.0/0"));
+    let echo = r.json();
+    assert_eq!(echo["version"], "1.0.0");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body"], "the body");
+    let main_saw = echo_headers(&echo);
+    assert!(
+        !main_saw.contains_key("x-switchyard-shadow"),
+        "main got the shadow marker: {main_saw:?}"
+    );
+
+    // The shadow got the same request line, headers and body, plus the marker.
+    let copy = recorder
+        .wait_for("the POST", |s| s.target.starts_with("/echo/a/b"))
+        .await;
+    assert_eq!(copy.method, "POST");
+    assert_eq!(copy.target, "/echo/a/b?x=1&y=two%20words");
+    assert_eq!(copy.body, b"the body");
+    let mut shadow_saw = copy.headers.clone();
+    assert_eq!(
+        shadow_saw.remove("x-switchyard-shadow"),
+        Some(vec!["1".to_owned()]),
+        "{shadow_saw:?}"
+    );
+    assert_eq!(shadow_saw, main_saw, "shadow's headers vs main's");
+    assert_eq!(shadow_saw["x-multi"], ["first", "second"]);
+
+    // A request by host name is mirrored too, with its whole path.
+    let r = reply(
+        env.http
+            .get(format!("{}/echo/by-host?z=1", env.proxy()))
+            .header("host", "hello.test"),
+    )
+    .await;
+    r.assert_from_main();
+    let main_saw = echo_headers(&r.json());
+    let copy = recorder
+        .wait_for("the GET by host", |s| s.target.starts_with("/echo/by-host"))
+        .await;
+    assert_eq!(
+        (copy.method.as_str(), copy.target.as_str()),
+        ("GET", "/echo/by-host?z=1")
+    );
+    assert!(copy.body.is_empty());
+    let mut shadow_saw = copy.headers.clone();
+    assert_eq!(
+        shadow_saw.remove("x-switchyard-shadow"),
+        Some(vec!["1".to_owned()])
+    );
+    assert_eq!(shadow_saw, main_saw, "shadow's headers vs main's");
+
+    let r = accounted_for(&env, "2.0.0", 2).await;
+    assert_eq!(n(&r, "compared"), 2, "{r:#}");
+    assert_eq!(n(&r, "mirrored"), 2, "{r:#}");
+    assert_eq!(
+        n(&r, "matched"),
+        0,
+        "the recorder answers differently: {r:#}"
+    );
+    assert_eq!((n(&r, "dropped"), n(&r, "shadow_errors")), (0, 0), "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_head_and_expect_continue_requests_are_mirrored_faithfully() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let recorder = Recorder::start(Duration::ZERO).await;
+    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+
+    // HTTP/2 from the client: the copy, like main's request, is HTTP/1.1
+    // with a Host header.
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("HTTP/2 client");
+    let r = reply(
+        h2.post(format!("{}/services/hello/echo/h2?q=1", env.proxy()))
+            .header("x-h2", "yes")
+            .body("over h2"),
+    )
+    .await;
+    r.assert_from_main();
+    let echo = r.json();
+    assert_eq!(echo["body"], "over h2");
+    let copy = recorder
+        .wait_for("the h2 POST", |s| s.target == "/echo/h2?q=1")
+        .await;
+    assert_eq!(
+        (copy.method.as_str(), copy.body.as_slice()),
+        ("POST", &b"over h2"[..])
+    );
+    let mut shadow_saw = copy.headers.clone();
+    shadow_saw.remove("x-switchyard-shadow");
+    assert_eq!(
+        shadow_saw,
+        echo_headers(&echo),
+        "shadow's headers vs main's"
+    );
+
+    // HEAD: no body either way.
+    let r = reply(
+        env.http
+            .head(format!("{}/services/hello/echo/head", env.proxy())),
+    )
+    .await;
+    r.assert_from_main();
+    let copy = recorder
+        .wait_for("the HEAD", |s| s.target == "/echo/head")
+        .await;
+    assert_eq!(copy.method, "HEAD");
+    assert!(copy.body.is_empty());
+    assert!(!copy.headers.contains_key("content-length"), "{copy:?}");
+
+    // A client that waits for 100 Continue before it sends its body.
+    let stream = tokio::net::TcpStream::connect(&env.serve().proxy_addr)
+        .await
+        .expect("connect to the proxy");
+    let mut conn = BufReader::new(stream);
+    conn.get_mut()
+        .write_all(
+            b"POST /services/hello/echo/continue HTTP/1.1\r\n\
+              Host: h.test\r\n\
+              Content-Length: 5\r\n\
+              Expect: 100-continue\r\n\
+              \r\n",
+        )
+        .await
+        .expect("send head");
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, conn.read_line(&mut line))
+        .await
+        .expect("interim response within the wait")
+        .expect("read interim response");
+    assert!(line.starts_with("HTTP/1.1 100"), "{line:?}");
+    conn.get_mut().write_all(b"hello").await.expect("send body");
+    let copy = recorder
+        .wait_for("the POST after 100 Continue", |s| {
+            s.target == "/echo/continue"
+        })
+        .await;
+    assert_eq!(copy.body, b"hello");
+
+    let r = accounted_for(&env, "2.0.0", 3).await;
+    assert_eq!(n(&r, "compared"), 3, "{r:#}");
+    assert_eq!((n(&r, "mirrored"), n(&r, "shadow_errors")), (3, 0), "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shadow_with_mirroring_on_gets_a_copy() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "3.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "4.0.0", &["--standby"], &[]).await.ok();
+    assert_eq!(role(&env, "3.0.0").await, "shadow");
+    assert_eq!(role(&env, "4.0.0").await, "standby");
+
+    for _ in 0..5 {
+        get(&env, "/services/hello/echo/both")
+            .await
+            .assert_from_main();
+    }
+    for version in ["2.0.0", "3.0.0"] {
+        let r = accounted_for(&env, version, 5).await;
+        assert_eq!(n(&r, "compared"), 5, "{r:#}");
+    }
+    env.cli(&["shadow", "set", "hello", "3.0.0", "--off"])
+        .await
+        .ok();
+    for _ in 0..5 {
+        get(&env, "/services/hello/echo/one")
+            .await
+            .assert_from_main();
+    }
+    accounted_for(&env, "2.0.0", 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Every shadow's report, from the CLI.
+    let run = env.cli(&["shadow", "report", "hello", "--json"]).await.ok();
+    let reports: Value = serde_json::from_str(&run.stdout).expect("report --json is JSON");
+    let compared: Vec<(&str, u64)> = reports
+        .as_array()
+        .expect("reports")
+        .iter()
+        .map(|r| (r["version"].as_str().expect("version"), n(r, "compared")))
+        .collect();
+    assert_eq!(compared, [("2.0.0", 10), ("3.0.0", 5)], "{reports:#}");
+    let standby = log_lines(&env, "4.0.0").await;
+    assert_eq!(count_lines(&standby, "/echo/"), 0, "{standby:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_a_release_address_are_not_mirrored() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let recorder = Recorder::start(Duration::ZERO).await;
+    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+
+    for i in 0..5 {
+        let r = get(&env, &format!("/services/hello_1.0.0/echo/direct?i={i}")).await;
+        r.assert_from_main();
+    }
+    // The shadow's own address reaches it, but that is not a copy.
+    let r = get(&env, "/services/hello_2.0.0/echo/own").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-switchyard-version"), Some("2.0.0"));
+    assert_eq!(r.json()["recorder"], true);
+    // A request to the service is, and marks the end of the sequence.
+    get(&env, "/services/hello/echo/marker")
+        .await
+        .assert_from_main();
+    recorder
+        .wait_for("the marker", |s| s.target == "/echo/marker")
+        .await;
+    let r = accounted_for(&env, "2.0.0", 1).await;
+    // Give any stray copy time to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = recorder.seen();
+    assert!(
+        seen.iter().all(|s| !s.target.starts_with("/echo/direct")),
+        "a request to main's own address was mirrored: {seen:#?}"
+    );
+    let own = seen
+        .iter()
+        .find(|s| s.target == "/echo/own")
+        .expect("the shadow's own request");
+    assert!(!own.headers.contains_key("x-switchyard-shadow"), "{own:?}");
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert_eq!(n(&report(&env, "2.0.0").await, "mirrored"), 1, "{r:#}");
+}
+
+// --------------------------------------------------- never in the way
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_shadow_never_delays_clients_and_catches_up() {
+    const REQUESTS: u64 = 20;
+    const SHADOW_LATENCY: Duration = Duration::from_secs(2);
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "2.0.0", &[], &["--latency-ms", "2000"])
+        .await
+        .ok();
+
+    let started = Instant::now();
+    for i in 0..REQUESTS {
+        let r = get(&env, &format!("/services/hello/echo/slow?i={i}")).await;
+        r.assert_from_main();
+        assert_eq!(r.json()["version"], "1.0.0");
+    }
+    let took = started.elapsed();
+    // Waiting for the shadow would take 2 s per request.
+    assert!(
+        took < SHADOW_LATENCY * REQUESTS as u32 / 2,
+        "{REQUESTS} requests took {took:?}: clients waited for the shadow"
+    );
+    // Read before any copy could have been answered, the report shows
+    // copies still with the shadow (on a slow machine this is skipped).
+    let r = report(&env, "2.0.0").await;
+    if started.elapsed() < SHADOW_LATENCY {
+        assert_eq!(n(&r, "compared"), 0, "{r:#}");
+        assert!(n(&r, "mirrored") >= 1, "no copy in flight: {r:#}");
+    }
+
+    let r = accounted_for(&env, "2.0.0", REQUESTS).await;
+    assert_eq!(n(&r, "compared"), REQUESTS, "{r:#}");
+    assert_eq!(n(&r, "mirrored"), REQUESTS, "{r:#}");
+    assert_eq!((n(&r, "dropped"), n(&r, "shadow_errors")), (0, 0), "{r:#}");
+    assert_eq!(diffs(&r, "$.version"), REQUESTS, "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_shadow_changes_nothing_for_clients() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut shadow = OwnServer::start("2.0.0").await;
+    deploy_external(&env, "hello", "2.0.0", shadow.addr).await;
+
+    for _ in 0..3 {
+        get(&env, "/services/hello/echo/alive")
+            .await
+            .assert_from_main();
+    }
+    let r = accounted_for(&env, "2.0.0", 3).await;
+    assert_eq!(n(&r, "compared"), 3, "{r:#}");
+
+    shadow.kill().await;
+    for i in 0..20 {
+        let r = get(&env, &format!("/services/hello/echo/dead?i={i}")).await;
+        r.assert_from_main();
+        assert_eq!(r.json()["version"], "1.0.0");
+    }
+    let r = accounted_for(&env, "2.0.0", 23).await;
+    assert_eq!(n(&r, "mirrored") + n(&r, "dropped"), 23, "{r:#}");
+    assert_eq!(n(&r, "compared"), 3, "{r:#}");
+    assert!(n(&r, "shadow_errors") >= 1, "{r:#}");
+    assert_eq!(n(&r, "shadow_errors") + n(&r, "dropped"), 20, "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_shadow_queue_drops_copies_and_counts_them() {
+    const REQUESTS: u64 = 30;
+    let env = Env::start_with(&["--shadow-queue", "2", "--shadow-concurrency", "1"]).await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let recorder = Recorder::start(Duration::from_secs(1)).await;
+    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+
+    let env_ref = &env;
+    let requests = (0..REQUESTS)
+        .map(|i| async move { get(env_ref, &format!("/services/hello/echo/rush?i={i}")).await });
+    for r in futures_util::future::join_all(requests).await {
+        r.assert_from_main();
+    }
+    let all_answered = Instant::now();
+
+    let r = accounted_for(&env, "2.0.0", REQUESTS).await;
+    assert_eq!(n(&r, "mirrored") + n(&r, "dropped"), REQUESTS, "{r:#}");
+    let (mirrored, dropped) = (n(&r, "mirrored"), n(&r, "dropped"));
+    assert!(dropped > 0, "a queue of 2 took {REQUESTS} copies: {r:#}");
+    assert!(mirrored >= 1, "{r:#}");
+    assert_eq!(n(&r, "compared"), mirrored, "{r:#}");
+    assert_eq!(n(&r, "shadow_errors"), 0, "{r:#}");
+    // The shadow got exactly the copies counted as mirrored, one at a time.
+    assert_eq!(recorder.seen().len() as u64, mirrored, "{r:#}");
+    assert_eq!(recorder.peak(), 1, "--shadow-concurrency 1");
+    // While the first copy was still with the shadow, every request had
+    // offered its copy: one was in flight, the queue held 2, the rest were
+    // dropped.
+    if recorder.first_done().is_none_or(|done| done > all_answered) {
+        assert_eq!(
+            mirrored,
+            1 + 2,
+            "copies taken while the shadow was busy: {r:#}"
+        );
+    }
+}
+
+// ---------------------------------------------------------- the report
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_diff_reports_a_changed_field_and_skips_ignored_paths() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+
+    for _ in 0..5 {
+        get(&env, "/services/hello/echo/diff")
+            .await
+            .assert_from_main();
+    }
+    let r = accounted_for(&env, "2.0.0", 5).await;
+    assert_eq!(n(&r, "compared"), 5, "{r:#}");
+    assert_eq!((n(&r, "mirrored"), n(&r, "matched")), (5, 0), "{r:#}");
+    assert_eq!(r["match_rate"], 0.0, "{r:#}");
+    let version = field(&r, "$.version").expect("$.version differs");
+    assert_eq!(version["diffs"], 5, "{r:#}");
+    assert_eq!(version["rate"], 1.0, "{r:#}");
+    assert_eq!(version["real"], true, "{r:#}");
+    assert_eq!(version["kinds"], serde_json::json!(["changed"]), "{r:#}");
+    let example = &version["examples"][0];
+    assert_eq!(example["main"], "\"1.0.0\"", "{r:#}");
+    assert_eq!(example["shadow"], "\"2.0.0\"", "{r:#}");
+    assert_eq!(example["request"], "GET /echo/diff", "{r:#}");
+    // Only the shadow sees the marker header, and /echo says so.
+    let marker = field(&r, "$.headers.x-switchyard-shadow").expect("marker differs");
+    assert_eq!(marker["kinds"], serde_json::json!(["extra"]), "{r:#}");
+    // The same report, through the CLI.
+    let cli = env
+        .cli(&["shadow", "report", "hello", "2.0.0", "--json"])
+        .await
+        .ok();
+    let from_cli: Value = serde_json::from_str(&cli.stdout).expect("report --json is JSON");
+    assert_eq!(from_cli[0]["compared"], 5, "{}", cli.stdout);
+    let text = env.cli(&["shadow", "report", "hello"]).await.ok().stdout;
+    assert!(text.contains("$.version"), "{text}");
+    assert!(text.contains("compared 5"), "{text}");
+
+    env.cli(&["shadow", "compare", "hello", "--ignore-path", "$.version"])
+        .await
+        .ok();
+    for _ in 0..5 {
+        get(&env, "/services/hello/echo/diff")
+            .await
+            .assert_from_main();
+    }
+    let r = accounted_for(&env, "2.0.0", 10).await;
+    assert_eq!(n(&r, "compared"), 10, "{r:#}");
+    assert_eq!(
+        diffs(&r, "$.version"),
+        5,
+        "an ignored path was reported: {r:#}"
+    );
+    assert_eq!(diffs(&r, "$.headers.x-switchyard-shadow"), 10, "{r:#}");
+    assert_eq!(n(&r, "matched"), 0, "{r:#}");
+
+    // With nothing left to differ, the answers match.
+    env.cli(&[
+        "shadow",
+        "compare",
+        "hello",
+        "--ignore-path",
+        "$.headers.x-switchyard-shadow",
+    ])
+    .await
+    .ok();
+    for _ in 0..5 {
+        get(&env, "/services/hello/echo/diff")
+            .await
+            .assert_from_main();
+    }
+    let r = accounted_for(&env, "2.0.0", 15).await;
+    assert_eq!(n(&r, "compared"), 15, "{r:#}");
+    assert_eq!(n(&r, "matched"), 5, "{r:#}");
+    assert_eq!(diffs(&r, "$.version"), 5, "{r:#}");
+    assert_eq!(diffs(&r, "$.headers.x-switchyard-shadow"), 10, "{r:#}");
+    let ls = env.ls().await;
+    assert_eq!(
+        ls[0]["compare"]["ignore_paths"],
+        serde_json::json!(["$.version", "$.headers.x-switchyard-shadow"]),
+        "{ls:#}"
+    );
+
+    // Headers compared: hello-server names its version in x-served-by.
+    env.cli(&["shadow", "compare", "hello", "--header", "X-Served-By"])
+        .await
+        .ok();
+    get(&env, "/services/hello/echo/diff")
+        .await
+        .assert_from_main();
+    let r = accounted_for(&env, "2.0.0", 16).await;
+    assert_eq!(n(&r, "compared"), 16, "{r:#}");
+    let served_by = field(&r, "header:x-served-by").expect("x-served-by differs");
+    assert_eq!(served_by["diffs"], 1, "{r:#}");
+    assert_eq!(served_by["kinds"], serde_json::json!(["header"]), "{r:#}");
+    assert_eq!(served_by["examples"][0]["main"], "hello/1.0.0/0", "{r:#}");
+    assert_eq!(served_by["examples"][0]["shadow"], "hello/2.0.0/0", "{r:#}");
+    assert_eq!(n(&r, "matched"), 5, "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_that_differ_between_main_instances_are_noise() {
+    const REQUESTS: u64 = 10;
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
+        .await
+        .ok();
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    env.cli(&["shadow", "compare", "hello", "--noise", "100"])
+        .await
+        .ok();
+
+    for _ in 0..REQUESTS {
+        get(&env, "/services/hello/").await.assert_from_main();
+    }
+    let r = report_until(&env, "2.0.0", "every comparison and noise sample", |r| {
+        n(r, "compared") >= REQUESTS && n(r, "noise_compared") >= REQUESTS
+    })
+    .await;
+    assert_eq!(n(&r, "compared"), REQUESTS, "{r:#}");
+    assert_eq!(n(&r, "noise_compared"), REQUESTS, "{r:#}");
+    // pid and port differ between main's two instances: noise.
+    for name in ["$.pid", "$.port"] {
+        let f = field(&r, name).unwrap_or_else(|| panic!("{name} differs: {r:#}"));
+        assert_eq!(f["real"], false, "{name}: {r:#}");
+        assert_eq!(f["noise_rate"], 1.0, "{name}: {r:#}");
+        assert_eq!(f["diffs"], REQUESTS, "{name}: {r:#}");
+    }
+    // The version differs only from the shadow: real.
+    let version = field(&r, "$.version").expect("$.version differs");
+    assert_eq!(version["real"], true, "{r:#}");
+    assert_eq!(version["noise_rate"], 0.0, "{r:#}");
+    assert_eq!(
+        n(&r, "matched"),
+        0,
+        "the version differs in every answer: {r:#}"
+    );
+}
+
+// ---------------------------------------------------- what is mirrored
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_methods_and_off_choose_what_is_mirrored() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+
+    // Half of the requests.
+    env.cli(&["shadow", "set", "hello", "2.0.0", "--sample", "50"])
+        .await
+        .ok();
+    for _ in 0..20 {
+        get(&env, "/services/hello/echo/sampled")
+            .await
+            .assert_from_main();
+    }
+    // Copies are queued before main answers, so the count settles soon;
+    // it is read until two reads agree, with the shadow's log between.
+    let (sampled, logged) = loop {
+        let first = report_until(&env, "2.0.0", "the sampled copies", |r| {
+            n(r, "mirrored") >= 5 && settled(r)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let logged = count_lines(&log_lines(&env, "2.0.0").await, "GET /echo/sampled ") as u64;
+        let second = report(&env, "2.0.0").await;
+        if n(&first, "mirrored") == n(&second, "mirrored") && settled(&second) {
+            break (n(&second, "mirrored"), logged);
+        }
+    };
+    // The counter spreads the share evenly: exactly 10 of 20.
+    assert!(
+        (5..=15).contains(&sampled),
+        "a 50% sample of 20 requests mirrored {sampled}"
+    );
+    assert_eq!(logged, sampled, "the shadow's log vs the report");
+
+    // GET only: POSTs stay with main.
+    env.cli(&[
+        "shadow",
+        "set",
+        "hello",
+        "2.0.0",
+        "--sample",
+        "100",
+        "--methods",
+        "GET",
+    ])
+    .await
+    .ok();
+    for _ in 0..10 {
+        post(&env, "/services/hello/echo/post-only", "side effect")
+            .await
+            .assert_from_main();
+        get(&env, "/services/hello/echo/get-only")
+            .await
+            .assert_from_main();
+    }
+    accounted_for(&env, "2.0.0", sampled + 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(n(&report(&env, "2.0.0").await, "mirrored"), sampled + 10);
+    let lines = log_lines(&env, "2.0.0").await;
+    assert_eq!(count_lines(&lines, "GET /echo/get-only "), 10, "{lines:#?}");
+    assert_eq!(count_lines(&lines, "/echo/post-only"), 0, "{lines:#?}");
+
+    // Off: nothing, though the shadow stays a shadow at its own address.
+    env.cli(&["shadow", "set", "hello", "2.0.0", "--off"])
+        .await
+        .ok();
+    for _ in 0..10 {
+        get(&env, "/services/hello/echo/while-off")
+            .await
+            .assert_from_main();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(n(&report(&env, "2.0.0").await, "mirrored"), sampled + 10);
+    let lines = log_lines(&env, "2.0.0").await;
+    assert_eq!(count_lines(&lines, "/echo/while-off"), 0, "{lines:#?}");
+    assert_eq!(role(&env, "2.0.0").await, "shadow");
+    let r = get(&env, "/services/hello_2.0.0/echo").await;
+    assert_eq!(r.header("x-switchyard-version"), Some("2.0.0"));
+
+    // On again, with the methods kept.
+    env.cli(&["shadow", "set", "hello", "2.0.0", "--on"])
+        .await
+        .ok();
+    for _ in 0..4 {
+        get(&env, "/services/hello/echo/back-on")
+            .await
+            .assert_from_main();
+    }
+    let r = accounted_for(&env, "2.0.0", sampled + 14).await;
+    assert_eq!(n(&r, "mirrored"), sampled + 14, "{r:#}");
+
+    let history = env.history("hello").await;
+    let actions: Vec<&str> = history
+        .as_array()
+        .expect("revisions")
+        .iter()
+        .map(|r| r["action"].as_str().expect("action"))
+        .collect();
+    let expected = [
+        "shadow 2.0.0: on, 100%, GET",
+        "shadow 2.0.0: off, 100%, GET",
+        "shadow 2.0.0: on, 100%, GET",
+        "shadow 2.0.0: on, 50%, all methods",
+    ];
+    // Newest first.
+    let mut newest_first: Vec<&str> = actions
+        .iter()
+        .copied()
+        .filter(|a| a.starts_with("shadow 2.0.0"))
+        .collect();
+    newest_first.truncate(4);
+    assert_eq!(newest_first, expected, "{actions:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_reach_main_but_are_not_mirrored() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let recorder = Recorder::start(Duration::ZERO).await;
+    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+    env.cli(&["shadow", "compare", "hello", "--body-limit", "1024"])
+        .await
+        .ok();
+
+    // 4 KiB with a length, then 4 KiB streamed: main gets them whole.
+    let r = post(&env, "/services/hello/echo/big", vec![b'b'; 4096]).await;
+    r.assert_from_main();
+    let echo = r.json();
+    assert_eq!(echo["body_len"], 4096);
+    assert!(
+        echo["body"]
+            .as_str()
+            .is_some_and(|b| b.bytes().all(|c| c == b'b'))
+    );
+    let r = post(
+        &env,
+        "/services/hello/echo/big-streamed",
+        streamed(b's', 4096, 512),
+    )
+    .await;
+    r.assert_from_main();
+    assert_eq!(r.json()["body_len"], 4096);
+    let r = accounted_for(&env, "2.0.0", 2).await;
+    assert_eq!(
+        (n(&r, "too_large"), n(&r, "mirrored")),
+        (2, 0),
+        "{r:#}\nthe shadow saw {:?}",
+        recorder
+            .seen()
+            .iter()
+            .map(|s| (s.target.clone(), s.body.len()))
+            .collect::<Vec<_>>()
+    );
+
+    // 512 bytes with a length, then streamed: mirrored whole.
+    let small: Vec<u8> = (0..512u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let r = post(&env, "/services/hello/echo/small", small.clone()).await;
+    r.assert_from_main();
+    assert_eq!(r.json()["body_len"], 512);
+    let r = post(
+        &env,
+        "/services/hello/echo/small-streamed",
+        streamed(b't', 512, 128),
+    )
+    .await;
+    r.assert_from_main();
+    assert_eq!(r.json()["body_len"], 512);
+    let copy = recorder
+        .wait_for("the small POST", |s| s.target == "/echo/small")
+        .await;
+    assert_eq!(copy.body, small);
+    let copy = recorder
+        .wait_for("the small streamed POST", |s| {
+            s.target == "/echo/small-streamed"
+        })
+        .await;
+    assert_eq!(copy.body, vec![b't'; 512]);
+
+    let r = accounted_for(&env, "2.0.0", 4).await;
+    assert_eq!(n(&r, "compared"), 2, "{r:#}");
+    assert_eq!(
+        (n(&r, "mirrored"), n(&r, "too_large"), n(&r, "dropped")),
+        (2, 2, 0),
+        "{r:#}"
+    );
+    let seen = recorder.seen();
+    assert!(
+        seen.iter().all(|s| !s.target.starts_with("/echo/big")),
+        "a body over the limit was mirrored: {:?}",
+        seen.iter()
+            .map(|s| (&s.target, s.body.len()))
+            .collect::<Vec<_>>()
+    );
+}
+
+// -------------------------------------------------------- persistence
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_counts_survive_a_restart() {
+    let mut env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    env.cli(&["shadow", "compare", "hello", "--body-limit", "1024"])
+        .await
+        .ok();
+    for _ in 0..6 {
+        get(&env, "/services/hello/echo/before")
+            .await
+            .assert_from_main();
+    }
+    post(&env, "/services/hello/echo/big", vec![b'b'; 4096])
+        .await
+        .assert_from_main();
+    let before = accounted_for(&env, "2.0.0", 7).await;
+    assert_eq!(
+        (n(&before, "compared"), n(&before, "too_large")),
+        (6, 1),
+        "{before:#}"
+    );
+    assert_eq!(diffs(&before, "$.version"), 6, "{before:#}");
+
+    let (proxy_addr, admin_addr) = (
+        env.serve().proxy_addr.clone(),
+        env.serve().admin_addr.clone(),
+    );
+    env.stop().await;
+    env.launch(&proxy_addr, &admin_addr).await;
+
+    let after = report(&env, "2.0.0").await;
+    for key in [
+        "mirrored",
+        "compared",
+        "matched",
+        "dropped",
+        "too_large",
+        "shadow_errors",
+        "noise_compared",
+    ] {
+        assert_eq!(after[key], before[key], "{key}: {before:#}\n{after:#}");
+    }
+    assert_eq!(after["match_rate"], before["match_rate"]);
+    assert_eq!(diffs(&after, "$.version"), 6, "{after:#}");
+
+    // And they keep counting.
+    for _ in 0..3 {
+        get(&env, "/services/hello/echo/after")
+            .await
+            .assert_from_main();
+    }
+    let r = accounted_for(&env, "2.0.0", 10).await;
+    assert_eq!(n(&r, "compared"), 9, "{r:#}");
+    assert_eq!(n(&r, "mirrored"), 9, "{r:#}");
+    assert_eq!(diffs(&r, "$.version"), 9, "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_samples_survive_a_restart() {
+    // Main answers after 7 s, so the noise sample (a second request to
+    // main) lands 7 s after the comparison: longer than the 5 s between
+    // saves, so a save falls between the two.
+    let mut env = Env::start().await;
+    env.deploy(
+        "hello",
+        "1.0.0",
+        &["--replicas", "2"],
+        &["--latency-ms", "7000"],
+    )
+    .await
+    .ok();
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    env.cli(&["shadow", "compare", "hello", "--noise", "100"])
+        .await
+        .ok();
+    get(&env, "/services/hello/").await.assert_from_main();
+    let before = report_until(&env, "2.0.0", "the noise sample", |r| {
+        n(r, "compared") >= 1 && n(r, "noise_compared") >= 1
+    })
+    .await;
+    assert_eq!(n(&before, "noise_compared"), 1, "{before:#}");
+
+    let (proxy_addr, admin_addr) = (
+        env.serve().proxy_addr.clone(),
+        env.serve().admin_addr.clone(),
+    );
+    env.stop().await;
+    env.launch(&proxy_addr, &admin_addr).await;
+    let after = report(&env, "2.0.0").await;
+    for key in ["mirrored", "compared", "matched", "noise_compared"] {
+        assert_eq!(after[key], before[key], "{key}: {before:#}\n{after:#}");
+    }
+}
