@@ -8,6 +8,7 @@
 
 mod auth;
 mod error;
+pub mod policy;
 pub mod services;
 pub mod shadows;
 
@@ -70,6 +71,20 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/services/{name}/shadows/report", get(shadows::report))
         .route("/v1/services/{name}/compare", post(shadows::set_compare))
+        .route("/v1/services/{name}/canary", post(policy::canary))
+        .route("/v1/services/{name}/abort", post(policy::abort))
+        .route("/v1/services/{name}/green", post(policy::green))
+        .route("/v1/services/{name}/promote", post(policy::promote))
+        .route(
+            "/v1/services/{name}/policy",
+            get(policy::get_policy).put(policy::put_policy),
+        )
+        .route("/v1/services/{name}/rules", post(policy::add_rule))
+        .route(
+            "/v1/services/{name}/rules/{selector}",
+            delete(policy::remove_rule),
+        )
+        .route("/v1/services/{name}/routes", get(policy::routes))
         // Last, so that every route above answers a wrong method in JSON too.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_such_endpoint)

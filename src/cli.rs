@@ -1,15 +1,22 @@
 //! The `switchyard` command. `serve` runs the server; every other verb is a
 //! client of the admin API (one file per verb).
 
+mod abort;
+mod apply;
 mod assign;
+mod canary;
 mod client;
 mod deploy;
+mod green;
 mod history;
 mod kill;
 mod logs;
 mod ls;
 mod output;
+mod promote;
 mod rollback;
+mod route;
+mod routes;
 mod serve;
 mod shadow;
 
@@ -45,6 +52,20 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Shadow traffic: mirroring settings, comparison rules, reports.
     Shadow(shadow::ShadowArgs),
+    /// Send a share of clients to a release, sticky per client.
+    Canary(canary::CanaryArgs),
+    /// End the canary at once: every client back on main.
+    Abort(abort::AbortArgs),
+    /// Mark the release that `x-client-mode: green` reaches.
+    Green(green::GreenArgs),
+    /// Make a release main once it is healthy (old main to standby).
+    Promote(promote::PromoteArgs),
+    /// Routing rules: add, remove, list.
+    Route(route::RouteArgs),
+    /// Replace a service's whole traffic policy with a file's.
+    Apply(apply::ApplyArgs),
+    /// Show the effective routing table in evaluation order.
+    Routes(routes::RoutesArgs),
 }
 
 /// How a client command reaches serve.
@@ -80,6 +101,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Rollback(args) => rollback::run(args).await,
             Command::Logs(args) => logs::run(args).await,
             Command::Shadow(args) => shadow::run(args).await,
+            Command::Canary(args) => canary::run(args).await,
+            Command::Abort(args) => abort::run(args).await,
+            Command::Green(args) => green::run(args).await,
+            Command::Promote(args) => promote::run(args).await,
+            Command::Route(args) => route::run(args).await,
+            Command::Apply(args) => apply::run(args).await,
+            Command::Routes(args) => routes::run(args).await,
         }
     })
 }

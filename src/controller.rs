@@ -10,6 +10,7 @@
 mod assign;
 mod deploy;
 mod kill;
+mod policy;
 mod restore;
 mod rollback;
 mod shadow;
@@ -26,7 +27,7 @@ use crate::error::{ErrorKind, Result};
 use crate::model::{ComparePolicy, ShadowSettings};
 use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now_millis};
 use crate::proxy::{Backend, Mirror, MirrorSettings, SharedTable};
-use crate::routing::{RoutingTable, ServiceRoutes};
+use crate::routing::{CompiledPolicy, RoutingTable, ServiceRoutes};
 use crate::runtime::{LogChunk, Runtime};
 use crate::store::{Commit, Store};
 
@@ -43,7 +44,7 @@ pub enum ControllerError {
     #[error("{service} {version} is being deployed right now; wait for that deploy to finish")]
     DeployInProgress { service: String, version: String },
     #[error(
-        "refusing to make {service} {version} main: it is {phase} ({detail}); wait until every instance is healthy"
+        "refusing to send traffic to {service} {version}: it is {phase} ({detail}); wait until every instance is healthy"
     )]
     NotHealthy {
         service: String,
@@ -138,6 +139,30 @@ impl Controller {
             .ok_or_else(|| ModelError::UnknownService(service.to_string()).into())
     }
 
+    /// Refuses to send traffic to a release unless every instance is healthy.
+    fn ensure_ready(&self, service: &ServiceName, version: &semver::Version) -> Result<()> {
+        let handle = self
+            .runtime
+            .get(service.as_str(), &version.to_string())
+            .ok_or_else(|| ModelError::UnknownRelease {
+                service: service.to_string(),
+                version: version.to_string(),
+                known: "it is not running".into(),
+            })?;
+        let status = handle.status();
+        let phase = status.phase();
+        if phase != crate::runtime::ReleasePhase::Ready {
+            return Err(ControllerError::NotHealthy {
+                service: service.to_string(),
+                version: version.to_string(),
+                phase: phase.to_string(),
+                detail: status.health_summary(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Serializes changes of one service.
     async fn lock(&self, service: &ServiceName) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
@@ -216,6 +241,7 @@ impl Controller {
                 main: None,
                 versions: HashMap::new(),
                 shadows: Vec::new(),
+                policy: None,
             };
             for (version, shadow) in revision.state.mirrored() {
                 let key = (name.to_string(), version.to_string());
@@ -255,11 +281,34 @@ impl Controller {
                     routes.versions.insert(version, Arc::clone(&handle.backend));
                 }
             }
+            routes.policy = self.compile_policy(name, revision, &routes.versions);
             table.insert(routes, revision.state.hosts.iter().cloned());
         }
         // Mirrors left behind stop their workers as they drop.
         *mirrors = kept;
         self.table.store(Arc::new(table));
+    }
+
+    /// The service's policy for the proxy (always: even with no rule and no
+    /// candidate, `x-client-mode: green` must be told there is none).
+    fn compile_policy(
+        &self,
+        name: &ServiceName,
+        revision: &Revision,
+        versions: &HashMap<String, Arc<Backend>>,
+    ) -> Option<CompiledPolicy<Backend>> {
+        let compiled = CompiledPolicy::compile(name.as_str(), &revision.state.policy, |v| {
+            versions.get(&v.to_string()).cloned()
+        });
+        match compiled {
+            Ok(p) => Some(p),
+            Err(error) => {
+                // Validated when it was set; if it cannot compile now, main
+                // keeps answering rather than nothing.
+                tracing::error!(service = %name, %error, "traffic policy does not compile; routing to main");
+                None
+            }
+        }
     }
 
     /// Revisions of a service, newest first.

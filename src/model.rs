@@ -2,6 +2,7 @@
 //! roles, desired state and revisions. Pure data and validation; no I/O.
 
 mod health_check;
+mod policy;
 mod release;
 mod revision;
 mod role;
@@ -10,6 +11,10 @@ mod service_state;
 mod shadow_policy;
 
 pub use health_check::HealthCheck;
+pub use policy::{
+    Action, Canary, DEFAULT_STICKY_COOKIE, Matcher, OptIn, REGEX_SIZE_LIMIT, Rule, Stickiness,
+    StringMatch, TrafficPolicy, parse_cidr, rule_label,
+};
 pub use release::{Release, ReleaseSpec, RunSpec, parse_version};
 pub use revision::{Revision, now_millis};
 pub use role::Role;
@@ -54,4 +59,22 @@ pub enum ModelError {
     HostTaken { host: String, owner: String },
     #[error("invalid host name `{0}`: use a DNS name such as app.example.com")]
     InvalidHost(String),
+    #[error("invalid traffic policy: {0}")]
+    InvalidPolicy(String),
+    #[error(
+        "{service} already has canary {version}; promote it or abort it (`switchyard abort {service}`) before starting another"
+    )]
+    CanaryExists { service: String, version: String },
+    #[error("{service} has no canary to abort")]
+    NoCanary { service: String },
+    #[error(
+        "cannot kill {service} {version}: traffic goes to it from {rules}; remove them first (`switchyard route rm {service} RULE`)"
+    )]
+    RuleTargets {
+        service: String,
+        version: String,
+        rules: String,
+    },
+    #[error("{service} has no rule `{selector}`; `switchyard route ls {service}` lists them")]
+    UnknownRule { service: String, selector: String },
 }

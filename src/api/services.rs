@@ -40,7 +40,7 @@ pub struct RollbackRequest {
 
 #[derive(Debug, Deserialize)]
 pub struct BaseQuery {
-    base_revision: Option<u64>,
+    pub(super) base_revision: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,8 +38,11 @@ pub struct DeployArgs {
     #[arg(long = "host")]
     pub hosts: Vec<String>,
     /// Enter as standby (running, no traffic) instead of shadow.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "promote")]
     pub standby: bool,
+    /// The emergency release: make it main as soon as it is healthy, no canary.
+    #[arg(long)]
+    pub promote: bool,
     /// Health check path.
     #[arg(long = "health", default_value = "/")]
     pub health_path: String,
@@ -130,6 +133,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         spec: args.spec()?,
         hosts: args.hosts.clone(),
         standby: args.standby,
+        promote: args.promote,
         base_revision: args.revision,
     };
     let change: Change = client.post(&format!("{path}/releases"), &request).await?;

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::error::Result;
-use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings};
+use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings, TrafficPolicy};
 use crate::runtime::InstanceStatus;
 
 /// A service as `ls` and the API show it.
@@ -15,6 +15,8 @@ pub struct ServiceView {
     pub releases: Vec<ReleaseView>,
     /// How shadows' answers are compared with main's.
     pub compare: ComparePolicy,
+    /// Who reaches which release.
+    pub policy: TrafficPolicy,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -74,6 +76,7 @@ impl Controller {
             main: revision.state.main().map(|v| v.to_string()),
             releases,
             compare: revision.state.compare.clone(),
+            policy: revision.state.policy.clone(),
         }
     }
 

@@ -15,6 +15,10 @@ pub enum ProxyError {
         "service {service} has no running release {version}; `switchyard ls` lists its releases"
     )]
     UnknownRelease { service: String, version: String },
+    #[error(
+        "no candidate release for service {0}: `x-client-mode: green` reaches a canary or a release marked green (`switchyard green`)"
+    )]
+    NoCandidate(String),
     #[error("service {0} has no main release")]
     NoMain(String),
     #[error("no route: use /services/NAME/ or a host name routed to a service")]
@@ -51,6 +55,7 @@ impl ProxyError {
         match self {
             ProxyError::UnknownService(_)
             | ProxyError::UnknownRelease { .. }
+            | ProxyError::NoCandidate(_)
             | ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoMain(_) | ProxyError::NoHealthyInstance { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -67,6 +72,7 @@ impl ProxyError {
         match self {
             ProxyError::UnknownService(_) => "unknown-service",
             ProxyError::UnknownRelease { .. } => "unknown-release",
+            ProxyError::NoCandidate(_) => "no-candidate",
             ProxyError::NoMain(_) => "no-main",
             ProxyError::NoRoute => "no-route",
             ProxyError::NoHealthyInstance { .. } => "no-healthy-instance",

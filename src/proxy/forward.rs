@@ -14,7 +14,7 @@ use super::body::ResponseCapture;
 use super::mirror::{Fanout, MainSender, fan_out};
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, upgrade};
-use crate::routing::Route;
+use crate::routing::{FixedResponse, RequestView, Route};
 
 const X_SWITCHYARD_VERSION: header::HeaderName =
     header::HeaderName::from_static("x-switchyard-version");
@@ -42,22 +42,34 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let (backend, upstream_uri, prefix, shadows) = {
+        let (backend, upstream_uri, prefix, shadows, set_cookie) = {
             let table = self.table.load();
-            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            match table.route(host.as_ref().and_then(|h| h.to_str().ok()), path) {
+            let view = RequestView {
+                method: req.method(),
+                host: host.as_ref().and_then(|h| h.to_str().ok()),
+                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                headers: req.headers(),
+                client: client.ip(),
+            };
+            match table.route(&view) {
                 Route::Release {
                     backend,
                     upstream_path,
                     prefix,
                     shadows,
+                    set_cookie,
                 } => (
                     Arc::clone(backend),
                     upstream_uri(upstream_path)?,
                     prefix.to_owned(),
                     // Cloned only when there are shadows to mirror to.
                     (!shadows.is_empty()).then(|| shadows.to_vec()),
+                    set_cookie.map(|(name, value)| sticky_cookie(name, &value)),
                 ),
+                Route::Respond(fixed) => return Ok(fixed_response(fixed)),
+                Route::NoCandidate { service } => {
+                    return Err(ProxyError::NoCandidate(service.to_owned()));
+                }
                 Route::UnknownService { name } => {
                     return Err(ProxyError::UnknownService(name.to_owned()));
                 }
@@ -96,6 +108,9 @@ impl Proxy {
             response
                 .headers_mut()
                 .insert(X_SWITCHYARD_VERSION, backend.version_header.clone());
+        }
+        if let Some(cookie) = set_cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
     }
@@ -279,6 +294,24 @@ fn lost_before_response(error: &hyper::Error) -> bool {
         || error.is_closed()
         || error.is_canceled()
         || std::error::Error::source(error).is_some_and(|e| e.is::<std::io::Error>())
+}
+
+/// `Set-Cookie` for the sticky key: a year, every path, not for scripts.
+fn sticky_cookie(name: &str, value: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The answer of a rule that responds by itself.
+fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(fixed.body.clone()));
+    *response.status_mut() = fixed.status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, fixed.content_type.clone());
+    response
 }
 
 /// The request target for the upstream, in origin form.
