@@ -9,6 +9,7 @@
 mod auth;
 mod error;
 pub mod policy;
+pub mod rollout;
 pub mod services;
 pub mod shadows;
 
@@ -40,7 +41,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(state.controller.all_shadow_reports()),
+        crate::metrics::render(
+            state.controller.release_samples(),
+            state.controller.all_shadow_reports(),
+        ),
     )
 }
 
@@ -85,6 +89,14 @@ pub fn router(state: AppState) -> Router {
             delete(policy::remove_rule),
         )
         .route("/v1/services/{name}/routes", get(policy::routes))
+        .route("/v1/services/{name}/status", get(services::release_status))
+        .route(
+            "/v1/services/{name}/rollout",
+            get(rollout::status).post(rollout::start),
+        )
+        .route("/v1/services/{name}/rollout/resume", post(rollout::resume))
+        .route("/v1/services/{name}/rollout/abort", post(rollout::abort))
+        .route("/v1/services/{name}/events", get(rollout::events))
         // Last, so that every route above answers a wrong method in JSON too.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_such_endpoint)

@@ -7,6 +7,7 @@ mod assign;
 mod canary;
 mod client;
 mod deploy;
+mod events;
 mod green;
 mod history;
 mod kill;
@@ -14,11 +15,14 @@ mod logs;
 mod ls;
 mod output;
 mod promote;
+mod resume;
 mod rollback;
+mod rollout;
 mod route;
 mod routes;
 mod serve;
 mod shadow;
+mod status;
 
 pub use client::{AdminClient, release_path, service_path};
 
@@ -66,6 +70,14 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Show the effective routing table in evaluation order.
     Routes(routes::RoutesArgs),
+    /// Rate, errors and latency of every release over the last minute.
+    Status(status::StatusArgs),
+    /// Step a canary up by plan, judging its metrics; promote or roll back.
+    Rollout(rollout::RolloutArgs),
+    /// Let a paused rollout go on.
+    Resume(resume::ResumeArgs),
+    /// Rollout events: steps, checks, promotions, rollbacks.
+    Events(events::EventsArgs),
 }
 
 /// How a client command reaches serve.
@@ -108,6 +120,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Route(args) => route::run(args).await,
             Command::Apply(args) => apply::run(args).await,
             Command::Routes(args) => routes::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Rollout(args) => rollout::run(args).await,
+            Command::Resume(args) => resume::run(args).await,
+            Command::Events(args) => events::run(args).await,
         }
     })
 }

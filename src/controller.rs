@@ -9,16 +9,20 @@
 
 mod assign;
 mod deploy;
+mod events;
 mod kill;
 mod policy;
 mod restore;
 mod rollback;
+mod rollout;
 mod shadow;
 mod view;
 
 pub use deploy::DeployRequest;
+pub use events::Notifier;
+pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
-pub use view::{ReleaseView, ServiceView};
+pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -62,6 +66,14 @@ pub enum ControllerError {
     },
     #[error("{service} is already at revision {number}; nothing to roll back")]
     NothingToRollBack { service: String, number: u64 },
+    #[error(
+        "{service} already has a rollout of {version} running; `switchyard rollout abort {service}` first"
+    )]
+    RolloutRunning { service: String, version: String },
+    #[error("{0} has no rollout; start one with `switchyard rollout {0} VERSION --steps …`")]
+    NoRollout(String),
+    #[error("the rollout of {0} is not paused")]
+    NotPaused(String),
     #[error("release {service} {version} is not in the store; it cannot be started again")]
     MissingRelease { service: String, version: String },
 }
@@ -72,8 +84,12 @@ impl ControllerError {
             ControllerError::StaleRevision { .. }
             | ControllerError::DeployInProgress { .. }
             | ControllerError::NotHealthy { .. }
-            | ControllerError::NothingToRollBack { .. } => ErrorKind::Conflict,
-            ControllerError::UnknownRevision { .. } => ErrorKind::NotFound,
+            | ControllerError::NothingToRollBack { .. }
+            | ControllerError::RolloutRunning { .. }
+            | ControllerError::NotPaused(_) => ErrorKind::Conflict,
+            ControllerError::UnknownRevision { .. } | ControllerError::NoRollout(_) => {
+                ErrorKind::NotFound
+            }
             ControllerError::MissingRelease { .. } => ErrorKind::Internal,
         }
     }
@@ -92,6 +108,9 @@ pub struct Controller {
     /// backend and settings stay the same (so its queue and workers do).
     mirrors: Mutex<HashMap<(String, String), MirrorEntry>>,
     mirror_settings: MirrorSettings,
+    notifier: Notifier,
+    /// Rollouts driven by this serve, by service.
+    rollouts: Mutex<HashMap<ServiceName, rollout::Driver>>,
 }
 
 struct MirrorEntry {
@@ -107,6 +126,7 @@ impl Controller {
         runtime: Runtime,
         table: SharedTable,
         mirror_settings: MirrorSettings,
+        notifier: Notifier,
     ) -> Self {
         Self {
             store,
@@ -118,6 +138,8 @@ impl Controller {
             shadows: ShadowLedger::default(),
             mirrors: Mutex::new(HashMap::new()),
             mirror_settings,
+            notifier,
+            rollouts: Mutex::new(HashMap::new()),
         }
     }
 

@@ -6,6 +6,7 @@ mod policy;
 mod release;
 mod revision;
 mod role;
+mod rollout;
 mod service_name;
 mod service_state;
 mod shadow_policy;
@@ -18,6 +19,9 @@ pub use policy::{
 pub use release::{Release, ReleaseSpec, RunSpec, parse_version};
 pub use revision::{Revision, now_millis};
 pub use role::Role;
+pub use rollout::{
+    AnalysisSpec, CheckResult, Event, LatencyLimit, RolloutPlan, RolloutState, RolloutStatus, Step,
+};
 pub use service_name::ServiceName;
 pub use service_state::{DeployAs, ReleaseEntry, ServiceState, normalize_host};
 pub use shadow_policy::{ComparePolicy, DEFAULT_BODY_LIMIT, ShadowSettings};
@@ -59,6 +63,8 @@ pub enum ModelError {
     HostTaken { host: String, owner: String },
     #[error("invalid host name `{0}`: use a DNS name such as app.example.com")]
     InvalidHost(String),
+    #[error("invalid rollout plan: {0}")]
+    InvalidPlan(String),
     #[error("invalid traffic policy: {0}")]
     InvalidPolicy(String),
     #[error(

@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{Release, Revision, ServiceName};
+use crate::model::{Event, Release, Revision, RolloutState, ServiceName};
 
 /// A change to write atomically.
 #[derive(Debug, Clone)]
@@ -80,4 +80,19 @@ pub trait Store: Send + Sync + 'static {
     fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
     /// Every saved shadow summary: (service, version, JSON).
     fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>>;
+
+    /// Keeps a rollout's progress (one per service).
+    fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()>;
+    fn rollouts(&self) -> StoreResult<Vec<RolloutState>>;
+
+    /// Records an event and returns it with its id.
+    fn add_event(
+        &self,
+        service: &str,
+        kind: &str,
+        message: &str,
+        detail: serde_json::Value,
+    ) -> StoreResult<Event>;
+    /// A service's events, newest first.
+    fn events(&self, service: &str, limit: usize) -> StoreResult<Vec<Event>>;
 }

@@ -285,26 +285,32 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
 
 async fn rm(args: RmArgs) -> anyhow::Result<()> {
     let path = service_path(&args.name)?;
-    let selector: String = args
-        .rule
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if selector != args.rule {
+    // `.` and `..` would be read as a path step (and name another resource).
+    if matches!(args.rule.as_str(), "" | "." | "..") {
         bail!(
-            "rule names are letters, digits, '-', '_' and '.'; `{}` is not one",
-            args.rule
+            "`{}` is not a rule; give its number or name (`switchyard route ls {}`)",
+            args.rule,
+            args.name
         );
     }
+    let selector = path_segment(&args.rule);
     let client = AdminClient::new(&args.client)?;
     let change: Change = client.delete(&format!("{path}/rules/{selector}")).await?;
     output::change(&args.client, &change)
+}
+
+/// `s` percent-encoded as one URL path segment (rule names may hold
+/// spaces, slashes, anything).
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 async fn ls(args: LsArgs) -> anyhow::Result<()> {
@@ -322,4 +328,16 @@ async fn ls(args: LsArgs) -> anyhow::Result<()> {
         .collect();
     table(&["RULE", "WHEN", "ACTION"], &rows);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_selectors_stay_one_path_segment() {
+        assert_eq!(path_segment("beta-1_x.y~"), "beta-1_x.y~");
+        assert_eq!(path_segment("beta testers"), "beta%20testers");
+        assert_eq!(path_segment("../x/é%"), "..%2Fx%2F%C3%A9%25");
+    }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, router};
 use crate::config::ServeConfig;
-use crate::controller::Controller;
+use crate::controller::{Controller, Notifier};
 use crate::proxy::{self, MirrorSettings, Proxy, ProxySettings, SharedTable};
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// Rotate an instance's log file past this many bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
+    /// URL that rollout events are POSTed to as JSON (repeatable).
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
     /// Mirrored copies waiting per shadow; more are dropped and counted.
     #[arg(long, default_value_t = 256)]
     pub shadow_queue: usize,
@@ -127,11 +130,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         runtime,
         Arc::clone(&table),
         mirror_settings,
+        Notifier::start(args.webhooks.clone()),
     ));
     controller
         .restore()
         .context("cannot restore the committed state")?;
     controller.wait_restored(RESTORE_WAIT).await;
+    controller
+        .resume_rollouts()
+        .context("cannot resume the stored rollouts")?;
 
     let proxy_listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!("cannot listen on {} for traffic: is another serve running? Choose another address with --listen", config.listen)

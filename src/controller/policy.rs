@@ -59,7 +59,8 @@ impl Controller {
         .await
     }
 
-    /// Every client back on main at once; the canary release stays as standby.
+    /// Every client back on main at once; the canary release stays as
+    /// standby. A rollout of the canary stops too.
     pub async fn abort(
         &self,
         service: &ServiceName,
@@ -70,13 +71,29 @@ impl Controller {
             .current(service)
             .and_then(|r| r.state.policy.canary.map(|c| c.version.to_string()))
             .unwrap_or_default();
-        self.change_policy(
-            service,
-            base_revision,
-            actor,
-            format!("abort canary {canary}"),
-            |state, now| state.abort(service, now),
-        )
+        let revision = self
+            .change_policy(
+                service,
+                base_revision,
+                actor,
+                format!("abort canary {canary}"),
+                |state, now| state.abort(service, now),
+            )
+            .await?;
+        // A canary aborted by hand ends its rollout too.
+        self.stop_rollout_by_hand(service);
+        Ok(revision)
+    }
+
+    /// Ends the canary as a rollout's rollback, with the reason in history.
+    pub(super) async fn abort_because(
+        &self,
+        service: &ServiceName,
+        reason: &str,
+    ) -> Result<Revision> {
+        self.change_policy(service, None, "rollout", reason.to_owned(), |state, now| {
+            state.abort(service, now)
+        })
         .await
     }
 

@@ -2,6 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::error::Result;
+use crate::metrics::{ReleaseSample, WindowSummary};
 use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings, TrafficPolicy};
 use crate::runtime::InstanceStatus;
 
@@ -93,4 +94,72 @@ impl Controller {
     pub fn service(&self, service: &ServiceName) -> Result<ServiceView> {
         Ok(self.view(&self.require(service)?))
     }
+
+    /// Every running release's numbers, for `/metrics`.
+    pub fn release_samples(&self) -> Vec<ReleaseSample> {
+        let current: Vec<Revision> = self.current_map().values().cloned().collect();
+        let mut samples = Vec::new();
+        for revision in &current {
+            for (version, entry) in &revision.state.releases {
+                let Some(handle) = self
+                    .runtime
+                    .get(revision.service.as_str(), &version.to_string())
+                else {
+                    continue;
+                };
+                samples.push(ReleaseSample {
+                    service: revision.service.to_string(),
+                    version: version.to_string(),
+                    role: entry.role.to_string(),
+                    metrics: handle.backend.metrics.snapshot(),
+                    in_flight: handle.backend.in_flight(),
+                    healthy: handle.backend.healthy_count(),
+                    instances: handle.release.spec.replicas as usize,
+                });
+            }
+        }
+        samples
+    }
+
+    /// The last minute of every release of a service, for `switchyard status`.
+    pub fn status(&self, service: &ServiceName) -> Result<Vec<ReleaseStatusView>> {
+        let revision = self.require(service)?;
+        Ok(revision
+            .state
+            .releases
+            .iter()
+            .map(|(version, entry)| {
+                let handle = self.runtime.get(service.as_str(), &version.to_string());
+                ReleaseStatusView {
+                    version: version.to_string(),
+                    role: entry.role,
+                    canary_percent: revision
+                        .state
+                        .policy
+                        .canary
+                        .as_ref()
+                        .filter(|c| &c.version == version)
+                        .map(|c| c.percent),
+                    healthy: handle.as_ref().map_or(0, |h| h.backend.healthy_count()),
+                    instances: handle
+                        .as_ref()
+                        .map_or(0, |h| h.release.spec.replicas as usize),
+                    last_minute: handle
+                        .map(|h| h.backend.metrics.last_minute())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// One release in `switchyard status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseStatusView {
+    pub version: String,
+    pub role: Role,
+    pub canary_percent: Option<u8>,
+    pub healthy: usize,
+    pub instances: usize,
+    pub last_minute: WindowSummary,
 }

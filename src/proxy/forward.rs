@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
@@ -37,6 +38,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let started = Instant::now();
         let host = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
@@ -96,12 +98,21 @@ impl Proxy {
             }
         }
 
-        let mut response = if upgrading {
-            upgrade::forward(self, &backend, req).await?
+        let answered = if upgrading {
+            upgrade::forward(self, &backend, req).await
         } else {
             let capture = shadows.and_then(|s| fan_out(&s, &req, &backend));
-            self.forward(&backend, req, capture).await?
+            self.forward(&backend, req, capture).await
         };
+        match &answered {
+            Ok(r) => backend
+                .metrics
+                .record(r.status().as_u16(), false, started.elapsed()),
+            Err(e) => backend
+                .metrics
+                .record(e.status().as_u16(), true, started.elapsed()),
+        }
+        let mut response = answered?;
         let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
         if self.settings.version_header {
