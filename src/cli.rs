@@ -10,6 +10,7 @@ mod deploy;
 mod events;
 mod green;
 mod history;
+mod init;
 mod kill;
 mod logs;
 mod ls;
@@ -41,7 +42,7 @@ pub enum Command {
     /// Run the proxy, admin API and controller in one process.
     Serve(serve::ServeArgs),
     /// Start a release and wait until every replica is healthy.
-    Deploy(deploy::DeployArgs),
+    Deploy(Box<deploy::DeployArgs>),
     /// List services and their releases.
     Ls(ls::LsArgs),
     /// Make a release main (the old main stays running as standby).
@@ -54,6 +55,8 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Show (and follow) the logs of a release's instances.
     Logs(logs::LogsArgs),
+    /// Create a folder with a small HTTP service ready to deploy.
+    Init(init::InitArgs),
     /// Shadow traffic: mirroring settings, comparison rules, reports.
     Shadow(shadow::ShadowArgs),
     /// Send a share of clients to a release, sticky per client.
@@ -105,13 +108,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Deploy(args) => deploy::run(args).await,
+            Command::Deploy(args) => deploy::run(*args).await,
             Command::Ls(args) => ls::run(args).await,
             Command::Assign(args) => assign::run(args).await,
             Command::Kill(args) => kill::run(args).await,
             Command::History(args) => history::run(args).await,
             Command::Rollback(args) => rollback::run(args).await,
             Command::Logs(args) => logs::run(args).await,
+            Command::Init(args) => init::run(args),
             Command::Shadow(args) => shadow::run(args).await,
             Command::Canary(args) => canary::run(args).await,
             Command::Abort(args) => abort::run(args).await,

@@ -2,6 +2,7 @@
 //! roles, desired state and revisions. Pure data and validation; no I/O.
 
 mod health_check;
+mod manifest;
 mod policy;
 mod release;
 mod revision;
@@ -12,11 +13,12 @@ mod service_state;
 mod shadow_policy;
 
 pub use health_check::HealthCheck;
+pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth};
 pub use policy::{
     Action, Canary, DEFAULT_STICKY_COOKIE, Matcher, OptIn, REGEX_SIZE_LIMIT, Rule, Stickiness,
     StringMatch, TrafficPolicy, parse_cidr, rule_label,
 };
-pub use release::{Release, ReleaseSpec, RunSpec, parse_version};
+pub use release::{ContainerSpec, Release, ReleaseSpec, RunSpec, parse_version};
 pub use revision::{Revision, now_millis};
 pub use role::Role;
 pub use rollout::{
@@ -37,6 +39,8 @@ pub enum ModelError {
     InvalidVersion { given: String, reason: String },
     #[error("invalid release spec: {0}")]
     InvalidSpec(String),
+    #[error("invalid switchyard.toml: {0}")]
+    InvalidManifest(String),
     #[error(
         "release {service} {version} already exists; versions are immutable, deploy a new version instead"
     )]

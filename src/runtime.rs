@@ -7,6 +7,7 @@
 //! (addresses, health, requests in flight) lives in the release's
 //! [`Backend`](crate::proxy::Backend), which the handle keeps current.
 
+pub mod docker;
 mod health;
 mod instance;
 mod log_file;
@@ -20,11 +21,11 @@ pub use process::{is_alive, kill_group};
 pub use release_handle::{ReleaseHandle, RuntimeSettings};
 pub use status::{ExitRecord, Health, InstanceStatus, ReleasePhase, ReleaseStatus};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::model::Release;
+use crate::model::{Release, RunSpec};
 use crate::store::{InstanceRecord, Store};
 
 /// Why a release could not be made to run.
@@ -53,6 +54,12 @@ pub enum RuntimeError {
         detail: String,
         logs: String,
     },
+    #[error("could not start {release} from image {image}: {cause}")]
+    ContainerStart {
+        release: String,
+        image: String,
+        cause: String,
+    },
     #[error("cannot read the logs of {release}: {cause}")]
     Logs { release: String, cause: String },
     #[error("cannot resolve upstream `{address}` of {release}: {cause}")]
@@ -71,6 +78,9 @@ pub struct Runtime {
     store: Arc<dyn Store>,
     health_client: reqwest::Client,
     releases: Mutex<HashMap<Key, Arc<ReleaseHandle>>>,
+    /// The Docker Engine (at `DOCKER_HOST`), reached when a container
+    /// release first needs it.
+    engine: docker::Engine,
 }
 
 impl Runtime {
@@ -86,6 +96,7 @@ impl Runtime {
             store,
             health_client,
             releases: Mutex::new(HashMap::new()),
+            engine: docker::Engine::from_env(),
         }
     }
 
@@ -120,6 +131,7 @@ impl Runtime {
             Arc::clone(&self.settings),
             Arc::clone(&self.store),
             self.health_client.clone(),
+            self.engine.clone(),
             adopt,
         );
         map.insert(Self::key(release), Arc::clone(&handle));
@@ -148,5 +160,32 @@ impl Runtime {
 
     pub fn running(&self) -> Vec<Arc<ReleaseHandle>> {
         self.map().values().cloned().collect()
+    }
+
+    /// In the background, stops and removes the containers an earlier serve
+    /// of this state directory left behind for releases that should no
+    /// longer run (or for slots beyond their replicas). Call once the
+    /// releases that should run have been started: their containers are
+    /// adopted by their instances.
+    pub fn remove_stray_containers(&self) {
+        let keep: HashSet<docker::sweep::Slot> = self
+            .map()
+            .values()
+            .filter(|h| matches!(h.release.spec.run, RunSpec::Container(_)))
+            .flat_map(|h| {
+                let (service, version) =
+                    (h.release.service.to_string(), h.release.version.to_string());
+                (0..h.release.spec.replicas)
+                    .map(move |slot| (service.clone(), version.clone(), slot))
+            })
+            .collect();
+        let before = crate::model::now_millis() as i64 / 1000;
+        tokio::spawn(docker::remove_strays(
+            self.engine.clone(),
+            self.settings.state_dir.clone(),
+            keep,
+            before,
+            self.settings.stop_grace,
+        ));
     }
 }

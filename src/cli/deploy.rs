@@ -1,16 +1,21 @@
+mod container;
+mod project;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 
+use self::project::Project;
 use super::output::json;
 use super::{AdminClient, ClientArgs, service_path};
 use crate::api::services::Change;
 use crate::controller::DeployRequest;
-use crate::model::{HealthCheck, ReleaseSpec, RunSpec};
+use crate::model::{ContainerSpec, HealthCheck, Manifest, ReleaseSpec, RunSpec, parse_version};
 use crate::runtime::Health;
+use crate::runtime::docker::Engine;
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
@@ -18,12 +23,40 @@ pub struct DeployArgs {
     pub name: String,
     /// Semantic version of the release, e.g. 1.2.0.
     pub version: String,
-    /// The command that runs one instance; `{port}` becomes its port (also in $PORT).
+    /// A project folder: with a Dockerfile it is built into the image
+    /// switchyard/NAME:VERSION and runs as containers; with only a
+    /// switchyard.toml its command runs as local processes in the folder.
+    pub path: Option<PathBuf>,
+    /// The command that runs one instance; `{port}` becomes its port (also
+    /// in $PORT). With --image or a Dockerfile, it replaces the image's CMD.
     #[arg(last = true)]
     pub command: Vec<String>,
-    /// Instances to run.
-    #[arg(long, default_value_t = 1)]
-    pub replicas: u32,
+    /// Run containers of this local image (NAME[:TAG] or id) on the Docker
+    /// Engine (at DOCKER_HOST, default the local socket).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// With a folder that has both a Dockerfile and a switchyard.toml: run
+    /// the manifest's command as local processes instead of building an image.
+    #[arg(long)]
+    pub process: bool,
+    /// The port the service listens on inside its container (default: the
+    /// image's one exposed port, else 8080); it is published on a free port
+    /// of 127.0.0.1.
+    #[arg(long = "port")]
+    pub container_port: Option<u16>,
+    /// Memory limit of each container, e.g. 256m or 1g.
+    #[arg(long, value_parser = container::parse_memory)]
+    pub memory: Option<u64>,
+    /// CPU limit of each container, e.g. 0.5 or 2.
+    #[arg(long, value_parser = container::parse_cpus)]
+    pub cpus: Option<u32>,
+    /// A mount for each container (repeatable): an absolute host path, a
+    /// ./relative one, or a named volume, then the path inside.
+    #[arg(long = "volume", value_name = "SOURCE:TARGET[:ro]")]
+    pub volumes: Vec<String>,
+    /// Instances to run [default: 1, or the manifest's replicas].
+    #[arg(long)]
+    pub replicas: Option<u32>,
     /// Environment variable for the instances (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -43,21 +76,21 @@ pub struct DeployArgs {
     /// The emergency release: make it main as soon as it is healthy, no canary.
     #[arg(long)]
     pub promote: bool,
-    /// Health check path.
-    #[arg(long = "health", default_value = "/")]
-    pub health_path: String,
-    /// Time between health checks once healthy.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
-    pub health_interval: Duration,
-    /// How long one health check may take.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
-    pub health_timeout: Duration,
-    /// Successes in a row that make an instance healthy.
-    #[arg(long, default_value_t = 2)]
-    pub healthy_threshold: u32,
-    /// Failures in a row that take an instance out of rotation.
-    #[arg(long, default_value_t = 3)]
-    pub unhealthy_threshold: u32,
+    /// Health check path [default: /, or the manifest's].
+    #[arg(long = "health")]
+    pub health_path: Option<String>,
+    /// Time between health checks once healthy [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub health_interval: Option<Duration>,
+    /// How long one health check may take [default: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub health_timeout: Option<Duration>,
+    /// Successes in a row that make an instance healthy [default: 2].
+    #[arg(long)]
+    pub healthy_threshold: Option<u32>,
+    /// Failures in a row that take an instance out of rotation [default: 3].
+    #[arg(long)]
+    pub unhealthy_threshold: Option<u32>,
     /// How long to wait for every replica to become healthy.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub ready_timeout: Duration,
@@ -69,51 +102,157 @@ pub struct DeployArgs {
 }
 
 impl DeployArgs {
-    fn spec(&self) -> anyhow::Result<ReleaseSpec> {
-        let health = HealthCheck {
-            path: self.health_path.clone(),
-            interval_ms: self.health_interval.as_millis() as u64,
-            timeout_ms: self.health_timeout.as_millis() as u64,
-            healthy_threshold: self.healthy_threshold,
-            unhealthy_threshold: self.unhealthy_threshold,
+    /// The health check: these flags over the manifest's values over the
+    /// defaults.
+    fn health(&self, manifest: Option<&Manifest>) -> anyhow::Result<HealthCheck> {
+        let base = match manifest {
+            Some(m) => m.health_check()?,
+            None => HealthCheck::default(),
         };
-        let (run, replicas) = match (self.command.is_empty(), self.upstreams.is_empty()) {
-            (false, false) => {
-                bail!("give either a command (after --) or --upstream addresses, not both")
+        let ms = |d: Duration| d.as_millis() as u64;
+        Ok(HealthCheck {
+            path: self.health_path.clone().unwrap_or(base.path),
+            interval_ms: self.health_interval.map_or(base.interval_ms, ms),
+            timeout_ms: self.health_timeout.map_or(base.timeout_ms, ms),
+            healthy_threshold: self.healthy_threshold.unwrap_or(base.healthy_threshold),
+            unhealthy_threshold: self.unhealthy_threshold.unwrap_or(base.unhealthy_threshold),
+        })
+    }
+
+    /// The manifest's environment with `--env` over it.
+    fn env(&self, manifest: Option<&Manifest>) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut env = manifest.map(|m| m.env.clone()).unwrap_or_default();
+        for pair in &self.env {
+            let Some((k, v)) = pair.split_once('=') else {
+                bail!("--env takes KEY=VALUE, got `{pair}`");
+            };
+            env.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(env)
+    }
+
+    fn container_flags_given(&self) -> bool {
+        self.container_port.is_some()
+            || self.memory.is_some()
+            || self.cpus.is_some()
+            || !self.volumes.is_empty()
+    }
+
+    /// Refuses combinations of sources that say two different things.
+    fn check_sources(&self) -> anyhow::Result<()> {
+        let sources = [
+            self.path.is_some(),
+            self.image.is_some(),
+            !self.upstreams.is_empty(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            bail!("give one of a folder, --image or --upstream, not several");
+        }
+        if !self.upstreams.is_empty() && !self.command.is_empty() {
+            bail!("give either a command (after --) or --upstream addresses, not both");
+        }
+        if self.process && self.path.is_none() {
+            bail!(
+                "--process applies to a project folder: `switchyard deploy NAME VERSION ./folder --process`"
+            );
+        }
+        if self.cwd.is_some() && (self.path.is_some() || self.image.is_some()) {
+            bail!("--cwd applies to a command after `--`; a folder is its own working directory");
+        }
+        Ok(())
+    }
+
+    async fn spec(&self) -> anyhow::Result<ReleaseSpec> {
+        self.check_sources()?;
+        let project = match &self.path {
+            Some(path) => Some(Project::open(path, self.process)?),
+            None => None,
+        };
+        let manifest = project.as_ref().and_then(Project::manifest);
+        if let Some(m) = manifest {
+            m.check_identity(&self.name, &self.version)?;
+        }
+        let container = self.image.is_some() || matches!(project, Some(Project::Image { .. }));
+        if self.container_flags_given() && !container {
+            bail!(
+                "--port, --memory, --cpus and --volume apply to containers: use --image or a folder with a Dockerfile"
+            );
+        }
+        let health = self.health(manifest)?;
+        let env = self.env(manifest)?;
+        let replicas = self
+            .replicas
+            .or(manifest.and_then(|m| m.replicas))
+            .unwrap_or(1);
+        let run = match (&project, &self.image) {
+            (Some(Project::Processes { dir, manifest }), _) => {
+                if !self.command.is_empty() {
+                    bail!(
+                        "the command comes from {}; drop the one after `--` (or change the manifest)",
+                        crate::model::MANIFEST_FILE
+                    );
+                }
+                if manifest.command.is_empty() {
+                    bail!(
+                        "{} in {} has no command: add e.g. command = [\"python3\", \"app.py\"]",
+                        crate::model::MANIFEST_FILE,
+                        dir.display()
+                    );
+                }
+                RunSpec::Process {
+                    command: manifest.command.clone(),
+                    env,
+                    cwd: dir.clone(),
+                }
             }
-            (true, true) => bail!(
-                "nothing to run: put the command after `--` (e.g. `switchyard deploy {} {} -- ./server --port {{port}}`) or give --upstream HOST:PORT",
-                self.name,
-                self.version
-            ),
-            (true, false) => {
-                if self.replicas != 1 && self.replicas as usize != self.upstreams.len() {
+            (Some(Project::Image { dir, .. }), _) => {
+                parse_version(&self.version)?;
+                service_path(&self.name)?;
+                let tag = project::image_tag(&self.name, &self.version);
+                let id = project::build(&Engine::from_env(), dir, &tag).await?;
+                RunSpec::Container(self.container_spec(tag, Some(id), env)?)
+            }
+            (None, Some(image)) => {
+                let id = Engine::from_env()
+                    .image_id(image)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                RunSpec::Container(self.container_spec(image.clone(), Some(id), env)?)
+            }
+            (None, None) if !self.upstreams.is_empty() => {
+                if self
+                    .replicas
+                    .is_some_and(|r| r as usize != self.upstreams.len())
+                {
                     bail!("an external release has one replica per --upstream; drop --replicas");
                 }
-                let run = RunSpec::External {
-                    upstreams: self.upstreams.clone(),
-                };
-                (run, self.upstreams.len() as u32)
+                return Ok(ReleaseSpec {
+                    run: RunSpec::External {
+                        upstreams: self.upstreams.clone(),
+                    },
+                    replicas: self.upstreams.len() as u32,
+                    health,
+                    ready_timeout_ms: self.ready_timeout.as_millis() as u64,
+                });
             }
-            (false, true) => {
+            (None, None) => {
+                if self.command.is_empty() {
+                    bail!(
+                        "nothing to run: put the command after `--` (e.g. `switchyard deploy {} {} -- ./server --port {{port}}`), give --image IMAGE, a project folder, or --upstream HOST:PORT",
+                        self.name,
+                        self.version
+                    );
+                }
                 let here = std::env::current_dir().context("cannot read the current directory")?;
                 let cwd = match &self.cwd {
                     Some(dir) => here.join(dir),
                     None => here,
                 };
-                let mut env = BTreeMap::new();
-                for pair in &self.env {
-                    let Some((k, v)) = pair.split_once('=') else {
-                        bail!("--env takes KEY=VALUE, got `{pair}`");
-                    };
-                    env.insert(k.to_owned(), v.to_owned());
-                }
-                let run = RunSpec::Process {
+                RunSpec::Process {
                     command: self.command.clone(),
                     env,
                     cwd,
-                };
-                (run, self.replicas)
+                }
             }
         };
         Ok(ReleaseSpec {
@@ -123,6 +262,30 @@ impl DeployArgs {
             ready_timeout_ms: self.ready_timeout.as_millis() as u64,
         })
     }
+
+    fn container_spec(
+        &self,
+        image: String,
+        image_id: Option<String>,
+        env: BTreeMap<String, String>,
+    ) -> anyhow::Result<ContainerSpec> {
+        let here = std::env::current_dir().context("cannot read the current directory")?;
+        let volumes = self
+            .volumes
+            .iter()
+            .map(|v| container::absolute_volume(v, &here))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(ContainerSpec {
+            image,
+            image_id,
+            command: self.command.clone(),
+            env,
+            port: self.container_port,
+            memory_bytes: self.memory,
+            millicpus: self.cpus,
+            volumes,
+        })
+    }
 }
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
@@ -130,7 +293,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.client)?;
     let request = DeployRequest {
         version: args.version.clone(),
-        spec: args.spec()?,
+        spec: args.spec().await?,
         hosts: args.hosts.clone(),
         standby: args.standby,
         promote: args.promote,

@@ -54,6 +54,8 @@ impl Controller {
                 });
             }
         }
+        // Containers are found by their labels rather than by records.
+        self.runtime.remove_stray_containers();
         self.recompile();
         Ok(())
     }

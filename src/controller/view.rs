@@ -30,7 +30,7 @@ pub struct ReleaseView {
     /// `ready`, `starting`, `degraded`, `unhealthy`, `crash-loop`, `failed`,
     /// or `stopped` when it should run but does not.
     pub status: String,
-    /// `process` or `external`.
+    /// `process`, `container` or `external`.
     pub kind: String,
     pub instances: Vec<InstanceStatus>,
     /// How it is mirrored to while it is a shadow.
@@ -50,11 +50,7 @@ impl Controller {
                 let (status, kind, instances) = match handle {
                     Some(h) => {
                         let s = h.status();
-                        let kind = if h.release.spec.is_external() {
-                            "external"
-                        } else {
-                            "process"
-                        };
+                        let kind = h.release.spec.run.kind_name();
                         (s.phase().to_string(), kind.to_owned(), s.instances)
                     }
                     None => ("stopped".to_owned(), String::new(), Vec::new()),

@@ -36,6 +36,110 @@ pub enum RunSpec {
     /// Instances that run elsewhere: health-checked and routed to, never
     /// started or stopped.
     External { upstreams: Vec<String> },
+    /// Containers of a local image on the Docker Engine. Each one publishes
+    /// `port` (inside the container) on a free port of 127.0.0.1, where the
+    /// proxy reaches it.
+    Container(ContainerSpec),
+}
+
+/// How the containers of a release are made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The image as the user named it (`NAME[:TAG]` or an image id).
+    pub image: String,
+    /// The image's id when the release was registered: every instance, and
+    /// every restart, runs that image even if the tag moves meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// Replaces the image's `CMD` when not empty; `{port}` becomes the
+    /// container port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The port the service listens on inside the container (also in
+    /// `PORT`). Default: the image's one exposed TCP port, else 8080.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Memory limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU limit in thousandths of a CPU (1500 = 1.5 CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millicpus: Option<u32>,
+    /// Mounts, as `SOURCE:TARGET[:ro|rw]`: SOURCE is an absolute host path
+    /// or a named volume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+}
+
+/// Docker refuses memory limits below 6 MiB.
+const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+
+impl ContainerSpec {
+    /// The image reference containers are created from.
+    pub fn image_ref(&self) -> &str {
+        self.image_id.as_deref().unwrap_or(&self.image)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.image.trim().is_empty() {
+            return Err("no image given: use --image NAME[:TAG]".into());
+        }
+        if self.port == Some(0) {
+            return Err("the container port must be between 1 and 65535".into());
+        }
+        if self.memory_bytes.is_some_and(|m| m < MIN_MEMORY_BYTES) {
+            return Err("the memory limit must be at least 6m (Docker refuses less)".into());
+        }
+        if self.millicpus == Some(0) {
+            return Err("the CPU limit must be more than zero, e.g. --cpus 0.5".into());
+        }
+        check_env(&self.env)?;
+        for volume in &self.volumes {
+            check_volume(volume)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    match env.keys().find(|k| k.is_empty() || k.contains('=')) {
+        Some(k) => Err(format!("environment variable name `{k}` is invalid")),
+        None => Ok(()),
+    }
+}
+
+/// `SOURCE:TARGET[:ro|rw]`, SOURCE an absolute path or a volume name.
+fn check_volume(volume: &str) -> Result<(), String> {
+    let parts: Vec<&str> = volume.split(':').collect();
+    let bad = |why: &str| {
+        Err(format!(
+            "volume `{volume}` {why}; use SOURCE:TARGET[:ro], e.g. /srv/data:/data:ro or cache:/cache"
+        ))
+    };
+    let (source, target, mode) = match parts.as_slice() {
+        [s, t] => (*s, *t, None),
+        [s, t, m] => (*s, *t, Some(*m)),
+        _ => return bad("is not SOURCE:TARGET[:MODE]"),
+    };
+    let named = source
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && source
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !source.starts_with('/') && !named {
+        return bad("has a source that is neither an absolute path nor a volume name");
+    }
+    if !target.starts_with('/') {
+        return bad("has a target that is not an absolute path");
+    }
+    if mode.is_some_and(|m| m != "ro" && m != "rw") {
+        return bad("has a mode other than ro or rw");
+    }
+    Ok(())
 }
 
 impl ReleaseSpec {
@@ -59,9 +163,13 @@ impl ReleaseSpec {
                         cwd.display()
                     ));
                 }
-                if let Some(k) = env.keys().find(|k| k.is_empty() || k.contains('=')) {
-                    return bad(format!("environment variable name `{k}` is invalid"));
+                check_env(env).map_err(ModelError::InvalidSpec)?;
+            }
+            RunSpec::Container(container) => {
+                if self.replicas == 0 || self.replicas > MAX_REPLICAS {
+                    return bad(format!("replicas must be between 1 and {MAX_REPLICAS}"));
                 }
+                container.validate().map_err(ModelError::InvalidSpec)?;
             }
             RunSpec::External { upstreams } => {
                 if upstreams.is_empty() {
@@ -89,6 +197,17 @@ impl ReleaseSpec {
 
     pub fn is_external(&self) -> bool {
         matches!(self.run, RunSpec::External { .. })
+    }
+}
+
+impl RunSpec {
+    /// `process`, `external` or `container`, as `ls` shows it.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            RunSpec::Process { .. } => "process",
+            RunSpec::External { .. } => "external",
+            RunSpec::Container(_) => "container",
+        }
     }
 }
 
@@ -151,6 +270,82 @@ mod tests {
             upstreams: vec!["127.0.0.1".into()],
         };
         assert!(spec.validate().is_err());
+    }
+
+    fn container(image: &str) -> ReleaseSpec {
+        let mut spec = process(&["x"]);
+        spec.run = RunSpec::Container(ContainerSpec {
+            image: image.into(),
+            image_id: None,
+            command: vec![],
+            env: BTreeMap::new(),
+            port: None,
+            memory_bytes: None,
+            millicpus: None,
+            volumes: vec![],
+        });
+        spec
+    }
+
+    fn with_container(mut spec: ReleaseSpec, f: impl FnOnce(&mut ContainerSpec)) -> ReleaseSpec {
+        if let RunSpec::Container(c) = &mut spec.run {
+            f(c);
+        }
+        spec
+    }
+
+    #[test]
+    fn container_spec_needs_an_image_and_sane_limits() {
+        assert!(container("hello:1").validate().is_ok());
+        assert!(container(" ").validate().is_err());
+        assert!(
+            with_container(container("x"), |c| c.memory_bytes = Some(1024))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            with_container(container("x"), |c| c.millicpus = Some(0))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            with_container(container("x"), |c| c.port = Some(0))
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn volumes_are_source_target_and_optional_mode() {
+        for ok in ["/srv/data:/data", "/srv:/data:ro", "cache:/cache:rw"] {
+            assert!(check_volume(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/srv",
+            "relative/dir:/data",
+            "/srv:data",
+            "/a:/b:rx",
+            "/a:/b:ro:x",
+        ] {
+            assert!(check_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stored_specs_keep_their_shape() {
+        // Specs are stored as JSON; the kinds that existed before
+        // containers must read back unchanged.
+        let json = r#"{"kind":"process","command":["x"],"env":{},"cwd":"/tmp"}"#;
+        let run: RunSpec = serde_json::from_str(json).expect("process spec");
+        assert_eq!(run.kind_name(), "process");
+        let json = r#"{"kind":"container","image":"hello:1"}"#;
+        let run: RunSpec = serde_json::from_str(json).expect("container spec");
+        let RunSpec::Container(c) = &run else {
+            panic!("not a container: {run:?}");
+        };
+        assert_eq!(c.image_ref(), "hello:1");
+        let back = serde_json::to_string(&run).expect("serialize");
+        assert_eq!(back, r#"{"kind":"container","image":"hello:1","env":{}}"#);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::docker::{self, ContainerRun, Engine, InstanceLabels};
 use super::health::{Verdict, probe};
 use super::port::free_loopback_port;
 use super::process::{Launch, Proc, spawn, start_ticks};
@@ -38,6 +39,8 @@ pub(super) struct InstanceCtx {
     pub logs: LogFiles,
     pub status: Arc<watch::Sender<ReleaseStatus>>,
     pub cancel: CancellationToken,
+    /// The Docker Engine, for container releases.
+    pub engine: Engine,
 }
 
 impl InstanceCtx {
@@ -64,7 +67,7 @@ impl InstanceCtx {
 
 pub(super) async fn run(ctx: InstanceCtx, adopt: Option<InstanceRecord>) {
     match &ctx.release.spec.run {
-        RunSpec::Process { .. } => run_process(&ctx, adopt).await,
+        RunSpec::Process { .. } | RunSpec::Container(_) => run_managed(&ctx, adopt).await,
         RunSpec::External { upstreams } => {
             let address = upstreams
                 .get(ctx.slot as usize)
@@ -75,28 +78,112 @@ pub(super) async fn run(ctx: InstanceCtx, adopt: Option<InstanceRecord>) {
     }
 }
 
-async fn run_process(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
+/// A process or a container that Switchyard started (or adopted) for one
+/// instance: both are restarted with backoff when they exit, and both count
+/// towards a crash loop the same way.
+enum Running {
+    /// The pid is kept apart: a child that has been waited for no longer
+    /// tells it.
+    Process(Proc, Option<u32>),
+    Container(ContainerRun),
+}
+
+impl Running {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Process(_, pid) => *pid,
+            Running::Container(_) => None,
+        }
+    }
+
+    fn container(&self) -> Option<String> {
+        match self {
+            Running::Process(..) => None,
+            Running::Container(c) => Some(c.id.clone()),
+        }
+    }
+
+    /// Waits for it to end; says how it ended (`code 1`, `signal 9`).
+    async fn wait(&mut self) -> String {
+        match self {
+            Running::Process(proc, _) => proc.wait().await,
+            Running::Container(c) => c.wait().await,
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    async fn stop(&mut self, grace: Duration) {
+        match self {
+            Running::Process(proc, _) => proc.terminate(grace).await,
+            Running::Container(c) => c.stop(grace).await,
+        }
+    }
+
+    /// Lets go of what is left once it ended: the adoption record of a
+    /// process, the stopped container itself.
+    async fn release(&mut self, ctx: &InstanceCtx) {
+        match self {
+            Running::Process(_, pid) => forget(ctx, *pid),
+            Running::Container(c) => c.remove().await,
+        }
+    }
+}
+
+/// Starts (or adopts) the instance's process or container: what runs, its
+/// port on 127.0.0.1, and whether it was adopted. A process is adopted from
+/// its record; a container is found by its labels.
+async fn start(
+    ctx: &InstanceCtx,
+    adopt: Option<InstanceRecord>,
+) -> Result<(Running, u16, bool), String> {
+    match &ctx.release.spec.run {
+        RunSpec::Container(spec) => {
+            let (service, version) = (ctx.service(), ctx.version());
+            let who = InstanceLabels {
+                state_dir: &ctx.settings.state_dir,
+                service: &service,
+                version: &version,
+                slot: ctx.slot,
+            };
+            let run = docker::start_or_adopt(&ctx.engine, spec, &who, &ctx.logs).await?;
+            let (port, adopted) = (run.host_port, run.adopted);
+            Ok((Running::Container(run), port, adopted))
+        }
+        _ => start_or_adopt(ctx, adopt).map(|(proc, port, adopted)| {
+            let pid = proc.pid();
+            (Running::Process(proc, pid), port, adopted)
+        }),
+    }
+}
+
+async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
     let mut exits: VecDeque<Instant> = VecDeque::new();
     let mut backoff = FIRST_BACKOFF;
     let mut ever_started = false;
     loop {
         let up_since = Instant::now();
-        let how = match start_or_adopt(ctx, adopt.take()) {
-            Ok((mut proc, port, adopted)) => {
+        let started = start(ctx, adopt.take()).await;
+        let how = match started {
+            Ok((mut running, port, adopted)) => {
+                if !ever_started && ctx.status.borrow().start_error.is_some() {
+                    // It could not start before (the Docker Engine was
+                    // down, say) and now it could.
+                    ctx.status.send_modify(|s| s.start_error = None);
+                }
                 ever_started = true;
-                let pid = proc.pid();
                 let addr = SocketAddr::from(([127, 0, 0, 1], port));
                 let upstream = Arc::new(Upstream::new(addr));
                 ctx.backend
                     .set_slot(ctx.slot as usize, Some(Arc::clone(&upstream)));
                 ctx.update(|i| {
                     i.addr = Some(addr);
-                    i.pid = proc.pid();
+                    i.pid = running.pid();
+                    i.container = running.container();
                     i.health = Health::Starting;
                     i.adopted = adopted;
                 });
                 let how = tokio::select! {
-                    how = proc.wait() => Some(how),
+                    how = running.wait() => Some(how),
                     () = watch_health(ctx, &upstream, adopted) => None,
                     () = ctx.cancel.cancelled() => None,
                 };
@@ -104,13 +191,16 @@ async fn run_process(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
                 ctx.backend.set_slot(ctx.slot as usize, None);
                 match how {
                     Some(how) => {
-                        forget(ctx, pid);
+                        running.release(ctx).await;
                         how
                     }
                     None => {
-                        proc.terminate(ctx.settings.stop_grace).await;
-                        forget(ctx, pid);
-                        ctx.update(|i| i.health = Health::Stopped);
+                        running.stop(ctx.settings.stop_grace).await;
+                        running.release(ctx).await;
+                        ctx.update(|i| {
+                            i.health = Health::Stopped;
+                            i.container = None;
+                        });
                         return;
                     }
                 }
@@ -137,6 +227,7 @@ async fn run_process(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
         ctx.update(|i| {
             i.health = Health::Exited;
             i.pid = None;
+            i.container = None;
             i.restarts += 1;
             i.crash_loop |= crash_loop;
             i.last_exits.push(ExitRecord {

@@ -6,6 +6,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::docker::Engine;
 use super::instance::{self, InstanceCtx};
 use super::{LogFiles, ReleasePhase, ReleaseStatus, RuntimeError};
 use crate::model::{Release, RunSpec};
@@ -51,6 +52,7 @@ impl ReleaseHandle {
         settings: Arc<RuntimeSettings>,
         store: Arc<dyn Store>,
         health_client: reqwest::Client,
+        engine: Engine,
         adopt: Vec<InstanceRecord>,
     ) -> Arc<Self> {
         let replicas = release.spec.replicas;
@@ -79,6 +81,7 @@ impl ReleaseHandle {
                 logs: handle.logs.clone(),
                 status: Arc::clone(&handle.status),
                 cancel: handle.cancel.clone(),
+                engine: engine.clone(),
             };
             let adopted = adopt.iter().find(|r| r.slot == slot).cloned();
             handle.tasks.spawn(instance::run(ctx, adopted));
@@ -124,13 +127,23 @@ impl ReleaseHandle {
                 exits: status.exits_summary(),
                 logs: self.last_log_lines(),
             }),
-            Ok(_) => Err(RuntimeError::CannotStart {
-                release,
-                command: self.command_line(),
-                cause: status
+            Ok(_) => {
+                let cause = status
                     .start_error
-                    .unwrap_or_else(|| "the release stopped".into()),
-            }),
+                    .unwrap_or_else(|| "the release stopped".into());
+                Err(match &self.release.spec.run {
+                    RunSpec::Container(spec) => RuntimeError::ContainerStart {
+                        release,
+                        image: spec.image.clone(),
+                        cause,
+                    },
+                    _ => RuntimeError::CannotStart {
+                        release,
+                        command: self.command_line(),
+                        cause,
+                    },
+                })
+            }
             Err(_) => Err(RuntimeError::NotReady {
                 release,
                 waited: timeout,
@@ -149,6 +162,7 @@ impl ReleaseHandle {
         match &self.release.spec.run {
             RunSpec::Process { command, .. } => command.join(" "),
             RunSpec::External { upstreams } => upstreams.join(" "),
+            RunSpec::Container(spec) => spec.image.clone(),
         }
     }
 

@@ -44,6 +44,9 @@ pub struct InstanceStatus {
     pub slot: u32,
     pub addr: Option<SocketAddr>,
     pub pid: Option<u32>,
+    /// The container's id, for a container release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     pub health: Health,
     pub restarts: u32,
     /// Kept from the previous serve (re-adopted after a restart).
@@ -101,6 +104,7 @@ impl ReleaseStatus {
                     slot,
                     addr: None,
                     pid: None,
+                    container: None,
                     health: Health::Starting,
                     restarts: 0,
                     adopted: false,

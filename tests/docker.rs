@@ -1,0 +1,610 @@
+//! Releases as containers on the Docker Engine, releases from project
+//! folders, and `init`, through the real binary.
+//!
+//! The engine has no registry: every image is built here from local files
+//! (`FROM scratch` with `hello-server` and the libraries `ldd` lists, or
+//! with this machine's python3). Tests that need Docker say why they are
+//! skipped when it is missing, unless `SWITCHYARD_REQUIRE_DOCKER=1`. Every
+//! container and image a test makes is removed when it ends, pass or fail.
+
+mod support;
+
+#[path = "docker/fixture.rs"]
+mod fixture;
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::Command;
+
+use fixture::{Docked, engine_or_skip, hello_context, unique};
+use support::{Env, HELLO, Run, SWITCHYARD};
+
+/// The last line of a Dockerfile built on `hello-server`.
+const HELLO_CMD: &str = "CMD [\"/hello-server\", \"--host\", \"0.0.0.0\"]\n";
+
+/// One GET, body read to the end: (status, x-switchyard-version, body).
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<(u16, String, String), String> {
+    let response = http
+        .get(url)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let version = response
+        .headers()
+        .get("x-switchyard-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response.text().await.map_err(|e| format!("body: {e:?}"))?;
+    Ok((status, version, body))
+}
+
+type Answer = Result<(u16, String, String), String>;
+
+/// `tasks` clients sending GET `path` back to back until `stop` is set.
+fn start_load(
+    env: &Env,
+    path: &str,
+    tasks: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Answer>>> {
+    (0..tasks)
+        .map(|_| {
+            let http = env.http.clone();
+            let url = format!("{}{path}", env.proxy());
+            let stop = Arc::clone(stop);
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    answers.push(fetch(&http, &url).await);
+                }
+                answers
+            })
+        })
+        .collect()
+}
+
+/// The ids `ls --json` shows for a release's containers.
+fn container_ids(ls: &Value, service: &str, version: &str) -> BTreeSet<String> {
+    release(ls, service, version)["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .filter_map(|i| i["container"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn release<'a>(ls: &'a Value, service: &str, version: &str) -> &'a Value {
+    ls.as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == service)
+        .and_then(|s| {
+            s["releases"]
+                .as_array()
+                .expect("releases")
+                .iter()
+                .find(|r| r["version"] == version)
+        })
+        .unwrap_or_else(|| panic!("{service} {version} not in ls: {ls}"))
+}
+
+/// Runs the CLI with extra environment variables.
+async fn cli_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut cmd = Command::new(SWITCHYARD);
+    cmd.args(args)
+        .current_dir(env.dir.path())
+        .env("SWITCHYARD_ADMIN", env.admin())
+        .envs(vars.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("CLI finished within 120 s")
+        .expect("run CLI");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_between_container_releases_fails_no_request_and_drains_first() {
+    let Some(engine) = engine_or_skip("blue_green_between_container_releases").await else {
+        return;
+    };
+    // The old containers take 2 s per request, ignore SIGTERM, and the
+    // engine kills them 1 s after the stop: a request still in flight then
+    // would fail. None fails only if serve drains the old release before it
+    // stops its containers.
+    let env = Docked::start(engine, &["--stop-grace", "1s"]).await;
+    let image = env.hello_image().await;
+    let (blue, green) = ("1.0.0", "2.0.0");
+    env.cli(&[
+        "deploy",
+        "web",
+        blue,
+        "--image",
+        &image,
+        "--health",
+        "/healthz",
+        "--replicas",
+        "2",
+        "--",
+        "/hello-server",
+        "--host",
+        "0.0.0.0",
+        "--latency-ms",
+        "2000",
+        "--ignore-sigterm",
+    ])
+    .await
+    .ok();
+    // Green also gets the settings passed through to the engine.
+    let data = env.dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let mount = format!("{}:/data:ro", data.display());
+    let green_args = [
+        "deploy",
+        "web",
+        green,
+        "--image",
+        &image,
+        "--health",
+        "/healthz",
+        "--replicas",
+        "2",
+        "--standby",
+        "--env",
+        "GREETING=hi",
+        "--memory",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--volume",
+        &mount,
+    ];
+    let run = env.cli(&green_args).await.ok();
+    assert!(run.stdout.contains("as standby"), "{}", run.stdout);
+    let docker = env.engine.client().await.expect("docker");
+    for id in env.running_ids(green).await {
+        let c = docker.inspect_container(&id, None).await.expect("inspect");
+        let host = c.host_config.expect("host config");
+        assert_eq!(host.memory, Some(64 << 20));
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.binds, Some(vec![mount.clone()]));
+        let env_vars = c.config.and_then(|c| c.env).expect("env");
+        assert!(env_vars.contains(&"GREETING=hi".to_owned()), "{env_vars:?}");
+    }
+    let ls = env.ls().await;
+    assert_eq!(release(&ls, "web", blue)["kind"], "container");
+    assert_eq!(container_ids(&ls, "web", blue), env.running_ids(blue).await);
+    assert_eq!(container_ids(&ls, "web", green).len(), 2);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(&env, "/services/web/", 8, &stop);
+    env.eventually(
+        "blue answers under load",
+        Duration::from_secs(30),
+        || async { env.get("/services/web/").await.1 == blue },
+    )
+    .await;
+    env.cli(&["assign", "web", green, "--yes"]).await.ok();
+    // A slow request on blue's own address is in flight while blue is killed.
+    let slow = {
+        let (http, url) = (
+            env.http.clone(),
+            format!("{}/services/web_{blue}/", env.proxy()),
+        );
+        tokio::spawn(async move { fetch(&http, &url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    env.cli(&["kill", "web", blue]).await.ok();
+    assert!(
+        env.containers(Some(blue)).await.is_empty(),
+        "blue's containers are removed once kill returns"
+    );
+    let (status, version, body) = slow
+        .await
+        .expect("slow request task")
+        .expect("slow request");
+    assert_eq!((status, version.as_str()), (200, blue), "{body}");
+    env.eventually("green answers", Duration::from_secs(30), || async {
+        env.get("/services/web/").await.1 == green
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for task in load {
+        answers.extend(task.await.expect("load task"));
+    }
+    let failed: Vec<String> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Ok((200, _, _)) => None,
+            Ok((status, version, body)) => Some(format!("{status} from `{version}`: {body}")),
+            Err(e) => Some(e.clone()),
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let by = |v: &str| {
+        answers
+            .iter()
+            .filter(|a| matches!(a, Ok((_, got, _)) if got == v))
+            .count()
+    };
+    assert!(
+        by(blue) > 0 && by(green) > 0,
+        "blue {} green {}",
+        by(blue),
+        by(green)
+    );
+    assert_eq!(env.running_ids(green).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_that_exits_at_start_is_a_crash_loop_and_gets_no_traffic() {
+    let Some(engine) = engine_or_skip("a_container_that_exits_at_start").await else {
+        return;
+    };
+    let env = Docked::start(engine, &[]).await;
+    let image = env.hello_image().await;
+    let run = env
+        .cli(&[
+            "deploy",
+            "crashy",
+            "1.0.0",
+            "--image",
+            &image,
+            "--health",
+            "/healthz",
+            "--",
+            "/hello-server",
+            "--exit-immediately",
+            "--exit-code",
+            "7",
+        ])
+        .await
+        .failed();
+    assert!(run.stderr.contains("crash loop"), "{}", run.stderr);
+    assert!(run.stderr.contains("code 7"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("exiting at once"),
+        "the error shows the container's last output: {}",
+        run.stderr
+    );
+    assert_eq!(env.get("/services/crashy/").await.0, 404);
+    assert_eq!(env.ls().await, serde_json::json!([]));
+    assert!(
+        env.containers(None).await.is_empty(),
+        "no container is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_a_restarted_serve_adopts_the_same_containers() {
+    let Some(engine) = engine_or_skip("after_kill_9_a_restarted_serve_adopts").await else {
+        return;
+    };
+    let mut env = Docked::start(engine, &[]).await;
+    let image = env.hello_image().await;
+    env.cli(&[
+        "deploy",
+        "web",
+        "1.0.0",
+        "--image",
+        &image,
+        "--health",
+        "/healthz",
+        "--replicas",
+        "2",
+    ])
+    .await
+    .ok();
+    let before = container_ids(&env.ls().await, "web", "1.0.0");
+    assert_eq!(before.len(), 2);
+    assert_eq!(before, env.running_ids("1.0.0").await);
+
+    // A deploy that never commits: its container is still unhealthy when
+    // serve dies, so a restarted serve must remove it.
+    let mut pending = Command::new(SWITCHYARD)
+        .args([
+            "deploy",
+            "web",
+            "2.0.0",
+            "--image",
+            &image,
+            "--health",
+            "/healthz",
+            "--ready-timeout",
+            "300s",
+            "--",
+            "/hello-server",
+            "--host",
+            "0.0.0.0",
+            "--fail-health-for",
+            "600",
+        ])
+        .env("SWITCHYARD_ADMIN", env.admin())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn pending deploy");
+    env.eventually(
+        "the pending deploy's container runs",
+        Duration::from_secs(60),
+        || async { !env.running_ids("2.0.0").await.is_empty() },
+    )
+    .await;
+
+    env.kill9().await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), pending.wait()).await;
+    assert_eq!(
+        env.running_ids("1.0.0").await,
+        before,
+        "containers outlive serve"
+    );
+
+    env.launch("127.0.0.1:0", "127.0.0.1:0").await;
+    let ls = env.ls().await;
+    assert_eq!(
+        container_ids(&ls, "web", "1.0.0"),
+        before,
+        "the same containers"
+    );
+    let instances = release(&ls, "web", "1.0.0")["instances"].clone();
+    for instance in instances.as_array().expect("instances") {
+        assert_eq!(instance["adopted"], true, "{instance}");
+    }
+    env.eventually(
+        "main answers as before",
+        Duration::from_secs(30),
+        || async { env.get("/services/web/").await.1 == "1.0.0" },
+    )
+    .await;
+    let (status, version, _) = env.get("/services/web_1.0.0/").await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"));
+    env.eventually(
+        "the uncommitted release's container is removed",
+        Duration::from_secs(60),
+        || async { env.containers(Some("2.0.0")).await.is_empty() },
+    )
+    .await;
+    assert_eq!(env.running_ids("1.0.0").await, before);
+    assert_eq!(
+        env.ls().await[0]["releases"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_with_a_dockerfile_is_built_and_runs_and_a_failing_build_changes_nothing() {
+    let Some(engine) = engine_or_skip("a_folder_with_a_dockerfile").await else {
+        return;
+    };
+    let env = Docked::start(engine, &[]).await;
+    let name = unique("built");
+    let tag = format!("switchyard/{name}:1.0.0");
+    env.track_image(&tag);
+
+    let broken = env.dir.path().join("broken");
+    std::fs::create_dir(&broken).expect("mkdir");
+    std::fs::write(
+        broken.join("Dockerfile"),
+        "FROM scratch\nCOPY missing.txt /\n",
+    )
+    .expect("write");
+    let run = env
+        .cli(&["deploy", &name, "1.0.0", "broken"])
+        .await
+        .failed();
+    assert!(
+        run.stderr.contains("the image build failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("nothing was deployed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.ls().await, serde_json::json!([]));
+
+    let app = env.dir.path().join("app");
+    hello_context(&app, HELLO_CMD);
+    std::fs::write(
+        app.join("switchyard.toml"),
+        format!("name = \"{name}\"\nreplicas = 2\n[health]\npath = \"/healthz\"\n"),
+    )
+    .expect("write manifest");
+    let run = env.cli(&["deploy", &name, "1.0.0", "app"]).await.ok();
+    assert!(
+        run.stderr.contains(&format!("building {tag}")) && run.stderr.contains("Step 1/"),
+        "the build's output is shown: {}",
+        run.stderr
+    );
+    let (status, version, body) = env.get(&format!("/services/{name}/")).await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"), "{body}");
+    let ls = env.ls().await;
+    let built = release(&ls, &name, "1.0.0");
+    assert_eq!(built["kind"], "container");
+    assert_eq!(
+        container_ids(&ls, &name, "1.0.0").len(),
+        2,
+        "replicas from the manifest"
+    );
+    env.engine
+        .image_id(&tag)
+        .await
+        .expect("the image is tagged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_with_only_a_manifest_runs_as_processes_in_that_folder() {
+    let env = Env::start().await;
+    let app = env.dir.path().join("svc");
+    std::fs::create_dir(&app).expect("mkdir");
+    std::fs::write(
+        app.join("switchyard.toml"),
+        format!(
+            r#"command = ["sh", "-c", 'echo "cwd=$(pwd) greeting=$GREETING"; exec {HELLO} --port "$PORT"']
+replicas = 2
+[env]
+GREETING = "hi"
+[health]
+path = "/healthz"
+"#
+        ),
+    )
+    .expect("write manifest");
+    env.cli(&["deploy", "svc", "1.0.0", "svc"]).await.ok();
+    let ls = env.ls().await;
+    let svc = release(&ls, "svc", "1.0.0");
+    assert_eq!(svc["kind"], "process");
+    assert_eq!(svc["instances"].as_array().map(Vec::len), Some(2));
+    let (status, version, _) = env.get("/services/svc/").await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"));
+    let logs = env.cli(&["logs", "svc", "1.0.0", "-n", "50"]).await.ok();
+    let cwd = app.canonicalize().expect("canonical");
+    let expected = format!("cwd={} greeting=hi", cwd.display());
+    assert!(
+        logs.stdout.contains(&expected),
+        "{expected} not in:\n{}",
+        logs.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_with_neither_dockerfile_nor_manifest_is_refused() {
+    let env = Env::start().await;
+    std::fs::create_dir(env.dir.path().join("empty")).expect("mkdir");
+    let run = env.cli(&["deploy", "svc", "1.0.0", "empty"]).await.failed();
+    assert!(
+        run.stderr
+            .contains("neither a Dockerfile nor a switchyard.toml")
+            && run.stderr.contains("add a Dockerfile"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(env.ls().await, serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_docker_container_releases_fail_clearly_and_processes_still_deploy() {
+    let env = Env::start().await;
+    let nowhere = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
+    let run = cli_with(
+        &env,
+        &nowhere,
+        &["deploy", "web", "1.0.0", "--image", "hello:1"],
+    )
+    .await
+    .failed();
+    assert!(
+        run.stderr
+            .contains("Docker Engine not reachable at unix:///nonexistent/docker.sock"),
+        "{}",
+        run.stderr
+    );
+    let args = [
+        "deploy", "web", "1.0.0", "--health", "/healthz", "--", HELLO, "--port", "{port}",
+    ];
+    cli_with(&env, &nowhere, &args).await.ok();
+    assert_eq!(env.get("/services/web/").await.0, 200);
+}
+
+/// `switchyard init NAME` in the test's folder; returns the project folder.
+async fn init(env: &Env, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let mut args = vec!["init", name];
+    args.extend_from_slice(extra);
+    let run = env.cli(&args).await.ok();
+    assert!(run.stdout.contains("switchyard deploy"), "{}", run.stdout);
+    let dir = env.dir.path().join(name);
+    for file in ["app.py", "switchyard.toml", "Dockerfile", "README.md"] {
+        assert!(dir.join(file).is_file(), "init made {file}");
+    }
+    dir
+}
+
+fn has_python3() -> bool {
+    std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_then_deploy_as_processes_answers_through_the_proxy() {
+    if !has_python3() {
+        eprintln!("skipped init_then_deploy_as_processes: it needs python3");
+        return;
+    }
+    let env = Env::start().await;
+    init(&env, "greeter", &[]).await;
+    env.cli(&["deploy", "greeter", "1.0.0", "greeter", "--process"])
+        .await
+        .ok();
+    let (status, version, body) = env.get("/services/greeter/").await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"), "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["service"], "greeter");
+    assert_eq!(body["version"], "1.0.0");
+    assert_eq!(body["message"], "Hello from greeter 1.0.0");
+    assert_eq!(
+        release(&env.ls().await, "greeter", "1.0.0")["kind"],
+        "process"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_then_deploy_as_a_container_answers_through_the_proxy() {
+    let Some(engine) = engine_or_skip("init_then_deploy_as_a_container").await else {
+        return;
+    };
+    if !has_python3() {
+        eprintln!("skipped init_then_deploy_as_a_container: it needs python3 for the base image");
+        return;
+    }
+    let env = Docked::start(engine, &[]).await;
+    let base = env.python_base_image().await;
+    let name = unique("greeter");
+    env.track_image(&format!("switchyard/{name}:1.0.0"));
+    let dir = init(&env, &name, &["--base-image", &base]).await;
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).expect("Dockerfile");
+    assert!(
+        dockerfile.contains(&format!("FROM {base}\n")),
+        "{dockerfile}"
+    );
+
+    env.cli(&["deploy", &name, "1.0.0", &name]).await.ok();
+    let (status, version, body) = env.get(&format!("/services/{name}/")).await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"), "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["service"], name.as_str());
+    assert_eq!(
+        release(&env.ls().await, &name, "1.0.0")["kind"],
+        "container"
+    );
+    let logs = env.cli(&["logs", &name, "1.0.0", "-n", "50"]).await.ok();
+    assert!(
+        logs.stdout.contains("listening on 0.0.0.0:8080"),
+        "the container's output is in its log:\n{}",
+        logs.stdout
+    );
+}
