@@ -563,4 +563,315 @@ mod tests {
         assert!(TrafficPolicy::from_toml("[canary]\nversion = \"x\"").is_err());
         assert!(TrafficPolicy::from_toml("unknown = 1").is_err());
     }
+
+    /// Random text and random structured policies thrown at the parser,
+    /// the validator and the compiler (the same path as the `cargo fuzz`
+    /// target `policy_parse`, which needs nightly).
+    mod random {
+        use super::*;
+        use crate::routing::{CompiledPolicy, Decision, RequestView};
+        use http::{HeaderMap, HeaderValue, Method};
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        /// Parses, validates and compiles `text`, then evaluates the result
+        /// for a few requests. Nothing may panic, and a policy that
+        /// validates must compile.
+        fn exercise(text: &str) -> Result<(), TestCaseError> {
+            let Ok(policy) = TrafficPolicy::from_toml(text) else {
+                return Ok(());
+            };
+            let running = policy.targets();
+            let valid = policy.validate(&running, None);
+            let compiled = CompiledPolicy::<()>::compile("svc", &policy, |_| None);
+            if valid.is_ok() {
+                prop_assert!(
+                    compiled.is_ok(),
+                    "validated but does not compile: {:?}\n{text}",
+                    compiled.err()
+                );
+            }
+            if let Ok(compiled) = compiled {
+                let mut headers = HeaderMap::new();
+                headers.insert("x-user-id", HeaderValue::from_static("u1"));
+                headers.insert("x-beta", HeaderValue::from_static("1"));
+                headers.insert(
+                    http::header::COOKIE,
+                    HeaderValue::from_static("ab=b; session=s1; x-client-mode=green"),
+                );
+                let empty = HeaderMap::new();
+                for (h, path) in [(&headers, "/api/x?page=2&q"), (&empty, "?")] {
+                    let view = RequestView {
+                        method: &Method::GET,
+                        host: Some("Shop.Example.com:8080"),
+                        path_and_query: path,
+                        headers: h,
+                        client: "10.1.2.3".parse().expect("ip"),
+                    };
+                    if let Decision::Release { target, .. } = compiled.decide(&view, path) {
+                        prop_assert!(
+                            policy
+                                .targets()
+                                .iter()
+                                .any(|v| v.to_string() == target.version)
+                        );
+                    }
+                }
+                let _ = compiled.describe(Some("1.0.0"));
+            }
+            Ok(())
+        }
+
+        /// A TOML string literal.
+        fn quoted(s: &str) -> String {
+            toml::Value::String(s.to_owned()).to_string()
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                "[a-z0-9./^$()*+?{}|-]{0,12}",
+                r"[\[\]a-zA-Z0-9 =:;\-_]{0,12}",
+                Just("(".to_owned()),
+                Just("[z-a]".to_owned()),
+                Just("a{1000}{1000}{1000}".to_owned()),
+                Just("x-client-mode".to_owned()),
+                any::<String>(),
+            ]
+        }
+
+        fn version() -> impl Strategy<Value = String> {
+            prop_oneof![
+                select(vec!["1.0.0", "2.0.0", "3.0.0-rc.1", "9.9.9", "x", ""])
+                    .prop_map(String::from),
+                any::<String>(),
+            ]
+        }
+
+        fn value_match() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                (select(vec!["exact", "prefix", "regex", "other"]), text()),
+                0..3,
+            )
+            .prop_map(|kvs| {
+                kvs.iter()
+                    .map(|(k, v)| format!(", {k} = {}", quoted(v)))
+                    .collect()
+            })
+        }
+
+        fn matcher() -> impl Strategy<Value = String> {
+            let on = select(vec![
+                "header", "cookie", "host", "path", "method", "query", "source", "bogus",
+            ]);
+            let methods = prop::collection::vec(
+                prop_oneof![
+                    select(vec!["GET", "POST", "get", "", "PATCH"]).prop_map(String::from),
+                    text()
+                ],
+                0..3,
+            );
+            let cidrs = prop::collection::vec(
+                prop_oneof![
+                    select(vec![
+                        "10.0.0.0/8",
+                        "127.0.0.1",
+                        "::1",
+                        "fe80::/10",
+                        "10.0.0.0/33",
+                        "nope",
+                        ""
+                    ])
+                    .prop_map(String::from),
+                    text()
+                ],
+                0..3,
+            );
+            (on, text(), value_match(), methods, cidrs, any::<bool>()).prop_map(
+                |(on, name, value, methods, cidrs, named)| {
+                    let list = |items: &[String]| {
+                        items
+                            .iter()
+                            .map(|i| quoted(i))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let name = if named {
+                        format!(", name = {}", quoted(&name))
+                    } else {
+                        String::new()
+                    };
+                    match on {
+                        "method" => {
+                            format!("{{ on = \"method\", methods = [{}] }}", list(&methods))
+                        }
+                        "source" => format!("{{ on = \"source\", cidrs = [{}] }}", list(&cidrs)),
+                        _ => format!("{{ on = \"{on}\"{name}{value} }}"),
+                    }
+                },
+            )
+        }
+
+        fn action() -> impl Strategy<Value = String> {
+            let weights = prop::collection::vec((version(), 0u32..300), 0..4);
+            prop_oneof![
+                version().prop_map(|v| format!("action = \"route\"\nto = {}", quoted(&v))),
+                (0u32..70_000, text(), prop::option::of(text())).prop_map(|(status, body, ct)| {
+                    let ct = ct
+                        .map(|c| format!("\ncontent_type = {}", quoted(&c)))
+                        .unwrap_or_default();
+                    format!(
+                        "action = \"respond\"\nstatus = {status}\nbody = {}{ct}",
+                        quoted(&body)
+                    )
+                }),
+                weights.prop_map(|ws| {
+                    let ws: Vec<String> = ws
+                        .iter()
+                        .map(|(v, w)| format!("{} = {w}", quoted(v)))
+                        .collect();
+                    format!("action = \"split\"\nweights = {{ {} }}", ws.join(", "))
+                }),
+                Just("action = \"mirror\"".to_owned()),
+            ]
+        }
+
+        fn rule() -> impl Strategy<Value = String> {
+            (
+                prop::option::of(text()),
+                prop::collection::vec(matcher(), 0..4),
+                action(),
+            )
+                .prop_map(|(name, matches, action)| {
+                    let name = name
+                        .map(|n| format!("name = {}\n", quoted(&n)))
+                        .unwrap_or_default();
+                    format!(
+                        "[[rules]]\n{name}match = [{}]\n{action}\n",
+                        matches.join(", ")
+                    )
+                })
+        }
+
+        fn policy() -> impl Strategy<Value = String> {
+            let sticky = prop::collection::vec(
+                (
+                    select(vec!["header", "cookie", "set_cookie", "group"]),
+                    text(),
+                ),
+                0..3,
+            );
+            let canary = prop::option::of((version(), 0u32..300));
+            (
+                sticky,
+                canary,
+                prop::option::of(version()),
+                prop::option::of(text()),
+                prop::collection::vec(rule(), 0..5),
+            )
+                .prop_map(|(sticky, canary, green, opt_in, rules)| {
+                    let mut out = String::new();
+                    if !sticky.is_empty() {
+                        let kvs: Vec<String> = sticky
+                            .iter()
+                            .map(|(k, v)| format!("{k} = {}", quoted(v)))
+                            .collect();
+                        out += &format!("sticky = {{ {} }}\n", kvs.join(", "));
+                    }
+                    if let Some((v, p)) = canary {
+                        out += &format!("canary = {{ version = {}, percent = {p} }}\n", quoted(&v));
+                    }
+                    if let Some(g) = green {
+                        out += &format!("green = {}\n", quoted(&g));
+                    }
+                    if let Some(h) = opt_in {
+                        out += &format!("opt_in = {{ header = {} }}\n", quoted(&h));
+                    }
+                    out + &rules.concat()
+                })
+        }
+
+        /// TOML-looking token soup: reaches deeper into the parser than
+        /// arbitrary text.
+        fn soup() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                select(vec![
+                    "[canary]",
+                    "[sticky]",
+                    "[[rules]]",
+                    "\n",
+                    "=",
+                    "{",
+                    "}",
+                    "[",
+                    "]",
+                    ",",
+                    "\"",
+                    "version",
+                    "percent",
+                    "match",
+                    "on",
+                    "\"header\"",
+                    "\"path\"",
+                    "\"source\"",
+                    "action",
+                    "\"route\"",
+                    "\"split\"",
+                    "\"respond\"",
+                    "to",
+                    "weights",
+                    "status",
+                    "\"2.0.0\"",
+                    "10",
+                    "-1",
+                    "1e9",
+                    "name",
+                    "regex",
+                    "\"(\"",
+                    "cidrs",
+                    "true",
+                ]),
+                0..40,
+            )
+            .prop_map(|tokens| tokens.join(" "))
+        }
+
+        proptest! {
+            #[test]
+            fn random_text_never_panics(text in any::<String>()) {
+                exercise(&text)?;
+            }
+
+            #[test]
+            fn toml_token_soup_never_panics(text in soup()) {
+                exercise(&text)?;
+            }
+
+            #[test]
+            fn random_structured_policies_never_panic_and_valid_ones_compile(text in policy()) {
+                exercise(&text)?;
+            }
+        }
+
+        #[test]
+        fn the_structured_generator_reaches_valid_policies() {
+            // Guards the generator: if nothing it made parsed and
+            // validated, the property above would only check error paths.
+            use proptest::strategy::ValueTree;
+            use proptest::test_runner::TestRunner;
+            let mut runner = TestRunner::deterministic();
+            let (mut parsed, mut valid) = (0, 0);
+            for _ in 0..500 {
+                let text = policy().new_tree(&mut runner).expect("a value").current();
+                if let Ok(p) = TrafficPolicy::from_toml(&text) {
+                    parsed += 1;
+                    valid += usize::from(p.validate(&p.targets(), None).is_ok());
+                }
+            }
+            assert!(
+                parsed >= 50 && valid >= 10,
+                "parsed {parsed}, valid {valid} of 500"
+            );
+        }
+    }
 }

@@ -58,13 +58,15 @@ enum ValueMatch {
 }
 
 impl ValueMatch {
-    fn compile(m: &StringMatch) -> Result<Self, String> {
+    /// `ignore_case` makes a regex case-insensitive (host names).
+    fn compile(m: &StringMatch, ignore_case: bool) -> Result<Self, String> {
         Ok(match (&m.exact, &m.prefix, &m.regex) {
             (Some(e), None, None) => ValueMatch::Exact(e.clone()),
             (None, Some(p), None) => ValueMatch::Prefix(p.clone()),
             (None, None, Some(r)) => ValueMatch::Regex(
                 regex::RegexBuilder::new(r)
                     .size_limit(REGEX_SIZE_LIMIT)
+                    .case_insensitive(ignore_case)
                     .build()
                     .map_err(|e| format!("bad regex `{r}`: {e}"))?,
             ),
@@ -110,7 +112,12 @@ pub enum CompiledMatcher {
 pub struct ValueMatchBox(Box<ValueMatch>);
 
 fn value(m: &StringMatch) -> Result<ValueMatchBox, String> {
-    ValueMatch::compile(m).map(|v| ValueMatchBox(Box::new(v)))
+    ValueMatch::compile(m, false).map(|v| ValueMatchBox(Box::new(v)))
+}
+
+/// Host names compare without case, regexes included.
+fn host_value(m: &StringMatch) -> Result<ValueMatchBox, String> {
+    ValueMatch::compile(m, true).map(|v| ValueMatchBox(Box::new(v)))
 }
 
 impl CompiledMatcher {
@@ -122,7 +129,7 @@ impl CompiledMatcher {
                 value(v)?,
             ),
             Matcher::Cookie { name, value: v } => CompiledMatcher::Cookie(name.clone(), value(v)?),
-            Matcher::Host { value: v } => CompiledMatcher::Host(value(v)?),
+            Matcher::Host { value: v } => CompiledMatcher::Host(host_value(v)?),
             Matcher::Path { value: v } => CompiledMatcher::Path(value(v)?),
             Matcher::Method { methods } => CompiledMatcher::Method(
                 methods
@@ -215,6 +222,7 @@ mod tests {
             r#"{ on = "header", name = "x-tenant" }"#,
             r#"{ on = "cookie", name = "beta", exact = "yes" }"#,
             r#"{ on = "host", exact = "shop.example.com" }"#,
+            r#"{ on = "host", regex = "^shop\\.example\\." }"#,
             r#"{ on = "path", prefix = "/api/" }"#,
             r#"{ on = "path", regex = "^/api/[a-z]+$" }"#,
             r#"{ on = "method", methods = ["GET", "HEAD"] }"#,
