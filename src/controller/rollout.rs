@@ -286,7 +286,14 @@ impl Controller {
             };
             let outcome: std::result::Result<(), String> = match step {
                 Step::SetWeight { percent } => self
-                    .set_canary(service, &version, percent, self.rollout_sticky(service, &state), None, ACTOR)
+                    .set_canary(
+                        service,
+                        &version,
+                        percent,
+                        self.rollout_sticky(service, &state),
+                        None,
+                        ACTOR,
+                    )
                     .await
                     .map(|_| ())
                     .map_err(|e| format!("could not set the weight to {percent}%: {e}")),
@@ -342,9 +349,8 @@ impl Controller {
             match outcome {
                 Ok(()) => {
                     let done = describe(Some(&step), &state.plan.analysis);
-                    if !matches!(step, Step::Analysis) {
-                        state.failures = 0;
-                    }
+                    // A passed step ends a run of failed analyses.
+                    state.failures = 0;
                     state.step += 1;
                     state.step_started_at = now_millis();
                     self.save_rollout(&state);
@@ -401,7 +407,11 @@ impl Controller {
     }
 
     /// The stickiness the plan asks for, on top of the service's.
-    fn rollout_sticky(&self, service: &ServiceName, state: &RolloutState) -> Option<crate::model::Stickiness> {
+    fn rollout_sticky(
+        &self,
+        service: &ServiceName,
+        state: &RolloutState,
+    ) -> Option<crate::model::Stickiness> {
         let header = state.plan.sticky_header.clone()?;
         let mut sticky = self.current(service)?.state.policy.sticky;
         sticky.header = Some(header);
@@ -447,16 +457,25 @@ impl Controller {
             .unwrap_or_default()
             .since(&candidate_before);
         let main_delta = self
-            .snapshot_of(service, main)
+            .snapshot_of(service, main.clone())
             .unwrap_or_default()
             .since(&main_before);
+        // With every client on the candidate (a 100% step) main served
+        // nothing this interval: compare with its last minute instead.
+        let main_p99 = if main_delta.requests() > 0 {
+            p99_ms(&main_delta).map(|ms| (ms, "main"))
+        } else {
+            main.and_then(|v| self.runtime.get(service.as_str(), &v))
+                .and_then(|h| h.backend.metrics.last_minute().p99_ms)
+                .map(|ms| (ms, "main's last minute"))
+        };
         let match_rate = self
             .shadows
             .stats(service.as_str(), &version)
             .lock()
             .map(|s| s.report(service.as_str(), &version).match_rate)
             .unwrap_or(None);
-        let mut checks = analysis_checks(&spec, &candidate, &main_delta, match_rate);
+        let mut checks = analysis_checks(&spec, &candidate, main_p99, match_rate);
         if let Some(url) = &spec.webhook {
             checks
                 .push(webhook_check(url, service, &version, state.step, &candidate, &checks).await);
@@ -564,11 +583,19 @@ fn check(name: &str, pass: Option<bool>, measured: String, threshold: String) ->
     }
 }
 
-/// The metric checks of one interval.
+fn p99_ms(snapshot: &MetricsSnapshot) -> Option<f64> {
+    snapshot
+        .latency
+        .quantile(0.99)
+        .map(|d| d.as_secs_f64() * 1000.0)
+}
+
+/// The metric checks of one interval. `main_p99` is main's p99 (ms) to
+/// compare with, and what it was measured over.
 fn analysis_checks(
     spec: &AnalysisSpec,
     candidate: &MetricsSnapshot,
-    main: &MetricsSnapshot,
+    main_p99: Option<(f64, &str)>,
     match_rate: Option<f64>,
 ) -> Vec<CheckResult> {
     let requests = candidate.requests();
@@ -603,25 +630,19 @@ fn analysis_checks(
         ));
     }
     if let Some(k) = spec.max_relative_p99 {
-        let c = candidate
-            .latency
-            .quantile(0.99)
-            .map(|d| d.as_secs_f64() * 1000.0);
-        let m = main
-            .latency
-            .quantile(0.99)
-            .map(|d| d.as_secs_f64() * 1000.0);
-        let pass = match (c, m) {
-            (Some(c), Some(m)) => Some(c <= k * m),
+        let c = p99_ms(candidate);
+        let pass = match (c, main_p99) {
+            (Some(c), Some((m, _))) => Some(c <= k * m),
             _ => None,
         };
         checks.push(check(
             "p99 relative to main",
             pass,
             format!(
-                "{} vs main {}",
+                "{} vs {} {}",
                 c.map_or("-".into(), |c| format!("{c:.1}ms")),
-                m.map_or("-".into(), |m| format!("{m:.1}ms"))
+                main_p99.map_or("main", |(_, over)| over),
+                main_p99.map_or("-".into(), |(m, _)| format!("{m:.1}ms"))
             ),
             format!("at most {k}× main"),
         ));
@@ -685,6 +706,10 @@ mod tests {
         m.snapshot()
     }
 
+    fn main_p99(s: &MetricsSnapshot) -> Option<(f64, &'static str)> {
+        p99_ms(s).map(|ms| (ms, "main"))
+    }
+
     fn verdicts(checks: &[CheckResult]) -> Vec<(&str, &str)> {
         checks
             .iter()
@@ -697,7 +722,7 @@ mod tests {
         let checks = analysis_checks(
             &AnalysisSpec::default(),
             &traffic(5, 0, 1),
-            &traffic(5, 0, 1),
+            main_p99(&traffic(5, 0, 1)),
             None,
         );
         assert_eq!(verdicts(&checks), vec![("requests", "inconclusive")]);
@@ -718,14 +743,14 @@ mod tests {
         let good = analysis_checks(
             &spec,
             &traffic(100, 2, 10),
-            &traffic(100, 0, 10),
+            main_p99(&traffic(100, 0, 10)),
             Some(0.95),
         );
         assert!(good.iter().all(|c| c.verdict == "pass"), "{good:?}");
         let bad = analysis_checks(
             &spec,
             &traffic(100, 20, 90),
-            &traffic(100, 0, 10),
+            main_p99(&traffic(100, 0, 10)),
             Some(0.5),
         );
         assert_eq!(

@@ -53,7 +53,8 @@ pub struct AnalysisSpec {
     /// Highest error rate (5xx and the proxy's own failures), in percent.
     pub max_error_rate: Option<f64>,
     pub max_latency: Option<LatencyLimit>,
-    /// Candidate p99 at most this many times main's p99 (same interval).
+    /// Candidate p99 at most this many times main's p99 (same interval;
+    /// main's last minute when main served nothing in it, at 100%).
     pub max_relative_p99: Option<f64>,
     /// Lowest shadow match rate of the candidate, in percent.
     pub min_match_rate: Option<f64>,
