@@ -368,6 +368,16 @@ impl TrafficPolicy {
         Ok(())
     }
 
+    /// Drops `version` as canary or green (it became main, or it is gone).
+    pub fn forget_candidate(&mut self, version: &Version) {
+        if self.canary.as_ref().is_some_and(|c| &c.version == version) {
+            self.canary = None;
+        }
+        if self.green.as_ref() == Some(version) {
+            self.green = None;
+        }
+    }
+
     /// The releases the policy sends traffic to (besides main).
     pub fn targets(&self) -> Vec<&Version> {
         let mut out: Vec<&Version> = Vec::new();

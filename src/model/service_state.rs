@@ -141,17 +141,7 @@ impl ServiceState {
             }
         }
         // The new main is nobody's candidate any more.
-        if next
-            .policy
-            .canary
-            .as_ref()
-            .is_some_and(|c| &c.version == version)
-        {
-            next.policy.canary = None;
-        }
-        if next.policy.green.as_ref() == Some(version) {
-            next.policy.green = None;
-        }
+        next.policy.forget_candidate(version);
         Ok(next)
     }
 
@@ -188,17 +178,7 @@ impl ServiceState {
         }
         let mut next = self.clone();
         next.releases.remove(version);
-        if next
-            .policy
-            .canary
-            .as_ref()
-            .is_some_and(|c| &c.version == version)
-        {
-            next.policy.canary = None;
-        }
-        if next.policy.green.as_ref() == Some(version) {
-            next.policy.green = None;
-        }
+        next.policy.forget_candidate(version);
         Ok(next)
     }
 

@@ -6,6 +6,7 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderName};
 use regex::Regex;
 
+use super::table::strip_port;
 use crate::model::{Matcher, REGEX_SIZE_LIMIT, StringMatch, parse_cidr};
 
 /// What routing may look at in a request. Borrowed: building it costs
@@ -170,16 +171,6 @@ impl CompiledMatcher {
             }
             CompiledMatcher::Source(nets) => nets.iter().any(|n| n.contains(&req.client)),
         }
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
     }
 }
 

@@ -195,7 +195,8 @@ impl<B, S> ServiceRoutes<B, S> {
     }
 }
 
-fn strip_port(host: &str) -> &str {
+/// The host name without its port (`[::1]:80` → `::1`).
+pub(super) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
     }
