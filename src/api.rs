@@ -9,6 +9,7 @@
 mod auth;
 mod error;
 pub mod policy;
+pub mod registry;
 pub mod rollout;
 pub mod services;
 pub mod shadows;
@@ -58,6 +59,15 @@ pub fn router(state: AppState) -> Router {
             get(services::show).delete(services::kill_all),
         )
         .route("/v1/services/{name}/releases", post(services::deploy))
+        .route(
+            "/v1/services/{name}/registry",
+            get(registry::list).post(registry::register),
+        )
+        .route(
+            "/v1/services/{name}/api-version",
+            get(registry::get_api_version).put(registry::set_api_version),
+        )
+        .route("/v1/services/{name}/plan", get(registry::plan))
         .route(
             "/v1/services/{name}/releases/{version}",
             delete(services::kill),

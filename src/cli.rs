@@ -2,6 +2,7 @@
 //! client of the admin API (one file per verb).
 
 mod abort;
+mod api_version;
 mod apply;
 mod assign;
 mod canary;
@@ -15,7 +16,10 @@ mod kill;
 mod logs;
 mod ls;
 mod output;
+mod plan;
 mod promote;
+mod release;
+mod releases;
 mod resume;
 mod rollback;
 mod rollout;
@@ -81,6 +85,14 @@ pub enum Command {
     Resume(resume::ResumeArgs),
     /// Rollout events: steps, checks, promotions, rollbacks.
     Events(events::EventsArgs),
+    /// Registered releases: add one from its manifest without starting it.
+    Release(release::ReleaseArgs),
+    /// List a service's registered releases with API and schema versions.
+    Releases(releases::ReleasesArgs),
+    /// Show or set where requests name the API version they want.
+    ApiVersion(api_version::ApiVersionArgs),
+    /// Check the chain of registered releases from main to a version.
+    Plan(plan::PlanArgs),
 }
 
 /// How a client command reaches serve.
@@ -128,6 +140,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Rollout(args) => rollout::run(args).await,
             Command::Resume(args) => resume::run(args).await,
             Command::Events(args) => events::run(args).await,
+            Command::Release(args) => release::run(args).await,
+            Command::Releases(args) => releases::run(args).await,
+            Command::ApiVersion(args) => api_version::run(args).await,
+            Command::Plan(args) => plan::run(args).await,
         }
     })
 }

@@ -12,6 +12,7 @@ mod deploy;
 mod events;
 mod kill;
 mod policy;
+mod registry;
 mod restore;
 mod rollback;
 mod rollout;
@@ -20,6 +21,7 @@ mod view;
 
 pub use deploy::DeployRequest;
 pub use events::Notifier;
+pub use registry::{RegisterRequest, Registered, RegisteredView};
 pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
 pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
@@ -31,7 +33,7 @@ use crate::error::{ErrorKind, Result};
 use crate::model::{ComparePolicy, ShadowSettings};
 use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now_millis};
 use crate::proxy::{Backend, Mirror, MirrorSettings, SharedTable};
-use crate::routing::{CompiledPolicy, RoutingTable, ServiceRoutes};
+use crate::routing::{ApiRouting, CompiledPolicy, RoutingTable, Served, ServiceRoutes};
 use crate::runtime::{LogChunk, Runtime};
 use crate::store::{Commit, Store};
 
@@ -264,6 +266,7 @@ impl Controller {
                 versions: HashMap::new(),
                 shadows: Vec::new(),
                 policy: None,
+                api: None,
             };
             for (version, shadow) in revision.state.mirrored() {
                 let key = (name.to_string(), version.to_string());
@@ -294,16 +297,32 @@ impl Controller {
                 routes.shadows.push(Arc::clone(&entry.mirror));
                 kept.insert(key, entry);
             }
+            let mut served = Vec::new();
             for (version, entry) in &revision.state.releases {
                 let version = version.to_string();
                 if let Some(handle) = self.runtime.get(name.as_str(), &version) {
                     if entry.role == crate::model::Role::Main {
                         routes.main = Some(Arc::clone(&handle.backend));
                     }
+                    served.push(Served {
+                        version: version.clone(),
+                        api_versions: handle.release.spec.versioning.api_versions.clone(),
+                        backend: Arc::clone(&handle.backend),
+                    });
                     routes.versions.insert(version, Arc::clone(&handle.backend));
                 }
             }
             routes.policy = self.compile_policy(name, revision, &routes.versions);
+            routes.api = ApiRouting::compile(
+                name.as_str(),
+                &revision.state.api_version,
+                revision.state.main().map(ToString::to_string),
+                served,
+                |a, b| {
+                    let v = |s: &str| semver::Version::parse(s).ok();
+                    v(b).cmp(&v(a))
+                },
+            );
             table.insert(routes, revision.state.hosts.iter().cloned());
         }
         // Mirrors left behind stop their workers as they drop.

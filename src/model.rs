@@ -3,6 +3,7 @@
 
 mod health_check;
 mod manifest;
+mod plan;
 mod policy;
 mod release;
 mod revision;
@@ -11,9 +12,11 @@ mod rollout;
 mod service_name;
 mod service_state;
 mod shadow_policy;
+mod versioning;
 
 pub use health_check::HealthCheck;
-pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth};
+pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth, ManifestHooks};
+pub use plan::{Plan, PlanStep, plan};
 pub use policy::{
     Action, Canary, DEFAULT_STICKY_COOKIE, Matcher, OptIn, REGEX_SIZE_LIMIT, Rule, Stickiness,
     StringMatch, TrafficPolicy, parse_cidr, rule_label,
@@ -27,6 +30,9 @@ pub use rollout::{
 pub use service_name::ServiceName;
 pub use service_state::{DeployAs, ReleaseEntry, ServiceState, normalize_host};
 pub use shadow_policy::{ComparePolicy, DEFAULT_BODY_LIMIT, ShadowSettings};
+pub use versioning::{
+    ApiVersion, ApiVersionSource, DEFAULT_API_VERSION_HEADER, Hooks, Versioning, api_list,
+};
 
 /// A change the model refuses, with what to do about it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,6 +47,8 @@ pub enum ModelError {
     InvalidSpec(String),
     #[error("invalid switchyard.toml: {0}")]
     InvalidManifest(String),
+    #[error("cannot plan the upgrade: {0}")]
+    InvalidUpgrade(String),
     #[error(
         "release {service} {version} already exists; versions are immutable, deploy a new version instead"
     )]

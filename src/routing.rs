@@ -3,11 +3,13 @@
 //! from the desired state, never changed, and replaced whole by the
 //! controller.
 
+mod api_version;
 mod bucket;
 mod matcher;
 mod policy;
 mod table;
 
+pub use api_version::{ApiRouting, Asked, Served};
 pub use bucket::{bucket, client_token};
 pub use matcher::RequestView;
 pub use policy::{CompiledPolicy, Decision, FixedResponse, Target};

@@ -70,6 +70,12 @@ pub trait Store: Send + Sync + 'static {
         version: &semver::Version,
     ) -> StoreResult<Option<Release>>;
     fn commit(&self, commit: &Commit) -> StoreResult<()>;
+    /// Registers a release without a revision (nothing runs). Returns
+    /// false when an identical one was registered already; another spec
+    /// under the same version is [`StoreError::ReleaseMismatch`].
+    fn register_release(&self, release: &Release) -> StoreResult<bool>;
+    /// Every registered release of a service, oldest version first.
+    fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>>;
 
     fn record_instance(&self, record: &InstanceRecord) -> StoreResult<()>;
     fn forget_instance(&self, service: &str, version: &str, slot: u32, pid: u32)

@@ -4,8 +4,8 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Canary, ComparePolicy, ModelError, Role, Rule, ServiceName, ShadowSettings, Stickiness,
-    TrafficPolicy, rule_label,
+    ApiVersionSource, Canary, ComparePolicy, ModelError, Role, Rule, ServiceName, ShadowSettings,
+    Stickiness, TrafficPolicy, rule_label,
 };
 
 /// A release's place in its service's desired state.
@@ -45,6 +45,9 @@ pub struct ServiceState {
     /// Who reaches which release: opt-in, rules, canary.
     #[serde(default)]
     pub policy: TrafficPolicy,
+    /// Where requests name the API version they want.
+    #[serde(default)]
+    pub api_version: ApiVersionSource,
 }
 
 impl ServiceState {
@@ -374,6 +377,15 @@ impl ServiceState {
             .enumerate()
             .map(|(i, r)| rule_label(i, r))
             .collect()
+    }
+
+    /// Reads the API version from another place.
+    pub fn with_api_version(&self, source: ApiVersionSource) -> Result<ServiceState, ModelError> {
+        source.validate()?;
+        Ok(ServiceState {
+            api_version: source,
+            ..self.clone()
+        })
     }
 
     /// Adds host names routed to this service.

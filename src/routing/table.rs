@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::api_version::{ApiRouting, Asked};
 use super::matcher::RequestView;
 use super::policy::{CompiledPolicy, Decision, FixedResponse};
 
@@ -20,6 +21,9 @@ pub struct ServiceRoutes<B, S = ()> {
     pub shadows: Vec<Arc<S>>,
     /// Opt-in, rules and canary; `None` when everything goes to main.
     pub policy: Option<CompiledPolicy<B>>,
+    /// API-version routing, applied after the policy; `None` when no
+    /// running release declares an API version.
+    pub api: Option<ApiRouting<B>>,
 }
 
 /// The compiled, immutable routing table. `B` is whatever the data plane
@@ -152,38 +156,58 @@ impl<B, S> ServiceRoutes<B, S> {
         upstream_path: &'t str,
         prefix: &'t str,
     ) -> Route<'t, B, S> {
-        let main = |set_cookie: Option<String>| match &self.main {
-            Some(backend) => Route::Release {
-                backend,
-                shadows: &self.shadows,
-                upstream_path,
-                prefix,
-                set_cookie: self.cookie(set_cookie),
-            },
-            None => Route::NoMain {
-                service: &self.name,
-            },
+        let release = |backend: &'t Arc<B>, set_cookie: Option<String>| Route::Release {
+            backend,
+            shadows: &self.shadows,
+            upstream_path,
+            prefix,
+            set_cookie: self.cookie(set_cookie),
         };
-        let Some(policy) = &self.policy else {
-            return main(None);
+        let decision = match &self.policy {
+            Some(policy) => policy.decide(req, upstream_path),
+            None => Decision::Main { set_cookie: None },
         };
-        match policy.decide(req, upstream_path) {
-            Decision::Main { set_cookie } => main(set_cookie),
+        // The release the policy picked: its version (for API-version
+        // routing) and backend (`None`: the service has no main).
+        let (picked, backend, set_cookie) = match decision {
+            Decision::Main { set_cookie } => (
+                self.api.as_ref().and_then(|a| a.main()),
+                self.main.as_ref(),
+                set_cookie,
+            ),
             Decision::Release { target, set_cookie } => match &target.backend {
-                Some(backend) => Route::Release {
-                    backend,
-                    shadows: &self.shadows,
-                    upstream_path,
-                    prefix,
-                    set_cookie: self.cookie(set_cookie),
-                },
-                None => Route::UnknownRelease {
-                    service: &self.name,
-                    version: &target.version,
-                },
+                Some(backend) => (Some(target.version.as_str()), Some(backend), set_cookie),
+                None => {
+                    return Route::UnknownRelease {
+                        service: &self.name,
+                        version: &target.version,
+                    };
+                }
             },
-            Decision::Respond(fixed) => Route::Respond(fixed),
-            Decision::NoCandidate => Route::NoCandidate {
+            Decision::Respond(fixed) => return Route::Respond(fixed),
+            Decision::NoCandidate => {
+                return Route::NoCandidate {
+                    service: &self.name,
+                };
+            }
+        };
+        if let Some(api) = &self.api {
+            match api.asked(req, upstream_path) {
+                Asked::Nothing => {}
+                Asked::Unreadable => return Route::Respond(&api.not_acceptable),
+                Asked::Version(asked) => {
+                    if !picked.is_some_and(|v| api.serves(v, &asked)) {
+                        return match api.fallback(&asked) {
+                            Some(served) => release(&served.backend, set_cookie),
+                            None => Route::Respond(&api.not_acceptable),
+                        };
+                    }
+                }
+            }
+        }
+        match backend {
+            Some(backend) => release(backend, set_cookie),
+            None => Route::NoMain {
                 service: &self.name,
             },
         }
@@ -222,6 +246,7 @@ mod tests {
                 versions: HashMap::from([("1.0.0".into(), one), ("2.0.0-rc.1".into(), two)]),
                 shadows: vec![Arc::new(())],
                 policy: None,
+                api: None,
             },
             ["hello.example.com".to_string()],
         );
@@ -232,6 +257,7 @@ mod tests {
                 versions: HashMap::new(),
                 shadows: vec![],
                 policy: None,
+                api: None,
             },
             [],
         );

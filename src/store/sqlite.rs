@@ -197,6 +197,47 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn register_release(&self, release: &Release) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let service = release.service.as_str();
+        let version = release.version.to_string();
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT release FROM releases WHERE service = ?1 AND version = ?2",
+                params![service, version],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(json) = existing {
+            let stored: Release = serde_json::from_str(&json)?;
+            if stored.spec != release.spec {
+                return Err(StoreError::ReleaseMismatch {
+                    service: service.to_owned(),
+                    version,
+                });
+            }
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO releases (service, version, release) VALUES (?1, ?2, ?3)",
+            params![service, version, serde_json::to_string(release)?],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT release FROM releases WHERE service = ?1")?;
+        let rows = stmt.query_map(params![service.as_str()], |row| row.get::<_, String>(0))?;
+        let mut releases = rows
+            .map(|r| Ok(serde_json::from_str::<Release>(&r?)?))
+            .collect::<StoreResult<Vec<_>>>()?;
+        releases.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(releases)
+    }
+
     fn record_instance(&self, r: &InstanceRecord) -> StoreResult<()> {
         self.conn().execute(
             "INSERT OR REPLACE INTO instances (service, version, slot, pid, start_ticks, port)
