@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
             get(registry::get_api_version).put(registry::set_api_version),
         )
         .route("/v1/services/{name}/plan", get(registry::plan))
+        .route("/v1/services/{name}/upgrade", post(registry::upgrade))
         .route(
             "/v1/services/{name}/releases/{version}",
             delete(services::kill),

@@ -28,6 +28,7 @@ mod routes;
 mod serve;
 mod shadow;
 mod status;
+mod upgrade;
 
 pub use client::{AdminClient, release_path, service_path};
 
@@ -93,6 +94,8 @@ pub enum Command {
     ApiVersion(api_version::ApiVersionArgs),
     /// Check the chain of registered releases from main to a version.
     Plan(plan::PlanArgs),
+    /// Run the plan to a version step by step: hooks, deploy, switch.
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 /// How a client command reaches serve.
@@ -144,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Releases(args) => releases::run(args).await,
             Command::ApiVersion(args) => api_version::run(args).await,
             Command::Plan(args) => plan::run(args).await,
+            Command::Upgrade(args) => upgrade::run(args).await,
         }
     })
 }

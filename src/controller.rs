@@ -10,6 +10,7 @@
 mod assign;
 mod deploy;
 mod events;
+mod hook;
 mod kill;
 mod policy;
 mod registry;
@@ -17,13 +18,16 @@ mod restore;
 mod rollback;
 mod rollout;
 mod shadow;
+mod upgrade;
 mod view;
 
 pub use deploy::DeployRequest;
 pub use events::Notifier;
+pub use hook::HookError;
 pub use registry::{RegisterRequest, Registered, RegisteredView};
 pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
+pub use upgrade::{StepDone, UpgradeReport, UpgradeRequest};
 pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -78,6 +82,19 @@ pub enum ControllerError {
     NotPaused(String),
     #[error("release {service} {version} is not in the store; it cannot be started again")]
     MissingRelease { service: String, version: String },
+    #[error("{0} is being upgraded right now; wait for that upgrade to finish")]
+    UpgradeInProgress(String),
+    #[error(transparent)]
+    Hook(HookError),
+    #[error(
+        "the upgrade of {service} stopped at {step}: {reason}. {service} stays at the last good step (main {main}); steps before it are done"
+    )]
+    UpgradeStopped {
+        service: String,
+        step: String,
+        main: String,
+        reason: String,
+    },
 }
 
 impl ControllerError {
@@ -88,7 +105,11 @@ impl ControllerError {
             | ControllerError::NotHealthy { .. }
             | ControllerError::NothingToRollBack { .. }
             | ControllerError::RolloutRunning { .. }
-            | ControllerError::NotPaused(_) => ErrorKind::Conflict,
+            | ControllerError::NotPaused(_)
+            | ControllerError::UpgradeInProgress(_) => ErrorKind::Conflict,
+            ControllerError::Hook(_) | ControllerError::UpgradeStopped { .. } => {
+                ErrorKind::Unprocessable
+            }
             ControllerError::UnknownRevision { .. } | ControllerError::NoRollout(_) => {
                 ErrorKind::NotFound
             }

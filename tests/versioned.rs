@@ -5,6 +5,8 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -27,17 +29,76 @@ fn quoted(list: &str) -> String {
         .join(", ")
 }
 
-/// Writes `hub-VERSION/switchyard.toml` for each release and returns the
-/// manifest paths by version.
+/// Copies the database aside, named after the release that asked.
+const BACKUP_SH: &str = r#"set -eu
+cp "$HUB_DB" "$HUB_DB.before-$SWITCHYARD_VERSION"
+echo "backed up to $HUB_DB.before-$SWITCHYARD_VERSION"
+"#;
+
+/// Moves the schema to `$SWITCHYARD_SCHEMA`: 1.0.1 adds an optional
+/// `quote_id`, 2.0.0 makes it required (SQLite rebuilds the table).
+const MIGRATE_SH: &str = r#"set -eu
+case "$SWITCHYARD_SCHEMA" in
+1.0.1) sqlite3 "$HUB_DB" "BEGIN; ALTER TABLE payments ADD COLUMN quote_id TEXT; UPDATE schema_info SET version = '1.0.1'; COMMIT;" ;;
+2.0.0) sqlite3 "$HUB_DB" "BEGIN;
+  UPDATE payments SET quote_id = 'legacy-' || id WHERE quote_id IS NULL;
+  CREATE TABLE payments_new (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL, quote_id TEXT NOT NULL);
+  INSERT INTO payments_new SELECT id, amount, quote_id FROM payments;
+  DROP TABLE payments;
+  ALTER TABLE payments_new RENAME TO payments;
+  UPDATE schema_info SET version = '2.0.0';
+  COMMIT;" ;;
+*) echo "no migration to $SWITCHYARD_SCHEMA" >&2; exit 2 ;;
+esac
+echo "schema now $SWITCHYARD_SCHEMA"
+"#;
+
+/// The hub's database at schema 1.0.0, with two payments.
+fn create_db(dir: &Path) -> PathBuf {
+    let db = dir.join("hub.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "CREATE TABLE payments (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);
+             INSERT INTO payments (amount) VALUES (100), (250);
+             CREATE TABLE schema_info (version TEXT NOT NULL);
+             INSERT INTO schema_info VALUES ('1.0.0');",
+        )
+        .output()
+        .expect("run sqlite3");
+    assert!(out.status.success(), "sqlite3: {out:?}");
+    db
+}
+
+fn sql(db: &Path, query: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(query)
+        .output()
+        .expect("run sqlite3");
+    assert!(out.status.success(), "sqlite3 {query}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes `hub-VERSION/switchyard.toml` for each release (hooks as shell
+/// scripts on the hub's SQLite file) and returns the manifest paths by
+/// version.
 fn write_hub(dir: &Path) -> Vec<(String, PathBuf)> {
+    std::fs::write(dir.join("backup.sh"), BACKUP_SH).expect("backup.sh");
+    std::fs::write(dir.join("migrate.sh"), MIGRATE_SH).expect("migrate.sh");
+    let scripts = dir.to_str().expect("utf-8 dir");
+    let db = dir.join("hub.db");
+    let db = db.to_str().expect("utf-8 path");
     HUB.iter()
         .map(|(version, api, schema, runs_on, migrates)| {
             let folder = dir.join(format!("hub-{version}"));
             std::fs::create_dir_all(&folder).expect("release folder");
             let hooks = if *migrates {
-                "[hooks]\nbackup = [\"./backup.sh\"]\nmigrate = [\"./migrate.sh\", \"up\"]\n"
+                format!(
+                    "[hooks]\nbackup = [\"sh\", \"{scripts}/backup.sh\"]\nmigrate = [\"sh\", \"{scripts}/migrate.sh\", \"up\"]\n"
+                )
             } else {
-                ""
+                String::new()
             };
             let manifest = format!(
                 r#"name = "hub"
@@ -47,6 +108,8 @@ api_versions = [{}]
 schema_version = "{schema}"
 runs_on_schemas = [{}]
 changelog = "hub {version}"
+[env]
+HUB_DB = "{db}"
 [health]
 path = "/healthz"
 interval = "200ms"
@@ -338,4 +401,222 @@ async fn requests_reach_a_release_that_serves_their_api_version() {
         actions.iter().any(|a| a.contains("path prefix")),
         "{actions:?}"
     );
+}
+
+/// Clients asking for one API version in a loop until stopped; every
+/// answer that is not a 200 from a release is a failure.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Traffic {
+    fn start(env: &Env, api: &'static str, clients: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (http, url, stop) = (
+                    env.http.clone(),
+                    format!("{}/services/hub/", env.proxy()),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    let (mut ok, mut failed) = (0, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = http.get(&url).header("x-api-version", api).send();
+                        match tokio::time::timeout(Duration::from_secs(30), sent).await {
+                            Ok(Ok(r)) if r.status() == 200 => {
+                                let _ = r.bytes().await;
+                                ok += 1;
+                            }
+                            Ok(Ok(r)) => {
+                                let status = r.status();
+                                let body = r.text().await.unwrap_or_default();
+                                failed.push(format!("{api}: {status} {body}"));
+                            }
+                            Ok(Err(e)) => failed.push(format!("{api}: {e}")),
+                            Err(_) => failed.push(format!("{api}: no answer in 30 s")),
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Traffic { stop, tasks }
+    }
+
+    /// Stops the clients: (answered, failures).
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for task in self.tasks {
+            let (o, f) = task.await.expect("client task");
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
+}
+
+fn main_of(ls: &Value) -> String {
+    ls[0]["main"].as_str().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn the_hub_upgrades_to_2_0_1_under_v1_and_v2_traffic_with_no_failure() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    let db = create_db(env.dir.path());
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&hub, "1.0.0"),
+    ])
+    .await
+    .ok();
+    for (version, _) in &hub[1..] {
+        env.cli(&["release", "add", manifest(&hub, version)])
+            .await
+            .ok();
+    }
+
+    // Up to 1.0.2 under v1 traffic (nobody serves v2 before 1.0.2).
+    let v1 = Traffic::start(&env, "v1", 3);
+    let run = env.cli(&["upgrade", "hub", "--to", "1.0.2"]).await.ok();
+    assert!(
+        run.stdout.contains("hub upgraded to 1.0.2"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("done 1.0.0 → 1.0.1") && run.stdout.contains("hooks: backup, migrate"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.1");
+    let columns = sql(&db, "SELECT name FROM pragma_table_info('payments')");
+    assert!(columns.contains("quote_id"), "{columns}");
+    assert!(
+        env.dir.path().join("hub.db.before-1.0.1").is_file(),
+        "backup"
+    );
+
+    // Then to 2.0.1 with v1 and v2 clients at once: after 2.0.0 drops v1,
+    // v1 clients go to 1.0.2, the newest running release that serves it.
+    let v2 = Traffic::start(&env, "v2", 3);
+    let run = env.cli(&["upgrade", "hub", "--to", "2.0.1"]).await.ok();
+    assert!(
+        run.stdout.contains("hub upgraded to 2.0.1"),
+        "{}",
+        run.stdout
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (v1_ok, v1_failed) = v1.finish().await;
+    let (v2_ok, v2_failed) = v2.finish().await;
+    assert!(
+        v1_failed.is_empty() && v2_failed.is_empty(),
+        "{} v1 and {} v2 failures, e.g. {:?}",
+        v1_failed.len(),
+        v2_failed.len(),
+        v1_failed
+            .iter()
+            .chain(&v2_failed)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        v1_ok > 20 && v2_ok > 20,
+        "too little traffic: {v1_ok} v1, {v2_ok} v2"
+    );
+
+    // The database went all the way, and was backed up before each change.
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "2.0.0");
+    let notnull = sql(
+        &db,
+        "SELECT \"notnull\" FROM pragma_table_info('payments') WHERE name = 'quote_id'",
+    );
+    assert_eq!(notnull, "1", "quote_id is required at 2.0.0");
+    assert_eq!(sql(&db, "SELECT count(*) FROM payments"), "2");
+    assert!(
+        env.dir.path().join("hub.db.before-2.0.1").is_file(),
+        "backup"
+    );
+    assert_eq!(main_of(&env.ls().await), "2.0.1");
+    assert_eq!(
+        get_with(&env, "/services/hub/", &[("x-api-version", "v1")])
+            .await
+            .1,
+        "1.0.2"
+    );
+    // Each step is a revision that names it; events record the hooks.
+    let history = env.history("hub").await;
+    let actions: Vec<&str> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert!(actions.iter().any(|a| a.contains("2.0.1")), "{actions:?}");
+    let events = env.cli(&["events", "hub"]).await.ok();
+    assert!(
+        events
+            .stdout
+            .contains("upgrade step 2/2 2.0.0 → 2.0.1: done"),
+        "{}",
+        events.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    let db = create_db(env.dir.path());
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&hub, "1.0.0"),
+    ])
+    .await
+    .ok();
+    // 1.0.1 whose migration fails.
+    let path = manifest(&hub, "1.0.1");
+    let text = std::fs::read_to_string(path).expect("read");
+    let broken = text.replace(
+        "migrate = [",
+        "migrate = [\"sh\", \"-c\", \"echo cannot add quote_id >&2; exit 3\"]\nunused = [",
+    );
+    let broken = broken.replace("\nunused = [", "\n#");
+    std::fs::write(path, broken).expect("write");
+    env.cli(&["release", "add", path]).await.ok();
+    let before = env.history("hub").await;
+
+    let v1 = Traffic::start(&env, "v1", 2);
+    let run = env.cli(&["upgrade", "hub", "--to", "1.0.1"]).await.failed();
+    let (ok, failed) = v1.finish().await;
+    assert!(
+        run.stderr.contains("stopped at step 1/1 1.0.0 → 1.0.1")
+            && run
+                .stderr
+                .contains("hooks.migrate of 1.0.1 exited with exit status: 3")
+            && run.stderr.contains("cannot add quote_id"),
+        "{}",
+        run.stderr
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 0);
+    // Routing and state as before: same revision, main 1.0.0, nothing started.
+    assert_eq!(env.history("hub").await, before);
+    let ls = env.ls().await;
+    assert_eq!(main_of(&ls), "1.0.0");
+    assert_eq!(ls[0]["releases"].as_array().map(Vec::len), Some(1));
+    assert_eq!(env.get("/services/hub/").await.1, "1.0.0");
+    // The backup ran before it; the schema did not move.
+    assert!(env.dir.path().join("hub.db.before-1.0.1").is_file());
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.0");
 }

@@ -7,9 +7,11 @@ use axum::extract::{Path, Query, State};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::services::{ApiResult, Change, actor, body, change, query, service_name};
-use crate::controller::{RegisterRequest, Registered, RegisteredView};
+use super::{ApiError, AppState};
+use crate::controller::{
+    RegisterRequest, Registered, RegisteredView, UpgradeReport, UpgradeRequest,
+};
 use crate::model::{ApiVersionSource, Plan};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,4 +75,27 @@ pub async fn plan(
     let service = service_name(&name)?;
     let q = query(q)?;
     Ok(Json(state.controller.plan(&service, &q.to)?))
+}
+
+/// Runs the plan to its end (even if the client goes away) and answers
+/// with the steps done; a stopped upgrade is an error naming its step.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<UpgradeRequest>, JsonRejection>,
+) -> ApiResult<UpgradeReport> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let actor = actor(&headers);
+    let controller = std::sync::Arc::clone(&state.controller);
+    let report = tokio::spawn(async move { controller.upgrade(&service, req, &actor).await })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the upgrade failed inside switchyard: {e}"),
+            )
+        })??;
+    Ok(Json(report))
 }
