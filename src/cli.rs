@@ -16,6 +16,7 @@ mod kill;
 mod logs;
 mod ls;
 mod output;
+mod pause;
 mod plan;
 mod promote;
 mod release;
@@ -82,8 +83,10 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Step a canary up by plan, judging its metrics; promote or roll back.
     Rollout(rollout::RolloutArgs),
-    /// Let a paused rollout go on.
+    /// Let paused traffic through (held requests in order) and a paused rollout go on.
     Resume(resume::ResumeArgs),
+    /// Hold a service's new requests (in-flight ones finish) until resume.
+    Pause(pause::PauseArgs),
     /// Rollout events: steps, checks, promotions, rollbacks.
     Events(events::EventsArgs),
     /// Registered releases: add one from its manifest without starting it.
@@ -142,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Status(args) => status::run(args).await,
             Command::Rollout(args) => rollout::run(args).await,
             Command::Resume(args) => resume::run(args).await,
+            Command::Pause(args) => pause::run(args).await,
             Command::Events(args) => events::run(args).await,
             Command::Release(args) => release::run(args).await,
             Command::Releases(args) => releases::run(args).await,

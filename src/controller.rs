@@ -12,6 +12,7 @@ mod deploy;
 mod events;
 mod hook;
 mod kill;
+mod pause;
 mod policy;
 mod registry;
 mod restore;
@@ -24,6 +25,7 @@ mod view;
 pub use deploy::DeployRequest;
 pub use events::Notifier;
 pub use hook::HookError;
+pub use pause::{PauseRequest, PauseView, ResumeReport};
 pub use registry::{RegisterRequest, Registered, RegisteredView};
 pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
@@ -36,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{ErrorKind, Result};
 use crate::model::{ComparePolicy, ShadowSettings};
 use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now_millis};
-use crate::proxy::{Backend, Mirror, MirrorSettings, SharedTable};
+use crate::proxy::{Backend, Mirror, MirrorSettings, SharedPauses, SharedTable};
 use crate::routing::{ApiRouting, CompiledPolicy, RoutingTable, Served, ServiceRoutes};
 use crate::runtime::{LogChunk, Runtime};
 use crate::store::{Commit, Store};
@@ -84,6 +86,12 @@ pub enum ControllerError {
     MissingRelease { service: String, version: String },
     #[error("{0} is being upgraded right now; wait for that upgrade to finish")]
     UpgradeInProgress(String),
+    #[error("{0} is paused already; `switchyard resume {0}` lets its traffic go")]
+    AlreadyPaused(String),
+    #[error("nothing to resume: {0} is not paused and has no paused rollout")]
+    NothingToResume(String),
+    #[error("the maximum hold must be more than zero and at most 1h, e.g. 30s")]
+    BadHold,
     #[error(transparent)]
     Hook(HookError),
     #[error(
@@ -106,7 +114,10 @@ impl ControllerError {
             | ControllerError::NothingToRollBack { .. }
             | ControllerError::RolloutRunning { .. }
             | ControllerError::NotPaused(_)
-            | ControllerError::UpgradeInProgress(_) => ErrorKind::Conflict,
+            | ControllerError::UpgradeInProgress(_)
+            | ControllerError::AlreadyPaused(_)
+            | ControllerError::NothingToResume(_) => ErrorKind::Conflict,
+            ControllerError::BadHold => ErrorKind::BadRequest,
             ControllerError::Hook(_) | ControllerError::UpgradeStopped { .. } => {
                 ErrorKind::Unprocessable
             }
@@ -122,6 +133,8 @@ pub struct Controller {
     store: Arc<dyn Store>,
     runtime: Runtime,
     table: SharedTable,
+    /// Gates of paused services, shared with the proxy.
+    pauses: SharedPauses,
     /// The current revision of every service, as committed.
     current: Mutex<BTreeMap<ServiceName, Revision>>,
     locks: Mutex<HashMap<ServiceName, Arc<tokio::sync::Mutex<()>>>>,
@@ -148,6 +161,7 @@ impl Controller {
         store: Arc<dyn Store>,
         runtime: Runtime,
         table: SharedTable,
+        pauses: SharedPauses,
         mirror_settings: MirrorSettings,
         notifier: Notifier,
     ) -> Self {
@@ -155,6 +169,7 @@ impl Controller {
             store,
             runtime,
             table,
+            pauses,
             current: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),

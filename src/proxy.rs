@@ -9,6 +9,7 @@ mod forward;
 mod headers;
 mod listener;
 mod mirror;
+mod pause;
 mod request_body;
 mod upgrade;
 mod upstream;
@@ -18,6 +19,7 @@ pub use body::ResponseBody;
 pub use error_page::ProxyError;
 pub use listener::serve;
 pub use mirror::{Mirror, MirrorSettings};
+pub use pause::{PauseGate, SharedPauses};
 pub use upstream::Upstream;
 
 use std::sync::Arc;
@@ -41,5 +43,7 @@ pub struct ProxySettings {
 /// Everything a request handler needs.
 pub struct Proxy {
     pub table: SharedTable,
+    /// Gates of paused services.
+    pub pauses: SharedPauses,
     pub settings: ProxySettings,
 }

@@ -620,3 +620,73 @@ async fn a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed() {
     assert!(env.dir.path().join("hub.db.before-1.0.1").is_file());
     assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.0");
 }
+
+#[tokio::test]
+async fn pause_holds_new_requests_and_resume_lets_every_one_through() {
+    let env = Env::start().await;
+    env.deploy("hub", "1.0.0", &[], &["--latency-ms", "600"])
+        .await
+        .ok();
+    let url = format!("{}/services/hub/", env.proxy());
+    let send = |http: reqwest::Client, url: String| {
+        tokio::spawn(async move {
+            let sent = http.get(&url).send();
+            let r = tokio::time::timeout(Duration::from_secs(30), sent)
+                .await
+                .expect("answered within 30 s")
+                .expect("no transport error");
+            (r.status().as_u16(), std::time::Instant::now())
+        })
+    };
+    // One request in flight when the pause comes: it finishes.
+    let in_flight = send(env.http.clone(), url.clone());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let run = env.cli(&["pause", "hub"]).await.ok();
+    assert!(run.stdout.contains("held up to 30s"), "{}", run.stdout);
+    let paused_at = std::time::Instant::now();
+    let held: Vec<_> = (0..20)
+        .map(|_| send(env.http.clone(), url.clone()))
+        .collect();
+    let (status, _) = in_flight.await.expect("in-flight task");
+    assert_eq!(status, 200, "the request in flight finishes");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        held.iter().all(|h| !h.is_finished()),
+        "a held request got through"
+    );
+    // Pausing twice is refused and changes nothing.
+    let twice = env.cli(&["pause", "hub"]).await.failed();
+    assert!(twice.stderr.contains("paused already"), "{}", twice.stderr);
+
+    let resumed_at = std::time::Instant::now();
+    let run = env.cli(&["resume", "hub"]).await.ok();
+    assert!(
+        run.stdout
+            .contains("traffic of hub resumed: 20 held requests let through"),
+        "{}",
+        run.stdout
+    );
+    for h in held {
+        let (status, done) = h.await.expect("held task");
+        assert_eq!(status, 200, "none is lost");
+        assert!(done > resumed_at && done - paused_at >= Duration::from_millis(1000));
+    }
+    // Nothing is left to resume.
+    let again = env.cli(&["resume", "hub"]).await.failed();
+    assert!(
+        again.stderr.contains("nothing to resume"),
+        "{}",
+        again.stderr
+    );
+
+    // A request held past the maximum hold gets 503 saying why.
+    env.cli(&["pause", "hub", "--max-hold", "300ms"]).await.ok();
+    let started = std::time::Instant::now();
+    let (status, _, body) = env.get("/services/hub/").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("paused"), "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let run = env.cli(&["resume", "hub"]).await.ok();
+    assert!(run.stdout.contains("0 held requests"), "{}", run.stdout);
+    assert_eq!(env.get("/services/hub/").await.0, 200);
+}

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::services::{ApiResult, Change, actor, body, change, query, service_name};
 use super::{ApiError, AppState};
 use crate::controller::{
-    RegisterRequest, Registered, RegisteredView, UpgradeReport, UpgradeRequest,
+    PauseRequest, PauseView, RegisterRequest, Registered, RegisteredView, ResumeReport,
+    UpgradeReport, UpgradeRequest,
 };
 use crate::model::{ApiVersionSource, Plan};
 
@@ -98,4 +99,22 @@ pub async fn upgrade(
             )
         })??;
     Ok(Json(report))
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Result<Json<PauseRequest>, JsonRejection>,
+) -> ApiResult<PauseView> {
+    let service = service_name(&name)?;
+    Ok(Json(state.controller.pause(&service, body(req)?)?))
+}
+
+/// Lets held traffic and a paused rollout go on.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<ResumeReport> {
+    let service = service_name(&name)?;
+    Ok(Json(state.controller.resume_all(&service)?))
 }

@@ -2,7 +2,7 @@ use clap::Args;
 
 use super::output::json;
 use super::{AdminClient, ClientArgs, service_path};
-use crate::model::RolloutState;
+use crate::controller::ResumeReport;
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
@@ -11,22 +11,31 @@ pub struct ResumeArgs {
     pub client: ClientArgs,
 }
 
-/// Lets a paused rollout go on to its next step.
+/// Lets paused traffic through (held requests oldest first) and a paused
+/// rollout go on to its next step, and says which it resumed.
 pub async fn run(args: ResumeArgs) -> anyhow::Result<()> {
     let path = service_path(&args.name)?;
     let client = AdminClient::new(&args.client)?;
-    let state: RolloutState = client
-        .post(&format!("{path}/rollout/resume"), &serde_json::json!({}))
+    let report: ResumeReport = client
+        .post(&format!("{path}/resume"), &serde_json::json!({}))
         .await?;
     if args.client.json {
-        return json(&state);
+        return json(&report);
     }
-    println!(
-        "rollout of {} {} resumed at step {} of {}",
-        args.name,
-        state.plan.version,
-        (state.step + 1).min(state.plan.steps.len()),
-        state.plan.steps.len()
-    );
+    if let Some(released) = report.released {
+        println!(
+            "traffic of {} resumed: {released} held requests let through",
+            args.name
+        );
+    }
+    if let Some(state) = &report.rollout {
+        println!(
+            "rollout of {} {} resumed at step {} of {}",
+            args.name,
+            state.plan.version,
+            (state.step + 1).min(state.plan.steps.len()),
+            state.plan.steps.len()
+        );
+    }
     Ok(())
 }

@@ -125,10 +125,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         concurrency: config.shadow_concurrency,
         proxy: proxy_settings.clone(),
     };
+    let pauses: crate::proxy::SharedPauses = Arc::default();
     let controller = Arc::new(Controller::new(
         store,
         runtime,
         Arc::clone(&table),
+        Arc::clone(&pauses),
         mirror_settings,
         Notifier::start(args.webhooks.clone()),
     ));
@@ -160,6 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let proxy = Arc::new(Proxy {
         table,
+        pauses,
         settings: proxy_settings,
     });
     tokio::spawn(save_shadow_stats(Arc::clone(&controller), shutdown.clone()));

@@ -21,6 +21,8 @@ pub enum ProxyError {
     NoCandidate(String),
     #[error("service {0} has no main release")]
     NoMain(String),
+    #[error("service {0} is paused and this request waited its maximum hold; retry later")]
+    Paused(String),
     #[error("no route: use /services/NAME/ or a host name routed to a service")]
     NoRoute,
     #[error("no healthy instance of {service} {version}")]
@@ -57,9 +59,9 @@ impl ProxyError {
             | ProxyError::UnknownRelease { .. }
             | ProxyError::NoCandidate(_)
             | ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoMain(_) | ProxyError::NoHealthyInstance { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoMain(_)
+            | ProxyError::Paused(_)
+            | ProxyError::NoHealthyInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. } | ProxyError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -74,6 +76,7 @@ impl ProxyError {
             ProxyError::UnknownRelease { .. } => "unknown-release",
             ProxyError::NoCandidate(_) => "no-candidate",
             ProxyError::NoMain(_) => "no-main",
+            ProxyError::Paused(_) => "paused",
             ProxyError::NoRoute => "no-route",
             ProxyError::NoHealthyInstance { .. } => "no-healthy-instance",
             ProxyError::ConnectFailed { .. } => "connect-failed",

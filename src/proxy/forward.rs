@@ -44,6 +44,9 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        if !self.pauses.load().is_empty() {
+            self.hold_if_paused(&req, client, host.as_ref()).await?;
+        }
         let (backend, upstream_uri, prefix, shadows, set_cookie) = {
             let table = self.table.load();
             let view = RequestView {
@@ -55,6 +58,7 @@ impl Proxy {
             };
             match table.route(&view) {
                 Route::Release {
+                    service: _,
                     backend,
                     upstream_path,
                     prefix,
@@ -124,6 +128,38 @@ impl Proxy {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
+    }
+
+    /// Waits at the service's gate while it is paused, so that the request
+    /// is routed with the table as it is when the service resumes.
+    async fn hold_if_paused(
+        &self,
+        req: &Request<Incoming>,
+        client: SocketAddr,
+        host: Option<&HeaderValue>,
+    ) -> Result<(), ProxyError> {
+        let gate = {
+            let table = self.table.load();
+            let view = RequestView {
+                method: req.method(),
+                host: host.and_then(|h| h.to_str().ok()),
+                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                headers: req.headers(),
+                client: client.ip(),
+            };
+            match table.route(&view) {
+                Route::Release { service, .. } => self
+                    .pauses
+                    .load()
+                    .get(service)
+                    .map(|g| (service.to_owned(), Arc::clone(g))),
+                _ => None,
+            }
+        };
+        match gate {
+            Some((service, gate)) => gate.hold().await.map_err(|_| ProxyError::Paused(service)),
+            None => Ok(()),
+        }
     }
 
     /// Forwards a request to main or one release, and hands main's

@@ -48,6 +48,8 @@ impl<B, S> Default for RoutingTable<B, S> {
 #[derive(Debug)]
 pub enum Route<'t, B, S = ()> {
     Release {
+        /// The service the release belongs to.
+        service: &'t str,
         backend: &'t Arc<B>,
         /// Shadows that get a copy: those of the service for a request to
         /// the service; none for a release's own address.
@@ -121,6 +123,7 @@ impl<B, S> RoutingTable<B, S> {
         match version {
             Some(v) => match service.versions.get(v) {
                 Some(backend) => Route::Release {
+                    service: &service.name,
                     backend,
                     shadows: &[],
                     upstream_path,
@@ -157,6 +160,7 @@ impl<B, S> ServiceRoutes<B, S> {
         prefix: &'t str,
     ) -> Route<'t, B, S> {
         let release = |backend: &'t Arc<B>, set_cookie: Option<String>| Route::Release {
+            service: &self.name,
             backend,
             shadows: &self.shadows,
             upstream_path,
