@@ -485,7 +485,11 @@ async fn the_hub_upgrades_to_2_0_1_under_v1_and_v2_traffic_with_no_failure() {
 
     // Up to 1.0.2 under v1 traffic (nobody serves v2 before 1.0.2).
     let v1 = Traffic::start(&env, "v1", 3);
-    let run = env.cli(&["upgrade", "hub", "--to", "1.0.2"]).await.ok();
+    // The schema step holds traffic from its backup until its switch.
+    let run = env
+        .cli(&["upgrade", "hub", "--to", "1.0.2", "--pause", "30s"])
+        .await
+        .ok();
     assert!(
         run.stdout.contains("hub upgraded to 1.0.2"),
         "{}",
@@ -502,6 +506,13 @@ async fn the_hub_upgrades_to_2_0_1_under_v1_and_v2_traffic_with_no_failure() {
     assert!(
         env.dir.path().join("hub.db.before-1.0.1").is_file(),
         "backup"
+    );
+    let events = env.cli(&["events", "hub"]).await.ok();
+    assert!(
+        events.stdout.contains("traffic paused")
+            && events.stdout.contains("held requests let through"),
+        "{}",
+        events.stdout
     );
 
     // Then to 2.0.1 with v1 and v2 clients at once: after 2.0.0 drops v1,

@@ -19,6 +19,11 @@ pub struct UpgradeArgs {
     /// How long each hook may run before it is killed (and the step fails).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     pub hook_timeout: Duration,
+    /// Hold the service's new requests during each step that changes the
+    /// schema (backup, migrate, deploy, switch), each at most this long;
+    /// they go on, oldest first, when the step ends.
+    #[arg(long, value_name = "MAX_HOLD", value_parser = humantime::parse_duration)]
+    pub pause: Option<Duration>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -33,6 +38,7 @@ pub async fn run(args: UpgradeArgs) -> anyhow::Result<()> {
     let request = UpgradeRequest {
         to: args.to.clone(),
         hook_timeout_ms: Some(args.hook_timeout.as_millis() as u64),
+        pause_max_hold_ms: args.pause.map(|d| d.as_millis() as u64),
     };
     let path = format!("{}/upgrade", service_path(&args.name)?);
     let report: UpgradeReport = client.post(&path, &request).await?;

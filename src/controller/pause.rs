@@ -71,10 +71,9 @@ impl Controller {
         })
     }
 
-    /// Lets held traffic through (oldest first) and a paused rollout go
-    /// on; refused when neither is paused.
-    pub fn resume_all(&self, service: &ServiceName) -> Result<ResumeReport> {
-        self.require(service)?;
+    /// Removes the service's gate and opens it: how many held requests
+    /// went, or `None` when it was not paused.
+    pub(super) fn open_gate(&self, service: &ServiceName) -> Option<usize> {
         let mut gate = None;
         self.pauses.rcu(|current| {
             let mut next = HashMap::clone(current);
@@ -90,6 +89,14 @@ impl Controller {
                 serde_json::Value::Null,
             );
         }
+        released
+    }
+
+    /// Lets held traffic through (oldest first) and a paused rollout go
+    /// on; refused when neither is paused.
+    pub fn resume_all(&self, service: &ServiceName) -> Result<ResumeReport> {
+        self.require(service)?;
+        let released = self.open_gate(service);
         let rollout = match self.resume(service) {
             Ok(state) => Some(state),
             Err(Error::Controller(

@@ -25,6 +25,11 @@ pub struct UpgradeRequest {
     /// How long each hook may run, in ms (default 5 minutes).
     #[serde(default)]
     pub hook_timeout_ms: Option<u64>,
+    /// Hold the service's new requests during each step that changes the
+    /// schema (from before the backup until the switch), at most this many
+    /// ms each.
+    #[serde(default)]
+    pub pause_max_hold_ms: Option<u64>,
 }
 
 /// One step done.
@@ -82,7 +87,26 @@ impl Controller {
         let mut done = Vec::with_capacity(total);
         for (i, step) in plan.steps.iter().enumerate() {
             let label = format!("step {}/{total} {} → {}", i + 1, step.from, step.to);
-            match self.upgrade_step(service, step, timeout, actor).await {
+            let pause = req.pause_max_hold_ms.filter(|_| step.changes_schema());
+            if let Some(ms) = pause {
+                let hold = super::PauseRequest {
+                    max_hold_ms: Some(ms),
+                };
+                if let Err(error) = self.pause(service, hold) {
+                    return Err(ControllerError::UpgradeStopped {
+                        service: service.to_string(),
+                        step: label,
+                        main: step.from.to_string(),
+                        reason: error.to_string(),
+                    }
+                    .into());
+                }
+            }
+            let result = self.upgrade_step(service, step, timeout, actor).await;
+            if pause.is_some() {
+                self.open_gate(service);
+            }
+            match result {
                 Ok(step_done) => {
                     self.record_event(
                         service.as_str(),
