@@ -17,6 +17,7 @@ mod logs;
 mod ls;
 mod output;
 mod pause;
+mod pin;
 mod plan;
 mod promote;
 mod release;
@@ -87,6 +88,8 @@ pub enum Command {
     Resume(resume::ResumeArgs),
     /// Hold a service's new requests (in-flight ones finish) until resume.
     Pause(pause::PauseArgs),
+    /// Give a release its own listen port, served for as long as it runs.
+    Pin(pin::PinArgs),
     /// Rollout events: steps, checks, promotions, rollbacks.
     Events(events::EventsArgs),
     /// Registered releases: add one from its manifest without starting it.
@@ -146,6 +149,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Rollout(args) => rollout::run(args).await,
             Command::Resume(args) => resume::run(args).await,
             Command::Pause(args) => pause::run(args).await,
+            Command::Pin(args) => pin::run(args).await,
             Command::Events(args) => events::run(args).await,
             Command::Release(args) => release::run(args).await,
             Command::Releases(args) => releases::run(args).await,

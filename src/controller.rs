@@ -13,6 +13,7 @@ mod events;
 mod hook;
 mod kill;
 mod pause;
+mod pin;
 mod policy;
 mod registry;
 mod restore;
@@ -92,6 +93,8 @@ pub enum ControllerError {
     NothingToResume(String),
     #[error("the maximum hold must be more than zero and at most 1h, e.g. 30s")]
     BadHold,
+    #[error("cannot listen on {0}: {1}; pick another port")]
+    PinBind(std::net::SocketAddr, String),
     #[error(transparent)]
     Hook(HookError),
     #[error(
@@ -118,6 +121,7 @@ impl ControllerError {
             | ControllerError::AlreadyPaused(_)
             | ControllerError::NothingToResume(_) => ErrorKind::Conflict,
             ControllerError::BadHold => ErrorKind::BadRequest,
+            ControllerError::PinBind(..) => ErrorKind::Conflict,
             ControllerError::Hook(_) | ControllerError::UpgradeStopped { .. } => {
                 ErrorKind::Unprocessable
             }
@@ -135,6 +139,10 @@ pub struct Controller {
     table: SharedTable,
     /// Gates of paused services, shared with the proxy.
     pauses: SharedPauses,
+    /// Listeners of pinned addresses, by address.
+    pins: Mutex<HashMap<std::net::SocketAddr, pin::PinnedListener>>,
+    /// Addresses bound by a pin change about to commit.
+    pending_pins: Mutex<HashMap<std::net::SocketAddr, std::net::TcpListener>>,
     /// The current revision of every service, as committed.
     current: Mutex<BTreeMap<ServiceName, Revision>>,
     locks: Mutex<HashMap<ServiceName, Arc<tokio::sync::Mutex<()>>>>,
@@ -170,6 +178,8 @@ impl Controller {
             runtime,
             table,
             pauses,
+            pins: Mutex::new(HashMap::new()),
+            pending_pins: Mutex::new(HashMap::new()),
             current: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),
@@ -364,6 +374,9 @@ impl Controller {
         // Mirrors left behind stop their workers as they drop.
         *mirrors = kept;
         self.table.store(Arc::new(table));
+        drop(mirrors);
+        drop(current);
+        self.reconcile_pins();
     }
 
     /// The service's policy for the proxy (always: even with no rule and no

@@ -45,5 +45,8 @@ pub struct Proxy {
     pub table: SharedTable,
     /// Gates of paused services.
     pub pauses: SharedPauses,
+    /// `(service, version)` when this proxy serves one release's pinned
+    /// address: every request goes to that release, path unchanged.
+    pub pinned: Option<(String, String)>,
     pub settings: ProxySettings,
 }

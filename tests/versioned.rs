@@ -701,3 +701,88 @@ async fn pause_holds_new_requests_and_resume_lets_every_one_through() {
     assert!(run.stdout.contains("0 held requests"), "{}", run.stdout);
     assert_eq!(env.get("/services/hub/").await.0, 200);
 }
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn a_pinned_port_serves_its_release_for_as_long_as_it_runs() {
+    let env = Env::start().await;
+    env.deploy("hub", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hub", "2.0.0", &["--standby"], &[]).await.ok();
+    let port = free_port();
+    let port_text = port.to_string();
+    env.cli(&["pin", "hub", "1.0.0", "--port", &port_text])
+        .await
+        .ok();
+    let pinned = format!("http://127.0.0.1:{port}");
+    let get = |url: String| {
+        let http = env.http.clone();
+        async move {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            let version = r
+                .headers()
+                .get("x-switchyard-version")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let body = r.text().await.unwrap_or_default();
+            Ok::<_, String>((version, body))
+        }
+    };
+    let (version, body) = get(format!("{pinned}/echo/a?b=1"))
+        .await
+        .expect("pinned answers");
+    assert_eq!(version, "1.0.0");
+    assert!(
+        body.contains("/echo/a?b=1"),
+        "the path goes as it is: {body}"
+    );
+
+    // Main moves on; the pinned port stays with its release.
+    env.cli(&["assign", "hub", "2.0.0", "--yes"]).await.ok();
+    assert_eq!(env.get("/services/hub/").await.1, "2.0.0");
+    assert_eq!(get(format!("{pinned}/")).await.expect("pinned").0, "1.0.0");
+
+    // One address, one release; a port in use is refused; neither changes anything.
+    let revisions = env.history("hub").await.as_array().map(Vec::len);
+    let taken = env
+        .cli(&["pin", "hub", "2.0.0", "--port", &port_text])
+        .await
+        .failed();
+    assert!(
+        taken.stderr.contains("pinned to hub 1.0.0"),
+        "{}",
+        taken.stderr
+    );
+    let busy = env
+        .proxy()
+        .rsplit(':')
+        .next()
+        .expect("proxy port")
+        .to_owned();
+    let refused = env
+        .cli(&["pin", "hub", "2.0.0", "--port", &busy])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("cannot listen"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(env.history("hub").await.as_array().map(Vec::len), revisions);
+
+    // When the release goes, so does its address.
+    env.cli(&["kill", "hub", "1.0.0"]).await.ok();
+    env.eventually("the pinned port closes", Duration::from_secs(15), || {
+        let url = format!("{pinned}/");
+        let http = env.http.clone();
+        async move { http.get(&url).send().await.is_err() }
+    })
+    .await;
+}

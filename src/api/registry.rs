@@ -118,3 +118,24 @@ pub async fn resume(
     let service = service_name(&name)?;
     Ok(Json(state.controller.resume_all(&service)?))
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinRequest {
+    /// `IP:PORT`, or `None` to unpin.
+    pub address: Option<std::net::SocketAddr>,
+}
+
+pub async fn pin(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Result<Json<PinRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let revision = state
+        .controller
+        .pin(&service, &version, req.address, &actor(&headers))
+        .await?;
+    change(&state, revision)
+}

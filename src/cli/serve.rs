@@ -163,6 +163,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy {
         table,
         pauses,
+        pinned: None,
         settings: proxy_settings,
     });
     tokio::spawn(save_shadow_stats(Arc::clone(&controller), shutdown.clone()));

@@ -17,6 +17,10 @@ pub struct ReleaseEntry {
     /// How it receives mirrored copies while its role is shadow.
     #[serde(default)]
     pub shadow: ShadowSettings,
+    /// Its own listen address (`IP:PORT`), served for as long as it runs:
+    /// every request there goes to this release, whatever its role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<std::net::SocketAddr>,
 }
 
 /// How a newly deployed release enters its service.
@@ -108,6 +112,7 @@ impl ServiceState {
                 role,
                 since: now,
                 shadow: ShadowSettings::default(),
+                pinned: None,
             },
         );
         if how == DeployAs::Main && role != Role::Main {
@@ -377,6 +382,46 @@ impl ServiceState {
             .enumerate()
             .map(|(i, r)| rule_label(i, r))
             .collect()
+    }
+
+    /// Gives a release its own listen address (or takes it away).
+    pub fn pin(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<ServiceState, ModelError> {
+        if !self.releases.contains_key(version) {
+            return Err(self.unknown(service, version));
+        }
+        if let Some(addr) = address {
+            if addr.port() == 0 {
+                return Err(ModelError::InvalidSpec(
+                    "a pinned address needs a port other than 0".into(),
+                ));
+            }
+            if let Some((other, _)) = self
+                .releases
+                .iter()
+                .find(|(v, e)| *v != version && e.pinned == Some(addr))
+            {
+                return Err(ModelError::InvalidSpec(format!(
+                    "{addr} is pinned to {service} {other} already"
+                )));
+            }
+        }
+        let mut next = self.clone();
+        if let Some(entry) = next.releases.get_mut(version) {
+            entry.pinned = address;
+        }
+        Ok(next)
+    }
+
+    /// Pinned addresses of the service's releases.
+    pub fn pins(&self) -> impl Iterator<Item = (std::net::SocketAddr, &Version)> {
+        self.releases
+            .iter()
+            .filter_map(|(v, e)| e.pinned.map(|a| (a, v)))
     }
 
     /// Reads the API version from another place.

@@ -11,11 +11,12 @@ use super::backend::InFlight;
 use super::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
 use hyper::client::conn::http1::SendRequest;
 
+use super::Mirror;
 use super::body::ResponseCapture;
 use super::mirror::{Fanout, MainSender, fan_out};
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, upgrade};
-use crate::routing::{FixedResponse, RequestView, Route};
+use crate::routing::{FixedResponse, RequestView, Route, RoutingTable};
 
 const X_SWITCHYARD_VERSION: header::HeaderName =
     header::HeaderName::from_static("x-switchyard-version");
@@ -56,7 +57,13 @@ impl Proxy {
                 headers: req.headers(),
                 client: client.ip(),
             };
-            match table.route(&view) {
+            let route = match &self.pinned {
+                Some((service, version)) => {
+                    pinned_route(&table, service, version, view.path_and_query)
+                }
+                None => table.route(&view),
+            };
+            match route {
                 Route::Release {
                     service: _,
                     backend,
@@ -147,7 +154,13 @@ impl Proxy {
                 headers: req.headers(),
                 client: client.ip(),
             };
-            match table.route(&view) {
+            let route = match &self.pinned {
+                Some((service, version)) => {
+                    pinned_route(&table, service, version, view.path_and_query)
+                }
+                None => table.route(&view),
+            };
+            match route {
                 Route::Release { service, .. } => self
                     .pauses
                     .load()
@@ -352,6 +365,30 @@ fn sticky_cookie(name: &str, value: &str) -> HeaderValue {
 }
 
 /// The answer of a rule that responds by itself.
+/// The route of a request to a release's pinned address: that release,
+/// the whole path, no shadows, no cookie.
+fn pinned_route<'t>(
+    table: &'t RoutingTable<Backend, Mirror>,
+    service: &'t str,
+    version: &'t str,
+    path_and_query: &'t str,
+) -> Route<'t, Backend, Mirror> {
+    let backend = table
+        .service(service)
+        .and_then(|s| Some((s, s.versions.get(version)?)));
+    match backend {
+        Some((routes, backend)) => Route::Release {
+            service: &routes.name,
+            backend,
+            shadows: &[],
+            upstream_path: path_and_query,
+            prefix: "",
+            set_cookie: None,
+        },
+        None => Route::UnknownRelease { service, version },
+    }
+}
+
 fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(fixed.body.clone()));
     *response.status_mut() = fixed.status;
