@@ -38,6 +38,19 @@ echo "backed up to $HUB_DB.before-$SWITCHYARD_VERSION"
 /// Moves the schema to `$SWITCHYARD_SCHEMA`: 1.0.1 adds an optional
 /// `quote_id`, 2.0.0 makes it required (SQLite rebuilds the table).
 const MIGRATE_SH: &str = r#"set -eu
+if [ "$1" = down ]; then
+  # Back from 2.0.0 to 1.0.1: quote_id optional again.
+  [ "$SWITCHYARD_SCHEMA" = 2.0.0 ] || { echo "no way down from $SWITCHYARD_SCHEMA" >&2; exit 2; }
+  sqlite3 "$HUB_DB" "BEGIN;
+    CREATE TABLE payments_old (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL, quote_id TEXT);
+    INSERT INTO payments_old SELECT id, amount, quote_id FROM payments;
+    DROP TABLE payments;
+    ALTER TABLE payments_old RENAME TO payments;
+    UPDATE schema_info SET version = '1.0.1';
+    COMMIT;"
+  echo "schema back to 1.0.1"
+  exit 0
+fi
 case "$SWITCHYARD_SCHEMA" in
 1.0.1) sqlite3 "$HUB_DB" "BEGIN; ALTER TABLE payments ADD COLUMN quote_id TEXT; UPDATE schema_info SET version = '1.0.1'; COMMIT;" ;;
 2.0.0) sqlite3 "$HUB_DB" "BEGIN;
@@ -93,13 +106,19 @@ fn write_hub(dir: &Path) -> Vec<(String, PathBuf)> {
         .map(|(version, api, schema, runs_on, migrates)| {
             let folder = dir.join(format!("hub-{version}"));
             std::fs::create_dir_all(&folder).expect("release folder");
-            let hooks = if *migrates {
+            let mut hooks = if *migrates {
                 format!(
                     "[hooks]\nbackup = [\"sh\", \"{scripts}/backup.sh\"]\nmigrate = [\"sh\", \"{scripts}/migrate.sh\", \"up\"]\n"
                 )
             } else {
                 String::new()
             };
+            if *version == "2.0.1" {
+                // The last step can go back.
+                hooks.push_str(&format!(
+                    "migrate_down = [\"sh\", \"{scripts}/migrate.sh\", \"down\"]\n"
+                ));
+            }
             let manifest = format!(
                 r#"name = "hub"
 version = "{version}"
@@ -464,7 +483,7 @@ fn main_of(ls: &Value) -> String {
 }
 
 #[tokio::test]
-async fn the_hub_upgrades_to_2_0_1_under_v1_and_v2_traffic_with_no_failure() {
+async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_no_failure() {
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
     let db = create_db(env.dir.path());
@@ -524,6 +543,34 @@ async fn the_hub_upgrades_to_2_0_1_under_v1_and_v2_traffic_with_no_failure() {
         "{}",
         run.stdout
     );
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "2.0.0");
+    let notnull = |db: &Path| {
+        sql(
+            db,
+            "SELECT \"notnull\" FROM pragma_table_info('payments') WHERE name = 'quote_id'",
+        )
+    };
+    assert_eq!(notnull(&db), "1", "quote_id is required at 2.0.0");
+    assert_eq!(sql(&db, "SELECT count(*) FROM payments"), "2");
+    assert!(
+        env.dir.path().join("hub.db.before-2.0.1").is_file(),
+        "backup"
+    );
+    assert_eq!(main_of(&env.ls().await), "2.0.1");
+    let v1_answer = get_with(&env, "/services/hub/", &[("x-api-version", "v1")]).await;
+    assert_eq!(
+        v1_answer.1, "1.0.2",
+        "v1 clients reach the newest release serving v1"
+    );
+
+    // And one step back, still under traffic: 2.0.0 main again, the schema
+    // back down by 2.0.1's migrate_down, 2.0.1 stopped.
+    let run = env.cli(&["upgrade", "hub", "--to", "2.0.0"]).await.ok();
+    assert!(
+        run.stdout.contains("done 2.0.1 → 2.0.0") && run.stdout.contains("hooks: migrate_down"),
+        "{}",
+        run.stdout
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (v1_ok, v1_failed) = v1.finish().await;
     let (v2_ok, v2_failed) = v2.finish().await;
@@ -543,25 +590,18 @@ async fn the_hub_upgrades_to_2_0_1_under_v1_and_v2_traffic_with_no_failure() {
         "too little traffic: {v1_ok} v1, {v2_ok} v2"
     );
 
-    // The database went all the way, and was backed up before each change.
-    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "2.0.0");
-    let notnull = sql(
-        &db,
-        "SELECT \"notnull\" FROM pragma_table_info('payments') WHERE name = 'quote_id'",
-    );
-    assert_eq!(notnull, "1", "quote_id is required at 2.0.0");
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.1");
+    assert_eq!(notnull(&db), "0", "quote_id optional again");
     assert_eq!(sql(&db, "SELECT count(*) FROM payments"), "2");
-    assert!(
-        env.dir.path().join("hub.db.before-2.0.1").is_file(),
-        "backup"
-    );
-    assert_eq!(main_of(&env.ls().await), "2.0.1");
-    assert_eq!(
-        get_with(&env, "/services/hub/", &[("x-api-version", "v1")])
-            .await
-            .1,
-        "1.0.2"
-    );
+    let ls = env.ls().await;
+    assert_eq!(main_of(&ls), "2.0.0");
+    let running: Vec<&str> = ls[0]["releases"]
+        .as_array()
+        .expect("releases")
+        .iter()
+        .filter_map(|r| r["version"].as_str())
+        .collect();
+    assert!(!running.contains(&"2.0.1"), "{running:?}");
     // Each step is a revision that names it; events record the hooks.
     let history = env.history("hub").await;
     let actions: Vec<&str> = history

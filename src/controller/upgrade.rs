@@ -102,7 +102,11 @@ impl Controller {
                     .into());
                 }
             }
-            let result = self.upgrade_step(service, step, timeout, actor).await;
+            let result = if step.to < step.from {
+                self.downgrade_step(service, step, timeout, actor).await
+            } else {
+                self.upgrade_step(service, step, timeout, actor).await
+            };
             if pause.is_some() {
                 self.open_gate(service);
             }
@@ -187,6 +191,63 @@ impl Controller {
                 Err(error)
             }
         }
+    }
+
+    /// One step back `A → B` (A the newer, main): B becomes main while the
+    /// schema is still A's (B runs on it, the plan checked), then A's
+    /// `migrate_down` moves the schema back, then A is stopped. A failing
+    /// `migrate_down` makes A main again.
+    async fn downgrade_step(
+        &self,
+        service: &ServiceName,
+        step: &PlanStep,
+        timeout: Duration,
+        actor: &str,
+    ) -> Result<StepDone> {
+        let missing = |v: &semver::Version| ControllerError::MissingRelease {
+            service: service.to_string(),
+            version: v.to_string(),
+        };
+        let newer = self
+            .store
+            .release(service, &step.from)?
+            .ok_or_else(|| missing(&step.from))?;
+        let older = self
+            .store
+            .release(service, &step.to)?
+            .ok_or_else(|| missing(&step.to))?;
+        let mut revision = self.switch_to(service, &older, step, actor).await?;
+        let mut ran = Vec::new();
+        if step.changes_schema() {
+            let down = &newer.spec.versioning.hooks.migrate_down;
+            match run_hook(&newer, "migrate_down", down, timeout).await {
+                Ok(run) => ran.push(("migrate_down".to_owned(), run.output)),
+                Err(error) => {
+                    let back = self
+                        .assign(service, &step.from.to_string(), None, actor)
+                        .await;
+                    if let Err(e) = back {
+                        tracing::error!(service = %service, error = %e, "cannot make the newer release main again");
+                    }
+                    return Err(hook_error(error));
+                }
+            }
+        }
+        match self
+            .kill(service, &step.from.to_string(), None, actor)
+            .await
+        {
+            Ok(r) => revision = r.number,
+            Err(error) => {
+                tracing::warn!(service = %service, %error, "the release stepped back from stays as standby");
+            }
+        }
+        Ok(StepDone {
+            from: step.from.to_string(),
+            to: step.to.to_string(),
+            hooks: ran,
+            revision,
+        })
     }
 
     /// Starts `release` as standby (unless it runs) and makes it main; on

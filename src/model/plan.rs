@@ -102,10 +102,11 @@ pub fn plan(
             known()
         ));
     }
-    if target <= main {
-        return refuse(format!(
-            "{target} is not after the current main {main}; an upgrade moves forward (use `switchyard rollback` to go back)"
-        ));
+    if target == main {
+        return refuse(format!("{service} {main} is main already; nothing to do"));
+    }
+    if target < main {
+        return Ok(plan_back(service, &releases, main, target));
     }
     let mut schemas: Vec<&Version> = releases
         .iter()
@@ -200,6 +201,112 @@ pub fn plan(
         to: target.clone(),
         steps,
     })
+}
+
+/// The schema each release runs on once it is main: its own, else the
+/// one before it (in version order).
+fn effective_schemas(releases: &[&Release]) -> Vec<Option<Version>> {
+    let mut schema = None;
+    releases
+        .iter()
+        .map(|r| {
+            if let Some(s) = &r.spec.versioning.schema_version {
+                schema = Some(s.clone());
+            }
+            schema.clone()
+        })
+        .collect()
+}
+
+/// Going back from `main` to `target` (older), one registered release at a
+/// time. Each step `A → B` (A the newer) switches main to B while the
+/// schema is still A's, then runs A's `migrate_down` when the schema moves
+/// back, then stops A. Rules: **api** (shared API version), **schema-step**
+/// (back by at most one), **runs-on** (B runs against A's schema, where it
+/// becomes main), **migrate_down** (a schema change needs A's
+/// `migrate_down`: without it the step cannot be reversed).
+fn plan_back(service: &str, releases: &[&Release], main: &Version, target: &Version) -> Plan {
+    let schemas_of = effective_schemas(releases);
+    let mut known: Vec<&Version> = releases
+        .iter()
+        .filter_map(|r| r.spec.versioning.schema_version.as_ref())
+        .collect();
+    known.sort();
+    known.dedup();
+    let index = |s: &Version| known.iter().position(|x| *x == s);
+    let chain: Vec<(usize, &Release)> = releases
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, r)| &r.version >= target && &r.version <= main)
+        .rev()
+        .collect();
+    let steps = chain
+        .windows(2)
+        .map(|pair| {
+            let ((ia, a), (ib, b)) = (pair[0], pair[1]);
+            let (sa, sb) = (schemas_of[ia].clone(), schemas_of[ib].clone());
+            let (va, vb) = (&a.spec.versioning, &b.spec.versioning);
+            let mut broken = Vec::new();
+            let shared: Vec<ApiVersion> = va
+                .api_versions
+                .iter()
+                .copied()
+                .filter(|v| vb.api_versions.iter().any(|w| w.matches(v)))
+                .collect();
+            if shared.is_empty() {
+                broken.push(format!(
+                    "api: {} serves {} and {} serves {}: no API version in common",
+                    a.version,
+                    api_list(&va.api_versions),
+                    b.version,
+                    api_list(&vb.api_versions)
+                ));
+            }
+            if let (Some(x), Some(y)) = (&sa, &sb) {
+                if let (Some(i), Some(j)) = (index(x), index(y)) {
+                    if j + 1 < i || j > i {
+                        broken.push(format!(
+                            "schema-step: going back would move the schema from {x} to {y}"
+                        ));
+                    }
+                }
+            }
+            if let Some(current) = &sa {
+                let runs_on = vb.runs_on();
+                if !runs_on.is_empty() && !runs_on.contains(current) {
+                    broken.push(format!(
+                        "runs-on: {} cannot run against schema {current}, where it would become main",
+                        b.version
+                    ));
+                }
+            }
+            let changes = sa != sb;
+            if changes && va.hooks.migrate_down.is_empty() {
+                broken.push(format!(
+                    "migrate_down: the schema would go back from {} to {} but {} has no hooks.migrate_down; this step cannot be reversed",
+                    sa.as_ref().map_or("?".into(), ToString::to_string),
+                    sb.as_ref().map_or("?".into(), ToString::to_string),
+                    a.version
+                ));
+            }
+            PlanStep {
+                from: a.version.clone(),
+                to: b.version.clone(),
+                schema_before: sa,
+                schema_after: sb,
+                shared_api: shared,
+                reversible: true,
+                broken,
+            }
+        })
+        .collect();
+    Plan {
+        service: service.to_owned(),
+        from: main.clone(),
+        to: target.clone(),
+        steps,
+    }
 }
 
 #[cfg(test)]
@@ -300,9 +407,23 @@ mod tests {
     }
 
     #[test]
-    fn unknown_targets_and_backward_plans_are_refused() {
+    fn unknown_targets_are_refused() {
         assert!(plan("hub", &hub(), &v("1.0.0"), &v("9.0.0")).is_err());
-        assert!(plan("hub", &hub(), &v("2.0.0"), &v("1.0.1")).is_err());
+        assert!(plan("hub", &hub(), &v("2.0.0"), &v("2.0.0")).is_err());
         assert!(plan("hub", &hub(), &v("3.0.0"), &v("2.0.1")).is_err());
+    }
+
+    #[test]
+    fn going_back_needs_migrate_down_where_the_schema_moves() {
+        let mut releases = hub();
+        let p = plan("hub", &releases, &v("2.0.1"), &v("2.0.0")).expect("plan");
+        let problem = p.first_problem().expect("no migrate_down");
+        assert!(problem.contains("cannot be reversed"), "{problem}");
+        releases[4].spec.versioning.hooks.migrate_down = vec!["./down".into()];
+        let p = plan("hub", &releases, &v("2.0.1"), &v("1.0.2")).expect("plan");
+        assert!(p.ok(), "{:?}", p.first_problem());
+        let tos: Vec<String> = p.steps.iter().map(|s| s.to.to_string()).collect();
+        assert_eq!(tos, ["2.0.0", "1.0.2"]);
+        assert!(p.steps[0].changes_schema() && !p.steps[1].changes_schema());
     }
 }
