@@ -377,6 +377,15 @@ async fn requests_reach_a_release_that_serves_their_api_version() {
         assert_eq!(body["served"], serde_json::json!(["v1", "v2"]), "{body}");
     }
 
+    // `routes` shows the API-version stage after the policy.
+    let routes = env.cli(&["routes", "hub"]).await.ok();
+    assert!(
+        routes.stdout.contains("header x-api-version")
+            && routes.stdout.contains("2.0.0: v2; 1.0.0: v1"),
+        "{}",
+        routes.stdout
+    );
+
     // The policy decides first: a full canary of 2.0.0 takes the requests
     // that name no version or v2, while v1 clients stay on main.
     env.cli(&["canary", "hub", "2.0.0", "--percent", "100"])

@@ -216,6 +216,32 @@ impl Controller {
             CompiledPolicy::<()>::compile(service.as_str(), &current.state.policy, |_| None)
                 .map_err(ModelError::InvalidPolicy)?;
         let main = current.state.main().map(|v| v.to_string());
-        Ok(compiled.describe(main.as_deref()))
+        let mut rows = compiled.describe(main.as_deref());
+        // API-version routing comes after the policy (see routing::api_version).
+        let mut served: Vec<(String, String)> = Vec::new();
+        for version in current.state.releases.keys().rev() {
+            let Some(handle) = self.runtime.get(service.as_str(), &version.to_string()) else {
+                continue;
+            };
+            let api = &handle.release.spec.versioning.api_versions;
+            if !api.is_empty() {
+                served.push((version.to_string(), crate::model::api_list(api)));
+            }
+        }
+        if !served.is_empty() {
+            let list = served
+                .iter()
+                .map(|(v, api)| format!("{v}: {api}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            rows.push((
+                format!(
+                    "then, for a request naming an API version ({}) the release above does not serve",
+                    current.state.api_version
+                ),
+                format!("main if it serves it, else the newest that does ({list}), else 406"),
+            ));
+        }
+        Ok(rows)
     }
 }
