@@ -770,6 +770,12 @@ async fn a_pinned_port_serves_its_release_for_as_long_as_it_runs() {
         .await
         .ok();
     let pinned = format!("http://127.0.0.1:{port}");
+    let ls = env.ls().await;
+    assert_eq!(
+        ls[0]["releases"][0]["pinned"],
+        format!("127.0.0.1:{port}"),
+        "{ls}"
+    );
     let get = |url: String| {
         let http = env.http.clone();
         async move {

@@ -35,6 +35,9 @@ pub struct ReleaseView {
     pub instances: Vec<InstanceStatus>,
     /// How it is mirrored to while it is a shadow.
     pub shadow: ShadowSettings,
+    /// Its own listen address, when pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<std::net::SocketAddr>,
 }
 
 impl Controller {
@@ -63,6 +66,7 @@ impl Controller {
                     kind,
                     instances,
                     shadow: entry.shadow.clone(),
+                    pinned: entry.pinned,
                 }
             })
             .collect();
