@@ -460,9 +460,14 @@ impl Controller {
             .snapshot_of(service, main.clone())
             .unwrap_or_default()
             .since(&main_before);
-        // With every client on the candidate (a 100% step) main served
-        // nothing this interval: compare with its last minute instead.
-        let main_p99 = if main_delta.requests() > 0 {
+        // With every client on the candidate (a 100% step) main serves
+        // nothing this interval but the stragglers routed before the step:
+        // compare with its last minute instead.
+        let all_on_candidate = self
+            .current(service)
+            .and_then(|r| r.state.policy.canary.as_ref().map(|c| c.percent))
+            == Some(100);
+        let main_p99 = if main_delta.requests() > 0 && !all_on_candidate {
             p99_ms(&main_delta).map(|ms| (ms, "main"))
         } else {
             main.and_then(|v| self.runtime.get(service.as_str(), &v))
