@@ -116,8 +116,10 @@ def main():
                 note(f"switch to {other} refused: {out.stderr.strip()}")
             if canary:
                 weight = (second * 10) % 60
-                out = serve.cli("canary", "web", current, "--weight", str(weight), "--yes",
-                                check=False)
+                # The canary is the release not main (the next switch
+                # makes it main, which ends its canary).
+                out = serve.cli("canary", "web", other, "--percent", str(weight),
+                                "--sticky-header", "x-user", check=False)
                 counts["canary changes"] += out.returncode == 0
             if second in kill_at:
                 standby = releases(serve, "web")[other]

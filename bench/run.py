@@ -156,9 +156,7 @@ def setup_canary(serve, backend_port):
     serve.deploy_upstream("canary", "1.0.0", backend_port)
     serve.deploy_upstream("canary", "2.0.0", backend_port, "--standby")
     attempts = [
-        ["canary", "canary", "2.0.0", "--weight", "10", "--yes"],
-        ["canary", "canary", "2.0.0", "10", "--yes"],
-        ["canary", "canary", "2.0.0", "--weight", "10"],
+        ["canary", "canary", "2.0.0", "--percent", "10", "--sticky-header", "x-user"],
     ]
     errors = []
     for argv in attempts:

@@ -9,6 +9,9 @@
 mod auth;
 mod error;
 mod handover;
+pub mod policy;
+pub mod registry;
+pub mod rollout;
 pub mod services;
 pub mod shadows;
 
@@ -40,7 +43,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::render(state.controller.all_shadow_reports()),
+        crate::metrics::render(
+            state.controller.release_samples(),
+            state.controller.all_shadow_reports(),
+        ),
     )
 }
 
@@ -54,6 +60,19 @@ pub fn router(state: AppState) -> Router {
             get(services::show).delete(services::kill_all),
         )
         .route("/v1/services/{name}/releases", post(services::deploy))
+        .route(
+            "/v1/services/{name}/registry",
+            get(registry::list).post(registry::register),
+        )
+        .route(
+            "/v1/services/{name}/api-version",
+            get(registry::get_api_version).put(registry::set_api_version),
+        )
+        .route("/v1/services/{name}/plan", get(registry::plan))
+        .route("/v1/services/{name}/upgrade", post(registry::upgrade))
+        .route("/v1/services/{name}/pause", post(registry::pause))
+        .route("/v1/services/{name}/pins/{version}", post(registry::pin))
+        .route("/v1/services/{name}/resume", post(registry::resume))
         .route(
             "/v1/services/{name}/releases/{version}",
             delete(services::kill),
@@ -72,6 +91,28 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/shadows/report", get(shadows::report))
         .route("/v1/services/{name}/compare", post(shadows::set_compare))
         .route(crate::handover::API_PATH, post(handover::start))
+        .route("/v1/services/{name}/canary", post(policy::canary))
+        .route("/v1/services/{name}/abort", post(policy::abort))
+        .route("/v1/services/{name}/green", post(policy::green))
+        .route("/v1/services/{name}/promote", post(policy::promote))
+        .route(
+            "/v1/services/{name}/policy",
+            get(policy::get_policy).put(policy::put_policy),
+        )
+        .route("/v1/services/{name}/rules", post(policy::add_rule))
+        .route(
+            "/v1/services/{name}/rules/{selector}",
+            delete(policy::remove_rule),
+        )
+        .route("/v1/services/{name}/routes", get(policy::routes))
+        .route("/v1/services/{name}/status", get(services::release_status))
+        .route(
+            "/v1/services/{name}/rollout",
+            get(rollout::status).post(rollout::start),
+        )
+        .route("/v1/services/{name}/rollout/resume", post(rollout::resume))
+        .route("/v1/services/{name}/rollout/abort", post(rollout::abort))
+        .route("/v1/services/{name}/events", get(rollout::events))
         // Last, so that every route above answers a wrong method in JSON too.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_such_endpoint)

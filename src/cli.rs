@@ -1,9 +1,15 @@
 //! The `switchyard` command. `serve` runs the server; every other verb is a
 //! client of the admin API (one file per verb).
 
+mod abort;
+mod api_version;
+mod apply;
 mod assign;
+mod canary;
 mod client;
 mod deploy;
+mod events;
+mod green;
 mod handover;
 mod history;
 mod init;
@@ -11,9 +17,21 @@ mod kill;
 mod logs;
 mod ls;
 mod output;
+mod pause;
+mod pin;
+mod plan;
+mod promote;
+mod release;
+mod releases;
+mod resume;
 mod rollback;
+mod rollout;
+mod route;
+mod routes;
 mod serve;
 mod shadow;
+mod status;
+mod upgrade;
 
 pub use client::{AdminClient, release_path, service_path};
 
@@ -52,6 +70,42 @@ pub enum Command {
     /// Replace the running serve by a new serve process (a new binary, say)
     /// without failing a request; its instances keep running.
     Handover(handover::HandoverArgs),
+    /// Send a share of clients to a release, sticky per client.
+    Canary(canary::CanaryArgs),
+    /// End the canary at once: every client back on main.
+    Abort(abort::AbortArgs),
+    /// Mark the release that `x-client-mode: green` reaches.
+    Green(green::GreenArgs),
+    /// Make a release main once it is healthy (old main to standby).
+    Promote(promote::PromoteArgs),
+    /// Routing rules: add, remove, list.
+    Route(route::RouteArgs),
+    /// Replace a service's whole traffic policy with a file's.
+    Apply(apply::ApplyArgs),
+    /// Show the effective routing table in evaluation order.
+    Routes(routes::RoutesArgs),
+    /// Rate, errors and latency of every release over the last minute.
+    Status(status::StatusArgs),
+    /// Step a canary up by plan, judging its metrics; promote or roll back.
+    Rollout(rollout::RolloutArgs),
+    /// Let paused traffic through (held requests in order) and a paused rollout go on.
+    Resume(resume::ResumeArgs),
+    /// Hold a service's new requests (in-flight ones finish) until resume.
+    Pause(pause::PauseArgs),
+    /// Give a release its own listen port, served for as long as it runs.
+    Pin(pin::PinArgs),
+    /// Rollout events: steps, checks, promotions, rollbacks.
+    Events(events::EventsArgs),
+    /// Registered releases: add one from its manifest without starting it.
+    Release(release::ReleaseArgs),
+    /// List a service's registered releases with API and schema versions.
+    Releases(releases::ReleasesArgs),
+    /// Show or set where requests name the API version they want.
+    ApiVersion(api_version::ApiVersionArgs),
+    /// Check the chain of registered releases from main to a version.
+    Plan(plan::PlanArgs),
+    /// Run the plan to a version step by step: hooks, deploy, switch.
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 /// How a client command reaches serve.
@@ -92,6 +146,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Init(args) => init::run(args),
             Command::Shadow(args) => shadow::run(args).await,
             Command::Handover(args) => handover::run(args).await,
+            Command::Canary(args) => canary::run(args).await,
+            Command::Abort(args) => abort::run(args).await,
+            Command::Green(args) => green::run(args).await,
+            Command::Promote(args) => promote::run(args).await,
+            Command::Route(args) => route::run(args).await,
+            Command::Apply(args) => apply::run(args).await,
+            Command::Routes(args) => routes::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Rollout(args) => rollout::run(args).await,
+            Command::Resume(args) => resume::run(args).await,
+            Command::Pause(args) => pause::run(args).await,
+            Command::Pin(args) => pin::run(args).await,
+            Command::Events(args) => events::run(args).await,
+            Command::Release(args) => release::run(args).await,
+            Command::Releases(args) => releases::run(args).await,
+            Command::ApiVersion(args) => api_version::run(args).await,
+            Command::Plan(args) => plan::run(args).await,
+            Command::Upgrade(args) => upgrade::run(args).await,
         }
     })
 }

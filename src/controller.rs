@@ -9,15 +9,29 @@
 
 mod assign;
 mod deploy;
+mod events;
+mod hook;
 mod kill;
+mod pause;
+mod pin;
+mod policy;
+mod registry;
 mod restore;
 mod rollback;
+mod rollout;
 mod shadow;
+mod upgrade;
 mod view;
 
 pub use deploy::DeployRequest;
+pub use events::Notifier;
+pub use hook::HookError;
+pub use pause::{PauseRequest, PauseView, ResumeReport};
+pub use registry::{RegisterRequest, Registered, RegisteredView};
+pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
-pub use view::{ReleaseView, ServiceView};
+pub use upgrade::{StepDone, UpgradeReport, UpgradeRequest};
+pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,8 +39,8 @@ use std::sync::{Arc, Mutex};
 use crate::error::{ErrorKind, Result};
 use crate::model::{ComparePolicy, ShadowSettings};
 use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now_millis};
-use crate::proxy::{Backend, Mirror, MirrorSettings, SharedTable};
-use crate::routing::{RoutingTable, ServiceRoutes};
+use crate::proxy::{Backend, Mirror, MirrorSettings, SharedPauses, SharedTable};
+use crate::routing::{ApiRouting, CompiledPolicy, RoutingTable, Served, ServiceRoutes};
 use crate::runtime::{LogChunk, Runtime};
 use crate::store::{Commit, Store};
 
@@ -43,7 +57,7 @@ pub enum ControllerError {
     #[error("{service} {version} is being deployed right now; wait for that deploy to finish")]
     DeployInProgress { service: String, version: String },
     #[error(
-        "refusing to make {service} {version} main: it is {phase} ({detail}); wait until every instance is healthy"
+        "refusing to send traffic to {service} {version}: it is {phase} ({detail}); wait until every instance is healthy"
     )]
     NotHealthy {
         service: String,
@@ -61,8 +75,37 @@ pub enum ControllerError {
     },
     #[error("{service} is already at revision {number}; nothing to roll back")]
     NothingToRollBack { service: String, number: u64 },
+    #[error(
+        "{service} already has a rollout of {version} running; `switchyard rollout abort {service}` first"
+    )]
+    RolloutRunning { service: String, version: String },
+    #[error("{0} has no rollout; start one with `switchyard rollout {0} VERSION --steps …`")]
+    NoRollout(String),
+    #[error("the rollout of {0} is not paused")]
+    NotPaused(String),
     #[error("release {service} {version} is not in the store; it cannot be started again")]
     MissingRelease { service: String, version: String },
+    #[error("{0} is being upgraded right now; wait for that upgrade to finish")]
+    UpgradeInProgress(String),
+    #[error("{0} is paused already; `switchyard resume {0}` lets its traffic go")]
+    AlreadyPaused(String),
+    #[error("nothing to resume: {0} is not paused and has no paused rollout")]
+    NothingToResume(String),
+    #[error("the maximum hold must be more than zero and at most 1h, e.g. 30s")]
+    BadHold,
+    #[error("cannot listen on {0}: {1}; pick another port")]
+    PinBind(std::net::SocketAddr, String),
+    #[error(transparent)]
+    Hook(HookError),
+    #[error(
+        "the upgrade of {service} stopped at {step}: {reason}. {service} stays at the last good step (main {main}); steps before it are done"
+    )]
+    UpgradeStopped {
+        service: String,
+        step: String,
+        main: String,
+        reason: String,
+    },
 }
 
 impl ControllerError {
@@ -71,8 +114,20 @@ impl ControllerError {
             ControllerError::StaleRevision { .. }
             | ControllerError::DeployInProgress { .. }
             | ControllerError::NotHealthy { .. }
-            | ControllerError::NothingToRollBack { .. } => ErrorKind::Conflict,
-            ControllerError::UnknownRevision { .. } => ErrorKind::NotFound,
+            | ControllerError::NothingToRollBack { .. }
+            | ControllerError::RolloutRunning { .. }
+            | ControllerError::NotPaused(_)
+            | ControllerError::UpgradeInProgress(_)
+            | ControllerError::AlreadyPaused(_)
+            | ControllerError::NothingToResume(_) => ErrorKind::Conflict,
+            ControllerError::BadHold => ErrorKind::BadRequest,
+            ControllerError::PinBind(..) => ErrorKind::Conflict,
+            ControllerError::Hook(_) | ControllerError::UpgradeStopped { .. } => {
+                ErrorKind::Unprocessable
+            }
+            ControllerError::UnknownRevision { .. } | ControllerError::NoRollout(_) => {
+                ErrorKind::NotFound
+            }
             ControllerError::MissingRelease { .. } => ErrorKind::Internal,
         }
     }
@@ -82,6 +137,12 @@ pub struct Controller {
     store: Arc<dyn Store>,
     runtime: Runtime,
     table: SharedTable,
+    /// Gates of paused services, shared with the proxy.
+    pauses: SharedPauses,
+    /// Listeners of pinned addresses, by address.
+    pins: Mutex<HashMap<std::net::SocketAddr, pin::PinnedListener>>,
+    /// Addresses bound by a pin change about to commit.
+    pending_pins: Mutex<HashMap<std::net::SocketAddr, std::net::TcpListener>>,
     /// The current revision of every service, as committed.
     current: Mutex<BTreeMap<ServiceName, Revision>>,
     locks: Mutex<HashMap<ServiceName, Arc<tokio::sync::Mutex<()>>>>,
@@ -91,6 +152,9 @@ pub struct Controller {
     /// backend and settings stay the same (so its queue and workers do).
     mirrors: Mutex<HashMap<(String, String), MirrorEntry>>,
     mirror_settings: MirrorSettings,
+    notifier: Notifier,
+    /// Rollouts driven by this serve, by service.
+    rollouts: Mutex<HashMap<ServiceName, rollout::Driver>>,
 }
 
 struct MirrorEntry {
@@ -105,18 +169,25 @@ impl Controller {
         store: Arc<dyn Store>,
         runtime: Runtime,
         table: SharedTable,
+        pauses: SharedPauses,
         mirror_settings: MirrorSettings,
+        notifier: Notifier,
     ) -> Self {
         Self {
             store,
             runtime,
             table,
+            pauses,
+            pins: Mutex::new(HashMap::new()),
+            pending_pins: Mutex::new(HashMap::new()),
             current: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             deploying: Mutex::new(HashSet::new()),
             shadows: ShadowLedger::default(),
             mirrors: Mutex::new(HashMap::new()),
             mirror_settings,
+            notifier,
+            rollouts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +207,30 @@ impl Controller {
     fn require(&self, service: &ServiceName) -> Result<Revision> {
         self.current(service)
             .ok_or_else(|| ModelError::UnknownService(service.to_string()).into())
+    }
+
+    /// Refuses to send traffic to a release unless every instance is healthy.
+    fn ensure_ready(&self, service: &ServiceName, version: &semver::Version) -> Result<()> {
+        let handle = self
+            .runtime
+            .get(service.as_str(), &version.to_string())
+            .ok_or_else(|| ModelError::UnknownRelease {
+                service: service.to_string(),
+                version: version.to_string(),
+                known: "it is not running".into(),
+            })?;
+        let status = handle.status();
+        let phase = status.phase();
+        if phase != crate::runtime::ReleasePhase::Ready {
+            return Err(ControllerError::NotHealthy {
+                service: service.to_string(),
+                version: version.to_string(),
+                phase: phase.to_string(),
+                detail: status.health_summary(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// Serializes changes of one service.
@@ -216,6 +311,8 @@ impl Controller {
                 main: None,
                 versions: HashMap::new(),
                 shadows: Vec::new(),
+                policy: None,
+                api: None,
             };
             for (version, shadow) in revision.state.mirrored() {
                 let key = (name.to_string(), version.to_string());
@@ -246,20 +343,62 @@ impl Controller {
                 routes.shadows.push(Arc::clone(&entry.mirror));
                 kept.insert(key, entry);
             }
+            let mut served = Vec::new();
             for (version, entry) in &revision.state.releases {
                 let version = version.to_string();
                 if let Some(handle) = self.runtime.get(name.as_str(), &version) {
                     if entry.role == crate::model::Role::Main {
                         routes.main = Some(Arc::clone(&handle.backend));
                     }
+                    served.push(Served {
+                        version: version.clone(),
+                        api_versions: handle.release.spec.versioning.api_versions.clone(),
+                        backend: Arc::clone(&handle.backend),
+                    });
                     routes.versions.insert(version, Arc::clone(&handle.backend));
                 }
             }
+            routes.policy = self.compile_policy(name, revision, &routes.versions);
+            routes.api = ApiRouting::compile(
+                name.as_str(),
+                &revision.state.api_version,
+                revision.state.main().map(ToString::to_string),
+                served,
+                |a, b| {
+                    let v = |s: &str| semver::Version::parse(s).ok();
+                    v(b).cmp(&v(a))
+                },
+            );
             table.insert(routes, revision.state.hosts.iter().cloned());
         }
         // Mirrors left behind stop their workers as they drop.
         *mirrors = kept;
         self.table.store(Arc::new(table));
+        drop(mirrors);
+        drop(current);
+        self.reconcile_pins();
+    }
+
+    /// The service's policy for the proxy (always: even with no rule and no
+    /// candidate, `x-client-mode: green` must be told there is none).
+    fn compile_policy(
+        &self,
+        name: &ServiceName,
+        revision: &Revision,
+        versions: &HashMap<String, Arc<Backend>>,
+    ) -> Option<CompiledPolicy<Backend>> {
+        let compiled = CompiledPolicy::compile(name.as_str(), &revision.state.policy, |v| {
+            versions.get(&v.to_string()).cloned()
+        });
+        match compiled {
+            Ok(p) => Some(p),
+            Err(error) => {
+                // Validated when it was set; if it cannot compile now, main
+                // keeps answering rather than nothing.
+                tracing::error!(service = %name, %error, "traffic policy does not compile; routing to main");
+                None
+            }
+        }
     }
 
     /// Revisions of a service, newest first.

@@ -157,6 +157,8 @@ impl Handover {
             return Err(HandoverError::ChangesInProgress);
         }
         self.controller.save_shadow_stats();
+        // The new serve drives the stored rollouts from where they are.
+        self.controller.stop_rollout_drivers();
         self.controller.runtime().hand_over().await;
         match self.pass_to_successor(&binary).await {
             Ok(new_pid) => {
@@ -192,6 +194,9 @@ impl Handover {
         let adopted = self.table.swap(before);
         self.controller.wait_restored(TAKE_BACK_WAIT).await;
         self.table.store(adopted);
+        if let Err(error) = self.controller.resume_rollouts() {
+            tracing::error!(%error, "cannot resume the rollouts");
+        }
     }
 
     /// Starts the new serve, passes it the listening sockets and waits for

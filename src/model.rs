@@ -3,21 +3,36 @@
 
 mod health_check;
 mod manifest;
+mod plan;
+mod policy;
 mod release;
 mod revision;
 mod role;
+mod rollout;
 mod service_name;
 mod service_state;
 mod shadow_policy;
+mod versioning;
 
 pub use health_check::HealthCheck;
-pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth};
+pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth, ManifestHooks};
+pub use plan::{Plan, PlanStep, plan};
+pub use policy::{
+    Action, Canary, DEFAULT_STICKY_COOKIE, Matcher, OptIn, REGEX_SIZE_LIMIT, Rule, Stickiness,
+    StringMatch, TrafficPolicy, parse_cidr, rule_label,
+};
 pub use release::{ContainerSpec, Release, ReleaseSpec, RunSpec, parse_version};
 pub use revision::{Revision, now_millis};
 pub use role::Role;
+pub use rollout::{
+    AnalysisSpec, CheckResult, Event, LatencyLimit, RolloutPlan, RolloutState, RolloutStatus, Step,
+};
 pub use service_name::ServiceName;
 pub use service_state::{DeployAs, ReleaseEntry, ServiceState, normalize_host};
 pub use shadow_policy::{ComparePolicy, DEFAULT_BODY_LIMIT, ShadowSettings};
+pub use versioning::{
+    ApiVersion, ApiVersionSource, DEFAULT_API_VERSION_HEADER, Hooks, Versioning, api_list,
+};
 
 /// A change the model refuses, with what to do about it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,6 +47,8 @@ pub enum ModelError {
     InvalidSpec(String),
     #[error("invalid switchyard.toml: {0}")]
     InvalidManifest(String),
+    #[error("cannot plan the upgrade: {0}")]
+    InvalidUpgrade(String),
     #[error(
         "release {service} {version} already exists; versions are immutable, deploy a new version instead"
     )]
@@ -58,4 +75,24 @@ pub enum ModelError {
     HostTaken { host: String, owner: String },
     #[error("invalid host name `{0}`: use a DNS name such as app.example.com")]
     InvalidHost(String),
+    #[error("invalid rollout plan: {0}")]
+    InvalidPlan(String),
+    #[error("invalid traffic policy: {0}")]
+    InvalidPolicy(String),
+    #[error(
+        "{service} already has canary {version}; promote it or abort it (`switchyard abort {service}`) before starting another"
+    )]
+    CanaryExists { service: String, version: String },
+    #[error("{service} has no canary to abort")]
+    NoCanary { service: String },
+    #[error(
+        "cannot kill {service} {version}: traffic goes to it from {rules}; remove them first (`switchyard route rm {service} RULE`)"
+    )]
+    RuleTargets {
+        service: String,
+        version: String,
+        rules: String,
+    },
+    #[error("{service} has no rule `{selector}`; `switchyard route ls {service}` lists them")]
+    UnknownRule { service: String, selector: String },
 }

@@ -10,6 +10,7 @@ mod forward;
 mod headers;
 mod listener;
 mod mirror;
+mod pause;
 mod request_body;
 mod upgrade;
 mod upstream;
@@ -20,6 +21,7 @@ pub use data_plane::DataPlane;
 pub use error_page::ProxyError;
 pub use listener::{Drain, serve};
 pub use mirror::{Mirror, MirrorSettings};
+pub use pause::{PauseGate, SharedPauses};
 pub use upstream::Upstream;
 
 use std::sync::Arc;
@@ -43,5 +45,10 @@ pub struct ProxySettings {
 /// Everything a request handler needs.
 pub struct Proxy {
     pub table: SharedTable,
+    /// Gates of paused services.
+    pub pauses: SharedPauses,
+    /// `(service, version)` when this proxy serves one release's pinned
+    /// address: every request goes to that release, path unchanged.
+    pub pinned: Option<(String, String)>,
     pub settings: ProxySettings,
 }

@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{Release, Revision, ServiceName};
+use crate::model::{Event, Release, Revision, RolloutState, ServiceName};
 
 /// A change to write atomically.
 #[derive(Debug, Clone)]
@@ -70,6 +70,12 @@ pub trait Store: Send + Sync + 'static {
         version: &semver::Version,
     ) -> StoreResult<Option<Release>>;
     fn commit(&self, commit: &Commit) -> StoreResult<()>;
+    /// Registers a release without a revision (nothing runs). Returns
+    /// false when an identical one was registered already; another spec
+    /// under the same version is [`StoreError::ReleaseMismatch`].
+    fn register_release(&self, release: &Release) -> StoreResult<bool>;
+    /// Every registered release of a service, oldest version first.
+    fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>>;
 
     fn record_instance(&self, record: &InstanceRecord) -> StoreResult<()>;
     fn forget_instance(&self, service: &str, version: &str, slot: u32, pid: u32)
@@ -80,4 +86,19 @@ pub trait Store: Send + Sync + 'static {
     fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
     /// Every saved shadow summary: (service, version, JSON).
     fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>>;
+
+    /// Keeps a rollout's progress (one per service).
+    fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()>;
+    fn rollouts(&self) -> StoreResult<Vec<RolloutState>>;
+
+    /// Records an event and returns it with its id.
+    fn add_event(
+        &self,
+        service: &str,
+        kind: &str,
+        message: &str,
+        detail: serde_json::Value,
+    ) -> StoreResult<Event>;
+    /// A service's events, newest first.
+    fn events(&self, service: &str, limit: usize) -> StoreResult<Vec<Event>>;
 }

@@ -8,7 +8,7 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::{ACTOR_HEADER, ApiError, AppState};
-use crate::controller::{DeployRequest, ServiceView};
+use crate::controller::{DeployRequest, ReleaseStatusView, ServiceView};
 use crate::error::Error;
 use crate::model::{Revision, ServiceName};
 use crate::runtime::LogChunk;
@@ -40,7 +40,7 @@ pub struct RollbackRequest {
 
 #[derive(Debug, Deserialize)]
 pub struct BaseQuery {
-    base_revision: Option<u64>,
+    pub(super) base_revision: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +109,14 @@ pub async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "services": state.controller.services().len(),
     }))
+}
+
+/// The last minute of every release of a service.
+pub async fn release_status(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<ReleaseStatusView>> {
+    Ok(Json(state.controller.status(&service_name(&name)?)?))
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Vec<ServiceView>> {

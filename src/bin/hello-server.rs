@@ -111,6 +111,17 @@ struct Args {
     /// Ignore SIGTERM (a supervisor must escalate to SIGKILL).
     #[arg(long)]
     ignore_sigterm: bool,
+    /// API majors served, e.g. `v1,v2`: a request whose `x-api-version`
+    /// header names another major gets 406, so a wrong route shows.
+    #[arg(long, value_delimiter = ',')]
+    api_versions: Vec<String>,
+}
+
+/// The major of an API version as a client names it (`v2`, `2`, `2.0`).
+fn api_major(text: &str) -> Option<u32> {
+    let t = text.trim();
+    let t = t.strip_prefix(['v', 'V']).unwrap_or(t);
+    t.split('.').next()?.parse().ok()
 }
 
 /// Parses a number in 0.0..=1.0 for `--fail-rate`.
@@ -137,6 +148,8 @@ struct State {
     requests: AtomicU64,
     /// Set by `POST /control/health/fail`, cleared by `POST /control/health/ok`.
     health_failing: AtomicBool,
+    /// API majors served (`--api-versions`); empty serves any.
+    api_majors: Vec<u32>,
 }
 
 impl State {
@@ -222,6 +235,15 @@ fn make_state(args: &Args, port: u16) -> std::io::Result<State> {
         fail_rate: args.fail_rate,
         requests: AtomicU64::new(0),
         health_failing: AtomicBool::new(false),
+        api_majors: args
+            .api_versions
+            .iter()
+            .map(|v| {
+                api_major(v).ok_or_else(|| {
+                    std::io::Error::other(format!("--api-versions: `{v}` is not like v2"))
+                })
+            })
+            .collect::<std::io::Result<_>>()?,
     })
 }
 
@@ -311,6 +333,20 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
     if state.next_request_fails() {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "injected failure\n");
+    }
+    if !state.api_majors.is_empty() {
+        let asked = req
+            .headers()
+            .get("x-api-version")
+            .and_then(|v| v.to_str().ok());
+        if let Some(asked) = asked {
+            if !api_major(asked).is_some_and(|m| state.api_majors.contains(&m)) {
+                return text(
+                    StatusCode::NOT_ACCEPTABLE,
+                    &format!("hello {} does not serve API {asked}\n", state.version),
+                );
+            }
+        }
     }
     let query = req.uri().query().unwrap_or("").to_owned();
     match path.as_str() {

@@ -1,5 +1,5 @@
 mod container;
-mod project;
+pub(super) mod project;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,6 +39,11 @@ pub struct DeployArgs {
     /// the manifest's command as local processes instead of building an image.
     #[arg(long)]
     pub process: bool,
+    /// A switchyard.toml (any file name): its command runs as local
+    /// processes in the file's folder, with its API versions, schemas and
+    /// hooks.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["path", "image", "upstreams", "process"])]
+    pub manifest: Option<PathBuf>,
     /// The port the service listens on inside its container (default: the
     /// image's one exposed port, else 8080); it is published on a free port
     /// of 127.0.0.1.
@@ -71,8 +76,11 @@ pub struct DeployArgs {
     #[arg(long = "host")]
     pub hosts: Vec<String>,
     /// Enter as standby (running, no traffic) instead of shadow.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "promote")]
     pub standby: bool,
+    /// The emergency release: make it main as soon as it is healthy, no canary.
+    #[arg(long)]
+    pub promote: bool,
     /// Health check path [default: /, or the manifest's].
     #[arg(long = "health")]
     pub health_path: Option<String>,
@@ -161,9 +169,10 @@ impl DeployArgs {
 
     async fn spec(&self) -> anyhow::Result<ReleaseSpec> {
         self.check_sources()?;
-        let project = match &self.path {
-            Some(path) => Some(Project::open(path, self.process)?),
-            None => None,
+        let project = match (&self.path, &self.manifest) {
+            (Some(path), _) => Some(Project::open(path, self.process)?),
+            (None, Some(file)) => Some(Project::from_manifest_file(file)?),
+            (None, None) => None,
         };
         let manifest = project.as_ref().and_then(Project::manifest);
         if let Some(m) = manifest {
@@ -177,6 +186,10 @@ impl DeployArgs {
         }
         let health = self.health(manifest)?;
         let env = self.env(manifest)?;
+        let versioning = manifest
+            .map(Manifest::versioning)
+            .transpose()?
+            .unwrap_or_default();
         let replicas = self
             .replicas
             .or(manifest.and_then(|m| m.replicas))
@@ -230,6 +243,7 @@ impl DeployArgs {
                     replicas: self.upstreams.len() as u32,
                     health,
                     ready_timeout_ms: self.ready_timeout.as_millis() as u64,
+                    versioning,
                 });
             }
             (None, None) => {
@@ -257,6 +271,7 @@ impl DeployArgs {
             replicas,
             health,
             ready_timeout_ms: self.ready_timeout.as_millis() as u64,
+            versioning,
         })
     }
 
@@ -293,6 +308,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         spec: args.spec().await?,
         hosts: args.hosts.clone(),
         standby: args.standby,
+        promote: args.promote,
         base_revision: args.revision,
     };
     let change: Change = client.post(&format!("{path}/releases"), &request).await?;

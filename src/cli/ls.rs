@@ -35,7 +35,10 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
                 if release.role == Role::Main { "*" } else { "" }.to_owned(),
                 service.name.clone(),
                 release.version.clone(),
-                release.role.to_string(),
+                match (&service.policy.canary, release.role) {
+                    (Some(c), Role::Canary) => format!("canary {}%", c.percent),
+                    _ => release.role.to_string(),
+                },
                 release.status.clone(),
                 format!("{healthy}/{}", release.instances.len()),
                 ago(release.since),

@@ -49,6 +49,21 @@ pub fn timestamp(unix_ms: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// What a change command prints: its action and revision, or the JSON.
+pub fn change(
+    client: &super::ClientArgs,
+    change: &crate::api::services::Change,
+) -> anyhow::Result<()> {
+    if client.json {
+        return json(change);
+    }
+    println!(
+        "{} (revision {})",
+        change.revision.action, change.revision.number
+    );
+    Ok(())
+}
+
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

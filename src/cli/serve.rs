@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, router};
 use crate::config::ServeConfig;
-use crate::controller::Controller;
+use crate::controller::{Controller, Notifier};
 use crate::handover::{ChangeGate, Handover, Successor, hold_changes};
 use crate::proxy::{self, DataPlane, Drain, MirrorSettings, Proxy, ProxySettings, SharedTable};
 use crate::routing::RoutingTable;
@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Rotate an instance's log file past this many bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub log_max_bytes: u64,
+    /// URL that rollout events are POSTed to as JSON (repeatable).
+    #[arg(long = "webhook", value_name = "URL")]
+    pub webhooks: Vec<String>,
     /// Mirrored copies waiting per shadow; more are dropped and counted.
     #[arg(long, default_value_t = 256)]
     pub shadow_queue: usize,
@@ -152,16 +155,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         proxy: proxy_settings.clone(),
         runtime: data_plane.handle().clone(),
     };
+    let pauses: crate::proxy::SharedPauses = Arc::default();
     let controller = Arc::new(Controller::new(
         store,
         runtime,
         Arc::clone(&table),
+        Arc::clone(&pauses),
         mirror_settings,
+        Notifier::start(args.webhooks.clone()),
     ));
     controller
         .restore()
         .context("cannot restore the committed state")?;
     controller.wait_restored(RESTORE_WAIT).await;
+    controller
+        .resume_rollouts()
+        .context("cannot resume the stored rollouts")?;
 
     let (proxy_listener, admin_listener, old_serve) = match successor {
         Some(Successor { proxy, admin, old }) => (proxy, admin, Some(old)),
@@ -206,6 +215,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let stop_admin = CancellationToken::new();
     let proxy = Arc::new(Proxy {
         table,
+        pauses,
+        pinned: None,
         settings: proxy_settings,
     });
     tokio::spawn(save_shadow_stats(

@@ -1,7 +1,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use super::output::{json, table};
+use super::output::{self, json, table};
 use super::{AdminClient, ClientArgs, service_path};
 use crate::api::services::Change;
 use crate::api::shadows::{CompareRequest, ShadowRequest};
@@ -130,7 +130,7 @@ async fn set(args: SetArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    print_change(&args.client, &change)
+    output::change(&args.client, &change)
 }
 
 async fn compare(args: CompareArgs) -> anyhow::Result<()> {
@@ -166,18 +166,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    print_change(&args.client, &change)
-}
-
-fn print_change(client: &ClientArgs, change: &Change) -> anyhow::Result<()> {
-    if client.json {
-        return json(change);
-    }
-    println!(
-        "{} (revision {})",
-        change.revision.action, change.revision.number
-    );
-    Ok(())
+    output::change(&args.client, &change)
 }
 
 fn percent(rate: Option<f64>) -> String {

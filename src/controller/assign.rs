@@ -1,7 +1,6 @@
-use super::{Controller, ControllerError};
+use super::Controller;
 use crate::error::Result;
-use crate::model::{ModelError, Revision, ServiceName, now_millis, parse_version};
-use crate::runtime::ReleasePhase;
+use crate::model::{Revision, ServiceName, now_millis, parse_version};
 
 impl Controller {
     /// Makes a release main, atomically: requests routed after the swap go
@@ -19,25 +18,7 @@ impl Controller {
         let current = self.require(service)?;
         Self::check_base(service, current.number, base_revision)?;
         let next = current.state.assign(service, &version, now_millis())?;
-        let handle = self
-            .runtime
-            .get(service.as_str(), &version.to_string())
-            .ok_or_else(|| ModelError::UnknownRelease {
-                service: service.to_string(),
-                version: version.to_string(),
-                known: "it is not running".into(),
-            })?;
-        let status = handle.status();
-        let phase = status.phase();
-        if phase != ReleasePhase::Ready {
-            return Err(ControllerError::NotHealthy {
-                service: service.to_string(),
-                version: version.to_string(),
-                phase: phase.to_string(),
-                detail: status.health_summary(),
-            }
-            .into());
-        }
+        self.ensure_ready(service, &version)?;
         let old = current
             .state
             .main()

@@ -22,6 +22,9 @@ pub struct DeployRequest {
     /// Enter as standby instead of shadow (ignored for a first release).
     #[serde(default)]
     pub standby: bool,
+    /// The emergency release: straight to main once healthy, no canary.
+    #[serde(default)]
+    pub promote: bool,
     /// Refuse the change if the service has moved past this revision.
     #[serde(default)]
     pub base_revision: Option<u64>,
@@ -44,7 +47,9 @@ impl Controller {
             .iter()
             .map(|h| normalize_host(h))
             .collect::<Result<Vec<_>, ModelError>>()?;
-        let how = if req.standby {
+        let how = if req.promote {
+            DeployAs::Main
+        } else if req.standby {
             DeployAs::Standby
         } else {
             DeployAs::Auto

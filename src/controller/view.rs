@@ -2,7 +2,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::error::Result;
-use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings};
+use crate::metrics::{ReleaseSample, WindowSummary};
+use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings, TrafficPolicy};
 use crate::runtime::InstanceStatus;
 
 /// A service as `ls` and the API show it.
@@ -15,6 +16,8 @@ pub struct ServiceView {
     pub releases: Vec<ReleaseView>,
     /// How shadows' answers are compared with main's.
     pub compare: ComparePolicy,
+    /// Who reaches which release.
+    pub policy: TrafficPolicy,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -32,6 +35,9 @@ pub struct ReleaseView {
     pub instances: Vec<InstanceStatus>,
     /// How it is mirrored to while it is a shadow.
     pub shadow: ShadowSettings,
+    /// Its own listen address, when pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<std::net::SocketAddr>,
 }
 
 impl Controller {
@@ -60,6 +66,7 @@ impl Controller {
                     kind,
                     instances,
                     shadow: entry.shadow.clone(),
+                    pinned: entry.pinned,
                 }
             })
             .collect();
@@ -70,6 +77,7 @@ impl Controller {
             main: revision.state.main().map(|v| v.to_string()),
             releases,
             compare: revision.state.compare.clone(),
+            policy: revision.state.policy.clone(),
         }
     }
 
@@ -86,4 +94,72 @@ impl Controller {
     pub fn service(&self, service: &ServiceName) -> Result<ServiceView> {
         Ok(self.view(&self.require(service)?))
     }
+
+    /// Every running release's numbers, for `/metrics`.
+    pub fn release_samples(&self) -> Vec<ReleaseSample> {
+        let current: Vec<Revision> = self.current_map().values().cloned().collect();
+        let mut samples = Vec::new();
+        for revision in &current {
+            for (version, entry) in &revision.state.releases {
+                let Some(handle) = self
+                    .runtime
+                    .get(revision.service.as_str(), &version.to_string())
+                else {
+                    continue;
+                };
+                samples.push(ReleaseSample {
+                    service: revision.service.to_string(),
+                    version: version.to_string(),
+                    role: entry.role.to_string(),
+                    metrics: handle.backend.metrics.snapshot(),
+                    in_flight: handle.backend.in_flight(),
+                    healthy: handle.backend.healthy_count(),
+                    instances: handle.release.spec.replicas as usize,
+                });
+            }
+        }
+        samples
+    }
+
+    /// The last minute of every release of a service, for `switchyard status`.
+    pub fn status(&self, service: &ServiceName) -> Result<Vec<ReleaseStatusView>> {
+        let revision = self.require(service)?;
+        Ok(revision
+            .state
+            .releases
+            .iter()
+            .map(|(version, entry)| {
+                let handle = self.runtime.get(service.as_str(), &version.to_string());
+                ReleaseStatusView {
+                    version: version.to_string(),
+                    role: entry.role,
+                    canary_percent: revision
+                        .state
+                        .policy
+                        .canary
+                        .as_ref()
+                        .filter(|c| &c.version == version)
+                        .map(|c| c.percent),
+                    healthy: handle.as_ref().map_or(0, |h| h.backend.healthy_count()),
+                    instances: handle
+                        .as_ref()
+                        .map_or(0, |h| h.release.spec.replicas as usize),
+                    last_minute: handle
+                        .map(|h| h.backend.metrics.last_minute())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// One release in `switchyard status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseStatusView {
+    pub version: String,
+    pub role: Role,
+    pub canary_percent: Option<u8>,
+    pub healthy: usize,
+    pub instances: usize,
+    pub last_minute: WindowSummary,
 }

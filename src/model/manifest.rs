@@ -12,26 +12,42 @@
 //! interval = "1s"                      # also timeout, healthy_threshold, unhealthy_threshold
 //! ```
 //!
+//! Versioned releases add what they promise about compatibility:
+//!
+//! ```toml
+//! api_versions = ["v1", "v2"]          # API versions served (v2, v1.1, 2.0)
+//! schema_version = "1.0.1"             # the schema this release migrates to
+//! runs_on_schemas = ["1.0.1", "2.0.0"] # schemas it can run against (default: its own)
+//! changelog = "adds API v2"
+//! [hooks]                              # run in the folder with the release's env
+//! backup = ["./backup.sh"]             # before the schema changes
+//! migrate = ["./migrate.sh", "up"]     # moves the schema to schema_version
+//! migrate_down = ["./migrate.sh", "down"]  # optional; without it no way back
+//! ```
+//!
 //! The command runs with the folder as its working directory; `{port}`
-//! becomes the instance's port, which is also in `PORT`. Fields that later
-//! releases of Switchyard read (`api_versions`, `schema_version`,
-//! `runs_on_schemas`, `hooks`, `changelog`) are accepted and not used yet;
-//! any other field is refused, so a typo does not pass silently.
+//! becomes the instance's port, which is also in `PORT`. Any other field is
+//! refused, so a typo does not pass silently.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use semver::Version;
 use serde::Deserialize;
 
-use super::{HealthCheck, ModelError};
+use super::{ApiVersion, HealthCheck, Hooks, ModelError, Versioning};
 
 /// The manifest's file name inside a project folder.
 pub const MANIFEST_FILE: &str = "switchyard.toml";
 
-/// Top-level fields read now.
-const KNOWN: &[&str] = &["name", "version", "command", "replicas", "env", "health"];
-/// Top-level fields reserved for versioned releases; accepted, not used yet.
-const RESERVED: &[&str] = &[
+/// The top-level fields.
+const KNOWN: &[&str] = &[
+    "name",
+    "version",
+    "command",
+    "replicas",
+    "env",
+    "health",
     "api_versions",
     "schema_version",
     "runs_on_schemas",
@@ -52,6 +68,29 @@ pub struct Manifest {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub health: ManifestHealth,
+    /// API versions served, e.g. `["v1", "v2"]`.
+    #[serde(default)]
+    pub api_versions: Vec<String>,
+    /// The schema this release migrates the database to (semver).
+    pub schema_version: Option<String>,
+    /// The schemas it can run against (semver); default its own.
+    #[serde(default)]
+    pub runs_on_schemas: Vec<String>,
+    #[serde(default)]
+    pub hooks: ManifestHooks,
+    pub changelog: Option<String>,
+}
+
+/// The `[hooks]` table: each a program and its arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestHooks {
+    #[serde(default)]
+    pub backup: Vec<String>,
+    #[serde(default)]
+    pub migrate: Vec<String>,
+    #[serde(default)]
+    pub migrate_down: Vec<String>,
 }
 
 /// The `[health]` table; what is left out keeps its default.
@@ -71,10 +110,7 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Self, ModelError> {
         let bad = |m: String| ModelError::InvalidManifest(m);
         let table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
-        if let Some(key) = table
-            .keys()
-            .find(|k| !KNOWN.contains(&k.as_str()) && !RESERVED.contains(&k.as_str()))
-        {
+        if let Some(key) = table.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(bad(format!(
                 "unknown field `{key}`; the fields are {}",
                 KNOWN.join(", ")
@@ -82,7 +118,50 @@ impl Manifest {
         }
         let manifest: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         manifest.health_check()?;
+        manifest.versioning()?;
         Ok(manifest)
+    }
+
+    /// API versions, schemas, hooks and changelog, parsed and checked.
+    pub fn versioning(&self) -> Result<Versioning, ModelError> {
+        let bad = |m: String| ModelError::InvalidManifest(m);
+        let schema = |field: &str, text: &str| {
+            Version::parse(text).map_err(|e| {
+                bad(format!(
+                    "{field} = \"{text}\" is not a semantic version ({e}); write e.g. \"1.0.1\""
+                ))
+            })
+        };
+        let api_versions = self
+            .api_versions
+            .iter()
+            .map(|v| v.parse::<ApiVersion>().map_err(|e| bad(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema_version = match &self.schema_version {
+            Some(s) => Some(schema("schema_version", s)?),
+            None => None,
+        };
+        let runs_on_schemas = self
+            .runs_on_schemas
+            .iter()
+            .map(|s| schema("runs_on_schemas", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let versioning = Versioning {
+            api_versions,
+            schema_version,
+            runs_on_schemas,
+            hooks: Hooks {
+                backup: self.hooks.backup.clone(),
+                migrate: self.hooks.migrate.clone(),
+                migrate_down: self.hooks.migrate_down.clone(),
+            },
+            changelog: self.changelog.clone().unwrap_or_default(),
+        };
+        versioning.validate().map_err(|e| match e {
+            ModelError::InvalidSpec(m) => bad(m),
+            other => other,
+        })?;
+        Ok(versioning)
     }
 
     /// Refuses a manifest that names another service or version than the
@@ -206,6 +285,24 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(m.command[0], "./hub-server");
+        let v = m.versioning().expect("versioning");
+        assert_eq!(crate::model::api_list(&v.api_versions), "v1, v2");
+        assert_eq!(v.schema_version, Some(Version::new(1, 0, 1)));
+        assert_eq!(v.runs_on_schemas.len(), 2);
+        assert_eq!(v.hooks.migrate, vec!["./migrate.sh", "up"]);
+    }
+
+    #[test]
+    fn bad_versioning_is_refused_with_the_field() {
+        let e = Manifest::parse(r#"api_versions = ["two"]"#).expect_err("bad api");
+        assert!(e.to_string().contains("`two`"), "{e}");
+        let e = Manifest::parse(r#"schema_version = "1.0""#).expect_err("bad schema");
+        assert!(e.to_string().contains("schema_version"), "{e}");
+        let e = Manifest::parse("schema_version = \"1.0.0\"\nruns_on_schemas = [\"2.0.0\"]")
+            .expect_err("own schema missing");
+        assert!(e.to_string().contains("runs_on_schemas"), "{e}");
+        let e = Manifest::parse("[hooks]\nmigrat = [\"x\"]").expect_err("typo in hooks");
+        assert!(e.to_string().contains("migrat"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{HealthCheck, ModelError, ServiceName};
+use super::{HealthCheck, ModelError, ServiceName, Versioning};
 
 /// The most replicas one release may ask for.
 pub const MAX_REPLICAS: u32 = 64;
@@ -18,6 +18,10 @@ pub struct ReleaseSpec {
     pub health: HealthCheck,
     /// How long a deploy waits for every replica to become healthy.
     pub ready_timeout_ms: u64,
+    /// API versions, schema, hooks and changelog from `switchyard.toml`;
+    /// absent in specs stored before versioned releases.
+    #[serde(default, skip_serializing_if = "Versioning::is_empty")]
+    pub versioning: Versioning,
 }
 
 /// Where a release's instances come from.
@@ -146,6 +150,7 @@ impl ReleaseSpec {
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |m: String| Err(ModelError::InvalidSpec(m));
         self.health.validate()?;
+        self.versioning.validate()?;
         if self.ready_timeout_ms == 0 {
             return bad("the ready timeout must be more than zero".into());
         }
@@ -250,6 +255,7 @@ mod tests {
             replicas: 1,
             health: HealthCheck::default(),
             ready_timeout_ms: 1000,
+            versioning: Versioning::default(),
         }
     }
 

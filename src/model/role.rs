@@ -13,6 +13,10 @@ pub enum Role {
     Shadow,
     /// Running, no traffic: the instant rollback target.
     Standby,
+    /// Reached by a share of clients (the policy holds the share).
+    Canary,
+    /// Reached by opt-in only (`x-client-mode: green`).
+    Green,
 }
 
 impl fmt::Display for Role {
@@ -21,6 +25,8 @@ impl fmt::Display for Role {
             Role::Main => "main",
             Role::Shadow => "shadow",
             Role::Standby => "standby",
+            Role::Canary => "canary",
+            Role::Green => "green",
         })
     }
 }

@@ -3,7 +3,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{ComparePolicy, ModelError, Role, ServiceName, ShadowSettings};
+use super::{
+    ApiVersionSource, Canary, ComparePolicy, ModelError, Role, Rule, ServiceName, ShadowSettings,
+    Stickiness, TrafficPolicy, rule_label,
+};
 
 /// A release's place in its service's desired state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +17,10 @@ pub struct ReleaseEntry {
     /// How it receives mirrored copies while its role is shadow.
     #[serde(default)]
     pub shadow: ShadowSettings,
+    /// Its own listen address (`IP:PORT`), served for as long as it runs:
+    /// every request there goes to this release, whatever its role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<std::net::SocketAddr>,
 }
 
 /// How a newly deployed release enters its service.
@@ -23,6 +30,8 @@ pub enum DeployAs {
     #[default]
     Auto,
     Standby,
+    /// Main at once (the emergency release); the old main goes to standby.
+    Main,
 }
 
 /// The desired state of one service: which releases run, in which role,
@@ -37,6 +46,12 @@ pub struct ServiceState {
     /// How shadows' answers are compared with main's.
     #[serde(default)]
     pub compare: ComparePolicy,
+    /// Who reaches which release: opt-in, rules, canary.
+    #[serde(default)]
+    pub policy: TrafficPolicy,
+    /// Where requests name the API version they want.
+    #[serde(default)]
+    pub api_version: ApiVersionSource,
 }
 
 impl ServiceState {
@@ -88,7 +103,7 @@ impl ServiceState {
         let role = match (self.main(), how) {
             (None, _) => Role::Main,
             (Some(_), DeployAs::Auto) => Role::Shadow,
-            (Some(_), DeployAs::Standby) => Role::Standby,
+            (Some(_), DeployAs::Standby | DeployAs::Main) => Role::Standby,
         };
         let mut next = self.clone();
         next.releases.insert(
@@ -97,8 +112,12 @@ impl ServiceState {
                 role,
                 since: now,
                 shadow: ShadowSettings::default(),
+                pinned: None,
             },
         );
+        if how == DeployAs::Main && role != Role::Main {
+            return next.assign(service, version, now);
+        }
         Ok(next)
     }
 
@@ -129,6 +148,8 @@ impl ServiceState {
                 entry.since = now;
             }
         }
+        // The new main is nobody's candidate any more.
+        next.policy.forget_candidate(version);
         Ok(next)
     }
 
@@ -155,8 +176,17 @@ impl ServiceState {
                 others,
             });
         }
+        let rules = self.policy.rules_naming(version);
+        if !rules.is_empty() {
+            return Err(ModelError::RuleTargets {
+                service: service.to_string(),
+                version: version.to_string(),
+                rules: rules.join(", "),
+            });
+        }
         let mut next = self.clone();
         next.releases.remove(version);
+        next.policy.forget_candidate(version);
         Ok(next)
     }
 
@@ -164,6 +194,12 @@ impl ServiceState {
     pub fn kill_all(&self) -> ServiceState {
         ServiceState {
             releases: BTreeMap::new(),
+            policy: TrafficPolicy {
+                canary: None,
+                green: None,
+                rules: Vec::new(),
+                ..self.policy.clone()
+            },
             ..self.clone()
         }
     }
@@ -201,6 +237,200 @@ impl ServiceState {
                 e.role == Role::Shadow && e.shadow.enabled && e.shadow.sample_percent > 0
             })
             .map(|(v, e)| (v, &e.shadow))
+    }
+
+    /// The state with another traffic policy, validated against the
+    /// running releases; canary and green roles follow the policy (a
+    /// release that loses either becomes standby).
+    pub fn with_policy(&self, policy: TrafficPolicy, now: u64) -> Result<ServiceState, ModelError> {
+        let running: Vec<&Version> = self.releases.keys().collect();
+        policy.validate(&running, self.main())?;
+        let mut next = self.clone();
+        for (version, entry) in next.releases.iter_mut() {
+            let role = if policy
+                .canary
+                .as_ref()
+                .is_some_and(|c| &c.version == version)
+            {
+                Role::Canary
+            } else if policy.green.as_ref() == Some(version) {
+                Role::Green
+            } else if matches!(entry.role, Role::Canary | Role::Green) {
+                Role::Standby
+            } else {
+                entry.role
+            };
+            if role != entry.role {
+                entry.role = role;
+                entry.since = now;
+            }
+        }
+        next.policy = policy;
+        Ok(next)
+    }
+
+    /// Sends `percent` of clients to `version`. One canary at a time.
+    pub fn set_canary(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+        percent: u8,
+        sticky: Option<Stickiness>,
+        now: u64,
+    ) -> Result<ServiceState, ModelError> {
+        if !self.releases.contains_key(version) {
+            return Err(self.unknown(service, version));
+        }
+        if let Some(current) = &self.policy.canary {
+            if &current.version != version {
+                return Err(ModelError::CanaryExists {
+                    service: service.to_string(),
+                    version: current.version.to_string(),
+                });
+            }
+        }
+        let mut policy = self.policy.clone();
+        policy.canary = Some(Canary {
+            version: version.clone(),
+            percent,
+        });
+        if policy.green.as_ref() == Some(version) {
+            policy.green = None;
+        }
+        if let Some(sticky) = sticky {
+            policy.sticky = sticky;
+        }
+        self.with_policy(policy, now)
+    }
+
+    /// Ends the canary at once: every client back on main; the canary
+    /// release stays running as standby.
+    pub fn abort(&self, service: &ServiceName, now: u64) -> Result<ServiceState, ModelError> {
+        if self.policy.canary.is_none() {
+            return Err(ModelError::NoCanary {
+                service: service.to_string(),
+            });
+        }
+        let mut policy = self.policy.clone();
+        policy.canary = None;
+        self.with_policy(policy, now)
+    }
+
+    /// Marks a release as the opt-in candidate (or clears it).
+    pub fn set_green(
+        &self,
+        service: &ServiceName,
+        version: Option<&Version>,
+        now: u64,
+    ) -> Result<ServiceState, ModelError> {
+        if let Some(v) = version {
+            if !self.releases.contains_key(v) {
+                return Err(self.unknown(service, v));
+            }
+        }
+        let mut policy = self.policy.clone();
+        policy.green = version.cloned();
+        self.with_policy(policy, now)
+    }
+
+    /// Inserts a rule at `position` (1-based; default last).
+    pub fn add_rule(
+        &self,
+        rule: Rule,
+        position: Option<usize>,
+        now: u64,
+    ) -> Result<ServiceState, ModelError> {
+        let mut policy = self.policy.clone();
+        let at = position
+            .map(|p| p.saturating_sub(1).min(policy.rules.len()))
+            .unwrap_or(policy.rules.len());
+        policy.rules.insert(at, rule);
+        self.with_policy(policy, now)
+    }
+
+    /// Removes a rule named by its 1-based number or its name.
+    pub fn remove_rule(
+        &self,
+        service: &ServiceName,
+        selector: &str,
+        now: u64,
+    ) -> Result<ServiceState, ModelError> {
+        let index = match selector.parse::<usize>() {
+            Ok(n) if n >= 1 && n <= self.policy.rules.len() => Some(n - 1),
+            _ => self
+                .policy
+                .rules
+                .iter()
+                .position(|r| !r.name.is_empty() && r.name == selector),
+        };
+        let Some(index) = index else {
+            return Err(ModelError::UnknownRule {
+                service: service.to_string(),
+                selector: selector.to_owned(),
+            });
+        };
+        let mut policy = self.policy.clone();
+        policy.rules.remove(index);
+        self.with_policy(policy, now)
+    }
+
+    /// Names the rules for listings.
+    pub fn rule_labels(&self) -> Vec<String> {
+        self.policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| rule_label(i, r))
+            .collect()
+    }
+
+    /// Gives a release its own listen address (or takes it away).
+    pub fn pin(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<ServiceState, ModelError> {
+        if !self.releases.contains_key(version) {
+            return Err(self.unknown(service, version));
+        }
+        if let Some(addr) = address {
+            if addr.port() == 0 {
+                return Err(ModelError::InvalidSpec(
+                    "a pinned address needs a port other than 0".into(),
+                ));
+            }
+            if let Some((other, _)) = self
+                .releases
+                .iter()
+                .find(|(v, e)| *v != version && e.pinned == Some(addr))
+            {
+                return Err(ModelError::InvalidSpec(format!(
+                    "{addr} is pinned to {service} {other} already"
+                )));
+            }
+        }
+        let mut next = self.clone();
+        if let Some(entry) = next.releases.get_mut(version) {
+            entry.pinned = address;
+        }
+        Ok(next)
+    }
+
+    /// Pinned addresses of the service's releases.
+    pub fn pins(&self) -> impl Iterator<Item = (std::net::SocketAddr, &Version)> {
+        self.releases
+            .iter()
+            .filter_map(|(v, e)| e.pinned.map(|a| (a, v)))
+    }
+
+    /// Reads the API version from another place.
+    pub fn with_api_version(&self, source: ApiVersionSource) -> Result<ServiceState, ModelError> {
+        source.validate()?;
+        Ok(ServiceState {
+            api_version: source,
+            ..self.clone()
+        })
     }
 
     /// Adds host names routed to this service.
@@ -301,6 +531,55 @@ mod tests {
         let back: ServiceState = serde_json::from_str(&json).expect("parse");
         assert_eq!(s, back);
         assert!(back.hosts.contains("app.example.com"));
+    }
+
+    fn two() -> ServiceState {
+        ServiceState::default()
+            .deploy(&name(), &v("1.0.0"), DeployAs::Auto, 1)
+            .and_then(|s| s.deploy(&name(), &v("2.0.0"), DeployAs::Auto, 2))
+            .expect("deploys")
+    }
+
+    #[test]
+    fn canary_takes_the_canary_role_and_abort_makes_it_standby() {
+        let s = two()
+            .set_canary(&name(), &v("2.0.0"), 10, None, 3)
+            .expect("canary");
+        assert_eq!(s.role_of(&v("2.0.0")), Some(Role::Canary));
+        let err = s
+            .deploy(&name(), &v("3.0.0"), DeployAs::Auto, 4)
+            .and_then(|s| s.set_canary(&name(), &v("3.0.0"), 5, None, 5))
+            .expect_err("one canary at a time");
+        assert!(matches!(err, ModelError::CanaryExists { .. }));
+        let s = s.abort(&name(), 6).expect("abort");
+        assert_eq!(s.role_of(&v("2.0.0")), Some(Role::Standby));
+        assert!(s.policy.canary.is_none());
+        assert!(s.abort(&name(), 7).is_err());
+    }
+
+    #[test]
+    fn assigning_the_canary_ends_the_canary() {
+        let s = two()
+            .set_canary(&name(), &v("2.0.0"), 50, None, 3)
+            .and_then(|s| s.assign(&name(), &v("2.0.0"), 4))
+            .expect("promote");
+        assert_eq!(s.main(), Some(&v("2.0.0")));
+        assert!(s.policy.canary.is_none());
+    }
+
+    #[test]
+    fn a_release_that_rules_send_traffic_to_cannot_be_killed() {
+        let rule = Rule {
+            name: "beta".into(),
+            matches: vec![],
+            action: crate::model::Action::Route { to: v("2.0.0") },
+        };
+        let s = two().add_rule(rule, None, 3).expect("rule");
+        let err = s.kill(&name(), &v("2.0.0")).expect_err("targeted");
+        assert!(err.to_string().contains("beta"), "{err}");
+        let s = s.remove_rule(&name(), "beta", 4).expect("remove by name");
+        assert!(s.kill(&name(), &v("2.0.0")).is_ok());
+        assert!(s.remove_rule(&name(), "1", 5).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use super::Upstream;
+use crate::metrics::ReleaseMetrics;
 
 /// A release as the data plane sees it: its instances (one slot per
 /// replica, replaced when an instance restarts) and its requests in flight,
@@ -18,6 +19,8 @@ pub struct Backend {
     slots: ArcSwap<Vec<Option<Arc<Upstream>>>>,
     in_flight: AtomicUsize,
     rotation: AtomicUsize,
+    /// What the proxy measured of this release's answers.
+    pub metrics: ReleaseMetrics,
 }
 
 impl Backend {
@@ -30,6 +33,7 @@ impl Backend {
             slots: ArcSwap::from_pointee(vec![None; replicas]),
             in_flight: AtomicUsize::new(0),
             rotation: AtomicUsize::new(0),
+            metrics: ReleaseMetrics::default(),
         }
     }
 

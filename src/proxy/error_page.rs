@@ -15,8 +15,14 @@ pub enum ProxyError {
         "service {service} has no running release {version}; `switchyard ls` lists its releases"
     )]
     UnknownRelease { service: String, version: String },
+    #[error(
+        "no candidate release for service {0}: `x-client-mode: green` reaches a canary or a release marked green (`switchyard green`)"
+    )]
+    NoCandidate(String),
     #[error("service {0} has no main release")]
     NoMain(String),
+    #[error("service {0} is paused and this request waited its maximum hold; retry later")]
+    Paused(String),
     #[error("no route: use /services/NAME/ or a host name routed to a service")]
     NoRoute,
     #[error("no healthy instance of {service} {version}")]
@@ -51,10 +57,11 @@ impl ProxyError {
         match self {
             ProxyError::UnknownService(_)
             | ProxyError::UnknownRelease { .. }
+            | ProxyError::NoCandidate(_)
             | ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoMain(_) | ProxyError::NoHealthyInstance { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoMain(_)
+            | ProxyError::Paused(_)
+            | ProxyError::NoHealthyInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed { .. } | ProxyError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -67,7 +74,9 @@ impl ProxyError {
         match self {
             ProxyError::UnknownService(_) => "unknown-service",
             ProxyError::UnknownRelease { .. } => "unknown-release",
+            ProxyError::NoCandidate(_) => "no-candidate",
             ProxyError::NoMain(_) => "no-main",
+            ProxyError::Paused(_) => "paused",
             ProxyError::NoRoute => "no-route",
             ProxyError::NoHealthyInstance { .. } => "no-healthy-instance",
             ProxyError::ConnectFailed { .. } => "connect-failed",

@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
@@ -9,11 +10,12 @@ use super::backend::InFlight;
 use super::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
 use hyper::client::conn::http1::SendRequest;
 
+use super::Mirror;
 use super::body::ResponseCapture;
 use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, upgrade};
-use crate::routing::Route;
+use crate::routing::{FixedResponse, RequestView, Route, RoutingTable};
 
 const X_SWITCHYARD_VERSION: header::HeaderName =
     header::HeaderName::from_static("x-switchyard-version");
@@ -36,27 +38,50 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let started = Instant::now();
         let host = req.headers().get(header::HOST).cloned().or_else(|| {
             req.uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let (backend, upstream_uri, prefix, shadows) = {
+        if !self.pauses.load().is_empty() {
+            self.hold_if_paused(&req, client, host.as_ref()).await?;
+        }
+        let (backend, upstream_uri, prefix, shadows, set_cookie) = {
             let table = self.table.load();
-            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            match table.route(host.as_ref().and_then(|h| h.to_str().ok()), path) {
+            let view = RequestView {
+                method: req.method(),
+                host: host.as_ref().and_then(|h| h.to_str().ok()),
+                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                headers: req.headers(),
+                client: client.ip(),
+            };
+            let route = match &self.pinned {
+                Some((service, version)) => {
+                    pinned_route(&table, service, version, view.path_and_query)
+                }
+                None => table.route(&view),
+            };
+            match route {
                 Route::Release {
+                    service: _,
                     backend,
                     upstream_path,
                     prefix,
                     shadows,
+                    set_cookie,
                 } => (
                     Arc::clone(backend),
                     upstream_uri(upstream_path)?,
                     prefix.to_owned(),
                     // Cloned only when there are shadows to mirror to.
                     (!shadows.is_empty()).then(|| shadows.to_vec()),
+                    set_cookie.map(|(name, value)| sticky_cookie(name, &value)),
                 ),
+                Route::Respond(fixed) => return Ok(fixed_response(fixed)),
+                Route::NoCandidate { service } => {
+                    return Err(ProxyError::NoCandidate(service.to_owned()));
+                }
                 Route::UnknownService { name } => {
                     return Err(ProxyError::UnknownService(name.to_owned()));
                 }
@@ -85,12 +110,21 @@ impl Proxy {
             }
         }
 
-        let mut response = if upgrading {
-            upgrade::forward(self, &backend, req).await?
+        let answered = if upgrading {
+            upgrade::forward(self, &backend, req).await
         } else {
             let capture = shadows.and_then(|s| fan_out(&s, &req, &backend));
-            self.forward(&backend, req, capture).await?
+            self.forward(&backend, req, capture).await
         };
+        match &answered {
+            Ok(r) => backend
+                .metrics
+                .record(r.status().as_u16(), false, started.elapsed()),
+            Err(e) => backend
+                .metrics
+                .record(e.status().as_u16(), true, started.elapsed()),
+        }
+        let mut response = answered?;
         let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
         if self.settings.version_header {
@@ -98,7 +132,48 @@ impl Proxy {
                 .headers_mut()
                 .insert(X_SWITCHYARD_VERSION, backend.version_header.clone());
         }
+        if let Some(cookie) = set_cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         Ok(response)
+    }
+
+    /// Waits at the service's gate while it is paused, so that the request
+    /// is routed with the table as it is when the service resumes.
+    async fn hold_if_paused(
+        &self,
+        req: &Request<Incoming>,
+        client: SocketAddr,
+        host: Option<&HeaderValue>,
+    ) -> Result<(), ProxyError> {
+        let gate = {
+            let table = self.table.load();
+            let view = RequestView {
+                method: req.method(),
+                host: host.and_then(|h| h.to_str().ok()),
+                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                headers: req.headers(),
+                client: client.ip(),
+            };
+            let route = match &self.pinned {
+                Some((service, version)) => {
+                    pinned_route(&table, service, version, view.path_and_query)
+                }
+                None => table.route(&view),
+            };
+            match route {
+                Route::Release { service, .. } => self
+                    .pauses
+                    .load()
+                    .get(service)
+                    .map(|g| (service.to_owned(), Arc::clone(g))),
+                _ => None,
+            }
+        };
+        match gate {
+            Some((service, gate)) => gate.hold().await.map_err(|_| ProxyError::Paused(service)),
+            None => Ok(()),
+        }
     }
 
     /// Forwards a request to main or one release, and hands main's
@@ -335,6 +410,48 @@ fn lost_before_response(error: &hyper::Error) -> bool {
         || error.is_closed()
         || error.is_canceled()
         || std::error::Error::source(error).is_some_and(|e| e.is::<std::io::Error>())
+}
+
+/// `Set-Cookie` for the sticky key: a year, every path, not for scripts.
+fn sticky_cookie(name: &str, value: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The answer of a rule that responds by itself.
+/// The route of a request to a release's pinned address: that release,
+/// the whole path, no shadows, no cookie.
+fn pinned_route<'t>(
+    table: &'t RoutingTable<Backend, Mirror>,
+    service: &'t str,
+    version: &'t str,
+    path_and_query: &'t str,
+) -> Route<'t, Backend, Mirror> {
+    let backend = table
+        .service(service)
+        .and_then(|s| Some((s, s.versions.get(version)?)));
+    match backend {
+        Some((routes, backend)) => Route::Release {
+            service: &routes.name,
+            backend,
+            shadows: &[],
+            upstream_path: path_and_query,
+            prefix: "",
+            set_cookie: None,
+        },
+        None => Route::UnknownRelease { service, version },
+    }
+}
+
+fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(fixed.body.clone()));
+    *response.status_mut() = fixed.status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, fixed.content_type.clone());
+    response
 }
 
 /// The request target for the upstream, in origin form.

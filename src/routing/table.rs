@@ -1,6 +1,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::api_version::{ApiRouting, Asked};
+use super::matcher::RequestView;
+use super::policy::{CompiledPolicy, Decision, FixedResponse};
+
 /// Every service lives under this path prefix.
 pub const SERVICES_PREFIX: &str = "/services/";
 
@@ -13,8 +17,13 @@ pub struct ServiceRoutes<B, S = ()> {
     pub main: Option<Arc<B>>,
     /// Every running release by version, for `/services/NAME_VERSION/`.
     pub versions: HashMap<String, Arc<B>>,
-    /// Where copies of requests to main go (shadows with mirroring on).
+    /// Where copies of requests to the service go (shadows with mirroring on).
     pub shadows: Vec<Arc<S>>,
+    /// Opt-in, rules and canary; `None` when everything goes to main.
+    pub policy: Option<CompiledPolicy<B>>,
+    /// API-version routing, applied after the policy; `None` when no
+    /// running release declares an API version.
+    pub api: Option<ApiRouting<B>>,
 }
 
 /// The compiled, immutable routing table. `B` is whatever the data plane
@@ -39,21 +48,29 @@ impl<B, S> Default for RoutingTable<B, S> {
 #[derive(Debug)]
 pub enum Route<'t, B, S = ()> {
     Release {
+        /// The service the release belongs to.
+        service: &'t str,
         backend: &'t Arc<B>,
-        /// Shadows that get a copy: those of the service when the request
-        /// goes to main; none for a release's own address.
+        /// Shadows that get a copy: those of the service for a request to
+        /// the service; none for a release's own address.
         shadows: &'t [Arc<S>],
         /// The path (and query) to send upstream.
         upstream_path: &'t str,
         /// What was stripped, for `X-Forwarded-Prefix` (empty for hosts).
         prefix: &'t str,
+        /// `(name, value)` of the sticky cookie to set on the response.
+        set_cookie: Option<(&'t str, String)>,
     },
+    /// A rule answers without any release.
+    Respond(&'t FixedResponse),
     /// The path names a service that is not here.
     UnknownService { name: &'t str },
     /// The service is here but has no running release of that version.
     UnknownRelease { service: &'t str, version: &'t str },
     /// The service exists but has no main release.
     NoMain { service: &'t str },
+    /// `x-client-mode: green` and the service has no candidate.
+    NoCandidate { service: &'t str },
     /// Neither a known host nor a `/services/` path.
     NoMatch,
 }
@@ -75,22 +92,14 @@ impl<B, S> RoutingTable<B, S> {
         self.services.get(name)
     }
 
-    /// Routes by host first (the whole path goes to the service's main), then
-    /// by `/services/NAME/…` or `/services/NAME_VERSION/…` with the prefix
-    /// stripped. `path_and_query` is the request target in origin form.
-    pub fn route<'t>(&'t self, host: Option<&str>, path_and_query: &'t str) -> Route<'t, B, S> {
-        if let Some(service) = host.and_then(|h| self.host_service(h)) {
-            return match &service.main {
-                Some(backend) => Route::Release {
-                    backend,
-                    upstream_path: path_and_query,
-                    prefix: "",
-                    shadows: &service.shadows,
-                },
-                None => Route::NoMain {
-                    service: &service.name,
-                },
-            };
+    /// Routes by host first (the whole path goes to the service), then by
+    /// `/services/NAME/…` (the service) or `/services/NAME_VERSION/…` (that
+    /// release), with the prefix stripped. A request to the service is
+    /// decided by its policy.
+    pub fn route<'t>(&'t self, req: &RequestView<'t>) -> Route<'t, B, S> {
+        let path_and_query = req.path_and_query;
+        if let Some(service) = req.host.and_then(|h| self.host_service(h)) {
+            return service.decide(req, path_and_query, "");
         }
         let Some(rest) = path_and_query.strip_prefix(SERVICES_PREFIX) else {
             return Route::NoMatch;
@@ -100,13 +109,9 @@ impl<B, S> RoutingTable<B, S> {
         let prefix_len = SERVICES_PREFIX.len() + seg_end;
         let prefix = &path_and_query[..prefix_len];
         let mut upstream_path = &path_and_query[prefix_len..];
-        if upstream_path.is_empty() || upstream_path.starts_with('?') {
-            // `/services/NAME` and `/services/NAME?q` mean the root.
-            upstream_path = if upstream_path.is_empty() {
-                "/"
-            } else {
-                upstream_path
-            };
+        if upstream_path.is_empty() {
+            // `/services/NAME` means the root.
+            upstream_path = "/";
         }
         let (name, version) = match segment.split_once('_') {
             Some((n, v)) => (n, Some(v)),
@@ -115,30 +120,22 @@ impl<B, S> RoutingTable<B, S> {
         let Some(service) = self.services.get(name) else {
             return Route::UnknownService { name: segment };
         };
-        let (backend, shadows) = match version {
+        match version {
             Some(v) => match service.versions.get(v) {
-                Some(b) => (b, &[][..]),
-                None => {
-                    return Route::UnknownRelease {
-                        service: &service.name,
-                        version: v,
-                    };
-                }
+                Some(backend) => Route::Release {
+                    service: &service.name,
+                    backend,
+                    shadows: &[],
+                    upstream_path,
+                    prefix,
+                    set_cookie: None,
+                },
+                None => Route::UnknownRelease {
+                    service: &service.name,
+                    version: v,
+                },
             },
-            None => match &service.main {
-                Some(b) => (b, &service.shadows[..]),
-                None => {
-                    return Route::NoMain {
-                        service: &service.name,
-                    };
-                }
-            },
-        };
-        Route::Release {
-            backend,
-            upstream_path,
-            prefix,
-            shadows,
+            None => service.decide(req, upstream_path, prefix),
         }
     }
 
@@ -155,7 +152,79 @@ impl<B, S> RoutingTable<B, S> {
     }
 }
 
-fn strip_port(host: &str) -> &str {
+impl<B, S> ServiceRoutes<B, S> {
+    fn decide<'t>(
+        &'t self,
+        req: &RequestView<'t>,
+        upstream_path: &'t str,
+        prefix: &'t str,
+    ) -> Route<'t, B, S> {
+        let release = |backend: &'t Arc<B>, set_cookie: Option<String>| Route::Release {
+            service: &self.name,
+            backend,
+            shadows: &self.shadows,
+            upstream_path,
+            prefix,
+            set_cookie: self.cookie(set_cookie),
+        };
+        let decision = match &self.policy {
+            Some(policy) => policy.decide(req, upstream_path),
+            None => Decision::Main { set_cookie: None },
+        };
+        // The release the policy picked: its version (for API-version
+        // routing) and backend (`None`: the service has no main).
+        let (picked, backend, set_cookie) = match decision {
+            Decision::Main { set_cookie } => (
+                self.api.as_ref().and_then(|a| a.main()),
+                self.main.as_ref(),
+                set_cookie,
+            ),
+            Decision::Release { target, set_cookie } => match &target.backend {
+                Some(backend) => (Some(target.version.as_str()), Some(backend), set_cookie),
+                None => {
+                    return Route::UnknownRelease {
+                        service: &self.name,
+                        version: &target.version,
+                    };
+                }
+            },
+            Decision::Respond(fixed) => return Route::Respond(fixed),
+            Decision::NoCandidate => {
+                return Route::NoCandidate {
+                    service: &self.name,
+                };
+            }
+        };
+        if let Some(api) = &self.api {
+            match api.asked(req, upstream_path) {
+                Asked::Nothing => {}
+                Asked::Unreadable => return Route::Respond(&api.not_acceptable),
+                Asked::Version(asked) => {
+                    if !picked.is_some_and(|v| api.serves(v, &asked)) {
+                        return match api.fallback(&asked) {
+                            Some(served) => release(&served.backend, set_cookie),
+                            None => Route::Respond(&api.not_acceptable),
+                        };
+                    }
+                }
+            }
+        }
+        match backend {
+            Some(backend) => release(backend, set_cookie),
+            None => Route::NoMain {
+                service: &self.name,
+            },
+        }
+    }
+
+    fn cookie(&self, value: Option<String>) -> Option<(&str, String)> {
+        let name = self.policy.as_ref()?.set_cookie.as_deref()?;
+        value.map(|v| (name, v))
+    }
+}
+
+/// The host name without its port (`[::1]:80` → `::1`).
+pub(super) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
     }
@@ -168,6 +237,7 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, Method};
 
     fn table() -> RoutingTable<&'static str> {
         let mut t = RoutingTable::new();
@@ -179,6 +249,8 @@ mod tests {
                 main: Some(one.clone()),
                 versions: HashMap::from([("1.0.0".into(), one), ("2.0.0-rc.1".into(), two)]),
                 shadows: vec![Arc::new(())],
+                policy: None,
+                api: None,
             },
             ["hello.example.com".to_string()],
         );
@@ -188,10 +260,28 @@ mod tests {
                 main: None,
                 versions: HashMap::new(),
                 shadows: vec![],
+                policy: None,
+                api: None,
             },
             [],
         );
         t
+    }
+
+    fn route<'t>(
+        t: &'t RoutingTable<&'static str>,
+        host: Option<&'t str>,
+        path: &'t str,
+    ) -> Route<'t, &'static str> {
+        static HEADERS: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        let view = RequestView {
+            method: &Method::GET,
+            host,
+            path_and_query: path,
+            headers: HEADERS.get_or_init(HeaderMap::new),
+            client: "127.0.0.1".parse().expect("ip"),
+        };
+        t.route(&view)
     }
 
     fn target<'t>(r: Route<'t, &'static str>) -> (&'static str, &'t str, &'t str) {
@@ -210,15 +300,15 @@ mod tests {
     fn service_path_goes_to_main_with_prefix_stripped() {
         let t = table();
         assert_eq!(
-            target(t.route(None, "/services/hello/a/b?x=1")),
+            target(route(&t, None, "/services/hello/a/b?x=1")),
             ("hello-1", "/a/b?x=1", "/services/hello")
         );
         assert_eq!(
-            target(t.route(None, "/services/hello")),
+            target(route(&t, None, "/services/hello")),
             ("hello-1", "/", "/services/hello")
         );
         assert_eq!(
-            target(t.route(None, "/services/hello?x")),
+            target(route(&t, None, "/services/hello?x")),
             ("hello-1", "?x", "/services/hello")
         );
     }
@@ -227,11 +317,11 @@ mod tests {
     fn versioned_path_goes_to_that_release() {
         let t = table();
         assert_eq!(
-            target(t.route(None, "/services/hello_2.0.0-rc.1/echo")),
+            target(route(&t, None, "/services/hello_2.0.0-rc.1/echo")),
             ("hello-2", "/echo", "/services/hello_2.0.0-rc.1")
         );
         assert!(matches!(
-            t.route(None, "/services/hello_9.9.9/"),
+            route(&t, None, "/services/hello_9.9.9/"),
             Route::UnknownRelease {
                 service: "hello",
                 version: "9.9.9"
@@ -240,22 +330,26 @@ mod tests {
     }
 
     #[test]
-    fn only_requests_to_main_are_mirrored() {
+    fn only_requests_to_the_service_are_mirrored() {
         let t = table();
         let shadows = |r: Route<'_, &'static str>| match r {
             Route::Release { shadows, .. } => shadows.len(),
             other => panic!("expected a release, got {other:?}"),
         };
-        assert_eq!(shadows(t.route(None, "/services/hello/x")), 1);
-        assert_eq!(shadows(t.route(Some("hello.example.com"), "/x")), 1);
-        assert_eq!(shadows(t.route(None, "/services/hello_1.0.0/x")), 0);
+        assert_eq!(shadows(route(&t, None, "/services/hello/x")), 1);
+        assert_eq!(shadows(route(&t, Some("hello.example.com"), "/x")), 1);
+        assert_eq!(shadows(route(&t, None, "/services/hello_1.0.0/x")), 0);
     }
 
     #[test]
     fn host_routes_the_whole_path_to_main() {
         let t = table();
         assert_eq!(
-            target(t.route(Some("HELLO.example.com:8080"), "/services/other/x")),
+            target(route(
+                &t,
+                Some("HELLO.example.com:8080"),
+                "/services/other/x"
+            )),
             ("hello-1", "/services/other/x", "")
         );
     }
@@ -264,13 +358,13 @@ mod tests {
     fn unknown_service_and_missing_main_are_told_apart() {
         let t = table();
         assert!(matches!(
-            t.route(None, "/services/nope/"),
+            route(&t, None, "/services/nope/"),
             Route::UnknownService { .. }
         ));
         assert!(matches!(
-            t.route(None, "/services/empty/"),
+            route(&t, None, "/services/empty/"),
             Route::NoMain { .. }
         ));
-        assert!(matches!(t.route(None, "/other"), Route::NoMatch));
+        assert!(matches!(route(&t, None, "/other"), Route::NoMatch));
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Commit, InstanceRecord, Store, StoreError, StoreResult};
-use crate::model::{Release, Revision, ServiceName};
+use crate::model::{Event, Release, Revision, RolloutState, ServiceName, now_millis};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS releases (
@@ -28,6 +28,19 @@ CREATE TABLE IF NOT EXISTS instances (
     port INTEGER NOT NULL,
     PRIMARY KEY (service, version, slot)
 );
+CREATE TABLE IF NOT EXISTS rollouts (
+    service TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_service ON events (service, id);
 CREATE TABLE IF NOT EXISTS shadow_stats (
     service TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -184,6 +197,47 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn register_release(&self, release: &Release) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let service = release.service.as_str();
+        let version = release.version.to_string();
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT release FROM releases WHERE service = ?1 AND version = ?2",
+                params![service, version],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(json) = existing {
+            let stored: Release = serde_json::from_str(&json)?;
+            if stored.spec != release.spec {
+                return Err(StoreError::ReleaseMismatch {
+                    service: service.to_owned(),
+                    version,
+                });
+            }
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO releases (service, version, release) VALUES (?1, ?2, ?3)",
+            params![service, version, serde_json::to_string(release)?],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT release FROM releases WHERE service = ?1")?;
+        let rows = stmt.query_map(params![service.as_str()], |row| row.get::<_, String>(0))?;
+        let mut releases = rows
+            .map(|r| Ok(serde_json::from_str::<Release>(&r?)?))
+            .collect::<StoreResult<Vec<_>>>()?;
+        releases.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(releases)
+    }
+
     fn record_instance(&self, r: &InstanceRecord) -> StoreResult<()> {
         self.conn().execute(
             "INSERT OR REPLACE INTO instances (service, version, slot, pid, start_ticks, port)
@@ -244,6 +298,72 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare("SELECT service, version, stats FROM shadow_stats")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO rollouts (service, state) VALUES (?1, ?2)",
+            params![rollout.service, serde_json::to_string(rollout)?],
+        )?;
+        Ok(())
+    }
+
+    fn rollouts(&self) -> StoreResult<Vec<RolloutState>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT state FROM rollouts ORDER BY service")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+    }
+
+    fn add_event(
+        &self,
+        service: &str,
+        kind: &str,
+        message: &str,
+        detail: serde_json::Value,
+    ) -> StoreResult<Event> {
+        let at = now_millis();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO events (service, at, kind, message, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![service, at as i64, kind, message, detail.to_string()],
+        )?;
+        Ok(Event {
+            id: conn.last_insert_rowid() as u64,
+            service: service.to_owned(),
+            at,
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+            detail,
+        })
+    }
+
+    fn events(&self, service: &str, limit: usize) -> StoreResult<Vec<Event>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, kind, message, detail FROM events WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![service, limit as i64], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (id, at, kind, message, detail) = r?;
+            Ok(Event {
+                id: id as u64,
+                service: service.to_owned(),
+                at: at as u64,
+                kind,
+                message,
+                detail: serde_json::from_str(&detail)?,
+            })
+        })
+        .collect()
     }
 }
 

@@ -60,12 +60,35 @@ impl Project {
         }
     }
 
+    /// A manifest file named on its own: its command runs as processes in
+    /// the file's folder.
+    pub fn from_manifest_file(file: &Path) -> anyhow::Result<Self> {
+        let (dir, manifest) = read_manifest_file(file)?;
+        Ok(Project::Processes { dir, manifest })
+    }
+
     pub fn manifest(&self) -> Option<&Manifest> {
         match self {
             Project::Image { manifest, .. } => manifest.as_ref(),
             Project::Processes { manifest, .. } => Some(manifest),
         }
     }
+}
+
+/// Reads a manifest file; returns its folder (absolute) and its content.
+pub fn read_manifest_file(file: &Path) -> anyhow::Result<(PathBuf, Manifest)> {
+    let here = std::env::current_dir().context("cannot read the current directory")?;
+    let path = here.join(file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the manifest {}", path.display()))?;
+    let manifest = Manifest::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or(here)
+        .canonicalize()
+        .with_context(|| format!("cannot resolve the folder of {}", path.display()))?;
+    Ok((dir, manifest))
 }
 
 fn read_manifest(dir: &Path) -> anyhow::Result<Option<Manifest>> {

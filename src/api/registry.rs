@@ -1,0 +1,141 @@
+//! Registered releases: `POST` registers one without starting it, `GET`
+//! lists them with their API and schema versions.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+use super::services::{ApiResult, Change, actor, body, change, query, service_name};
+use super::{ApiError, AppState};
+use crate::controller::{
+    PauseRequest, PauseView, RegisterRequest, Registered, RegisteredView, ResumeReport,
+    UpgradeReport, UpgradeRequest,
+};
+use crate::model::{ApiVersionSource, Plan};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiVersionRequest {
+    pub source: ApiVersionSource,
+    #[serde(default)]
+    pub base_revision: Option<u64>,
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Result<Json<RegisterRequest>, JsonRejection>,
+) -> ApiResult<Registered> {
+    let service = service_name(&name)?;
+    Ok(Json(state.controller.register(&service, body(req)?)?))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<RegisteredView>> {
+    Ok(Json(state.controller.registered(&service_name(&name)?)?))
+}
+
+pub async fn get_api_version(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<ApiVersionSource> {
+    let service = state.controller.service_state(&service_name(&name)?)?;
+    Ok(Json(service.api_version))
+}
+
+pub async fn set_api_version(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<ApiVersionRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let revision = state
+        .controller
+        .set_api_version(&service, req.source, req.base_revision, &actor(&headers))
+        .await?;
+    change(&state, revision)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PlanQuery {
+    to: String,
+}
+
+/// The plan with every step checked; a broken rule is in its step (200),
+/// a plan that cannot be made at all is an error.
+pub async fn plan(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<PlanQuery>, QueryRejection>,
+) -> ApiResult<Plan> {
+    let service = service_name(&name)?;
+    let q = query(q)?;
+    Ok(Json(state.controller.plan(&service, &q.to)?))
+}
+
+/// Runs the plan to its end (even if the client goes away) and answers
+/// with the steps done; a stopped upgrade is an error naming its step.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<UpgradeRequest>, JsonRejection>,
+) -> ApiResult<UpgradeReport> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let actor = actor(&headers);
+    let controller = std::sync::Arc::clone(&state.controller);
+    let report = tokio::spawn(async move { controller.upgrade(&service, req, &actor).await })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the upgrade failed inside switchyard: {e}"),
+            )
+        })??;
+    Ok(Json(report))
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Result<Json<PauseRequest>, JsonRejection>,
+) -> ApiResult<PauseView> {
+    let service = service_name(&name)?;
+    Ok(Json(state.controller.pause(&service, body(req)?)?))
+}
+
+/// Lets held traffic and a paused rollout go on.
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<ResumeReport> {
+    let service = service_name(&name)?;
+    Ok(Json(state.controller.resume_all(&service)?))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinRequest {
+    /// `IP:PORT`, or `None` to unpin.
+    pub address: Option<std::net::SocketAddr>,
+}
+
+pub async fn pin(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Result<Json<PinRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let revision = state
+        .controller
+        .pin(&service, &version, req.address, &actor(&headers))
+        .await?;
+    change(&state, revision)
+}

@@ -1,0 +1,53 @@
+use clap::Args;
+
+use super::output::{json, table};
+use super::{AdminClient, ClientArgs, service_path};
+use crate::controller::ReleaseStatusView;
+use crate::model::Role;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}ms"))
+}
+
+/// Every release of a service side by side over the last minute.
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
+    let client = AdminClient::new(&args.client)?;
+    let releases: Vec<ReleaseStatusView> = client.get(&format!("{path}/status")).await?;
+    if args.client.json {
+        return json(&releases);
+    }
+    let rows: Vec<Vec<String>> = releases
+        .iter()
+        .map(|r| {
+            let w = &r.last_minute;
+            vec![
+                r.version.clone(),
+                match (r.role, r.canary_percent) {
+                    (Role::Canary, Some(p)) => format!("canary {p}%"),
+                    (role, _) => role.to_string(),
+                },
+                format!("{}/{}", r.healthy, r.instances),
+                format!("{:.1}", w.rate_per_second),
+                format!("{:.2}%", w.error_rate * 100.0),
+                ms(w.p50_ms),
+                ms(w.p99_ms),
+                ms(w.p999_ms),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "VERSION", "ROLE", "HEALTHY", "REQ/S", "ERRORS", "P50", "P99", "P99.9",
+        ],
+        &rows,
+    );
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Events: recorded in the store and posted as JSON to the configured
+//! webhooks, retried with backoff by a task of their own, so a slow or
+//! dead receiver never holds up a rollout.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Controller;
+use crate::model::Event;
+
+/// Events waiting to be posted; more are dropped (they stay in the store).
+const QUEUE: usize = 1024;
+/// Tries per webhook and event.
+const ATTEMPTS: u32 = 5;
+
+/// Posts events to webhooks in the order they happened.
+#[derive(Debug, Clone, Default)]
+pub struct Notifier {
+    tx: Option<mpsc::Sender<Event>>,
+}
+
+impl Notifier {
+    /// A notifier for `urls` (none: events are only recorded).
+    pub fn start(urls: Vec<String>) -> Self {
+        if urls.is_empty() {
+            return Self { tx: None };
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(post_all(rx, urls));
+        Self { tx: Some(tx) }
+    }
+
+    fn send(&self, event: Event) {
+        if let Some(tx) = &self.tx {
+            if tx.try_send(event).is_err() {
+                tracing::warn!(
+                    "event webhook queue full; an event was not posted (it is recorded)"
+                );
+            }
+        }
+    }
+}
+
+async fn post_all(mut rx: mpsc::Receiver<Event>, urls: Vec<String>) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default();
+    while let Some(event) = rx.recv().await {
+        for url in &urls {
+            let mut backoff = Duration::from_millis(250);
+            for attempt in 1..=ATTEMPTS {
+                let sent = client.post(url).json(&event).send().await;
+                match sent {
+                    Ok(r) if r.status().is_success() => break,
+                    outcome => {
+                        let why = match outcome {
+                            Ok(r) => format!("answered {}", r.status()),
+                            Err(e) => e.to_string(),
+                        };
+                        tracing::warn!(%url, attempt, %why, "event webhook failed");
+                        if attempt < ATTEMPTS {
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Controller {
+    /// Records an event and hands it to the webhooks.
+    pub(super) fn record_event(
+        &self,
+        service: &str,
+        kind: &str,
+        message: &str,
+        detail: serde_json::Value,
+    ) {
+        match self.store.add_event(service, kind, message, detail) {
+            Ok(event) => {
+                tracing::info!(service, kind, message, "event");
+                self.notifier.send(event);
+            }
+            Err(error) => tracing::error!(%error, service, kind, "cannot record event"),
+        }
+    }
+
+    /// A service's events, newest first.
+    pub fn events(
+        &self,
+        service: &crate::model::ServiceName,
+        limit: usize,
+    ) -> crate::Result<Vec<Event>> {
+        self.require(service)?;
+        Ok(self.store.events(service.as_str(), limit)?)
+    }
+}

@@ -1,0 +1,156 @@
+//! Pinned addresses: a release's own listen port, for long-lived clients
+//! that must keep talking to the release they started with. The address
+//! is part of the release's entry in the revisioned state; a listener runs
+//! for every pinned release in the current state and stops when the
+//! release leaves it (kill, rollback) or the pin is removed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Controller, ControllerError};
+use crate::error::Result;
+use crate::model::{ModelError, Revision, ServiceName, parse_version};
+use crate::proxy::Proxy;
+
+/// How long a pinned listener that stops lets open connections finish.
+const PIN_DRAIN: Duration = Duration::from_secs(10);
+
+/// A running listener of one pinned address; dropping it stops it.
+pub(super) struct PinnedListener {
+    service: String,
+    version: String,
+    stop: CancellationToken,
+}
+
+impl Drop for PinnedListener {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Controller {
+    /// Pins `version` to `address` (or unpins it with `None`). The address
+    /// is bound before anything is committed: one that cannot be bound
+    /// changes nothing.
+    pub async fn pin(
+        &self,
+        service: &ServiceName,
+        version: &str,
+        address: Option<SocketAddr>,
+        actor: &str,
+    ) -> Result<Revision> {
+        let version = parse_version(version)?;
+        let _lock = self.lock(service).await;
+        let current = self.require(service)?;
+        let next = current.state.pin(service, &version, address)?;
+        if let Some(addr) = address {
+            for (name, revision) in self.current_map().iter() {
+                if name == service {
+                    continue;
+                }
+                if let Some((_, other)) = revision.state.pins().find(|(a, _)| *a == addr) {
+                    return Err(ModelError::InvalidSpec(format!(
+                        "{addr} is pinned to {name} {other} already"
+                    ))
+                    .into());
+                }
+            }
+            let ours = self
+                .pins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&addr)
+                .is_some_and(|l| l.service == service.as_str() && l.version == version.to_string());
+            if !ours {
+                let listener = std::net::TcpListener::bind(addr)
+                    .map_err(|e| ControllerError::PinBind(addr, e.to_string()))?;
+                self.pending_pins
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr, listener);
+            }
+        }
+        let action = match address {
+            Some(addr) => format!("pin {version} to {addr}"),
+            None => format!("unpin {version}"),
+        };
+        let committed = self.commit(service, Some(&current), next, action, actor, Vec::new());
+        // A listener bound for a change that did not commit is closed.
+        if let Some(addr) = address {
+            self.pending_pins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&addr);
+        }
+        committed
+    }
+
+    /// Runs a listener for every pinned address in the current state and
+    /// stops the others. Called after every change of the routing table.
+    pub(super) fn reconcile_pins(&self) {
+        let desired: HashMap<SocketAddr, (String, String)> = self
+            .current_map()
+            .iter()
+            .flat_map(|(name, revision)| {
+                revision
+                    .state
+                    .pins()
+                    .map(|(addr, v)| (addr, (name.to_string(), v.to_string())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.retain(|addr, l| {
+            desired
+                .get(addr)
+                .is_some_and(|(s, v)| *s == l.service && *v == l.version)
+        });
+        for (addr, (service, version)) in desired {
+            if pins.contains_key(&addr) {
+                continue;
+            }
+            let pending = self
+                .pending_pins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&addr);
+            let listener = match pending.map_or_else(|| std::net::TcpListener::bind(addr), Ok) {
+                Ok(l) => l,
+                Err(error) => {
+                    tracing::error!(%addr, %service, %version, %error, "cannot bind the pinned address");
+                    continue;
+                }
+            };
+            let stop = CancellationToken::new();
+            let proxy = Arc::new(Proxy {
+                table: Arc::clone(&self.table),
+                pauses: Arc::clone(&self.pauses),
+                pinned: Some((service.clone(), version.clone())),
+                settings: self.mirror_settings.proxy.clone(),
+            });
+            tokio::spawn(crate::proxy::serve(
+                listener,
+                proxy,
+                crate::proxy::Drain {
+                    stop: stop.clone(),
+                    linger: Duration::ZERO,
+                    close: CancellationToken::new(),
+                    timeout: PIN_DRAIN,
+                },
+            ));
+            tracing::info!(%addr, %service, %version, "serving pinned address");
+            pins.insert(
+                addr,
+                PinnedListener {
+                    service,
+                    version,
+                    stop,
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,778 @@
+//! Rollouts: a task per service walks the plan's steps — set the canary's
+//! weight, pause, analyse — and promotes at the end or rolls back when
+//! checks fail. Progress is stored after every move, so a restarted serve
+//! picks the rollout up at the step it was on. The candidate's health is
+//! watched the whole time: a crash loop or no healthy instance rolls back
+//! at once, without waiting for the interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Controller, ControllerError};
+use crate::error::Result;
+use crate::metrics::MetricsSnapshot;
+use crate::model::{
+    AnalysisSpec, CheckResult, ModelError, RolloutPlan, RolloutState, RolloutStatus, ServiceName,
+    Step, now_millis,
+};
+use crate::runtime::ReleasePhase;
+
+/// How often the candidate's health is looked at during a step.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// Who the rollout's changes are recorded as.
+const ACTOR: &str = "rollout";
+
+/// The task driving one service's rollout.
+pub(super) struct Driver {
+    cancel: CancellationToken,
+    resume: Arc<Notify>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A rollout as `switchyard rollout status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub state: RolloutState,
+    /// The step being carried out, described.
+    pub current: String,
+    /// Seconds until the step ends by itself (pauses and analyses).
+    pub next_in_seconds: Option<u64>,
+}
+
+enum Verdict {
+    Pass,
+    Fail(String),
+    Inconclusive(String),
+}
+
+fn describe(step: Option<&Step>, spec: &AnalysisSpec) -> String {
+    match step {
+        Some(Step::SetWeight { percent }) => format!("set weight {percent}%"),
+        Some(Step::Pause { seconds: Some(s) }) => format!("pause {s}s"),
+        Some(Step::Pause { seconds: None }) => "pause until resumed".to_owned(),
+        Some(Step::Analysis) => format!("analysis over {}s", spec.interval_seconds),
+        None => "done".to_owned(),
+    }
+}
+
+impl Controller {
+    fn rollout_state(&self, service: &ServiceName) -> Result<Option<RolloutState>> {
+        Ok(self
+            .store
+            .rollouts()?
+            .into_iter()
+            .find(|r| r.service == service.as_str()))
+    }
+
+    fn save_rollout(&self, state: &RolloutState) {
+        if let Err(error) = self.store.save_rollout(state) {
+            tracing::error!(%error, service = %state.service, "cannot save rollout progress");
+        }
+    }
+
+    fn drivers(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Driver>> {
+        self.rollouts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a rollout of `plan` (the candidate must run and be healthy).
+    pub async fn start_rollout(
+        self: &Arc<Self>,
+        service: &ServiceName,
+        plan: RolloutPlan,
+    ) -> Result<RolloutState> {
+        plan.validate()?;
+        let current = self.require(service)?;
+        if current.state.main() == Some(&plan.version) {
+            return Err(
+                ModelError::InvalidPlan(format!("{} is already main", plan.version)).into(),
+            );
+        }
+        if !current.state.releases.contains_key(&plan.version) {
+            return Err(ModelError::UnknownRelease {
+                service: service.to_string(),
+                version: plan.version.to_string(),
+                known: "deploy it first".into(),
+            }
+            .into());
+        }
+        if let Some(canary) = &current.state.policy.canary {
+            if canary.version != plan.version {
+                return Err(ModelError::CanaryExists {
+                    service: service.to_string(),
+                    version: canary.version.to_string(),
+                }
+                .into());
+            }
+        }
+        self.ensure_ready(service, &plan.version)?;
+        if let Some(existing) = self.rollout_state(service)? {
+            if existing.status.is_active() {
+                return Err(ControllerError::RolloutRunning {
+                    service: service.to_string(),
+                    version: existing.plan.version.to_string(),
+                }
+                .into());
+            }
+        }
+        let now = now_millis();
+        let state = RolloutState {
+            service: service.to_string(),
+            plan,
+            step: 0,
+            step_started_at: now,
+            failures: 0,
+            status: RolloutStatus::Running,
+            checks: Vec::new(),
+            started_at: now,
+        };
+        self.save_rollout(&state);
+        self.record_event(
+            service.as_str(),
+            "rollout-started",
+            &format!(
+                "rollout of {} started: {} steps",
+                state.plan.version,
+                state.plan.steps.len()
+            ),
+            serde_json::to_value(&state.plan).unwrap_or_default(),
+        );
+        self.spawn_driver(service);
+        Ok(state)
+    }
+
+    fn spawn_driver(self: &Arc<Self>, service: &ServiceName) {
+        let driver = Driver {
+            cancel: CancellationToken::new(),
+            resume: Arc::new(Notify::new()),
+        };
+        let this = Arc::clone(self);
+        let (cancel, resume, name) = (
+            driver.cancel.clone(),
+            Arc::clone(&driver.resume),
+            service.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                () = this.drive(&name, &resume) => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+        self.drivers().insert(service.clone(), driver);
+    }
+
+    /// Picks up the rollouts that were running when serve stopped.
+    pub fn resume_rollouts(self: &Arc<Self>) -> Result<()> {
+        for state in self.store.rollouts()? {
+            if state.status.is_active() {
+                if let Ok(service) = state.service.parse::<ServiceName>() {
+                    tracing::info!(%service, step = state.step, "resuming rollout");
+                    self.spawn_driver(&service);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops driving rollouts without changing them (another serve takes
+    /// over and resumes them from the store).
+    pub fn stop_rollout_drivers(&self) {
+        self.drivers().clear();
+    }
+
+    /// Lets a paused rollout go on to its next step.
+    pub fn resume(&self, service: &ServiceName) -> Result<RolloutState> {
+        let mut state = self
+            .rollout_state(service)?
+            .ok_or_else(|| ControllerError::NoRollout(service.to_string()))?;
+        if !matches!(state.status, RolloutStatus::Paused { .. }) {
+            return Err(ControllerError::NotPaused(service.to_string()).into());
+        }
+        state.status = RolloutStatus::Running;
+        state.step += 1;
+        state.step_started_at = now_millis();
+        state.failures = 0;
+        self.save_rollout(&state);
+        self.record_event(
+            service.as_str(),
+            "resumed",
+            "rollout resumed",
+            serde_json::Value::Null,
+        );
+        if let Some(driver) = self.drivers().get(service) {
+            driver.resume.notify_one();
+        }
+        Ok(state)
+    }
+
+    /// A canary aborted by hand ends its rollout.
+    pub(super) fn stop_rollout_by_hand(&self, service: &ServiceName) {
+        // Dropping the driver cancels its task.
+        self.drivers().remove(service);
+        if let Ok(Some(mut state)) = self.rollout_state(service) {
+            if state.status.is_active() {
+                state.status = RolloutStatus::Aborted;
+                self.save_rollout(&state);
+                self.record_event(
+                    service.as_str(),
+                    "aborted",
+                    "canary aborted by hand",
+                    serde_json::Value::Null,
+                );
+            }
+        }
+    }
+
+    /// Stops a rollout by hand: every client back on main.
+    pub async fn abort_rollout(&self, service: &ServiceName) -> Result<RolloutState> {
+        let state = self
+            .rollout_state(service)?
+            .filter(|s| s.status.is_active())
+            .ok_or_else(|| ControllerError::NoRollout(service.to_string()))?;
+        let has_canary = self
+            .current(service)
+            .is_some_and(|r| r.state.policy.canary.is_some());
+        if has_canary {
+            self.abort(service, None, "cli").await?;
+        } else {
+            self.stop_rollout_by_hand(service);
+        }
+        Ok(RolloutState {
+            status: RolloutStatus::Aborted,
+            ..state
+        })
+    }
+
+    pub fn rollout_view(&self, service: &ServiceName) -> Result<RolloutView> {
+        let state = self
+            .rollout_state(service)?
+            .ok_or_else(|| ControllerError::NoRollout(service.to_string()))?;
+        let step = state.plan.steps.get(state.step);
+        let length = match step {
+            Some(Step::Pause { seconds: Some(s) }) => Some(*s),
+            Some(Step::Analysis) => Some(state.plan.analysis.interval_seconds),
+            _ => None,
+        };
+        let next_in_seconds = length
+            .filter(|_| state.status == RolloutStatus::Running)
+            .map(|l| {
+                let ends = state.step_started_at + l * 1000;
+                ends.saturating_sub(now_millis()) / 1000
+            });
+        Ok(RolloutView {
+            current: describe(step, &state.plan.analysis),
+            next_in_seconds,
+            state,
+        })
+    }
+
+    /// Walks the plan from the stored step until it ends.
+    async fn drive(self: &Arc<Self>, service: &ServiceName, resume: &Notify) {
+        loop {
+            let mut state = match self.rollout_state(service) {
+                Ok(Some(s)) if s.status.is_active() => s,
+                _ => return,
+            };
+            if let RolloutStatus::Paused { .. } = state.status {
+                resume.notified().await;
+                continue;
+            }
+            let version = state.plan.version.to_string();
+            let Some(step) = state.plan.steps.get(state.step).cloned() else {
+                self.finish(service, state).await;
+                return;
+            };
+            let outcome: std::result::Result<(), String> = match step {
+                Step::SetWeight { percent } => self
+                    .set_canary(
+                        service,
+                        &version,
+                        percent,
+                        self.rollout_sticky(service, &state),
+                        None,
+                        ACTOR,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("could not set the weight to {percent}%: {e}")),
+                Step::Pause { seconds: Some(s) } => {
+                    let ends = state.step_started_at + s * 1000;
+                    self.watch(service, &version, ends).await
+                }
+                Step::Pause { seconds: None } => {
+                    state.status = RolloutStatus::Paused {
+                        reason: "waiting for `switchyard resume`".into(),
+                    };
+                    self.save_rollout(&state);
+                    self.record_event(
+                        service.as_str(),
+                        "paused",
+                        "rollout paused until resumed",
+                        serde_json::Value::Null,
+                    );
+                    continue;
+                }
+                Step::Analysis => match self.analyse(service, &mut state).await {
+                    Err(reason) => Err(reason),
+                    Ok(Verdict::Pass) => Ok(()),
+                    Ok(Verdict::Inconclusive(why)) => {
+                        state.status = RolloutStatus::Paused {
+                            reason: format!("inconclusive: {why}; `switchyard resume` to go on"),
+                        };
+                        self.save_rollout(&state);
+                        self.record_event(
+                            service.as_str(),
+                            "paused",
+                            &format!("analysis inconclusive: {why}"),
+                            serde_json::Value::Null,
+                        );
+                        continue;
+                    }
+                    Ok(Verdict::Fail(why)) => {
+                        state.failures += 1;
+                        if state.failures >= state.plan.analysis.failure_limit {
+                            Err(format!(
+                                "{why} ({} failed analyses in a row)",
+                                state.failures
+                            ))
+                        } else {
+                            // Stay on this step for another interval.
+                            state.step_started_at = now_millis();
+                            self.save_rollout(&state);
+                            continue;
+                        }
+                    }
+                },
+            };
+            match outcome {
+                Ok(()) => {
+                    let done = describe(Some(&step), &state.plan.analysis);
+                    // A passed step ends a run of failed analyses.
+                    state.failures = 0;
+                    state.step += 1;
+                    state.step_started_at = now_millis();
+                    self.save_rollout(&state);
+                    self.record_event(
+                        service.as_str(),
+                        "step",
+                        &format!("step {} done: {done}", state.step),
+                        serde_json::json!({ "step": state.step, "version": version }),
+                    );
+                }
+                Err(reason) => {
+                    self.roll_back(service, state, reason).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until `until` (unix ms), watching the candidate's health.
+    async fn watch(
+        &self,
+        service: &ServiceName,
+        version: &str,
+        until: u64,
+    ) -> std::result::Result<(), String> {
+        loop {
+            match self.runtime.get(service.as_str(), version) {
+                None => return Err(format!("{version} no longer runs")),
+                Some(handle) => {
+                    let status = handle.status();
+                    match status.phase() {
+                        ReleasePhase::CrashLoop => {
+                            return Err(format!(
+                                "{version} is in a crash loop (exits: {})",
+                                status.exits_summary()
+                            ));
+                        }
+                        ReleasePhase::Unhealthy | ReleasePhase::Failed => {
+                            return Err(format!(
+                                "{version} has no healthy instance ({})",
+                                status.health_summary()
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let now = now_millis();
+            if now >= until {
+                return Ok(());
+            }
+            tokio::time::sleep(WATCH_EVERY.min(Duration::from_millis(until - now))).await;
+        }
+    }
+
+    /// The stickiness the plan asks for, on top of the service's.
+    fn rollout_sticky(
+        &self,
+        service: &ServiceName,
+        state: &RolloutState,
+    ) -> Option<crate::model::Stickiness> {
+        let header = state.plan.sticky_header.clone()?;
+        let mut sticky = self.current(service)?.state.policy.sticky;
+        sticky.header = Some(header);
+        Some(sticky)
+    }
+
+    fn snapshot_of(
+        &self,
+        service: &ServiceName,
+        version: Option<String>,
+    ) -> Option<MetricsSnapshot> {
+        let version = version?;
+        self.runtime
+            .get(service.as_str(), &version)
+            .map(|h| h.backend.metrics.snapshot())
+    }
+
+    /// One analysis interval: measure, then judge.
+    async fn analyse(
+        &self,
+        service: &ServiceName,
+        state: &mut RolloutState,
+    ) -> std::result::Result<Verdict, String> {
+        let version = state.plan.version.to_string();
+        let main = self
+            .current(service)
+            .and_then(|r| r.state.main().map(|v| v.to_string()));
+        let candidate_before = self
+            .snapshot_of(service, Some(version.clone()))
+            .unwrap_or_default();
+        let main_before = self.snapshot_of(service, main.clone()).unwrap_or_default();
+        state.step_started_at = now_millis();
+        self.save_rollout(state);
+        let spec = state.plan.analysis.clone();
+        self.watch(
+            service,
+            &version,
+            state.step_started_at + spec.interval_seconds * 1000,
+        )
+        .await?;
+        let candidate = self
+            .snapshot_of(service, Some(version.clone()))
+            .unwrap_or_default()
+            .since(&candidate_before);
+        let main_delta = self
+            .snapshot_of(service, main.clone())
+            .unwrap_or_default()
+            .since(&main_before);
+        // With every client on the candidate (a 100% step) main serves
+        // nothing this interval but the stragglers routed before the step:
+        // compare with its last minute instead.
+        let all_on_candidate = self
+            .current(service)
+            .and_then(|r| r.state.policy.canary.as_ref().map(|c| c.percent))
+            == Some(100);
+        let main_p99 = if main_delta.requests() > 0 && !all_on_candidate {
+            p99_ms(&main_delta).map(|ms| (ms, "main"))
+        } else {
+            main.and_then(|v| self.runtime.get(service.as_str(), &v))
+                .and_then(|h| h.backend.metrics.last_minute().p99_ms)
+                .map(|ms| (ms, "main's last minute"))
+        };
+        let match_rate = self
+            .shadows
+            .stats(service.as_str(), &version)
+            .lock()
+            .map(|s| s.report(service.as_str(), &version).match_rate)
+            .unwrap_or(None);
+        let mut checks = analysis_checks(&spec, &candidate, main_p99, match_rate);
+        if let Some(url) = &spec.webhook {
+            checks
+                .push(webhook_check(url, service, &version, state.step, &candidate, &checks).await);
+        }
+        let verdict = if let Some(failed) = checks.iter().find(|c| c.verdict == "fail") {
+            Verdict::Fail(format!(
+                "{}: {} (threshold {})",
+                failed.name, failed.measured, failed.threshold
+            ))
+        } else if let Some(unsure) = checks.iter().find(|c| c.verdict == "inconclusive") {
+            Verdict::Inconclusive(format!(
+                "{}: {} (needs {})",
+                unsure.name, unsure.measured, unsure.threshold
+            ))
+        } else {
+            Verdict::Pass
+        };
+        let summary = match &verdict {
+            Verdict::Pass => "passed".to_owned(),
+            Verdict::Fail(why) => format!("failed: {why}"),
+            Verdict::Inconclusive(why) => format!("inconclusive: {why}"),
+        };
+        self.record_event(
+            service.as_str(),
+            "analysis",
+            &format!("analysis of {version} {summary}"),
+            serde_json::to_value(&checks).unwrap_or_default(),
+        );
+        state.checks = checks;
+        self.save_rollout(state);
+        Ok(verdict)
+    }
+
+    /// Every step passed: the candidate becomes main.
+    async fn finish(&self, service: &ServiceName, mut state: RolloutState) {
+        let version = state.plan.version.to_string();
+        match self.promote(service, &version, None, ACTOR).await {
+            Ok(_) => {
+                state.status = RolloutStatus::Succeeded;
+                self.save_rollout(&state);
+                self.record_event(
+                    service.as_str(),
+                    "promoted",
+                    &format!("{version} is main"),
+                    serde_json::Value::Null,
+                );
+            }
+            Err(error) => {
+                self.roll_back(service, state, format!("could not promote: {error}"))
+                    .await
+            }
+        }
+    }
+
+    /// All traffic back to main at once; the candidate is marked failed.
+    async fn roll_back(&self, service: &ServiceName, mut state: RolloutState, reason: String) {
+        let version = state.plan.version.to_string();
+        let has_canary = self.current(service).is_some_and(|r| {
+            r.state
+                .policy
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.version == state.plan.version)
+        });
+        if has_canary {
+            if let Err(error) = self
+                .abort_because(service, &format!("rollback of {version}: {reason}"))
+                .await
+            {
+                tracing::error!(%service, %error, "rollback could not end the canary");
+            }
+        }
+        state.status = RolloutStatus::Failed {
+            reason: reason.clone(),
+        };
+        self.save_rollout(&state);
+        self.record_event(
+            service.as_str(),
+            "rolled-back",
+            &format!("{version} rolled back: {reason}"),
+            serde_json::json!({ "version": version, "reason": reason }),
+        );
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+fn check(name: &str, pass: Option<bool>, measured: String, threshold: String) -> CheckResult {
+    CheckResult {
+        name: name.to_owned(),
+        verdict: match pass {
+            Some(true) => "pass",
+            Some(false) => "fail",
+            None => "inconclusive",
+        }
+        .to_owned(),
+        measured,
+        threshold,
+    }
+}
+
+fn p99_ms(snapshot: &MetricsSnapshot) -> Option<f64> {
+    snapshot
+        .latency
+        .quantile(0.99)
+        .map(|d| d.as_secs_f64() * 1000.0)
+}
+
+/// The metric checks of one interval. `main_p99` is main's p99 (ms) to
+/// compare with, and what it was measured over.
+fn analysis_checks(
+    spec: &AnalysisSpec,
+    candidate: &MetricsSnapshot,
+    main_p99: Option<(f64, &str)>,
+    match_rate: Option<f64>,
+) -> Vec<CheckResult> {
+    let requests = candidate.requests();
+    let mut checks = vec![check(
+        "requests",
+        (requests >= spec.min_requests).then_some(true),
+        requests.to_string(),
+        format!("at least {}", spec.min_requests),
+    )];
+    if requests < spec.min_requests {
+        return checks;
+    }
+    if let Some(max) = spec.max_error_rate {
+        let rate = pct(candidate.errors(), requests);
+        checks.push(check(
+            "error rate",
+            Some(rate <= max),
+            format!("{rate:.2}%"),
+            format!("at most {max}%"),
+        ));
+    }
+    if let Some(limit) = &spec.max_latency {
+        let measured = candidate
+            .latency
+            .quantile(limit.quantile)
+            .map(|d| d.as_secs_f64() * 1000.0);
+        checks.push(check(
+            &format!("latency p{}", limit.quantile * 100.0),
+            measured.map(|m| m <= limit.ms),
+            measured.map_or("-".into(), |m| format!("{m:.1}ms")),
+            format!("at most {}ms", limit.ms),
+        ));
+    }
+    if let Some(k) = spec.max_relative_p99 {
+        let c = p99_ms(candidate);
+        let pass = match (c, main_p99) {
+            (Some(c), Some((m, _))) => Some(c <= k * m),
+            _ => None,
+        };
+        checks.push(check(
+            "p99 relative to main",
+            pass,
+            format!(
+                "{} vs {} {}",
+                c.map_or("-".into(), |c| format!("{c:.1}ms")),
+                main_p99.map_or("main", |(_, over)| over),
+                main_p99.map_or("-".into(), |(m, _)| format!("{m:.1}ms"))
+            ),
+            format!("at most {k}× main"),
+        ));
+    }
+    if let Some(min) = spec.min_match_rate {
+        let rate = match_rate.map(|r| r * 100.0);
+        checks.push(check(
+            "shadow match rate",
+            rate.map(|r| r >= min),
+            rate.map_or("no comparisons".into(), |r| format!("{r:.1}%")),
+            format!("at least {min}%"),
+        ));
+    }
+    checks
+}
+
+/// POSTs the analysis context; a 2xx answer passes.
+async fn webhook_check(
+    url: &str,
+    service: &ServiceName,
+    version: &str,
+    step: usize,
+    candidate: &MetricsSnapshot,
+    checks: &[CheckResult],
+) -> CheckResult {
+    let context = serde_json::json!({
+        "service": service.as_str(),
+        "version": version,
+        "step": step,
+        "requests": candidate.requests(),
+        "errors": candidate.errors(),
+        "checks": checks,
+    });
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default();
+    let (pass, measured) = match client.post(url).json(&context).send().await {
+        Ok(r) => (
+            r.status().is_success(),
+            format!("answered {}", r.status().as_u16()),
+        ),
+        Err(e) => (false, format!("failed: {e}")),
+    };
+    check("webhook", Some(pass), measured, format!("2xx from {url}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ReleaseMetrics;
+    use crate::model::LatencyLimit;
+
+    fn traffic(requests: u32, errors: u32, ms: u64) -> MetricsSnapshot {
+        let m = ReleaseMetrics::default();
+        for i in 0..requests {
+            let status = if i < errors { 500 } else { 200 };
+            m.record(status, false, Duration::from_millis(ms));
+        }
+        m.snapshot()
+    }
+
+    fn main_p99(s: &MetricsSnapshot) -> Option<(f64, &'static str)> {
+        p99_ms(s).map(|ms| (ms, "main"))
+    }
+
+    fn verdicts(checks: &[CheckResult]) -> Vec<(&str, &str)> {
+        checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.verdict.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn too_few_requests_are_inconclusive() {
+        let checks = analysis_checks(
+            &AnalysisSpec::default(),
+            &traffic(5, 0, 1),
+            main_p99(&traffic(5, 0, 1)),
+            None,
+        );
+        assert_eq!(verdicts(&checks), vec![("requests", "inconclusive")]);
+    }
+
+    #[test]
+    fn error_rate_latency_and_relative_p99_are_judged() {
+        let spec = AnalysisSpec {
+            max_error_rate: Some(5.0),
+            max_latency: Some(LatencyLimit {
+                quantile: 0.99,
+                ms: 50.0,
+            }),
+            max_relative_p99: Some(2.0),
+            min_match_rate: Some(90.0),
+            ..AnalysisSpec::default()
+        };
+        let good = analysis_checks(
+            &spec,
+            &traffic(100, 2, 10),
+            main_p99(&traffic(100, 0, 10)),
+            Some(0.95),
+        );
+        assert!(good.iter().all(|c| c.verdict == "pass"), "{good:?}");
+        let bad = analysis_checks(
+            &spec,
+            &traffic(100, 20, 90),
+            main_p99(&traffic(100, 0, 10)),
+            Some(0.5),
+        );
+        assert_eq!(
+            verdicts(&bad),
+            vec![
+                ("requests", "pass"),
+                ("error rate", "fail"),
+                ("latency p99", "fail"),
+                ("p99 relative to main", "fail"),
+                ("shadow match rate", "fail"),
+            ]
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! Prometheus text for the admin API's `/metrics`, built at scrape time
+//! from the live counts (collectors over a snapshot, so the hot paths only
+//! ever touch their own atomics).
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
+
+use prometheus_client::metrics::MetricType;
+
+use super::MetricsSnapshot;
+use crate::shadow::ShadowReport;
+
+/// One release's numbers at scrape time.
+#[derive(Debug, Clone)]
+pub struct ReleaseSample {
+    pub service: String,
+    pub version: String,
+    pub role: String,
+    pub metrics: MetricsSnapshot,
+    pub in_flight: usize,
+    pub healthy: usize,
+    pub instances: usize,
+}
+
+/// A gauge family: name, help, and how to read it off a sample.
+type Gauge = (&'static str, &'static str, fn(&ReleaseSample) -> usize);
+
+/// Request counts, errors, latency and instances per release.
+#[derive(Debug)]
+struct ReleaseCollector {
+    samples: Vec<ReleaseSample>,
+}
+
+/// Bucket bounds of the exported latency histogram, in seconds.
+const LATENCY_BOUNDS: [f64; 16] = [
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    f64::INFINITY,
+];
+
+impl Collector for ReleaseCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        {
+            let mut family = encoder.encode_descriptor(
+                "switchyard_requests",
+                "Answers through the proxy by release and status class",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &self.samples {
+                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                    let labels = [
+                        ("service", s.service.as_str()),
+                        ("version", s.version.as_str()),
+                        ("class", class),
+                    ];
+                    ConstCounter::new(s.metrics.responses[i])
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "switchyard_upstream_errors",
+                "Requests the proxy could not get answered (its own 502, 503, 504)",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &self.samples {
+                let labels = [
+                    ("service", s.service.as_str()),
+                    ("version", s.version.as_str()),
+                ];
+                ConstCounter::new(s.metrics.upstream_errors)
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "switchyard_request_duration_seconds",
+                "Time to the response headers",
+                None,
+                MetricType::Histogram,
+            )?;
+            for s in &self.samples {
+                let labels = [
+                    ("service", s.service.as_str()),
+                    ("version", s.version.as_str()),
+                ];
+                let h = &s.metrics.latency;
+                let mut previous = 0;
+                let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+                    .iter()
+                    .map(|b| {
+                        let at_most = if b.is_finite() {
+                            h.count_at_most((b * 1e6) as u64)
+                        } else {
+                            h.count()
+                        };
+                        let in_bucket = at_most - previous;
+                        previous = at_most;
+                        (*b, in_bucket)
+                    })
+                    .collect();
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        h.sum_micros as f64 / 1e6,
+                        h.count(),
+                        &buckets,
+                        None,
+                    )?;
+            }
+        }
+        let gauges: [Gauge; 3] = [
+            (
+                "switchyard_requests_in_flight",
+                "Requests being answered",
+                |s| s.in_flight,
+            ),
+            (
+                "switchyard_instances_healthy",
+                "Instances in rotation",
+                |s| s.healthy,
+            ),
+            ("switchyard_instances", "Instances the release runs", |s| {
+                s.instances
+            }),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in &self.samples {
+                let labels = [
+                    ("service", s.service.as_str()),
+                    ("version", s.version.as_str()),
+                    ("role", s.role.as_str()),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_gauge(&(value(s) as i64))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A counter family: name, help, and how to read it off a report.
+type Family = (&'static str, &'static str, fn(&ShadowReport) -> u64);
+
+/// Shadow counters per service and version.
+#[derive(Debug)]
+struct ShadowCollector {
+    reports: Vec<ShadowReport>,
+}
+
+impl Collector for ShadowCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let families: [Family; 5] = [
+            (
+                "switchyard_shadow_mirrored",
+                "Copies of requests sent to a shadow",
+                |r| r.mirrored,
+            ),
+            (
+                "switchyard_shadow_dropped",
+                "Copies dropped because the shadow's queue was full",
+                |r| r.dropped,
+            ),
+            (
+                "switchyard_shadow_too_large",
+                "Requests not mirrored because their body passed the limit",
+                |r| r.too_large,
+            ),
+            (
+                "switchyard_shadow_errors",
+                "Copies the shadow failed to answer",
+                |r| r.shadow_errors,
+            ),
+            (
+                "switchyard_shadow_mismatched",
+                "Compared answers with a real difference from main's",
+                |r| r.compared - r.matched,
+            ),
+        ];
+        for (name, help, value) in families {
+            let counter = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            for r in &self.reports {
+                let labels = [
+                    ("service", r.service.as_str()),
+                    ("version", r.version.as_str()),
+                ];
+                ConstCounter::new(value(r)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The metrics page.
+pub fn render(releases: Vec<ReleaseSample>, shadow_reports: Vec<ShadowReport>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ReleaseCollector { samples: releases }));
+    registry.register_collector(Box::new(ShadowCollector {
+        reports: shadow_reports,
+    }));
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shadow::ShadowStats;
+
+    #[test]
+    fn shadow_counts_are_labelled_by_service_and_version() {
+        let mut stats = ShadowStats {
+            mirrored: 7,
+            dropped: 2,
+            ..ShadowStats::default()
+        };
+        stats.record("GET /", &[]);
+        let text = render(vec![], vec![stats.report("hello", "2.0.0")]);
+        assert!(
+            text.contains(r#"switchyard_shadow_mirrored_total{service="hello",version="2.0.0"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"switchyard_shadow_dropped_total{service="hello",version="2.0.0"} 2"#)
+        );
+        assert!(
+            text.contains(
+                r#"switchyard_shadow_mismatched_total{service="hello",version="2.0.0"} 0"#
+            )
+        );
+    }
+}

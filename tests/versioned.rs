@@ -1,0 +1,843 @@
+//! Versioned releases end to end: manifests with API and schema versions,
+//! registering without starting, upgrade plans, and API-version routing,
+//! through the real binary with the payments hub of issue 6.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Env, HELLO};
+
+/// The five releases of the hub: version, API versions, schema, the
+/// schemas it runs on, and whether it migrates (with a way back).
+const HUB: &[(&str, &str, &str, &str, bool)] = &[
+    ("1.0.0", "v1", "1.0.0", "1.0.0,1.0.1", false),
+    ("1.0.1", "v1", "1.0.1", "1.0.1", true),
+    ("1.0.2", "v1,v2", "1.0.1", "1.0.1,2.0.0", false),
+    ("2.0.0", "v2", "1.0.1", "1.0.1,2.0.0", false),
+    ("2.0.1", "v2", "2.0.0", "2.0.0", true),
+];
+
+fn quoted(list: &str) -> String {
+    list.split(',')
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Copies the database aside, named after the release that asked.
+const BACKUP_SH: &str = r#"set -eu
+cp "$HUB_DB" "$HUB_DB.before-$SWITCHYARD_VERSION"
+echo "backed up to $HUB_DB.before-$SWITCHYARD_VERSION"
+"#;
+
+/// Moves the schema to `$SWITCHYARD_SCHEMA`: 1.0.1 adds an optional
+/// `quote_id`, 2.0.0 makes it required (SQLite rebuilds the table).
+const MIGRATE_SH: &str = r#"set -eu
+if [ "$1" = down ]; then
+  # Back from 2.0.0 to 1.0.1: quote_id optional again.
+  [ "$SWITCHYARD_SCHEMA" = 2.0.0 ] || { echo "no way down from $SWITCHYARD_SCHEMA" >&2; exit 2; }
+  sqlite3 "$HUB_DB" "BEGIN;
+    CREATE TABLE payments_old (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL, quote_id TEXT);
+    INSERT INTO payments_old SELECT id, amount, quote_id FROM payments;
+    DROP TABLE payments;
+    ALTER TABLE payments_old RENAME TO payments;
+    UPDATE schema_info SET version = '1.0.1';
+    COMMIT;"
+  echo "schema back to 1.0.1"
+  exit 0
+fi
+case "$SWITCHYARD_SCHEMA" in
+1.0.1) sqlite3 "$HUB_DB" "BEGIN; ALTER TABLE payments ADD COLUMN quote_id TEXT; UPDATE schema_info SET version = '1.0.1'; COMMIT;" ;;
+2.0.0) sqlite3 "$HUB_DB" "BEGIN;
+  UPDATE payments SET quote_id = 'legacy-' || id WHERE quote_id IS NULL;
+  CREATE TABLE payments_new (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL, quote_id TEXT NOT NULL);
+  INSERT INTO payments_new SELECT id, amount, quote_id FROM payments;
+  DROP TABLE payments;
+  ALTER TABLE payments_new RENAME TO payments;
+  UPDATE schema_info SET version = '2.0.0';
+  COMMIT;" ;;
+*) echo "no migration to $SWITCHYARD_SCHEMA" >&2; exit 2 ;;
+esac
+echo "schema now $SWITCHYARD_SCHEMA"
+"#;
+
+/// The hub's database at schema 1.0.0, with two payments.
+fn create_db(dir: &Path) -> PathBuf {
+    let db = dir.join("hub.db");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(
+            "CREATE TABLE payments (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL);
+             INSERT INTO payments (amount) VALUES (100), (250);
+             CREATE TABLE schema_info (version TEXT NOT NULL);
+             INSERT INTO schema_info VALUES ('1.0.0');",
+        )
+        .output()
+        .expect("run sqlite3");
+    assert!(out.status.success(), "sqlite3: {out:?}");
+    db
+}
+
+fn sql(db: &Path, query: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(query)
+        .output()
+        .expect("run sqlite3");
+    assert!(out.status.success(), "sqlite3 {query}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes `hub-VERSION/switchyard.toml` for each release (hooks as shell
+/// scripts on the hub's SQLite file) and returns the manifest paths by
+/// version.
+fn write_hub(dir: &Path) -> Vec<(String, PathBuf)> {
+    std::fs::write(dir.join("backup.sh"), BACKUP_SH).expect("backup.sh");
+    std::fs::write(dir.join("migrate.sh"), MIGRATE_SH).expect("migrate.sh");
+    let scripts = dir.to_str().expect("utf-8 dir");
+    let db = dir.join("hub.db");
+    let db = db.to_str().expect("utf-8 path");
+    HUB.iter()
+        .map(|(version, api, schema, runs_on, migrates)| {
+            let folder = dir.join(format!("hub-{version}"));
+            std::fs::create_dir_all(&folder).expect("release folder");
+            let mut hooks = if *migrates {
+                format!(
+                    "[hooks]\nbackup = [\"sh\", \"{scripts}/backup.sh\"]\nmigrate = [\"sh\", \"{scripts}/migrate.sh\", \"up\"]\n"
+                )
+            } else {
+                String::new()
+            };
+            if *version == "2.0.1" {
+                // The last step can go back.
+                hooks.push_str(&format!(
+                    "migrate_down = [\"sh\", \"{scripts}/migrate.sh\", \"down\"]\n"
+                ));
+            }
+            let manifest = format!(
+                r#"name = "hub"
+version = "{version}"
+command = ["{HELLO}", "--port", "{{port}}", "--version", "{version}", "--api-versions", "{api}"]
+api_versions = [{}]
+schema_version = "{schema}"
+runs_on_schemas = [{}]
+changelog = "hub {version}"
+[env]
+HUB_DB = "{db}"
+[health]
+path = "/healthz"
+interval = "200ms"
+{hooks}"#,
+                quoted(api),
+                quoted(runs_on),
+            );
+            let path = folder.join("switchyard.toml");
+            std::fs::write(&path, manifest).expect("write manifest");
+            (version.to_string(), path)
+        })
+        .collect()
+}
+
+fn manifest<'a>(hub: &'a [(String, PathBuf)], version: &str) -> &'a str {
+    hub.iter()
+        .find(|(v, _)| v == version)
+        .and_then(|(_, p)| p.to_str())
+        .expect("manifest of that version")
+}
+
+async fn releases(env: &Env) -> Vec<Value> {
+    let run = env.cli(&["releases", "hub", "--json"]).await.ok();
+    serde_json::from_str(&run.stdout).expect("releases --json is JSON")
+}
+
+/// GET through the proxy with headers: (status, x-switchyard-version, body).
+async fn get_with(env: &Env, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut request = env.http.get(format!("{}{path}", env.proxy()));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(30), request.send())
+        .await
+        .expect("answer within 30 s")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = response.status().as_u16();
+    let version = response
+        .headers()
+        .get("x-switchyard-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, version, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn manifests_register_without_starting_and_list_their_versions() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    let run = env
+        .cli(&["release", "add", manifest(&hub, "1.0.2")])
+        .await
+        .ok();
+    assert!(
+        run.stdout
+            .contains("registered hub 1.0.2: API v1, v2, schema 1.0.1"),
+        "{}",
+        run.stdout
+    );
+    // Nothing runs and no revision was made.
+    assert!(
+        env.instance_pids().is_empty(),
+        "registering started something"
+    );
+    assert_eq!(env.ls().await.as_array().map(Vec::len), Some(0));
+    let listed = releases(&env).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["versioning"]["api_versions"][1], "v2");
+    assert_eq!(listed[0]["versioning"]["runs_on_schemas"][1], "2.0.0");
+    assert!(listed[0]["role"].is_null());
+
+    // The same manifest again is a no-op; another spec under the version is refused.
+    let again = env
+        .cli(&["release", "add", manifest(&hub, "1.0.2")])
+        .await
+        .ok();
+    assert!(
+        again.stdout.contains("already registered"),
+        "{}",
+        again.stdout
+    );
+    let path = manifest(&hub, "1.0.2");
+    let text = std::fs::read_to_string(path).expect("read");
+    std::fs::write(path, text.replace("hub 1.0.2\"", "changed\"")).expect("write");
+    let refused = env.cli(&["release", "add", path]).await.failed();
+    assert!(refused.stderr.contains("immutable"), "{}", refused.stderr);
+
+    // An invalid manifest is refused with the field, and registers nothing.
+    let bad = env.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"hub\"\nversion = \"3.0.0\"\ncommand = [\"x\"]\napi_versions = [\"two\"]\n",
+    )
+    .expect("write");
+    let refused = env
+        .cli(&["release", "add", bad.to_str().expect("utf-8")])
+        .await
+        .failed();
+    assert!(refused.stderr.contains("`two`"), "{}", refused.stderr);
+    assert_eq!(releases(&env).await.len(), 1);
+
+    // deploy --manifest starts it; the listing shows its role.
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&hub, "1.0.0"),
+    ])
+    .await
+    .ok();
+    let listed = releases(&env).await;
+    let roles: Vec<(&str, &str)> = listed
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_str().unwrap_or(""),
+                r["role"].as_str().unwrap_or("registered"),
+            )
+        })
+        .collect();
+    assert_eq!(roles, [("1.0.0", "main"), ("1.0.2", "registered")]);
+    let table = env.cli(&["releases", "hub"]).await.ok();
+    assert!(table.stdout.contains("v1, v2"), "{}", table.stdout);
+    // The manifest's name must match the deploy's.
+    let refused = env
+        .cli(&[
+            "deploy",
+            "other",
+            "1.0.0",
+            "--manifest",
+            manifest(&hub, "1.0.0"),
+        ])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("name = \"hub\""),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test]
+async fn the_plan_goes_through_every_release_and_refuses_a_skip() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&hub, "1.0.0"),
+    ])
+    .await
+    .ok();
+    env.cli(&["release", "add", manifest(&hub, "2.0.0")])
+        .await
+        .ok();
+
+    // 1.0.0 straight to 2.0.0: v1 clients would have nowhere to go.
+    let refused = env.cli(&["plan", "hub", "--to", "2.0.0"]).await.failed();
+    assert!(
+        refused.stderr.contains("step 1.0.0 → 2.0.0 breaks api")
+            && refused.stderr.contains("no API version in common"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stdout.contains("BROKEN"), "{}", refused.stdout);
+
+    for version in ["1.0.1", "1.0.2", "2.0.1"] {
+        env.cli(&["release", "add", manifest(&hub, version)])
+            .await
+            .ok();
+    }
+    let run = env
+        .cli(&["plan", "hub", "--to", "2.0.1", "--json"])
+        .await
+        .ok();
+    let plan: Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    let steps = plan["steps"].as_array().expect("steps");
+    let tos: Vec<&str> = steps.iter().filter_map(|s| s["to"].as_str()).collect();
+    assert_eq!(tos, ["1.0.1", "1.0.2", "2.0.0", "2.0.1"], "never skips");
+    assert!(steps.iter().all(|s| s["broken"] == serde_json::json!([])));
+    let text = env.cli(&["plan", "hub", "--to", "2.0.1"]).await.ok();
+    assert!(
+        text.stdout
+            .contains("1.0.0 → 1.0.1: ok; shared API v1; schema 1.0.0 → 1.0.1 (cannot be reversed"),
+        "{}",
+        text.stdout
+    );
+    // A target that is not registered, or behind main, is refused.
+    let refused = env.cli(&["plan", "hub", "--to", "9.0.0"]).await.failed();
+    assert!(
+        refused.stderr.contains("not registered"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test]
+async fn requests_reach_a_release_that_serves_their_api_version() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&hub, "1.0.0"),
+    ])
+    .await
+    .ok();
+    env.cli(&[
+        "deploy",
+        "hub",
+        "2.0.0",
+        "--standby",
+        "--manifest",
+        manifest(&hub, "2.0.0"),
+    ])
+    .await
+    .ok();
+
+    let api = |v: &'static str| [("x-api-version", v)];
+    let at = "/services/hub/";
+    assert_eq!(get_with(&env, at, &[]).await.1, "1.0.0", "no version: main");
+    assert_eq!(get_with(&env, at, &api("v1")).await.1, "1.0.0");
+    assert_eq!(
+        get_with(&env, at, &api("1.1")).await.1,
+        "1.0.0",
+        "v1 matches 1.1"
+    );
+    let (status, version, _) = get_with(&env, at, &api("2.0")).await;
+    assert_eq!(
+        (status, version.as_str()),
+        (200, "2.0.0"),
+        "standby serves v2"
+    );
+
+    // Nobody serves v3: 406 listing what is served.
+    for asked in ["v3", "banana"] {
+        let (status, _, body) = get_with(&env, at, &[("x-api-version", asked)]).await;
+        assert_eq!(status, 406, "{asked}: {body}");
+        let body: Value = serde_json::from_str(&body).expect("JSON body");
+        assert_eq!(body["served"], serde_json::json!(["v1", "v2"]), "{body}");
+    }
+
+    // `routes` shows the API-version stage after the policy.
+    let routes = env.cli(&["routes", "hub"]).await.ok();
+    assert!(
+        routes.stdout.contains("header x-api-version")
+            && routes.stdout.contains("2.0.0: v2; 1.0.0: v1"),
+        "{}",
+        routes.stdout
+    );
+
+    // The policy decides first: a full canary of 2.0.0 takes the requests
+    // that name no version or v2, while v1 clients stay on main.
+    env.cli(&["canary", "hub", "2.0.0", "--percent", "100"])
+        .await
+        .ok();
+    assert_eq!(get_with(&env, at, &[]).await.1, "2.0.0");
+    assert_eq!(get_with(&env, at, &api("v2")).await.1, "2.0.0");
+    assert_eq!(get_with(&env, at, &api("v1")).await.1, "1.0.0");
+    env.cli(&["abort", "hub"]).await.ok();
+
+    // The version can come from the media type instead…
+    let run = env.cli(&["api-version", "hub", "--media-type"]).await.ok();
+    assert!(run.stdout.contains("media type"), "{}", run.stdout);
+    let accept = "application/vnd.interoperability.transfers+json;version=2.0";
+    assert_eq!(get_with(&env, at, &[("accept", accept)]).await.1, "2.0.0");
+    assert_eq!(
+        get_with(&env, at, &api("v2")).await.1,
+        "1.0.0",
+        "the header is not read any more"
+    );
+    // …or from the path, which is forwarded as it is.
+    env.cli(&["api-version", "hub", "--path-prefix"]).await.ok();
+    let (_, version, body) = get_with(&env, "/services/hub/v2/echo", &[]).await;
+    assert_eq!(version, "2.0.0", "{body}");
+    assert_eq!(
+        get_with(&env, "/services/hub/v1/echo", &[]).await.1,
+        "1.0.0"
+    );
+    assert_eq!(get_with(&env, "/services/hub/v9/x", &[]).await.0, 406);
+    let shown = env.cli(&["api-version", "hub"]).await.ok();
+    assert!(shown.stdout.contains("path prefix"), "{}", shown.stdout);
+    // Each change is a revision.
+    let history = env.history("hub").await;
+    let actions: Vec<&str> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert!(
+        actions.iter().any(|a| a.contains("path prefix")),
+        "{actions:?}"
+    );
+}
+
+/// Clients asking for one API version in a loop until stopped; every
+/// answer that is not a 200 from a release is a failure.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Traffic {
+    fn start(env: &Env, api: &'static str, clients: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (http, url, stop) = (
+                    env.http.clone(),
+                    format!("{}/services/hub/", env.proxy()),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    let (mut ok, mut failed) = (0, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = http.get(&url).header("x-api-version", api).send();
+                        match tokio::time::timeout(Duration::from_secs(30), sent).await {
+                            Ok(Ok(r)) if r.status() == 200 => {
+                                let _ = r.bytes().await;
+                                ok += 1;
+                            }
+                            Ok(Ok(r)) => {
+                                let status = r.status();
+                                let body = r.text().await.unwrap_or_default();
+                                failed.push(format!("{api}: {status} {body}"));
+                            }
+                            Ok(Err(e)) => failed.push(format!("{api}: {e}")),
+                            Err(_) => failed.push(format!("{api}: no answer in 30 s")),
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Traffic { stop, tasks }
+    }
+
+    /// Stops the clients: (answered, failures).
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for task in self.tasks {
+            let (o, f) = task.await.expect("client task");
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
+}
+
+fn main_of(ls: &Value) -> String {
+    ls[0]["main"].as_str().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_no_failure() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    let db = create_db(env.dir.path());
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&hub, "1.0.0"),
+    ])
+    .await
+    .ok();
+    for (version, _) in &hub[1..] {
+        env.cli(&["release", "add", manifest(&hub, version)])
+            .await
+            .ok();
+    }
+
+    // Up to 1.0.2 under v1 traffic (nobody serves v2 before 1.0.2).
+    let v1 = Traffic::start(&env, "v1", 3);
+    // The schema step holds traffic from its backup until its switch.
+    let run = env
+        .cli(&["upgrade", "hub", "--to", "1.0.2", "--pause", "30s"])
+        .await
+        .ok();
+    assert!(
+        run.stdout.contains("hub upgraded to 1.0.2"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("done 1.0.0 → 1.0.1") && run.stdout.contains("hooks: backup, migrate"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.1");
+    let columns = sql(&db, "SELECT name FROM pragma_table_info('payments')");
+    assert!(columns.contains("quote_id"), "{columns}");
+    assert!(
+        env.dir.path().join("hub.db.before-1.0.1").is_file(),
+        "backup"
+    );
+    let events = env.cli(&["events", "hub"]).await.ok();
+    assert!(
+        events.stdout.contains("traffic paused")
+            && events.stdout.contains("held requests let through"),
+        "{}",
+        events.stdout
+    );
+
+    // Then to 2.0.1 with v1 and v2 clients at once: after 2.0.0 drops v1,
+    // v1 clients go to 1.0.2, the newest running release that serves it.
+    let v2 = Traffic::start(&env, "v2", 3);
+    let run = env.cli(&["upgrade", "hub", "--to", "2.0.1"]).await.ok();
+    assert!(
+        run.stdout.contains("hub upgraded to 2.0.1"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "2.0.0");
+    let notnull = |db: &Path| {
+        sql(
+            db,
+            "SELECT \"notnull\" FROM pragma_table_info('payments') WHERE name = 'quote_id'",
+        )
+    };
+    assert_eq!(notnull(&db), "1", "quote_id is required at 2.0.0");
+    assert_eq!(sql(&db, "SELECT count(*) FROM payments"), "2");
+    assert!(
+        env.dir.path().join("hub.db.before-2.0.1").is_file(),
+        "backup"
+    );
+    assert_eq!(main_of(&env.ls().await), "2.0.1");
+    let v1_answer = get_with(&env, "/services/hub/", &[("x-api-version", "v1")]).await;
+    assert_eq!(
+        v1_answer.1, "1.0.2",
+        "v1 clients reach the newest release serving v1"
+    );
+
+    // And one step back, still under traffic: 2.0.0 main again, the schema
+    // back down by 2.0.1's migrate_down, 2.0.1 stopped.
+    let run = env.cli(&["upgrade", "hub", "--to", "2.0.0"]).await.ok();
+    assert!(
+        run.stdout.contains("done 2.0.1 → 2.0.0") && run.stdout.contains("hooks: migrate_down"),
+        "{}",
+        run.stdout
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (v1_ok, v1_failed) = v1.finish().await;
+    let (v2_ok, v2_failed) = v2.finish().await;
+    assert!(
+        v1_failed.is_empty() && v2_failed.is_empty(),
+        "{} v1 and {} v2 failures, e.g. {:?}",
+        v1_failed.len(),
+        v2_failed.len(),
+        v1_failed
+            .iter()
+            .chain(&v2_failed)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        v1_ok > 20 && v2_ok > 20,
+        "too little traffic: {v1_ok} v1, {v2_ok} v2"
+    );
+
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.1");
+    assert_eq!(notnull(&db), "0", "quote_id optional again");
+    assert_eq!(sql(&db, "SELECT count(*) FROM payments"), "2");
+    let ls = env.ls().await;
+    assert_eq!(main_of(&ls), "2.0.0");
+    let running: Vec<&str> = ls[0]["releases"]
+        .as_array()
+        .expect("releases")
+        .iter()
+        .filter_map(|r| r["version"].as_str())
+        .collect();
+    assert!(!running.contains(&"2.0.1"), "{running:?}");
+    // Each step is a revision that names it; events record the hooks.
+    let history = env.history("hub").await;
+    let actions: Vec<&str> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert!(actions.iter().any(|a| a.contains("2.0.1")), "{actions:?}");
+    let events = env.cli(&["events", "hub"]).await.ok();
+    assert!(
+        events
+            .stdout
+            .contains("upgrade step 2/2 2.0.0 → 2.0.1: done"),
+        "{}",
+        events.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    let db = create_db(env.dir.path());
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&hub, "1.0.0"),
+    ])
+    .await
+    .ok();
+    // 1.0.1 whose migration fails.
+    let path = manifest(&hub, "1.0.1");
+    let text = std::fs::read_to_string(path).expect("read");
+    let broken = text.replace(
+        "migrate = [",
+        "migrate = [\"sh\", \"-c\", \"echo cannot add quote_id >&2; exit 3\"]\nunused = [",
+    );
+    let broken = broken.replace("\nunused = [", "\n#");
+    std::fs::write(path, broken).expect("write");
+    env.cli(&["release", "add", path]).await.ok();
+    let before = env.history("hub").await;
+
+    let v1 = Traffic::start(&env, "v1", 2);
+    let run = env.cli(&["upgrade", "hub", "--to", "1.0.1"]).await.failed();
+    let (ok, failed) = v1.finish().await;
+    assert!(
+        run.stderr.contains("stopped at step 1/1 1.0.0 → 1.0.1")
+            && run
+                .stderr
+                .contains("hooks.migrate of 1.0.1 exited with exit status: 3")
+            && run.stderr.contains("cannot add quote_id"),
+        "{}",
+        run.stderr
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 0);
+    // Routing and state as before: same revision, main 1.0.0, nothing started.
+    assert_eq!(env.history("hub").await, before);
+    let ls = env.ls().await;
+    assert_eq!(main_of(&ls), "1.0.0");
+    assert_eq!(ls[0]["releases"].as_array().map(Vec::len), Some(1));
+    assert_eq!(env.get("/services/hub/").await.1, "1.0.0");
+    // The backup ran before it; the schema did not move.
+    assert!(env.dir.path().join("hub.db.before-1.0.1").is_file());
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.0");
+}
+
+#[tokio::test]
+async fn pause_holds_new_requests_and_resume_lets_every_one_through() {
+    let env = Env::start().await;
+    env.deploy("hub", "1.0.0", &[], &["--latency-ms", "600"])
+        .await
+        .ok();
+    let url = format!("{}/services/hub/", env.proxy());
+    let send = |http: reqwest::Client, url: String| {
+        tokio::spawn(async move {
+            let sent = http.get(&url).send();
+            let r = tokio::time::timeout(Duration::from_secs(30), sent)
+                .await
+                .expect("answered within 30 s")
+                .expect("no transport error");
+            (r.status().as_u16(), std::time::Instant::now())
+        })
+    };
+    // One request in flight when the pause comes: it finishes.
+    let in_flight = send(env.http.clone(), url.clone());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let run = env.cli(&["pause", "hub"]).await.ok();
+    assert!(run.stdout.contains("held up to 30s"), "{}", run.stdout);
+    let paused_at = std::time::Instant::now();
+    let held: Vec<_> = (0..20)
+        .map(|_| send(env.http.clone(), url.clone()))
+        .collect();
+    let (status, _) = in_flight.await.expect("in-flight task");
+    assert_eq!(status, 200, "the request in flight finishes");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        held.iter().all(|h| !h.is_finished()),
+        "a held request got through"
+    );
+    // Pausing twice is refused and changes nothing.
+    let twice = env.cli(&["pause", "hub"]).await.failed();
+    assert!(twice.stderr.contains("paused already"), "{}", twice.stderr);
+
+    let resumed_at = std::time::Instant::now();
+    let run = env.cli(&["resume", "hub"]).await.ok();
+    assert!(
+        run.stdout
+            .contains("traffic of hub resumed: 20 held requests let through"),
+        "{}",
+        run.stdout
+    );
+    for h in held {
+        let (status, done) = h.await.expect("held task");
+        assert_eq!(status, 200, "none is lost");
+        assert!(done > resumed_at && done - paused_at >= Duration::from_millis(1000));
+    }
+    // Nothing is left to resume.
+    let again = env.cli(&["resume", "hub"]).await.failed();
+    assert!(
+        again.stderr.contains("nothing to resume"),
+        "{}",
+        again.stderr
+    );
+
+    // A request held past the maximum hold gets 503 saying why.
+    env.cli(&["pause", "hub", "--max-hold", "300ms"]).await.ok();
+    let started = std::time::Instant::now();
+    let (status, _, body) = env.get("/services/hub/").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("paused"), "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let run = env.cli(&["resume", "hub"]).await.ok();
+    assert!(run.stdout.contains("0 held requests"), "{}", run.stdout);
+    assert_eq!(env.get("/services/hub/").await.0, 200);
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn a_pinned_port_serves_its_release_for_as_long_as_it_runs() {
+    let env = Env::start().await;
+    env.deploy("hub", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hub", "2.0.0", &["--standby"], &[]).await.ok();
+    let port = free_port();
+    let port_text = port.to_string();
+    env.cli(&["pin", "hub", "1.0.0", "--port", &port_text])
+        .await
+        .ok();
+    let pinned = format!("http://127.0.0.1:{port}");
+    let ls = env.ls().await;
+    assert_eq!(
+        ls[0]["releases"][0]["pinned"],
+        format!("127.0.0.1:{port}"),
+        "{ls}"
+    );
+    let get = |url: String| {
+        let http = env.http.clone();
+        async move {
+            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            let version = r
+                .headers()
+                .get("x-switchyard-version")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let body = r.text().await.unwrap_or_default();
+            Ok::<_, String>((version, body))
+        }
+    };
+    let (version, body) = get(format!("{pinned}/echo/a?b=1"))
+        .await
+        .expect("pinned answers");
+    assert_eq!(version, "1.0.0");
+    assert!(
+        body.contains("/echo/a?b=1"),
+        "the path goes as it is: {body}"
+    );
+
+    // Main moves on; the pinned port stays with its release.
+    env.cli(&["assign", "hub", "2.0.0", "--yes"]).await.ok();
+    assert_eq!(env.get("/services/hub/").await.1, "2.0.0");
+    assert_eq!(get(format!("{pinned}/")).await.expect("pinned").0, "1.0.0");
+
+    // One address, one release; a port in use is refused; neither changes anything.
+    let revisions = env.history("hub").await.as_array().map(Vec::len);
+    let taken = env
+        .cli(&["pin", "hub", "2.0.0", "--port", &port_text])
+        .await
+        .failed();
+    assert!(
+        taken.stderr.contains("pinned to hub 1.0.0"),
+        "{}",
+        taken.stderr
+    );
+    let busy = env
+        .proxy()
+        .rsplit(':')
+        .next()
+        .expect("proxy port")
+        .to_owned();
+    let refused = env
+        .cli(&["pin", "hub", "2.0.0", "--port", &busy])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("cannot listen"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(env.history("hub").await.as_array().map(Vec::len), revisions);
+
+    // When the release goes, so does its address.
+    env.cli(&["kill", "hub", "1.0.0"]).await.ok();
+    env.eventually("the pinned port closes", Duration::from_secs(15), || {
+        let url = format!("{pinned}/");
+        let http = env.http.clone();
+        async move { http.get(&url).send().await.is_err() }
+    })
+    .await;
+}
