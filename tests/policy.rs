@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Env;
+use support::{Env, Reply};
 use switchyard::routing::{bucket, client_token};
 
 /// The bound on every single wait: generous, so a slow machine only slows tests.
@@ -18,19 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------- helpers
 
-/// A response read whole.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
     /// `x-switchyard-version`, or "" when the proxy answered itself.
     fn version(&self) -> &str {
         self.header("x-switchyard-version").unwrap_or("")
@@ -47,21 +35,7 @@ impl Reply {
 
 /// Sends a request and reads the whole answer; transport errors are `Err`.
 async fn try_send(request: reqwest::RequestBuilder) -> Result<Reply, String> {
-    let response = tokio::time::timeout(WAIT, request.send())
-        .await
-        .map_err(|_| "no response within the wait".to_owned())?
-        .map_err(|e| format!("{e:?}"))?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = tokio::time::timeout(WAIT, response.text())
-        .await
-        .map_err(|_| "no body within the wait".to_owned())?
-        .map_err(|e| format!("body: {e:?}"))?;
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    support::try_reply(request, WAIT).await
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Reply {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use support::{Env, HELLO};
+use support::{Env, HELLO, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -22,23 +22,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------- helpers
 
-/// A response read whole: status, headers and body as text.
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
-    }
-
     /// Asserts that the proxy itself answered with this error.
     fn assert_proxy_error(&self, status: u16, code: &str, names: &[&str]) {
         assert_eq!(self.status, status, "body: {}", self.body);
@@ -64,21 +48,7 @@ impl Reply {
 }
 
 async fn reply(request: reqwest::RequestBuilder) -> Reply {
-    let response = tokio::time::timeout(WAIT, request.send())
-        .await
-        .expect("response within the wait")
-        .expect("request through the proxy");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = tokio::time::timeout(WAIT, response.text())
-        .await
-        .expect("body within the wait")
-        .expect("read the body");
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    support::reply(request, WAIT).await
 }
 
 async fn get(env: &Env, path: &str) -> Reply {

@@ -19,6 +19,52 @@ use tokio::process::{Child, Command};
 pub const SWITCHYARD: &str = env!("CARGO_BIN_EXE_switchyard");
 pub const HELLO: &str = env!("CARGO_BIN_EXE_hello-server");
 
+/// An answer read whole: status, headers and body as text.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+}
+
+/// Sends a request and reads the whole answer, each within `wait`;
+/// transport errors and waits run out are `Err`.
+pub async fn try_reply(request: reqwest::RequestBuilder, wait: Duration) -> Result<Reply, String> {
+    let response = tokio::time::timeout(wait, request.send())
+        .await
+        .map_err(|_| "no response within the wait".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(wait, response.text())
+        .await
+        .map_err(|_| "no body within the wait".to_owned())?
+        .map_err(|e| format!("body: {e:?}"))?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Like [`try_reply`], panicking on a transport error.
+pub async fn reply(request: reqwest::RequestBuilder, wait: Duration) -> Reply {
+    try_reply(request, wait)
+        .await
+        .unwrap_or_else(|e| panic!("request through the proxy: {e}"))
+}
+
 /// What a CLI run printed and how it ended.
 #[derive(Debug)]
 pub struct Run {
