@@ -14,6 +14,7 @@ pub mod registry;
 pub mod rollout;
 pub mod services;
 pub mod shadows;
+mod upgrade_guard;
 
 pub use error::{ApiError, ErrorBody};
 
@@ -69,7 +70,18 @@ pub fn router(state: AppState) -> Router {
             get(registry::get_api_version).put(registry::set_api_version),
         )
         .route("/v1/services/{name}/plan", get(registry::plan))
-        .route("/v1/services/{name}/upgrade", post(registry::upgrade))
+        .route(
+            "/v1/services/{name}/upgrade",
+            post(registry::upgrade).get(registry::upgrade_status),
+        )
+        .route(
+            "/v1/services/{name}/upgrade/continue",
+            post(registry::upgrade_continue),
+        )
+        .route(
+            "/v1/services/{name}/upgrade/abort",
+            post(registry::upgrade_abort),
+        )
         .route("/v1/services/{name}/pause", post(registry::pause))
         .route("/v1/services/{name}/pins/{version}", post(registry::pin))
         .route("/v1/services/{name}/resume", post(registry::resume))
@@ -116,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         // Last, so that every route above answers a wrong method in JSON too.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_such_endpoint)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            upgrade_guard::refuse_during_upgrade,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

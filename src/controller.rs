@@ -30,7 +30,7 @@ pub use pause::{PauseRequest, PauseView, ResumeReport};
 pub use registry::{RegisterRequest, Registered, RegisteredView};
 pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
-pub use upgrade::{StepDone, UpgradeReport, UpgradeRequest};
+pub use upgrade::UpgradeRequest;
 pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -85,8 +85,33 @@ pub enum ControllerError {
     NotPaused(String),
     #[error("release {service} {version} is not in the store; it cannot be started again")]
     MissingRelease { service: String, version: String },
-    #[error("{0} is being upgraded right now; wait for that upgrade to finish")]
+    #[error(
+        "{0} is being upgraded right now; follow it with `switchyard upgrade {0} --status`, or stop it with `switchyard upgrade {0} --abort`"
+    )]
     UpgradeInProgress(String),
+    #[error("{0} has no upgrade running; start one with `switchyard upgrade {0} --to VERSION`")]
+    NoUpgrade(String),
+    #[error(
+        "the upgrade of {service} is not waiting between steps (it is {doing}); `--continue` goes on after a step when the upgrade was started with --approve or --wait"
+    )]
+    UpgradeNotWaiting { service: String, doing: String },
+    #[error("{0}")]
+    StepFailed(String),
+    #[error(
+        "{service} {version} cannot run against schema {schema}, where {service}'s database is (it runs on {runs_on}); move the schema first: `switchyard upgrade {service} --to {version}` or a rollback runs the migrations"
+    )]
+    WrongSchema {
+        service: String,
+        version: String,
+        schema: String,
+        runs_on: String,
+    },
+    #[error("cannot roll {service} back to revision {number}: {reason}")]
+    CannotRollBack {
+        service: String,
+        number: u64,
+        reason: String,
+    },
     #[error("{0} is paused already; `switchyard resume {0}` lets its traffic go")]
     AlreadyPaused(String),
     #[error("nothing to resume: {0} is not paused and has no paused rollout")]
@@ -118,16 +143,19 @@ impl ControllerError {
             | ControllerError::RolloutRunning { .. }
             | ControllerError::NotPaused(_)
             | ControllerError::UpgradeInProgress(_)
+            | ControllerError::UpgradeNotWaiting { .. }
+            | ControllerError::WrongSchema { .. }
+            | ControllerError::CannotRollBack { .. }
             | ControllerError::AlreadyPaused(_)
             | ControllerError::NothingToResume(_) => ErrorKind::Conflict,
             ControllerError::BadHold => ErrorKind::BadRequest,
             ControllerError::PinBind(..) => ErrorKind::Conflict,
-            ControllerError::Hook(_) | ControllerError::UpgradeStopped { .. } => {
-                ErrorKind::Unprocessable
-            }
-            ControllerError::UnknownRevision { .. } | ControllerError::NoRollout(_) => {
-                ErrorKind::NotFound
-            }
+            ControllerError::Hook(_)
+            | ControllerError::UpgradeStopped { .. }
+            | ControllerError::StepFailed(_) => ErrorKind::Unprocessable,
+            ControllerError::UnknownRevision { .. }
+            | ControllerError::NoRollout(_)
+            | ControllerError::NoUpgrade(_) => ErrorKind::NotFound,
             ControllerError::MissingRelease { .. } => ErrorKind::Internal,
         }
     }
@@ -155,6 +183,8 @@ pub struct Controller {
     notifier: Notifier,
     /// Rollouts driven by this serve, by service.
     rollouts: Mutex<HashMap<ServiceName, rollout::Driver>>,
+    /// Upgrades running in this serve, by service.
+    upgrades: Mutex<HashMap<ServiceName, Arc<upgrade::UpgradeControl>>>,
 }
 
 struct MirrorEntry {
@@ -188,6 +218,7 @@ impl Controller {
             mirror_settings,
             notifier,
             rollouts: Mutex::new(HashMap::new()),
+            upgrades: Mutex::new(HashMap::new()),
         }
     }
 

@@ -71,6 +71,10 @@ pub enum HandoverError {
         humantime::format_duration(CHANGES_WAIT)
     )]
     ChangesInProgress,
+    #[error(
+        "an upgrade of {0} is running; hand over when it has ended (`switchyard upgrade NAME --status`) or abort it"
+    )]
+    UpgradeRunning(String),
     #[error("the new serve ({binary}) did not take over: {cause}. This serve carries on")]
     Failed { binary: String, cause: String },
 }
@@ -152,6 +156,10 @@ impl Handover {
         }
         let binary = binary.unwrap_or_else(|| self.binary.clone());
         tracing::info!(binary = %binary.display(), "handing over to a new serve");
+        let upgrading = self.controller.upgrading();
+        if !upgrading.is_empty() {
+            return Err(HandoverError::UpgradeRunning(upgrading.join(", ")));
+        }
         if !self.gate.close(CHANGES_WAIT).await {
             self.gate.open();
             return Err(HandoverError::ChangesInProgress);

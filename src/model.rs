@@ -12,6 +12,7 @@ mod rollout;
 mod service_name;
 mod service_state;
 mod shadow_policy;
+mod upgrade;
 mod versioning;
 
 pub use health_check::HealthCheck;
@@ -30,6 +31,9 @@ pub use rollout::{
 pub use service_name::ServiceName;
 pub use service_state::{DeployAs, ReleaseEntry, ServiceState, normalize_host};
 pub use shadow_policy::{ComparePolicy, DEFAULT_BODY_LIMIT, ShadowSettings};
+pub use upgrade::{
+    BetweenSteps, StepDone, UpgradeOptions, UpgradeState, UpgradeStatus, step_label,
+};
 pub use versioning::{
     ApiVersion, ApiVersionSource, DEFAULT_API_VERSION_HEADER, Hooks, Versioning, api_list,
 };

@@ -10,7 +10,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::model::{Event, Release, Revision, RolloutState, ServiceName};
+use crate::model::{Event, Release, Revision, RolloutState, ServiceName, UpgradeState};
 
 /// A change to write atomically.
 #[derive(Debug, Clone)]
@@ -90,6 +90,10 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps a rollout's progress (one per service).
     fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()>;
     fn rollouts(&self) -> StoreResult<Vec<RolloutState>>;
+
+    /// Keeps the latest upgrade of a service (one per service).
+    fn save_upgrade(&self, upgrade: &UpgradeState) -> StoreResult<()>;
+    fn upgrades(&self) -> StoreResult<Vec<UpgradeState>>;
 
     /// Records an event and returns it with its id.
     fn add_event(

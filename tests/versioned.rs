@@ -38,6 +38,12 @@ echo "backed up to $HUB_DB.before-$SWITCHYARD_VERSION"
 /// Moves the schema to `$SWITCHYARD_SCHEMA`: 1.0.1 adds an optional
 /// `quote_id`, 2.0.0 makes it required (SQLite rebuilds the table).
 const MIGRATE_SH: &str = r#"set -eu
+if [ "$1" = down ] && [ "$SWITCHYARD_SCHEMA" = 1.0.1 ]; then
+  # Back from 1.0.1 to 1.0.0: no quote_id.
+  sqlite3 "$HUB_DB" "BEGIN; ALTER TABLE payments DROP COLUMN quote_id; UPDATE schema_info SET version = '1.0.0'; COMMIT;"
+  echo "schema back to 1.0.0"
+  exit 0
+fi
 if [ "$1" = down ]; then
   # Back from 2.0.0 to 1.0.1: quote_id optional again.
   [ "$SWITCHYARD_SCHEMA" = 2.0.0 ] || { echo "no way down from $SWITCHYARD_SCHEMA" >&2; exit 2; }
@@ -565,21 +571,49 @@ async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_n
         env.dir.path().join("hub.db.before-2.0.1").is_file(),
         "backup"
     );
-    assert_eq!(main_of(&env.ls().await), "2.0.1");
+    let ls = env.ls().await;
+    assert_eq!(main_of(&ls), "2.0.1");
+    assert_eq!(ls[0]["schema"], "2.0.0", "the recorded schema");
+    let listed = env.cli(&["releases", "hub"]).await.ok();
+    assert!(
+        listed.stdout.contains("database schema: 2.0.0"),
+        "{}",
+        listed.stdout
+    );
     let v1_answer = get_with(&env, "/services/hub/", &[("x-api-version", "v1")]).await;
     assert_eq!(
         v1_answer.1, "1.0.2",
         "v1 clients reach the newest release serving v1"
     );
 
-    // And one step back, still under traffic: 2.0.0 main again, the schema
-    // back down by 2.0.1's migrate_down, 2.0.1 stopped.
-    let run = env.cli(&["upgrade", "hub", "--to", "2.0.0"]).await.ok();
+    // A release that cannot run on the schema the database is at now is
+    // refused as main, with nothing changed.
+    let refused = env.cli(&["assign", "hub", "1.0.0", "--yes"]).await.failed();
     assert!(
-        run.stdout.contains("done 2.0.1 → 2.0.0") && run.stdout.contains("hooks: migrate_down"),
+        refused
+            .stderr
+            .contains("1.0.0 cannot run against schema 2.0.0"),
         "{}",
-        run.stdout
+        refused.stderr
     );
+    assert_eq!(main_of(&env.ls().await), "2.0.1");
+
+    // And back to the revision where 2.0.0 was main, still under traffic:
+    // 2.0.0 main again, the schema back down by 2.0.1's migrate_down (a
+    // revision of its own), 2.0.1 stopped.
+    let history = env.history("hub").await;
+    let revision_of = |action: &str| {
+        history
+            .as_array()
+            .expect("history")
+            .iter()
+            .find(|r| r["action"].as_str().is_some_and(|a| a.starts_with(action)))
+            .and_then(|r| r["number"].as_u64())
+            .unwrap_or_else(|| panic!("no revision `{action}` in {history}"))
+    };
+    let before_2_0_1 = revision_of("assign 2.0.0 as main").to_string();
+    let run = env.cli(&["rollback", "hub", &before_2_0_1]).await.ok();
+    assert!(run.stdout.contains("main is 2.0.0"), "{}", run.stdout);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (v1_ok, v1_failed) = v1.finish().await;
     let (v2_ok, v2_failed) = v2.finish().await;
@@ -619,7 +653,26 @@ async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_n
         .iter()
         .filter_map(|r| r["action"].as_str())
         .collect();
-    assert!(actions.iter().any(|a| a.contains("2.0.1")), "{actions:?}");
+    assert!(
+        actions.contains(&"schema 2.0.0 → 1.0.1 (hooks.migrate_down of 2.0.1)")
+            && actions.contains(&"schema 1.0.1 → 2.0.0 (hooks.migrate of 2.0.1)"),
+        "{actions:?}"
+    );
+
+    // Further back than 1.0.1's migration there is no way: 1.0.1 has no
+    // migrate_down. Refused beforehand, nothing changed.
+    let first = revision_of("deploy 1.0.0").to_string();
+    let before = env.history("hub").await;
+    let refused = env.cli(&["rollback", "hub", &first]).await.failed();
+    assert!(
+        refused.stderr.contains("cannot roll hub back to revision")
+            && refused.stderr.contains("1.0.1 has no hooks.migrate_down")
+            && refused.stderr.contains("cannot be reversed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(env.history("hub").await, before);
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.1");
     let events = env.cli(&["events", "hub"]).await.ok();
     assert!(
         events
@@ -679,6 +732,74 @@ async fn a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed() {
     // The backup ran before it; the schema did not move.
     assert!(env.dir.path().join("hub.db.before-1.0.1").is_file());
     assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.0");
+}
+
+#[tokio::test]
+async fn a_step_that_fails_after_its_migration_migrates_back_down() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    let db = create_db(env.dir.path());
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&hub, "1.0.0"),
+    ])
+    .await
+    .ok();
+    // 1.0.1 migrates (and can migrate back) but never starts.
+    let path = manifest(&hub, "1.0.1");
+    let text = std::fs::read_to_string(path).expect("read");
+    let scripts = env.dir.path().to_str().expect("utf-8");
+    let broken = text
+        .replace(
+            "\"--version\", \"1.0.1\"",
+            "\"--version\", \"1.0.1\", \"--exit-immediately\"",
+        )
+        .replace(
+            "[hooks]\n",
+            &format!("[hooks]\nmigrate_down = [\"sh\", \"{scripts}/migrate.sh\", \"down\"]\n"),
+        );
+    std::fs::write(path, broken).expect("write");
+    env.cli(&["release", "add", path]).await.ok();
+
+    let v1 = Traffic::start(&env, "v1", 2);
+    let run = env.cli(&["upgrade", "hub", "--to", "1.0.1"]).await.failed();
+    let (ok, failed) = v1.finish().await;
+    assert!(
+        run.stderr.contains("stopped at step 1/1 1.0.0 → 1.0.1"),
+        "{}",
+        run.stderr
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 0);
+    // The schema moved and came back, each move a revision; 1.0.0 is main
+    // and alone; the database is as it was.
+    let history = env.history("hub").await;
+    let actions: Vec<&str> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "schema back to 1.0.0 (hooks.migrate_down of 1.0.1: the step failed)",
+            "schema 1.0.0 → 1.0.1 (hooks.migrate of 1.0.1)",
+            "deploy 1.0.0 as main"
+        ],
+        "{history}"
+    );
+    let ls = env.ls().await;
+    assert_eq!(main_of(&ls), "1.0.0");
+    assert_eq!(ls[0]["releases"].as_array().map(Vec::len), Some(1));
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.0");
+    let columns = sql(&db, "SELECT name FROM pragma_table_info('payments')");
+    assert!(!columns.contains("quote_id"), "{columns}");
+    let status = upgrade_status(&env).await;
+    assert_eq!(status["status"], "stopped", "{status}");
 }
 
 #[tokio::test]
@@ -840,4 +961,187 @@ async fn a_pinned_port_serves_its_release_for_as_long_as_it_runs() {
         async move { http.get(&url).send().await.is_err() }
     })
     .await;
+}
+
+/// Manifests of releases that all serve v1 and need no schema.
+fn write_plain(dir: &Path, versions: &[&str]) -> Vec<(String, PathBuf)> {
+    versions
+        .iter()
+        .map(|version| {
+            let folder = dir.join(format!("plain-{version}"));
+            std::fs::create_dir_all(&folder).expect("release folder");
+            let manifest = format!(
+                r#"name = "hub"
+version = "{version}"
+command = ["{HELLO}", "--port", "{{port}}", "--version", "{version}"]
+api_versions = ["v1"]
+[health]
+path = "/healthz"
+interval = "200ms"
+"#
+            );
+            let path = folder.join("switchyard.toml");
+            std::fs::write(&path, manifest).expect("write manifest");
+            (version.to_string(), path)
+        })
+        .collect()
+}
+
+async fn upgrade_status(env: &Env) -> Value {
+    let run = env
+        .cli(&["upgrade", "hub", "--status", "--json"])
+        .await
+        .ok();
+    serde_json::from_str(&run.stdout).expect("upgrade --status --json is JSON")
+}
+
+#[tokio::test]
+async fn an_upgrade_waits_for_approval_between_steps_and_holds_off_manual_changes() {
+    let mut env = Env::start().await;
+    let plain = write_plain(
+        env.dir.path(),
+        &[
+            "1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0", "1.6.0", "1.7.0",
+        ],
+    );
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(&plain, "1.0.0"),
+    ])
+    .await
+    .ok();
+    for (version, _) in &plain[1..] {
+        env.cli(&["release", "add", manifest(&plain, version)])
+            .await
+            .ok();
+    }
+
+    // --approve: the CLI follows the first step and returns while the
+    // upgrade waits for --continue.
+    let run = env
+        .cli(&["upgrade", "hub", "--to", "1.2.0", "--approve"])
+        .await
+        .ok();
+    assert!(
+        run.stdout.contains("done 1.0.0 → 1.1.0")
+            && run.stdout.contains("waiting after step 1/2")
+            && run.stdout.contains("switchyard upgrade hub --continue"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(main_of(&env.ls().await), "1.1.0");
+    let status = upgrade_status(&env).await;
+    assert_eq!(status["status"], "waiting", "{status}");
+    let text = env.cli(&["upgrade", "hub", "--status"]).await.ok();
+    assert!(
+        text.stdout.contains("waiting for --continue")
+            && text.stdout.contains("next: step 2/2 1.1.0 → 1.2.0"),
+        "{}",
+        text.stdout
+    );
+
+    // Meanwhile manual changes and a second upgrade are refused, with
+    // nothing changed; reading stays open.
+    let before = env.history("hub").await;
+    let refused = env.cli(&["assign", "hub", "1.0.0", "--yes"]).await.failed();
+    assert!(
+        refused.stderr.contains("hub is being upgraded to 1.2.0")
+            && refused.stderr.contains("switchyard upgrade hub --abort"),
+        "{}",
+        refused.stderr
+    );
+    let refused = env.cli(&["upgrade", "hub", "--to", "1.3.0"]).await.failed();
+    assert!(
+        refused.stderr.contains("being upgraded"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(env.history("hub").await, before);
+    assert_eq!(env.get("/services/hub/").await.1, "1.1.0");
+
+    let run = env.cli(&["upgrade", "hub", "--continue"]).await.ok();
+    assert!(
+        run.stdout.contains("done 1.1.0 → 1.2.0") && run.stdout.contains("hub upgraded to 1.2.0"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(upgrade_status(&env).await["status"], "done");
+    assert_eq!(main_of(&env.ls().await), "1.2.0");
+    // Nothing waits any more: --continue says so.
+    let refused = env.cli(&["upgrade", "hub", "--continue"]).await.failed();
+    assert!(
+        refused.stderr.contains("no upgrade running"),
+        "{}",
+        refused.stderr
+    );
+
+    // --abort while it waits: it stops there, at the last good step, and
+    // the service takes manual changes again.
+    env.cli(&["upgrade", "hub", "--to", "1.4.0", "--approve"])
+        .await
+        .ok();
+    let run = env.cli(&["upgrade", "hub", "--abort"]).await.ok();
+    assert!(
+        run.stdout
+            .contains("aborted by the operator after step 1/2"),
+        "{}",
+        run.stdout
+    );
+    let status = upgrade_status(&env).await;
+    assert_eq!(status["status"], "aborted", "{status}");
+    assert_eq!(main_of(&env.ls().await), "1.3.0");
+    env.cli(&["assign", "hub", "1.2.0", "--yes"]).await.ok();
+    env.cli(&["assign", "hub", "1.3.0", "--yes"]).await.ok();
+
+    // --wait: goes on by itself after the wait.
+    let run = env
+        .cli(&["upgrade", "hub", "--to", "1.5.0", "--wait", "300ms"])
+        .await
+        .ok();
+    assert!(
+        run.stdout.contains("done 1.4.0 → 1.5.0") && run.stdout.contains("hub upgraded to 1.5.0"),
+        "{}",
+        run.stdout
+    );
+
+    // A serve killed while an upgrade waits: the restarted serve reports it
+    // interrupted at the last committed step and takes changes again.
+    env.cli(&["upgrade", "hub", "--to", "1.7.0", "--approve", "--detach"])
+        .await
+        .ok();
+    env.eventually(
+        "the upgrade waits after its first step",
+        Duration::from_secs(30),
+        || {
+            let env = &env;
+            async move { upgrade_status(env).await["status"] == "waiting" }
+        },
+    )
+    .await;
+    let (proxy, admin) = (
+        env.serve().proxy_addr.clone(),
+        env.serve().admin_addr.clone(),
+    );
+    env.kill9().await;
+    env.launch(&proxy, &admin).await;
+    let status = upgrade_status(&env).await;
+    assert_eq!(status["status"], "interrupted", "{status}");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("serve stopped during step 2/2 1.6.0 → 1.7.0")
+            && error.contains("switchyard upgrade hub --to 1.7.0"),
+        "{error}"
+    );
+    // Going on from where it was: one step left.
+    env.cli(&["assign", "hub", "1.5.0", "--yes"]).await.ok();
+    env.cli(&["assign", "hub", "1.6.0", "--yes"]).await.ok();
+    let run = env.cli(&["upgrade", "hub", "--to", "1.7.0"]).await.ok();
+    assert!(
+        run.stdout.contains("done 1.6.0 → 1.7.0") && !run.stdout.contains("done 1.5.0"),
+        "{}",
+        run.stdout
+    );
 }

@@ -25,7 +25,8 @@ pub async fn start(
         let status = match e {
             HandoverError::InProgress
             | HandoverError::AlreadyDone
-            | HandoverError::ChangesInProgress => StatusCode::CONFLICT,
+            | HandoverError::ChangesInProgress
+            | HandoverError::UpgradeRunning(_) => StatusCode::CONFLICT,
             HandoverError::Failed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

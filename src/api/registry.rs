@@ -11,9 +11,9 @@ use super::services::{ApiResult, Change, actor, body, change, query, service_nam
 use super::{ApiError, AppState};
 use crate::controller::{
     PauseRequest, PauseView, RegisterRequest, Registered, RegisteredView, ResumeReport,
-    UpgradeReport, UpgradeRequest,
+    UpgradeRequest,
 };
-use crate::model::{ApiVersionSource, Plan};
+use crate::model::{ApiVersionSource, Plan, UpgradeState};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiVersionRequest {
@@ -78,27 +78,55 @@ pub async fn plan(
     Ok(Json(state.controller.plan(&service, &q.to)?))
 }
 
-/// Runs the plan to its end (even if the client goes away) and answers
-/// with the steps done; a stopped upgrade is an error naming its step.
+/// Checks the plan and starts the upgrade in the background; answers with
+/// the upgrade as it starts (follow it with `GET …/upgrade`).
 pub async fn upgrade(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     req: Result<Json<UpgradeRequest>, JsonRejection>,
-) -> ApiResult<UpgradeReport> {
+) -> ApiResult<UpgradeState> {
     let service = service_name(&name)?;
     let req = body(req)?;
-    let actor = actor(&headers);
-    let controller = std::sync::Arc::clone(&state.controller);
-    let report = tokio::spawn(async move { controller.upgrade(&service, req, &actor).await })
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the upgrade failed inside switchyard: {e}"),
-            )
-        })??;
-    Ok(Json(report))
+    Ok(Json(state.controller.start_upgrade(
+        &service,
+        req,
+        &actor(&headers),
+    )?))
+}
+
+/// The service's latest upgrade: running, waiting, or how it ended.
+pub async fn upgrade_status(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<UpgradeState> {
+    let service = service_name(&name)?;
+    state.controller.service_state(&service)?;
+    match state.controller.upgrade_state(&service)? {
+        Some(upgrade) => Ok(Json(upgrade)),
+        None => Err(ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            format!(
+                "{service} was never upgraded; start with `switchyard upgrade {service} --to VERSION`"
+            ),
+        )),
+    }
+}
+
+pub async fn upgrade_continue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<UpgradeState> {
+    let service = service_name(&name)?;
+    Ok(Json(state.controller.continue_upgrade(&service)?))
+}
+
+pub async fn upgrade_abort(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<UpgradeState> {
+    let service = service_name(&name)?;
+    Ok(Json(state.controller.abort_upgrade(&service)?))
 }
 
 pub async fn pause(

@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::output::{ago, json, table};
 use super::{AdminClient, ClientArgs, service_path};
-use crate::controller::RegisteredView;
+use crate::controller::{RegisteredView, ServiceView};
 use crate::model::api_list;
 
 #[derive(Debug, Args)]
@@ -61,5 +61,9 @@ pub async fn run(args: ReleasesArgs) -> anyhow::Result<()> {
         ],
         &rows,
     );
+    let service: Option<ServiceView> = client.get(&service_path(&args.name)?).await.ok();
+    if let Some(schema) = service.and_then(|s| s.schema) {
+        println!("database schema: {schema}");
+    }
     Ok(())
 }

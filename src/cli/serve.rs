@@ -171,6 +171,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     controller
         .resume_rollouts()
         .context("cannot resume the stored rollouts")?;
+    controller
+        .interrupt_upgrades()
+        .context("cannot mark the interrupted upgrades")?;
 
     let (proxy_listener, admin_listener, old_serve) = match successor {
         Some(Successor { proxy, admin, old }) => (proxy, admin, Some(old)),

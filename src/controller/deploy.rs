@@ -56,7 +56,21 @@ impl Controller {
         };
 
         // Fail fast on what can be checked before starting anything.
-        self.deployed_state(service, &version, how, &hosts, req.base_revision, 0)?;
+        let schema = req.spec.versioning.schema_version.clone();
+        if how == DeployAs::Main {
+            if let Some(at) = self.current(service).and_then(|r| r.state.schema) {
+                super::assign::ensure_runs_on(service, &version, &req.spec.versioning, &at)?;
+            }
+        }
+        self.deployed_state(
+            service,
+            &version,
+            how,
+            &hosts,
+            req.base_revision,
+            0,
+            &schema,
+        )?;
         if let Some(stored) = self.store.release(service, &version)? {
             if stored.spec != req.spec {
                 return Err(StoreError::ReleaseMismatch {
@@ -108,6 +122,7 @@ impl Controller {
                 &hosts,
                 req.base_revision,
                 now_millis(),
+                &schema,
             )
             .and_then(|(current, state)| {
                 let role = state
@@ -132,7 +147,10 @@ impl Controller {
     }
 
     /// The service's current revision and the state it would have with the
-    /// release added, after every check that needs no running instance.
+    /// release added, after every check that needs no running instance. A
+    /// release that becomes main of a service with no recorded schema
+    /// records its own (the database is taken to be at it).
+    #[allow(clippy::too_many_arguments)]
     fn deployed_state(
         &self,
         service: &ServiceName,
@@ -141,6 +159,7 @@ impl Controller {
         hosts: &[String],
         base_revision: Option<u64>,
         now: u64,
+        schema: &Option<Version>,
     ) -> Result<(Option<Revision>, ServiceState)> {
         let current = self.current(service);
         Self::check_base(
@@ -152,9 +171,12 @@ impl Controller {
             .as_ref()
             .map(|r| r.state.clone())
             .unwrap_or_default();
-        let next = state
+        let mut next = state
             .deploy(service, version, how, now)?
             .with_hosts(hosts)?;
+        if next.schema.is_none() && next.main() == Some(version) {
+            next = next.with_schema(schema.clone());
+        }
         self.check_hosts(service, &next)?;
         Ok((current, next))
     }

@@ -102,7 +102,13 @@ impl Controller {
             .into());
         };
         let registered = self.store.releases(service)?;
-        Ok(plan(service.as_str(), &registered, main, &target)?)
+        Ok(plan(
+            service.as_str(),
+            &registered,
+            main,
+            current.state.schema.as_ref(),
+            &target,
+        )?)
     }
 
     fn registered_view(&self, release: &Release) -> RegisteredView {

@@ -3,14 +3,19 @@ use std::time::Duration;
 use semver::Version;
 
 use super::{Controller, ControllerError};
-use crate::error::Result;
-use crate::model::{Revision, ServiceName, ServiceState, now_millis};
+use crate::error::{Error, Result};
+use crate::model::{Revision, ServiceName, ServiceState, now_millis, step_label};
 
 impl Controller {
     /// Makes a new revision equal to revision `to` (default: the one before
     /// the current). Releases it needs are started again from their stored
     /// specs and must be ready before traffic switches; releases it does
-    /// not have are drained and stopped afterwards.
+    /// not have are drained and stopped afterwards. When revision `to` ran
+    /// on an older schema, the way back goes step by step through the
+    /// registered releases first, running `migrate_down` where the schema
+    /// moves (each step a revision); a step that cannot be reversed is
+    /// refused beforehand with nothing changed. The schema stays what the
+    /// hooks made it: a rollback never moves it up.
     pub async fn rollback(
         &self,
         service: &ServiceName,
@@ -38,13 +43,25 @@ impl Controller {
                 latest: based_on.number,
             })?;
 
+        self.step_back_schema(service, &based_on, &target, actor)
+            .await?;
+        // The steps back made revisions of their own.
+        let based_on = self.require(service)?;
+
         let started = self.start_needed(service, &target.state).await?;
 
         let committed = {
             let _lock = self.lock(service).await;
             let current = self.require(service)?;
-            let state = with_role_times(&current.state, &target.state);
+            let state = with_role_times(&current.state, &target.state)
+                .with_schema(current.state.schema.clone());
             Self::check_base(service, current.number, Some(based_on.number))
+                .and_then(|()| match (state.main(), &state.schema) {
+                    (Some(main), Some(_)) => {
+                        self.check_runs_on(service, main, state.schema.as_ref())
+                    }
+                    _ => Ok(()),
+                })
                 .and_then(|()| self.check_hosts(service, &state))
                 .and_then(|()| {
                     self.commit(
@@ -79,6 +96,161 @@ impl Controller {
                 Err(error)
             }
         }
+    }
+
+    /// Moves the schema back to the one revision `target` ran on, when it
+    /// is older than the current one (see [`Controller::rollback`]).
+    async fn step_back_schema(
+        &self,
+        service: &ServiceName,
+        current: &Revision,
+        target: &Revision,
+        actor: &str,
+    ) -> Result<()> {
+        let number = target.number;
+        let refuse = |reason: String| -> Error {
+            ControllerError::CannotRollBack {
+                service: service.to_string(),
+                number,
+                reason,
+            }
+            .into()
+        };
+        let (Some(now), Some(then)) = (&current.state.schema, &target.state.schema) else {
+            return Ok(());
+        };
+        if now == then {
+            return Ok(());
+        }
+        let (Some(current_main), Some(target_main)) = (current.state.main(), target.state.main())
+        else {
+            return Err(refuse(format!(
+                "it ran on schema {then} and the database is at {now}, but one of the two has no main release to run the migrations with"
+            )));
+        };
+        if then > now {
+            return Err(refuse(format!(
+                "it ran on schema {then}, newer than the database's {now}; a rollback only migrates down: go forward with `switchyard upgrade {service} --to {target_main}`"
+            )));
+        }
+        let registered = self.store.releases(service)?;
+        if target_main == current_main {
+            return self
+                .undo_schema_move(service, current_main, now, then, &registered, number, actor)
+                .await;
+        }
+        if target_main > current_main {
+            return Err(refuse(format!(
+                "its main {target_main} is newer than {current_main} but ran on an older schema ({then}, the database is at {now}); go there with `switchyard upgrade {service} --to {target_main}`"
+            )));
+        }
+        let way_back = crate::model::plan(
+            service.as_str(),
+            &registered,
+            current_main,
+            Some(now),
+            target_main,
+        )?;
+        if let Some(problem) = way_back.first_problem() {
+            return Err(refuse(format!("going back, {problem}")));
+        }
+        let ends_at = way_back.steps.last().and_then(|s| s.schema_after.as_ref());
+        if ends_at != Some(then) {
+            return Err(refuse(format!(
+                "going back through the registered releases ends at schema {}, but it ran on {then}",
+                ends_at.map_or_else(|| "none".to_owned(), ToString::to_string)
+            )));
+        }
+        let total = way_back.steps.len();
+        for (i, step) in way_back.steps.iter().enumerate() {
+            let label = step_label(i, total, &step.from, &step.to);
+            let timeout = super::upgrade::DEFAULT_HOOK_TIMEOUT;
+            if let Err(error) = self
+                .downgrade_step(service, step, timeout, actor, false)
+                .await
+            {
+                let main = self
+                    .current(service)
+                    .and_then(|r| r.state.main().map(ToString::to_string))
+                    .unwrap_or_default();
+                return Err(ControllerError::StepFailed(format!(
+                    "the rollback of {service} to revision {number} stopped at {label} back: {error}. {service} stays where the steps before left it (main {main})"
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The schema moved from `then` to `now` while `main` stayed main (a
+    /// step that failed after its migration): the `migrate_down` of the
+    /// release that migrates to `now` moves it back.
+    #[allow(clippy::too_many_arguments)]
+    async fn undo_schema_move(
+        &self,
+        service: &ServiceName,
+        main: &Version,
+        now: &Version,
+        then: &Version,
+        registered: &[crate::model::Release],
+        number: u64,
+        actor: &str,
+    ) -> Result<()> {
+        let refuse = |reason: String| -> Error {
+            ControllerError::CannotRollBack {
+                service: service.to_string(),
+                number,
+                reason,
+            }
+            .into()
+        };
+        let Some(mover) = registered
+            .iter()
+            .filter(|r| r.spec.versioning.schema_version.as_ref() == Some(now))
+            .min_by(|a, b| a.version.cmp(&b.version))
+        else {
+            return Err(refuse(format!(
+                "no registered release migrates to schema {now}, so nothing can migrate it back to {then}"
+            )));
+        };
+        let down = &mover.spec.versioning.hooks.migrate_down;
+        if down.is_empty() {
+            return Err(refuse(format!(
+                "the schema moved from {then} to {now} by {}'s migrate hook, and {} has no hooks.migrate_down: this change cannot be reversed",
+                mover.version, mover.version
+            )));
+        }
+        let mut schemas: Vec<&Version> = registered
+            .iter()
+            .filter_map(|r| r.spec.versioning.schema_version.as_ref())
+            .collect();
+        schemas.sort();
+        schemas.dedup();
+        let index = |s: &Version| schemas.iter().position(|x| *x == s);
+        if !matches!((index(then), index(now)), (Some(i), Some(j)) if i + 1 == j) {
+            return Err(refuse(format!(
+                "the schema would go back from {now} to {then} in one migration, past the schemas between them"
+            )));
+        }
+        if let Some(release) = registered.iter().find(|r| &r.version == main) {
+            super::assign::ensure_runs_on(service, main, &release.spec.versioning, then)
+                .map_err(|e| refuse(e.to_string()))?;
+        }
+        let timeout = super::upgrade::DEFAULT_HOOK_TIMEOUT;
+        super::hook::run_hook(mover, "migrate_down", down, timeout)
+            .await
+            .map_err(|e| Error::from(ControllerError::Hook(e)))?;
+        self.record_schema(
+            service,
+            Some(then.clone()),
+            format!(
+                "schema {now} → {then} (hooks.migrate_down of {}; rollback to {number})",
+                mover.version
+            ),
+            actor,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Starts the releases of `state` that do not run, and waits until all

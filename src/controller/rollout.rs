@@ -65,7 +65,7 @@ fn describe(step: Option<&Step>, spec: &AnalysisSpec) -> String {
 }
 
 impl Controller {
-    fn rollout_state(&self, service: &ServiceName) -> Result<Option<RolloutState>> {
+    pub(super) fn rollout_state(&self, service: &ServiceName) -> Result<Option<RolloutState>> {
         Ok(self
             .store
             .rollouts()?

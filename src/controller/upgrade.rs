@@ -1,22 +1,34 @@
-//! `upgrade NAME --to VERSION`: runs a checked plan one step at a time.
+//! `upgrade NAME --to VERSION`: runs a checked plan one step at a time, in
+//! the background, while `--status` shows where it is.
 //!
 //! Each step `A → B`: when the schema changes, B's `backup` hook, then its
-//! `migrate` hook; then B is started as standby from its registered spec
-//! and must become ready (a revision); then B becomes main and A standby (a
-//! revision). The first failure stops the upgrade: the failed step makes no
-//! revision that stays (a B it started is killed again) and, if the schema
-//! had moved and B has `migrate_down`, that runs; earlier steps stay done.
-//! Old mains stay running as standbys, so clients of an API version the
-//! new main dropped still have a release that serves them.
+//! `migrate` hook, then a revision that records the new schema; then B is
+//! started as standby from its registered spec and must become ready (a
+//! revision); then B becomes main and A standby (a revision). The first
+//! failure stops the upgrade: a B the step started is killed again and, if
+//! the schema had moved and B has `migrate_down`, that runs (and a revision
+//! records the schema back); earlier steps stay done. Between two steps the
+//! upgrade goes on at once, waits a set time (the new main must stay
+//! ready), or waits for `--continue`; `--abort` stops it at the next step
+//! boundary, never inside a step. Old mains stay running as standbys, so
+//! clients of an API version the new main dropped still have a release
+//! that serves them. While an upgrade holds a service, the admin API
+//! refuses manual changes to it (see `api::upgrade_guard`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::hook::{HookError, run_hook};
-use super::{Controller, ControllerError, DeployRequest, DeployingGuard};
+use super::{Controller, ControllerError, DeployRequest};
 use crate::error::{Error, Result};
-use crate::model::{ModelError, Plan, PlanStep, Release, ServiceName};
+use crate::model::{
+    BetweenSteps, ModelError, PlanStep, Release, ServiceName, StepDone, UpgradeOptions,
+    UpgradeState, UpgradeStatus, now_millis, step_label,
+};
 
 /// What `switchyard upgrade` sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,35 +42,50 @@ pub struct UpgradeRequest {
     /// ms each.
     #[serde(default)]
     pub pause_max_hold_ms: Option<u64>,
+    /// What happens between two steps.
+    #[serde(default)]
+    pub between: BetweenSteps,
 }
 
-/// One step done.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepDone {
-    pub from: String,
-    pub to: String,
-    /// Hooks run, with their captured output.
-    pub hooks: Vec<(String, String)>,
-    /// The revision that made `to` main.
-    pub revision: u64,
-}
+pub(super) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// What an upgrade did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UpgradeReport {
-    pub plan: Plan,
-    pub steps: Vec<StepDone>,
-}
+/// The longest wait between steps one may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How the operator reaches a running upgrade.
+#[derive(Default)]
+pub(super) struct UpgradeControl {
+    go_on: AtomicBool,
+    abort: AtomicBool,
+    wake: Notify,
+}
 
 impl Controller {
-    pub async fn upgrade(
+    fn upgrade_controls(
         &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>
+    {
+        self.upgrades.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks the plan and starts it in the background; answers with the
+    /// upgrade as it starts. A plan that breaks a rule, a second upgrade
+    /// and an upgrade during a rollout are refused with nothing changed.
+    pub fn start_upgrade(
+        self: &Arc<Self>,
         service: &ServiceName,
         req: UpgradeRequest,
         actor: &str,
-    ) -> Result<UpgradeReport> {
+    ) -> Result<UpgradeState> {
+        if let BetweenSteps::Wait { ms } = req.between {
+            if ms == 0 || Duration::from_millis(ms) > MAX_WAIT {
+                return Err(ModelError::InvalidUpgrade(
+                    "the wait between steps must be more than zero and at most 24h, e.g. 30s"
+                        .into(),
+                )
+                .into());
+            }
+        }
         let plan = self.plan(service, &req.to)?;
         if let Some(problem) = plan.first_problem() {
             return Err(ModelError::InvalidUpgrade(format!(
@@ -67,81 +94,393 @@ impl Controller {
             ))
             .into());
         }
-        let key = (service.clone(), "upgrade".to_owned());
-        if !self
-            .deploying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone())
-        {
-            return Err(ControllerError::UpgradeInProgress(service.to_string()).into());
+        if let Some(rollout) = self.rollout_state(service)? {
+            if rollout.status.is_active() {
+                return Err(ControllerError::RolloutRunning {
+                    service: service.to_string(),
+                    version: rollout.plan.version.to_string(),
+                }
+                .into());
+            }
         }
-        let _upgrading = DeployingGuard {
-            set: &self.deploying,
-            key,
+        let control = Arc::new(UpgradeControl::default());
+        {
+            let mut controls = self.upgrade_controls();
+            if controls.contains_key(service) {
+                return Err(ControllerError::UpgradeInProgress(service.to_string()).into());
+            }
+            controls.insert(service.clone(), Arc::clone(&control));
+        }
+        let now = now_millis();
+        let state = UpgradeState {
+            service: service.to_string(),
+            to: plan.to.clone(),
+            options: UpgradeOptions {
+                hook_timeout_ms: req
+                    .hook_timeout_ms
+                    .unwrap_or(DEFAULT_HOOK_TIMEOUT.as_millis() as u64),
+                pause_max_hold_ms: req.pause_max_hold_ms,
+                between: req.between,
+            },
+            plan,
+            status: UpgradeStatus::Running,
+            steps: Vec::new(),
+            error: None,
+            waiting_until: None,
+            abort_requested: false,
+            actor: actor.to_owned(),
+            started_at: now,
+            updated_at: now,
         };
-        let timeout = req
-            .hook_timeout_ms
-            .map_or(DEFAULT_HOOK_TIMEOUT, Duration::from_millis);
-        let total = plan.steps.len();
-        let mut done = Vec::with_capacity(total);
-        for (i, step) in plan.steps.iter().enumerate() {
-            let label = format!("step {}/{total} {} → {}", i + 1, step.from, step.to);
-            let pause = req.pause_max_hold_ms.filter(|_| step.changes_schema());
-            if let Some(ms) = pause {
-                let hold = super::PauseRequest {
-                    max_hold_ms: Some(ms),
-                };
-                if let Err(error) = self.pause(service, hold) {
-                    return Err(ControllerError::UpgradeStopped {
-                        service: service.to_string(),
-                        step: label,
-                        main: step.from.to_string(),
-                        reason: error.to_string(),
-                    }
-                    .into());
+        if let Err(error) = self.store.save_upgrade(&state) {
+            self.upgrade_controls().remove(service);
+            return Err(error.into());
+        }
+        self.record_event(
+            service.as_str(),
+            "upgrade-started",
+            &format!(
+                "upgrade to {} started: {} steps from {}",
+                state.to,
+                state.plan.steps.len(),
+                state.plan.from
+            ),
+            serde_json::to_value(&state.plan).unwrap_or_default(),
+        );
+        let this = Arc::clone(self);
+        let (name, first) = (service.clone(), state.clone());
+        let driver = tokio::spawn(async move { this.drive_upgrade(&name, first, &control).await });
+        let this = Arc::clone(self);
+        let name = service.clone();
+        tokio::spawn(async move {
+            if let Err(panic) = driver.await {
+                tracing::error!(service = %name, error = %panic, "the upgrade driver failed");
+                if let Ok(Some(mut state)) = this.upgrade_state(&name) {
+                    state.status = UpgradeStatus::Stopped;
+                    state.error = Some(format!("the upgrade failed inside switchyard: {panic}"));
+                    this.save_upgrade(&mut state);
                 }
             }
-            let result = if step.to < step.from {
-                self.downgrade_step(service, step, timeout, actor).await
-            } else {
-                self.upgrade_step(service, step, timeout, actor).await
-            };
-            if pause.is_some() {
-                self.open_gate(service);
+            this.upgrade_controls().remove(&name);
+        });
+        Ok(state)
+    }
+
+    /// The service's latest upgrade, if it ever had one.
+    pub fn upgrade_state(&self, service: &ServiceName) -> Result<Option<UpgradeState>> {
+        Ok(self
+            .store
+            .upgrades()?
+            .into_iter()
+            .find(|u| u.service == service.as_str()))
+    }
+
+    /// The upgrade that holds the service right now, if any.
+    pub fn active_upgrade(&self, service: &ServiceName) -> Option<UpgradeState> {
+        if !self.upgrade_controls().contains_key(service) {
+            return None;
+        }
+        self.upgrade_state(service).ok().flatten()
+    }
+
+    /// Whether any service is being upgraded by this serve.
+    pub fn upgrading(&self) -> Vec<String> {
+        self.upgrade_controls()
+            .keys()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Lets an upgrade that waits between steps go on (also cuts a timed
+    /// wait short).
+    pub fn continue_upgrade(&self, service: &ServiceName) -> Result<UpgradeState> {
+        let state = self.held_upgrade(service)?;
+        if state.status != UpgradeStatus::Waiting && state.waiting_until.is_none() {
+            return Err(ControllerError::UpgradeNotWaiting {
+                service: service.to_string(),
+                doing: state
+                    .current_step()
+                    .map_or_else(|| "finishing".to_owned(), |s| format!("running {s}")),
             }
-            match result {
-                Ok(step_done) => {
+            .into());
+        }
+        if let Some(control) = self.upgrade_controls().get(service) {
+            control.go_on.store(true, Ordering::SeqCst);
+            control.wake.notify_one();
+        }
+        Ok(state)
+    }
+
+    /// Stops the upgrade at the next step boundary (at once when it waits
+    /// between steps); the step that runs finishes or fails as usual.
+    pub fn abort_upgrade(&self, service: &ServiceName) -> Result<UpgradeState> {
+        let mut state = self.held_upgrade(service)?;
+        if let Some(control) = self.upgrade_controls().get(service) {
+            control.abort.store(true, Ordering::SeqCst);
+            control.wake.notify_one();
+        }
+        state.abort_requested = true;
+        Ok(state)
+    }
+
+    fn held_upgrade(&self, service: &ServiceName) -> Result<UpgradeState> {
+        self.require(service)?;
+        match self.active_upgrade(service) {
+            Some(state) => Ok(state),
+            None => Err(ControllerError::NoUpgrade(service.to_string()).into()),
+        }
+    }
+
+    /// At startup: upgrades stored as running were cut off when serve
+    /// stopped. Each is marked interrupted, naming where its service is.
+    pub fn interrupt_upgrades(&self) -> Result<()> {
+        for mut state in self.store.upgrades()? {
+            if !state.status.is_active() {
+                continue;
+            }
+            let Ok(service) = state.service.parse::<ServiceName>() else {
+                continue;
+            };
+            let main = self
+                .current(&service)
+                .and_then(|r| r.state.main().map(ToString::to_string))
+                .unwrap_or_else(|| "none".into());
+            let at = state
+                .current_step()
+                .unwrap_or_else(|| "the last step".into());
+            state.status = UpgradeStatus::Interrupted;
+            state.waiting_until = None;
+            state.error = Some(format!(
+                "serve stopped during {at}; {service} is at the last change that committed (main {main}): `switchyard upgrade {service} --to {}` plans again from there",
+                state.to
+            ));
+            self.save_upgrade(&mut state);
+            tracing::warn!(%service, "an upgrade was interrupted by a restart");
+        }
+        Ok(())
+    }
+
+    fn save_upgrade(&self, state: &mut UpgradeState) {
+        state.updated_at = now_millis();
+        if let Err(error) = self.store.save_upgrade(state) {
+            tracing::error!(service = %state.service, %error, "cannot store the upgrade's progress");
+        }
+    }
+
+    async fn drive_upgrade(
+        &self,
+        service: &ServiceName,
+        mut state: UpgradeState,
+        control: &UpgradeControl,
+    ) {
+        let total = state.plan.steps.len();
+        let timeout = Duration::from_millis(state.options.hook_timeout_ms);
+        let actor = state.actor.clone();
+        while state.steps.len() < total {
+            let i = state.steps.len();
+            let step = state.plan.steps[i].clone();
+            let label = step_label(i, total, &step.from, &step.to);
+            if control.abort.load(Ordering::SeqCst) {
+                return self.end_upgrade(
+                    service,
+                    &mut state,
+                    UpgradeStatus::Aborted,
+                    Some(format!("aborted by the operator before {label}")),
+                );
+            }
+            match self
+                .run_step(
+                    service,
+                    &step,
+                    state.options.pause_max_hold_ms,
+                    timeout,
+                    &actor,
+                )
+                .await
+            {
+                Ok(done) => {
                     self.record_event(
                         service.as_str(),
                         "upgrade-step",
                         &format!("upgrade {label}: done"),
-                        serde_json::to_value(&step_done).unwrap_or_default(),
+                        serde_json::to_value(&done).unwrap_or_default(),
                     );
-                    done.push(step_done);
+                    state.steps.push(done);
+                    state.abort_requested = control.abort.load(Ordering::SeqCst);
+                    self.save_upgrade(&mut state);
                 }
                 Err(error) => {
-                    let main = self
-                        .current(service)
-                        .and_then(|r| r.state.main().map(ToString::to_string))
-                        .unwrap_or_default();
-                    self.record_event(
-                        service.as_str(),
-                        "upgrade-stopped",
-                        &format!("upgrade {label}: {error}"),
-                        serde_json::json!({ "main": main }),
-                    );
-                    return Err(ControllerError::UpgradeStopped {
+                    let main = self.main_of(service);
+                    let stopped = ControllerError::UpgradeStopped {
                         service: service.to_string(),
                         step: label,
                         main,
                         reason: error.to_string(),
-                    }
-                    .into());
+                    };
+                    return self.end_upgrade(
+                        service,
+                        &mut state,
+                        UpgradeStatus::Stopped,
+                        Some(stopped.to_string()),
+                    );
+                }
+            }
+            if state.steps.len() < total {
+                if let Err(reason) = self.between_steps(service, &mut state, control).await {
+                    let status = if control.abort.load(Ordering::SeqCst) {
+                        UpgradeStatus::Aborted
+                    } else {
+                        UpgradeStatus::Stopped
+                    };
+                    return self.end_upgrade(service, &mut state, status, Some(reason));
                 }
             }
         }
-        Ok(UpgradeReport { plan, steps: done })
+        self.end_upgrade(service, &mut state, UpgradeStatus::Done, None);
+    }
+
+    fn main_of(&self, service: &ServiceName) -> String {
+        self.current(service)
+            .and_then(|r| r.state.main().map(ToString::to_string))
+            .unwrap_or_default()
+    }
+
+    fn end_upgrade(
+        &self,
+        service: &ServiceName,
+        state: &mut UpgradeState,
+        status: UpgradeStatus,
+        error: Option<String>,
+    ) {
+        state.status = status;
+        state.error = error;
+        state.waiting_until = None;
+        self.save_upgrade(state);
+        let (kind, message) = match status {
+            UpgradeStatus::Done => (
+                "upgrade-done",
+                format!(
+                    "upgrade to {} done in {} steps",
+                    state.to,
+                    state.steps.len()
+                ),
+            ),
+            UpgradeStatus::Aborted => (
+                "upgrade-aborted",
+                format!(
+                    "upgrade to {} aborted after {} of {} steps; main {}",
+                    state.to,
+                    state.steps.len(),
+                    state.plan.steps.len(),
+                    self.main_of(service)
+                ),
+            ),
+            _ => (
+                "upgrade-stopped",
+                state.error.clone().unwrap_or_else(|| "stopped".into()),
+            ),
+        };
+        self.record_event(
+            service.as_str(),
+            kind,
+            &message,
+            serde_json::json!({ "main": self.main_of(service) }),
+        );
+    }
+
+    /// The wait between two steps; `Err` says why the upgrade ends there.
+    async fn between_steps(
+        &self,
+        service: &ServiceName,
+        state: &mut UpgradeState,
+        control: &UpgradeControl,
+    ) -> std::result::Result<(), String> {
+        let done = state.steps.len();
+        let total = state.plan.steps.len();
+        let aborted = || format!("aborted by the operator after step {done}/{total}");
+        match state.options.between {
+            BetweenSteps::Go => Ok(()),
+            BetweenSteps::Approve => {
+                state.status = UpgradeStatus::Waiting;
+                self.save_upgrade(state);
+                self.record_event(
+                    service.as_str(),
+                    "upgrade-waiting",
+                    &format!(
+                        "upgrade waits after step {done}/{total}: `switchyard upgrade {service} --continue` goes on, `--abort` stops here"
+                    ),
+                    serde_json::Value::Null,
+                );
+                loop {
+                    if control.abort.load(Ordering::SeqCst) {
+                        return Err(aborted());
+                    }
+                    if control.go_on.swap(false, Ordering::SeqCst) {
+                        break;
+                    }
+                    control.wake.notified().await;
+                }
+                state.status = UpgradeStatus::Running;
+                self.save_upgrade(state);
+                Ok(())
+            }
+            BetweenSteps::Wait { ms } => {
+                state.waiting_until = Some(now_millis() + ms);
+                self.save_upgrade(state);
+                let sleep = tokio::time::sleep(Duration::from_millis(ms));
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        () = control.wake.notified() => {}
+                    }
+                    if control.abort.load(Ordering::SeqCst) {
+                        return Err(aborted());
+                    }
+                    if control.go_on.swap(false, Ordering::SeqCst) {
+                        break;
+                    }
+                }
+                state.waiting_until = None;
+                self.save_upgrade(state);
+                // The release the last step made main must have stayed
+                // ready through the wait.
+                let main = state.plan.steps[done - 1].to.clone();
+                self.ensure_ready(service, &main).map_err(|e| {
+                    format!(
+                        "stopped after step {done}/{total}: {main} did not stay ready during the wait between steps: {e}"
+                    )
+                })
+            }
+        }
+    }
+
+    /// One step, with the service's traffic held around it when asked.
+    async fn run_step(
+        &self,
+        service: &ServiceName,
+        step: &PlanStep,
+        pause_max_hold_ms: Option<u64>,
+        timeout: Duration,
+        actor: &str,
+    ) -> Result<StepDone> {
+        let pause = pause_max_hold_ms.filter(|_| step.changes_schema());
+        if let Some(ms) = pause {
+            let hold = super::PauseRequest {
+                max_hold_ms: Some(ms),
+            };
+            self.pause(service, hold)?;
+        }
+        let result = if step.to < step.from {
+            self.downgrade_step(service, step, timeout, actor, true)
+                .await
+        } else {
+            self.upgrade_step(service, step, timeout, actor).await
+        };
+        if pause.is_some() {
+            self.open_gate(service);
+        }
+        result
     }
 
     async fn upgrade_step(
@@ -151,12 +490,7 @@ impl Controller {
         timeout: Duration,
         actor: &str,
     ) -> Result<StepDone> {
-        let release = self.store.release(service, &step.to)?.ok_or_else(|| {
-            ControllerError::MissingRelease {
-                service: service.to_string(),
-                version: step.to.to_string(),
-            }
-        })?;
+        let release = self.registered_release(service, &step.to)?;
         let hooks = &release.spec.versioning.hooks;
         let mut ran = Vec::new();
         let migrated = step.changes_schema();
@@ -170,6 +504,18 @@ impl Controller {
                     .map_err(hook_error)?;
                 ran.push((name.to_owned(), run.output));
             }
+            self.record_schema(
+                service,
+                step.schema_after.clone(),
+                format!(
+                    "schema {} → {} (hooks.migrate of {})",
+                    shown(&step.schema_before),
+                    shown(&step.schema_after),
+                    step.to
+                ),
+                actor,
+            )
+            .await?;
         }
         let result = self.switch_to(service, &release, step, actor).await;
         match result {
@@ -179,43 +525,56 @@ impl Controller {
                 hooks: ran,
                 revision,
             }),
-            Err(error) => {
-                if migrated && !hooks.migrate_down.is_empty() {
-                    if let Err(down) =
-                        run_hook(&release, "migrate_down", &hooks.migrate_down, timeout).await
-                    {
-                        tracing::error!(service = %service, error = %down, "migrate_down failed after a failed step");
-                        return Err(hook_error(down));
-                    }
+            Err(error) if migrated && !hooks.migrate_down.is_empty() => {
+                if let Err(down) =
+                    run_hook(&release, "migrate_down", &hooks.migrate_down, timeout).await
+                {
+                    tracing::error!(service = %service, error = %down, "migrate_down failed after a failed step");
+                    return Err(ControllerError::StepFailed(format!(
+                        "{error}; then hooks.migrate_down failed too, so the schema stays at {}: {down}",
+                        shown(&step.schema_after)
+                    ))
+                    .into());
                 }
+                self.record_schema(
+                    service,
+                    step.schema_before.clone(),
+                    format!(
+                        "schema back to {} (hooks.migrate_down of {}: the step failed)",
+                        shown(&step.schema_before),
+                        step.to
+                    ),
+                    actor,
+                )
+                .await?;
                 Err(error)
             }
+            Err(error) if migrated => Err(ControllerError::StepFailed(format!(
+                "{error}; {} has no hooks.migrate_down, so the schema stays at {}, which {} runs on",
+                step.to,
+                shown(&step.schema_after),
+                step.from
+            ))
+            .into()),
+            Err(error) => Err(error),
         }
     }
 
     /// One step back `A → B` (A the newer, main): B becomes main while the
     /// schema is still A's (B runs on it, the plan checked), then A's
-    /// `migrate_down` moves the schema back, then A is stopped. A failing
-    /// `migrate_down` makes A main again.
-    async fn downgrade_step(
+    /// `migrate_down` moves the schema back (a revision records it), then
+    /// A is stopped when `stop_newer`. A failing `migrate_down` makes A
+    /// main again.
+    pub(super) async fn downgrade_step(
         &self,
         service: &ServiceName,
         step: &PlanStep,
         timeout: Duration,
         actor: &str,
+        stop_newer: bool,
     ) -> Result<StepDone> {
-        let missing = |v: &semver::Version| ControllerError::MissingRelease {
-            service: service.to_string(),
-            version: v.to_string(),
-        };
-        let newer = self
-            .store
-            .release(service, &step.from)?
-            .ok_or_else(|| missing(&step.from))?;
-        let older = self
-            .store
-            .release(service, &step.to)?
-            .ok_or_else(|| missing(&step.to))?;
+        let newer = self.registered_release(service, &step.from)?;
+        let older = self.registered_release(service, &step.to)?;
         let mut revision = self.switch_to(service, &older, step, actor).await?;
         let mut ran = Vec::new();
         if step.changes_schema() {
@@ -232,14 +591,30 @@ impl Controller {
                     return Err(hook_error(error));
                 }
             }
+            revision = self
+                .record_schema(
+                    service,
+                    step.schema_after.clone(),
+                    format!(
+                        "schema {} → {} (hooks.migrate_down of {})",
+                        shown(&step.schema_before),
+                        shown(&step.schema_after),
+                        step.from
+                    ),
+                    actor,
+                )
+                .await?
+                .number;
         }
-        match self
-            .kill(service, &step.from.to_string(), None, actor)
-            .await
-        {
-            Ok(r) => revision = r.number,
-            Err(error) => {
-                tracing::warn!(service = %service, %error, "the release stepped back from stays as standby");
+        if stop_newer {
+            match self
+                .kill(service, &step.from.to_string(), None, actor)
+                .await
+            {
+                Ok(r) => revision = r.number,
+                Err(error) => {
+                    tracing::warn!(service = %service, %error, "the release stepped back from stays as standby");
+                }
             }
         }
         Ok(StepDone {
@@ -248,6 +623,34 @@ impl Controller {
             hooks: ran,
             revision,
         })
+    }
+
+    fn registered_release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> Result<Release> {
+        self.store.release(service, version)?.ok_or_else(|| {
+            ControllerError::MissingRelease {
+                service: service.to_string(),
+                version: version.to_string(),
+            }
+            .into()
+        })
+    }
+
+    /// Commits the service's state at another schema (a hook moved it).
+    pub(super) async fn record_schema(
+        &self,
+        service: &ServiceName,
+        schema: Option<semver::Version>,
+        action: String,
+        actor: &str,
+    ) -> Result<crate::model::Revision> {
+        let _lock = self.lock(service).await;
+        let current = self.require(service)?;
+        let next = current.state.with_schema(schema);
+        self.commit(service, Some(&current), next, action, actor, Vec::new())
     }
 
     /// Starts `release` as standby (unless it runs) and makes it main; on
@@ -288,6 +691,12 @@ impl Controller {
             }
         }
     }
+}
+
+fn shown(schema: &Option<semver::Version>) -> String {
+    schema
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 fn hook_error(e: HookError) -> Error {

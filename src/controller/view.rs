@@ -18,6 +18,10 @@ pub struct ServiceView {
     pub compare: ComparePolicy,
     /// Who reaches which release.
     pub policy: TrafficPolicy,
+    /// The schema the service's database is at, when its releases declare
+    /// schemas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -78,6 +82,7 @@ impl Controller {
             releases,
             compare: revision.state.compare.clone(),
             policy: revision.state.policy.clone(),
+            schema: revision.state.schema.as_ref().map(ToString::to_string),
         }
     }
 

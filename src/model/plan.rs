@@ -71,13 +71,15 @@ impl Plan {
 }
 
 /// Plans the upgrade of `service` from `main` to `target` through the
-/// registered releases (any order). Refuses a target that is not
-/// registered or not after main; a chain that breaks a rule is returned
-/// with the rule named in its step.
+/// registered releases (any order). `schema` is the schema the database is
+/// at (the service's recorded one; `None`: main's own). Refuses a target
+/// that is not registered or is main; a chain that breaks a rule is
+/// returned with the rule named in its step.
 pub fn plan(
     service: &str,
     registered: &[Release],
     main: &Version,
+    schema: Option<&Version>,
     target: &Version,
 ) -> Result<Plan, ModelError> {
     let refuse = |m: String| Err(ModelError::InvalidUpgrade(m));
@@ -106,7 +108,7 @@ pub fn plan(
         return refuse(format!("{service} {main} is main already; nothing to do"));
     }
     if target < main {
-        return Ok(plan_back(service, &releases, main, target));
+        return Ok(plan_back(service, &releases, main, schema, target));
     }
     let mut schemas: Vec<&Version> = releases
         .iter()
@@ -123,7 +125,9 @@ pub fn plan(
         .collect();
     let mut steps = Vec::with_capacity(chain.len());
     let mut from = *current;
-    let mut schema = current.spec.versioning.schema_version.clone();
+    let mut schema = schema
+        .cloned()
+        .or_else(|| current.spec.versioning.schema_version.clone());
     for to in chain {
         let (a, b) = (&from.spec.versioning, &to.spec.versioning);
         let after = b.schema_version.clone().or_else(|| schema.clone());
@@ -225,8 +229,17 @@ fn effective_schemas(releases: &[&Release]) -> Vec<Option<Version>> {
 /// (back by at most one), **runs-on** (B runs against A's schema, where it
 /// becomes main), **migrate_down** (a schema change needs A's
 /// `migrate_down`: without it the step cannot be reversed).
-fn plan_back(service: &str, releases: &[&Release], main: &Version, target: &Version) -> Plan {
-    let schemas_of = effective_schemas(releases);
+fn plan_back(
+    service: &str,
+    releases: &[&Release],
+    main: &Version,
+    schema: Option<&Version>,
+    target: &Version,
+) -> Plan {
+    let mut schemas_of = effective_schemas(releases);
+    if let (Some(recorded), Some(i)) = (schema, releases.iter().position(|r| &r.version == main)) {
+        schemas_of[i] = Some(recorded.clone());
+    }
     let mut known: Vec<&Version> = releases
         .iter()
         .filter_map(|r| r.spec.versioning.schema_version.as_ref())
@@ -356,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_hub_chain_passes_every_step() {
-        let p = plan("hub", &hub(), &v("1.0.0"), &v("2.0.1")).expect("plan");
+        let p = plan("hub", &hub(), &v("1.0.0"), None, &v("2.0.1")).expect("plan");
         assert!(p.ok(), "{:?}", p.first_problem());
         let tos: Vec<String> = p.steps.iter().map(|s| s.to.to_string()).collect();
         assert_eq!(tos, ["1.0.1", "1.0.2", "2.0.0", "2.0.1"]);
@@ -368,7 +381,7 @@ mod tests {
     fn skipping_the_bridge_release_is_refused_with_the_reason() {
         let mut releases = hub();
         releases.retain(|r| r.version == v("1.0.0") || r.version == v("2.0.0"));
-        let p = plan("hub", &releases, &v("1.0.0"), &v("2.0.0")).expect("plan");
+        let p = plan("hub", &releases, &v("1.0.0"), None, &v("2.0.0")).expect("plan");
         assert!(!p.ok());
         let problem = p.first_problem().expect("a problem");
         assert!(problem.contains("no API version in common"), "{problem}");
@@ -384,7 +397,7 @@ mod tests {
         ];
         // 1.1.0 is registered, so the chain goes through it: no jump, but
         // 1.0.0 cannot run on 1.1.0 (it only runs on its own).
-        let p = plan("hub", &releases, &v("1.0.0"), &v("1.2.0")).expect("plan");
+        let p = plan("hub", &releases, &v("1.0.0"), None, &v("1.2.0")).expect("plan");
         let all: Vec<&String> = p.steps.iter().flat_map(|s| &s.broken).collect();
         assert!(
             all.iter().any(|b| b.starts_with("runs-on: 1.0.0")),
@@ -398,7 +411,7 @@ mod tests {
             releases[0].clone(),
             releases[2].clone(),
         ];
-        let p = plan("hub", &jump, &v("1.0.0"), &v("1.2.0")).expect("plan");
+        let p = plan("hub", &jump, &v("1.0.0"), None, &v("1.2.0")).expect("plan");
         let all: Vec<&String> = p.steps.iter().flat_map(|s| &s.broken).collect();
         let jumped = all
             .iter()
@@ -408,22 +421,32 @@ mod tests {
 
     #[test]
     fn unknown_targets_are_refused() {
-        assert!(plan("hub", &hub(), &v("1.0.0"), &v("9.0.0")).is_err());
-        assert!(plan("hub", &hub(), &v("2.0.0"), &v("2.0.0")).is_err());
-        assert!(plan("hub", &hub(), &v("3.0.0"), &v("2.0.1")).is_err());
+        assert!(plan("hub", &hub(), &v("1.0.0"), None, &v("9.0.0")).is_err());
+        assert!(plan("hub", &hub(), &v("2.0.0"), None, &v("2.0.0")).is_err());
+        assert!(plan("hub", &hub(), &v("3.0.0"), None, &v("2.0.1")).is_err());
     }
 
     #[test]
     fn going_back_needs_migrate_down_where_the_schema_moves() {
         let mut releases = hub();
-        let p = plan("hub", &releases, &v("2.0.1"), &v("2.0.0")).expect("plan");
+        let p = plan("hub", &releases, &v("2.0.1"), None, &v("2.0.0")).expect("plan");
         let problem = p.first_problem().expect("no migrate_down");
         assert!(problem.contains("cannot be reversed"), "{problem}");
         releases[4].spec.versioning.hooks.migrate_down = vec!["./down".into()];
-        let p = plan("hub", &releases, &v("2.0.1"), &v("1.0.2")).expect("plan");
+        let p = plan("hub", &releases, &v("2.0.1"), None, &v("1.0.2")).expect("plan");
         assert!(p.ok(), "{:?}", p.first_problem());
         let tos: Vec<String> = p.steps.iter().map(|s| s.to.to_string()).collect();
         assert_eq!(tos, ["2.0.0", "1.0.2"]);
         assert!(p.steps[0].changes_schema() && !p.steps[1].changes_schema());
+    }
+
+    #[test]
+    fn a_schema_already_migrated_is_not_migrated_again() {
+        // Serve stopped after 1.0.1's migrate ran but before 1.0.1 became
+        // main: the recorded schema is 1.0.1 and main is still 1.0.0.
+        let p = plan("hub", &hub(), &v("1.0.0"), Some(&v("1.0.1")), &v("1.0.2")).expect("plan");
+        assert!(p.ok(), "{:?}", p.first_problem());
+        assert!(!p.steps[0].changes_schema(), "{:?}", p.steps[0]);
+        assert!(p.steps[0].reversible);
     }
 }

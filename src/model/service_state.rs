@@ -52,6 +52,12 @@ pub struct ServiceState {
     /// Where requests name the API version they want.
     #[serde(default)]
     pub api_version: ApiVersionSource,
+    /// The schema the service's database is at, as far as Switchyard
+    /// moved it: set by the first release that declares one, then by
+    /// each `migrate` / `migrate_down` hook that succeeds. A revision
+    /// carries it, so a rollback knows which migrations to undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Version>,
 }
 
 impl ServiceState {
@@ -434,6 +440,14 @@ impl ServiceState {
     }
 
     /// Adds host names routed to this service.
+    /// The same state at another schema.
+    pub fn with_schema(&self, schema: Option<Version>) -> ServiceState {
+        ServiceState {
+            schema,
+            ..self.clone()
+        }
+    }
+
     pub fn with_hosts(&self, hosts: &[String]) -> Result<ServiceState, ModelError> {
         let mut next = self.clone();
         for h in hosts {

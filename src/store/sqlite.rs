@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Commit, InstanceRecord, Store, StoreError, StoreResult};
-use crate::model::{Event, Release, Revision, RolloutState, ServiceName, now_millis};
+use crate::model::{Event, Release, Revision, RolloutState, ServiceName, UpgradeState, now_millis};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS releases (
@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS instances (
     PRIMARY KEY (service, version, slot)
 );
 CREATE TABLE IF NOT EXISTS rollouts (
+    service TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upgrades (
     service TEXT PRIMARY KEY,
     state TEXT NOT NULL
 );
@@ -311,6 +315,21 @@ impl Store for SqliteStore {
     fn rollouts(&self) -> StoreResult<Vec<RolloutState>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT state FROM rollouts ORDER BY service")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+    }
+
+    fn save_upgrade(&self, upgrade: &UpgradeState) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO upgrades (service, state) VALUES (?1, ?2)",
+            params![upgrade.service, serde_json::to_string(upgrade)?],
+        )?;
+        Ok(())
+    }
+
+    fn upgrades(&self) -> StoreResult<Vec<UpgradeState>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT state FROM upgrades ORDER BY service")?;
         let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
         rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
     }
