@@ -358,18 +358,26 @@ impl Controller {
                     {
                         e
                     }
-                    _ => MirrorEntry {
-                        backend: Arc::clone(&handle.backend),
-                        shadow: shadow.clone(),
-                        compare: revision.state.compare.clone(),
-                        mirror: Mirror::start(
-                            Arc::clone(&handle.backend),
-                            shadow,
-                            &revision.state.compare,
-                            self.shadows.stats(&key.0, &key.1),
-                            &self.mirror_settings,
-                        ),
-                    },
+                    old => {
+                        // Same shadow, new settings: the old mirror's
+                        // queued copies still go out.
+                        if let Some(old) = old.filter(|e| Arc::ptr_eq(&e.backend, &handle.backend))
+                        {
+                            old.mirror.retire();
+                        }
+                        MirrorEntry {
+                            backend: Arc::clone(&handle.backend),
+                            shadow: shadow.clone(),
+                            compare: revision.state.compare.clone(),
+                            mirror: Mirror::start(
+                                Arc::clone(&handle.backend),
+                                shadow,
+                                &revision.state.compare,
+                                self.shadows.stats(&key.0, &key.1),
+                                &self.mirror_settings,
+                            ),
+                        }
+                    }
                 };
                 routes.shadows.push(Arc::clone(&entry.mirror));
                 kept.insert(key, entry);

@@ -930,6 +930,37 @@ async fn fields_that_differ_between_main_instances_are_noise() {
 // ---------------------------------------------------- what is mirrored
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_on_their_way_when_the_settings_change_still_reach_the_shadow() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "2.0.0", &[], &["--latency-ms", "1500"])
+        .await
+        .ok();
+    for _ in 0..6 {
+        get(&env, "/services/hello/echo/before-change")
+            .await
+            .assert_from_main();
+    }
+    // The copies wait on the slow shadow while its settings change: the
+    // new mirror takes the next copies, the old one finishes its own.
+    env.cli(&["shadow", "set", "hello", "2.0.0", "--methods", "GET,HEAD"])
+        .await
+        .ok();
+    let r = report_until(&env, "2.0.0", "the six copies compared", |r| {
+        n(r, "compared") >= 6 && settled(r)
+    })
+    .await;
+    assert_eq!(n(&r, "mirrored"), 6, "{r:#}");
+    assert_eq!(n(&r, "dropped") + n(&r, "shadow_errors"), 0, "{r:#}");
+    let lines = log_lines(&env, "2.0.0").await;
+    assert_eq!(
+        count_lines(&lines, "GET /echo/before-change "),
+        6,
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_methods_and_off_choose_what_is_mirrored() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();

@@ -104,7 +104,8 @@ pub struct Mirror {
     picks: AtomicU64,
     tx: mpsc::Sender<Job>,
     shared: Arc<Shared>,
-    _stop: DropGuard,
+    /// Cancels the workers when the mirror drops, unless it was retired.
+    stop: Mutex<Option<DropGuard>>,
 }
 
 /// What the mirror's workers need.
@@ -175,8 +176,21 @@ impl Mirror {
             picks: AtomicU64::new(0),
             tx,
             shared,
-            _stop: cancel.drop_guard(),
+            stop: Mutex::new(Some(cancel.drop_guard())),
         })
+    }
+
+    /// For a mirror a new one replaces (its shadow's settings changed):
+    /// once the last request holding it is done, its workers finish the
+    /// copies already queued and in flight instead of dropping them, and
+    /// then stop. Without this, dropping the mirror cancels them (the
+    /// shadow left).
+    pub fn retire(&self) {
+        if let Some(guard) = lock(&self.stop).take() {
+            // The token goes without being cancelled: the queue closes
+            // when the last sender drops, and the workers end after it.
+            drop(guard.disarm());
+        }
     }
 
     fn wants(&self, method: &Method) -> bool {
