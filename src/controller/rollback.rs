@@ -108,14 +108,7 @@ impl Controller {
         actor: &str,
     ) -> Result<()> {
         let number = target.number;
-        let refuse = |reason: String| -> Error {
-            ControllerError::CannotRollBack {
-                service: service.to_string(),
-                number,
-                reason,
-            }
-            .into()
-        };
+        let refuse = |reason: String| cannot_roll_back(service, number, reason);
         let (Some(now), Some(then)) = (&current.state.schema, &target.state.schema) else {
             return Ok(());
         };
@@ -196,14 +189,7 @@ impl Controller {
         number: u64,
         actor: &str,
     ) -> Result<()> {
-        let refuse = |reason: String| -> Error {
-            ControllerError::CannotRollBack {
-                service: service.to_string(),
-                number,
-                reason,
-            }
-            .into()
-        };
+        let refuse = |reason: String| cannot_roll_back(service, number, reason);
         let Some(mover) = registered
             .iter()
             .filter(|r| r.spec.versioning.schema_version.as_ref() == Some(now))
@@ -220,12 +206,7 @@ impl Controller {
                 mover.version, mover.version
             )));
         }
-        let mut schemas: Vec<&Version> = registered
-            .iter()
-            .filter_map(|r| r.spec.versioning.schema_version.as_ref())
-            .collect();
-        schemas.sort();
-        schemas.dedup();
+        let schemas = crate::model::declared_schemas(registered);
         let index = |s: &Version| schemas.iter().position(|x| *x == s);
         if !matches!((index(then), index(now)), (Some(i), Some(j)) if i + 1 == j) {
             return Err(refuse(format!(
@@ -308,4 +289,13 @@ fn with_role_times(current: &ServiceState, target: &ServiceState) -> ServiceStat
         }
     }
     state
+}
+
+fn cannot_roll_back(service: &ServiceName, number: u64, reason: String) -> Error {
+    ControllerError::CannotRollBack {
+        service: service.to_string(),
+        number,
+        reason,
+    }
+    .into()
 }

@@ -504,18 +504,8 @@ impl Controller {
                     .map_err(hook_error)?;
                 ran.push((name.to_owned(), run.output));
             }
-            self.record_schema(
-                service,
-                step.schema_after.clone(),
-                format!(
-                    "schema {} → {} (hooks.migrate of {})",
-                    shown(&step.schema_before),
-                    shown(&step.schema_after),
-                    step.to
-                ),
-                actor,
-            )
-            .await?;
+            self.record_schema_move(service, step, "migrate", &step.to, actor)
+                .await?;
         }
         let result = self.switch_to(service, &release, step, actor).await;
         match result {
@@ -592,17 +582,7 @@ impl Controller {
                 }
             }
             revision = self
-                .record_schema(
-                    service,
-                    step.schema_after.clone(),
-                    format!(
-                        "schema {} → {} (hooks.migrate_down of {})",
-                        shown(&step.schema_before),
-                        shown(&step.schema_after),
-                        step.from
-                    ),
-                    actor,
-                )
+                .record_schema_move(service, step, "migrate_down", &step.from, actor)
                 .await?
                 .number;
         }
@@ -637,6 +617,24 @@ impl Controller {
             }
             .into()
         })
+    }
+
+    /// Records the schema a step's hook moved to, naming the hook.
+    async fn record_schema_move(
+        &self,
+        service: &ServiceName,
+        step: &PlanStep,
+        hook: &str,
+        of: &semver::Version,
+        actor: &str,
+    ) -> Result<crate::model::Revision> {
+        let action = format!(
+            "schema {} → {} (hooks.{hook} of {of})",
+            shown(&step.schema_before),
+            shown(&step.schema_after),
+        );
+        self.record_schema(service, step.schema_after.clone(), action, actor)
+            .await
     }
 
     /// Commits the service's state at another schema (a hook moved it).

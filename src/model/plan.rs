@@ -110,12 +110,7 @@ pub fn plan(
     if target < main {
         return Ok(plan_back(service, &releases, main, schema, target));
     }
-    let mut schemas: Vec<&Version> = releases
-        .iter()
-        .filter_map(|r| r.spec.versioning.schema_version.as_ref())
-        .collect();
-    schemas.sort();
-    schemas.dedup();
+    let schemas = declared_schemas(registered);
     let index = |s: &Version| schemas.iter().position(|x| *x == s);
 
     let chain: Vec<&Release> = releases
@@ -207,6 +202,18 @@ pub fn plan(
     })
 }
 
+/// The schema versions the releases declare, oldest first, each once: the
+/// steps a schema moves by.
+pub fn declared_schemas<'a>(releases: impl IntoIterator<Item = &'a Release>) -> Vec<&'a Version> {
+    let mut schemas: Vec<&Version> = releases
+        .into_iter()
+        .filter_map(|r| r.spec.versioning.schema_version.as_ref())
+        .collect();
+    schemas.sort();
+    schemas.dedup();
+    schemas
+}
+
 /// The schema each release runs on once it is main: its own, else the
 /// one before it (in version order).
 fn effective_schemas(releases: &[&Release]) -> Vec<Option<Version>> {
@@ -240,12 +247,7 @@ fn plan_back(
     if let (Some(recorded), Some(i)) = (schema, releases.iter().position(|r| &r.version == main)) {
         schemas_of[i] = Some(recorded.clone());
     }
-    let mut known: Vec<&Version> = releases
-        .iter()
-        .filter_map(|r| r.spec.versioning.schema_version.as_ref())
-        .collect();
-    known.sort();
-    known.dedup();
+    let known = declared_schemas(releases.iter().copied());
     let index = |s: &Version| known.iter().position(|x| *x == s);
     let chain: Vec<(usize, &Release)> = releases
         .iter()
