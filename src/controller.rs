@@ -139,6 +139,8 @@ pub struct Controller {
     table: SharedTable,
     /// Gates of paused services, shared with the proxy.
     pauses: SharedPauses,
+    /// Serializes pause and resume, so that the gates and the store agree.
+    pause_changes: Mutex<()>,
     /// Listeners of pinned addresses, by address.
     pins: Mutex<HashMap<std::net::SocketAddr, pin::PinnedListener>>,
     /// Addresses bound by a pin change about to commit.
@@ -178,6 +180,7 @@ impl Controller {
             runtime,
             table,
             pauses,
+            pause_changes: Mutex::new(()),
             pins: Mutex::new(HashMap::new()),
             pending_pins: Mutex::new(HashMap::new()),
             current: Mutex::new(BTreeMap::new()),

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::Controller;
+use super::{Controller, PauseView};
 use crate::error::Result;
 use crate::metrics::{ReleaseSample, WindowSummary};
 use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings, TrafficPolicy};
@@ -18,6 +18,9 @@ pub struct ServiceView {
     pub compare: ComparePolicy,
     /// Who reaches which release.
     pub policy: TrafficPolicy,
+    /// Set while the service's new requests are held (`switchyard pause`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseView>,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -78,6 +81,7 @@ impl Controller {
             releases,
             compare: revision.state.compare.clone(),
             policy: revision.state.policy.clone(),
+            paused: self.pause_view(revision.service.as_str()),
         }
     }
 
