@@ -390,9 +390,12 @@ impl Controller {
         revision: &Revision,
         versions: &HashMap<String, Arc<Backend>>,
     ) -> Option<CompiledPolicy<Backend>> {
-        let compiled = CompiledPolicy::compile(name.as_str(), &revision.state.policy, |v| {
-            versions.get(&v.to_string()).cloned()
-        });
+        let compiled = CompiledPolicy::compile(
+            name.as_str(),
+            &revision.state.policy,
+            &revision.state.api_version,
+            |v| versions.get(&v.to_string()).cloned(),
+        );
         match compiled {
             Ok(p) => Some(p),
             Err(error) => {
