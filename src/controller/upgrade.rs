@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::hook::{HookError, run_hook};
+use super::hook::HookError;
 use super::{Controller, ControllerError, DeployRequest, DeployingGuard};
 use crate::error::{Error, Result};
 use crate::model::{ModelError, Plan, PlanStep, Release, ServiceName};
@@ -165,7 +165,8 @@ impl Controller {
                 if command.is_empty() {
                     continue;
                 }
-                let run = run_hook(&release, name, command, timeout)
+                let run = self
+                    .run_hook(&release, name, command, timeout)
                     .await
                     .map_err(hook_error)?;
                 ran.push((name.to_owned(), run.output));
@@ -181,8 +182,9 @@ impl Controller {
             }),
             Err(error) => {
                 if migrated && !hooks.migrate_down.is_empty() {
-                    if let Err(down) =
-                        run_hook(&release, "migrate_down", &hooks.migrate_down, timeout).await
+                    if let Err(down) = self
+                        .run_hook(&release, "migrate_down", &hooks.migrate_down, timeout)
+                        .await
                     {
                         tracing::error!(service = %service, error = %down, "migrate_down failed after a failed step");
                         return Err(hook_error(down));
@@ -220,7 +222,7 @@ impl Controller {
         let mut ran = Vec::new();
         if step.changes_schema() {
             let down = &newer.spec.versioning.hooks.migrate_down;
-            match run_hook(&newer, "migrate_down", down, timeout).await {
+            match self.run_hook(&newer, "migrate_down", down, timeout).await {
                 Ok(run) => ran.push(("migrate_down".to_owned(), run.output)),
                 Err(error) => {
                     let back = self
