@@ -90,7 +90,7 @@ pub enum Command {
     Rollout(rollout::RolloutArgs),
     /// Let paused traffic through (held requests in order) and a paused rollout go on.
     Resume(resume::ResumeArgs),
-    /// Hold a service's new requests (in-flight ones finish) until resume.
+    /// Hold a service's new requests (in-flight ones finish) until resume, across restarts.
     Pause(pause::PauseArgs),
     /// Give a release its own listen port, served for as long as it runs.
     Pin(pin::PinArgs),

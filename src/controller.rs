@@ -167,6 +167,8 @@ pub struct Controller {
     table: SharedTable,
     /// Gates of paused services, shared with the proxy.
     pauses: SharedPauses,
+    /// Serializes pause and resume, so that the gates and the store agree.
+    pause_changes: Mutex<()>,
     /// Listeners of pinned addresses, by address.
     pins: Mutex<HashMap<std::net::SocketAddr, pin::PinnedListener>>,
     /// Addresses bound by a pin change about to commit.
@@ -208,6 +210,7 @@ impl Controller {
             runtime,
             table,
             pauses,
+            pause_changes: Mutex::new(()),
             pins: Mutex::new(HashMap::new()),
             pending_pins: Mutex::new(HashMap::new()),
             current: Mutex::new(BTreeMap::new()),
@@ -426,9 +429,12 @@ impl Controller {
         revision: &Revision,
         versions: &HashMap<String, Arc<Backend>>,
     ) -> Option<CompiledPolicy<Backend>> {
-        let compiled = CompiledPolicy::compile(name.as_str(), &revision.state.policy, |v| {
-            versions.get(&v.to_string()).cloned()
-        });
+        let compiled = CompiledPolicy::compile(
+            name.as_str(),
+            &revision.state.policy,
+            &revision.state.api_version,
+            |v| versions.get(&v.to_string()).cloned(),
+        );
         match compiled {
             Ok(p) => Some(p),
             Err(error) => {

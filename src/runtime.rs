@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Release, RunSpec};
+use crate::model::{ContainerSpec, Release, RunSpec};
 use crate::store::{InstanceRecord, Store};
 
 /// Why a release could not be made to run.
@@ -193,6 +193,16 @@ impl Runtime {
 
     pub fn running(&self) -> Vec<Arc<ReleaseHandle>> {
         self.map().values().cloned().collect()
+    }
+
+    /// Runs a container release's hook as a one-off container of its image
+    /// (see [`docker::HookJob`]).
+    pub async fn run_container_hook(
+        &self,
+        spec: &ContainerSpec,
+        job: &docker::HookJob<'_>,
+    ) -> Result<docker::HookEnd, docker::DockerError> {
+        docker::run_hook(&self.engine, spec, job).await
     }
 
     /// In the background, stops and removes the containers an earlier serve

@@ -33,6 +33,16 @@ pub struct InstanceRecord {
     pub port: u16,
 }
 
+/// A paused service, so that a restarted serve holds its traffic again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseRecord {
+    pub service: String,
+    /// How long one request may be held before it gets 503.
+    pub max_hold_ms: u64,
+    /// When the service was paused (unix ms).
+    pub since: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -94,6 +104,12 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps the latest upgrade of a service (one per service).
     fn save_upgrade(&self, upgrade: &UpgradeState) -> StoreResult<()>;
     fn upgrades(&self) -> StoreResult<Vec<UpgradeState>>;
+
+    /// Keeps a service's pause (one per service) until [`Store::delete_pause`].
+    fn save_pause(&self, pause: &PauseRecord) -> StoreResult<()>;
+    fn delete_pause(&self, service: &str) -> StoreResult<()>;
+    /// Every paused service.
+    fn pauses(&self) -> StoreResult<Vec<PauseRecord>>;
 
     /// Records an event and returns it with its id.
     fn add_event(

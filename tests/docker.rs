@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::Command;
 
-use fixture::{Docked, engine_or_skip, hello_context, unique};
+use fixture::{Docked, engine_or_skip, hello_context, hello_shell_context, unique};
 use support::{Env, HELLO, Run, SWITCHYARD};
 
 /// The last line of a Dockerfile built on `hello-server`.
@@ -606,5 +606,235 @@ async fn init_then_deploy_as_a_container_answers_through_the_proxy() {
         logs.stdout.contains("listening on 0.0.0.0:8080"),
         "the container's output is in its log:\n{}",
         logs.stdout
+    );
+}
+
+/// This env's hook containers (labelled `switchyard.hook`), running or
+/// not (or only the running ones).
+async fn hook_containers_where(env: &Docked, running_only: bool) -> Vec<String> {
+    env.containers(None)
+        .await
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(switchyard::runtime::docker::label::HOOK))
+        })
+        .filter(|c| {
+            !running_only
+                || matches!(
+                    c.state,
+                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+                )
+        })
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+async fn hook_containers(env: &Docked) -> Vec<String> {
+    hook_containers_where(env, false).await
+}
+
+/// The version that answers `/services/NAME/`.
+async fn main_answer(env: &Env, name: &str) -> String {
+    env.get(&format!("/services/{name}/")).await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_releases_run_their_hooks_in_one_off_containers_of_their_image() {
+    let Some(engine) = engine_or_skip("container_releases_run_their_hooks").await else {
+        return;
+    };
+    let mut env = Docked::start(engine, &[]).await;
+    let name = unique("hub");
+    let data = env.dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir data");
+    // Three project folders (hello-server and sh in the image), each a
+    // schema step. 1.0.1's hooks write into the mounted folder; 1.0.2's
+    // backup hangs while data/hang exists, and its migrate fails.
+    let releases = [
+        ("1.0.0", "1.0.0", r#""1.0.0", "1.0.1""#, ""),
+        (
+            "1.0.1",
+            "1.0.1",
+            r#""1.0.1", "1.0.2""#,
+            r#"[hooks]
+backup = ["/bin/sh", "-c", "echo backing up for $SWITCHYARD_VERSION; echo $SWITCHYARD_HOOK > /data/backup"]
+migrate = ["/bin/sh", "-c", "echo migrating to $SWITCHYARD_SCHEMA; echo a warning >&2; echo $SWITCHYARD_HOOK $SWITCHYARD_SERVICE $SWITCHYARD_VERSION $SWITCHYARD_SCHEMA $GREETING > /data/migrated"]
+migrate_down = ["/bin/sh", "-c", "echo down > /data/down"]
+"#,
+        ),
+        (
+            "1.0.2",
+            "1.0.2",
+            r#""1.0.2""#,
+            r#"[hooks]
+backup = ["/bin/sh", "-c", "if [ -e /data/hang ]; then exec /hello-server --port 9; fi; echo backed up"]
+migrate = ["/bin/sh", "-c", "echo about to fail; echo the detail >&2; exit 3"]
+"#,
+        ),
+    ];
+    for (version, schema, runs_on, hooks) in releases {
+        env.track_image(&format!("switchyard/{name}:{version}"));
+        let dir = env.dir.path().join(format!("hub-{version}"));
+        hello_shell_context(&dir, HELLO_CMD);
+        std::fs::write(
+            dir.join("switchyard.toml"),
+            format!(
+                r#"name = "{name}"
+version = "{version}"
+api_versions = ["v1"]
+schema_version = "{schema}"
+runs_on_schemas = [{runs_on}]
+[env]
+GREETING = "hi"
+[health]
+path = "/healthz"
+{hooks}"#
+            ),
+        )
+        .expect("write manifest");
+    }
+    env.cli(&["deploy", &name, "1.0.0", "hub-1.0.0"]).await.ok();
+    for version in ["1.0.1", "1.0.2"] {
+        let folder = format!("hub-{version}");
+        let run = env
+            .cli(&["release", "add", &folder, "--volume", "./data:/data"])
+            .await
+            .ok();
+        assert!(
+            run.stdout.contains(&format!(
+                "registered {name} {version}: API v1, schema {version}"
+            )),
+            "{}",
+            run.stdout
+        );
+    }
+
+    // The upgrade runs 1.0.1's backup and migrate as containers of its
+    // image, with its env and mount, and keeps their output.
+    let run = env
+        .cli(&["upgrade", &name, "--to", "1.0.1", "--json"])
+        .await
+        .ok();
+    let report: Value = serde_json::from_str(&run.stdout).expect("upgrade --json is JSON");
+    let hooks = &report["steps"][0]["hooks"];
+    assert_eq!(hooks[0][0], "backup", "{report:#}");
+    assert!(
+        hooks[0][1]
+            .as_str()
+            .is_some_and(|o| o.contains("backing up for 1.0.1")),
+        "{report:#}"
+    );
+    assert_eq!(hooks[1][0], "migrate", "{report:#}");
+    let migrate_output = hooks[1][1].as_str().unwrap_or_default();
+    assert!(
+        migrate_output.contains("migrating to 1.0.1") && migrate_output.contains("a warning"),
+        "stdout and stderr are kept: {report:#}"
+    );
+    let read = |file: &str| std::fs::read_to_string(data.join(file)).unwrap_or_default();
+    assert_eq!(read("backup"), "backup\n");
+    assert_eq!(read("migrated"), format!("migrate {name} 1.0.1 1.0.1 hi\n"));
+    assert_eq!(main_answer(&env, &name).await, "1.0.1");
+    assert_eq!(
+        hook_containers(&env).await,
+        Vec::<String>::new(),
+        "every hook container is removed"
+    );
+
+    // A hook that runs past the time limit is killed and removed; nothing
+    // moves.
+    std::fs::write(data.join("hang"), "").expect("write hang");
+    let run = env
+        .cli(&["upgrade", &name, "--to", "1.0.2", "--hook-timeout", "2s"])
+        .await
+        .failed();
+    assert!(
+        run.stderr
+            .contains("hooks.backup of 1.0.2 did not finish within 2 s and was killed"),
+        "{}",
+        run.stderr
+    );
+    assert!(hook_containers(&env).await.is_empty());
+    assert_eq!(main_answer(&env, &name).await, "1.0.1");
+
+    // serve dies while a hook runs: the restarted serve neither adopts
+    // its container nor cuts it short, and removes it once it has ended.
+    let mut upgrade = Command::new(SWITCHYARD)
+        .args(["upgrade", &name, "--to", "1.0.2"])
+        .env("SWITCHYARD_ADMIN", env.admin())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn upgrade");
+    env.eventually("the backup hook runs", Duration::from_secs(60), || async {
+        !hook_containers_where(&env, true).await.is_empty()
+    })
+    .await;
+    let hook = hook_containers(&env).await;
+    env.kill9_and_restart().await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), upgrade.wait()).await;
+    env.eventually(
+        "the restarted serve has swept",
+        Duration::from_secs(60),
+        || async {
+            env.serve_log()
+                .contains("a hook container of an earlier serve still runs")
+        },
+    )
+    .await;
+    let docker = env.engine.client().await.expect("docker");
+    let state = docker
+        .inspect_container(&hook[0], None)
+        .await
+        .expect("the hook container is still there")
+        .state
+        .and_then(|s| s.running);
+    assert_eq!(state, Some(true), "the sweep leaves a running hook alone");
+    let ls = env.ls().await;
+    let instances: usize = ls[0]["releases"]
+        .as_array()
+        .expect("releases")
+        .iter()
+        .map(|r| r["instances"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(instances, 2, "no instance adopted the hook: {ls:#}");
+    docker
+        .kill_container(
+            &hook[0],
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .expect("end the hook");
+    env.eventually(
+        "the ended hook's container is removed",
+        Duration::from_secs(60),
+        || async { hook_containers(&env).await.is_empty() },
+    )
+    .await;
+    std::fs::remove_file(data.join("hang")).expect("rm hang");
+
+    // A failing hook stops the upgrade with its output; nothing moves.
+    let run = env.cli(&["upgrade", &name, "--to", "1.0.2"]).await.failed();
+    assert!(
+        run.stderr
+            .contains("hooks.migrate of 1.0.2 exited with exit status: 3")
+            && run.stderr.contains("about to fail")
+            && run.stderr.contains("the detail"),
+        "{}",
+        run.stderr
+    );
+    assert!(hook_containers(&env).await.is_empty());
+    assert_eq!(main_answer(&env, &name).await, "1.0.1");
+    assert_eq!(read("migrated"), format!("migrate {name} 1.0.1 1.0.1 hi\n"));
+    let ls = env.ls().await;
+    assert_eq!(
+        ls[0]["releases"]
+            .as_array()
+            .map(|r| r.iter().map(|r| r["version"].clone()).collect::<Vec<_>>()),
+        Some(vec![Value::from("1.0.0"), Value::from("1.0.1")]),
+        "1.0.2 was never started: {ls:#}"
     );
 }

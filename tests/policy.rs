@@ -958,6 +958,130 @@ async fn every_matcher_kind_fixed_responses_splits_and_rule_order() {
 // ---------------------------------------------------------------- validation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_version_rules_route_by_the_version_a_request_asks_for() {
+    let env = Env::start().await;
+    env.deploy("shop", "1.0.0", &[], &[]).await.ok();
+    env.deploy("shop", "2.0.0", &[], &[]).await.ok();
+    env.cli(&[
+        "route",
+        "add",
+        "shop",
+        "--name",
+        "v2",
+        "--api-version",
+        "v2",
+        "--to",
+        "2.0.0",
+    ])
+    .await
+    .ok();
+    let asks = |v: &'static str| [("x-api-version", v)];
+    assert_eq!(
+        version_for(&env, "/services/shop/", &asks("v2")).await,
+        "2.0.0"
+    );
+    assert_eq!(
+        version_for(&env, "/services/shop/", &asks("2.1")).await,
+        "2.0.0"
+    );
+    assert_eq!(
+        version_for(&env, "/services/shop/", &asks("v1")).await,
+        "1.0.0"
+    );
+    assert_eq!(
+        version_for(&env, "/services/shop/", &asks("two")).await,
+        "1.0.0"
+    );
+    assert_eq!(version_for(&env, "/services/shop/", &[]).await, "1.0.0");
+
+    let listed = env.cli(&["route", "ls", "shop"]).await.ok().stdout;
+    assert!(
+        listed.contains("rule 1 (v2)") && listed.contains("api-version v2"),
+        "{listed}"
+    );
+    assert!(
+        routes_json(&env, "shop").await.contains(&(
+            "rule 1 (v2): api-version v2 (header x-api-version)".to_owned(),
+            "2.0.0".to_owned()
+        )),
+        "{}",
+        routes(&env, "shop").await
+    );
+
+    // A bad version is refused, saying how to write one; nothing changes.
+    let history = env.history("shop").await;
+    let bad = env
+        .cli(&[
+            "route",
+            "add",
+            "shop",
+            "--api-version",
+            "two",
+            "--to",
+            "2.0.0",
+        ])
+        .await
+        .failed();
+    assert!(
+        bad.stderr
+            .contains("--api-version `two` is not an API version")
+            && bad.stderr.contains("v2, v1.1, 2 or 2.0"),
+        "{}",
+        bad.stderr
+    );
+    let file = env.dir.path().join("bad-api.toml");
+    std::fs::write(
+        &file,
+        "service = \"shop\"\n[[rules]]\nmatch = [{ on = \"api-version\", version = \"2.x\" }]\naction = \"route\"\nto = \"2.0.0\"\n",
+    )
+    .expect("write policy file");
+    let bad = env
+        .cli(&["apply", "-f", file.to_str().expect("utf-8 path")])
+        .await
+        .failed();
+    assert!(
+        bad.stderr
+            .contains("API version `2.x` is not of the form v2, v1.1, 2 or 2.0"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(env.history("shop").await, history);
+
+    // From a policy file, with the version read where the service reads it
+    // (here the media type's version= parameter).
+    let file = env.dir.path().join("api.toml");
+    std::fs::write(
+        &file,
+        "service = \"shop\"\n[[rules]]\nmatch = [{ on = \"api-version\", version = \"1.1\" }]\naction = \"route\"\nto = \"2.0.0\"\n",
+    )
+    .expect("write policy file");
+    env.cli(&["apply", "-f", file.to_str().expect("utf-8 path")])
+        .await
+        .ok();
+    env.cli(&["api-version", "shop", "--media-type"]).await.ok();
+    let accept = |v: &'static str| [("accept", v)];
+    for (headers, want) in [
+        (accept("application/json;version=1.1"), "2.0.0"),
+        (accept("application/json; version=1.2"), "1.0.0"),
+        (accept("application/json"), "1.0.0"),
+        ([("x-api-version", "1.1")], "1.0.0"),
+    ] {
+        assert_eq!(
+            version_for(&env, "/services/shop/", &headers).await,
+            want,
+            "{headers:?}"
+        );
+    }
+    assert!(
+        routes(&env, "shop")
+            .await
+            .contains("api-version v1.1 (media type version= parameter)"),
+        "{}",
+        routes(&env, "shop").await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_policies_are_refused_with_a_clear_error_and_nothing_changes() {
     let env = Env::start().await;
     for v in ["1.0.0", "2.0.0", "3.0.0"] {

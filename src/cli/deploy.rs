@@ -1,4 +1,4 @@
-mod container;
+pub(super) mod container;
 pub(super) mod project;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::output::{ago, json, table};
+use super::output::{ago, json, table, timestamp};
 use super::{AdminClient, ClientArgs, service_path};
 use crate::controller::ServiceView;
 use crate::model::Role;
@@ -57,5 +57,17 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
         ],
         &rows,
     );
+    for service in &services {
+        if let Some(pause) = &service.paused {
+            println!(
+                "{} is paused since {} ({}): new requests are held up to {} (then 503); `switchyard resume {}` lets them go",
+                service.name,
+                timestamp(pause.since),
+                ago(pause.since),
+                humantime::format_duration(std::time::Duration::from_millis(pause.max_hold_ms)),
+                service.name
+            );
+        }
+    }
     Ok(())
 }

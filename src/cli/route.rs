@@ -7,7 +7,9 @@ use super::output::{self, json, table};
 use super::{AdminClient, ClientArgs, service_path};
 use crate::api::policy::RuleRequest;
 use crate::api::services::Change;
-use crate::model::{Action, Matcher, Rule, StringMatch, TrafficPolicy, parse_version, rule_label};
+use crate::model::{
+    Action, ApiVersion, Matcher, Rule, StringMatch, TrafficPolicy, parse_version, rule_label,
+};
 
 #[derive(Debug, Args)]
 pub struct RouteArgs {
@@ -79,6 +81,11 @@ pub struct AddArgs {
     /// Client address in an IP or CIDR block (repeatable: any of them).
     #[arg(long)]
     pub source: Vec<String>,
+    /// The API version the request asks for, read where `switchyard
+    /// api-version NAME` says (default header x-api-version): v2 matches
+    /// 2, 2.0, 2.1…; v1.1 only 1.1 (and a bare 1).
+    #[arg(long, value_name = "VERSION")]
+    pub api_version: Option<String>,
     /// Action: send to this release.
     #[arg(long, group = "action")]
     pub to: Option<String>,
@@ -230,6 +237,12 @@ impl AddArgs {
             out.push(Matcher::Source {
                 cidrs: self.source.clone(),
             });
+        }
+        if let Some(v) = &self.api_version {
+            let version = ApiVersion::parse_lenient(v).with_context(|| {
+                format!("--api-version `{v}` is not an API version; give it as v2, v1.1, 2 or 2.0")
+            })?;
+            out.push(Matcher::ApiVersion { version });
         }
         Ok(out)
     }

@@ -1,6 +1,7 @@
-//! Pause and resume a service's traffic. A pause lives in this serve's
-//! memory (held requests do): it is not a revision, and a restarted serve
-//! is not paused.
+//! Pause and resume a service's traffic. A pause is not a revision, but it
+//! is kept in the store until resumed: a restarted serve (after `kill -9`
+//! or a handover) holds the service's new requests again. Requests held
+//! when serve died are lost with their connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Controller, ControllerError};
 use crate::error::{Error, Result};
-use crate::model::{RolloutState, ServiceName};
+use crate::model::{RolloutState, ServiceName, now_millis};
 use crate::proxy::PauseGate;
+use crate::store::PauseRecord;
 
 /// The longest hold one may ask for.
 pub const MAX_HOLD_LIMIT: Duration = Duration::from_secs(3600);
@@ -29,6 +31,9 @@ pub struct PauseRequest {
 pub struct PauseView {
     pub service: String,
     pub max_hold_ms: u64,
+    /// When it was paused (unix ms).
+    #[serde(default)]
+    pub since: u64,
 }
 
 /// What `switchyard resume` resumed.
@@ -48,32 +53,102 @@ impl Controller {
         if max_hold.is_zero() || max_hold > MAX_HOLD_LIMIT {
             return Err(ControllerError::BadHold.into());
         }
-        let mut added = false;
-        self.pauses.rcu(|current| {
-            let mut next = HashMap::clone(current);
-            added = !next.contains_key(service.as_str());
-            next.entry(service.to_string())
-                .or_insert_with(|| Arc::new(PauseGate::new(max_hold)));
-            next
-        });
-        if !added {
+        let _changing = self.pause_changes.lock().unwrap_or_else(|p| p.into_inner());
+        if self.pauses.load().contains_key(service.as_str()) {
             return Err(ControllerError::AlreadyPaused(service.to_string()).into());
         }
+        let record = PauseRecord {
+            service: service.to_string(),
+            max_hold_ms: max_hold.as_millis() as u64,
+            since: now_millis(),
+        };
+        self.store.save_pause(&record)?;
+        self.close_gate(&record);
         self.record_event(
             service.as_str(),
             "traffic-paused",
-            &format!("traffic paused (max hold {} ms)", max_hold.as_millis()),
+            &format!("traffic paused (max hold {} ms)", record.max_hold_ms),
             serde_json::Value::Null,
         );
         Ok(PauseView {
-            service: service.to_string(),
-            max_hold_ms: max_hold.as_millis() as u64,
+            service: record.service,
+            max_hold_ms: record.max_hold_ms,
+            since: record.since,
         })
     }
 
-    /// Removes the service's gate and opens it: how many held requests
-    /// went, or `None` when it was not paused.
+    /// The service's pause, when it is paused.
+    pub(super) fn pause_view(&self, service: &str) -> Option<PauseView> {
+        self.pauses.load().get(service).map(|gate| PauseView {
+            service: service.to_owned(),
+            max_hold_ms: gate.max_hold.as_millis() as u64,
+            since: gate.since,
+        })
+    }
+
+    /// Closes the gates of the services paused in the store (serve is
+    /// starting; call after the revisions are loaded). A pause of a
+    /// service that is gone is forgotten.
+    pub(super) fn restore_pauses(&self) -> Result<()> {
+        let _changing = self.pause_changes.lock().unwrap_or_else(|p| p.into_inner());
+        for record in self.store.pauses()? {
+            let known = record
+                .service
+                .parse::<ServiceName>()
+                .is_ok_and(|name| self.current(&name).is_some());
+            if known {
+                tracing::info!(service = %record.service, since = record.since, "traffic stays paused");
+                self.close_gate(&record);
+            } else {
+                self.store.delete_pause(&record.service)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a closed gate in front of the service. Call with
+    /// `pause_changes` held.
+    fn close_gate(&self, record: &PauseRecord) {
+        let gate = Arc::new(PauseGate::new(
+            Duration::from_millis(record.max_hold_ms),
+            record.since,
+        ));
+        self.pauses.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            next.insert(record.service.clone(), Arc::clone(&gate));
+            next
+        });
+    }
+
+    /// Forgets the pause in the store, then removes the service's gate and
+    /// opens it: how many held requests went, or `None` when it was not
+    /// paused. When the store cannot forget it, nothing changes.
+    fn try_open_gate(&self, service: &ServiceName) -> Result<Option<usize>> {
+        let _changing = self.pause_changes.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.pauses.load().contains_key(service.as_str()) {
+            return Ok(None);
+        }
+        self.store.delete_pause(service.as_str())?;
+        Ok(self.remove_gate(service))
+    }
+
+    /// Like [`Controller::try_open_gate`], but the gate opens even when the
+    /// store cannot forget the pause (an upgrade must not leave traffic
+    /// held); that is logged.
     pub(super) fn open_gate(&self, service: &ServiceName) -> Option<usize> {
+        match self.try_open_gate(service) {
+            Ok(released) => released,
+            Err(error) => {
+                tracing::error!(%service, %error, "cannot forget the pause in the store; a restarted serve would hold the traffic again until `switchyard resume`");
+                let _changing = self.pause_changes.lock().unwrap_or_else(|p| p.into_inner());
+                self.remove_gate(service)
+            }
+        }
+    }
+
+    /// Removes the service's gate and opens it. Call with `pause_changes`
+    /// held.
+    fn remove_gate(&self, service: &ServiceName) -> Option<usize> {
         let mut gate = None;
         self.pauses.rcu(|current| {
             let mut next = HashMap::clone(current);
@@ -96,7 +171,7 @@ impl Controller {
     /// on; refused when neither is paused.
     pub fn resume_all(&self, service: &ServiceName) -> Result<ResumeReport> {
         self.require(service)?;
-        let released = self.open_gate(service);
+        let released = self.try_open_gate(service)?;
         let rollout = match self.resume(service) {
             Ok(state) => Some(state),
             Err(Error::Controller(

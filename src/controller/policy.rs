@@ -212,9 +212,13 @@ impl Controller {
     /// matches, where it goes).
     pub fn routes(&self, service: &ServiceName) -> Result<Vec<(String, String)>> {
         let current = self.require(service)?;
-        let compiled =
-            CompiledPolicy::<()>::compile(service.as_str(), &current.state.policy, |_| None)
-                .map_err(ModelError::InvalidPolicy)?;
+        let compiled = CompiledPolicy::<()>::compile(
+            service.as_str(),
+            &current.state.policy,
+            &current.state.api_version,
+            |_| None,
+        )
+        .map_err(ModelError::InvalidPolicy)?;
         let main = current.state.main().map(|v| v.to_string());
         let mut rows = compiled.describe(main.as_deref());
         // API-version routing comes after the policy (see routing::api_version).

@@ -11,7 +11,7 @@ impl Controller {
     /// service's current revision is loaded, instances still running from
     /// the previous serve are adopted, missing ones are started, and
     /// recorded instances of releases that should not run are stopped.
-    /// Routing is ready when this returns; instances join as they pass
+    /// Paused services stay paused. Routing is ready when this returns; instances join as they pass
     /// their health checks.
     pub fn restore(&self) -> Result<()> {
         self.shadows.load(self.store.shadow_stats()?);
@@ -56,6 +56,7 @@ impl Controller {
         }
         // Containers are found by their labels rather than by records.
         self.runtime.remove_stray_containers();
+        self.restore_pauses()?;
         self.recompile();
         Ok(())
     }

@@ -218,7 +218,7 @@ impl Controller {
                 .map_err(|e| refuse(e.to_string()))?;
         }
         let timeout = super::upgrade::DEFAULT_HOOK_TIMEOUT;
-        super::hook::run_hook(mover, "migrate_down", down, timeout)
+        self.run_hook(mover, "migrate_down", down, timeout)
             .await
             .map_err(|e| Error::from(ControllerError::Hook(e)))?;
         self.record_schema(

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::hook::{HookError, run_hook};
+use super::hook::HookError;
 use super::{Controller, ControllerError, DeployRequest};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -499,7 +499,8 @@ impl Controller {
                 if command.is_empty() {
                     continue;
                 }
-                let run = run_hook(&release, name, command, timeout)
+                let run = self
+                    .run_hook(&release, name, command, timeout)
                     .await
                     .map_err(hook_error)?;
                 ran.push((name.to_owned(), run.output));
@@ -516,8 +517,9 @@ impl Controller {
                 revision,
             }),
             Err(error) if migrated && !hooks.migrate_down.is_empty() => {
-                if let Err(down) =
-                    run_hook(&release, "migrate_down", &hooks.migrate_down, timeout).await
+                if let Err(down) = self
+                    .run_hook(&release, "migrate_down", &hooks.migrate_down, timeout)
+                    .await
                 {
                     tracing::error!(service = %service, error = %down, "migrate_down failed after a failed step");
                     return Err(ControllerError::StepFailed(format!(
@@ -569,7 +571,7 @@ impl Controller {
         let mut ran = Vec::new();
         if step.changes_schema() {
             let down = &newer.spec.versioning.hooks.migrate_down;
-            match run_hook(&newer, "migrate_down", down, timeout).await {
+            match self.run_hook(&newer, "migrate_down", down, timeout).await {
                 Ok(run) => ran.push(("migrate_down".to_owned(), run.output)),
                 Err(error) => {
                     let back = self

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::Controller;
+use super::{Controller, PauseView};
 use crate::error::Result;
 use crate::metrics::{ReleaseSample, WindowSummary};
 use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings, TrafficPolicy};
@@ -22,6 +22,9 @@ pub struct ServiceView {
     /// schemas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
+    /// Set while the service's new requests are held (`switchyard pause`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseView>,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -83,6 +86,7 @@ impl Controller {
             compare: revision.state.compare.clone(),
             policy: revision.state.policy.clone(),
             schema: revision.state.schema.as_ref().map(ToString::to_string),
+            paused: self.pause_view(revision.service.as_str()),
         }
     }
 

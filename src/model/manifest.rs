@@ -19,7 +19,7 @@
 //! schema_version = "1.0.1"             # the schema this release migrates to
 //! runs_on_schemas = ["1.0.1", "2.0.0"] # schemas it can run against (default: its own)
 //! changelog = "adds API v2"
-//! [hooks]                              # run in the folder with the release's env
+//! [hooks]                              # with the release's env: in the folder, or in a container of its image
 //! backup = ["./backup.sh"]             # before the schema changes
 //! migrate = ["./migrate.sh", "up"]     # moves the schema to schema_version
 //! migrate_down = ["./migrate.sh", "down"]  # optional; without it no way back

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::ModelError;
+use super::{ApiVersion, ModelError};
 
 /// The most rules a service may have.
 pub const MAX_RULES: usize = 1000;
@@ -146,6 +146,15 @@ pub enum Matcher {
     Source {
         cidrs: Vec<String>,
     },
+    /// The API version the request asks for, read where API-version
+    /// routing reads it (`switchyard api-version NAME`: a header, the
+    /// media type's `version=` or the path prefix). Matched as API-version
+    /// routing matches: a major alone matches every minor of it, so `v2`
+    /// matches a request for 2, 2.0 or 2.1. A request that names no
+    /// version, or no readable one, does not match.
+    ApiVersion {
+        version: ApiVersion,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +267,8 @@ impl Matcher {
                 }
                 value.check(&format!("query {name}"))
             }
+            // Its version was checked when it was read.
+            Matcher::ApiVersion { .. } => Ok(()),
             Matcher::Source { cidrs } => {
                 if cidrs.is_empty() {
                     return bad("source matcher: list at least one address or CIDR block".into());
@@ -435,6 +446,7 @@ impl std::fmt::Display for Matcher {
             Matcher::Method { methods } => write!(f, "method {}", methods.join("|")),
             Matcher::Query { name, value } => write!(f, "query {name} {value}"),
             Matcher::Source { cidrs } => write!(f, "source {}", cidrs.join("|")),
+            Matcher::ApiVersion { version } => write!(f, "api-version {version}"),
         }
     }
 }
@@ -574,11 +586,57 @@ mod tests {
         assert!(TrafficPolicy::from_toml("unknown = 1").is_err());
     }
 
+    #[test]
+    fn an_api_version_matcher_reads_checks_and_shows_its_version() {
+        let p = TrafficPolicy::from_toml(
+            r#"
+            [[rules]]
+            match = [{ on = "api-version", version = "2" }, { on = "method", methods = ["GET"] }]
+            action = "route"
+            to = "2.0.0"
+            "#,
+        )
+        .expect("parse");
+        let (one, two) = (v("1.0.0"), v("2.0.0"));
+        p.validate(&[&one, &two], Some(&one)).expect("valid");
+        assert_eq!(
+            p.rules[0].matches[0],
+            Matcher::ApiVersion {
+                version: "v2".parse().expect("api version")
+            }
+        );
+        assert_eq!(
+            p.rules[0].describe_matches(),
+            "api-version v2 and method GET"
+        );
+        let json = serde_json::to_string(&p).expect("json");
+        assert!(
+            json.contains(r#"{"on":"api-version","version":"v2"}"#),
+            "{json}"
+        );
+        for bad in ["two", "", "v2.x", "1.2.3"] {
+            let text = format!(
+                "[[rules]]\nmatch = [{{ on = \"api-version\", version = \"{bad}\" }}]\naction = \"route\"\nto = \"2.0.0\""
+            );
+            let err = TrafficPolicy::from_toml(&text).expect_err(bad);
+            assert!(
+                err.to_string()
+                    .contains("is not of the form v2, v1.1, 2 or 2.0"),
+                "{bad}: {err}"
+            );
+        }
+        let missing =
+            "[[rules]]\nmatch = [{ on = \"api-version\" }]\naction = \"route\"\nto = \"2.0.0\"";
+        let err = TrafficPolicy::from_toml(missing).expect_err("no version");
+        assert!(err.to_string().contains("version"), "{err}");
+    }
+
     /// Random text and random structured policies thrown at the parser,
     /// the validator and the compiler (the same path as the `cargo fuzz`
     /// target `policy_parse`, which needs nightly).
     mod random {
         use super::*;
+        use crate::model::ApiVersionSource;
         use crate::routing::{CompiledPolicy, Decision, RequestView};
         use http::{HeaderMap, HeaderValue, Method};
         use proptest::prelude::*;
@@ -593,7 +651,10 @@ mod tests {
             };
             let running = policy.targets();
             let valid = policy.validate(&running, None);
-            let compiled = CompiledPolicy::<()>::compile("svc", &policy, |_| None);
+            let compiled =
+                CompiledPolicy::<()>::compile("svc", &policy, &ApiVersionSource::default(), |_| {
+                    None
+                });
             if valid.is_ok() {
                 prop_assert!(
                     compiled.is_ok(),
@@ -672,7 +733,15 @@ mod tests {
 
         fn matcher() -> impl Strategy<Value = String> {
             let on = select(vec![
-                "header", "cookie", "host", "path", "method", "query", "source", "bogus",
+                "header",
+                "cookie",
+                "host",
+                "path",
+                "method",
+                "query",
+                "source",
+                "api-version",
+                "bogus",
             ]);
             let methods = prop::collection::vec(
                 prop_oneof![
@@ -716,6 +785,10 @@ mod tests {
                             format!("{{ on = \"method\", methods = [{}] }}", list(&methods))
                         }
                         "source" => format!("{{ on = \"source\", cidrs = [{}] }}", list(&cidrs)),
+                        "api-version" => format!(
+                            "{{ on = \"api-version\", version = {} }}",
+                            quoted(if named { "v2" } else { &name })
+                        ),
                         _ => format!("{{ on = \"{on}\"{name}{value} }}"),
                     }
                 },

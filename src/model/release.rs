@@ -185,6 +185,11 @@ impl ReleaseSpec {
                 if self.replicas as usize != upstreams.len() {
                     return bad("an external release has one replica per upstream address".into());
                 }
+                if !self.versioning.hooks.is_empty() {
+                    return bad(
+                        "an external release runs elsewhere, so Switchyard cannot run its hooks; drop [hooks] and run its backups and migrations where it runs, or run it as a process or container release".into(),
+                    );
+                }
                 for u in upstreams {
                     let ok = u.rsplit_once(':').is_some_and(|(h, p)| {
                         !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
@@ -276,6 +281,23 @@ mod tests {
             upstreams: vec!["127.0.0.1".into()],
         };
         assert!(spec.validate().is_err());
+    }
+
+    #[test]
+    fn hooks_are_refused_for_an_external_release_only() {
+        let hooks = |mut spec: ReleaseSpec| {
+            spec.versioning.schema_version = Some(Version::new(1, 0, 0));
+            spec.versioning.hooks.migrate = vec!["./migrate".into()];
+            spec
+        };
+        assert!(hooks(process(&["x"])).validate().is_ok());
+        assert!(hooks(container("hub:1")).validate().is_ok());
+        let mut external = process(&["x"]);
+        external.run = RunSpec::External {
+            upstreams: vec!["127.0.0.1:80".into()],
+        };
+        let err = hooks(external).validate().expect_err("external with hooks");
+        assert!(err.to_string().contains("cannot run its hooks"), "{err}");
     }
 
     fn container(image: &str) -> ReleaseSpec {

@@ -97,8 +97,9 @@ impl fmt::Display for ApiVersion {
 }
 
 /// Commands run around a schema change, each with the release's
-/// environment in its working directory; output is captured and a non-zero
-/// exit aborts the step.
+/// environment: for a process release in its working directory, for a
+/// container release in a one-off container of its image (with its
+/// mounts). Output is captured and a non-zero exit aborts the step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hooks {
     /// Copies the database before the schema changes.

@@ -20,6 +20,8 @@ pub type SharedPauses = Arc<ArcSwap<HashMap<String, Arc<PauseGate>>>>;
 pub struct PauseGate {
     /// How long one request may be held.
     pub max_hold: Duration,
+    /// When the service was paused (unix ms), for those who look.
+    pub since: u64,
     open: AtomicBool,
     /// Held requests, oldest first.
     queue: Mutex<VecDeque<oneshot::Sender<()>>>,
@@ -30,9 +32,10 @@ pub struct PauseGate {
 pub struct HoldExpired;
 
 impl PauseGate {
-    pub fn new(max_hold: Duration) -> Self {
+    pub fn new(max_hold: Duration, since: u64) -> Self {
         Self {
             max_hold,
+            since,
             open: AtomicBool::new(false),
             queue: Mutex::new(VecDeque::new()),
         }
@@ -82,7 +85,7 @@ mod tests {
 
     #[tokio::test]
     async fn held_requests_go_in_order_when_the_gate_opens() {
-        let gate = Arc::new(PauseGate::new(Duration::from_secs(30)));
+        let gate = Arc::new(PauseGate::new(Duration::from_secs(30), 0));
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
         for i in 0..5 {
             let (gate, done) = (Arc::clone(&gate), done_tx.clone());
@@ -106,7 +109,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_held_too_long_is_let_go_with_an_error() {
-        let gate = PauseGate::new(Duration::from_millis(300));
+        let gate = PauseGate::new(Duration::from_millis(300), 0);
         let started = tokio::time::Instant::now();
         assert!(gate.hold().await.is_err());
         assert!(started.elapsed() >= Duration::from_millis(300));

@@ -30,11 +30,59 @@ pub enum Asked {
     Unreadable,
 }
 
-#[derive(Debug)]
-enum Source {
+/// Where requests name their API version, compiled: reads the version a
+/// request asks for. API-version routing and the `api-version` rule
+/// matcher read it the same way.
+#[derive(Debug, Clone)]
+pub enum ApiVersionReader {
     Header(HeaderName),
     MediaType,
     PathPrefix,
+}
+
+impl ApiVersionReader {
+    /// `None` for a header name that is not one (validated earlier).
+    pub fn compile(source: &ApiVersionSource) -> Option<Self> {
+        Some(match source {
+            ApiVersionSource::Header { name } => {
+                ApiVersionReader::Header(HeaderName::from_bytes(name.as_bytes()).ok()?)
+            }
+            ApiVersionSource::MediaType => ApiVersionReader::MediaType,
+            ApiVersionSource::PathPrefix => ApiVersionReader::PathPrefix,
+        })
+    }
+
+    /// The API version the request names; `path` is the path within the
+    /// service.
+    pub fn asked(&self, req: &RequestView<'_>, path: &str) -> Asked {
+        let text = match self {
+            ApiVersionReader::Header(name) => {
+                req.header(name).map(str::trim).filter(|v| !v.is_empty())
+            }
+            ApiVersionReader::MediaType => {
+                media_type_version(req, &ACCEPT).or_else(|| media_type_version(req, &CONTENT_TYPE))
+            }
+            ApiVersionReader::PathPrefix => {
+                let first = path
+                    .strip_prefix('/')
+                    .unwrap_or(path)
+                    .split(['/', '?'])
+                    .next()
+                    .unwrap_or("");
+                // Only `/vN/` names a version; any other path names none.
+                return match first.strip_prefix('v') {
+                    Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+                        ApiVersion::parse_lenient(first).map_or(Asked::Unreadable, Asked::Version)
+                    }
+                    _ => Asked::Nothing,
+                };
+            }
+        };
+        match text {
+            None => Asked::Nothing,
+            Some(t) => ApiVersion::parse_lenient(t).map_or(Asked::Unreadable, Asked::Version),
+        }
+    }
 }
 
 /// A running release and the API versions it serves.
@@ -47,7 +95,7 @@ pub struct Served<B> {
 
 #[derive(Debug)]
 pub struct ApiRouting<B> {
-    source: Source,
+    reader: ApiVersionReader,
     /// The main release's version.
     main: Option<String>,
     /// Running releases, newest version first.
@@ -70,13 +118,7 @@ impl<B> ApiRouting<B> {
             return None;
         }
         served.sort_by(|a, b| newest_first(&a.version, &b.version));
-        let source = match source {
-            ApiVersionSource::Header { name } => {
-                Source::Header(HeaderName::from_bytes(name.as_bytes()).ok()?)
-            }
-            ApiVersionSource::MediaType => Source::MediaType,
-            ApiVersionSource::PathPrefix => Source::PathPrefix,
-        };
+        let reader = ApiVersionReader::compile(source)?;
         let mut all: Vec<ApiVersion> = served
             .iter()
             .flat_map(|s| s.api_versions.iter().copied())
@@ -90,7 +132,7 @@ impl<B> ApiRouting<B> {
             "served": all.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
         Some(Self {
-            source,
+            reader,
             main,
             served,
             not_acceptable: FixedResponse {
@@ -104,31 +146,7 @@ impl<B> ApiRouting<B> {
     /// The API version the request names; `path` is the path within the
     /// service.
     pub fn asked(&self, req: &RequestView<'_>, path: &str) -> Asked {
-        let text = match &self.source {
-            Source::Header(name) => req.header(name).map(str::trim).filter(|v| !v.is_empty()),
-            Source::MediaType => {
-                media_type_version(req, &ACCEPT).or_else(|| media_type_version(req, &CONTENT_TYPE))
-            }
-            Source::PathPrefix => {
-                let first = path
-                    .strip_prefix('/')
-                    .unwrap_or(path)
-                    .split(['/', '?'])
-                    .next()
-                    .unwrap_or("");
-                // Only `/vN/` names a version; any other path names none.
-                return match first.strip_prefix('v') {
-                    Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
-                        ApiVersion::parse_lenient(first).map_or(Asked::Unreadable, Asked::Version)
-                    }
-                    _ => Asked::Nothing,
-                };
-            }
-        };
-        match text {
-            None => Asked::Nothing,
-            Some(t) => ApiVersion::parse_lenient(t).map_or(Asked::Unreadable, Asked::Version),
-        }
+        self.reader.asked(req, path)
     }
 
     pub fn main(&self) -> Option<&str> {

@@ -6,8 +6,11 @@ use http::Method;
 use http::header::{self, HeaderMap, HeaderName};
 use regex::Regex;
 
+use super::api_version::{ApiVersionReader, Asked};
 use super::table::strip_port;
-use crate::model::{Matcher, REGEX_SIZE_LIMIT, StringMatch, parse_cidr};
+use crate::model::{
+    ApiVersion, ApiVersionSource, Matcher, REGEX_SIZE_LIMIT, StringMatch, parse_cidr,
+};
 
 /// What routing may look at in a request. Borrowed: building it costs
 /// nothing.
@@ -106,6 +109,9 @@ pub enum CompiledMatcher {
     Method(Vec<Method>),
     Query(String, ValueMatchBox),
     Source(Vec<ipnet::IpNet>),
+    /// The version the request asks for, read as API-version routing
+    /// reads it.
+    ApiVersion(Box<(ApiVersionReader, ApiVersion)>),
 }
 
 /// A compiled value comparison (boxed away from the enum's hot variants).
@@ -122,7 +128,8 @@ fn host_value(m: &StringMatch) -> Result<ValueMatchBox, String> {
 }
 
 impl CompiledMatcher {
-    pub fn compile(m: &Matcher) -> Result<Self, String> {
+    /// `api` is where the service's requests name their API version.
+    pub fn compile(m: &Matcher, api: &ApiVersionSource) -> Result<Self, String> {
         Ok(match m {
             Matcher::Header { name, value: v } => CompiledMatcher::Header(
                 HeaderName::from_bytes(name.as_bytes())
@@ -147,6 +154,12 @@ impl CompiledMatcher {
                     .map(|c| parse_cidr(c))
                     .collect::<Result<_, _>>()?,
             ),
+            Matcher::ApiVersion { version } => {
+                let reader = ApiVersionReader::compile(api).ok_or_else(|| {
+                    format!("the API version is read from {api}, which is not valid")
+                })?;
+                CompiledMatcher::ApiVersion(Box::new((reader, *version)))
+            }
         })
     }
 
@@ -170,6 +183,10 @@ impl CompiledMatcher {
                 query_param(path, name).is_some_and(|q| v.0.matches(q))
             }
             CompiledMatcher::Source(nets) => nets.iter().any(|n| n.contains(&req.client)),
+            CompiledMatcher::ApiVersion(m) => match m.0.asked(req, path) {
+                Asked::Version(asked) => asked.matches(&m.1),
+                Asked::Nothing | Asked::Unreadable => false,
+            },
         }
     }
 }
@@ -195,7 +212,7 @@ mod tests {
             m: Matcher,
         }
         let one: One = toml::from_str(&format!("m = {toml_matcher}")).expect("matcher");
-        CompiledMatcher::compile(&one.m).expect("compile")
+        CompiledMatcher::compile(&one.m, &ApiVersionSource::default()).expect("compile")
     }
 
     #[test]
@@ -238,5 +255,68 @@ mod tests {
         for m in no {
             assert!(!compile(m).matches(&r, path), "{m} should not match");
         }
+    }
+
+    #[test]
+    fn api_version_is_read_where_the_service_reads_it() {
+        let matcher = |version: &str, source: ApiVersionSource| {
+            let m = Matcher::ApiVersion {
+                version: version.parse().expect("api version"),
+            };
+            CompiledMatcher::compile(&m, &source).expect("compile")
+        };
+        let get = Method::GET;
+        let check = |m: &CompiledMatcher, headers: &[(&'static str, &str)], path: &str| {
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.insert(*k, HeaderValue::from_str(v).expect("value"));
+            }
+            m.matches(&view(&h, &get, path), path)
+        };
+        let header = ApiVersionSource::default();
+        let v2 = matcher("v2", header.clone());
+        for asked in ["v2", "2", "2.0", "V2.1", " v2 "] {
+            assert!(check(&v2, &[("x-api-version", asked)], "/"), "{asked}");
+        }
+        for asked in ["v1", "1.2", "v3", "two", ""] {
+            assert!(!check(&v2, &[("x-api-version", asked)], "/"), "{asked}");
+        }
+        assert!(
+            !check(&v2, &[], "/v2/x"),
+            "the header source ignores the path"
+        );
+        let minor = matcher("1.1", header);
+        assert!(check(&minor, &[("x-api-version", "v1.1")], "/"));
+        assert!(!check(&minor, &[("x-api-version", "v1.2")], "/"));
+        assert!(
+            check(&minor, &[("x-api-version", "v1")], "/"),
+            "a major alone matches each of its minors, as API-version routing does"
+        );
+
+        let custom = matcher(
+            "v2",
+            ApiVersionSource::Header {
+                name: "x-version".into(),
+            },
+        );
+        assert!(check(&custom, &[("x-version", "2")], "/"));
+        assert!(!check(&custom, &[("x-api-version", "2")], "/"));
+
+        let media = matcher("v2", ApiVersionSource::MediaType);
+        let accept = "application/vnd.shop+json;version=2.0";
+        assert!(check(&media, &[("accept", accept)], "/"));
+        assert!(check(
+            &media,
+            &[("content-type", "application/json; version=\"2\"")],
+            "/"
+        ));
+        assert!(!check(&media, &[("accept", "application/json")], "/"));
+        assert!(!check(&media, &[("x-api-version", "v2")], "/"));
+
+        let path = matcher("v2", ApiVersionSource::PathPrefix);
+        assert!(check(&path, &[], "/v2/items?x=1"));
+        assert!(check(&path, &[], "/v2.1"));
+        assert!(!check(&path, &[], "/v1/items"));
+        assert!(!check(&path, &[], "/items/v2"));
     }
 }

@@ -10,7 +10,7 @@ use semver::Version;
 
 use super::bucket::{bucket, client_token};
 use super::matcher::{CompiledMatcher, RequestView};
-use crate::model::{Action, TrafficPolicy, rule_label};
+use crate::model::{Action, ApiVersionSource, Matcher, Rule, TrafficPolicy, rule_label};
 
 /// An answer a rule gives without any release.
 #[derive(Debug, Clone)]
@@ -44,6 +44,26 @@ struct CompiledRule<B> {
     action: CompiledAction<B>,
 }
 
+/// What a rule matches, for `switchyard routes`: as `route ls` shows it,
+/// with where an `api-version` matcher reads the version.
+fn describe_matches(rule: &Rule, api: &ApiVersionSource) -> String {
+    if !rule
+        .matches
+        .iter()
+        .any(|m| matches!(m, Matcher::ApiVersion { .. }))
+    {
+        return rule.describe_matches();
+    }
+    rule.matches
+        .iter()
+        .map(|m| match m {
+            Matcher::ApiVersion { .. } => format!("{m} ({api})"),
+            _ => m.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 /// How a request to the service was decided.
 #[derive(Debug)]
 pub enum Decision<'t, B> {
@@ -75,10 +95,13 @@ pub struct CompiledPolicy<B> {
 }
 
 impl<B> CompiledPolicy<B> {
-    /// Compiles a validated policy; `resolve` finds a release's backend.
+    /// Compiles a validated policy; `api` is where the service's requests
+    /// name their API version (for `api-version` matchers), `resolve` finds
+    /// a release's backend.
     pub fn compile(
         service: &str,
         policy: &TrafficPolicy,
+        api: &ApiVersionSource,
         resolve: impl Fn(&Version) -> Option<Arc<B>>,
     ) -> Result<Self, String> {
         let target = |v: &Version| Target {
@@ -91,7 +114,7 @@ impl<B> CompiledPolicy<B> {
             let matchers = rule
                 .matches
                 .iter()
-                .map(CompiledMatcher::compile)
+                .map(|m| CompiledMatcher::compile(m, api))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("{label}: {e}"))?;
             let action = match &rule.action {
@@ -121,7 +144,7 @@ impl<B> CompiledPolicy<B> {
                 }
             };
             rules.push(CompiledRule {
-                when: rule.describe_matches(),
+                when: describe_matches(rule, api),
                 label,
                 matchers,
                 action,
@@ -285,7 +308,7 @@ mod tests {
 
     fn policy(toml: &str) -> CompiledPolicy<&'static str> {
         let p = TrafficPolicy::from_toml(toml).expect("policy");
-        CompiledPolicy::compile("hello", &p, |v| {
+        CompiledPolicy::compile("hello", &p, &ApiVersionSource::default(), |v| {
             Some(Arc::new(if v.major == 2 { "two" } else { "one" }))
         })
         .expect("compile")
@@ -394,6 +417,30 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(by_cookie, by_address);
+    }
+
+    #[test]
+    fn an_api_version_rule_routes_what_asks_for_that_version() {
+        let p = policy(
+            r#"
+            [[rules]]
+            match = [{ on = "api-version", version = "v2" }]
+            action = "route"
+            to = "2.0.0"
+            "#,
+        );
+        assert_eq!(decide(&p, &headers(&[("x-api-version", "v2")])), "2.0.0");
+        assert_eq!(decide(&p, &headers(&[("x-api-version", "2.1")])), "2.0.0");
+        assert_eq!(decide(&p, &headers(&[("x-api-version", "v1")])), "main");
+        assert_eq!(decide(&p, &headers(&[])), "main");
+        let rows = p.describe(Some("1.0.0"));
+        assert!(
+            rows.iter().any(
+                |(when, to)| when == "rule 1: api-version v2 (header x-api-version)"
+                    && to == "2.0.0"
+            ),
+            "{rows:?}"
+        );
     }
 
     #[test]

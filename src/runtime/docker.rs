@@ -6,14 +6,18 @@
 //! fingerprint of the release's spec. A restarted serve finds its
 //! containers by these labels, adopts the ones that should run and removes
 //! the rest; a container without its state directory's label is never
-//! touched.
+//! touched. A hook's one-off container has the hook's name where an
+//! instance has its slot.
 
 mod build;
 mod container;
+mod hook;
 pub(super) mod sweep;
 
 pub use build::build_image;
 pub(super) use container::{ContainerRun, InstanceLabels, start_or_adopt};
+pub(super) use hook::run_hook;
+pub use hook::{HookEnd, HookJob};
 pub(super) use sweep::remove_strays;
 
 use std::sync::Arc;
@@ -35,6 +39,11 @@ pub mod label {
     pub const SPEC: &str = "switchyard.spec";
     /// The port the service listens on inside the container.
     pub const PORT: &str = "switchyard.port";
+    /// On a hook's one-off container, in place of an instance slot: the
+    /// hook's name. No instance adopts it, and a restarted serve's sweep
+    /// leaves it while it runs (a migration is not cut short) and removes
+    /// it once it has ended.
+    pub const HOOK: &str = "switchyard.hook";
 }
 
 /// Where the engine is when `DOCKER_HOST` is not set.

@@ -3,7 +3,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Commit, InstanceRecord, Store, StoreError, StoreResult};
+use super::{Commit, InstanceRecord, PauseRecord, Store, StoreError, StoreResult};
 use crate::model::{Event, Release, Revision, RolloutState, ServiceName, UpgradeState, now_millis};
 
 const SCHEMA: &str = "
@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS rollouts (
 CREATE TABLE IF NOT EXISTS upgrades (
     service TEXT PRIMARY KEY,
     state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paused_services (
+    service TEXT PRIMARY KEY,
+    max_hold_ms INTEGER NOT NULL,
+    since INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -319,6 +324,36 @@ impl Store for SqliteStore {
         rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
     }
 
+    fn save_pause(&self, pause: &PauseRecord) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO paused_services (service, max_hold_ms, since) VALUES (?1, ?2, ?3)",
+            params![pause.service, pause.max_hold_ms as i64, pause.since as i64],
+        )?;
+        Ok(())
+    }
+
+    fn delete_pause(&self, service: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "DELETE FROM paused_services WHERE service = ?1",
+            params![service],
+        )?;
+        Ok(())
+    }
+
+    fn pauses(&self) -> StoreResult<Vec<PauseRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT service, max_hold_ms, since FROM paused_services ORDER BY service")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(PauseRecord {
+                service: row.get(0)?,
+                max_hold_ms: row.get::<_, i64>(1)? as u64,
+                since: row.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn save_upgrade(&self, upgrade: &UpgradeState) -> StoreResult<()> {
         self.conn().execute(
             "INSERT OR REPLACE INTO upgrades (service, state) VALUES (?1, ?2)",
@@ -431,6 +466,24 @@ mod tests {
         store.commit(&commit(2)).expect("second");
         let service = "hello".parse().expect("name");
         assert_eq!(store.history(&service, 10).expect("history").len(), 2);
+    }
+
+    #[test]
+    fn a_pause_survives_reopening_until_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pause = PauseRecord {
+            service: "hello".into(),
+            max_hold_ms: 30_000,
+            since: 1_700_000_000_000,
+        };
+        SqliteStore::open(dir.path())
+            .expect("open")
+            .save_pause(&pause)
+            .expect("save");
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.pauses().expect("read"), vec![pause]);
+        store.delete_pause("hello").expect("delete");
+        assert!(store.pauses().expect("read").is_empty());
     }
 
     #[test]

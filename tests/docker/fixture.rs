@@ -209,6 +209,16 @@ pub fn hello_context(dir: &Path, last_line: &str) {
     .expect("write Dockerfile");
 }
 
+/// A build folder like [`hello_context`]'s, with this machine's `/bin/sh`
+/// (and its libraries) in the image too, for hooks that run shell
+/// commands.
+pub fn hello_shell_context(dir: &Path, last_line: &str) {
+    hello_context(dir, &format!("COPY sh /bin/sh\n{last_line}"));
+    let sh = std::fs::canonicalize("/bin/sh").expect("this machine's /bin/sh");
+    std::fs::copy(&sh, dir.join("sh")).expect("copy sh");
+    copy_with_libraries(&sh, &dir.join("root"));
+}
+
 /// Copies the shared libraries `ldd` lists for `binary` under `root`, at
 /// their own paths.
 fn copy_with_libraries(binary: &Path, root: &Path) {

@@ -253,6 +253,31 @@ impl Env {
         }
     }
 
+    /// `kill -9` serve, then start it again on the same addresses and the
+    /// same state dir (its instances keep running and are adopted).
+    pub async fn kill9_and_restart(&mut self) {
+        let (proxy, admin) = (
+            self.serve().proxy_addr.clone(),
+            self.serve().admin_addr.clone(),
+        );
+        self.kill9().await;
+        self.launch(&proxy, &admin).await;
+    }
+
+    /// Waits until every release in `ls` is ready.
+    pub async fn all_ready(&self, timeout: Duration) {
+        self.eventually("every release is ready", timeout, || async {
+            self.ls().await.as_array().is_some_and(|services| {
+                services.iter().all(|s| {
+                    s["releases"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().all(|r| r["status"] == "ready"))
+                })
+            })
+        })
+        .await;
+    }
+
     /// SIGTERM serve and wait for it to exit.
     pub async fn stop(&mut self) {
         if let Some(mut serve) = self.serve.take() {

@@ -462,7 +462,9 @@ impl ContainerRun {
     }
 }
 
-async fn remove(docker: &Docker, id: &str) {
+/// Removes a container by force (a running one is killed), with its
+/// anonymous volumes.
+pub(super) async fn remove(docker: &Docker, id: &str) {
     let options = RemoveContainerOptionsBuilder::new()
         .force(true)
         .v(true)
