@@ -156,6 +156,28 @@ fn manifest<'a>(hub: &'a [(String, PathBuf)], version: &str) -> &'a str {
         .expect("manifest of that version")
 }
 
+/// Deploys the first release of `manifests` (1.0.0) as main.
+async fn deploy_first(env: &Env, manifests: &[(String, PathBuf)]) {
+    env.cli(&[
+        "deploy",
+        "hub",
+        "1.0.0",
+        "--manifest",
+        manifest(manifests, "1.0.0"),
+    ])
+    .await
+    .ok();
+}
+
+/// Registers releases without starting them.
+async fn register(env: &Env, manifests: &[(String, PathBuf)]) {
+    for (version, _) in manifests {
+        env.cli(&["release", "add", manifest(manifests, version)])
+            .await
+            .ok();
+    }
+}
+
 async fn releases(env: &Env) -> Vec<Value> {
     let run = env.cli(&["releases", "hub", "--json"]).await.ok();
     serde_json::from_str(&run.stdout).expect("releases --json is JSON")
@@ -238,15 +260,7 @@ async fn manifests_register_without_starting_and_list_their_versions() {
     assert_eq!(releases(&env).await.len(), 1);
 
     // deploy --manifest starts it; the listing shows its role.
-    env.cli(&[
-        "deploy",
-        "hub",
-        "1.0.0",
-        "--manifest",
-        manifest(&hub, "1.0.0"),
-    ])
-    .await
-    .ok();
+    deploy_first(&env, &hub).await;
     let listed = releases(&env).await;
     let roles: Vec<(&str, &str)> = listed
         .iter()
@@ -282,15 +296,7 @@ async fn manifests_register_without_starting_and_list_their_versions() {
 async fn the_plan_goes_through_every_release_and_refuses_a_skip() {
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
-    env.cli(&[
-        "deploy",
-        "hub",
-        "1.0.0",
-        "--manifest",
-        manifest(&hub, "1.0.0"),
-    ])
-    .await
-    .ok();
+    deploy_first(&env, &hub).await;
     env.cli(&["release", "add", manifest(&hub, "2.0.0")])
         .await
         .ok();
@@ -339,15 +345,7 @@ async fn the_plan_goes_through_every_release_and_refuses_a_skip() {
 async fn requests_reach_a_release_that_serves_their_api_version() {
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
-    env.cli(&[
-        "deploy",
-        "hub",
-        "1.0.0",
-        "--manifest",
-        manifest(&hub, "1.0.0"),
-    ])
-    .await
-    .ok();
+    deploy_first(&env, &hub).await;
     env.cli(&[
         "deploy",
         "hub",
@@ -502,20 +500,8 @@ async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_n
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
     let db = create_db(env.dir.path());
-    env.cli(&[
-        "deploy",
-        "hub",
-        "1.0.0",
-        "--manifest",
-        manifest(&hub, "1.0.0"),
-    ])
-    .await
-    .ok();
-    for (version, _) in &hub[1..] {
-        env.cli(&["release", "add", manifest(&hub, version)])
-            .await
-            .ok();
-    }
+    deploy_first(&env, &hub).await;
+    register(&env, &hub[1..]).await;
 
     // Up to 1.0.2 under v1 traffic (nobody serves v2 before 1.0.2).
     let v1 = Traffic::start(&env, "v1", 3);
@@ -688,15 +674,7 @@ async fn a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed() {
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
     let db = create_db(env.dir.path());
-    env.cli(&[
-        "deploy",
-        "hub",
-        "1.0.0",
-        "--manifest",
-        manifest(&hub, "1.0.0"),
-    ])
-    .await
-    .ok();
+    deploy_first(&env, &hub).await;
     // 1.0.1 whose migration fails.
     let path = manifest(&hub, "1.0.1");
     let text = std::fs::read_to_string(path).expect("read");
@@ -739,15 +717,7 @@ async fn a_step_that_fails_after_its_migration_migrates_back_down() {
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
     let db = create_db(env.dir.path());
-    env.cli(&[
-        "deploy",
-        "hub",
-        "1.0.0",
-        "--manifest",
-        manifest(&hub, "1.0.0"),
-    ])
-    .await
-    .ok();
+    deploy_first(&env, &hub).await;
     // 1.0.1 migrates (and can migrate back) but never starts.
     let path = manifest(&hub, "1.0.1");
     let text = std::fs::read_to_string(path).expect("read");
@@ -934,20 +904,8 @@ async fn an_upgrade_waits_for_approval_between_steps_and_holds_off_manual_change
             "1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0", "1.6.0", "1.7.0",
         ],
     );
-    env.cli(&[
-        "deploy",
-        "hub",
-        "1.0.0",
-        "--manifest",
-        manifest(&plain, "1.0.0"),
-    ])
-    .await
-    .ok();
-    for (version, _) in &plain[1..] {
-        env.cli(&["release", "add", manifest(&plain, version)])
-            .await
-            .ok();
-    }
+    deploy_first(&env, &plain).await;
+    register(&env, &plain[1..]).await;
 
     // --approve: the CLI follows the first step and returns while the
     // upgrade waits for --continue.

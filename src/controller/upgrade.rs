@@ -250,8 +250,13 @@ impl Controller {
                 .unwrap_or_else(|| "the last step".into());
             state.status = UpgradeStatus::Interrupted;
             state.waiting_until = None;
+            let held = if self.pause_view(service.as_str()).is_some() {
+                format!("; its traffic is still paused: `switchyard resume {service}` lets it go")
+            } else {
+                String::new()
+            };
             state.error = Some(format!(
-                "serve stopped during {at}; {service} is at the last change that committed (main {main}): `switchyard upgrade {service} --to {}` plans again from there",
+                "serve stopped during {at}; {service} is at the last change that committed (main {main}): `switchyard upgrade {service} --to {}` plans again from there{held}",
                 state.to
             ));
             self.save_upgrade(&mut state);

@@ -66,26 +66,11 @@ impl InstanceLabels<'_> {
     /// `switchyard-hello-1.0.0-0-1a2b3c4d`: readable in `docker ps`, and
     /// unique (the suffix changes with every container).
     fn container_name(&self) -> String {
-        let version: String = self
-            .version
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let suffix = fingerprint(&format!("{} {nanos}", self.state_dir.display()));
-        format!(
-            "switchyard-{}-{version}-{}-{}",
+        unique_name(
             self.service,
-            self.slot,
-            &suffix[..8]
+            self.version,
+            &self.slot.to_string(),
+            self.state_dir,
         )
     }
 }
@@ -479,6 +464,26 @@ pub(super) async fn remove(docker: &Docker, id: &str) {
 /// The first 12 characters of an id, as `docker ps` shows it.
 pub fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+/// `switchyard-SERVICE-VERSION-PART-SUFFIX`: readable in `docker ps -a`,
+/// and unique (the suffix changes with every call).
+pub(super) fn unique_name(service: &str, version: &str, part: &str, state_dir: &Path) -> String {
+    let version: String = version
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let suffix = fingerprint(&format!("{} {nanos}", state_dir.display()));
+    format!("switchyard-{service}-{version}-{part}-{}", &suffix[..8])
 }
 
 #[cfg(test)]

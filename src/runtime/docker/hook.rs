@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig};
@@ -18,8 +18,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::container::remove;
-use super::{DockerError, Engine, fingerprint, is_not_found, label};
+use super::container::{remove, unique_name};
+use super::{DockerError, Engine, is_not_found, label};
 use crate::model::ContainerSpec;
 
 /// Room the engine gets beyond the hook's own time limit to answer.
@@ -177,26 +177,11 @@ fn create_body(spec: &ContainerSpec, job: &HookJob<'_>) -> ContainerCreateBody {
 /// `switchyard-hub-1.0.1-migrate-1a2b3c4d`: readable in `docker ps -a`,
 /// and unique.
 fn container_name(job: &HookJob<'_>) -> String {
-    let version: String = job
-        .version
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let suffix = fingerprint(&format!("{} {nanos}", job.state_dir.display()));
-    format!(
-        "switchyard-{}-{version}-{}-{}",
+    unique_name(
         job.service,
-        job.hook.replace('_', "-"),
-        &suffix[..8]
+        job.version,
+        &job.hook.replace('_', "-"),
+        job.state_dir,
     )
 }
 
