@@ -199,6 +199,16 @@ impl Mirror {
             && picked(&self.picks, self.sample_percent)
     }
 
+    /// Whether the queue has room for one more copy now; when it has none,
+    /// the copy is counted as dropped before anything is built for it.
+    fn has_room(&self) -> bool {
+        if self.tx.capacity() > 0 {
+            return true;
+        }
+        lock(&self.shared.stats).dropped += 1;
+        false
+    }
+
     fn offer(&self, job: Job) {
         if self.tx.try_send(job).is_err() {
             lock(&self.shared.stats).dropped += 1;
@@ -216,7 +226,7 @@ pub(crate) fn fan_out(
 ) -> Option<(Fanout, MainSender, usize)> {
     let chosen: Vec<Arc<Mirror>> = mirrors
         .iter()
-        .filter(|m| m.wants(req.method()))
+        .filter(|m| m.wants(req.method()) && m.has_room())
         .cloned()
         .collect();
     if chosen.is_empty() {
