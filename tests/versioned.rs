@@ -923,6 +923,14 @@ async fn an_upgrade_waits_for_approval_between_steps_and_holds_off_manual_change
     assert_eq!(main_of(&env.ls().await), "1.1.0");
     let status = upgrade_status(&env).await;
     assert_eq!(status["status"], "waiting", "{status}");
+    let ls = env.cli(&["ls"]).await.ok();
+    assert!(
+        ls.stdout.contains(
+            "hub is held by its upgrade to 1.2.0: waiting for --continue, step 2/2 1.1.0 → 1.2.0"
+        ),
+        "{}",
+        ls.stdout
+    );
     let text = env.cli(&["upgrade", "hub", "--status"]).await.ok();
     assert!(
         text.stdout.contains("waiting for --continue")

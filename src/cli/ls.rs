@@ -58,6 +58,12 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
         &rows,
     );
     for service in &services {
+        if let Some(upgrade) = &service.upgrading {
+            println!(
+                "{} is held by its {upgrade}; `switchyard upgrade {} --status` follows it",
+                service.name, service.name
+            );
+        }
         if let Some(pause) = &service.paused {
             println!(
                 "{} is paused since {} ({}): new requests are held up to {} (then 503); `switchyard resume {}` lets them go",

@@ -22,6 +22,10 @@ pub struct ServiceView {
     /// schemas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
+    /// Set while an upgrade holds the service: `upgrade to VERSION: STATUS,
+    /// step I/N FROM → TO`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrading: Option<String>,
     /// Set while the service's new requests are held (`switchyard pause`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<PauseView>,
@@ -86,6 +90,15 @@ impl Controller {
             compare: revision.state.compare.clone(),
             policy: revision.state.policy.clone(),
             schema: revision.state.schema.as_ref().map(ToString::to_string),
+            upgrading: self.active_upgrade(&revision.service).map(|u| {
+                format!(
+                    "upgrade to {}: {}{}",
+                    u.to,
+                    u.status,
+                    u.current_step()
+                        .map_or_else(String::new, |s| format!(", {s}"))
+                )
+            }),
             paused: self.pause_view(revision.service.as_str()),
         }
     }
