@@ -907,6 +907,48 @@ async fn an_upgrade_waits_for_approval_between_steps_and_holds_off_manual_change
     deploy_first(&env, &plain).await;
     register(&env, &plain[1..]).await;
 
+    // Bad requests change nothing and say what to do.
+    let before = env.history("hub").await;
+    let refused = env.cli(&["upgrade", "hub", "--status"]).await.failed();
+    assert!(
+        refused.stderr.contains("hub was never upgraded"),
+        "{}",
+        refused.stderr
+    );
+    let refused = env
+        .cli(&["upgrade", "hub", "--to", "1.2.0", "--wait", "0s"])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("more than zero and at most 24h"),
+        "{}",
+        refused.stderr
+    );
+    let refused = env
+        .cli(&[
+            "upgrade",
+            "hub",
+            "--to",
+            "1.2.0",
+            "--approve",
+            "--wait",
+            "1s",
+        ])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("cannot be used with"),
+        "{}",
+        refused.stderr
+    );
+    let refused = env.cli(&["upgrade", "hub", "--abort"]).await.failed();
+    assert!(
+        refused.stderr.contains("hub has no upgrade running"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(env.history("hub").await, before);
+
     // --approve: the CLI follows the first step and returns while the
     // upgrade waits for --continue.
     let run = env
