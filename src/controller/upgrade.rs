@@ -106,7 +106,9 @@ impl Controller {
         let control = Arc::new(UpgradeControl::default());
         {
             let mut controls = self.upgrade_controls();
-            if controls.contains_key(service) {
+            // A control whose upgrade has ended (its driver is about to
+            // drop it) does not hold the service.
+            if controls.contains_key(service) && self.stored_active(service) {
                 return Err(ControllerError::UpgradeInProgress(service.to_string()).into());
             }
             controls.insert(service.clone(), Arc::clone(&control));
@@ -148,7 +150,7 @@ impl Controller {
             serde_json::to_value(&state.plan).unwrap_or_default(),
         );
         let this = Arc::clone(self);
-        let (name, first) = (service.clone(), state.clone());
+        let (name, first, mine) = (service.clone(), state.clone(), Arc::clone(&control));
         let driver = tokio::spawn(async move { this.drive_upgrade(&name, first, &control).await });
         let this = Arc::clone(self);
         let name = service.clone();
@@ -161,7 +163,10 @@ impl Controller {
                     this.save_upgrade(&mut state);
                 }
             }
-            this.upgrade_controls().remove(&name);
+            let mut controls = this.upgrade_controls();
+            if controls.get(&name).is_some_and(|c| Arc::ptr_eq(c, &mine)) {
+                controls.remove(&name);
+            }
         });
         Ok(state)
     }
@@ -175,19 +180,31 @@ impl Controller {
             .find(|u| u.service == service.as_str()))
     }
 
-    /// The upgrade that holds the service right now, if any.
+    /// The upgrade that holds the service right now, if any: one this
+    /// serve drives that has not ended.
     pub fn active_upgrade(&self, service: &ServiceName) -> Option<UpgradeState> {
         if !self.upgrade_controls().contains_key(service) {
             return None;
         }
-        self.upgrade_state(service).ok().flatten()
+        self.upgrade_state(service)
+            .ok()
+            .flatten()
+            .filter(|u| u.status.is_active())
+    }
+
+    fn stored_active(&self, service: &ServiceName) -> bool {
+        self.upgrade_state(service)
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.status.is_active())
     }
 
     /// Whether any service is being upgraded by this serve.
     pub fn upgrading(&self) -> Vec<String> {
-        self.upgrade_controls()
-            .keys()
-            .map(ToString::to_string)
+        let held: Vec<ServiceName> = self.upgrade_controls().keys().cloned().collect();
+        held.into_iter()
+            .filter(|s| self.stored_active(s))
+            .map(|s| s.to_string())
             .collect()
     }
 
