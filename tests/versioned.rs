@@ -997,6 +997,12 @@ async fn an_upgrade_waits_for_approval_between_steps_and_holds_off_manual_change
         "{}",
         refused.stderr
     );
+    let refused = env.cli(&["handover"]).await.failed();
+    assert!(
+        refused.stderr.contains("an upgrade of hub is running"),
+        "{}",
+        refused.stderr
+    );
     assert_eq!(env.history("hub").await, before);
     assert_eq!(env.get("/services/hub/").await.1, "1.1.0");
 
