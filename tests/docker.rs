@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use fixture::{Docked, engine_or_skip, hello_context, hello_shell_context, unique};
+use support::listing::release;
 use support::{Env, HELLO, Run, SWITCHYARD};
 
 /// The last line of a Dockerfile built on `hello-server`.
@@ -79,21 +80,6 @@ fn container_ids(ls: &Value, service: &str, version: &str) -> BTreeSet<String> {
         .iter()
         .filter_map(|i| i["container"].as_str().map(str::to_owned))
         .collect()
-}
-
-fn release<'a>(ls: &'a Value, service: &str, version: &str) -> &'a Value {
-    ls.as_array()
-        .expect("services")
-        .iter()
-        .find(|s| s["name"] == service)
-        .and_then(|s| {
-            s["releases"]
-                .as_array()
-                .expect("releases")
-                .iter()
-                .find(|r| r["version"] == version)
-        })
-        .unwrap_or_else(|| panic!("{service} {version} not in ls: {ls}"))
 }
 
 /// Runs the CLI with extra environment variables.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::Env;
+use support::listing::{numbered_actions, release, service};
 
 /// Whether a process with this PID exists and is not a zombie.
 fn pid_alive(pid: u64) -> bool {
@@ -19,21 +20,6 @@ fn pid_alive(pid: u64) -> bool {
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
-}
-
-/// The service `name` in `ls --json`.
-fn service<'a>(ls: &'a Value, name: &str) -> &'a Value {
-    ls.as_array()
-        .and_then(|services| services.iter().find(|s| s["name"] == name))
-        .unwrap_or_else(|| panic!("service {name} not in ls: {ls:#}"))
-}
-
-/// The release `version` of service `name` in `ls --json`.
-fn release<'a>(ls: &'a Value, name: &str, version: &str) -> &'a Value {
-    service(ls, name)["releases"]
-        .as_array()
-        .and_then(|releases| releases.iter().find(|r| r["version"] == version))
-        .unwrap_or_else(|| panic!("release {name} {version} not in ls: {ls:#}"))
 }
 
 /// PIDs of a release's instances in `ls --json`.
@@ -83,17 +69,6 @@ fn release_roles(revision: &Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Whether every release of every service in `ls --json` is ready.
-fn all_ready(ls: &Value) -> bool {
-    ls.as_array().is_some_and(|services| {
-        services.iter().all(|s| {
-            s["releases"]
-                .as_array()
-                .is_some_and(|rs| rs.iter().all(|r| r["status"] == "ready"))
-        })
-    })
 }
 
 /// One GET, body read to the end: (status, x-switchyard-version, body), or
@@ -504,22 +479,13 @@ async fn history_lists_every_change_and_rollback_restores_earlier_revisions() {
 
     let history = env.history("hello").await;
     let revisions = history.as_array().expect("history is a list");
-    let actions: Vec<(u64, &str)> = revisions
-        .iter()
-        .map(|r| {
-            (
-                r["number"].as_u64().unwrap_or_default(),
-                r["action"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
     assert_eq!(
-        actions,
+        numbered_actions(&history),
         vec![
-            (4, "kill 1.0.0"),
-            (3, "assign 2.0.0 as main (was 1.0.0)"),
-            (2, "deploy 2.0.0 as shadow"),
-            (1, "deploy 1.0.0 as main"),
+            (4, "kill 1.0.0".to_owned()),
+            (3, "assign 2.0.0 as main (was 1.0.0)".to_owned()),
+            (2, "deploy 2.0.0 as shadow".to_owned()),
+            (1, "deploy 1.0.0 as main".to_owned()),
         ]
     );
     let mut last_at = u64::MAX;
@@ -655,15 +621,7 @@ async fn restarted_serve_adopts_running_instances_and_keeps_committed_state() {
     env.launch(&proxy_addr, &admin_addr).await;
     assert_eq!(env.serve().proxy_addr, proxy_addr);
 
-    env.eventually(
-        "every release is ready again",
-        Duration::from_secs(30),
-        || {
-            let env = &env;
-            async move { all_ready(&env.ls().await) }
-        },
-    )
-    .await;
+    env.all_ready(Duration::from_secs(30)).await;
     let ls = env.ls().await;
     assert_eq!(roles(&ls, "hello"), roles(&ls_before, "hello"));
     assert_eq!(service(&ls, "hello")["main"], "2.0.0");
@@ -742,15 +700,7 @@ async fn release_started_again_while_its_old_instance_drains_is_adopted_after_re
     );
     env.kill9().await;
     env.launch(&proxy_addr, &admin_addr).await;
-    env.eventually(
-        "every release is ready again",
-        Duration::from_secs(30),
-        || {
-            let env = &env;
-            async move { all_ready(&env.ls().await) }
-        },
-    )
-    .await;
+    env.all_ready(Duration::from_secs(30)).await;
     let ls = env.ls().await;
     assert_eq!(pids(&ls, "hello", "2.0.0"), new, "2.0.0 should be adopted");
     let mut processes = env.instance_pids();

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::listing::{actions, numbered_actions, pair, roles, service};
 use support::{Env, Reply};
 use switchyard::routing::{bucket, client_token};
 
@@ -135,50 +136,6 @@ async fn routes_json(env: &Env, name: &str) -> Vec<(String, String)> {
             (
                 l["matches"].as_str().unwrap_or_default().to_owned(),
                 l["target"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// The service `name` in `ls --json`.
-fn service<'a>(ls: &'a Value, name: &str) -> &'a Value {
-    ls.as_array()
-        .and_then(|services| services.iter().find(|s| s["name"] == name))
-        .unwrap_or_else(|| panic!("service {name} not in ls: {ls:#}"))
-}
-
-/// (version, role) of every release of a service in `ls --json`.
-fn roles(ls: &Value, name: &str) -> Vec<(String, String)> {
-    service(ls, name)["releases"]
-        .as_array()
-        .map(|releases| {
-            releases
-                .iter()
-                .map(|r| {
-                    (
-                        r["version"].as_str().unwrap_or_default().to_owned(),
-                        r["role"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn pair(version: &str, role: &str) -> (String, String) {
-    (version.to_owned(), role.to_owned())
-}
-
-/// (number, action) of every revision in `history --json`, newest first.
-fn actions(history: &Value) -> Vec<(u64, String)> {
-    history
-        .as_array()
-        .expect("history is a list")
-        .iter()
-        .map(|r| {
-            (
-                r["number"].as_u64().unwrap_or_default(),
-                r["action"].as_str().unwrap_or_default().to_owned(),
             )
         })
         .collect()
@@ -943,7 +900,7 @@ async fn every_matcher_kind_fixed_responses_splits_and_rule_order() {
     assert_eq!(names.len(), rules.len() - 1);
     assert!(!names.contains(&"top") && !names.contains(&"beta testers"));
     let history = env.history("shop").await;
-    let recent: Vec<String> = actions(&history).into_iter().take(4).map(|a| a.1).collect();
+    let recent: Vec<String> = actions(&history).into_iter().take(4).collect();
     assert_eq!(
         recent,
         [
@@ -1346,7 +1303,7 @@ body = "down for maintenance"
         ]
     );
     assert_eq!(
-        actions(&env.history("hello").await)[0],
+        numbered_actions(&env.history("hello").await)[0],
         (6, "apply policy".to_owned())
     );
     // Now nothing routes to 2.0.0 by rule: it can be killed.
@@ -1532,7 +1489,7 @@ async fn weight_changes_promote_and_abort_under_load_fail_no_request() {
     );
     assert_eq!(service(&ls, "hello")["policy"]["canary"], Value::Null);
     let history = env.history("hello").await;
-    let recent: Vec<String> = actions(&history).into_iter().take(4).map(|a| a.1).collect();
+    let recent: Vec<String> = actions(&history).into_iter().take(4).collect();
     assert_eq!(
         recent,
         [
@@ -1616,7 +1573,7 @@ async fn emergency_release_becomes_main_once_healthy_and_rollback_restores_earli
     }
     let history = env.history("hello").await;
     assert_eq!(
-        actions(&history),
+        numbered_actions(&history),
         vec![
             (5, "deploy 3.0.0 as main".to_owned()),
             (4, "add rule beta".to_owned()),
@@ -1697,7 +1654,10 @@ async fn emergency_release_becomes_main_once_healthy_and_rollback_restores_earli
     assert_eq!(r.status, 404, "no candidate after the rollback: {}", r.body);
     assert_eq!(routes_json(&env, "hello").await, routes_before_canary);
     let history = env.history("hello").await;
-    assert_eq!(actions(&history)[0], (6, "rollback to 2".to_owned()));
+    assert_eq!(
+        numbered_actions(&history)[0],
+        (6, "rollback to 2".to_owned())
+    );
     assert_eq!(history[0]["state"]["policy"], policy_before_canary);
     env.eventually("3.0.0 is stopped", WAIT, || async {
         let r = get_with(&env, "/services/hello_3.0.0/", &[]).await;

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::Value;
 use support::Env;
+use support::listing::{pair, roles, service};
 use tokio::net::TcpListener;
 
 /// The bound on every wait: generous, so a slow machine only slows tests.
@@ -172,35 +173,6 @@ fn assert_main_never_failed(samples: &[Sample], main: &str, candidate: &str) {
         "answers from neither release: {:?}",
         &strangers[..strangers.len().min(5)]
     );
-}
-
-/// The service `name` in `ls --json`.
-fn service<'a>(ls: &'a Value, name: &str) -> &'a Value {
-    ls.as_array()
-        .and_then(|services| services.iter().find(|s| s["name"] == name))
-        .unwrap_or_else(|| panic!("service {name} not in ls: {ls:#}"))
-}
-
-/// (version, role) of every release of `hello`, in ls order.
-fn roles(ls: &Value) -> Vec<(String, String)> {
-    service(ls, "hello")["releases"]
-        .as_array()
-        .map(|releases| {
-            releases
-                .iter()
-                .map(|r| {
-                    (
-                        r["version"].as_str().unwrap_or_default().to_owned(),
-                        r["role"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn pair(version: &str, role: &str) -> (String, String) {
-    (version.to_owned(), role.to_owned())
 }
 
 /// `rollout status hello --json` parsed.
@@ -466,7 +438,7 @@ async fn candidate_failing_a_fifth_of_requests_is_rolled_back_and_main_never_fai
     let ls = env.ls().await;
     assert_eq!(service(&ls, "hello")["main"], "1.0.0");
     assert_eq!(
-        roles(&ls),
+        roles(&ls, "hello"),
         vec![pair("1.0.0", "main"), pair("2.0.0", "standby")]
     );
 
@@ -555,7 +527,7 @@ async fn healthy_candidate_walks_every_step_and_becomes_main() {
     let ls = env.ls().await;
     assert_eq!(service(&ls, "hello")["main"], "2.0.0");
     assert_eq!(
-        roles(&ls),
+        roles(&ls, "hello"),
         vec![pair("1.0.0", "standby"), pair("2.0.0", "main")]
     );
     assert!(
@@ -802,7 +774,7 @@ interval_seconds = 1
     let ls = env.ls().await;
     assert_eq!(service(&ls, "hello")["main"], "2.0.0");
     assert_eq!(
-        roles(&ls),
+        roles(&ls, "hello"),
         vec![pair("1.0.0", "standby"), pair("2.0.0", "main")]
     );
     let kinds = kinds(&events(&env).await);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::listing::release;
 use support::{Env, HELLO, Run, SWITCHYARD};
 
 /// Generous bound for anything that should happen within a second or two.
@@ -32,15 +33,6 @@ async fn snapshot(env: &Env, service: &str) -> Snapshot {
         history: (history.code, history.stdout),
         main: (status, version),
     }
-}
-
-/// One release in `ls --json`.
-fn release<'a>(ls: &'a Value, service: &str, version: &str) -> &'a Value {
-    ls.as_array()
-        .and_then(|services| services.iter().find(|s| s["name"] == service))
-        .and_then(|s| s["releases"].as_array())
-        .and_then(|releases| releases.iter().find(|r| r["version"] == version))
-        .unwrap_or_else(|| panic!("{service} {version} not in ls: {ls:#}"))
 }
 
 fn instance(ls: &Value, service: &str, version: &str, slot: usize) -> Value {

@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
+use support::listing::actions;
 use support::{Env, HELLO, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -1054,12 +1055,7 @@ async fn sample_methods_and_off_choose_what_is_mirrored() {
     assert_eq!(n(&r, "mirrored"), sampled + 14, "{r:#}");
 
     let history = env.history("hello").await;
-    let actions: Vec<&str> = history
-        .as_array()
-        .expect("revisions")
-        .iter()
-        .map(|r| r["action"].as_str().expect("action"))
-        .collect();
+    let actions = actions(&history);
     let expected = [
         "shadow 2.0.0: on, 100%, GET",
         "shadow 2.0.0: off, 100%, GET",
@@ -1069,7 +1065,7 @@ async fn sample_methods_and_off_choose_what_is_mirrored() {
     // Newest first.
     let mut newest_first: Vec<&str> = actions
         .iter()
-        .copied()
+        .map(String::as_str)
         .filter(|a| a.starts_with("shadow 2.0.0"))
         .collect();
     newest_first.truncate(4);

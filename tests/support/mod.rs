@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod listing;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -267,13 +269,7 @@ impl Env {
     /// Waits until every release in `ls` is ready.
     pub async fn all_ready(&self, timeout: Duration) {
         self.eventually("every release is ready", timeout, || async {
-            self.ls().await.as_array().is_some_and(|services| {
-                services.iter().all(|s| {
-                    s["releases"]
-                        .as_array()
-                        .is_some_and(|rs| rs.iter().all(|r| r["status"] == "ready"))
-                })
-            })
+            listing::all_ready(&self.ls().await)
         })
         .await;
     }
