@@ -19,11 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::Command;
 
 use fixture::{Docked, engine_or_skip, hello_context, hello_shell_context, unique};
 use support::listing::release;
-use support::{Env, HELLO, Run, SWITCHYARD};
+use support::{Env, HELLO};
 
 /// The last line of a Dockerfile built on `hello-server`.
 const HELLO_CMD: &str = "CMD [\"/hello-server\", \"--host\", \"0.0.0.0\"]\n";
@@ -80,26 +79,6 @@ fn container_ids(ls: &Value, service: &str, version: &str) -> BTreeSet<String> {
         .iter()
         .filter_map(|i| i["container"].as_str().map(str::to_owned))
         .collect()
-}
-
-/// Runs the CLI with extra environment variables.
-async fn cli_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = Command::new(SWITCHYARD);
-    cmd.args(args)
-        .current_dir(env.dir.path())
-        .env("SWITCHYARD_ADMIN", env.admin())
-        .envs(vars.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("CLI finished within 120 s")
-        .expect("run CLI");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,8 +286,8 @@ async fn after_kill_9_a_restarted_serve_adopts_the_same_containers() {
 
     // A deploy that never commits: its container is still unhealthy when
     // serve dies, so a restarted serve must remove it.
-    let mut pending = Command::new(SWITCHYARD)
-        .args([
+    let mut pending = env
+        .cli_command(&[
             "deploy",
             "web",
             "2.0.0",
@@ -325,11 +304,8 @@ async fn after_kill_9_a_restarted_serve_adopts_the_same_containers() {
             "--fail-health-for",
             "600",
         ])
-        .env("SWITCHYARD_ADMIN", env.admin())
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn pending deploy");
     env.eventually(
@@ -495,13 +471,10 @@ async fn a_folder_with_neither_dockerfile_nor_manifest_is_refused() {
 async fn without_docker_container_releases_fail_clearly_and_processes_still_deploy() {
     let env = Env::start().await;
     let nowhere = [("DOCKER_HOST", "unix:///nonexistent/docker.sock")];
-    let run = cli_with(
-        &env,
-        &nowhere,
-        &["deploy", "web", "1.0.0", "--image", "hello:1"],
-    )
-    .await
-    .failed();
+    let run = env
+        .cli_with(&nowhere, &["deploy", "web", "1.0.0", "--image", "hello:1"])
+        .await
+        .failed();
     assert!(
         run.stderr
             .contains("Docker Engine not reachable at unix:///nonexistent/docker.sock"),
@@ -511,7 +484,7 @@ async fn without_docker_container_releases_fail_clearly_and_processes_still_depl
     let args = [
         "deploy", "web", "1.0.0", "--health", "/healthz", "--", HELLO, "--port", "{port}",
     ];
-    cli_with(&env, &nowhere, &args).await.ok();
+    env.cli_with(&nowhere, &args).await.ok();
     assert_eq!(env.get("/services/web/").await.0, 200);
 }
 
@@ -746,13 +719,10 @@ path = "/healthz"
 
     // serve dies while a hook runs: the restarted serve neither adopts
     // its container nor cuts it short, and removes it once it has ended.
-    let mut upgrade = Command::new(SWITCHYARD)
-        .args(["upgrade", &name, "--to", "1.0.2"])
-        .env("SWITCHYARD_ADMIN", env.admin())
-        .stdin(Stdio::null())
+    let mut upgrade = env
+        .cli_command(&["upgrade", &name, "--to", "1.0.2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("spawn upgrade");
     env.eventually("the backup hook runs", Duration::from_secs(60), || async {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use support::Env;
+use support::{Env, pid_alive};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -43,7 +43,7 @@ impl StopServes {
                 continue;
             };
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args.get(1) == Some(&&b"serve"[..]) && args.contains(&wanted) && running(pid) {
+            if args.get(1) == Some(&&b"serve"[..]) && args.contains(&wanted) && pid_alive(pid) {
                 pids.push(pid);
             }
         }
@@ -58,21 +58,13 @@ impl Drop for StopServes {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        while pids.iter().any(|p| running(*p)) && Instant::now() < deadline {
+        while pids.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        for pid in pids.into_iter().filter(|p| running(*p)) {
+        for pid in pids.into_iter().filter(|p| pid_alive(*p)) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
 }
 
 /// Clients sending GETs through the proxy back to back until stopped,
@@ -163,7 +155,7 @@ async fn answers(load: &Load, more: u64) {
 }
 
 /// Instance pids by release, from `ls --json`.
-async fn instance_pids(env: &Env) -> Vec<(String, Value)> {
+async fn pids_by_release(env: &Env) -> Vec<(String, Value)> {
     let ls = env.ls().await;
     let mut pids = Vec::new();
     for service in ls.as_array().expect("services") {
@@ -198,12 +190,6 @@ fn strip_colours(log: &str) -> String {
     out
 }
 
-async fn sorted_pids(env: &Env) -> Vec<u32> {
-    let mut pids = env.instance_pids();
-    pids.sort_unstable();
-    pids
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     let env = Env::start().await;
@@ -213,8 +199,8 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
         .ok();
     env.deploy("hello", "2.0.0", &[], &[]).await.ok(); // a shadow: mirrored
     let old_pid = env.serve_pid();
-    let pids_before = sorted_pids(&env).await;
-    let ls_before = instance_pids(&env).await;
+    let pids_before = env.instance_pids();
+    let ls_before = pids_by_release(&env).await;
     assert_eq!(pids_before.len(), 3, "{ls_before:?}");
 
     let load = Load::start(env.proxy(), "/services/hello/", 8);
@@ -226,10 +212,12 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     assert_ne!(new_pid, old_pid);
 
     // The old serve drains and exits on its own; the new one answers.
-    env.eventually("the old serve exits", WAIT, || async { !running(old_pid) })
-        .await;
+    env.eventually("the old serve exits", WAIT, || async {
+        !pid_alive(old_pid)
+    })
+    .await;
     assert!(
-        running(new_pid),
+        pid_alive(new_pid),
         "the new serve is gone:\n{}",
         env.serve_log()
     );
@@ -246,8 +234,8 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     );
 
     // Same instance processes, now managed by the new serve.
-    assert_eq!(sorted_pids(&env).await, pids_before);
-    assert_eq!(instance_pids(&env).await, ls_before);
+    assert_eq!(env.instance_pids(), pids_before);
+    assert_eq!(pids_by_release(&env).await, ls_before);
     let (status, version, _) = env.get("/services/hello/").await;
     assert_eq!((status, version.as_str()), (200, "1.0.0"));
 
@@ -258,7 +246,7 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     let victim = pids_before[0];
     let _ = kill(Pid::from_raw(victim as i32), Signal::SIGKILL);
     env.eventually("the new serve restarts a killed instance", WAIT, || async {
-        let pids = sorted_pids(&env).await;
+        let pids = env.instance_pids();
         pids.len() == 3 && !pids.contains(&victim)
     })
     .await;
@@ -270,11 +258,13 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
     let _serves = StopServes::of(&env);
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let old_pid = env.serve_pid();
-    let pids_before = sorted_pids(&env).await;
+    let pids_before = env.instance_pids();
 
     kill(Pid::from_raw(old_pid as i32), Signal::SIGUSR2).expect("SIGUSR2");
-    env.eventually("the old serve exits", WAIT, || async { !running(old_pid) })
-        .await;
+    env.eventually("the old serve exits", WAIT, || async {
+        !pid_alive(old_pid)
+    })
+    .await;
     let log = strip_colours(&env.serve_log());
     let new_pid: u32 = log
         .lines()
@@ -283,11 +273,11 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no new pid in the log:\n{log}"));
-    assert!(running(new_pid));
+    assert!(pid_alive(new_pid));
     assert_eq!(_serves.pids(), [new_pid]);
     let (status, version, _) = env.get("/services/hello/").await;
     assert_eq!((status, version.as_str()), (200, "1.0.0"));
-    assert_eq!(sorted_pids(&env).await, pids_before);
+    assert_eq!(env.instance_pids(), pids_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +287,7 @@ async fn failed_handover_leaves_the_old_serve_in_charge_without_a_failed_request
     env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
         .await
         .ok();
-    let pids_before = sorted_pids(&env).await;
+    let pids_before = env.instance_pids();
     let load = Load::start(env.proxy(), "/services/hello/", 4);
     answers(&load, 100).await;
 
@@ -323,13 +313,13 @@ async fn failed_handover_leaves_the_old_serve_in_charge_without_a_failed_request
 
     // Still in charge: same instances, changes go through, and a killed
     // instance is restarted.
-    assert!(running(env.serve_pid()));
-    assert_eq!(sorted_pids(&env).await, pids_before);
+    assert!(pid_alive(env.serve_pid()));
+    assert_eq!(env.instance_pids(), pids_before);
     env.deploy("hello", "2.0.0", &[], &[]).await.ok();
     let victim = pids_before[0];
     let _ = kill(Pid::from_raw(victim as i32), Signal::SIGKILL);
     env.eventually("the old serve restarts a killed instance", WAIT, || async {
-        let pids = sorted_pids(&env).await;
+        let pids = env.instance_pids();
         pids.len() == 3 && !pids.contains(&victim)
     })
     .await;

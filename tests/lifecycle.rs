@@ -9,18 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Env;
 use support::listing::{numbered_actions, release, service};
-
-/// Whether a process with this PID exists and is not a zombie.
-fn pid_alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
+use support::{Env, now_millis, pid_alive};
 
 /// PIDs of a release's instances in `ls --json`.
 fn pids(ls: &Value, name: &str, version: &str) -> Vec<u64> {
@@ -151,13 +141,6 @@ fn failures(samples: &[Sample]) -> Vec<String> {
             Err(e) => Some(e.clone()),
         })
         .collect()
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
 }
 
 /// Who the CLI says made a change.
@@ -604,8 +587,7 @@ async fn restarted_serve_adopts_running_instances_and_keeps_committed_state() {
         .iter()
         .map(|v| (v.to_string(), pids(&ls_before, "hello", v)))
         .collect();
-    let mut processes_before = env.instance_pids();
-    processes_before.sort_unstable();
+    let processes_before = env.instance_pids();
     let (proxy_addr, admin_addr) = (
         env.serve().proxy_addr.clone(),
         env.serve().admin_addr.clone(),
@@ -643,8 +625,7 @@ async fn restarted_serve_adopts_running_instances_and_keeps_committed_state() {
             "{version} should be adopted, not restarted: {instances:#?}"
         );
     }
-    let mut processes = env.instance_pids();
-    processes.sort_unstable();
+    let processes = env.instance_pids();
     assert_eq!(processes, processes_before, "no instance was started anew");
     assert_eq!(env.history("hello").await, history_before);
 
@@ -691,20 +672,13 @@ async fn release_started_again_while_its_old_instance_drains_is_adopted_after_re
     let ls = env.ls().await;
     let new = pids(&ls, "hello", "2.0.0");
     assert!(new.iter().all(|p| !old.contains(p) && pid_alive(*p)));
-    let mut processes_before = env.instance_pids();
-    processes_before.sort_unstable();
+    let processes_before = env.instance_pids();
 
-    let (proxy_addr, admin_addr) = (
-        env.serve().proxy_addr.clone(),
-        env.serve().admin_addr.clone(),
-    );
-    env.kill9().await;
-    env.launch(&proxy_addr, &admin_addr).await;
+    env.kill9_and_restart().await;
     env.all_ready(Duration::from_secs(30)).await;
     let ls = env.ls().await;
     assert_eq!(pids(&ls, "hello", "2.0.0"), new, "2.0.0 should be adopted");
-    let mut processes = env.instance_pids();
-    processes.sort_unstable();
+    let processes = env.instance_pids();
     assert_eq!(
         processes, processes_before,
         "no instance started anew or left over"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::listing::{actions, numbered_actions, pair, roles, service};
-use support::{Env, Reply};
+use support::{Env, Reply, now_millis};
 use switchyard::routing::{bucket, client_token};
 
 /// The bound on every single wait: generous, so a slow machine only slows tests.
@@ -40,9 +40,7 @@ async fn try_send(request: reqwest::RequestBuilder) -> Result<Reply, String> {
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Reply {
-    try_send(request)
-        .await
-        .unwrap_or_else(|e| panic!("request through the proxy failed: {e}"))
+    support::reply(request, WAIT).await
 }
 
 /// GET `path` through the proxy with extra headers.
@@ -148,13 +146,6 @@ fn key_on_side(group: &str, prefix: &str, percent: u32, want_in: bool) -> String
         .map(|n| format!("{prefix}{n}"))
         .find(|k| (bucket(group, k) <= percent) == want_in)
         .expect("some key on each side")
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
 }
 
 // ---------------------------------------------------------------- canary

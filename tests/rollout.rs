@@ -15,8 +15,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::Value;
-use support::Env;
 use support::listing::{pair, roles, service};
+use support::{Env, version_header};
 use tokio::net::TcpListener;
 
 /// The bound on every wait: generous, so a slow machine only slows tests.
@@ -100,12 +100,7 @@ async fn call(client: &reqwest::Client, url: &str, user: &str) -> Sample {
     let (status, version, error) = match sent {
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
-            let version = response
-                .headers()
-                .get("x-switchyard-version")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let version = version_header(response.headers());
             match response.bytes().await {
                 Ok(_) => (status, version, None),
                 Err(e) => (0, version, Some(format!("body: {e}"))),

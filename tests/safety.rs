@@ -39,11 +39,6 @@ fn instance(ls: &Value, service: &str, version: &str, slot: usize) -> Value {
     release(ls, service, version)["instances"][slot].clone()
 }
 
-fn sorted(mut pids: Vec<u32>) -> Vec<u32> {
-    pids.sort_unstable();
-    pids
-}
-
 /// PIDs of every instance of every release in `ls --json`.
 fn listed_pids(ls: &Value) -> Vec<u32> {
     let mut pids = Vec::new();
@@ -56,7 +51,8 @@ fn listed_pids(ls: &Value) -> Vec<u32> {
             }
         }
     }
-    sorted(pids)
+    pids.sort_unstable();
+    pids
 }
 
 /// A GET through the proxy: status, `x-served-by` (set by hello-server) and
@@ -234,7 +230,7 @@ async fn crash_looping_later_release_never_disturbs_the_main() {
     let before = snapshot(&env, "hello").await;
     let main_pids = listed_pids(&before.ls);
     assert_eq!(main_pids.len(), 1);
-    assert_eq!(sorted(env.instance_pids()), main_pids);
+    assert_eq!(env.instance_pids(), main_pids);
 
     // Clients of the main, all through the failed deploy.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -279,7 +275,7 @@ async fn crash_looping_later_release_never_disturbs_the_main() {
     let (status, _, error) = probe(&env, "/services/hello_2.0.0/").await;
     assert_eq!((status, error.as_str()), (404, "unknown-release"));
     assert_eq!(
-        sorted(env.instance_pids()),
+        env.instance_pids(),
         main_pids,
         "only the main may still run"
     );
@@ -384,7 +380,7 @@ async fn release_not_healthy_within_ready_timeout_fails_and_changes_nothing() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let before = snapshot(&env, "hello").await;
-    let main_pids = sorted(env.instance_pids());
+    let main_pids = env.instance_pids();
 
     let started = Instant::now();
     let run = env
@@ -413,7 +409,7 @@ async fn release_not_healthy_within_ready_timeout_fails_and_changes_nothing() {
     assert_eq!(snapshot(&env, "hello").await, before, "nothing may change");
     let (status, _, error) = probe(&env, "/services/hello_2.0.0/").await;
     assert_eq!((status, error.as_str()), (404, "unknown-release"));
-    assert_eq!(sorted(env.instance_pids()), main_pids);
+    assert_eq!(env.instance_pids(), main_pids);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,7 +609,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
     env.deploy("hello", "2.0.0", &[], &[]).await.ok();
     let before = snapshot(&env, "hello").await;
     assert_eq!(before.main, (200, "1.0.0".to_owned()));
-    let pids = sorted(env.instance_pids());
+    let pids = env.instance_pids();
     assert_eq!(pids.len(), 2);
 
     let hello = |version: &'static str| -> Vec<&'static str> {
@@ -739,7 +735,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
             "`{}` changed something",
             args.join(" ")
         );
-        assert_eq!(sorted(env.instance_pids()), pids, "`{}`", args.join(" "));
+        assert_eq!(env.instance_pids(), pids, "`{}`", args.join(" "));
     }
 
     // Unknown flags are the argument parser's (exit code 2).
@@ -757,7 +753,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
         assert!(run.stderr.contains("--frobnicate"), "{}", run.stderr);
     }
     assert_eq!(snapshot(&env, "hello").await, before);
-    assert_eq!(sorted(env.instance_pids()), pids);
+    assert_eq!(env.instance_pids(), pids);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -945,11 +941,7 @@ async fn serve_refuses(extra: &[&str]) -> Run {
         .await
         .expect("serve should exit at once")
         .expect("run serve");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -996,7 +988,7 @@ async fn stale_base_revision_gets_409_with_the_current_revision() {
     env.deploy("hello", "2.0.0", &[], &[]).await.ok();
     let before = snapshot(&env, "hello").await;
     assert_eq!(before.ls[0]["revision"], 2);
-    let pids = sorted(env.instance_pids());
+    let pids = env.instance_pids();
 
     use reqwest::Method;
     let changes = [
@@ -1036,7 +1028,7 @@ async fn stale_base_revision_gets_409_with_the_current_revision() {
             "{method} {path}: {answer}"
         );
         assert_eq!(snapshot(&env, "hello").await, before, "{method} {path}");
-        assert_eq!(sorted(env.instance_pids()), pids, "{method} {path}");
+        assert_eq!(env.instance_pids(), pids, "{method} {path}");
     }
 
     // The current revision is accepted.
@@ -1059,7 +1051,7 @@ async fn cli_change_based_on_an_old_revision_says_the_revision_moved() {
     env.deploy("hello", "2.0.0", &[], &[]).await.ok();
     env.deploy("hello", "3.0.0", &["--standby"], &[]).await.ok();
     let before = snapshot(&env, "hello").await;
-    let pids = sorted(env.instance_pids());
+    let pids = env.instance_pids();
 
     let run = env
         .cli(&["kill", "hello", "2.0.0", "--revision", "1"])
@@ -1082,7 +1074,7 @@ async fn cli_change_based_on_an_old_revision_says_the_revision_moved() {
         &["changed meanwhile", "revision 2", "current one is 3"],
     );
     assert_eq!(snapshot(&env, "hello").await, before);
-    assert_eq!(sorted(env.instance_pids()), pids, "4.0.0 must not start");
+    assert_eq!(env.instance_pids(), pids, "4.0.0 must not start");
 
     env.cli(&["kill", "hello", "2.0.0", "--revision", "3"])
         .await
@@ -1170,13 +1162,9 @@ async fn logs_follow_prints_new_lines_as_they_come() {
     env.deploy("hello", "1.0.0", &["--health-interval", "60s"], &[])
         .await
         .ok();
-    let mut follow = tokio::process::Command::new(SWITCHYARD)
-        .args(["logs", "hello", "1.0.0", "-n", "1", "-f"])
-        .env("SWITCHYARD_ADMIN", env.admin())
-        .env_remove("SWITCHYARD_TOKEN")
-        .stdin(std::process::Stdio::null())
+    let mut follow = env
+        .cli_command(&["logs", "hello", "1.0.0", "-n", "1", "-f"])
         .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("start logs -f");
     let mut lines = tokio::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::listing::actions;
-use support::{Env, HELLO};
+use support::{Env, HELLO, version_header};
 
 /// The five releases of the hub: version, API versions, schema, the
 /// schemas it runs on, and whether it migrates (with a way back).
@@ -195,12 +195,7 @@ async fn get_with(env: &Env, path: &str, headers: &[(&str, &str)]) -> (u16, Stri
         .expect("answer within 30 s")
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let status = response.status().as_u16();
-    let version = response
-        .headers()
-        .get("x-switchyard-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let version = version_header(response.headers());
     (status, version, response.text().await.unwrap_or_default())
 }
 
@@ -791,12 +786,7 @@ async fn a_pinned_port_serves_its_release_for_as_long_as_it_runs() {
         let http = env.http.clone();
         async move {
             let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            let version = r
-                .headers()
-                .get("x-switchyard-version")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let version = version_header(r.headers());
             let body = r.text().await.unwrap_or_default();
             Ok::<_, String>((version, body))
         }

@@ -67,12 +67,49 @@ pub async fn reply(request: reqwest::RequestBuilder, wait: Duration) -> Reply {
         .unwrap_or_else(|e| panic!("request through the proxy: {e}"))
 }
 
+/// `x-switchyard-version` of an answer: the release that answered, or ""
+/// when the proxy answered itself.
+pub fn version_header(headers: &reqwest::header::HeaderMap) -> String {
+    headers
+        .get("x-switchyard-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Whether a process with this PID exists and is not a zombie.
+pub fn pid_alive(pid: impl Into<u64>) -> bool {
+    let pid = pid.into();
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Milliseconds since the Unix epoch, as the admin API reports times.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
 /// What a CLI run printed and how it ended.
 #[derive(Debug)]
 pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 impl Run {
@@ -289,8 +326,10 @@ impl Env {
         }
     }
 
-    /// Runs the CLI against this serve.
-    pub async fn cli(&self, args: &[&str]) -> Run {
+    /// The CLI against this serve, not started yet: in the test's folder,
+    /// with this env's admin address and token (no other), stdin closed,
+    /// killed when dropped. For a CLI run in the background.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(SWITCHYARD);
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -301,15 +340,23 @@ impl Env {
         if let Some(token) = &self.token {
             cmd.env("SWITCHYARD_TOKEN", token);
         }
+        cmd
+    }
+
+    /// Runs the CLI against this serve.
+    pub async fn cli(&self, args: &[&str]) -> Run {
+        self.cli_with(&[], args).await
+    }
+
+    /// Runs the CLI against this serve with extra environment variables.
+    pub async fn cli_with(&self, vars: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut cmd = self.cli_command(args);
+        cmd.envs(vars.iter().copied());
         let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
             .await
             .expect("CLI finished within 120 s")
             .expect("run CLI");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     }
 
     /// `switchyard deploy NAME VERSION [extra…] -- hello-server --port {port} --version VERSION [server_args…]`
@@ -348,12 +395,7 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("GET {path} through the proxy failed: {e}"));
         let status = response.status().as_u16();
-        let version = response
-            .headers()
-            .get("x-switchyard-version")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let version = version_header(response.headers());
         let body = response.text().await.unwrap_or_default();
         (status, version, body)
     }
@@ -382,13 +424,14 @@ impl Env {
         }
     }
 
-    /// PIDs of live processes started for this env's state dir.
+    /// PIDs of live processes started for this env's state dir, sorted.
     pub fn instance_pids(&self) -> Vec<u32> {
         instance_pids(&self.state_dir)
     }
 }
 
-/// Processes whose environment names `state_dir` as their Switchyard state.
+/// Processes whose environment names `state_dir` as their Switchyard
+/// state (not zombies), sorted.
 pub fn instance_pids(state_dir: &Path) -> Vec<u32> {
     let marker = format!("SWITCHYARD_STATE_DIR={}", state_dir.display());
     let mut pids = Vec::new();
@@ -406,16 +449,11 @@ pub fn instance_pids(state_dir: &Path) -> Vec<u32> {
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true);
-        if !zombie && environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+        if pid_alive(pid) && environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
             pids.push(pid);
         }
     }
+    pids.sort_unstable();
     pids
 }
 
