@@ -14,62 +14,17 @@ mod fixture;
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use fixture::{Docked, engine_or_skip, hello_context, hello_shell_context, unique};
 use support::listing::release;
+use support::load::{Load, failures, fetch, spawn_fetch};
 use support::{Env, HELLO};
 
 /// The last line of a Dockerfile built on `hello-server`.
 const HELLO_CMD: &str = "CMD [\"/hello-server\", \"--host\", \"0.0.0.0\"]\n";
-
-/// One GET, body read to the end: (status, x-switchyard-version, body).
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<(u16, String, String), String> {
-    let response = http
-        .get(url)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    let status = response.status().as_u16();
-    let version = response
-        .headers()
-        .get("x-switchyard-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let body = response.text().await.map_err(|e| format!("body: {e:?}"))?;
-    Ok((status, version, body))
-}
-
-type Answer = Result<(u16, String, String), String>;
-
-/// `tasks` clients sending GET `path` back to back until `stop` is set.
-fn start_load(
-    env: &Env,
-    path: &str,
-    tasks: usize,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<Answer>>> {
-    (0..tasks)
-        .map(|_| {
-            let http = env.http.clone();
-            let url = format!("{}{path}", env.proxy());
-            let stop = Arc::clone(stop);
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    answers.push(fetch(&http, &url).await);
-                }
-                answers
-            })
-        })
-        .collect()
-}
 
 /// The ids `ls --json` shows for a release's containers.
 fn container_ids(ls: &Value, service: &str, version: &str) -> BTreeSet<String> {
@@ -154,8 +109,12 @@ async fn blue_green_between_container_releases_fails_no_request_and_drains_first
     assert_eq!(container_ids(&ls, "web", blue), env.running_ids(blue).await);
     assert_eq!(container_ids(&ls, "web", green).len(), 2);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&env, "/services/web/", 8, &stop);
+    let load = {
+        let (http, url) = (env.http.clone(), format!("{}/services/web/", env.proxy()));
+        Load::start(8, move |_, _| {
+            fetch(http.get(&url).timeout(Duration::from_secs(20)))
+        })
+    };
     env.eventually(
         "blue answers under load",
         Duration::from_secs(30),
@@ -164,13 +123,11 @@ async fn blue_green_between_container_releases_fails_no_request_and_drains_first
     .await;
     env.cli(&["assign", "web", green, "--yes"]).await.ok();
     // A slow request on blue's own address is in flight while blue is killed.
-    let slow = {
-        let (http, url) = (
-            env.http.clone(),
-            format!("{}/services/web_{blue}/", env.proxy()),
-        );
-        tokio::spawn(async move { fetch(&http, &url).await })
-    };
+    let slow = spawn_fetch(
+        env.http
+            .get(format!("{}/services/web_{blue}/", env.proxy()))
+            .timeout(Duration::from_secs(20)),
+    );
     tokio::time::sleep(Duration::from_millis(150)).await;
     env.cli(&["kill", "web", blue]).await.ok();
     assert!(
@@ -186,19 +143,8 @@ async fn blue_green_between_container_releases_fails_no_request_and_drains_first
         env.get("/services/web/").await.1 == green
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    let mut answers = Vec::new();
-    for task in load {
-        answers.extend(task.await.expect("load task"));
-    }
-    let failed: Vec<String> = answers
-        .iter()
-        .filter_map(|a| match a {
-            Ok((200, _, _)) => None,
-            Ok((status, version, body)) => Some(format!("{status} from `{version}`: {body}")),
-            Err(e) => Some(e.clone()),
-        })
-        .collect();
+    let answers = load.finish().await;
+    let failed = failures(&answers);
     assert!(
         failed.is_empty(),
         "{} of {} requests failed: {:?}",

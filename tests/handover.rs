@@ -3,13 +3,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
+use support::load::CountingLoad;
 use support::{Env, pid_alive};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -67,85 +66,39 @@ impl Drop for StopServes {
     }
 }
 
-/// Clients sending GETs through the proxy back to back until stopped,
-/// counting answers that were not 200 and requests that failed outright.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(proxy: &str, path: &str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("http client");
-        let url = format!("{proxy}{path}");
-        // Bounded however the test goes: no client runs past this.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-                let (http, url) = (http.clone(), url.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        match http.get(&url).send().await {
-                            Ok(r) if r.status() == 200 => match r.bytes().await {
-                                Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                                Err(e) => {
-                                    failures.lock().expect("lock").push(format!("body: {e}"));
-                                    continue;
-                                }
-                            },
-                            Ok(r) => {
-                                let status = r.status();
-                                let body = r.text().await.unwrap_or_default();
-                                failures
-                                    .lock()
-                                    .expect("lock")
-                                    .push(format!("{status}: {body}"));
-                                continue;
-                            }
-                            Err(e) => {
-                                failures.lock().expect("lock").push(format!("{e:?}"));
-                                continue;
-                            }
-                        };
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failures,
-            tasks,
+/// Clients sending GETs through the proxy back to back until stopped
+/// (for two minutes at most), counting answers that were not 200 and
+/// requests that failed outright.
+fn start_load(proxy: &str, path: &str, clients: usize) -> CountingLoad {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    let url = format!("{proxy}{path}");
+    // Bounded however the test goes: no client runs past this.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    CountingLoad::start_until(clients, deadline, move |_, _| {
+        let request = http.get(&url);
+        async move {
+            match request.send().await {
+                Ok(r) if r.status() == 200 => match r.bytes().await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(format!("body: {e}")),
+                },
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    Err(format!("{status}: {body}"))
+                }
+                Err(e) => Err(format!("{e:?}")),
+            }
         }
-    }
-
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Stops the clients; returns (answered, failures).
-    async fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        let failures = self.failures.lock().expect("lock").clone();
-        (self.ok.load(Ordering::Relaxed), failures)
-    }
+    })
 }
 
 /// Waits until `load` has had `more` answers beyond what it has now.
-async fn answers(load: &Load, more: u64) {
+async fn answers(load: &CountingLoad, more: u64) {
     let target = load.ok() + more;
     let deadline = Instant::now() + WAIT;
     while load.ok() < target {
@@ -203,7 +156,7 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     let ls_before = pids_by_release(&env).await;
     assert_eq!(pids_before.len(), 3, "{ls_before:?}");
 
-    let load = Load::start(env.proxy(), "/services/hello/", 8);
+    let load = start_load(env.proxy(), "/services/hello/", 8);
     answers(&load, 200).await;
     let run = env.cli(&["handover", "--json"]).await.ok();
     let report: Value = serde_json::from_str(&run.stdout).expect("handover --json is JSON");
@@ -288,7 +241,7 @@ async fn failed_handover_leaves_the_old_serve_in_charge_without_a_failed_request
         .await
         .ok();
     let pids_before = env.instance_pids();
-    let load = Load::start(env.proxy(), "/services/hello/", 4);
+    let load = start_load(env.proxy(), "/services/hello/", 4);
     answers(&load, 100).await;
 
     // A "new binary" that exits at once.

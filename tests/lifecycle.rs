@@ -4,12 +4,11 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::listing::{numbered_actions, release, service};
+use support::load::{Answer, Load, failures, fetch, spawn_fetch};
 use support::{Env, now_millis, pid_alive};
 
 /// PIDs of a release's instances in `ls --json`.
@@ -61,86 +60,28 @@ fn release_roles(revision: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// One GET, body read to the end: (status, x-switchyard-version, body), or
-/// the transport error.
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<(u16, String, String), String> {
-    let response = http.get(url).send().await.map_err(|e| format!("{e:?}"))?;
-    let status = response.status().as_u16();
-    let version = response
-        .headers()
-        .get("x-switchyard-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let body = response.text().await.map_err(|e| format!("body: {e:?}"))?;
-    Ok((status, version, body))
-}
-
-/// Starts a GET in the background (for requests that must be in flight
-/// while something changes).
-fn spawn_fetch(
-    env: &Env,
-    path: &str,
-) -> tokio::task::JoinHandle<Result<(u16, String, String), String>> {
-    let http = env.http.clone();
-    let url = format!("{}{path}", env.proxy());
-    tokio::spawn(async move { fetch(&http, &url).await })
-}
-
 /// One request of a load run.
 struct Sample {
     start: Instant,
     end: Instant,
-    result: Result<(u16, String, String), String>,
+    result: Answer,
 }
 
-/// `tasks` clients sending GET `path` back to back until `stop` is set.
-fn start_load(
-    env: &Env,
-    path: &str,
-    tasks: usize,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Vec<Sample>>> {
-    (0..tasks)
-        .map(|_| {
-            let http = env.http.clone();
-            let url = format!("{}{path}", env.proxy());
-            let stop = Arc::clone(stop);
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let start = Instant::now();
-                    let result = fetch(&http, &url).await;
-                    samples.push(Sample {
-                        start,
-                        end: Instant::now(),
-                        result,
-                    });
-                }
-                samples
-            })
-        })
-        .collect()
-}
-
-async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>) -> Vec<Sample> {
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("load task"));
-    }
-    all
-}
-
-/// Requests that failed (transport error or a status other than 200).
-fn failures(samples: &[Sample]) -> Vec<String> {
-    samples
-        .iter()
-        .filter_map(|s| match &s.result {
-            Ok((200, _, _)) => None,
-            Ok((status, version, body)) => Some(format!("{status} from `{version}`: {body}")),
-            Err(e) => Some(e.clone()),
-        })
-        .collect()
+/// Clients sending GET `path` back to back, timing every request.
+fn start_load(env: &Env, path: &str, clients: usize) -> Load<Sample> {
+    let (http, url) = (env.http.clone(), format!("{}{path}", env.proxy()));
+    Load::start(clients, move |_, _| {
+        let request = http.get(&url);
+        async move {
+            let start = Instant::now();
+            let result = fetch(request).await;
+            Sample {
+                start,
+                end: Instant::now(),
+                result,
+            }
+        }
+    })
 }
 
 /// Who the CLI says made a change.
@@ -159,8 +100,7 @@ async fn assign_switches_main_under_load_without_failed_requests() {
     // Window 0: 1.0.0 is main from here until the first assign starts.
     let mut switches: Vec<(Instant, Instant, String)> = Vec::new();
     let ready = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&env, "/services/hello/", 32, &stop);
+    let load = start_load(&env, "/services/hello/", 32);
 
     let load_for = Duration::from_secs(10);
     let mut next = "2.0.0";
@@ -172,10 +112,9 @@ async fn assign_switches_main_under_load_without_failed_requests() {
         next = if next == "2.0.0" { "1.0.0" } else { "2.0.0" };
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let samples = collect(load).await;
+    let samples = load.finish().await;
 
-    let failed = failures(&samples);
+    let failed = failures(samples.iter().map(|s| &s.result));
     assert!(
         failed.is_empty(),
         "{} of {} requests failed, e.g. {:?}",
@@ -249,7 +188,7 @@ async fn in_flight_request_finishes_on_old_main_after_assign() {
     let before = env.ls().await;
     let old_pids = pids(&before, "hello", "1.0.0");
 
-    let slow = spawn_fetch(&env, "/services/hello/");
+    let slow = spawn_fetch(env.http.get(format!("{}/services/hello/", env.proxy())));
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.cli(&["assign", "hello", "2.0.0", "--yes"]).await.ok();
     let (status, version, _) = env.get("/services/hello/").await;
@@ -415,7 +354,10 @@ async fn killed_release_drains_its_in_flight_requests_first() {
     .ok();
     let doomed = pids(&env.ls().await, "hello", "2.0.0");
 
-    let slow = spawn_fetch(&env, "/services/hello_2.0.0/");
+    let slow = spawn_fetch(
+        env.http
+            .get(format!("{}/services/hello_2.0.0/", env.proxy())),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.cli(&["kill", "hello", "2.0.0"]).await.ok();
 
@@ -508,14 +450,12 @@ async fn history_lists_every_change_and_rollback_restores_earlier_revisions() {
 
     // Back to revision 2: 1.0.0 was killed, so it starts again from its
     // stored spec, and is ready before it takes traffic.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(&env, "/services/hello/", 4, &stop);
+    let load = start_load(&env, "/services/hello/", 4);
     tokio::time::sleep(Duration::from_millis(200)).await;
     env.cli(&["rollback", "hello", "2"]).await.ok();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, Ordering::Relaxed);
-    let samples = collect(load).await;
-    let failed = failures(&samples);
+    let samples = load.finish().await;
+    let failed = failures(samples.iter().map(|s| &s.result));
     assert!(
         failed.is_empty(),
         "{} of {} requests failed during the rollback, e.g. {:?}",
@@ -646,7 +586,10 @@ async fn release_started_again_while_its_old_instance_drains_is_adopted_after_re
 
     // Kill 2.0.0 while a request keeps it draining, and meanwhile roll
     // back to revision 2, which starts 2.0.0 again.
-    let slow = spawn_fetch(&env, "/services/hello_2.0.0/");
+    let slow = spawn_fetch(
+        env.http
+            .get(format!("{}/services/hello_2.0.0/", env.proxy())),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kill = env.cli(&["kill", "hello", "2.0.0"]);
     let rollback = async {

@@ -6,11 +6,12 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::listing::{actions, numbered_actions, pair, roles, service};
+use support::load::Load;
 use support::{Env, Reply, now_millis};
 use switchyard::routing::{bucket, client_token};
 
@@ -1345,27 +1346,18 @@ async fn weight_changes_promote_and_abort_under_load_fail_no_request() {
     .await
     .ok();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let url = format!("{}/services/hello/", env.proxy());
-    let load: Vec<_> = (0..16)
-        .map(|task| {
-            let (http, url, stop) = (env.http.clone(), url.clone(), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                let mut n = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("user-{task}-{}", n % 64);
-                    n += 1;
-                    let start = Instant::now();
-                    let result = try_send(http.get(&url).header("x-user-id", key.as_str()))
-                        .await
-                        .map(|r| (r.status, r.version().to_owned()));
-                    samples.push(Sample { start, key, result });
-                }
-                samples
-            })
-        })
-        .collect();
+    let (http, url) = (env.http.clone(), format!("{}/services/hello/", env.proxy()));
+    let load = Load::start(16, move |task, n| {
+        let key = format!("user-{task}-{}", n % 64);
+        let start = Instant::now();
+        let request = http.get(&url).header("x-user-id", key.as_str());
+        async move {
+            let result = try_send(request)
+                .await
+                .map(|r| (r.status, r.version().to_owned()));
+            Sample { start, key, result }
+        }
+    });
 
     let steps: Vec<(Vec<&str>, Expect)> = vec![
         (
@@ -1410,11 +1402,7 @@ async fn weight_changes_promote_and_abort_under_load_fail_no_request() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     windows.push((window_start, Instant::now(), expect));
-    stop.store(true, Ordering::Relaxed);
-    let mut samples = Vec::new();
-    for task in load {
-        samples.extend(task.await.expect("load task"));
-    }
+    let samples = load.finish().await;
 
     let failed: Vec<String> = samples
         .iter()
@@ -1525,26 +1513,17 @@ async fn emergency_release_becomes_main_once_healthy_and_rollback_restores_earli
 
     // The emergency release starts unhealthy: traffic stays where it was
     // until it is healthy, and no request fails on the way.
-    let stop = Arc::new(AtomicBool::new(false));
-    let url = format!("{}/services/hello/", env.proxy());
-    let load: Vec<_> = (0..4)
-        .map(|task| {
-            let (http, url, stop) = (env.http.clone(), url.clone(), Arc::clone(&stop));
-            tokio::spawn(async move {
-                let mut samples = Vec::new();
-                let mut n = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("user-{task}-{}", n % 32);
-                    n += 1;
-                    let result = try_send(http.get(&url).header("x-user-id", key.as_str()))
-                        .await
-                        .map(|r| (r.status, r.version().to_owned()));
-                    samples.push((now_millis(), key, result));
-                }
-                samples
-            })
-        })
-        .collect();
+    let (http, url) = (env.http.clone(), format!("{}/services/hello/", env.proxy()));
+    let load = Load::start(4, move |task, n| {
+        let key = format!("user-{task}-{}", n % 32);
+        let request = http.get(&url).header("x-user-id", key.as_str());
+        async move {
+            let result = try_send(request)
+                .await
+                .map(|r| (r.status, r.version().to_owned()));
+            (now_millis(), key, result)
+        }
+    });
     let deploy_started = now_millis();
     let run = env
         .deploy(
@@ -1557,11 +1536,7 @@ async fn emergency_release_becomes_main_once_healthy_and_rollback_restores_earli
         .ok();
     assert!(run.stdout.contains("as main"), "{}", run.stdout);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut samples = Vec::new();
-    for task in load {
-        samples.extend(task.await.expect("load task"));
-    }
+    let samples = load.finish().await;
     let history = env.history("hello").await;
     assert_eq!(
         numbered_actions(&history),

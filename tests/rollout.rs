@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::Value;
 use support::listing::{pair, roles, service};
+use support::load::Load;
 use support::{Env, version_header};
 use tokio::net::TcpListener;
 
@@ -43,56 +44,17 @@ struct Sample {
 
 /// Clients with distinct `x-user-id` keys calling the service without a
 /// break until stopped, recording every answer.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
-}
-
-impl Traffic {
-    fn start(env: &Env, workers: usize) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let url = format!("{}/services/hello/", env.proxy());
-        let tasks = (0..workers)
-            .map(|worker| {
-                let (client, url, stop) = (env.http.clone(), url.clone(), Arc::clone(&stop));
-                tokio::spawn(async move {
-                    let mut samples = Vec::new();
-                    let mut n = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let user = format!("user-{}", (n * workers + worker) % USERS);
-                        n += 1;
-                        samples.push(call(&client, &url, &user).await);
-                        tokio::time::sleep(PACE).await;
-                    }
-                    samples
-                })
-            })
-            .collect();
-        Traffic { stop, tasks }
-    }
-
-    /// Stops the clients and returns every answer they got.
-    async fn stop(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        for task in std::mem::take(&mut self.tasks) {
-            all.extend(
-                tokio::time::timeout(WAIT, task)
-                    .await
-                    .expect("traffic stops within the wait")
-                    .expect("traffic task"),
-            );
+fn start_traffic(env: &Env, workers: usize) -> Load<Sample> {
+    let (client, url) = (env.http.clone(), format!("{}/services/hello/", env.proxy()));
+    Load::start(workers, move |worker, n| {
+        let user = format!("user-{}", (n * workers + worker) % USERS);
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let sample = call(&client, &url, &user).await;
+            tokio::time::sleep(PACE).await;
+            sample
         }
-        all
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
+    })
 }
 
 async fn call(client: &reqwest::Client, url: &str, user: &str) -> Sample {
@@ -346,7 +308,7 @@ impl Drop for Receiver {
 async fn candidate_failing_a_fifth_of_requests_is_rolled_back_and_main_never_fails() {
     let env = Env::start().await;
     main_and_candidate(&env, &[], &["--fail-rate", "0.2"]).await;
-    let traffic = Traffic::start(&env, 2);
+    let traffic = start_traffic(&env, 2);
 
     env.cli(&[
         "rollout",
@@ -366,7 +328,7 @@ async fn candidate_failing_a_fifth_of_requests_is_rolled_back_and_main_never_fai
     .await
     .ok();
     let view = wait_for_state(&env, "failed", ROLLOUT_WAIT).await;
-    let during = traffic.stop().await;
+    let during = traffic.finish_within(WAIT).await;
 
     // Clients on main never saw a failure; the canary's 500s were its own.
     assert_main_never_failed(&during, "1.0.0", "2.0.0");
@@ -454,7 +416,7 @@ async fn candidate_failing_a_fifth_of_requests_is_rolled_back_and_main_never_fai
 async fn healthy_candidate_walks_every_step_and_becomes_main() {
     let env = Env::start().await;
     main_and_candidate(&env, &["--latency-ms", "5"], &["--latency-ms", "5"]).await;
-    let traffic = Traffic::start(&env, 2);
+    let traffic = start_traffic(&env, 2);
 
     let started = env
         .cli(&[
@@ -487,7 +449,7 @@ async fn healthy_candidate_walks_every_step_and_becomes_main() {
     assert!(again.stderr.contains("2.0.0"), "{}", again.stderr);
 
     let view = wait_for_state(&env, "succeeded", ROLLOUT_WAIT).await;
-    let during = traffic.stop().await;
+    let during = traffic.finish_within(WAIT).await;
 
     // Nobody saw a failure on the way, and both sides answered.
     assert!(
@@ -634,7 +596,7 @@ async fn interval_with_too_few_requests_pauses_until_resumed() {
 async fn candidate_three_times_slower_than_main_fails_the_relative_latency_check() {
     let env = Env::start().await;
     main_and_candidate(&env, &["--latency-ms", "20"], &["--latency-ms", "60"]).await;
-    let traffic = Traffic::start(&env, 3);
+    let traffic = start_traffic(&env, 3);
 
     env.cli(&[
         "rollout",
@@ -656,7 +618,7 @@ async fn candidate_three_times_slower_than_main_fails_the_relative_latency_check
     .await
     .ok();
     let view = wait_for_state(&env, "failed", ROLLOUT_WAIT).await;
-    let during = traffic.stop().await;
+    let during = traffic.finish_within(WAIT).await;
     assert_main_never_failed(&during, "1.0.0", "2.0.0");
     assert!(
         during.iter().all(|s| s.status == 200),
@@ -798,7 +760,7 @@ async fn webhooks_get_every_event_through_retries_and_a_failing_webhook_check_ro
     let env = Env::start_with(&["--webhook", &receiver.url, "--webhook", &flaky.url]).await;
     main_and_candidate(&env, &[], &[]).await;
     env.deploy("hello", "3.0.0", &["--standby"], &[]).await.ok();
-    let traffic = Traffic::start(&env, 2);
+    let traffic = start_traffic(&env, 2);
 
     // A rollout that promotes: its events reach both receivers.
     env.cli(&[
@@ -862,7 +824,7 @@ async fn webhooks_get_every_event_through_retries_and_a_failing_webhook_check_ro
     .await
     .ok();
     let view = wait_for_state(&env, "failed", ROLLOUT_WAIT).await;
-    let during = traffic.stop().await;
+    let during = traffic.finish_within(WAIT).await;
     assert!(
         during.iter().all(|s| s.status == 200),
         "{:?}",
@@ -983,7 +945,7 @@ webhook = "{url}"
 async fn candidate_crashing_during_a_rollout_is_rolled_back_without_waiting_for_the_interval() {
     let env = Env::start_with(&["--crash-limit", "2", "--crash-window", "60s"]).await;
     main_and_candidate(&env, &[], &["--exit-after", "5"]).await;
-    let traffic = Traffic::start(&env, 1);
+    let traffic = start_traffic(&env, 1);
     let began = Instant::now();
     env.cli(&[
         "rollout",
@@ -1003,7 +965,7 @@ async fn candidate_crashing_during_a_rollout_is_rolled_back_without_waiting_for_
         began.elapsed() < Duration::from_secs(60),
         "rolled back well before the interval ended"
     );
-    let during = traffic.stop().await;
+    let during = traffic.finish_within(WAIT).await;
     // Clients on main are never hurt; those on the candidate may see the
     // proxy's own error while it is down.
     assert!(

@@ -5,12 +5,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 use support::listing::actions;
+use support::load::CountingLoad;
 use support::{Env, HELLO, version_header};
 
 /// The five releases of the hub: version, API versions, schema, the
@@ -428,58 +427,28 @@ async fn requests_reach_a_release_that_serves_their_api_version() {
 
 /// Clients asking for one API version in a loop until stopped; every
 /// answer that is not a 200 from a release is a failure.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
-}
-
-impl Traffic {
-    fn start(env: &Env, api: &'static str, clients: usize) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..clients)
-            .map(|_| {
-                let (http, url, stop) = (
-                    env.http.clone(),
-                    format!("{}/services/hub/", env.proxy()),
-                    Arc::clone(&stop),
-                );
-                tokio::spawn(async move {
-                    let (mut ok, mut failed) = (0, Vec::new());
-                    while !stop.load(Ordering::Relaxed) {
-                        let sent = http.get(&url).header("x-api-version", api).send();
-                        match tokio::time::timeout(Duration::from_secs(30), sent).await {
-                            Ok(Ok(r)) if r.status() == 200 => {
-                                let _ = r.bytes().await;
-                                ok += 1;
-                            }
-                            Ok(Ok(r)) => {
-                                let status = r.status();
-                                let body = r.text().await.unwrap_or_default();
-                                failed.push(format!("{api}: {status} {body}"));
-                            }
-                            Ok(Err(e)) => failed.push(format!("{api}: {e}")),
-                            Err(_) => failed.push(format!("{api}: no answer in 30 s")),
-                        }
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    (ok, failed)
-                })
-            })
-            .collect();
-        Traffic { stop, tasks }
-    }
-
-    /// Stops the clients: (answered, failures).
-    async fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let (mut ok, mut failed) = (0, Vec::new());
-        for task in self.tasks {
-            let (o, f) = task.await.expect("client task");
-            ok += o;
-            failed.extend(f);
+fn start_traffic(env: &Env, api: &'static str, clients: usize) -> CountingLoad {
+    let (http, url) = (env.http.clone(), format!("{}/services/hub/", env.proxy()));
+    CountingLoad::start(clients, move |_, _| {
+        let sent = http.get(&url).header("x-api-version", api).send();
+        async move {
+            let result = match tokio::time::timeout(Duration::from_secs(30), sent).await {
+                Ok(Ok(r)) if r.status() == 200 => {
+                    let _ = r.bytes().await;
+                    Ok(())
+                }
+                Ok(Ok(r)) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    Err(format!("{api}: {status} {body}"))
+                }
+                Ok(Err(e)) => Err(format!("{api}: {e}")),
+                Err(_) => Err(format!("{api}: no answer in 30 s")),
+            };
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            result
         }
-        (ok, failed)
-    }
+    })
 }
 
 fn main_of(ls: &Value) -> String {
@@ -495,7 +464,7 @@ async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_n
     register(&env, &hub[1..]).await;
 
     // Up to 1.0.2 under v1 traffic (nobody serves v2 before 1.0.2).
-    let v1 = Traffic::start(&env, "v1", 3);
+    let v1 = start_traffic(&env, "v1", 3);
     // The schema step holds traffic from its backup until its switch.
     let run = env
         .cli(&["upgrade", "hub", "--to", "1.0.2", "--pause", "30s"])
@@ -528,7 +497,7 @@ async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_n
 
     // Then to 2.0.1 with v1 and v2 clients at once: after 2.0.0 drops v1,
     // v1 clients go to 1.0.2, the newest running release that serves it.
-    let v2 = Traffic::start(&env, "v2", 3);
+    let v2 = start_traffic(&env, "v2", 3);
     let run = env.cli(&["upgrade", "hub", "--to", "2.0.1"]).await.ok();
     assert!(
         run.stdout.contains("hub upgraded to 2.0.1"),
@@ -677,7 +646,7 @@ async fn a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed() {
     env.cli(&["release", "add", path]).await.ok();
     let before = env.history("hub").await;
 
-    let v1 = Traffic::start(&env, "v1", 2);
+    let v1 = start_traffic(&env, "v1", 2);
     let run = env.cli(&["upgrade", "hub", "--to", "1.0.1"]).await.failed();
     let (ok, failed) = v1.finish().await;
     assert!(
@@ -724,7 +693,7 @@ async fn a_step_that_fails_after_its_migration_migrates_back_down() {
     std::fs::write(path, broken).expect("write");
     env.cli(&["release", "add", path]).await.ok();
 
-    let v1 = Traffic::start(&env, "v1", 2);
+    let v1 = start_traffic(&env, "v1", 2);
     let run = env.cli(&["upgrade", "hub", "--to", "1.0.1"]).await.failed();
     let (ok, failed) = v1.finish().await;
     assert!(

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod listing;
+pub mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
