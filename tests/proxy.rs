@@ -4,7 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,10 +11,11 @@ use bytes::Bytes;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use support::{Env, HELLO, Reply};
+use support::own_server::OwnServer;
+use support::raw_http::{connect, read_response};
+use support::{Env, Reply, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::net::TcpListener;
 
 /// The bound on every wait: generous, so a slow machine only slows tests.
 const WAIT: Duration = Duration::from_secs(30);
@@ -75,158 +75,6 @@ fn served_by(headers: &reqwest::header::HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .expect("x-served-by from hello-server")
         .to_owned()
-}
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// A response read off a raw connection.
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one HTTP/1.1 response head, and its body unless it has none.
-async fn read_response(conn: &mut BufReader<TcpStream>, bodyless: bool) -> RawResponse {
-    within("a raw response", async {
-        let mut line = String::new();
-        conn.read_line(&mut line).await.expect("status line");
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {line:?}"));
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            conn.read_line(&mut line).await.expect("header line");
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').expect("header has a colon");
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-        let mut response = RawResponse {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if bodyless || status < 200 || status == 204 || status == 304 {
-            return response;
-        }
-        if response
-            .header("transfer-encoding")
-            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-        {
-            loop {
-                let mut size = String::new();
-                conn.read_line(&mut size).await.expect("chunk size");
-                let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
-                let mut chunk = vec![0; size + 2];
-                conn.read_exact(&mut chunk).await.expect("chunk");
-                if size == 0 {
-                    break;
-                }
-                response.body.extend_from_slice(&chunk[..size]);
-            }
-        } else if let Some(len) = response.header("content-length") {
-            let mut body = vec![0; len.parse().expect("numeric content-length")];
-            conn.read_exact(&mut body).await.expect("body");
-            response.body = body;
-        } else {
-            conn.read_to_end(&mut response.body).await.expect("body");
-        }
-        response
-    })
-    .await
-}
-
-async fn connect(env: &Env) -> BufReader<TcpStream> {
-    let stream = within(
-        "connect to the proxy",
-        TcpStream::connect(&env.serve().proxy_addr),
-    )
-    .await
-    .expect("connect to the proxy");
-    BufReader::new(stream)
-}
-
-/// A hello-server this test runs itself (not through Switchyard); killed
-/// by PID when dropped, whatever happened.
-struct OwnServer {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-}
-
-impl OwnServer {
-    /// Starts hello-server on `port` (0: any free one) and waits until it listens.
-    async fn start(version: &str, port: u16) -> OwnServer {
-        let mut child = Command::new(HELLO)
-            .args(["--port", &port.to_string(), "--version", version])
-            .env_remove("SWITCHYARD_STATE_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn hello-server");
-        let pid = child.id().expect("hello-server pid");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut guard = OwnServer {
-            child,
-            pid,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        let line = within("hello-server to listen", lines.next_line())
-            .await
-            .expect("read hello-server output")
-            .expect("hello-server printed where it listens");
-        guard.addr = line
-            .rsplit_once("listening on ")
-            .and_then(|(_, addr)| addr.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        // It logs every request to stdout: keep the pipe drained.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        guard
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGKILL and reap.
-    async fn kill(&mut self) {
-        if self.is_running() {
-            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-        }
-        let _ = within("hello-server to exit", self.child.wait()).await;
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        if self.is_running() {
-            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-            let _ = self.child.try_wait();
-        }
-    }
 }
 
 /// Instances of the first release of the first service, from `ls --json`.
@@ -377,7 +225,7 @@ async fn forwarded_for_appends_to_every_incoming_value() {
 async fn hop_by_hop_headers_are_not_forwarded() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    let mut conn = connect(&env).await;
+    let mut conn = connect(&env, WAIT).await;
     conn.write_all(
         b"GET /services/hello/echo HTTP/1.1\r\n\
           Host: h.test\r\n\
@@ -390,7 +238,7 @@ async fn hop_by_hop_headers_are_not_forwarded() {
     )
     .await
     .expect("send request");
-    let response = read_response(&mut conn, false).await;
+    let response = read_response(&mut conn, false, WAIT).await;
     assert_eq!(response.status, 200, "{response:?}");
     let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
     let names: Vec<&String> = echo["headers"]
@@ -467,11 +315,11 @@ async fn host_routing_sends_the_whole_path_to_main_without_a_prefix() {
 async fn client_connections_are_kept_alive_across_requests() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    let mut conn = connect(&env).await;
+    let mut conn = connect(&env, WAIT).await;
     for i in 0..3 {
         let request = format!("GET /services/hello/echo/{i} HTTP/1.1\r\nHost: h.test\r\n\r\n");
         conn.write_all(request.as_bytes()).await.expect("send");
-        let response = read_response(&mut conn, false).await;
+        let response = read_response(&mut conn, false, WAIT).await;
         assert_eq!(response.status, 200, "{response:?}");
         let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
         assert_eq!(echo["path"], format!("/echo/{i}"));
@@ -484,7 +332,7 @@ async fn client_connections_are_kept_alive_across_requests() {
     .await
     .expect("send pipelined");
     for path in ["/echo/p1", "/echo/p2"] {
-        let response = read_response(&mut conn, false).await;
+        let response = read_response(&mut conn, false, WAIT).await;
         assert_eq!(response.status, 200, "{response:?}");
         let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
         assert_eq!(echo["path"], path);
@@ -567,21 +415,11 @@ async fn slow_upstream_gets_504_after_the_upstream_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_whose_instances_are_gone_gets_502_then_503_and_recovers() {
     let env = Env::start().await;
-    let mut own = OwnServer::start("1.0.0", 0).await;
+    let mut own = OwnServer::start("1.0.0", 0, WAIT).await;
     let upstream = own.addr.to_string();
-    env.cli(&[
-        "deploy",
-        "ext",
-        "1.0.0",
-        "--upstream",
-        &upstream,
-        "--health",
-        "/healthz",
-        "--health-interval",
-        "200ms",
-    ])
-    .await
-    .ok();
+    env.deploy_external("ext", "1.0.0", &[own.addr], &["--health-interval", "200ms"])
+        .await
+        .ok();
     let r = get(&env, "/services/ext/").await;
     assert_eq!(r.status, 200, "{}", r.body);
 
@@ -606,7 +444,7 @@ async fn release_whose_instances_are_gone_gets_502_then_503_and_recovers() {
     }
 
     // The same address answers again: health checks put it back.
-    let _own = OwnServer::start("1.0.0", own.addr.port()).await;
+    let _own = OwnServer::start("1.0.0", own.addr.port(), WAIT).await;
     env.eventually("the upstream is routed to again", WAIT, || async {
         get(&env, "/services/ext/").await.status == 200
     })
@@ -653,6 +491,7 @@ async fn server_sent_events_stream_through_as_they_are_sent() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let mut response = within(
+        WAIT,
         "SSE response head",
         env.http
             .get(format!(
@@ -672,7 +511,7 @@ async fn server_sent_events_stream_through_as_they_are_sent() {
         Some("text/event-stream")
     );
     let mut chunks: Vec<String> = Vec::new();
-    while let Some(chunk) = within("next SSE chunk", response.chunk())
+    while let Some(chunk) = within(WAIT, "next SSE chunk", response.chunk())
         .await
         .expect("read SSE chunk")
     {
@@ -695,6 +534,7 @@ async fn server_sent_events_stream_through_as_they_are_sent() {
     // Causally, with no tight timing: the second event is sent a minute
     // after the first, yet the first arrives within the (shorter) wait.
     let mut response = within(
+        WAIT,
         "SSE response head",
         env.http
             .get(format!(
@@ -706,6 +546,7 @@ async fn server_sent_events_stream_through_as_they_are_sent() {
     .await
     .expect("SSE request");
     let first = within(
+        WAIT,
         "the first event, long before the second is sent",
         response.chunk(),
     )
@@ -744,7 +585,7 @@ async fn large_uploads_arrive_whole_with_and_without_a_length() {
 async fn expect_continue_uploads_get_their_body_through() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    let mut conn = connect(&env).await;
+    let mut conn = connect(&env, WAIT).await;
     conn.write_all(
         b"POST /services/hello/echo HTTP/1.1\r\n\
           Host: h.test\r\n\
@@ -754,10 +595,10 @@ async fn expect_continue_uploads_get_their_body_through() {
     )
     .await
     .expect("send head");
-    let interim = read_response(&mut conn, true).await;
+    let interim = read_response(&mut conn, true, WAIT).await;
     assert_eq!(interim.status, 100, "{interim:?}");
     conn.write_all(b"hello").await.expect("send body");
-    let response = read_response(&mut conn, false).await;
+    let response = read_response(&mut conn, false, WAIT).await;
     assert_eq!(response.status, 200, "{response:?}");
     let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
     assert_eq!(echo["body"], "hello");
@@ -768,6 +609,7 @@ async fn large_downloads_arrive_whole() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let response = within(
+        WAIT,
         "download head",
         env.http
             .get(format!("{}/services/hello/bytes?n=8388608", env.proxy()))
@@ -776,7 +618,7 @@ async fn large_downloads_arrive_whole() {
     .await
     .expect("download");
     assert_eq!(response.status(), 200);
-    let body = within("download body", response.bytes())
+    let body = within(WAIT, "download body", response.bytes())
         .await
         .expect("download body");
     assert_eq!(body.len(), 8 * 1024 * 1024);
@@ -789,7 +631,7 @@ async fn large_downloads_arrive_whole() {
 async fn websocket_upgrade_tunnels_bytes_both_ways() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    let mut conn = connect(&env).await;
+    let mut conn = connect(&env, WAIT).await;
     conn.write_all(
         b"GET /services/hello/ws HTTP/1.1\r\n\
           Host: h.test\r\n\
@@ -799,7 +641,7 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
     )
     .await
     .expect("send upgrade");
-    let response = read_response(&mut conn, true).await;
+    let response = read_response(&mut conn, true, WAIT).await;
     assert_eq!(response.status, 101, "{response:?}");
     assert_eq!(response.header("upgrade"), Some("websocket"));
     assert!(
@@ -815,7 +657,7 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
             .await
             .expect("write into the tunnel");
         let mut back = vec![0; message.len()];
-        within("the echo", conn.read_exact(&mut back))
+        within(WAIT, "the echo", conn.read_exact(&mut back))
             .await
             .expect("read from the tunnel");
         assert!(back == message, "the tunnel changed the bytes");
@@ -823,13 +665,13 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
     // Closing our side closes theirs.
     conn.get_mut().shutdown().await.expect("shutdown");
     let mut rest = Vec::new();
-    within("the tunnel to close", conn.read_to_end(&mut rest))
+    within(WAIT, "the tunnel to close", conn.read_to_end(&mut rest))
         .await
         .expect("read to EOF");
     assert!(rest.is_empty());
 
     // An upgrade the upstream declines is an ordinary response.
-    let mut conn = connect(&env).await;
+    let mut conn = connect(&env, WAIT).await;
     conn.write_all(
         b"GET /services/hello/echo HTTP/1.1\r\n\
           Host: h.test\r\n\
@@ -839,7 +681,7 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
     )
     .await
     .expect("send upgrade");
-    let response = read_response(&mut conn, false).await;
+    let response = read_response(&mut conn, false, WAIT).await;
     assert_eq!(response.status, 200, "{response:?}");
     let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
     assert_eq!(echo["path"], "/echo");
@@ -859,6 +701,7 @@ async fn http2_clients_reach_main_over_http1_with_a_host_header() {
         .expect("HTTP/2 client");
 
     let response = within(
+        WAIT,
         "h2 response",
         h2.get(format!("{}/services/hello/echo/h2?x=1", env.proxy()))
             .send(),
@@ -956,6 +799,7 @@ async fn least_busy_instance_gets_the_next_requests() {
         .ok();
     // A stream that stays open keeps one instance busy...
     let busy = within(
+        WAIT,
         "SSE head",
         env.http
             .get(format!(
@@ -986,23 +830,15 @@ async fn least_busy_instance_gets_the_next_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_to_an_instance_refusing_connections_are_retried_on_another() {
     let env = Env::start().await;
-    let mut doomed = OwnServer::start("1.0.0", 0).await;
-    let alive = OwnServer::start("1.0.0", 0).await;
-    let (a, b) = (doomed.addr.to_string(), alive.addr.to_string());
+    let mut doomed = OwnServer::start("1.0.0", 0, WAIT).await;
+    let alive = OwnServer::start("1.0.0", 0, WAIT).await;
     // Health checks far apart: only the proxy can notice the dead instance.
-    env.cli(&[
-        "deploy",
+    env.deploy_external(
         "ext",
         "1.0.0",
-        "--upstream",
-        &a,
-        "--upstream",
-        &b,
-        "--health",
-        "/healthz",
-        "--health-interval",
-        "60s",
-    ])
+        &[doomed.addr, alive.addr],
+        &["--health-interval", "60s"],
+    )
     .await
     .ok();
     let mut pids = std::collections::BTreeSet::new();
@@ -1025,17 +861,9 @@ async fn requests_to_an_instance_refusing_connections_are_retried_on_another() {
 async fn safe_requests_are_sent_again_when_a_reused_connection_breaks() {
     let env = Env::start().await;
     let (addr, log) = closes_reused_connections().await;
-    env.cli(&[
-        "deploy",
-        "flaky",
-        "1.0.0",
-        "--upstream",
-        &addr.to_string(),
-        "--health",
-        "/healthz",
-    ])
-    .await
-    .ok();
+    env.deploy_external("flaky", "1.0.0", &[addr], &[])
+        .await
+        .ok();
 
     // The second GET goes out on the first one's pooled connection, which
     // the upstream closes unanswered: a GET is safe to send again.
@@ -1071,19 +899,11 @@ async fn safe_requests_are_sent_again_when_a_reused_connection_breaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_release_is_routed_to_but_never_stopped() {
     let env = Env::start().await;
-    let mut own = OwnServer::start("1.0.0", 0).await;
+    let mut own = OwnServer::start("1.0.0", 0, WAIT).await;
     let upstream = own.addr.to_string();
-    env.cli(&[
-        "deploy",
-        "ext",
-        "1.0.0",
-        "--upstream",
-        &upstream,
-        "--health",
-        "/healthz",
-    ])
-    .await
-    .ok();
+    env.deploy_external("ext", "1.0.0", &[own.addr], &[])
+        .await
+        .ok();
 
     let r = get(&env, "/services/ext/").await;
     assert_eq!(r.status, 200, "{}", r.body);

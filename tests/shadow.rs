@@ -7,7 +7,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,14 +17,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
 use support::listing::actions;
-use support::{Env, HELLO, Reply};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use support::own_server::OwnServer;
+use support::raw_http::connect;
+use support::{Env, Reply};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 /// The bound on every wait: generous, so a slow machine only slows tests.
@@ -89,21 +87,6 @@ fn echo_headers(echo: &Value) -> BTreeMap<String, Vec<String>> {
             (name.clone(), values)
         })
         .collect()
-}
-
-/// `deploy NAME VERSION --upstream ADDR --health /healthz`.
-async fn deploy_external(env: &Env, name: &str, version: &str, addr: SocketAddr) {
-    env.cli(&[
-        "deploy",
-        name,
-        version,
-        "--upstream",
-        &addr.to_string(),
-        "--health",
-        "/healthz",
-    ])
-    .await
-    .ok();
 }
 
 /// The role of `version` of the first service, from `ls --json`.
@@ -355,72 +338,6 @@ async fn record(
     Ok(response)
 }
 
-// ------------------------------------------------- a hello-server of ours
-
-/// A hello-server this test runs itself (not through Switchyard); killed
-/// by PID when dropped, whatever happened.
-struct OwnServer {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-}
-
-impl OwnServer {
-    /// Starts hello-server on a free port and waits until it listens.
-    async fn start(version: &str) -> OwnServer {
-        let mut child = Command::new(HELLO)
-            .args(["--port", "0", "--version", version])
-            .env_remove("SWITCHYARD_STATE_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn hello-server");
-        let pid = child.id().expect("hello-server pid");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut guard = OwnServer {
-            child,
-            pid,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("hello-server listens within the wait")
-            .expect("read hello-server output")
-            .expect("hello-server printed where it listens");
-        guard.addr = line
-            .rsplit_once("listening on ")
-            .and_then(|(_, addr)| addr.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        // It logs every request to stdout: keep the pipe drained.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        guard
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGKILL and reap.
-    async fn kill(&mut self) {
-        if self.is_running() {
-            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-        }
-        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        if self.is_running() {
-            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-            let _ = self.child.try_wait();
-        }
-    }
-}
-
 // ------------------------------------------------------ what gets mirrored
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,7 +347,9 @@ async fn shadow_gets_the_same_request_and_the_client_only_main_answer() {
         .await
         .ok();
     let recorder = Recorder::start(Duration::ZERO).await;
-    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+    env.deploy_external("hello", "2.0.0", &[recorder.addr], &[])
+        .await
+        .ok();
     assert_eq!(role(&env, "2.0.0").await, "shadow");
 
     let r = reply(
@@ -517,7 +436,9 @@ async fn http2_head_and_expect_continue_requests_are_mirrored_faithfully() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let recorder = Recorder::start(Duration::ZERO).await;
-    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+    env.deploy_external("hello", "2.0.0", &[recorder.addr], &[])
+        .await
+        .ok();
 
     // HTTP/2 from the client: the copy, like main's request, is HTTP/1.1
     // with a Host header.
@@ -565,10 +486,7 @@ async fn http2_head_and_expect_continue_requests_are_mirrored_faithfully() {
     assert!(!copy.headers.contains_key("content-length"), "{copy:?}");
 
     // A client that waits for 100 Continue before it sends its body.
-    let stream = tokio::net::TcpStream::connect(&env.serve().proxy_addr)
-        .await
-        .expect("connect to the proxy");
-    let mut conn = BufReader::new(stream);
+    let mut conn = connect(&env, WAIT).await;
     conn.get_mut()
         .write_all(
             b"POST /services/hello/echo/continue HTTP/1.1\r\n\
@@ -647,7 +565,9 @@ async fn requests_to_a_release_address_are_not_mirrored() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let recorder = Recorder::start(Duration::ZERO).await;
-    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+    env.deploy_external("hello", "2.0.0", &[recorder.addr], &[])
+        .await
+        .ok();
 
     for i in 0..5 {
         let r = get(&env, &format!("/services/hello_1.0.0/echo/direct?i={i}")).await;
@@ -725,8 +645,10 @@ async fn slow_shadow_never_delays_clients_and_catches_up() {
 async fn dead_shadow_changes_nothing_for_clients() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    let mut shadow = OwnServer::start("2.0.0").await;
-    deploy_external(&env, "hello", "2.0.0", shadow.addr).await;
+    let mut shadow = OwnServer::start("2.0.0", 0, WAIT).await;
+    env.deploy_external("hello", "2.0.0", &[shadow.addr], &[])
+        .await
+        .ok();
 
     for _ in 0..3 {
         get(&env, "/services/hello/echo/alive")
@@ -755,7 +677,9 @@ async fn full_shadow_queue_drops_copies_and_counts_them() {
     let env = Env::start_with(&["--shadow-queue", "2", "--shadow-concurrency", "1"]).await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let recorder = Recorder::start(Duration::from_secs(1)).await;
-    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+    env.deploy_external("hello", "2.0.0", &[recorder.addr], &[])
+        .await
+        .ok();
 
     let env_ref = &env;
     let requests = (0..REQUESTS)
@@ -1077,7 +1001,9 @@ async fn bodies_over_the_limit_reach_main_but_are_not_mirrored() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let recorder = Recorder::start(Duration::ZERO).await;
-    deploy_external(&env, "hello", "2.0.0", recorder.addr).await;
+    env.deploy_external("hello", "2.0.0", &[recorder.addr], &[])
+        .await
+        .ok();
     env.cli(&["shadow", "compare", "hello", "--body-limit", "1024"])
         .await
         .ok();

@@ -9,7 +9,10 @@
 
 pub mod listing;
 pub mod load;
+pub mod own_server;
+pub mod raw_http;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -76,6 +79,13 @@ pub fn version_header(headers: &reqwest::header::HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
+}
+
+/// Awaits `fut`, panicking with `what` when it takes longer than `wait`.
+pub async fn within<T>(wait: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(wait, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 /// Whether a process with this PID exists and is not a zombie.
@@ -372,6 +382,25 @@ impl Env {
         args.extend_from_slice(extra);
         args.extend_from_slice(&["--", HELLO, "--port", "{port}", "--version", version]);
         args.extend_from_slice(server_args);
+        self.cli(&args).await
+    }
+
+    /// `switchyard deploy NAME VERSION --upstream ADDR… --health /healthz [extra…]`:
+    /// an external release of servers the test runs itself.
+    pub async fn deploy_external(
+        &self,
+        name: &str,
+        version: &str,
+        upstreams: &[SocketAddr],
+        extra: &[&str],
+    ) -> Run {
+        let upstreams: Vec<String> = upstreams.iter().map(SocketAddr::to_string).collect();
+        let mut args = vec!["deploy", name, version];
+        for upstream in &upstreams {
+            args.extend_from_slice(&["--upstream", upstream]);
+        }
+        args.extend_from_slice(&["--health", "/healthz"]);
+        args.extend_from_slice(extra);
         self.cli(&args).await
     }
 
