@@ -217,13 +217,36 @@ struct Received {
     bodies: Vec<(Value, u16)>,
 }
 
+/// An axum app served on 127.0.0.1:0; stops when dropped.
+struct Served {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    async fn start(app: axum::Router) -> Served {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("local addr"));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Served { url, task }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A tiny HTTP server on 127.0.0.1:0 recording JSON POSTs to `/`; it
 /// answers 500 to the first `fail_first` of them, and always 500 when
 /// `always_fail` is set. Stops when dropped.
 struct Receiver {
     url: String,
     received: Arc<Mutex<Received>>,
-    task: tokio::task::JoinHandle<()>,
+    _server: Served,
 }
 
 #[derive(Clone)]
@@ -252,8 +275,6 @@ async fn receive(State(state): State<ReceiverState>, Json(body): Json<Value>) ->
 
 impl Receiver {
     async fn start(fail_first: usize, always_fail: bool) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}/", listener.local_addr().expect("local addr"));
         let received = Arc::new(Mutex::new(Received::default()));
         let app = axum::Router::new()
             .route("/", post(receive))
@@ -263,13 +284,11 @@ impl Receiver {
                 fail_first,
                 always_fail,
             });
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = Served::start(app).await;
         Receiver {
-            url,
+            url: server.url.clone(),
             received,
-            task,
+            _server: server,
         }
     }
 
@@ -293,12 +312,6 @@ impl Receiver {
             .iter()
             .filter(|(_, status)| *status >= 300)
             .count()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -873,8 +886,6 @@ async fn webhooks_get_every_event_through_retries_and_a_failing_webhook_check_ro
 async fn failed_analyses_roll_back_only_when_in_a_row() {
     // The check answers fail, pass, fail, pass…: never two failures in a
     // row, so a failure limit of 2 never rolls back.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/", listener.local_addr().expect("local addr"));
     let posts = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&posts);
     let app = axum::Router::new().route(
@@ -890,16 +901,8 @@ async fn failed_analyses_roll_back_only_when_in_a_row() {
             }
         }),
     );
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let _server = AbortOnDrop(server);
+    let server = Served::start(app).await;
+    let url = &server.url;
 
     let env = Env::start().await;
     main_and_candidate(&env, &[], &[]).await;
