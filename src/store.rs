@@ -104,6 +104,8 @@ pub trait Store: Send + Sync + 'static {
     /// Keeps the latest upgrade of a service (one per service).
     fn save_upgrade(&self, upgrade: &UpgradeState) -> StoreResult<()>;
     fn upgrades(&self) -> StoreResult<Vec<UpgradeState>>;
+    /// The latest upgrade of one service.
+    fn upgrade(&self, service: &str) -> StoreResult<Option<UpgradeState>>;
 
     /// Keeps a service's pause (one per service) until [`Store::delete_pause`].
     fn save_pause(&self, pause: &PauseRecord) -> StoreResult<()>;

@@ -173,11 +173,7 @@ impl Controller {
 
     /// The service's latest upgrade, if it ever had one.
     pub fn upgrade_state(&self, service: &ServiceName) -> Result<Option<UpgradeState>> {
-        Ok(self
-            .store
-            .upgrades()?
-            .into_iter()
-            .find(|u| u.service == service.as_str()))
+        Ok(self.store.upgrade(service.as_str())?)
     }
 
     /// The upgrade that holds the service right now, if any: one this

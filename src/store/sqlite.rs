@@ -66,6 +66,28 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Keeps one JSON state per service in `table` (`service`, `state`).
+    fn save_state<T: serde::Serialize>(
+        &self,
+        table: &str,
+        service: &str,
+        state: &T,
+    ) -> StoreResult<()> {
+        self.conn().execute(
+            &format!("INSERT OR REPLACE INTO {table} (service, state) VALUES (?1, ?2)"),
+            params![service, serde_json::to_string(state)?],
+        )?;
+        Ok(())
+    }
+
+    /// Every JSON state kept in `table`, by service.
+    fn states<T: serde::de::DeserializeOwned>(&self, table: &str) -> StoreResult<Vec<T>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT state FROM {table} ORDER BY service"))?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+    }
+
     pub fn open(state_dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Open {
             path: state_dir.display().to_string(),
@@ -310,18 +332,11 @@ impl Store for SqliteStore {
     }
 
     fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO rollouts (service, state) VALUES (?1, ?2)",
-            params![rollout.service, serde_json::to_string(rollout)?],
-        )?;
-        Ok(())
+        self.save_state("rollouts", &rollout.service, rollout)
     }
 
     fn rollouts(&self) -> StoreResult<Vec<RolloutState>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT state FROM rollouts ORDER BY service")?;
-        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
-        rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+        self.states("rollouts")
     }
 
     fn save_pause(&self, pause: &PauseRecord) -> StoreResult<()> {
@@ -355,18 +370,23 @@ impl Store for SqliteStore {
     }
 
     fn save_upgrade(&self, upgrade: &UpgradeState) -> StoreResult<()> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO upgrades (service, state) VALUES (?1, ?2)",
-            params![upgrade.service, serde_json::to_string(upgrade)?],
-        )?;
-        Ok(())
+        self.save_state("upgrades", &upgrade.service, upgrade)
     }
 
     fn upgrades(&self) -> StoreResult<Vec<UpgradeState>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT state FROM upgrades ORDER BY service")?;
-        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
-        rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
+        self.states("upgrades")
+    }
+
+    fn upgrade(&self, service: &str) -> StoreResult<Option<UpgradeState>> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT state FROM upgrades WHERE service = ?1",
+                params![service],
+                |row| row.get(0),
+            )
+            .optional()?;
+        json.map(|j| Ok(serde_json::from_str(&j)?)).transpose()
     }
 
     fn add_event(
