@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::raw_http::{RawResponse, read_response};
+use support::raw_http::read_response;
 use support::{Env, HELLO};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -17,14 +17,16 @@ use tokio::net::TcpStream;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Sends one HTTP/1.1 request to the admin API with exactly `headers`
-/// (plus its length and `Connection: close`) and reads the answer.
-async fn send(
+/// (plus its length and `Connection: close`), checks that it is answered
+/// with `status`, and returns the answer's body.
+async fn expect(
     env: &Env,
+    status: u16,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> RawResponse {
+) -> String {
     let mut stream = TcpStream::connect(&env.serve().admin_addr)
         .await
         .expect("connect to the admin API");
@@ -39,18 +41,19 @@ async fn send(
     stream.write_all(head.as_bytes()).await.expect("send head");
     stream.write_all(body).await.expect("send body");
     // A deploy answers once the release is ready.
-    read_response(&mut BufReader::new(stream), false, Duration::from_secs(90)).await
+    let response = read_response(&mut BufReader::new(stream), false, Duration::from_secs(90)).await;
+    let text = String::from_utf8_lossy(&response.body).into_owned();
+    assert_eq!(
+        response.status, status,
+        "{method} {path} {headers:?}: {text}"
+    );
+    text
 }
 
 /// The `error` of a JSON error answer.
-fn error_of(response: &RawResponse) -> String {
-    let body: Value = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {} {}",
-            response.status,
-            String::from_utf8_lossy(&response.body)
-        )
-    });
+fn error_of(body: &str) -> String {
+    let body: Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     body["error"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -89,34 +92,25 @@ async fn dns_rebinding_request_is_refused_and_runs_nothing() {
     // same origin for the browser, so it sends JSON without asking.
     let rebound = named(&env, "attacker.example");
     let origin = format!("http://{rebound}");
-    let refused = send(
-        &env,
-        "POST",
-        "/v1/services/pwned/releases",
-        &[
-            ("host", &rebound),
-            ("origin", &origin),
-            ("content-type", "application/json"),
-        ],
-        &body,
-    )
-    .await;
-    assert_eq!(refused.status, 403, "{}", error_of(&refused));
-    let error = error_of(&refused);
+    let page = [("host", rebound.as_str()), ("origin", &origin)];
+    let deploy = [page[0], page[1], ("content-type", "application/json")];
+    let error = error_of(
+        &expect(
+            &env,
+            403,
+            "POST",
+            "/v1/services/pwned/releases",
+            &deploy,
+            &body,
+        )
+        .await,
+    );
     assert!(
         error.contains("attacker.example") && error.contains("--admin-host"),
         "{error}"
     );
     // Reads are refused as well: the page must not see the state either.
-    let read = send(
-        &env,
-        "GET",
-        "/v1/services",
-        &[("host", &rebound), ("origin", &origin)],
-        b"",
-    )
-    .await;
-    assert_eq!(read.status, 403);
+    expect(&env, 403, "GET", "/v1/services", &page, b"").await;
     assert!(!marker.exists(), "the command ran");
     assert_eq!(env.ls().await, json!([]), "nothing committed");
     assert_eq!(env.instance_pids(), Vec::<u32>::new(), "nothing started");
@@ -124,20 +118,19 @@ async fn dns_rebinding_request_is_refused_and_runs_nothing() {
     // The same request addressed to the admin API itself does deploy: the
     // refusal above was the Host's doing, not the body's.
     let admin = env.serve().admin_addr.clone();
-    let accepted = send(
+    let direct = [
+        ("host", admin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    expect(
         &env,
+        200,
         "POST",
         "/v1/services/pwned/releases",
-        &[("host", &admin), ("content-type", "application/json")],
+        &direct,
         &body,
     )
     .await;
-    assert_eq!(
-        accepted.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&accepted.body)
-    );
     assert!(marker.exists());
 }
 
@@ -165,15 +158,10 @@ async fn cross_site_form_post_cannot_abort_a_rollout() {
         "version = \"2.0.0\"\nsteps = [\n    { step = \"set-weight\", percent = 20 },\n    { step = \"pause\" },\n]\n",
     )
     .expect("write the plan");
-    env.cli(&[
-        "rollout",
-        "hello",
-        "2.0.0",
-        "--plan",
-        plan.to_str().expect("utf-8"),
-    ])
-    .await
-    .ok();
+    let plan = plan.to_str().expect("utf-8");
+    env.cli(&["rollout", "hello", "2.0.0", "--plan", plan])
+        .await
+        .ok();
     env.eventually("the rollout pauses", WAIT, || async {
         rollout_state(&env).await == "paused"
     })
@@ -184,49 +172,38 @@ async fn cross_site_form_post_cannot_abort_a_rollout() {
     // site sends: the admin API's own Host, a form body, and the page's
     // Origin (a browser of today) or none (an older one).
     let admin = env.serve().admin_addr.clone();
+    let host = ("host", admin.as_str());
     let form = ("content-type", "application/x-www-form-urlencoded");
-    let attempts: [(&[(&str, &str)], u16); 4] = [
-        (
-            &[("host", &admin), form, ("origin", "http://evil.example")],
-            403,
-        ),
-        (&[("host", &admin), form, ("origin", "null")], 403),
-        (&[("host", &admin), form], 415),
-        (&[("host", &admin), ("content-type", "text/plain")], 415),
-    ];
-    for (headers, status) in attempts {
-        let refused = send(
+    let abort = "/v1/services/hello/rollout/abort";
+    for origin in ["http://evil.example", "null"] {
+        expect(
             &env,
+            403,
             "POST",
-            "/v1/services/hello/rollout/abort",
-            headers,
+            abort,
+            &[host, form, ("origin", origin)],
             b"x=1",
         )
         .await;
-        assert_eq!(
-            refused.status,
-            status,
-            "{headers:?}: {}",
-            error_of(&refused)
+    }
+    for content_type in [form, ("content-type", "text/plain")] {
+        let error =
+            error_of(&expect(&env, 415, "POST", abort, &[host, content_type], b"x=1").await);
+        assert!(
+            error.contains("application/json") && error.contains("x-switchyard-client"),
+            "{error}"
         );
-        if status == 415 {
-            let error = error_of(&refused);
-            assert!(
-                error.contains("application/json") && error.contains("x-switchyard-client"),
-                "{error}"
-            );
-        }
     }
     // A change without a body needs the client header as well.
-    let refused = send(
+    expect(
         &env,
+        415,
         "DELETE",
         "/v1/services/hello/releases/2.0.0",
-        &[("host", &admin)],
+        &[host],
         b"",
     )
     .await;
-    assert_eq!(refused.status, 415, "{}", error_of(&refused));
 
     assert_eq!(rollout_state(&env).await, "paused", "the rollout goes on");
     assert_eq!(env.ls().await, before, "nothing changed");
@@ -242,30 +219,18 @@ async fn page_of_another_origin_is_refused_but_the_admin_apis_own_pages_pass() {
     let marker = env.dir.path().join("from-a-page");
     let body = deploy_creating(&marker);
     let admin = env.serve().admin_addr.clone();
+    let host = ("host", admin.as_str());
     let json_type = ("content-type", "application/json");
+    let deploy = "/v1/services/pwned/releases";
     // The Host is right (the page posts to 127.0.0.1:PORT); the Origin is
     // a page elsewhere, or the proxy's pages on the same address.
     let proxy_origin = format!("http://{}", env.serve().proxy_addr);
     for origin in ["http://evil.example", "null", &proxy_origin] {
-        let refused = send(
-            &env,
-            "POST",
-            "/v1/services/pwned/releases",
-            &[("host", &admin), ("origin", origin), json_type],
-            &body,
-        )
-        .await;
-        assert_eq!(refused.status, 403, "{origin}: {}", error_of(&refused));
-        assert!(error_of(&refused).contains(origin), "{origin}");
-        let read = send(
-            &env,
-            "GET",
-            "/v1/services",
-            &[("host", &admin), ("origin", origin)],
-            b"",
-        )
-        .await;
-        assert_eq!(read.status, 403, "{origin}");
+        let from = ("origin", origin);
+        let error =
+            error_of(&expect(&env, 403, "POST", deploy, &[host, from, json_type], &body).await);
+        assert!(error.contains(origin), "{error}");
+        expect(&env, 403, "GET", "/v1/services", &[host, from], b"").await;
     }
     assert!(!marker.exists(), "the command ran");
     assert_eq!(env.ls().await, json!([]), "nothing committed");
@@ -273,33 +238,19 @@ async fn page_of_another_origin_is_refused_but_the_admin_apis_own_pages_pass() {
     // A page the admin API served itself (the dashboard) is let through,
     // under its address or as localhost.
     let localhost = named(&env, "localhost");
+    let local_origin = format!("http://{localhost}");
+    let local = [("host", localhost.as_str()), ("origin", &local_origin)];
+    expect(&env, 200, "GET", "/v1/services", &local, b"").await;
     let own = format!("http://{admin}");
-    let read = send(
+    expect(
         &env,
-        "GET",
-        "/v1/services",
-        &[
-            ("host", &localhost),
-            ("origin", &format!("http://{localhost}")),
-        ],
-        b"",
-    )
-    .await;
-    assert_eq!(read.status, 200, "{}", String::from_utf8_lossy(&read.body));
-    let accepted = send(
-        &env,
+        200,
         "POST",
-        "/v1/services/pwned/releases",
-        &[("host", &admin), ("origin", &own), json_type],
+        deploy,
+        &[host, ("origin", &own), json_type],
         &body,
     )
     .await;
-    assert_eq!(
-        accepted.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&accepted.body)
-    );
     assert!(marker.exists());
 }
 
@@ -309,55 +260,44 @@ async fn admin_host_lets_a_named_host_in() {
     let marker = env.dir.path().join("named");
     let host = named(&env, "switchyard.test");
     let origin = format!("http://{host}");
-    let accepted = send(
+    let page = [
+        ("host", host.as_str()),
+        ("origin", &origin),
+        ("content-type", "application/json"),
+    ];
+    expect(
         &env,
+        200,
         "POST",
         "/v1/services/named/releases",
-        &[
-            ("host", &host),
-            ("origin", &origin),
-            ("content-type", "application/json"),
-        ],
+        &page,
         &deploy_creating(&marker),
     )
     .await;
-    assert_eq!(
-        accepted.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&accepted.body)
-    );
     assert!(marker.exists());
     // Without a port (a proxy in front on its own port) too.
-    let read = send(
+    expect(
         &env,
+        200,
         "GET",
         "/v1/services",
         &[("host", "switchyard.test")],
         b"",
     )
     .await;
-    assert_eq!(read.status, 200);
 
     // Another name is still refused, and says how to let it in.
     let other = named(&env, "other.test");
-    let refused = send(&env, "GET", "/v1/services", &[("host", &other)], b"").await;
-    assert_eq!(refused.status, 403);
-    let error = error_of(&refused);
+    let error = error_of(&expect(&env, 403, "GET", "/v1/services", &[("host", &other)], b"").await);
     assert!(
         error.contains("switchyard.test") && error.contains("--admin-host"),
         "{error}"
     );
 
     // The CLI through localhost, a name a loopback admin API answers to.
+    let url = format!("http://{}", named(&env, "localhost"));
     let run = env
-        .cli_with(
-            &[(
-                "SWITCHYARD_ADMIN",
-                &format!("http://{}", named(&env, "localhost")),
-            )],
-            &["ls", "--json"],
-        )
+        .cli_with(&[("SWITCHYARD_ADMIN", &url)], &["ls", "--json"])
         .await
         .ok();
     assert!(run.stdout.contains("named"), "{}", run.stdout);
@@ -377,69 +317,45 @@ async fn token_protected_admin_api_applies_the_same_rules() {
 
     // Holding the token (a browser that was given it, say) is no way past.
     let bearer = format!("Bearer {token}");
+    let auth = ("authorization", bearer.as_str());
     let marker = env.dir.path().join("pwned");
     let rebound = named(&env, "attacker.example");
-    let refused = send(
+    let origin = format!("http://{rebound}");
+    let page = [
+        ("host", rebound.as_str()),
+        ("origin", &origin),
+        ("content-type", "application/json"),
+        auth,
+    ];
+    expect(
         &env,
+        403,
         "POST",
         "/v1/services/pwned/releases",
-        &[
-            ("host", &rebound),
-            ("origin", &format!("http://{rebound}")),
-            ("content-type", "application/json"),
-            ("authorization", &bearer),
-        ],
+        &page,
         &deploy_creating(&marker),
     )
     .await;
-    assert_eq!(refused.status, 403, "{}", error_of(&refused));
     let admin = env.serve().admin_addr.clone();
-    let refused = send(
+    let host = ("host", admin.as_str());
+    let kill = "/v1/services/hello/releases/1.0.0";
+    let client = ("x-switchyard-client", "script");
+    expect(
         &env,
+        403,
         "DELETE",
-        "/v1/services/hello/releases/1.0.0",
-        &[
-            ("host", &admin),
-            ("origin", "http://evil.example"),
-            ("authorization", &bearer),
-            ("x-switchyard-client", "page"),
-        ],
+        kill,
+        &[host, auth, client, ("origin", "http://evil.example")],
         b"",
     )
     .await;
-    assert_eq!(refused.status, 403, "{}", error_of(&refused));
-    let refused = send(
-        &env,
-        "DELETE",
-        "/v1/services/hello/releases/1.0.0",
-        &[("host", &admin), ("authorization", &bearer)],
-        b"",
-    )
-    .await;
-    assert_eq!(refused.status, 415, "{}", error_of(&refused));
+    expect(&env, 415, "DELETE", kill, &[host, auth], b"").await;
     assert!(!marker.exists());
     assert_eq!(env.ls().await, before, "nothing changed");
     assert_eq!(env.instance_pids(), pids);
 
     // The same kill with the client header goes through.
-    let killed = send(
-        &env,
-        "DELETE",
-        "/v1/services/hello/releases/1.0.0",
-        &[
-            ("host", &admin),
-            ("authorization", &bearer),
-            ("x-switchyard-client", "script"),
-        ],
-        b"",
-    )
-    .await;
-    assert_eq!(
-        killed.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&killed.body)
-    );
+    expect(&env, 200, "DELETE", kill, &[host, auth, client], b"").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,21 +368,21 @@ async fn admin_body_over_the_limit_gets_413() {
     body.extend_from_slice(br#""}"#);
     assert_eq!(body.len(), limit + 1);
     let admin = env.serve().admin_addr.clone();
-    let refused = send(
-        &env,
-        "POST",
-        "/v1/services/hello/releases",
-        &[("host", &admin), ("content-type", "application/json")],
-        &body,
-    )
-    .await;
-    assert_eq!(
-        refused.status,
-        413,
-        "{}",
-        String::from_utf8_lossy(&refused.body)
+    let headers = [
+        ("host", admin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let error = error_of(
+        &expect(
+            &env,
+            413,
+            "POST",
+            "/v1/services/hello/releases",
+            &headers,
+            &body,
+        )
+        .await,
     );
-    let error = error_of(&refused);
     assert!(error.contains(&limit.to_string()), "{error}");
     assert_eq!(env.ls().await, json!([]), "nothing committed");
 }
