@@ -131,16 +131,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     // Before anything else in the state directory: one serve at a time.
-    let held = match successor.as_mut().and_then(|s| s.lock.take()) {
-        Some(lock) => StateDir::take_over(&config.state_dir, lock),
-        None => StateDir::lock(&config.state_dir),
-    };
-    let held = Arc::new(held.with_context(|| {
-        format!(
-            "cannot hold the state directory {}",
-            config.state_dir.display()
-        )
-    })?);
+    let held = Arc::new(match successor.as_mut().and_then(|s| s.lock.take()) {
+        Some(lock) => StateDir::take_over(&config.state_dir, lock)?,
+        None => StateDir::lock(&config.state_dir)?,
+    });
     let store = Arc::new(
         SqliteStore::open(&held)
             .with_context(|| format!("cannot open the state in {}", config.state_dir.display()))?,
