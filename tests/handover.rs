@@ -8,90 +8,27 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use support::load::CountingLoad;
-use support::{Env, pid_alive};
+use support::load::{Clients, CountingLoad};
+use support::{Env, pid_alive, serve_pids};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Stops, when dropped, every serve of `state_dir` still running: after a
-/// handover the serve is no longer the harness's child, so it is found by
-/// its command line and stopped by PID (SIGTERM, which stops its
-/// instances; SIGKILL if it lingers).
-struct StopServes {
-    state_dir: std::path::PathBuf,
-}
-
-impl StopServes {
-    fn of(env: &Env) -> StopServes {
-        StopServes {
-            state_dir: env.state_dir.clone(),
-        }
-    }
-
-    fn pids(&self) -> Vec<u32> {
-        let wanted = self.state_dir.as_os_str().as_encoded_bytes();
-        let mut pids = Vec::new();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return pids;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args.get(1) == Some(&&b"serve"[..]) && args.contains(&wanted) && pid_alive(pid) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for StopServes {
-    fn drop(&mut self) {
-        let pids = self.pids();
-        for pid in &pids {
-            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while pids.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for pid in pids.into_iter().filter(|p| pid_alive(*p)) {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-    }
-}
-
 /// Clients sending GETs through the proxy back to back until stopped
-/// (for two minutes at most), counting answers that were not 200 and
-/// requests that failed outright.
+/// (for two minutes at most), each on a connection of its own that never
+/// sends a request twice, counting answers that were not 200 and requests
+/// that failed outright (refused, reset, closed or cut short).
 fn start_load(proxy: &str, path: &str, clients: usize) -> CountingLoad {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
-    let url = format!("{proxy}{path}");
+    let conns = Clients::new(proxy, clients);
+    let path = path.to_owned();
     // Bounded however the test goes: no client runs past this.
     let deadline = Instant::now() + Duration::from_secs(120);
-    CountingLoad::start_until(clients, deadline, move |_, _| {
-        let request = http.get(&url);
+    CountingLoad::start_until(clients, deadline, move |client, _| {
+        let (conns, path) = (conns.clone(), path.clone());
         async move {
-            match request.send().await {
-                Ok(r) if r.status() == 200 => match r.bytes().await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(format!("body: {e}")),
-                },
-                Ok(r) => {
-                    let status = r.status();
-                    let body = r.text().await.unwrap_or_default();
-                    Err(format!("{status}: {body}"))
-                }
-                Err(e) => Err(format!("{e:?}")),
+            match conns.get(client, &path).await {
+                Ok((200, _, _)) => Ok(()),
+                Ok((status, version, body)) => Err(format!("{status} from `{version}`: {body}")),
+                Err(e) => Err(e),
             }
         }
     })
@@ -125,28 +62,9 @@ async fn pids_by_release(env: &Env) -> Vec<(String, Value)> {
     pids
 }
 
-/// The log without its terminal colour codes.
-fn strip_colours(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     let env = Env::start().await;
-    let _serves = StopServes::of(&env);
     env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
         .await
         .ok();
@@ -174,7 +92,7 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
         "the new serve is gone:\n{}",
         env.serve_log()
     );
-    assert_eq!(_serves.pids(), [new_pid]);
+    assert_eq!(serve_pids(&env.state_dir), [new_pid]);
     answers(&load, 500).await;
     let (answered, failures) = load.finish().await;
     assert!(
@@ -208,7 +126,6 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
     let env = Env::start().await;
-    let _serves = StopServes::of(&env);
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let old_pid = env.serve_pid();
     let pids_before = env.instance_pids();
@@ -218,7 +135,7 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
         !pid_alive(old_pid)
     })
     .await;
-    let log = strip_colours(&env.serve_log());
+    let log = env.serve_log();
     let new_pid: u32 = log
         .lines()
         .find(|l| l.contains("handed over on SIGUSR2"))
@@ -227,7 +144,7 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no new pid in the log:\n{log}"));
     assert!(pid_alive(new_pid));
-    assert_eq!(_serves.pids(), [new_pid]);
+    assert_eq!(serve_pids(&env.state_dir), [new_pid]);
     let (status, version, _) = env.get("/services/hello/").await;
     assert_eq!((status, version.as_str()), (200, "1.0.0"));
     assert_eq!(env.instance_pids(), pids_before);
@@ -236,7 +153,6 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_handover_leaves_the_old_serve_in_charge_without_a_failed_request() {
     let env = Env::start().await;
-    let _serves = StopServes::of(&env);
     env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
         .await
         .ok();
