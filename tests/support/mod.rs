@@ -337,9 +337,18 @@ impl Env {
     /// within [`SHUTDOWN_WAIT`] having stopped every instance (none may
     /// outlive it). Returns how it exited.
     pub async fn stop(&mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_stopped().await
+    }
+
+    /// Sends serve SIGTERM, and no more.
+    pub fn sigterm(&self) {
+        kill(Pid::from_raw(self.serve_pid() as i32), Signal::SIGTERM).expect("SIGTERM to serve");
+    }
+
+    /// Waits for serve to exit (after [`Env::sigterm`]); see [`Env::stop`].
+    pub async fn wait_stopped(&mut self) -> std::process::ExitStatus {
         let mut serve = self.serve.take().expect("serve is running");
-        let pid = serve.child.id().expect("serve pid");
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         let status = match tokio::time::timeout(SHUTDOWN_WAIT, serve.child.wait()).await {
             Ok(status) => status.expect("wait for serve"),
             Err(_) => {
