@@ -205,6 +205,7 @@ async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
                             i.health = Health::Stopped;
                             i.container = None;
                         });
+                        log_stopped(ctx);
                         return;
                     }
                 }
@@ -250,10 +251,16 @@ async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
             () = ctx.handed_over.cancelled() => return,
             () = ctx.cancel.cancelled() => {
                 ctx.update(|i| i.health = Health::Stopped);
+                log_stopped(ctx);
                 return;
             }
         }
     }
+}
+
+/// Says that an instance is stopped for good: nothing starts it again.
+fn log_stopped(ctx: &InstanceCtx) {
+    tracing::info!(service = %ctx.service(), version = %ctx.version(), slot = ctx.slot, "instance stopped");
 }
 
 /// Adopts the recorded process if it is still the one we started;
