@@ -2,6 +2,7 @@
 //! validator and the compiler. Nothing may panic, and a policy that
 //! validates must compile.
 //!
+//! `fuzz/run 60` (stable toolchain, no sanitizer), or
 //! `cargo +nightly fuzz run policy_parse` (from the repository root).
 
 #![no_main]
