@@ -139,11 +139,34 @@ fn assert_main_never_failed(samples: &[Sample], main: &str, candidate: &str) {
 
 /// `rollout status hello --json` parsed.
 async fn rollout_view(env: &Env) -> Value {
+    rollout_view_of(env, "hello").await
+}
+
+/// `rollout status SERVICE --json` parsed.
+async fn rollout_view_of(env: &Env, service: &str) -> Value {
     let run = env
-        .cli(&["rollout", "status", "hello", "--json"])
+        .cli(&["rollout", "status", service, "--json"])
         .await
         .ok();
     serde_json::from_str(&run.stdout).expect("rollout status --json is JSON")
+}
+
+/// A rollout of `service` 2.0.0 to 30% with 1 s intervals, which pauses
+/// after its first interval when nobody sends it requests.
+async fn start_unjudged_rollout(env: &Env, service: &str) {
+    env.cli(&[
+        "rollout",
+        service,
+        "2.0.0",
+        "--steps",
+        "30",
+        "--interval",
+        "1s",
+        "--min-requests",
+        "5",
+    ])
+    .await
+    .ok();
 }
 
 /// The rollout's state: `running`, `paused`, `succeeded`, `failed`, `aborted`.
@@ -563,19 +586,7 @@ async fn interval_with_too_few_requests_pauses_until_resumed() {
     let env = Env::start().await;
     main_and_candidate(&env, &[], &[]).await;
     // No traffic at all: the analysis cannot judge.
-    env.cli(&[
-        "rollout",
-        "hello",
-        "2.0.0",
-        "--steps",
-        "30",
-        "--interval",
-        "1s",
-        "--min-requests",
-        "5",
-    ])
-    .await
-    .ok();
+    start_unjudged_rollout(&env, "hello").await;
     let view = wait_for_state(&env, "paused", WAIT).await;
     let reason = view["state"]["status"]["reason"]
         .as_str()
@@ -595,26 +606,9 @@ async fn interval_with_too_few_requests_pauses_until_resumed() {
     // pauses too, while this one has not moved.
     env.deploy("other", "1.0.0", &[], &[]).await.ok();
     env.deploy("other", "2.0.0", &["--standby"], &[]).await.ok();
-    env.cli(&[
-        "rollout",
-        "other",
-        "2.0.0",
-        "--steps",
-        "30",
-        "--interval",
-        "1s",
-        "--min-requests",
-        "5",
-    ])
-    .await
-    .ok();
+    start_unjudged_rollout(&env, "other").await;
     env.eventually("the other rollout analyses and pauses", WAIT, || async {
-        let run = env
-            .cli(&["rollout", "status", "other", "--json"])
-            .await
-            .ok();
-        let view: Value = serde_json::from_str(&run.stdout).expect("rollout status --json");
-        state_of(&view) == "paused"
+        state_of(&rollout_view_of(&env, "other").await) == "paused"
     })
     .await;
     let view = rollout_view(&env).await;
