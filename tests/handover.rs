@@ -135,6 +135,11 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
         !pid_alive(old_pid)
     })
     .await;
+    // Its log comes through a pipe: the line may take a moment to arrive.
+    env.eventually("the handover in the log", WAIT, || async {
+        env.serve_log().contains("handed over on SIGUSR2")
+    })
+    .await;
     let log = env.serve_log();
     let new_pid: u32 = log
         .lines()
