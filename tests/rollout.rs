@@ -983,7 +983,6 @@ async fn candidate_crashing_during_a_rollout_is_rolled_back_without_waiting_for_
     let env = Env::start_with(&["--crash-limit", "2", "--crash-window", "60s"]).await;
     main_and_candidate(&env, &[], &["--exit-after", "5"]).await;
     let traffic = start_traffic(&env, 1);
-    let began = Instant::now();
     env.cli(&[
         "rollout",
         "hello",
@@ -997,11 +996,9 @@ async fn candidate_crashing_during_a_rollout_is_rolled_back_without_waiting_for_
     ])
     .await
     .ok();
-    let view = wait_for_state(&env, "failed", Duration::from_secs(20)).await;
-    assert!(
-        began.elapsed() < Duration::from_secs(60),
-        "rolled back well before the interval ended"
-    );
+    // No interval ended on the way: no analysis event, still at step 1
+    // (checked below).
+    let view = wait_for_state(&env, "failed", WAIT).await;
     let during = traffic.finish_within(WAIT).await;
     // Clients on main are never hurt; those on the candidate may see the
     // proxy's own error while it is down.
