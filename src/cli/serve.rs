@@ -270,8 +270,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let handed_over = wait_for_exit(&handover).await;
     stop_admin.cancel();
     if !handed_over {
-        // Nobody takes over: connections are closed as soon as they are idle.
+        // Nobody takes over: new connections are refused (no duplicate
+        // keeps the listeners open), and open ones are closed as soon as
+        // they are idle.
         tracing::info!("shutting down: draining client connections, then stopping instances");
+        handover.close_listeners();
         drain.close.cancel();
     }
     // After a handover, keep-alive connections end after their next answer
