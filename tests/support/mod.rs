@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod listing;
 pub mod load;
 pub mod own_server;

@@ -1,0 +1,456 @@
+//! The dashboard in a real browser (headless chromium over WebDriver)
+//! against a real serve with real hello-server releases: what it shows,
+//! that it follows changes made elsewhere without a reload, the actions
+//! clicked in it, the token, and a page reached through a foreign name.
+//! The tests write the README's screenshots to docs/screenshots/.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::Env;
+use support::browser::{Browser, FOREIGN_HOST};
+use support::listing::{release, roles};
+use support::load::{CountingLoad, fetch};
+
+/// A laptop's screen.
+const WIDTH: u32 = 1366;
+const HEIGHT: u32 = 900;
+
+/// Escape, as WebDriver sends it.
+const ESCAPE: &str = "\u{e00c}";
+/// Tab.
+const TAB: &str = "\u{e004}";
+
+/// The row of `version` in the releases of `service` (either page).
+fn row(service: &str, version: &str) -> String {
+    format!("table[data-key='releases-{service}'] tr[data-version='{version}']")
+}
+
+/// The service page of `name`.
+fn service_page(env: &Env, name: &str) -> String {
+    format!("{}/ui#/services/{name}", env.admin())
+}
+
+/// `shop` with 1.0.0 as main and 1.1.0 beside it as a shadow.
+async fn shop_with_two_releases() -> Env {
+    let env = Env::start().await;
+    env.deploy("shop", "1.0.0", &[], &[]).await.ok();
+    env.deploy("shop", "1.1.0", &[], &[]).await.ok();
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_page_lists_what_ls_lists() {
+    let env = shop_with_two_releases().await;
+    env.cli(&["canary", "shop", "1.1.0", "--percent", "10"])
+        .await
+        .ok();
+    env.deploy(
+        "search",
+        "2.0.0",
+        &["--host", "search.example", "--replicas", "2"],
+        &[],
+    )
+    .await
+    .ok();
+    for n in 0..30 {
+        let (status, _, _) = env.get(&format!("/services/shop/?n={n}")).await;
+        assert_eq!(status, 200);
+    }
+
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&format!("{}/ui", env.admin())).await;
+    let ls = env.ls().await;
+    let services = ls.as_array().expect("ls lists services");
+    browser.wait_for("section.service-card").await;
+    assert_eq!(
+        browser.count("section.service-card").await,
+        services.len(),
+        "one card per service"
+    );
+    for service in services {
+        let name = service["name"].as_str().expect("name");
+        let card = format!("section[data-key='svc-{name}']");
+        let head = browser.wait_for_text(&card, name).await;
+        assert!(head.contains(&format!("/services/{name}/")), "{head}");
+        for host in service["hosts"].as_array().expect("hosts") {
+            assert!(head.contains(host.as_str().expect("host")), "{head}");
+        }
+        let listed = roles(&ls, name);
+        assert_eq!(
+            browser.count(&format!("{card} tbody tr")).await,
+            listed.len(),
+            "one row per release of {name}"
+        );
+        for (version, role) in listed {
+            let shown = browser.wait_for_text(&row(name, &version), &version).await;
+            let instances = release(&ls, name, &version)["instances"]
+                .as_array()
+                .expect("instances")
+                .len();
+            assert!(shown.contains(&role), "{name} {version} is {role}: {shown}");
+            assert!(
+                shown.contains(&format!("ready {instances}/{instances}")),
+                "{shown}"
+            );
+        }
+    }
+    assert!(
+        browser
+            .wait_for_text(&row("shop", "1.1.0"), "canary")
+            .await
+            .contains("canary 10 %"),
+        "the canary's share is shown"
+    );
+    // The last minute's rate comes from the same numbers as `status`.
+    let rate = format!("{} td:nth-of-type(3)", row("shop", "1.0.0"));
+    browser
+        .wait_for_text_that(&rate, "a rate above zero", |text| {
+            text.ends_with("/s") && text != "0/s"
+        })
+        .await;
+    browser.screenshot("services").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_change_made_with_the_cli_shows_without_a_reload() {
+    let env = shop_with_two_releases().await;
+    env.cli(&["canary", "shop", "1.1.0", "--percent", "10"])
+        .await
+        .ok();
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "shop")).await;
+    browser
+        .wait_for_text(&row("shop", "1.1.0"), "canary 10 %")
+        .await;
+    browser.run("window.stillTheSamePage = true").await;
+
+    env.cli(&["canary", "shop", "1.1.0", "--percent", "30"])
+        .await
+        .ok();
+    browser
+        .wait_for_text(&row("shop", "1.1.0"), "canary 30 %")
+        .await;
+    let split = browser.wait_for_text(".share-legend", "30 %").await;
+    assert!(split.contains("70 %"), "main keeps the rest: {split}");
+    browser
+        .wait_for_text(".routes", "canary 30% of clients")
+        .await;
+    assert_eq!(
+        browser.run("return window.stillTheSamePage === true").await,
+        json!(true),
+        "the page was not reloaded"
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assign_clicked_in_the_page_changes_main() {
+    let env = shop_with_two_releases().await;
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "shop")).await;
+    let assign = format!("{} button[data-action='assign']", row("shop", "1.1.0"));
+
+    // The dialog says what will happen; Escape closes it and changes nothing.
+    browser.click(&assign).await;
+    let said = browser.wait_for_text("dialog[open]", "main").await;
+    assert!(said.contains("Make shop 1.1.0 main?"), "{said}");
+    assert!(
+        said.contains("1.0.0, main now, keeps running as standby"),
+        "{said}"
+    );
+    for _ in 0..6 {
+        browser.press(TAB).await;
+        assert_eq!(
+            browser
+                .run("return document.getElementById('dialog').contains(document.activeElement)")
+                .await,
+            json!(true),
+            "Tab stays in the dialog"
+        );
+    }
+    browser.screenshot("dialog").await;
+    browser.press(ESCAPE).await;
+    browser.wait_until_gone("dialog[open]").await;
+    assert_eq!(
+        browser
+            .run("return document.activeElement.dataset.action || ''")
+            .await,
+        json!("assign"),
+        "focus goes back to the button"
+    );
+    assert_eq!(env.get("/services/shop/").await.1, "1.0.0");
+
+    browser.click(&assign).await;
+    browser.click("dialog[open] button[type='submit']").await;
+    browser.wait_for_text("#notice", "1.1.0 is main").await;
+    browser.wait_until_gone("dialog[open]").await;
+    let (status, version, _) = env.get("/services/shop/").await;
+    assert_eq!((status, version.as_str()), (200, "1.1.0"));
+    assert_eq!(env.history("shop").await[0]["actor"], "dashboard");
+    browser.wait_for_text(&row("shop", "1.1.0"), "main").await;
+    browser
+        .wait_for_text(&row("shop", "1.0.0"), "standby")
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_action_shows_the_admin_apis_message() {
+    let env = shop_with_two_releases().await;
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "shop")).await;
+    browser
+        .click(&format!(
+            "{} button[data-action='kill']",
+            row("shop", "1.0.0")
+        ))
+        .await;
+    browser
+        .wait_for_text("dialog[open]", "Kill shop 1.0.0?")
+        .await;
+    browser.click("dialog[open] button[type='submit']").await;
+    let shown = browser
+        .wait_for_text("dialog[open] .dialog-error", "1.0.0")
+        .await;
+
+    // The same refusal, asked of the admin API directly.
+    let answer = env
+        .http
+        .delete(format!("{}/v1/services/shop/releases/1.0.0", env.admin()))
+        .header("x-switchyard-client", "test")
+        .send()
+        .await
+        .expect("admin API answers");
+    assert_eq!(answer.status(), 409);
+    let body: serde_json::Value = answer.json().await.expect("JSON error");
+    assert_eq!(shown, body["error"].as_str().expect("error text"));
+    assert_eq!(
+        browser.count("dialog[open]").await,
+        1,
+        "the refusal stays until closed"
+    );
+    let ls = env.ls().await;
+    assert_eq!(
+        roles(&ls, "shop"),
+        [
+            support::listing::pair("1.0.0", "main"),
+            support::listing::pair("1.1.0", "shadow")
+        ],
+        "nothing changed"
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_page_shows_only_the_login_until_it_is_given() {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("token");
+    let token = "dashboard-token-4711";
+    std::fs::write(&token_file, token).expect("write token");
+    let mut env = Env::start_with(&["--token-file", token_file.to_str().expect("utf-8")]).await;
+    env.token = Some(token.into());
+    env.deploy("shop", "1.0.0", &[], &[]).await.ok();
+
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&format!("{}/ui", env.admin())).await;
+    browser.wait_for("form.login input#token").await;
+    let no_data = |page: &str| !page.contains("shop") && !page.contains("1.0.0");
+    assert!(no_data(&browser.body().await), "{}", browser.body().await);
+    browser.screenshot("login").await;
+
+    let field = browser.wait_for("input#token").await;
+    field.send_keys("not-the-token\n").await.expect("type");
+    browser
+        .wait_for_text(".login .dialog-error", "That token was refused")
+        .await;
+    assert!(no_data(&browser.body().await), "{}", browser.body().await);
+    let page_source = browser.client.source().await.expect("source");
+    assert!(no_data(&page_source), "no data in the page's DOM either");
+
+    let field = browser.wait_for("input#token").await;
+    field.send_keys(&format!("{token}\n")).await.expect("type");
+    browser.wait_for_text(&row("shop", "1.0.0"), "main").await;
+    assert_eq!(
+        browser
+            .run("return [sessionStorage.getItem('switchyard-token'), localStorage.length, document.cookie]")
+            .await,
+        json!([token, 0, ""]),
+        "kept for this tab only"
+    );
+
+    browser.click("#sign-out").await;
+    browser.wait_for("form.login").await;
+    assert!(no_data(&browser.body().await));
+    assert_eq!(
+        browser
+            .run("return sessionStorage.getItem('switchyard-token')")
+            .await,
+        json!(null)
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_reached_through_a_foreign_host_gets_nothing() {
+    let env = shop_with_two_releases().await;
+    let port = env
+        .serve()
+        .admin_addr
+        .rsplit_once(':')
+        .expect("host:port")
+        .1
+        .to_owned();
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    // Through its own address, the dashboard shows shop.
+    browser.open(&format!("{}/ui", env.admin())).await;
+    browser.wait_for_text(&row("shop", "1.0.0"), "main").await;
+
+    // The same port through a name that resolves to 127.0.0.1, as a page
+    // that rebinds its DNS would reach it.
+    for path in ["/ui", "/ui/app.js", "/v1/services"] {
+        browser
+            .open(&format!("http://{FOREIGN_HOST}:{port}{path}"))
+            .await;
+        let body = browser.body().await;
+        assert!(
+            body.contains("does not answer to the host"),
+            "{path}: {body}"
+        );
+        assert!(!body.contains("shop"), "{path}: {body}");
+        assert_eq!(browser.count("#main").await, 0, "{path}: no dashboard");
+    }
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_from_the_api_show_as_text_never_as_markup() {
+    let env = shop_with_two_releases().await;
+    let markup = "<img src=x id=injected>";
+    env.cli(&[
+        "route",
+        "add",
+        "shop",
+        "--name",
+        "tagged",
+        "--header",
+        &format!("x-tag={markup}"),
+        "--to",
+        "1.1.0",
+    ])
+    .await
+    .ok();
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "shop")).await;
+    browser.wait_for_text(".routes", markup).await;
+    assert_eq!(browser.count("#injected").await, 0, "shown, not parsed");
+    browser.close().await;
+}
+
+/// A rollout plan that pauses after its first analysis, for the operator.
+const PLAN: &str = r#"
+version = "1.1.0"
+sticky_header = "x-user-id"
+steps = [
+    { step = "set-weight", percent = 25 },
+    { step = "analysis" },
+    { step = "pause" },
+    { step = "set-weight", percent = 50 },
+    { step = "analysis" },
+]
+[analysis]
+interval_seconds = 2
+min_requests = 5
+max_error_rate = 20.0
+max_latency = { quantile = 0.99, ms = 500.0 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_page_follows_a_rollout_and_resumes_it() {
+    let env = Env::start().await;
+    env.deploy(
+        "shop",
+        "1.0.0",
+        &["--host", "shop.example"],
+        &["--fail-rate", "0.03"],
+    )
+    .await
+    .ok();
+    env.deploy("shop", "1.1.0", &[], &["--latency-ms", "3"])
+        .await
+        .ok();
+    env.deploy("shop", "1.2.0", &[], &[]).await.ok();
+    env.cli(&[
+        "route", "add", "shop", "--name", "beta", "--header", "x-beta=1", "--to", "1.1.0",
+    ])
+    .await
+    .ok();
+    let plan = env.dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN).expect("write plan");
+
+    // Clients with keys of their own, at a bounded pace, for at most a minute.
+    let proxy = env.proxy().to_owned();
+    let http = env.http.clone();
+    let load = CountingLoad::start_until(
+        2,
+        Instant::now() + Duration::from_secs(60),
+        move |client, n| {
+            let request = http
+                .get(format!("{proxy}/services/shop/"))
+                .header("x-user-id", format!("user-{client}-{}", n % 40));
+            async move {
+                let answer = fetch(request).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                answer.map(|_| ())
+            }
+        },
+    );
+    env.cli(&[
+        "rollout",
+        "shop",
+        "1.1.0",
+        "--plan",
+        plan.to_str().expect("utf-8"),
+    ])
+    .await
+    .ok();
+
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "shop")).await;
+    let rollout = browser.wait_for_text(".rollout", "paused").await;
+    assert!(rollout.contains("Step 3 of 5"), "{rollout}");
+    let checks = browser.wait_for_text(".checks", "pass").await;
+    assert!(
+        checks.contains("at most 20"),
+        "the threshold is shown: {checks}"
+    );
+    browser
+        .wait_until(
+            "[...document.querySelectorAll('.chart path.line')]\
+             .some(p => (p.getAttribute('d').match(/L/g) || []).length >= 2)",
+            "charts with two points",
+        )
+        .await;
+    browser.wait_for_text(".shadow-report", "match").await;
+    browser.wait_for_text(".events", "step 2 done").await;
+    browser.screenshot("service").await;
+
+    browser
+        .click(".rollout button[data-action='rollout-resume']")
+        .await;
+    browser
+        .wait_for_text("dialog[open]", "Resume the rollout of shop 1.1.0?")
+        .await;
+    browser.click("dialog[open] button[type='submit']").await;
+    browser
+        .wait_for_text("#notice", "resumed at step 4 of 5")
+        .await;
+    let (passed, failures) = load.finish().await;
+    assert!(passed > 0);
+    let failed_not_500: Vec<&String> = failures.iter().filter(|f| !f.starts_with("500 ")).collect();
+    assert!(failed_not_500.is_empty(), "{failed_not_500:?}");
+    browser.close().await;
+}
