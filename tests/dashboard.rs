@@ -127,6 +127,10 @@ async fn a_canary_change_made_with_the_cli_shows_without_a_reload() {
         .wait_for_text(&row("shop", "1.1.0"), "canary 10 %")
         .await;
     browser.run("window.stillTheSamePage = true").await;
+    // An operator is about to press a button when the update comes in.
+    browser
+        .run("document.querySelector(\".history button[data-revision='1']\").focus()")
+        .await;
 
     env.cli(&["canary", "shop", "1.1.0", "--percent", "30"])
         .await
@@ -143,6 +147,16 @@ async fn a_canary_change_made_with_the_cli_shows_without_a_reload() {
         browser.run("return window.stillTheSamePage === true").await,
         json!(true),
         "the page was not reloaded"
+    );
+    browser
+        .wait_for_text(".history tbody tr", "canary 1.1.0 at 30%")
+        .await;
+    assert_eq!(
+        browser
+            .run("return document.activeElement.dataset.revision || ''")
+            .await,
+        json!("1"),
+        "the focused button kept its focus while rows were added above it"
     );
     browser.close().await;
 }
@@ -194,6 +208,75 @@ async fn an_assign_clicked_in_the_page_changes_main() {
     browser.wait_for_text(&row("shop", "1.1.0"), "main").await;
     browser
         .wait_for_text(&row("shop", "1.0.0"), "standby")
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_share_set_in_the_page_refuses_a_bad_number_and_sends_a_good_one() {
+    let env = shop_with_two_releases().await;
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "shop")).await;
+    browser
+        .click(&format!(
+            "{} button[data-action='canary']",
+            row("shop", "1.1.0")
+        ))
+        .await;
+    let field = browser.wait_for("dialog[open] input#dialog-input").await;
+    field.clear().await.expect("clear");
+    field.send_keys("150\n").await.expect("type");
+    browser
+        .wait_for_text(
+            "dialog[open] .dialog-error",
+            "Give a whole number from 0 to 100.",
+        )
+        .await;
+    assert!(
+        env.ls().await[0]["policy"]["canary"].is_null(),
+        "nothing was sent"
+    );
+
+    let field = browser.wait_for("dialog[open] input#dialog-input").await;
+    field.clear().await.expect("clear");
+    field.send_keys("20\n").await.expect("type");
+    browser
+        .wait_for_text("#notice", "canary 1.1.0 at 20 %")
+        .await;
+    let ls = env.ls().await;
+    assert_eq!(
+        ls[0]["policy"]["canary"],
+        json!({"version": "1.1.0", "percent": 20})
+    );
+    browser
+        .wait_for_text(&row("shop", "1.1.0"), "canary 20 %")
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_clicked_in_the_history_brings_that_revision_back() {
+    let env = shop_with_two_releases().await;
+    env.cli(&["assign", "shop", "1.1.0", "--yes"]).await.ok();
+    assert_eq!(env.get("/services/shop/").await.1, "1.1.0");
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "shop")).await;
+    browser
+        .click(".history button[data-action='rollback'][data-revision='2']")
+        .await;
+    let said = browser
+        .wait_for_text("dialog[open]", "Roll shop back to revision 2?")
+        .await;
+    assert!(said.contains("deploy 1.1.0 as shadow"), "{said}");
+    browser.click("dialog[open] button[type='submit']").await;
+    browser
+        .wait_for_text("#notice", "rolled back to revision 2 (now revision 4)")
+        .await;
+    assert_eq!(env.get("/services/shop/").await.1, "1.0.0");
+    browser
+        .wait_for_text_that(".history tbody tr", "revision 4 on top", |text| {
+            text.starts_with("4 ") && text.ends_with("current")
+        })
         .await;
     browser.close().await;
 }
@@ -388,6 +471,20 @@ async fn service_page_follows_a_rollout_and_resumes_it() {
     ])
     .await
     .ok();
+    // hello-server answers with its own pid, port and version.
+    env.cli(&[
+        "shadow",
+        "compare",
+        "shop",
+        "--ignore-path",
+        "$.pid",
+        "--ignore-path",
+        "$.port",
+        "--ignore-path",
+        "$.version",
+    ])
+    .await
+    .ok();
     let plan = env.dir.path().join("plan.toml");
     std::fs::write(&plan, PLAN).expect("write plan");
 
@@ -430,11 +527,13 @@ async fn service_page_follows_a_rollout_and_resumes_it() {
     browser
         .wait_until(
             "[...document.querySelectorAll('.chart path.line')]\
-             .some(p => (p.getAttribute('d').match(/L/g) || []).length >= 2)",
+             .some(p => (p.getAttribute('d').match(/L/g) || []).length >= 1)",
             "charts with two points",
         )
         .await;
-    browser.wait_for_text(".shadow-report", "match").await;
+    browser
+        .wait_for_text(".shadow-report[data-key='1.2.0']", "% match")
+        .await;
     browser.wait_for_text(".events", "step 2 done").await;
     browser.screenshot("service").await;
 
@@ -452,5 +551,73 @@ async fn service_page_follows_a_rollout_and_resumes_it() {
     assert!(passed > 0);
     let failed_not_500: Vec<&String> = failures.iter().filter(|f| !f.starts_with("500 ")).collect();
     assert!(failed_not_500.is_empty(), "{failed_not_500:?}");
+    browser.close().await;
+}
+
+/// Registers `hub` releases that all serve v1 and need no schema; the
+/// first is deployed as main.
+async fn hub_with_registered_releases(env: &Env, versions: &[&str]) {
+    for (i, version) in versions.iter().enumerate() {
+        let folder = env.dir.path().join(format!("hub-{version}"));
+        std::fs::create_dir_all(&folder).expect("release folder");
+        let manifest = folder.join("switchyard.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "name = \"hub\"\nversion = \"{version}\"\n\
+                 command = [\"{}\", \"--port\", \"{{port}}\", \"--version\", \"{version}\"]\n\
+                 api_versions = [\"v1\"]\n[health]\npath = \"/healthz\"\ninterval = \"200ms\"\n",
+                support::HELLO
+            ),
+        )
+        .expect("write manifest");
+        let manifest = manifest.to_str().expect("utf-8 path");
+        if i == 0 {
+            env.cli(&["deploy", "hub", version, "--manifest", manifest])
+                .await
+                .ok();
+        } else {
+            env.cli(&["release", "add", manifest]).await.ok();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_shows_its_plan_and_goes_on_when_asked() {
+    let env = Env::start().await;
+    hub_with_registered_releases(&env, &["1.0.0", "1.1.0", "1.2.0"]).await;
+    let started = env
+        .http
+        .post(format!("{}/v1/services/hub/upgrade", env.admin()))
+        .json(&json!({"to": "1.2.0", "between": {"kind": "approve"}}))
+        .send()
+        .await
+        .expect("admin API answers");
+    assert_eq!(
+        started.status(),
+        200,
+        "{}",
+        started.text().await.unwrap_or_default()
+    );
+
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "hub")).await;
+    let upgrade = browser.wait_for_text(".upgrade", "waiting").await;
+    assert!(upgrade.contains("Upgrade to 1.2.0"), "{upgrade}");
+    let plan = browser
+        .wait_for_text(".upgrade .plan", "1.1.0 → 1.2.0")
+        .await;
+    assert!(plan.contains("1.0.0 → 1.1.0 — reversible done"), "{plan}");
+    assert_eq!(env.get("/services/hub/").await.1, "1.1.0");
+
+    browser
+        .click(".upgrade button[data-action='upgrade-continue']")
+        .await;
+    browser
+        .wait_for_text("dialog[open]", "Go on with the upgrade of hub to 1.2.0?")
+        .await;
+    browser.click("dialog[open] button[type='submit']").await;
+    browser.wait_for_text(".upgrade h3", "done").await;
+    assert_eq!(env.get("/services/hub/").await.1, "1.2.0");
     browser.close().await;
 }

@@ -56,14 +56,14 @@ function showLogin(refusal) {
   const given = token.get();
   token.clear();
   signOut.hidden = true;
-  setCrumbs([]);
+  crumbs.replaceChildren();
   setLive('off', 'Signed out');
   const input = h('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'current-password', required: true, spellcheck: 'false' });
   const form = h('form', { class: 'login panel', 'aria-labelledby': 'login-title' },
     h('h1', { id: 'login-title' }, 'Sign in'),
     h('p', {}, 'This serve asks for the token in its --token-file. It is kept in this tab only, until the tab closes, and sent with every call as a bearer token.'),
     given ? h('p', { class: 'dialog-error', role: 'alert' }, `That token was refused: ${refusal.message}`) : null,
-    h('p', { class: 'dialog-field' }, h('label', { for: 'token' }, 'Token'), input),
+    h('p', { class: 'dialog-field stacked' }, h('label', { for: 'token' }, 'Token'), input),
     h('div', { class: 'dialog-buttons' }, h('button', { type: 'submit', class: 'primary' }, 'Sign in')));
   form.addEventListener('submit', (event) => {
     event.preventDefault();

@@ -54,15 +54,15 @@ export function lineChart({ title, series, from, to, floor, format, note }) {
       d: pathOf(line.points, x, y),
       'vector-effect': 'non-scaling-stroke',
     }));
-  const minutes = Math.round(span / 60000);
+  const back = span < 120000 ? `${Math.round(span / 1000)} s` : `${Math.round(span / 60000)} min`;
   return h('figure', { class: 'chart', 'data-key': `chart-${title}` },
     h('figcaption', {}, h('span', { class: 'chart-title' }, title), note ? h('span', { class: 'chart-note' }, note) : null),
     h('div', { class: 'plot' },
       h('span', { class: 'axis top' }, format(top)),
       h('span', { class: 'axis bottom' }, format(0)),
-      s('svg', { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': `${title} over the last ${minutes} minutes` },
+      s('svg', { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': `${title} over the last ${back}` },
         s('rect', { class: 'frame', x: 0, y: 0, width: WIDTH, height: HEIGHT }),
         grid,
         lines)),
-    h('div', { class: 'time-axis' }, h('span', {}, `−${minutes} min`), h('span', {}, 'now')));
+    h('div', { class: 'time-axis' }, h('span', {}, `−${back}`), h('span', {}, 'now')));
 }

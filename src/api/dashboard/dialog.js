@@ -41,10 +41,19 @@ function element() {
   return dialog;
 }
 
-/** Shows a line in the page's notice area (read out by screen readers). */
+/** How long a notice stays. */
+const NOTICE_MS = 12000;
+let noticeTimer = null;
+
+/**
+ * Shows a line in the notice area (read out by screen readers), floating
+ * over the page's corner so that nothing below it moves.
+ */
 export function notice(text) {
   const area = document.getElementById('notice');
   area.replaceChildren(h('p', {}, text));
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => area.replaceChildren(), NOTICE_MS);
 }
 
 /**

@@ -31,13 +31,18 @@ export function s(tag, attrs, ...children) {
   return build(document.createElementNS(SVG_NS, tag), attrs, children);
 }
 
+const keyOf = (node) => (node.nodeType === Node.ELEMENT_NODE ? node.getAttribute('data-key') : null);
+
 function sameKind(a, b) {
-  if (a.nodeType !== b.nodeType || a.nodeName !== b.nodeName) return false;
-  if (a.nodeType !== Node.ELEMENT_NODE) return true;
-  return a.getAttribute('data-key') === b.getAttribute('data-key');
+  return a.nodeType === b.nodeType && a.nodeName === b.nodeName && keyOf(a) === keyOf(b);
 }
 
-/** Makes `current` look like `next` (an element of the same kind). */
+/**
+ * Makes `current` look like `next` (an element of the same kind). Children
+ * with a data-key keep their element while the key stays: a row that
+ * leaves is removed, a new one is inserted, the others are patched where
+ * they are (a focused button in them keeps its focus).
+ */
 export function morph(current, next) {
   const keepOpen = current.nodeName === 'DETAILS' && current.open;
   for (const { name } of [...current.attributes]) {
@@ -48,8 +53,23 @@ export function morph(current, next) {
   }
   if (keepOpen) current.open = true;
   const wanted = [...next.childNodes];
+  const wantedKeys = new Set(wanted.map(keyOf).filter((key) => key !== null));
+  for (const child of [...current.childNodes]) {
+    const key = keyOf(child);
+    if (key !== null && !wantedKeys.has(key)) child.remove();
+  }
   wanted.forEach((node, i) => {
-    const have = current.childNodes[i];
+    let have = current.childNodes[i];
+    const key = keyOf(node);
+    if (have && key !== null && !sameKind(have, node)) {
+      const later = [...current.childNodes].slice(i + 1).find((child) => sameKind(child, node));
+      if (!later) {
+        current.insertBefore(node, have);
+        return;
+      }
+      current.insertBefore(later, have);
+      have = later;
+    }
     if (!have) {
       current.append(node);
     } else if (!sameKind(have, node)) {

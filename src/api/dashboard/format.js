@@ -34,10 +34,11 @@ export function duration(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
+/** Three significant digits at most, without trailing zeros: 0.25, 4.5, 12, 340. */
 function digits(value) {
   if (value >= 100) return value.toFixed(0);
-  if (value >= 10) return value.toFixed(1);
-  return value.toFixed(2).replace(/\.?0+$/, '') || '0';
+  const fixed = value.toFixed(value >= 10 ? 1 : 2);
+  return fixed.replace(/\.?0+$/, '');
 }
 
 /** Requests per second. */

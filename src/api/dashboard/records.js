@@ -51,8 +51,14 @@ function shadowReport(service, report) {
 export function shadowSection(service, reports) {
   const shown = reports.filter((r) => r.mirrored > 0
     || service.releases.some((rel) => rel.version === r.version && rel.role === 'shadow'));
+  const compare = service.compare;
   return h('section', { class: 'panel', 'aria-labelledby': 'shadow-title', 'data-key': 'shadow' },
     h('h2', { id: 'shadow-title' }, 'Shadow report'),
+    h('p', { class: 'muted' },
+      `Answers are compared on status, body${compare.headers.length ? ` and the headers ${compare.headers.join(', ')}` : ''}`,
+      compare.ignore_paths.length ? `, ignoring ${compare.ignore_paths.join(', ')}` : '',
+      compare.noise_percent ? `; ${compare.noise_percent} % of copies also go to a second main instance to tell noise` : '',
+      '.'),
     shown.length
       ? shown.map((report) => shadowReport(service, report))
       : h('p', { class: 'muted' }, 'No shadow has been mirrored to.'));
@@ -85,7 +91,7 @@ export function historyTable(service, history) {
         h('tbody', {}, history.map((revision) => h('tr', { 'data-key': `${revision.number}` },
           h('td', { class: 'num' }, `${revision.number}`),
           h('td', { class: 'muted', title: dateTime(revision.at) }, ago(revision.at)),
-          h('td', {}, revision.action),
+          h('td', { class: 'change' }, revision.action),
           h('td', { class: 'muted' }, revision.actor),
           h('td', {}, revision.number === service.revision
             ? h('span', { class: 'muted' }, 'current')

@@ -104,9 +104,9 @@ export function releaseTable(service, statuses, { actions = false } = {}) {
 /** Where the service is reached: its host names and its path prefix. */
 export function routesLine(service) {
   return h('p', { class: 'reach' },
-    h('span', { class: 'label' }, 'Reached at '),
+    h('span', { class: 'label' }, 'Reached at'),
     h('code', {}, `/services/${service.name}/`),
-    service.hosts.map((host) => [', ', h('code', { 'data-key': host }, host)]));
+    service.hosts.map((host) => h('code', { 'data-key': host }, host)));
 }
 
 /** Badges for a service held by an upgrade or paused. */

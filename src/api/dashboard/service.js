@@ -12,14 +12,19 @@ import { eventList, historyTable, shadowSection } from './records.js';
 import { colorOf, releaseTable, roleText, routesLine, stateBadges, swatch } from './releases.js';
 import { trafficPicture } from './traffic.js';
 
-/** The shortest span the charts show, so a young serve's few points do not fill them. */
-const SHORTEST_SPAN_MS = 2 * 60 * 1000;
+/** The fewest periods the charts span, so that two points make no wall. */
+const FEWEST_PERIODS = 4;
 
 function charts(service, trends) {
   const times = trends.releases.flatMap((r) => r.points.map((p) => p.at));
   const to = times.length ? Math.max(...times) : Date.now();
   const earliest = times.length ? Math.min(...times) : to;
-  const span = Math.min(Math.max(to - earliest, SHORTEST_SPAN_MS), trends.window_seconds * 1000);
+  // As far back as there are points, up to the window: a young serve's
+  // few points fill the chart rather than huddle at its right edge.
+  const span = Math.min(
+    Math.max(to - earliest, FEWEST_PERIODS * trends.every_seconds * 1000),
+    trends.window_seconds * 1000,
+  );
   const from = to - span;
   const series = (value, dashed = false) => trends.releases.map((release) => ({
     key: `${release.version}${dashed ? '-dashed' : ''}`,
