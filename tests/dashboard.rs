@@ -621,3 +621,58 @@ async fn an_upgrade_shows_its_plan_and_goes_on_when_asked() {
     assert_eq!(env.get("/services/hub/").await.1, "1.2.0");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_site_cannot_frame_the_dashboard() {
+    let env = shop_with_two_releases().await;
+    // Another origin on this machine: a page the proxy answers itself.
+    let decoy = format!(
+        "<iframe id=frame width=900 height=600 onload='window.frameDone = true' src='{}/ui'></iframe>",
+        env.admin()
+    );
+    env.cli(&[
+        "route",
+        "add",
+        "shop",
+        "--name",
+        "decoy",
+        "--path",
+        "/decoy",
+        "--respond",
+        "200",
+        "--content-type",
+        "text/html",
+        "--body",
+        &decoy,
+    ])
+    .await
+    .ok();
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    // At the top, the page shows shop.
+    browser.open(&format!("{}/ui", env.admin())).await;
+    browser.wait_for_text(&row("shop", "1.0.0"), "main").await;
+
+    // Inside the other origin's frame (to click its buttons through a
+    // decoy, say), the browser refuses to show it.
+    browser
+        .open(&format!("{}/services/shop/decoy", env.proxy()))
+        .await;
+    browser
+        .wait_until("window.frameDone", "the frame finished loading")
+        .await;
+    browser
+        .client
+        .enter_frame(0)
+        .await
+        .expect("enter the frame");
+    let framed = browser
+        .run("return location.href + ' ' + document.documentElement.outerHTML")
+        .await;
+    assert_eq!(browser.count("#main").await, 0, "framed: {framed}");
+    browser
+        .client
+        .enter_parent_frame()
+        .await
+        .expect("leave the frame");
+    browser.close().await;
+}
