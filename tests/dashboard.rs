@@ -281,6 +281,55 @@ async fn a_rollback_clicked_in_the_history_brings_that_revision_back() {
     browser.close().await;
 }
 
+/// Clicks `action` on the row of `version`, confirms, and waits for the
+/// notice that says it was done.
+async fn click_and_confirm(browser: &Browser, version: &str, action: &str, done: &str) {
+    browser
+        .click(&format!(
+            "{} button[data-action='{action}']",
+            row("shop", version)
+        ))
+        .await;
+    browser.wait_for("dialog[open]").await;
+    browser.click("dialog[open] button[type='submit']").await;
+    browser.wait_for_text("#notice", done).await;
+    browser.wait_until_gone("dialog[open]").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_canary_promote_and_kill_clicked_in_the_page_do_what_they_say() {
+    let env = shop_with_two_releases().await;
+    env.cli(&["canary", "shop", "1.1.0", "--percent", "20"])
+        .await
+        .ok();
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(&env, "shop")).await;
+    browser
+        .wait_for_text(&row("shop", "1.1.0"), "canary 20 %")
+        .await;
+
+    click_and_confirm(&browser, "1.1.0", "abort", "every client on main").await;
+    assert!(env.ls().await[0]["policy"]["canary"].is_null());
+    browser
+        .wait_for_text(&row("shop", "1.1.0"), "standby")
+        .await;
+
+    click_and_confirm(&browser, "1.1.0", "promote", "promoted to main").await;
+    assert_eq!(env.get("/services/shop/").await.1, "1.1.0");
+    browser
+        .wait_for_text(&row("shop", "1.0.0"), "standby")
+        .await;
+
+    click_and_confirm(&browser, "1.0.0", "kill", "1.0.0 killed").await;
+    let ls = env.ls().await;
+    assert_eq!(
+        roles(&ls, "shop"),
+        [support::listing::pair("1.1.0", "main")]
+    );
+    browser.wait_until_gone(&row("shop", "1.0.0")).await;
+    browser.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_action_shows_the_admin_apis_message() {
     let env = shop_with_two_releases().await;
