@@ -33,6 +33,29 @@ fn service_page(env: &Env, name: &str) -> String {
     format!("{}/ui#/services/{name}", env.admin())
 }
 
+/// Clicks `action` on the row of shop's `version`; returns what the
+/// dialog it opens says.
+async fn open_action(browser: &Browser, version: &str, action: &str) -> String {
+    browser
+        .click(&format!(
+            "{} button[data-action='{action}']",
+            row("shop", version)
+        ))
+        .await;
+    browser
+        .wait_for_text_that("dialog[open]", "a dialog", |_| true)
+        .await
+}
+
+/// Clicks `action` on the row of `version`, confirms, and waits for the
+/// notice that says it was done.
+async fn click_and_confirm(browser: &Browser, version: &str, action: &str, done: &str) {
+    open_action(browser, version, action).await;
+    browser.click("dialog[open] button[type='submit']").await;
+    browser.wait_for_text("#notice", done).await;
+    browser.wait_until_gone("dialog[open]").await;
+}
+
 /// `shop` with 1.0.0 as main and 1.1.0 beside it as a shadow.
 async fn shop_with_two_releases() -> Env {
     let env = Env::start().await;
@@ -166,11 +189,8 @@ async fn an_assign_clicked_in_the_page_changes_main() {
     let env = shop_with_two_releases().await;
     let browser = Browser::start(WIDTH, HEIGHT).await;
     browser.open(&service_page(&env, "shop")).await;
-    let assign = format!("{} button[data-action='assign']", row("shop", "1.1.0"));
-
     // The dialog says what will happen; Escape closes it and changes nothing.
-    browser.click(&assign).await;
-    let said = browser.wait_for_text("dialog[open]", "main").await;
+    let said = open_action(&browser, "1.1.0", "assign").await;
     assert!(said.contains("Make shop 1.1.0 main?"), "{said}");
     assert!(
         said.contains("1.0.0, main now, keeps running as standby"),
@@ -198,10 +218,7 @@ async fn an_assign_clicked_in_the_page_changes_main() {
     );
     assert_eq!(env.get("/services/shop/").await.1, "1.0.0");
 
-    browser.click(&assign).await;
-    browser.click("dialog[open] button[type='submit']").await;
-    browser.wait_for_text("#notice", "1.1.0 is main").await;
-    browser.wait_until_gone("dialog[open]").await;
+    click_and_confirm(&browser, "1.1.0", "assign", "1.1.0 is main").await;
     let (status, version, _) = env.get("/services/shop/").await;
     assert_eq!((status, version.as_str()), (200, "1.1.0"));
     assert_eq!(env.history("shop").await[0]["actor"], "dashboard");
@@ -217,12 +234,7 @@ async fn a_canary_share_set_in_the_page_refuses_a_bad_number_and_sends_a_good_on
     let env = shop_with_two_releases().await;
     let browser = Browser::start(WIDTH, HEIGHT).await;
     browser.open(&service_page(&env, "shop")).await;
-    browser
-        .click(&format!(
-            "{} button[data-action='canary']",
-            row("shop", "1.1.0")
-        ))
-        .await;
+    open_action(&browser, "1.1.0", "canary").await;
     let field = browser.wait_for("dialog[open] input#dialog-input").await;
     field.clear().await.expect("clear");
     field.send_keys("150\n").await.expect("type");
@@ -281,21 +293,6 @@ async fn a_rollback_clicked_in_the_history_brings_that_revision_back() {
     browser.close().await;
 }
 
-/// Clicks `action` on the row of `version`, confirms, and waits for the
-/// notice that says it was done.
-async fn click_and_confirm(browser: &Browser, version: &str, action: &str, done: &str) {
-    browser
-        .click(&format!(
-            "{} button[data-action='{action}']",
-            row("shop", version)
-        ))
-        .await;
-    browser.wait_for("dialog[open]").await;
-    browser.click("dialog[open] button[type='submit']").await;
-    browser.wait_for_text("#notice", done).await;
-    browser.wait_until_gone("dialog[open]").await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_canary_promote_and_kill_clicked_in_the_page_do_what_they_say() {
     let env = shop_with_two_releases().await;
@@ -335,15 +332,8 @@ async fn a_refused_action_shows_the_admin_apis_message() {
     let env = shop_with_two_releases().await;
     let browser = Browser::start(WIDTH, HEIGHT).await;
     browser.open(&service_page(&env, "shop")).await;
-    browser
-        .click(&format!(
-            "{} button[data-action='kill']",
-            row("shop", "1.0.0")
-        ))
-        .await;
-    browser
-        .wait_for_text("dialog[open]", "Kill shop 1.0.0?")
-        .await;
+    let said = open_action(&browser, "1.0.0", "kill").await;
+    assert!(said.contains("Kill shop 1.0.0?"), "{said}");
     browser.click("dialog[open] button[type='submit']").await;
     let shown = browser
         .wait_for_text("dialog[open] .dialog-error", "1.0.0")
