@@ -715,3 +715,128 @@ async fn another_site_cannot_frame_the_dashboard() {
         .expect("leave the frame");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_needs_no_token_but_its_data_does_and_each_file_carries_its_guards() {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, "files-token").expect("write token");
+    let env = Env::start_with(&["--token-file", token_file.to_str().expect("utf-8")]).await;
+    let admin = env.admin();
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    let root = plain.get(format!("{admin}/")).send().await.expect("GET /");
+    assert!(root.status().is_redirection(), "{}", root.status());
+    assert_eq!(root.headers()["location"], "/ui");
+    for (path, media) in [
+        ("/ui", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+        ("/ui/icon.svg", "image/svg+xml"),
+    ] {
+        let answer = plain
+            .get(format!("{admin}{path}"))
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(answer.status(), 200, "{path} needs no token");
+        let headers = answer.headers();
+        let header = |name: &str| headers[name].to_str().expect("ascii").to_owned();
+        assert!(header("content-type").starts_with(media), "{path}");
+        assert!(
+            header("content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+    }
+    let missing = plain
+        .get(format!("{admin}/ui/nothing.js"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(missing.status(), 404);
+
+    // The data behind the page does need the token, trends included.
+    for path in ["/v1/services", "/v1/services/shop/trends"] {
+        let answer = plain
+            .get(format!("{admin}{path}"))
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(answer.status(), 401, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trends_hold_each_releases_recent_points() {
+    let env = shop_with_two_releases().await;
+    let url = format!("{}/v1/services/shop/trends", env.admin());
+    let mut sent = 0;
+    env.eventually(
+        "a trend point of main with the requests sent",
+        Duration::from_secs(20),
+        || {
+            let (env, url) = (&env, &url);
+            sent += 1;
+            async move {
+                let (status, _, _) = env.get("/services/shop/").await;
+                assert_eq!(status, 200);
+                let trends: serde_json::Value = env
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .expect("trends")
+                    .json()
+                    .await
+                    .expect("JSON");
+                trends["releases"][0]["points"]
+                    .as_array()
+                    .is_some_and(|points| points.iter().any(|p| p["requests"].as_u64() > Some(0)))
+            }
+        },
+    )
+    .await;
+    let trends: serde_json::Value = env
+        .http
+        .get(&url)
+        .send()
+        .await
+        .expect("trends")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(trends["every_seconds"], 5);
+    assert_eq!(trends["window_seconds"], 900);
+    let releases = trends["releases"].as_array().expect("releases");
+    assert_eq!(releases[0]["version"], "1.0.0");
+    assert_eq!(releases[0]["role"], "main");
+    assert_eq!(releases[1]["version"], "1.1.0");
+    let main_points = releases[0]["points"].as_array().expect("points");
+    let counted: u64 = main_points
+        .iter()
+        .map(|p| p["requests"].as_u64().expect("requests"))
+        .sum();
+    assert!(
+        counted > 0 && counted <= sent,
+        "{counted} of {sent}: {trends:#}"
+    );
+    let point = main_points
+        .iter()
+        .find(|p| p["requests"].as_u64() > Some(0))
+        .expect("a point");
+    assert!(point["p99_ms"].as_f64().is_some() && point["rate_per_second"].as_f64() > Some(0.0));
+    assert!(
+        releases[1]["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .all(|p| p["requests"] == 0),
+        "the shadow's own address got nothing: {trends:#}"
+    );
+}
