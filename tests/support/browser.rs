@@ -95,6 +95,7 @@ impl Browser {
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
                     "--no-first-run",
+                    "--no-proxy-server",
                     "--disable-extensions",
                     "--lang=en-US",
                     "--force-prefers-reduced-motion",
