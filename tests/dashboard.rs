@@ -33,6 +33,13 @@ fn service_page(env: &Env, name: &str) -> String {
     format!("{}/ui#/services/{name}", env.admin())
 }
 
+/// A browser showing the page of service `name`.
+async fn browse_service(env: &Env, name: &str) -> Browser {
+    let browser = Browser::start(WIDTH, HEIGHT).await;
+    browser.open(&service_page(env, name)).await;
+    browser
+}
+
 /// Clicks `action` on the row of shop's `version`; returns what the
 /// dialog it opens says.
 async fn open_action(browser: &Browser, version: &str, action: &str) -> String {
@@ -54,6 +61,30 @@ async fn click_and_confirm(browser: &Browser, version: &str, action: &str, done:
     browser.click("dialog[open] button[type='submit']").await;
     browser.wait_for_text("#notice", done).await;
     browser.wait_until_gone("dialog[open]").await;
+}
+
+/// `shop` with 1.1.0 as a canary at `percent`, its page open and showing it.
+async fn shop_with_a_canary_on_the_page(percent: u8) -> (Env, Browser) {
+    let env = shop_with_two_releases().await;
+    let percent = percent.to_string();
+    env.cli(&["canary", "shop", "1.1.0", "--percent", &percent])
+        .await
+        .ok();
+    let browser = browse_service(&env, "shop").await;
+    browser
+        .wait_for_text(&row("shop", "1.1.0"), &format!("canary {percent} %"))
+        .await;
+    (env, browser)
+}
+
+/// A serve that asks for `token` (the token file lives as long as the dir).
+async fn env_with_token(token: &str) -> (Env, tempfile::TempDir) {
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, token).expect("write token");
+    let mut env = Env::start_with(&["--token-file", token_file.to_str().expect("utf-8")]).await;
+    env.token = Some(token.into());
+    (env, secrets)
 }
 
 /// `shop` with 1.0.0 as main and 1.1.0 beside it as a shadow.
@@ -147,15 +178,7 @@ async fn services_page_lists_what_ls_lists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_change_made_with_the_cli_shows_without_a_reload() {
-    let env = shop_with_two_releases().await;
-    env.cli(&["canary", "shop", "1.1.0", "--percent", "10"])
-        .await
-        .ok();
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "shop")).await;
-    browser
-        .wait_for_text(&row("shop", "1.1.0"), "canary 10 %")
-        .await;
+    let (env, browser) = shop_with_a_canary_on_the_page(10).await;
     browser.run("window.stillTheSamePage = true").await;
     // An operator is about to press a button when the update comes in.
     browser
@@ -194,8 +217,7 @@ async fn a_canary_change_made_with_the_cli_shows_without_a_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_assign_clicked_in_the_page_changes_main() {
     let env = shop_with_two_releases().await;
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "shop")).await;
+    let browser = browse_service(&env, "shop").await;
     // The dialog says what will happen; Escape closes it and changes nothing.
     let said = open_action(&browser, "1.1.0", "assign").await;
     assert!(said.contains("Make shop 1.1.0 main?"), "{said}");
@@ -239,8 +261,7 @@ async fn an_assign_clicked_in_the_page_changes_main() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_share_set_in_the_page_refuses_a_bad_number_and_sends_a_good_one() {
     let env = shop_with_two_releases().await;
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "shop")).await;
+    let browser = browse_service(&env, "shop").await;
     open_action(&browser, "1.1.0", "canary").await;
     let field = browser.wait_for("dialog[open] input#dialog-input").await;
     field.clear().await.expect("clear");
@@ -278,8 +299,7 @@ async fn a_rollback_clicked_in_the_history_brings_that_revision_back() {
     let env = shop_with_two_releases().await;
     env.cli(&["assign", "shop", "1.1.0", "--yes"]).await.ok();
     assert_eq!(env.get("/services/shop/").await.1, "1.1.0");
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "shop")).await;
+    let browser = browse_service(&env, "shop").await;
     browser
         .click(".history button[data-action='rollback'][data-revision='2']")
         .await;
@@ -302,15 +322,7 @@ async fn a_rollback_clicked_in_the_history_brings_that_revision_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_canary_promote_and_kill_clicked_in_the_page_do_what_they_say() {
-    let env = shop_with_two_releases().await;
-    env.cli(&["canary", "shop", "1.1.0", "--percent", "20"])
-        .await
-        .ok();
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "shop")).await;
-    browser
-        .wait_for_text(&row("shop", "1.1.0"), "canary 20 %")
-        .await;
+    let (env, browser) = shop_with_a_canary_on_the_page(20).await;
 
     click_and_confirm(&browser, "1.1.0", "abort", "every client on main").await;
     assert!(env.ls().await[0]["policy"]["canary"].is_null());
@@ -337,8 +349,7 @@ async fn end_canary_promote_and_kill_clicked_in_the_page_do_what_they_say() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_action_shows_the_admin_apis_message() {
     let env = shop_with_two_releases().await;
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "shop")).await;
+    let browser = browse_service(&env, "shop").await;
     let said = open_action(&browser, "1.0.0", "kill").await;
     assert!(said.contains("Kill shop 1.0.0?"), "{said}");
     browser.click("dialog[open] button[type='submit']").await;
@@ -376,12 +387,8 @@ async fn a_refused_action_shows_the_admin_apis_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_the_page_shows_only_the_login_until_it_is_given() {
-    let secrets = tempfile::tempdir().expect("temp dir");
-    let token_file = secrets.path().join("token");
     let token = "dashboard-token-4711";
-    std::fs::write(&token_file, token).expect("write token");
-    let mut env = Env::start_with(&["--token-file", token_file.to_str().expect("utf-8")]).await;
-    env.token = Some(token.into());
+    let (env, _secrets) = env_with_token(token).await;
     env.deploy("shop", "1.0.0", &[], &[]).await.ok();
 
     let browser = Browser::start(WIDTH, HEIGHT).await;
@@ -472,8 +479,7 @@ async fn values_from_the_api_show_as_text_never_as_markup() {
     ])
     .await
     .ok();
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "shop")).await;
+    let browser = browse_service(&env, "shop").await;
     browser.wait_for_text(".routes", markup).await;
     assert_eq!(browser.count("#injected").await, 0, "shown, not parsed");
     browser.close().await;
@@ -561,8 +567,7 @@ async fn service_page_follows_a_rollout_and_resumes_it() {
     .await
     .ok();
 
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "shop")).await;
+    let browser = browse_service(&env, "shop").await;
     let rollout = browser.wait_for_text(".rollout", "paused").await;
     assert!(rollout.contains("Step 3 of 5"), "{rollout}");
     let checks = browser.wait_for_text(".checks", "pass").await;
@@ -646,8 +651,7 @@ async fn an_upgrade_shows_its_plan_and_goes_on_when_asked() {
         started.text().await.unwrap_or_default()
     );
 
-    let browser = Browser::start(WIDTH, HEIGHT).await;
-    browser.open(&service_page(&env, "hub")).await;
+    let browser = browse_service(&env, "hub").await;
     let upgrade = browser.wait_for_text(".upgrade", "waiting").await;
     assert!(upgrade.contains("Upgrade to 1.2.0"), "{upgrade}");
     let plan = browser
@@ -725,10 +729,7 @@ async fn another_site_cannot_frame_the_dashboard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_needs_no_token_but_its_data_does_and_each_file_carries_its_guards() {
-    let secrets = tempfile::tempdir().expect("temp dir");
-    let token_file = secrets.path().join("token");
-    std::fs::write(&token_file, "files-token").expect("write token");
-    let env = Env::start_with(&["--token-file", token_file.to_str().expect("utf-8")]).await;
+    let (env, _secrets) = env_with_token("files-token").await;
     let admin = env.admin();
     let plain = reqwest::Client::builder()
         .no_proxy()
