@@ -247,6 +247,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         controller: Arc::clone(&controller),
         token: config.token.as_deref().map(Arc::from),
         hosts: Arc::new(hosts),
+        trends: crate::api::Trends::start(Arc::clone(&controller)),
     })
     .layer(axum::middleware::from_fn_with_state(gate, hold_changes))
     .layer(Extension(Arc::clone(&handover)));

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod component;
 pub mod http1;
 pub mod listing;
@@ -183,6 +184,19 @@ impl Env {
     /// A fresh env whose serve gets extra arguments.
     pub async fn start_with(extra: &[&str]) -> Env {
         let mut env = Self::new(extra);
+        env.launch("127.0.0.1:0", "127.0.0.1:0").await;
+        env
+    }
+
+    /// A fresh env whose serve requires `token` (in a `--token-file` in
+    /// the env's dir); the env's clients send it.
+    pub async fn start_with_token(token: &str) -> Env {
+        let mut env = Self::new(&[]);
+        let file = env.dir.path().join("token");
+        std::fs::write(&file, token).expect("write the token file");
+        env.extra_args
+            .extend(["--token-file".to_owned(), file.display().to_string()]);
+        env.token = Some(token.to_owned());
         env.launch("127.0.0.1:0", "127.0.0.1:0").await;
         env
     }
