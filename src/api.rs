@@ -20,12 +20,13 @@ pub use error::{ApiError, ErrorBody};
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
 
 use crate::controller::Controller;
+use crate::listener::Listeners;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -38,7 +39,13 @@ pub struct AppState {
 pub const ACTOR_HEADER: &str = "x-switchyard-actor";
 
 /// Prometheus text format.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(
+    State(state): State<AppState>,
+    listeners: Option<Extension<Listeners>>,
+) -> impl IntoResponse {
+    let connections = listeners
+        .map(|Extension(listeners)| listeners.0.iter().map(|c| c.sample()).collect())
+        .unwrap_or_default();
     (
         [(
             http::header::CONTENT_TYPE,
@@ -47,6 +54,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::metrics::render(
             state.controller.release_samples(),
             state.controller.all_shadow_reports(),
+            connections,
         ),
     )
 }

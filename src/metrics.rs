@@ -3,10 +3,12 @@
 //! minute), recorded by the proxy with atomic adds only. Prometheus text
 //! and the JSON summaries of `switchyard status` are read from them.
 
+mod connections;
 mod latency;
 mod prometheus;
 mod release;
 
+pub use connections::ConnectionSample;
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};
 pub use release::{MetricsSnapshot, ReleaseMetrics, WindowSummary};

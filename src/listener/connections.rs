@@ -1,0 +1,349 @@
+//! The open connections of one budget (the proxy with its pinned
+//! addresses, or the admin API): counted against a total cap and a cap per
+//! client address. A connection over a cap makes room by shedding an idle
+//! one (closed gracefully); when none is idle it is refused.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use slab::Slab;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::limits::Limits;
+use super::watch::Watch;
+use crate::metrics::ConnectionSample;
+
+/// How many connections one admission looks at for an idle one to shed,
+/// from where the last look stopped: bounded work per accept however many
+/// are open.
+const SHED_SCAN: usize = 256;
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The total cap, with no idle connection to shed.
+    Total,
+    /// Its address's cap, with no idle connection of that address to shed.
+    PerClient,
+}
+
+/// The open connections of one budget, its limits and its counters.
+pub struct Connections {
+    name: &'static str,
+    limits: Limits,
+    registry: Mutex<Registry>,
+    /// Requests in flight, when capped.
+    requests: Option<Arc<Semaphore>>,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Registry {
+    open: Slab<Entry>,
+    by_client: HashMap<IpAddr, Vec<usize>>,
+    /// Where the next look for an idle connection starts.
+    cursor: usize,
+}
+
+struct Entry {
+    watch: Arc<Watch>,
+    client: IpAddr,
+    listener: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicU64,
+    refused_total: AtomicU64,
+    refused_per_client: AtomicU64,
+    shed: AtomicU64,
+    header_timeouts: AtomicU64,
+    idle_timeouts: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+/// What one connection holds of its budget; given back when dropped (when
+/// its socket closes, after an upgrade too).
+pub struct Slot {
+    connections: Arc<Connections>,
+    key: usize,
+}
+
+impl Connections {
+    pub fn new(name: &'static str, limits: Limits) -> Arc<Connections> {
+        Arc::new(Connections {
+            name,
+            requests: limits.requests.map(|n| Arc::new(Semaphore::new(n))),
+            limits,
+            registry: Mutex::default(),
+            counts: Counts::default(),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(super) fn requests(&self) -> Option<&Arc<Semaphore>> {
+        self.requests.as_ref()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a slot for a new connection from `client` on `listener`,
+    /// shedding an idle connection when a cap is reached.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        client: IpAddr,
+        listener: u64,
+    ) -> Result<(Slot, Arc<Watch>), Refusal> {
+        let mut registry = self.registry();
+        let of_client = registry.by_client.get(&client).map_or(0, Vec::len);
+        if of_client >= self.limits.per_client {
+            if !registry.shed_one_of(client) {
+                self.counts
+                    .refused_per_client
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::PerClient);
+            }
+            self.counts.shed.fetch_add(1, Ordering::Relaxed);
+        } else if registry.open.len() >= self.limits.connections {
+            if !registry.shed_any() {
+                self.counts.refused_total.fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::Total);
+            }
+            self.counts.shed.fetch_add(1, Ordering::Relaxed);
+        }
+        let watch = Arc::new(Watch::new(Instant::now()));
+        let key = registry.open.insert(Entry {
+            watch: Arc::clone(&watch),
+            client,
+            listener,
+        });
+        registry.by_client.entry(client).or_default().push(key);
+        self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot {
+            connections: Arc::clone(self),
+            key,
+        };
+        Ok((slot, watch))
+    }
+
+    /// Asks every connection of `listener` to close gracefully.
+    pub(super) fn close_all(&self, listener: u64) {
+        for (_, entry) in self.registry().open.iter() {
+            if entry.listener == listener {
+                entry.watch.ask_to_close();
+            }
+        }
+    }
+
+    pub(super) fn header_timed_out(&self) {
+        self.counts.header_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn idle_timed_out(&self) {
+        self.counts.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn accept_failed(&self) {
+        self.counts.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The numbers `/metrics` shows.
+    pub fn sample(&self) -> ConnectionSample {
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ConnectionSample {
+            listener: self.name,
+            open: self.registry().open.len(),
+            max: self.limits.connections,
+            max_per_client: self.limits.per_client,
+            accepted: count(&self.counts.accepted),
+            refused_total: count(&self.counts.refused_total),
+            refused_per_client: count(&self.counts.refused_per_client),
+            shed: count(&self.counts.shed),
+            header_timeouts: count(&self.counts.header_timeouts),
+            idle_timeouts: count(&self.counts.idle_timeouts),
+            accept_errors: count(&self.counts.accept_errors),
+        }
+    }
+}
+
+impl fmt::Debug for Connections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connections")
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Sheds the oldest idle connection of `client`, if it has one.
+    fn shed_one_of(&mut self, client: IpAddr) -> bool {
+        let Some(keys) = self.by_client.get(&client) else {
+            return false;
+        };
+        let idle = keys
+            .iter()
+            .filter_map(|key| self.open.get(*key))
+            .find(|entry| entry.watch.is_sheddable());
+        match idle {
+            Some(entry) => {
+                entry.watch.ask_to_close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sheds an idle connection, looking from where the last look ended.
+    fn shed_any(&mut self) -> bool {
+        let span = self.open.capacity();
+        for step in 0..span.min(SHED_SCAN) {
+            let key = (self.cursor + step) % span;
+            if let Some(entry) = self.open.get(key) {
+                if entry.watch.is_sheddable() {
+                    entry.watch.ask_to_close();
+                    self.cursor = (key + 1) % span;
+                    return true;
+                }
+            }
+        }
+        self.cursor = (self.cursor + span.min(SHED_SCAN)) % span.max(1);
+        false
+    }
+
+    fn remove(&mut self, key: usize) {
+        let Some(entry) = self.open.try_remove(key) else {
+            return;
+        };
+        if let Some(keys) = self.by_client.get_mut(&entry.client) {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_client.remove(&entry.client);
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.connections.registry().remove(self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::watch::Timeouts;
+    use std::time::Duration;
+
+    fn connections(total: usize, per_client: usize) -> Arc<Connections> {
+        Connections::new(
+            "test",
+            Limits {
+                connections: total,
+                per_client,
+                requests: None,
+                timeouts: Timeouts {
+                    header: Duration::from_secs(10),
+                    idle: Duration::from_secs(60),
+                },
+                http2_max_streams: 100,
+                http2_keep_alive: None,
+            },
+        )
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([127, 0, 0, last])
+    }
+
+    /// A connection in the middle of a request head: never shed.
+    fn busy(watch: &Watch) {
+        watch.on_read(b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn over_the_total_an_idle_connection_is_shed_to_make_room() {
+        let c = connections(2, 2);
+        let (_a, a) = c.admit(ip(1), 0).expect("first");
+        let (_b, b) = c.admit(ip(2), 0).expect("second");
+        busy(&a);
+        let (_c, _) = c.admit(ip(3), 0).expect("third, by shedding the idle one");
+        assert!(
+            b.is_asked_to_close(),
+            "the idle connection is asked to close"
+        );
+        assert!(!a.is_asked_to_close(), "the busy one is left alone");
+        assert_eq!(c.sample().shed, 1);
+    }
+
+    #[test]
+    fn over_the_total_with_none_idle_the_new_connection_is_refused() {
+        let c = connections(2, 2);
+        let (_a, a) = c.admit(ip(1), 0).expect("first");
+        let (_b, b) = c.admit(ip(2), 0).expect("second");
+        busy(&a);
+        busy(&b);
+        assert_eq!(c.admit(ip(3), 0).err(), Some(Refusal::Total));
+        let sample = c.sample();
+        assert_eq!(
+            (sample.refused_total, sample.open, sample.accepted),
+            (1, 2, 2)
+        );
+    }
+
+    #[test]
+    fn one_address_over_its_cap_sheds_its_own_idle_or_is_refused() {
+        let c = connections(10, 2);
+        let (_a, a) = c.admit(ip(1), 0).expect("first");
+        let (b_slot, b) = c.admit(ip(1), 0).expect("second");
+        let (_o, other) = c.admit(ip(2), 0).expect("another address");
+        busy(&a);
+        let (_c, third) = c.admit(ip(1), 0).expect("sheds its own idle one");
+        assert!(b.is_asked_to_close());
+        assert!(
+            !other.is_asked_to_close(),
+            "another address's idle one is not shed"
+        );
+        drop(b_slot);
+        busy(&third);
+        assert_eq!(c.admit(ip(1), 0).err(), Some(Refusal::PerClient));
+        assert_eq!(c.sample().refused_per_client, 1);
+        assert!(c.admit(ip(3), 0).is_ok(), "other addresses still get in");
+    }
+
+    #[test]
+    fn a_closed_connection_gives_its_slot_back() {
+        let c = connections(1, 1);
+        let (slot, watch) = c.admit(ip(1), 0).expect("first");
+        busy(&watch);
+        assert!(c.admit(ip(1), 0).is_err());
+        drop(slot);
+        assert_eq!(c.sample().open, 0);
+        assert!(c.admit(ip(1), 0).is_ok());
+    }
+
+    #[test]
+    fn closing_a_listener_asks_only_its_own_connections() {
+        let c = connections(10, 10);
+        let (_a, a) = c.admit(ip(1), 1).expect("on listener 1");
+        let (_b, b) = c.admit(ip(1), 2).expect("on listener 2");
+        c.close_all(1);
+        assert!(a.is_asked_to_close());
+        assert!(!b.is_asked_to_close());
+    }
+}
