@@ -18,9 +18,9 @@ use super::watch::Watch;
 use crate::metrics::ConnectionSample;
 
 /// How many connections one admission looks at for an idle one to shed,
-/// from where the last look stopped: bounded work per accept however many
-/// are open.
-const SHED_SCAN: usize = 256;
+/// from where the last look stopped: all of them under caps up to this,
+/// bounded work per accept above.
+const SHED_SCAN: usize = 4096;
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,18 +210,21 @@ impl Registry {
 
     /// Sheds an idle connection, looking from where the last look ended.
     fn shed_any(&mut self) -> bool {
-        let span = self.open.capacity();
-        for step in 0..span.min(SHED_SCAN) {
-            let key = (self.cursor + step) % span;
-            if let Some(entry) = self.open.get(key) {
-                if entry.watch.is_sheddable() {
-                    entry.watch.ask_to_close();
-                    self.cursor = (key + 1) % span;
-                    return true;
-                }
+        let cursor = self.cursor;
+        let from_cursor = self.open.iter().filter(|(key, _)| *key >= cursor);
+        let before_cursor = self.open.iter().filter(|(key, _)| *key < cursor);
+        let mut last = None;
+        for (key, entry) in from_cursor.chain(before_cursor).take(SHED_SCAN) {
+            last = Some(key);
+            if entry.watch.is_sheddable() {
+                entry.watch.ask_to_close();
+                self.cursor = key + 1;
+                return true;
             }
         }
-        self.cursor = (self.cursor + span.min(SHED_SCAN)) % span.max(1);
+        if let Some(key) = last {
+            self.cursor = key + 1;
+        }
         false
     }
 
@@ -324,6 +327,25 @@ mod tests {
         assert_eq!(c.admit(ip(1), 0).err(), Some(Refusal::PerClient));
         assert_eq!(c.sample().refused_per_client, 1);
         assert!(c.admit(ip(3), 0).is_ok(), "other addresses still get in");
+    }
+
+    #[test]
+    fn a_lone_idle_connection_among_busy_ones_is_found_wherever_it_is() {
+        let c = connections(300, 300);
+        let mut open = Vec::new();
+        for _ in 0..300 {
+            let (slot, watch) = c.admit(ip(1), 0).expect("under the cap");
+            busy(&watch);
+            open.push((slot, watch));
+        }
+        assert_eq!(c.admit(ip(2), 0).err(), Some(Refusal::Total));
+        // An early connection ends its request and idles, behind where
+        // the last look stopped.
+        let early = &open[7].1;
+        early.request_started(false);
+        early.request_ended();
+        assert!(c.admit(ip(2), 0).is_ok(), "room made by shedding it");
+        assert!(early.is_asked_to_close());
     }
 
     #[test]

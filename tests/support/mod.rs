@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod abuse;
+pub mod file_limit;
 pub mod listing;
 pub mod load;
 pub mod own_server;
