@@ -115,6 +115,31 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     assert!(metric(&env, r#"switchyard_idle_timeouts_total{listener="proxy"}"#).await >= 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_get_at_most_the_configured_streams_per_connection() {
+    let env = Env::start_with(&["--http2-max-streams", "3"]).await;
+    let stream = tokio::net::TcpStream::connect(&env.serve().proxy_addr)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(stream)
+        .await
+        .expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get(format!("{}/nowhere", env.proxy()))
+        .body(())
+        .expect("request");
+    let (answer, _) = client.send_request(request, true).expect("stream");
+    // An answer comes after serve's SETTINGS, which carry the limit.
+    let answer = support::within(WAIT, "an HTTP/2 answer", answer)
+        .await
+        .expect("answer");
+    assert_eq!(answer.status(), 404);
+    assert_eq!(client.current_max_send_streams(), 3);
+    drop(client);
+    connection.abort();
+}
+
 /// `(total, per client)` from serve's startup line.
 fn caps(banner: &[String]) -> (usize, usize) {
     let line = banner

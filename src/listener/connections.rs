@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -108,6 +108,7 @@ impl Connections {
         client: IpAddr,
         listener: u64,
     ) -> Result<(Slot, Arc<Watch>), Refusal> {
+        let client = client_of(client);
         let mut registry = self.registry();
         let of_client = registry.by_client.get(&client).map_or(0, Vec::len);
         if of_client >= self.limits.per_client {
@@ -177,6 +178,19 @@ impl Connections {
             idle_timeouts: count(&self.counts.idle_timeouts),
             accept_errors: count(&self.counts.accept_errors),
         }
+    }
+}
+
+/// Who a connection counts against for the per-client cap: its IPv4
+/// address, or the /64 prefix of its IPv6 address (one host usually has a
+/// whole /64 to pick addresses from).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -346,6 +360,26 @@ mod tests {
         early.request_ended();
         assert!(c.admit(ip(2), 0).is_ok(), "room made by shedding it");
         assert!(early.is_asked_to_close());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_prefix() {
+        let c = connections(10, 1);
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let same_prefix: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other_prefix: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        let (_a, a) = c.admit(one, 0).expect("first");
+        busy(&a);
+        assert_eq!(c.admit(same_prefix, 0).err(), Some(Refusal::PerClient));
+        assert!(c.admit(other_prefix, 0).is_ok());
+        let mapped: IpAddr = "::ffff:127.0.0.9".parse().expect("ip");
+        let (_m, m) = c.admit(mapped, 0).expect("mapped");
+        busy(&m);
+        assert_eq!(
+            c.admit(ip(9), 0).err(),
+            Some(Refusal::PerClient),
+            "an IPv4-mapped address is its IPv4 address"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub struct ListenerSettings {
     /// Open proxy connections at most, pinned addresses included
     /// (`None`: computed from the file limit).
     pub max_connections: Option<usize>,
-    /// Open proxy connections per client IP address (`None`: a quarter of
-    /// the total).
+    /// Open proxy connections per client IP address, IPv6 per /64 (`None`:
+    /// a quarter of the total).
     pub max_connections_per_client: Option<usize>,
     /// Open admin API connections at most.
     pub admin_max_connections: usize,

@@ -22,8 +22,8 @@ pub struct LimitArgs {
     /// connections, the admin API and the rest.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Open proxy connections per client IP address. Default: a quarter
-    /// of --max-connections.
+    /// Open proxy connections per client IP address (IPv6: per /64).
+    /// Default: a quarter of --max-connections.
     #[arg(long, value_name = "N")]
     pub max_connections_per_client: Option<usize>,
     /// Open admin API connections at most.
