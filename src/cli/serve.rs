@@ -123,12 +123,12 @@ impl ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let files = FileLimit::raise();
-    let limits = config.listeners.resolve(&files);
-    for warning in &limits.warnings {
+    let caps = config.listeners.resolve(&files);
+    for warning in &caps.warnings {
         tracing::warn!("{warning}");
     }
-    let proxy_connections = Connections::new("proxy", limits.proxy.clone());
-    let admin_connections = Connections::new("admin", limits.admin.clone());
+    let proxy_connections = Connections::new("proxy", caps.proxy.clone());
+    let admin_connections = Connections::new("admin", caps.admin.clone());
     // A serve started to take over from another receives its listening
     // sockets first: if that fails, nothing here has been touched.
     let successor = match &args.handover_from {
@@ -203,7 +203,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (proxy, admin, None)
         }
     };
-    println!("switchyard: {files}; {}", limits.summary());
+    println!("switchyard: {files}; {}", caps.summary());
     // Tests and scripts read these two lines to find the bound ports.
     println!(
         "switchyard: proxy listening on http://{}",

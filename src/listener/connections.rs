@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::limits::Limits;
-use super::watch::Watch;
+use super::watch::{Shed, Watch};
 use crate::metrics::ConnectionSample;
 
 /// How many connections one admission looks at for an idle one to shed,
@@ -110,9 +110,10 @@ impl Connections {
     ) -> Result<(Slot, Arc<Watch>), Refusal> {
         let client = client_of(client);
         let mut registry = self.registry();
+        let now = Instant::now();
         let of_client = registry.by_client.get(&client).map_or(0, Vec::len);
         if of_client >= self.limits.per_client {
-            if !registry.shed_one_of(client) {
+            if !registry.shed_one_of(client, now) {
                 self.counts
                     .refused_per_client
                     .fetch_add(1, Ordering::Relaxed);
@@ -120,13 +121,13 @@ impl Connections {
             }
             self.counts.shed.fetch_add(1, Ordering::Relaxed);
         } else if registry.open.len() >= self.limits.connections {
-            if !registry.shed_any() {
+            if !registry.shed_any(now) {
                 self.counts.refused_total.fetch_add(1, Ordering::Relaxed);
                 return Err(Refusal::Total);
             }
             self.counts.shed.fetch_add(1, Ordering::Relaxed);
         }
-        let watch = Arc::new(Watch::new(Instant::now()));
+        let watch = Arc::new(Watch::new(now));
         let key = registry.open.insert(Entry {
             watch: Arc::clone(&watch),
             client,
@@ -204,17 +205,15 @@ impl fmt::Debug for Connections {
 }
 
 impl Registry {
-    /// Sheds the oldest idle connection of `client`, if it has one.
-    fn shed_one_of(&mut self, client: IpAddr) -> bool {
+    /// Sheds an idle connection of `client`, if it has one.
+    fn shed_one_of(&mut self, client: IpAddr, now: Instant) -> bool {
         let Some(keys) = self.by_client.get(&client) else {
             return false;
         };
-        let idle = keys
-            .iter()
-            .filter_map(|key| self.open.get(*key))
-            .find(|entry| entry.watch.is_sheddable());
-        match idle {
-            Some(entry) => {
+        let open = &self.open;
+        let entries = keys.iter().filter_map(|key| Some((*key, open.get(*key)?)));
+        match choose(entries, now) {
+            Some((_, entry)) => {
                 entry.watch.ask_to_close();
                 true
             }
@@ -223,18 +222,17 @@ impl Registry {
     }
 
     /// Sheds an idle connection, looking from where the last look ended.
-    fn shed_any(&mut self) -> bool {
+    fn shed_any(&mut self, now: Instant) -> bool {
         let cursor = self.cursor;
         let from_cursor = self.open.iter().filter(|(key, _)| *key >= cursor);
         let before_cursor = self.open.iter().filter(|(key, _)| *key < cursor);
+        let looked = from_cursor.chain(before_cursor).take(SHED_SCAN);
         let mut last = None;
-        for (key, entry) in from_cursor.chain(before_cursor).take(SHED_SCAN) {
-            last = Some(key);
-            if entry.watch.is_sheddable() {
-                entry.watch.ask_to_close();
-                self.cursor = key + 1;
-                return true;
-            }
+        let chosen = choose(looked.inspect(|(key, _)| last = Some(*key)), now);
+        if let Some((key, entry)) = chosen {
+            entry.watch.ask_to_close();
+            self.cursor = key + 1;
+            return true;
         }
         if let Some(key) = last {
             self.cursor = key + 1;
@@ -253,6 +251,28 @@ impl Registry {
             }
         }
     }
+}
+
+/// The connection to shed among `entries`: the first one idle after a
+/// response or silent for a while; otherwise the oldest one just accepted
+/// and silent so far.
+fn choose<'a>(
+    entries: impl Iterator<Item = (usize, &'a Entry)>,
+    now: Instant,
+) -> Option<(usize, &'a Entry)> {
+    let mut oldest_silent: Option<(usize, &Entry, Instant)> = None;
+    for (key, entry) in entries {
+        match entry.watch.shed(now) {
+            Some(Shed::Gladly) => return Some((key, entry)),
+            Some(Shed::Reluctantly { accepted })
+                if oldest_silent.is_none_or(|(_, _, a)| accepted < a) =>
+            {
+                oldest_silent = Some((key, entry, accepted));
+            }
+            Some(Shed::Reluctantly { .. }) | None => {}
+        }
+    }
+    oldest_silent.map(|(key, entry, _)| (key, entry))
 }
 
 impl Drop for Slot {
@@ -380,6 +400,18 @@ mod tests {
             Some(Refusal::PerClient),
             "an IPv4-mapped address is its IPv4 address"
         );
+    }
+
+    #[test]
+    fn a_connection_just_accepted_is_shed_last() {
+        let c = connections(3, 3);
+        let (_a, a) = c.admit(ip(1), 0).expect("first");
+        let (_b, b) = c.admit(ip(2), 0).expect("second");
+        let (_c, newest) = c.admit(ip(3), 0).expect("third");
+        busy(&a);
+        let (_d, _) = c.admit(ip(4), 0).expect("fourth, by shedding one");
+        assert!(b.is_asked_to_close(), "the older of the silent ones goes");
+        assert!(!newest.is_asked_to_close());
     }
 
     #[test]

@@ -55,6 +55,20 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// How long a new connection may stay silent before it is as fair a
+/// choice to shed as an idle keep-alive one.
+const SILENT_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether a connection may be shed to make room for a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// Idle after a response, or silent since its accept for a while.
+    Gladly,
+    /// Just accepted and silent so far: its request may be on its way.
+    /// Shed only when nothing better is open, the oldest first.
+    Reluctantly { accepted: Instant },
+}
+
 /// What the timer found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
@@ -189,12 +203,23 @@ impl Watch {
         }
     }
 
-    /// Nothing would be lost by closing it now: no request in progress,
-    /// not a byte of the next one, not asked to close already.
-    pub fn is_sheddable(&self) -> bool {
-        self.active.load(Ordering::Acquire) == 0
-            && matches!(self.phase(), Phase::Fresh | Phase::Idle)
-            && !self.is_asked_to_close()
+    /// Whether closing it now would lose nothing (no request in progress,
+    /// not a byte of the next one, not asked to close already), and how
+    /// good a choice it is at `now`.
+    pub fn shed(&self, now: Instant) -> Option<Shed> {
+        if self.is_busy() || self.is_asked_to_close() {
+            return None;
+        }
+        match self.phase() {
+            Phase::Idle => Some(Shed::Gladly),
+            Phase::Fresh if now.saturating_duration_since(self.start) >= SILENT_GRACE => {
+                Some(Shed::Gladly)
+            }
+            Phase::Fresh => Some(Shed::Reluctantly {
+                accepted: self.start,
+            }),
+            Phase::Head | Phase::Upgraded => None,
+        }
     }
 
     pub fn is_busy(&self) -> bool {
@@ -308,10 +333,26 @@ mod tests {
     fn a_silent_new_connection_times_out_like_a_late_head_and_may_be_shed() {
         let start = Instant::now();
         let w = Watch::new(start);
-        assert!(w.is_sheddable());
+        assert!(w.shed(Instant::now()).is_some());
         assert_eq!(w.check(start + secs(11), T), Check::HeadTimedOut);
         w.on_read(b"G");
-        assert!(!w.is_sheddable(), "a head begun is never shed");
+        assert!(
+            w.shed(Instant::now()).is_none(),
+            "a head begun is never shed"
+        );
+    }
+
+    #[test]
+    fn a_connection_silent_for_a_moment_is_shed_only_reluctantly() {
+        let start = Instant::now();
+        let w = Watch::new(start);
+        assert_eq!(
+            w.shed(start + Duration::from_millis(10)),
+            Some(Shed::Reluctantly { accepted: start })
+        );
+        assert_eq!(w.shed(start + secs(1)), Some(Shed::Gladly));
+        w.ask_to_close();
+        assert_eq!(w.shed(start + secs(1)), None, "once is enough");
     }
 
     #[test]
@@ -320,7 +361,7 @@ mod tests {
         let w = Watch::new(start);
         w.on_read(b"GET / HTTP/1.1\r\n\r\n");
         w.request_started(false);
-        assert!(!w.is_sheddable());
+        assert!(w.shed(Instant::now()).is_none());
         assert_eq!(
             w.check(start + secs(100), T),
             Check::Until(start + secs(110))
@@ -335,7 +376,7 @@ mod tests {
         w.request_started(false);
         w.request_ended();
         assert_eq!(w.phase(), Phase::Idle);
-        assert!(w.is_sheddable());
+        assert!(w.shed(Instant::now()).is_some());
         let idle_since = w.since();
         assert_eq!(
             w.check(idle_since + secs(59), T),
@@ -382,7 +423,7 @@ mod tests {
         w.upgraded(None);
         w.request_ended();
         assert_eq!(w.phase(), Phase::Upgraded);
-        assert!(!w.is_sheddable());
+        assert!(w.shed(Instant::now()).is_none());
         assert!(matches!(w.check(start + secs(1000), T), Check::Until(_)));
     }
 }
