@@ -13,7 +13,10 @@ use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use regex::Regex;
 use support::Env;
-use support::abuse::{connect_from, hold_stream, loopback, metric, read_until_closed, slowloris};
+use support::abuse::{
+    assert_closed_at_once, connect_from, hold_streams, loopback, metric, read_until_closed,
+    slowloris,
+};
 use support::raw_http::{connect, read_response};
 use tokio::io::AsyncWriteExt;
 
@@ -39,23 +42,37 @@ async fn slowloris_connections_are_closed_with_408_while_a_normal_client_is_serv
     }
     assert!(served > 0, "no request was served while the attack ran");
     for attacker in attackers {
-        let got = attacker.await.expect("the slowloris client ran");
-        let got = String::from_utf8_lossy(&got);
-        assert!(got.starts_with("HTTP/1.1 408 "), "answered {got:?}");
-        assert!(got.contains("--header-timeout"), "{got}");
+        assert_answered_408(&attacker.await.expect("the slowloris client ran"));
     }
-    assert!(
-        metric(
-            &env,
-            r#"switchyard_header_timeouts_total{listener="proxy"}"#
-        )
-        .await
-            >= 5
-    );
+    assert!(counter(&env, "header_timeouts", "proxy").await >= 5);
 }
 
 async fn slowloris_owned(addr: String) -> Vec<u8> {
     slowloris(&addr, TRICKLE, WAIT).await
+}
+
+/// Asserts that a slowloris client was answered 408, naming the flag.
+fn assert_answered_408(got: &[u8]) {
+    let got = String::from_utf8_lossy(got);
+    assert!(got.starts_with("HTTP/1.1 408 "), "answered {got:?}");
+    assert!(got.contains("--header-timeout"), "{got}");
+}
+
+/// A per-listener counter of serve's `/metrics`.
+async fn counter(env: &Env, family: &str, listener: &str) -> u64 {
+    metric(
+        env,
+        &format!(r#"switchyard_{family}_total{{listener="{listener}"}}"#),
+    )
+    .await
+}
+
+/// Connections the proxy closed at once for `reason` (`total_cap`,
+/// `client_cap`).
+async fn refused(env: &Env, reason: &str) -> u64 {
+    let series =
+        format!(r#"switchyard_connections_refused_total{{listener="proxy",reason="{reason}"}}"#);
+    metric(env, &series).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +129,7 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
         .expect("closed cleanly (GOAWAY)");
     drop(sender);
 
-    assert!(metric(&env, r#"switchyard_idle_timeouts_total{listener="proxy"}"#).await >= 2);
+    assert!(counter(&env, "idle_timeouts", "proxy").await >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,25 +204,17 @@ async fn at_a_low_file_limit_a_connection_flood_stops_neither_the_proxy_nor_the_
 
     // One address holds as many requests in flight as it may; its next
     // connections are closed at once.
-    let mut held = Vec::new();
-    for _ in 0..per_client {
-        let (conn, head) = hold_stream(&env, loopback(2), "hello", WAIT).await;
-        assert_eq!(head.status, 200);
-        held.push(conn);
-    }
+    let mut held = hold_streams(&env, loopback(2), "hello", per_client, WAIT).await;
     for _ in 0..10 {
-        let mut excess = connect_from(loopback(2), &proxy, WAIT).await;
-        let got = read_until_closed(&mut excess, WAIT, "an excess connection to be closed").await;
-        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
-    }
-    assert_eq!(
-        metric(
-            &env,
-            r#"switchyard_connections_refused_total{listener="proxy",reason="client_cap"}"#
+        assert_closed_at_once(
+            loopback(2),
+            &proxy,
+            WAIT,
+            "an excess connection to be closed",
         )
-        .await,
-        10
-    );
+        .await;
+    }
+    assert_eq!(refused(&env, "client_cap").await, 10);
 
     // 1,100 idle connections from eleven more addresses: idle ones are
     // shed to make room, and nothing runs out.
@@ -221,11 +230,7 @@ async fn at_a_low_file_limit_a_connection_flood_stops_neither_the_proxy_nor_the_
     assert_eq!(answer.status, 200, "{}", answer.body);
     let ls = env.ls().await;
     assert_eq!(support::listing::service(&ls, "hello")["name"], "hello");
-    let shed = metric(
-        &env,
-        r#"switchyard_connections_shed_total{listener="proxy"}"#,
-    )
-    .await;
+    let shed = counter(&env, "connections_shed", "proxy").await;
     assert!(
         shed >= (1100 - total) as u64,
         "{shed} idle connections shed to make room for 1,100 under a cap of {total}"
@@ -239,8 +244,11 @@ async fn at_a_low_file_limit_a_connection_flood_stops_neither_the_proxy_nor_the_
     )
     .await;
     for listener in ["proxy", "admin"] {
-        let series = format!(r#"switchyard_accept_errors_total{{listener="{listener}"}}"#);
-        assert_eq!(metric(&env, &series).await, 0, "{series}");
+        assert_eq!(
+            counter(&env, "accept_errors", listener).await,
+            0,
+            "{listener}"
+        );
     }
 
     // The proxy full of requests in flight (idle connections left over
@@ -249,24 +257,18 @@ async fn at_a_low_file_limit_a_connection_flood_stops_neither_the_proxy_nor_the_
     drop(flood);
     let mut source = 20;
     while held.len() < total {
-        for _ in 0..per_client.min(total - held.len()) {
-            let (conn, head) = hold_stream(&env, loopback(source), "hello", WAIT).await;
-            assert_eq!(head.status, 200);
-            held.push(conn);
-        }
+        let more = per_client.min(total - held.len());
+        held.extend(hold_streams(&env, loopback(source), "hello", more, WAIT).await);
         source += 1;
     }
-    let mut excess = connect_from(loopback(source + 1), &proxy, WAIT).await;
-    let got = read_until_closed(&mut excess, WAIT, "a connection over the cap to be closed").await;
-    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
-    assert!(
-        metric(
-            &env,
-            r#"switchyard_connections_refused_total{listener="proxy",reason="total_cap"}"#
-        )
-        .await
-            >= 1
-    );
+    assert_closed_at_once(
+        loopback(source + 1),
+        &proxy,
+        WAIT,
+        "a connection over the cap to be closed",
+    )
+    .await;
+    assert!(refused(&env, "total_cap").await >= 1);
     let ls = env.ls().await;
     assert_eq!(support::listing::service(&ls, "hello")["name"], "hello");
     drop(held);
@@ -276,21 +278,15 @@ async fn at_a_low_file_limit_a_connection_flood_stops_neither_the_proxy_nor_the_
 async fn one_client_address_over_its_cap_is_refused_while_another_is_served() {
     let env = Env::start_with(&["--max-connections-per-client", "4"]).await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let (conn, head) = hold_stream(&env, loopback(2), "hello", WAIT).await;
-        assert_eq!(head.status, 200);
-        held.push(conn);
-    }
+    let held = hold_streams(&env, loopback(2), "hello", 4, WAIT).await;
 
-    let mut excess = connect_from(loopback(2), &env.serve().proxy_addr, WAIT).await;
-    let got = read_until_closed(
-        &mut excess,
+    assert_closed_at_once(
+        loopback(2),
+        &env.serve().proxy_addr,
         WAIT,
         "the fifth connection of 127.0.0.2 to be closed",
     )
     .await;
-    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
 
     let other = reqwest::Client::builder()
         .no_proxy()
@@ -299,14 +295,7 @@ async fn one_client_address_over_its_cap_is_refused_while_another_is_served() {
         .expect("client");
     let answer = support::reply(other.get(format!("{}/services/hello/", env.proxy())), WAIT).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_eq!(
-        metric(
-            &env,
-            r#"switchyard_connections_refused_total{listener="proxy",reason="client_cap"}"#
-        )
-        .await,
-        1
-    );
+    assert_eq!(refused(&env, "client_cap").await, 1);
     drop(held);
 }
 
@@ -323,44 +312,22 @@ async fn admin_api_closes_a_slowloris_connection_and_stays_reachable_while_the_p
     ])
     .await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    let mut held = Vec::new();
-    for _ in 0..6 {
-        let (conn, head) = hold_stream(&env, loopback(2), "hello", WAIT).await;
-        assert_eq!(head.status, 200);
-        held.push(conn);
-    }
-    let mut excess = connect_from(loopback(3), &env.serve().proxy_addr, WAIT).await;
-    let got = read_until_closed(
-        &mut excess,
+    let held = hold_streams(&env, loopback(2), "hello", 6, WAIT).await;
+    assert_closed_at_once(
+        loopback(3),
+        &env.serve().proxy_addr,
         WAIT,
         "a connection over the proxy's cap to be closed",
     )
     .await;
-    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
 
     let attack = tokio::spawn(slowloris_owned(env.serve().admin_addr.clone()));
     let ls = env.ls().await;
     assert_eq!(support::listing::service(&ls, "hello")["name"], "hello");
-    let got = attack.await.expect("the slowloris client ran");
-    let got = String::from_utf8_lossy(&got);
-    assert!(got.starts_with("HTTP/1.1 408 "), "answered {got:?}");
+    assert_answered_408(&attack.await.expect("the slowloris client ran"));
 
-    assert!(
-        metric(
-            &env,
-            r#"switchyard_header_timeouts_total{listener="admin"}"#
-        )
-        .await
-            >= 1
-    );
-    assert!(
-        metric(
-            &env,
-            r#"switchyard_connections_refused_total{listener="proxy",reason="total_cap"}"#
-        )
-        .await
-            >= 1
-    );
+    assert!(counter(&env, "header_timeouts", "admin").await >= 1);
+    assert!(refused(&env, "total_cap").await >= 1);
     drop(held);
 }
 
@@ -444,7 +411,7 @@ async fn accept_errors_are_logged_at_most_once_a_second_with_a_count() {
             .is_ok()
     })
     .await;
-    let failed = metric(&env, r#"switchyard_accept_errors_total{listener="proxy"}"#).await;
+    let failed = counter(&env, "accept_errors", "proxy").await;
     assert!(
         failed as usize > lines.len(),
         "{failed} failures, {} lines",

@@ -76,6 +76,36 @@ pub async fn slowloris(addr: &str, every: Duration, wait: Duration) -> Vec<u8> {
     .await
 }
 
+/// A connection from `source` to `addr` that the server must close at once
+/// without a word (refused over a cap).
+pub async fn assert_closed_at_once(source: IpAddr, addr: &str, wait: Duration, what: &str) {
+    let mut stream = connect_from(source, addr, wait).await;
+    let got = read_until_closed(&mut stream, wait, what).await;
+    assert!(
+        got.is_empty(),
+        "{what}: answered {}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// `n` requests from `source` to `service` through the proxy that stay in
+/// flight (see [`hold_stream`]), each answered 200.
+pub async fn hold_streams(
+    env: &Env,
+    source: IpAddr,
+    service: &str,
+    n: usize,
+    wait: Duration,
+) -> Vec<BufReader<TcpStream>> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (conn, head) = hold_stream(env, source, service, wait).await;
+        assert_eq!(head.status, 200, "{head:?}");
+        held.push(conn);
+    }
+    held
+}
+
 /// A request from `source` to the proxy that stays in flight: a GET of
 /// hello-server's event stream, read up to its response head.
 pub async fn hold_stream(
