@@ -13,6 +13,8 @@ pub mod listing;
 pub mod load;
 pub mod own_server;
 pub mod raw_http;
+pub mod serves;
+pub mod tmpfs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
