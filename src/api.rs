@@ -33,12 +33,13 @@ pub use trends::Trends;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
 
 use crate::controller::Controller;
+use crate::listener::Listeners;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -58,7 +59,13 @@ pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 pub const ACTOR_HEADER: &str = "x-switchyard-actor";
 
 /// Prometheus text format.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(
+    State(state): State<AppState>,
+    listeners: Option<Extension<Listeners>>,
+) -> impl IntoResponse {
+    let connections = listeners
+        .map(|Extension(listeners)| listeners.0.iter().map(|c| c.sample()).collect())
+        .unwrap_or_default();
     (
         [(
             http::header::CONTENT_TYPE,
@@ -67,6 +74,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         crate::metrics::render(
             state.controller.release_samples(),
             state.controller.all_shadow_reports(),
+            connections,
         ),
     )
 }

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::listener::ListenerSettings;
+
 /// What `serve` runs with.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -39,6 +41,8 @@ pub struct ServeConfig {
     pub shadow_queue: usize,
     /// Mirrored copies in flight per shadow at once.
     pub shadow_concurrency: usize,
+    /// Timeouts and connection caps of every listener.
+    pub listeners: ListenerSettings,
 }
 
 impl ServeConfig {
@@ -61,7 +65,7 @@ impl ServeConfig {
         if self.crash_limit < 2 {
             return Err("the crash-loop limit must be at least 2 exits".into());
         }
-        Ok(())
+        self.listeners.validate()
     }
 
     /// Defaults for a state directory (used by `serve` and by tests).
@@ -82,6 +86,7 @@ impl ServeConfig {
             crash_limit: 3,
             shadow_queue: 256,
             shadow_concurrency: 16,
+            listeners: ListenerSettings::default(),
         }
     }
 }

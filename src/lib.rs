@@ -11,6 +11,8 @@
 //! - [`store`]: desired state and revision history (SQLite by default).
 //! - [`api`]: the admin REST API; [`cli`]: the `switchyard` command.
 //! - [`handover`]: a running serve replaced by a new process (self-upgrade).
+//! - [`listener`]: how every listening socket is run: connection caps,
+//!   header and idle timeouts, accept errors, drain.
 //! - [`model`]: the domain nouns, their validation and state transitions.
 
 pub mod api;
@@ -19,6 +21,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod handover;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

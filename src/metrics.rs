@@ -4,11 +4,13 @@
 //! the JSON summaries of `switchyard status` and the dashboard's trends
 //! are read from them.
 
+mod connections;
 mod latency;
 mod prometheus;
 mod release;
 mod trend;
 
+pub use connections::ConnectionSample;
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};
 pub use release::{MetricsSnapshot, ReleaseMetrics, WindowSummary};

@@ -19,7 +19,7 @@ pub use backend::Backend;
 pub use body::ResponseBody;
 pub use data_plane::DataPlane;
 pub use error_page::ProxyError;
-pub use listener::{Drain, serve};
+pub use listener::serve;
 pub use mirror::{Mirror, MirrorSettings};
 pub use pause::{PauseGate, SharedPauses};
 pub use upstream::Upstream;
@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::listener::Connections;
 use crate::routing::RoutingTable;
 
 /// The routing table the proxy reads; the controller swaps it whole.
@@ -40,6 +41,9 @@ pub struct ProxySettings {
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
     pub version_header: bool,
+    /// The data plane's connection budget: the proxy listener and every
+    /// pinned address count against it.
+    pub connections: Arc<Connections>,
 }
 
 /// Everything a request handler needs.

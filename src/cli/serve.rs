@@ -1,3 +1,5 @@
+mod limits;
+
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -9,14 +11,15 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Extension;
 use clap::Args;
-use tokio::net::TcpListener;
+use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AdminHosts, AppState, router};
 use crate::config::ServeConfig;
 use crate::controller::{Controller, Notifier};
 use crate::handover::{ChangeGate, Handover, Successor, hold_changes};
-use crate::proxy::{self, DataPlane, Drain, MirrorSettings, Proxy, ProxySettings, SharedTable};
+use crate::listener::{Connections, Drain, FileLimit, Listeners};
+use crate::proxy::{self, DataPlane, MirrorSettings, Proxy, ProxySettings, SharedTable};
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
 use crate::store::{SqliteStore, StateDir};
@@ -26,6 +29,8 @@ const RESTORE_WAIT: Duration = Duration::from_secs(5);
 /// After a handover, how long a keep-alive connection may stay idle
 /// before it is closed: a busy one ends after its next answer.
 const HANDOVER_LINGER: Duration = Duration::from_secs(2);
+/// How long admin requests in progress may take to finish at shutdown.
+const ADMIN_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -83,6 +88,8 @@ pub struct ServeArgs {
     /// serve when it starts this one).
     #[arg(long = "handover-from", hide = true)]
     pub handover_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: limits::LimitArgs,
 }
 
 impl ServeArgs {
@@ -110,6 +117,7 @@ impl ServeArgs {
             crash_limit: self.crash_limit,
             shadow_queue: self.shadow_queue,
             shadow_concurrency: self.shadow_concurrency,
+            listeners: self.limits.settings(),
             ..ServeConfig::with_state_dir(self.state_dir.clone())
         };
         config.validate().map_err(anyhow::Error::msg)?;
@@ -119,6 +127,13 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    let files = FileLimit::raise();
+    let caps = config.listeners.resolve(&files);
+    for warning in &caps.warnings {
+        tracing::warn!("{warning}");
+    }
+    let proxy_connections = Connections::new("proxy", caps.proxy.clone());
+    let admin_connections = Connections::new("admin", caps.admin.clone());
     // A serve started to take over from another receives its listening
     // sockets first: if that fails, nothing here has been touched.
     let mut successor = match &args.handover_from {
@@ -158,6 +173,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.connect_timeout,
         version_header: config.version_header,
+        connections: Arc::clone(&proxy_connections),
     };
     let mirror_settings = MirrorSettings {
         queue: config.shadow_queue,
@@ -199,6 +215,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             (proxy, admin, None)
         }
     };
+    println!("switchyard: {files}; {}", caps.summary());
     // Tests and scripts read these two lines to find the bound ports.
     println!(
         "switchyard: proxy listening on http://{}",
@@ -250,13 +267,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         trends: crate::api::Trends::start(Arc::clone(&controller)),
     })
     .layer(axum::middleware::from_fn_with_state(gate, hold_changes))
-    .layer(Extension(Arc::clone(&handover)));
-    admin_listener.set_nonblocking(true)?;
-    let admin_task = tokio::spawn(
-        axum::serve(TcpListener::from_std(admin_listener)?, app)
-            .with_graceful_shutdown(stop_admin.clone().cancelled_owned())
-            .into_future(),
-    );
+    .layer(Extension(Arc::clone(&handover)))
+    .layer(Extension(Listeners(vec![
+        proxy_connections,
+        Arc::clone(&admin_connections),
+    ])));
+    let admin_task = tokio::spawn(crate::listener::serve(
+        admin_listener,
+        admin_connections,
+        Drain {
+            stop: stop_admin.clone(),
+            linger: Duration::ZERO,
+            close: CancellationToken::new(),
+            timeout: ADMIN_DRAIN,
+        },
+        move |_client| TowerToHyperService::new(app.clone()),
+    ));
     if let Some(old_serve) = old_serve {
         // Should the old serve be gone, this one carries on: it holds the
         // sockets and the instances now.
@@ -282,7 +308,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // (or after the linger), and the instances keep running for the new serve.
     drain.stop.cancel();
     let _ = proxy_task.await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), admin_task).await;
+    let _ = admin_task.await;
     if !handed_over {
         controller.save_shadow_stats();
         controller.shutdown().await;

@@ -135,7 +135,7 @@ impl Controller {
             tokio::spawn(crate::proxy::serve(
                 listener,
                 proxy,
-                crate::proxy::Drain {
+                crate::listener::Drain {
                     stop: stop.clone(),
                     linger: Duration::ZERO,
                     close: CancellationToken::new(),

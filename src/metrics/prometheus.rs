@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use prometheus_client::metrics::MetricType;
 
 use super::MetricsSnapshot;
+use super::connections::{ConnectionCollector, ConnectionSample};
 use crate::shadow::ShadowReport;
 
 /// One release's numbers at scrape time.
@@ -213,11 +214,18 @@ impl Collector for ShadowCollector {
 }
 
 /// The metrics page.
-pub fn render(releases: Vec<ReleaseSample>, shadow_reports: Vec<ShadowReport>) -> String {
+pub fn render(
+    releases: Vec<ReleaseSample>,
+    shadow_reports: Vec<ShadowReport>,
+    connections: Vec<ConnectionSample>,
+) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ReleaseCollector { samples: releases }));
     registry.register_collector(Box::new(ShadowCollector {
         reports: shadow_reports,
+    }));
+    registry.register_collector(Box::new(ConnectionCollector {
+        samples: connections,
     }));
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -238,7 +246,7 @@ mod tests {
             ..ShadowStats::default()
         };
         stats.record("GET /", &[]);
-        let text = render(vec![], vec![stats.report("hello", "2.0.0")]);
+        let text = render(vec![], vec![stats.report("hello", "2.0.0")], vec![]);
         assert!(
             text.contains(r#"switchyard_shadow_mirrored_total{service="hello",version="2.0.0"} 7"#),
             "{text}"
@@ -251,5 +259,35 @@ mod tests {
                 r#"switchyard_shadow_mismatched_total{service="hello",version="2.0.0"} 0"#
             )
         );
+    }
+
+    #[test]
+    fn connection_counts_are_labelled_by_listener_and_reason() {
+        let sample = ConnectionSample {
+            listener: "proxy",
+            open: 3,
+            max: 352,
+            max_per_client: 88,
+            accepted: 10,
+            refused_total: 1,
+            refused_per_client: 2,
+            shed: 4,
+            header_timeouts: 5,
+            idle_timeouts: 6,
+            accept_errors: 7,
+        };
+        let text = render(vec![], vec![], vec![sample]);
+        for line in [
+            r#"switchyard_connections_open{listener="proxy"} 3"#,
+            r#"switchyard_connections_max{listener="proxy",scope="per_client"} 88"#,
+            r#"switchyard_connections_refused_total{listener="proxy",reason="total_cap"} 1"#,
+            r#"switchyard_connections_refused_total{listener="proxy",reason="client_cap"} 2"#,
+            r#"switchyard_connections_shed_total{listener="proxy"} 4"#,
+            r#"switchyard_header_timeouts_total{listener="proxy"} 5"#,
+            r#"switchyard_idle_timeouts_total{listener="proxy"} 6"#,
+            r#"switchyard_accept_errors_total{listener="proxy"} 7"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -10,8 +10,10 @@
 
 #![allow(dead_code)]
 
+pub mod abuse;
 pub mod browser;
 pub mod component;
+pub mod file_limit;
 pub mod http1;
 pub mod listing;
 pub mod load;
@@ -160,6 +162,8 @@ pub struct Serve {
     pub admin_addr: String,
     /// serve's stderr (its logs), collected in the background.
     log: std::sync::Arc<std::sync::Mutex<String>>,
+    /// What serve printed on stdout up to its addresses.
+    pub banner: Vec<String>,
 }
 
 /// One test's world: a temp dir, a serve, and clients for both sides.
@@ -170,6 +174,8 @@ pub struct Env {
     pub http: reqwest::Client,
     pub token: Option<String>,
     extra_args: Vec<String>,
+    /// A command serve is started through (`prlimit …`), or none.
+    launcher: Vec<String>,
     /// Set by [`Env::kill9`] until serve is launched again: its instances
     /// outlive it on purpose.
     orphaned: bool,
@@ -221,6 +227,7 @@ impl Env {
             http,
             token: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            launcher: Vec::new(),
             orphaned: false,
         }
     }
@@ -237,7 +244,15 @@ impl Env {
 
     /// Starts serve; the error carries what serve printed when it fails.
     pub async fn try_launch(&mut self, listen: &str, admin: &str) -> Result<Serve, String> {
-        let mut child = Command::new(SWITCHYARD)
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(SWITCHYARD);
+                command
+            }
+            None => Command::new(SWITCHYARD),
+        };
+        let mut child = command
             .arg("serve")
             .args(["--listen", listen, "--admin", admin])
             .arg("--state-dir")
@@ -261,7 +276,7 @@ impl Env {
         });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut proxy, mut admin_url) = (None, None);
+        let (mut proxy, mut admin_url, mut banner) = (None, None, Vec::new());
         let deadline = Instant::now() + Duration::from_secs(30);
         while proxy.is_none() || admin_url.is_none() {
             let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await;
@@ -274,6 +289,7 @@ impl Env {
                     {
                         admin_url = Some(url.to_owned());
                     }
+                    banner.push(line);
                 }
                 _ => {
                     let _ = child.kill().await;
@@ -297,6 +313,7 @@ impl Env {
             proxy,
             admin,
             log,
+            banner,
         })
     }
 

@@ -1,0 +1,301 @@
+//! How serve runs a listening socket: the proxy's, each pinned address's
+//! and the admin API's, all one way.
+//!
+//! - **Caps.** Each connection takes a slot of its budget ([`Connections`]:
+//!   the proxy with its pinned addresses, or the admin API) under a total
+//!   cap and a cap per client address. Over a cap an idle connection is
+//!   shed (closed gracefully) to make room; with none idle the new one is
+//!   closed at once. The proxy's caps come from the file limit, which
+//!   serve raises at start ([`FileLimit`]), and leave files for upstream
+//!   connections, the admin API and everything else serve keeps open.
+//! - **Timeouts.** Each connection has a [`watch`](watch::Watch) and one
+//!   timer: a request head not received within the header timeout gets
+//!   408 and the connection is closed; a keep-alive connection with no
+//!   request for the idle timeout is closed (HTTP/2: GOAWAY). Requests in
+//!   progress are the request path's to time.
+//! - **Accept errors** (out of file descriptors and the like) back off from
+//!   10 ms to 1 s and are logged at most once a second, with a count.
+//! - **Drain**: see [`Drain`].
+
+mod connections;
+mod file_limit;
+mod io;
+mod limits;
+mod throttle;
+mod tracked;
+mod watch;
+
+pub use connections::Connections;
+pub use file_limit::FileLimit;
+pub use limits::{Limits, ListenerSettings, Resolved};
+pub use watch::Timeouts;
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use connections::Refusal;
+use throttle::{Backoff, Throttle};
+use watch::{Check, Watch};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a listener winds down.
+///
+/// Once `stop` is cancelled it accepts no more (connections still queued
+/// on the listening socket stay there, for whoever else holds it: a serve
+/// that took over). Connections still open `linger` later, or as soon as
+/// `close` is cancelled, are shut down gracefully (an idle one at once, a
+/// busy one after its response; HTTP/2 gets GOAWAY), and whatever is left
+/// `timeout` after that is dropped.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    pub stop: CancellationToken,
+    pub linger: Duration,
+    pub close: CancellationToken,
+    pub timeout: Duration,
+}
+
+/// The budgets of every listener, for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners(pub Vec<Arc<Connections>>);
+
+/// How long a connection that was asked to close, or timed out, may take
+/// to go while none of its requests is still being answered.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Log lines about failed or refused accepts, at most one per this.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Tells the connections of one listener from another's in a budget.
+static NEXT_LISTENER: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts connections on `listener` until the drain begins, serving each
+/// with `make_service(client address)`, then drains them.
+pub async fn serve<M, S, B>(
+    listener: std::net::TcpListener,
+    connections: Arc<Connections>,
+    drain: Drain,
+    make_service: M,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let name = connections.name();
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(listener = name, %error, "cannot register the listening socket");
+            return;
+        }
+    };
+    let id = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
+    let limits = connections.limits().clone();
+    let builder = builder(&limits);
+    let answer = io::timeout_answer(limits.timeouts.header);
+    let tasks = TaskTracker::new();
+    let mut failures = Throttle::new(REPORT_EVERY);
+    let mut refusals = Throttle::new(REPORT_EVERY);
+    let mut backoff = Backoff::default();
+    let mut closing = false;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = drain.stop.cancelled() => break,
+            () = drain.close.cancelled(), if !closing => {
+                closing = true;
+                connections.close_all(id);
+                continue;
+            }
+        };
+        let (stream, client) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                connections.accept_failed();
+                if let Some(more) = failures.note(Instant::now()) {
+                    tracing::warn!(
+                        listener = name,
+                        %error,
+                        "accept failed ({more} more failed accepts since the last report); retrying after a pause"
+                    );
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next()) => continue,
+                    () = drain.stop.cancelled() => break,
+                }
+            }
+        };
+        backoff.reset();
+        let unreported = failures.take_unreported();
+        if unreported > 0 {
+            tracing::warn!(
+                listener = name,
+                "accepting again, after {unreported} more failed accepts"
+            );
+        }
+        let (slot, watch) = match connections.admit(client.ip(), id) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if let Some(more) = refusals.note(Instant::now()) {
+                    tracing::warn!(
+                        listener = name,
+                        client = %client.ip(),
+                        "{} ({more} more refused since the last report)",
+                        refusal_message(refusal, &limits)
+                    );
+                }
+                continue;
+            }
+        };
+        if closing {
+            watch.ask_to_close();
+        }
+        let _ = stream.set_nodelay(true);
+        let io = io::WatchedIo::new(stream, Arc::clone(&watch), slot, Arc::clone(&answer));
+        let service = tracked::tracked(
+            make_service(client),
+            Arc::clone(&watch),
+            connections.requests().cloned(),
+        );
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        tasks.spawn(run_connection(
+            conn,
+            watch,
+            Arc::clone(&connections),
+            limits.timeouts,
+            client,
+        ));
+    }
+    drop(listener);
+    tasks.close();
+    tokio::select! {
+        () = tasks.wait() => return,
+        () = tokio::time::sleep(drain.linger) => {}
+        () = drain.close.cancelled() => {}
+    }
+    connections.close_all(id);
+    if tokio::time::timeout(drain.timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            open = tasks.len(),
+            "client connections still open after {:?}; closing them",
+            drain.timeout
+        );
+    }
+}
+
+/// hyper's connection settings for `limits`. HTTP/1's header timer is the
+/// watch's (hyper's would close without answering 408).
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().header_read_timeout(None);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        .keep_alive_interval(limits.http2_keep_alive);
+    builder
+}
+
+fn refusal_message(refusal: Refusal, limits: &Limits) -> String {
+    match refusal {
+        Refusal::Total => format!(
+            "refused a connection: {} are open, none idle (serve --max-connections)",
+            limits.connections
+        ),
+        Refusal::PerClient => format!(
+            "refused a connection: its address has {} open, none idle (serve --max-connections-per-client)",
+            limits.per_client
+        ),
+    }
+}
+
+/// Serves one connection until it ends, closing it when a timer of its
+/// watch runs out or it is asked to (shed, drained).
+async fn run_connection<C>(
+    conn: C,
+    watch: Arc<Watch>,
+    connections: Arc<Connections>,
+    timeouts: Timeouts,
+    client: SocketAddr,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut conn = pin!(conn);
+    let timer = tokio::time::sleep_until(Instant::now() + timeouts.header);
+    let mut timer = pin!(timer);
+    // Set once the connection was told to go: from then on the timer only
+    // bounds how long it may take.
+    let mut going = false;
+    loop {
+        tokio::select! {
+            biased;
+            ended = conn.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, %client, "client connection ended with an error");
+                }
+                return;
+            }
+            () = watch.close_asked(), if !going => {
+                going = true;
+                conn.as_mut().graceful_shutdown();
+                timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+            }
+            () = timer.as_mut() => {
+                let now = Instant::now();
+                if going {
+                    if !watch.is_busy() {
+                        return;
+                    }
+                    timer.as_mut().reset(now + CLOSE_GRACE);
+                    continue;
+                }
+                match watch.check(now, timeouts) {
+                    Check::Until(deadline) => timer.as_mut().reset(deadline),
+                    Check::HeadTimedOut => {
+                        connections.header_timed_out();
+                        if watch.is_http2() {
+                            conn.as_mut().graceful_shutdown();
+                        } else {
+                            // Its next read answers 408 and ends it.
+                            watch.expire();
+                        }
+                        going = true;
+                        timer.as_mut().reset(now + CLOSE_GRACE);
+                    }
+                    Check::IdleTimedOut => {
+                        connections.idle_timed_out();
+                        conn.as_mut().graceful_shutdown();
+                        going = true;
+                        timer.as_mut().reset(now + CLOSE_GRACE);
+                    }
+                }
+            }
+        }
+    }
+}
