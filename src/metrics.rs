@@ -9,4 +9,4 @@ mod release;
 
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};
-pub use release::{MetricsSnapshot, ReleaseMetrics, WindowSummary};
+pub use release::{ClientFault, MetricsSnapshot, ReleaseMetrics, UpstreamPhase, WindowSummary};

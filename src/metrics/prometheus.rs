@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 
 use prometheus_client::metrics::MetricType;
 
-use super::MetricsSnapshot;
+use super::{ClientFault, MetricsSnapshot, UpstreamPhase};
 use crate::shadow::ShadowReport;
 
 /// One release's numbers at scrape time.
@@ -88,6 +88,60 @@ impl Collector for ReleaseCollector {
                 ];
                 ConstCounter::new(s.metrics.upstream_errors)
                     .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "switchyard_broken_responses",
+                "Answers the upstream broke off after they began (body stalled or cut): errors of the release",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &self.samples {
+                let labels = [
+                    ("service", s.service.as_str()),
+                    ("version", s.version.as_str()),
+                ];
+                ConstCounter::new(s.metrics.broken_responses)
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "switchyard_upstream_timeouts",
+                "Upstream timeouts by phase: connect (--connect-timeout), header (--upstream-timeout), body (--upstream-body-min-rate)",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &self.samples {
+                for phase in UpstreamPhase::ALL {
+                    let labels = [
+                        ("service", s.service.as_str()),
+                        ("version", s.version.as_str()),
+                        ("phase", phase.label()),
+                    ];
+                    ConstCounter::new(s.metrics.upstream_timeouts(phase))
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "switchyard_client_faults",
+                "Requests ended by their client: bad_body (400), slow_body (408, --client-body-min-rate), aborted (499); not among switchyard_requests_total and never errors of the release",
+                None,
+                MetricType::Counter,
+            )?;
+            for s in &self.samples {
+                for fault in ClientFault::ALL {
+                    let labels = [
+                        ("service", s.service.as_str()),
+                        ("version", s.version.as_str()),
+                        ("fault", fault.label()),
+                    ];
+                    ConstCounter::new(s.metrics.client_faults(fault))
+                        .encode(family.encode_family(&labels)?)?;
+                }
             }
         }
         {
