@@ -1,7 +1,8 @@
 //! Per-release measurements: response counts by status class, upstream
-//! failures, and latency histograms (since start, and over the last
-//! minute), recorded by the proxy with atomic adds only. Prometheus text
-//! and the JSON summaries of `switchyard status` are read from them.
+//! failures and timeouts, the client's faults (kept apart from the
+//! release's answers), and latency histograms (since start, and over the
+//! last minute), recorded by the proxy with atomic adds only. Prometheus
+//! text and the JSON summaries of `switchyard status` are read from them.
 
 mod latency;
 mod prometheus;
