@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::load::Load;
+use support::metrics::Metrics;
 use support::raw_http::{connect, read_response};
 use support::{Env, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -23,70 +24,12 @@ const ROLLOUT_WAIT: Duration = Duration::from_secs(90);
 
 // ---------------------------------------------------------------- helpers
 
-/// serve's `/metrics` page.
-async fn metrics(env: &Env) -> String {
-    let response = within(
-        WAIT,
-        "GET /metrics",
-        env.http.get(format!("{}/metrics", env.admin())).send(),
-    )
-    .await
-    .expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("metrics text")
-}
+/// The releases of `hello`.
+const V1: (&str, &str) = ("hello", "1.0.0");
+const V2: (&str, &str) = ("hello", "2.0.0");
 
-/// The value of one series (`name{labels}`) on the metrics page; 0 when
-/// the page has no such line, so a test that expects a count fails.
-fn value(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a counter is a whole number"))
-        .unwrap_or(0)
-}
-
-fn labels(version: &str) -> String {
-    format!(r#"service="hello",version="{version}""#)
-}
-
-fn client_faults(text: &str, version: &str, fault: &str) -> u64 {
-    value(
-        text,
-        &format!(
-            r#"switchyard_client_faults_total{{{},fault="{fault}"}}"#,
-            labels(version)
-        ),
-    )
-}
-
-fn requests(text: &str, version: &str, class: &str) -> u64 {
-    value(
-        text,
-        &format!(
-            r#"switchyard_requests_total{{{},class="{class}"}}"#,
-            labels(version)
-        ),
-    )
-}
-
-fn upstream_timeouts(text: &str, version: &str, phase: &str) -> u64 {
-    value(
-        text,
-        &format!(
-            r#"switchyard_upstream_timeouts_total{{{},phase="{phase}"}}"#,
-            labels(version)
-        ),
-    )
-}
-
-fn in_flight(text: &str, version: &str, role: &str) -> u64 {
-    value(
-        text,
-        &format!(
-            r#"switchyard_requests_in_flight{{{},role="{role}"}}"#,
-            labels(version)
-        ),
-    )
+async fn metrics(env: &Env) -> Metrics {
+    Metrics::scrape(env, WAIT).await
 }
 
 /// Sends raw bytes on a new connection to the proxy.
@@ -111,6 +54,33 @@ async fn rest_until_closed(conn: &mut BufReader<TcpStream>) -> Vec<u8> {
     rest
 }
 
+/// Sends `raw` and expects the proxy to answer it itself with `status`
+/// and the error `code`, naming `cause`, and to close the connection.
+async fn refused(env: &Env, raw: &[u8], status: u16, code: &str, cause: &str) {
+    let mut conn = send_raw(env, raw).await;
+    let response = read_response(&mut conn, false, WAIT).await;
+    assert_eq!(response.status, status, "{response:?}");
+    assert_eq!(response.header("x-switchyard-error"), Some(code));
+    let body = String::from_utf8_lossy(&response.body);
+    assert!(body.contains(cause), "the answer names `{cause}`: {body}");
+    rest_until_closed(&mut conn).await;
+}
+
+/// A series of a release and the value it should have: family, release,
+/// the family's own label if it has one, value.
+type Count<'a> = (&'a str, (&'a str, &'a str), Option<(&'a str, &'a str)>, u64);
+
+/// Asserts the value of each series on the page.
+fn assert_counts(text: &Metrics, expected: &[Count]) {
+    for (family, release, label, count) in expected {
+        assert_eq!(
+            text.release(family, *release, *label),
+            *count,
+            "{family} {release:?} {label:?} in:\n{text}"
+        );
+    }
+}
+
 /// An upload with a chunk size that is no hexadecimal number.
 fn bad_chunked_upload(user: &str) -> Vec<u8> {
     format!(
@@ -129,20 +99,15 @@ fn partial_upload(user: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// `rollout status hello --json`.
-async fn rollout_view(env: &Env) -> Value {
-    let run = env
-        .cli(&["rollout", "status", "hello", "--json"])
-        .await
-        .ok();
-    serde_json::from_str(&run.stdout).expect("rollout status --json is JSON")
-}
-
 /// Polls the rollout until it ends (succeeded, failed or aborted).
 async fn rollout_end(env: &Env) -> Value {
     let deadline = Instant::now() + ROLLOUT_WAIT;
     loop {
-        let view = rollout_view(env).await;
+        let run = env
+            .cli(&["rollout", "status", "hello", "--json"])
+            .await
+            .ok();
+        let view: Value = serde_json::from_str(&run.stdout).expect("rollout status is JSON");
         let state = view["state"]["status"]["state"]
             .as_str()
             .unwrap_or_default();
@@ -241,19 +206,19 @@ async fn bad_and_aborted_uploads_during_a_rollout_do_not_roll_back_a_healthy_can
     );
 
     let text = metrics(&env).await;
-    for version in ["1.0.0", "2.0.0"] {
-        assert_eq!(requests(&text, version, "5xx"), 0, "{text}");
-        assert_eq!(
-            value(
-                &text,
-                &format!("switchyard_upstream_errors_total{{{}}}", labels(version))
-            ),
-            0,
-            "{text}"
-        );
+    assert_counts(
+        &text,
+        &[
+            ("switchyard_requests_total", V1, Some(("class", "5xx")), 0),
+            ("switchyard_requests_total", V2, Some(("class", "5xx")), 0),
+            ("switchyard_upstream_errors_total", V1, None, 0),
+            ("switchyard_upstream_errors_total", V2, None, 0),
+        ],
+    );
+    for fault in ["bad_body", "aborted"] {
+        let faults = text.release("switchyard_client_faults_total", V2, Some(("fault", fault)));
+        assert!(faults > 0, "{fault} uploads on the canary: {text}");
     }
-    assert!(client_faults(&text, "2.0.0", "bad_body") > 0, "{text}");
-    assert!(client_faults(&text, "2.0.0", "aborted") > 0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,19 +226,19 @@ async fn invalid_chunk_size_gets_400_and_is_not_counted_against_the_release() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
 
-    let mut conn = send_raw(&env, &bad_chunked_upload("one")).await;
-    let response = read_response(&mut conn, false, WAIT).await;
-    assert_eq!(response.status, 400, "{response:?}");
-    assert_eq!(response.header("x-switchyard-error"), Some("bad-body"));
-    let body = String::from_utf8_lossy(&response.body);
-    assert!(body.contains("chunk"), "the answer names the cause: {body}");
-    rest_until_closed(&mut conn).await;
+    refused(&env, &bad_chunked_upload("one"), 400, "bad-body", "chunk").await;
 
-    let text = metrics(&env).await;
-    assert_eq!(client_faults(&text, "1.0.0", "bad_body"), 1, "{text}");
-    for class in ["4xx", "5xx"] {
-        assert_eq!(requests(&text, "1.0.0", class), 0, "{text}");
-    }
+    let faults = "switchyard_client_faults_total";
+    let requests = "switchyard_requests_total";
+    assert_counts(
+        &metrics(&env).await,
+        &[
+            (faults, V1, Some(("fault", "bad_body")), 1),
+            (requests, V1, Some(("class", "4xx")), 0),
+            (requests, V1, Some(("class", "5xx")), 0),
+            ("switchyard_upstream_errors_total", V1, None, 0),
+        ],
+    );
     let (status, version, _) = env.get("/services/hello/").await;
     assert_eq!((status, version.as_str()), (200, "1.0.0"));
 }
@@ -284,19 +249,39 @@ async fn slow_body_gets_408_and_frees_its_upstream_connection() {
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
 
     // Ten bytes of a hundred thousand, then nothing.
-    let mut conn = send_raw(&env, &partial_upload("slow")).await;
-    let response = read_response(&mut conn, false, WAIT).await;
-    assert_eq!(response.status, 408, "{response:?}");
-    assert_eq!(response.header("x-switchyard-error"), Some("slow-body"));
-    let body = String::from_utf8_lossy(&response.body);
-    assert!(body.contains("--client-body-min-rate"), "{body}");
-    rest_until_closed(&mut conn).await;
+    refused(
+        &env,
+        &partial_upload("slow"),
+        408,
+        "slow-body",
+        "--client-body-min-rate",
+    )
+    .await;
 
-    let text = metrics(&env).await;
-    assert_eq!(client_faults(&text, "1.0.0", "slow_body"), 1, "{text}");
-    assert_eq!(in_flight(&text, "1.0.0", "main"), 0, "{text}");
-    assert_eq!(requests(&text, "1.0.0", "5xx"), 0, "{text}");
-    assert_eq!(upstream_timeouts(&text, "1.0.0", "header"), 0, "{text}");
+    assert_counts(
+        &metrics(&env).await,
+        &[
+            (
+                "switchyard_client_faults_total",
+                V1,
+                Some(("fault", "slow_body")),
+                1,
+            ),
+            (
+                "switchyard_requests_in_flight",
+                V1,
+                Some(("role", "main")),
+                0,
+            ),
+            ("switchyard_requests_total", V1, Some(("class", "5xx")), 0),
+            (
+                "switchyard_upstream_timeouts_total",
+                V1,
+                Some(("phase", "header")),
+                0,
+            ),
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,17 +345,24 @@ async fn upstream_that_stops_mid_body_is_cut_and_counted_against_the_release() {
     let body = within(WAIT, "the proxy to cut the stalled body", response.bytes()).await;
     assert!(body.is_err(), "the body was cut, not ended: {body:?}");
 
-    let text = metrics(&env).await;
-    assert_eq!(upstream_timeouts(&text, "1.0.0", "body"), 1, "{text}");
-    assert_eq!(
-        value(
-            &text,
-            &format!("switchyard_broken_responses_total{{{}}}", labels("1.0.0"))
-        ),
-        1,
-        "{text}"
+    assert_counts(
+        &metrics(&env).await,
+        &[
+            (
+                "switchyard_upstream_timeouts_total",
+                V1,
+                Some(("phase", "body")),
+                1,
+            ),
+            ("switchyard_broken_responses_total", V1, None, 1),
+            (
+                "switchyard_requests_in_flight",
+                V1,
+                Some(("role", "main")),
+                0,
+            ),
+        ],
     );
-    assert_eq!(in_flight(&text, "1.0.0", "main"), 0, "{text}");
     let status: Value =
         serde_json::from_str(&env.cli(&["status", "hello", "--json"]).await.ok().stdout)
             .expect("status --json is JSON");
@@ -390,9 +382,19 @@ async fn upstream_that_does_not_answer_gets_504_counted_as_a_header_timeout() {
     let (status, _, body) = env.get("/services/hello/").await;
     assert_eq!(status, 504, "{body}");
 
-    let text = metrics(&env).await;
-    assert_eq!(upstream_timeouts(&text, "1.0.0", "header"), 1, "{text}");
-    assert_eq!(requests(&text, "1.0.0", "5xx"), 1, "{text}");
+    assert_counts(
+        &metrics(&env).await,
+        &[
+            (
+                "switchyard_upstream_timeouts_total",
+                V1,
+                Some(("phase", "header")),
+                1,
+            ),
+            ("switchyard_requests_total", V1, Some(("class", "5xx")), 1),
+            ("switchyard_upstream_errors_total", V1, None, 1),
+        ],
+    );
 }
 
 // ------------------------------------------- ambiguous requests, headers
@@ -458,8 +460,10 @@ async fn conflicting_content_lengths_and_folded_header_lines_get_400() {
         );
         rest_until_closed(&mut conn).await;
     }
-    let text = metrics(&env).await;
-    assert_eq!(requests(&text, "1.0.0", "2xx"), 0, "{text}");
+    assert_counts(
+        &metrics(&env).await,
+        &[("switchyard_requests_total", V1, Some(("class", "2xx")), 0)],
+    );
 }
 
 /// With both, the body is read by its chunks alone and the connection is
@@ -488,6 +492,8 @@ async fn content_length_beside_chunked_is_read_as_chunked_and_closes_the_connect
         "nothing answered the smuggled request: {}",
         String::from_utf8_lossy(&rest)
     );
-    let text = metrics(&env).await;
-    assert_eq!(requests(&text, "1.0.0", "2xx"), 1, "{text}");
+    assert_counts(
+        &metrics(&env).await,
+        &[("switchyard_requests_total", V1, Some(("class", "2xx")), 1)],
+    );
 }

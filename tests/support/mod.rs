@@ -9,6 +9,7 @@
 
 pub mod listing;
 pub mod load;
+pub mod metrics;
 pub mod own_server;
 pub mod raw_http;
 
