@@ -1,12 +1,16 @@
 //! The admin API: JSON over HTTP, the only way the CLI talks to serve.
 //!
 //! [`router`] builds the whole app from its state, so tests can call it
-//! without a socket. With a token configured every request needs
-//! `Authorization: Bearer TOKEN` (401 otherwise, nothing changed). Changes
-//! may carry the revision they were based on; a stale one gets 409 with
-//! the current revision.
+//! without a socket. Every request must name the admin API in `Host` and
+//! come from no other site's page, and every change must carry JSON or the
+//! client header (see [`cross_site`]); with a token configured every
+//! request also needs `Authorization: Bearer TOKEN` (401 otherwise,
+//! nothing changed). Changes may carry the revision they were based on; a
+//! stale one gets 409 with the current revision.
 
+mod admin_hosts;
 mod auth;
+mod cross_site;
 mod error;
 mod handover;
 pub mod policy;
@@ -16,12 +20,14 @@ pub mod services;
 pub mod shadows;
 mod upgrade_guard;
 
+pub use admin_hosts::{AdminHosts, BadAdminHost};
+pub use cross_site::CLIENT_HEADER;
 pub use error::{ApiError, ErrorBody};
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 
@@ -32,7 +38,12 @@ use crate::controller::Controller;
 pub struct AppState {
     pub controller: Arc<Controller>,
     pub token: Option<Arc<str>>,
+    /// The names requests must address the admin API by.
+    pub hosts: Arc<AdminHosts>,
 }
+
+/// The largest request body the admin API reads (413 beyond).
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Header the CLI uses to say who made a change (recorded in history).
 pub const ACTOR_HEADER: &str = "x-switchyard-actor";
@@ -136,5 +147,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cross_site::refuse_cross_site,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

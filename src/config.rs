@@ -18,6 +18,9 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// Bearer token every admin request must carry (read from `--token-file`).
     pub token: Option<String>,
+    /// Names the admin API answers to besides its own address (and
+    /// `localhost` on loopback): `NAME` or `NAME:PORT` (`--admin-host`).
+    pub admin_hosts: Vec<String>,
     /// How long a release being removed may take to finish in-flight requests.
     pub drain_timeout: Duration,
     /// Time between SIGTERM and SIGKILL when an instance stops.
@@ -61,6 +64,7 @@ impl ServeConfig {
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err("the token file is empty: write a long random token into it".into());
         }
+        crate::api::AdminHosts::new(self.admin, &self.admin_hosts).map_err(|e| e.to_string())?;
         if self.shadow_queue == 0 || self.shadow_concurrency == 0 {
             return Err("--shadow-queue and --shadow-concurrency must be at least 1".into());
         }
@@ -83,6 +87,7 @@ impl ServeConfig {
             admin: SocketAddr::from(([127, 0, 0, 1], 8081)),
             state_dir,
             token: None,
+            admin_hosts: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(60),

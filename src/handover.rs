@@ -10,7 +10,9 @@
 //!    path O was started from, with `--handover-from SOCKET`, a Unix socket
 //!    in the state directory.
 //! 3. N connects; O checks that N is the process it started (`SO_PEERCRED`)
-//!    and passes it the proxy and admin listening sockets (`SCM_RIGHTS`).
+//!    and passes it the proxy and admin listening sockets and the state
+//!    directory's lock file (`SCM_RIGHTS`); N holds the lock from then on
+//!    and writes its pid into the file.
 //! 4. N restores the committed state and adopts the instances (by pid and
 //!    start time) as a restarted serve does, accepts on the sockets, and
 //!    answers `ready`.
@@ -20,8 +22,9 @@
 //!    stopping the instances.
 //!
 //! If N fails before `ready`, O kills it (SIGKILL: N must not stop the
-//! instances on its way out), takes the instances back as a restarted serve
-//! would, and lets changes through again.
+//! instances on its way out), writes its own pid into the lock file again,
+//! takes the instances back as a restarted serve would, and lets changes
+//! through again.
 
 mod gate;
 mod socket;
@@ -44,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::Controller;
 use crate::proxy::SharedTable;
+use crate::store::StateDir;
 
 /// The admin API path that starts a handover.
 pub const API_PATH: &str = "/v1/handover";
@@ -102,6 +106,8 @@ pub struct Handover {
     gate: ChangeGate,
     /// Duplicates of the proxy and admin listening sockets.
     listeners: [OwnedFd; 2],
+    /// The state directory this serve holds; its lock goes to the new serve.
+    state_dir: Arc<StateDir>,
     /// The binary this serve was started from, resolved at start (a binary
     /// replaced since then is the new one at that path).
     binary: PathBuf,
@@ -119,7 +125,7 @@ impl Handover {
         table: SharedTable,
         gate: ChangeGate,
         listeners: [OwnedFd; 2],
-        state_dir: &Path,
+        state_dir: Arc<StateDir>,
     ) -> io::Result<Self> {
         Ok(Self {
             controller,
@@ -128,7 +134,8 @@ impl Handover {
             listeners,
             binary: std::env::current_exe()?,
             args: successor_args(std::env::args_os().skip(1)),
-            socket: state_dir.join("handover.sock"),
+            socket: state_dir.path().join("handover.sock"),
+            state_dir,
             running: tokio::sync::Mutex::new(()),
             done: CancellationToken::new(),
         })
@@ -194,6 +201,9 @@ impl Handover {
     /// a restarted serve does. Until they pass a health check, the routes
     /// from before (whose instances never stopped) keep serving.
     async fn take_back(&self) {
+        if let Err(error) = self.state_dir.write_pid() {
+            tracing::error!(%error, "cannot write this serve's pid into the state lock again");
+        }
         let before = self.table.load_full();
         self.controller.runtime().take_back();
         if let Err(error) = self.controller.restore() {
@@ -237,9 +247,12 @@ impl Handover {
                 ));
             }
             let [proxy, admin] = &self.listeners;
-            socket::send_listeners(&stream, [proxy.as_fd(), admin.as_fd()])
-                .await
-                .map_err(|e| format!("cannot pass the listening sockets: {e}"))?;
+            socket::send(
+                &stream,
+                [proxy.as_fd(), admin.as_fd(), self.state_dir.lock_fd()],
+            )
+            .await
+            .map_err(|e| format!("cannot pass the listening sockets and the state lock: {e}"))?;
             tokio::time::timeout(READY_WAIT, socket::hear_ready(&mut stream))
                 .await
                 .map_err(|_| format!("it was not ready within {READY_WAIT:?}"))?
@@ -299,11 +312,14 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
-/// The new serve's side: the listening sockets it took over, and the old
-/// serve, which waits for `ready`.
+/// The new serve's side: the listening sockets and the state lock it took
+/// over, and the old serve, which waits for `ready`.
 pub struct Successor {
     pub proxy: std::net::TcpListener,
     pub admin: std::net::TcpListener,
+    /// The state directory's open lock file (`None` from a serve that
+    /// held no lock).
+    pub lock: Option<OwnedFd>,
     pub old: OldServe,
 }
 
@@ -314,13 +330,14 @@ pub struct OldServe {
 
 impl Successor {
     /// Connects to the serve handing over at `socket` and receives its
-    /// listening sockets.
+    /// listening sockets and state lock.
     pub async fn connect(socket: &Path) -> io::Result<Self> {
         let stream = UnixStream::connect(socket).await?;
-        let [proxy, admin] = socket::receive_listeners(&stream).await?;
+        let passed = socket::receive(&stream).await?;
         Ok(Self {
-            proxy: std::net::TcpListener::from(proxy),
-            admin: std::net::TcpListener::from(admin),
+            proxy: std::net::TcpListener::from(passed.proxy),
+            admin: std::net::TcpListener::from(passed.admin),
+            lock: passed.lock,
             old: OldServe { stream },
         })
     }

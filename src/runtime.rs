@@ -19,7 +19,7 @@ mod status;
 pub use log_file::{LogChunk, LogFiles};
 pub use process::{is_alive, kill_group};
 pub use release_handle::{ReleaseHandle, RuntimeSettings};
-pub use status::{ExitRecord, Health, InstanceStatus, ReleasePhase, ReleaseStatus};
+pub use status::{ExitRecord, Health, InstanceStatus, ReleasePhase, ReleaseStatus, StartError};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -56,6 +56,11 @@ pub enum RuntimeError {
         detail: String,
         logs: String,
     },
+    #[error(
+        "{release} was stopped: {cause}. An instance that is not recorded would be left running unmanaged by the next serve; \
+         free space in the state directory (or fix what the error names), then deploy again"
+    )]
+    Unrecorded { release: String, cause: String },
     #[error("could not start {release} from image {image}: {cause}")]
     ContainerStart {
         release: String,
@@ -189,6 +194,31 @@ impl Runtime {
     pub fn take_back(&self) {
         *self.handed_over.lock().unwrap_or_else(|p| p.into_inner()) = CancellationToken::new();
         self.map().clear();
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after the stop grace, in the
+    /// background) every instance process of this state directory that
+    /// none of `records` names: found by its marks, started by an earlier
+    /// serve that never recorded it. Call before any release starts here,
+    /// so that no instance of this serve is taken for one.
+    pub fn stop_unrecorded_processes(&self, records: &[InstanceRecord]) {
+        for stray in process::sweep::unrecorded(&self.settings.state_dir, records) {
+            tracing::warn!(pid = stray.pid, instance = %stray.instance, "stopping an instance process that no record names");
+            process::stop_group_in_background(stray.pid, stray.ticks, self.settings.stop_grace);
+        }
+    }
+
+    /// Stops the recorded process of an instance that should not run
+    /// (in the background, as [`Runtime::stop_unrecorded_processes`]).
+    pub fn stop_orphan(&self, record: &InstanceRecord) {
+        if is_alive(record.pid, record.start_ticks) {
+            tracing::warn!(service = %record.service, version = %record.version, pid = record.pid, "stopping orphaned instance");
+            process::stop_group_in_background(
+                record.pid,
+                record.start_ticks,
+                self.settings.stop_grace,
+            );
+        }
     }
 
     pub fn running(&self) -> Vec<Arc<ReleaseHandle>> {

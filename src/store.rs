@@ -7,8 +7,10 @@
 //! refuses it with [`StoreError::Conflict`] (compare-and-swap on revision).
 
 mod sqlite;
+mod state_dir;
 
 pub use sqlite::SqliteStore;
+pub use state_dir::{LOCK_FILE, StateDir};
 
 use crate::model::{Event, Release, Revision, RolloutState, ServiceName, UpgradeState};
 
@@ -62,6 +64,20 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "the state directory {path} is in use by another serve ({holder}); stop that serve first, or give this one its own --state-dir"
+    )]
+    InUse { path: String, holder: String },
+    #[error("cannot lock the state directory with {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the state database {path} is empty, yet a serve used this directory before (it holds {signs}): its state is lost, not new. \
+         Restore the file from a backup; or, if nothing in it is needed, remove it and start serve again with an empty state"
+    )]
+    EmptyDatabase { path: String, signs: String },
 }
 
 pub type StoreResult<T> = std::result::Result<T, StoreError>;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::listing::release;
-use support::{Env, HELLO, Run, SWITCHYARD};
+use support::{Env, HELLO, Run};
 
 /// Generous bound for anything that should happen within a second or two.
 const WAIT: Duration = Duration::from_secs(30);
@@ -79,7 +79,8 @@ async fn probe(env: &Env, path: &str) -> (u16, String, String) {
     )
 }
 
-/// A raw admin API request; answers the status and the JSON body.
+/// A raw admin API request, with the client header as the CLI sends it (a
+/// change without a body needs it); answers the status and the JSON body.
 async fn admin(
     env: &Env,
     method: reqwest::Method,
@@ -87,7 +88,10 @@ async fn admin(
     body: Option<Value>,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let mut request = env.http.request(method, format!("{}{path}", env.admin()));
+    let mut request = env
+        .http
+        .request(method, format!("{}{path}", env.admin()))
+        .header("x-switchyard-client", "tests");
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -922,26 +926,11 @@ async fn token_file_requires_the_bearer_token_on_every_request() {
     assert_eq!(snapshot(&env, "hello").await, before);
 }
 
-/// Runs `switchyard serve` expecting it to refuse to start. Its proxy
-/// address is a port the test holds, so even if the check it expects were
-/// gone serve could not get as far as binding the admin address.
+/// Runs `switchyard serve` in a fresh state directory expecting it to
+/// refuse to start.
 async fn serve_refuses(extra: &[&str]) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
-    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    let listen = held.local_addr().expect("address").to_string();
-    let child = tokio::process::Command::new(SWITCHYARD)
-        .arg("serve")
-        .args(["--listen", &listen, "--state-dir"])
-        .arg(dir.path().join("state"))
-        .args(extra)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(WAIT, child)
-        .await
-        .expect("serve should exit at once")
-        .expect("run serve");
-    Run::from(out)
+    support::serves::serve_exits(&dir.path().join("state"), extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1244,6 +1233,7 @@ async fn admin_api_answers_every_error_in_json() {
         let response = env
             .http
             .request(method.clone(), format!("{}{path}", env.admin()))
+            .header("x-switchyard-client", "tests")
             .send()
             .await
             .expect("admin API reachable");

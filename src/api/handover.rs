@@ -20,7 +20,7 @@ pub async fn start(
             "this serve cannot hand over",
         ));
     };
-    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let request = super::services::body(body)?;
     handover.start(request.binary).await.map(Json).map_err(|e| {
         let status = match e {
             HandoverError::InProgress

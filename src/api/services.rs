@@ -4,7 +4,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{ACTOR_HEADER, ApiError, AppState};
@@ -60,9 +60,22 @@ pub(super) fn service_name(name: &str) -> Result<ServiceName, ApiError> {
         .map_err(|e| ApiError::from(Error::from(e)))
 }
 
+/// The JSON body, or a JSON error that says what was wrong with it: 413
+/// past [`BODY_LIMIT`](super::BODY_LIMIT), 400 for anything else.
 pub(super) fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(t)| t)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
+    json.map(|Json(t)| t).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than the admin API reads ({} bytes); send a smaller one",
+                    super::BODY_LIMIT
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
+        }
+    })
 }
 
 /// The query string, or a JSON 400 that says what was wrong with it.

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ClientArgs;
-use crate::api::{ACTOR_HEADER, ErrorBody};
+use crate::api::{ACTOR_HEADER, CLIENT_HEADER, ErrorBody};
 use crate::model::{ServiceName, parse_version};
 
 /// The admin API path of a service, once the name the user typed is known
@@ -54,11 +54,14 @@ impl AdminClient {
         })
     }
 
+    /// A request with the headers every one carries: who acts, and the
+    /// client header that changes without a body need.
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let rb = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .header(ACTOR_HEADER, &self.actor);
+            .header(ACTOR_HEADER, &self.actor)
+            .header(CLIENT_HEADER, "cli");
         match &self.token {
             Some(t) => rb.bearer_auth(t),
             None => rb,

@@ -12,7 +12,7 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppState, router};
+use crate::api::{AdminHosts, AppState, router};
 use crate::config::ServeConfig;
 use crate::controller::{Controller, Notifier};
 use crate::handover::{ChangeGate, Handover, Successor, hold_changes};
@@ -21,7 +21,7 @@ use crate::proxy::{
 };
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, StateDir};
 
 /// How long a restarted serve waits for its releases before it listens.
 const RESTORE_WAIT: Duration = Duration::from_secs(5);
@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// File holding the bearer token the admin API requires.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// A name the admin API answers to besides its address (and
+    /// `localhost` on loopback): NAME (any port) or NAME:PORT (repeatable).
+    #[arg(long = "admin-host", value_name = "NAME")]
+    pub admin_hosts: Vec<String>,
     /// How long a removed release may take to finish requests in flight.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
@@ -113,6 +117,7 @@ impl ServeArgs {
             listen: self.listen,
             admin: self.admin,
             token,
+            admin_hosts: self.admin_hosts.clone(),
             drain_timeout: self.drain_timeout,
             stop_grace: self.stop_grace,
             upstream_timeout: self.upstream_timeout,
@@ -136,7 +141,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     // A serve started to take over from another receives its listening
     // sockets first: if that fails, nothing here has been touched.
-    let successor = match &args.handover_from {
+    let mut successor = match &args.handover_from {
         Some(socket) => Some(Successor::connect(socket).await.with_context(|| {
             format!(
                 "cannot take over from the serve at {}: is it still handing over?",
@@ -145,11 +150,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    // Before anything else in the state directory: one serve at a time.
+    let held = Arc::new(match successor.as_mut().and_then(|s| s.lock.take()) {
+        Some(lock) => StateDir::take_over(&config.state_dir, lock)?,
+        None => StateDir::lock(&config.state_dir)?,
+    });
     let store = Arc::new(
-        SqliteStore::open(&config.state_dir)
+        SqliteStore::open(&held)
             .with_context(|| format!("cannot open the state in {}", config.state_dir.display()))?,
     );
-    let state_dir = std::fs::canonicalize(&config.state_dir)?;
+    let state_dir = held.path().to_path_buf();
     let data_plane =
         DataPlane::start(usize::from(args.workers)).context("cannot start the proxy's threads")?;
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RoutingTable::new()));
@@ -198,7 +208,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot mark the interrupted upgrades")?;
 
     let (proxy_listener, admin_listener, old_serve) = match successor {
-        Some(Successor { proxy, admin, old }) => (proxy, admin, Some(old)),
+        Some(Successor {
+            proxy, admin, old, ..
+        }) => (proxy, admin, Some(old)),
         None => {
             let proxy = listen(config.listen).with_context(|| {
                 format!("cannot listen on {} for traffic: is another serve running? Choose another address with --listen", config.listen)
@@ -229,7 +241,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             proxy_listener.as_fd().try_clone_to_owned()?,
             admin_listener.as_fd().try_clone_to_owned()?,
         ],
-        &state_dir,
+        Arc::clone(&held),
     )?);
     let drain = Drain {
         stop: CancellationToken::new(),
@@ -252,9 +264,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let proxy_task = data_plane
         .handle()
         .spawn(proxy::serve(proxy_listener, proxy, drain.clone()));
+    let hosts = AdminHosts::new(admin_listener.local_addr()?, &config.admin_hosts)?;
     let app = router(AppState {
         controller: Arc::clone(&controller),
         token: config.token.as_deref().map(Arc::from),
+        hosts: Arc::new(hosts),
     })
     .layer(axum::middleware::from_fn_with_state(gate, hold_changes))
     .layer(Extension(Arc::clone(&handover)));

@@ -1,22 +1,22 @@
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-
 use super::Controller;
 use crate::error::Result;
-use crate::runtime::{is_alive, kill_group};
 
 impl Controller {
     /// Brings a (re)started serve back to the committed state: every
     /// service's current revision is loaded, instances still running from
     /// the previous serve are adopted, missing ones are started, and
-    /// recorded instances of releases that should not run are stopped.
+    /// recorded instances of releases that should not run are stopped, as
+    /// are instance processes no record names.
     /// Paused services stay paused. Routing is ready when this returns; instances join as they pass
     /// their health checks.
     pub fn restore(&self) -> Result<()> {
         self.shadows.load(self.store.shadow_stats()?);
         let revisions = self.store.current_revisions()?;
         let mut records = self.store.instances()?;
+        // Before any release starts: its new processes are no strays.
+        self.runtime.stop_unrecorded_processes(&records);
         for revision in &revisions {
             for version in revision.state.releases.keys() {
                 let Some(release) = self.store.release(&revision.service, version)? else {
@@ -42,17 +42,7 @@ impl Controller {
                 orphan.slot,
                 orphan.pid,
             );
-            if is_alive(orphan.pid, orphan.start_ticks) {
-                tracing::warn!(service = %orphan.service, version = %orphan.version, pid = orphan.pid, "stopping orphaned instance");
-                kill_group(orphan.pid, Signal::SIGTERM);
-                let (pid, ticks) = (orphan.pid, orphan.start_ticks);
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    if is_alive(pid, ticks) {
-                        kill_group(pid, Signal::SIGKILL);
-                    }
-                });
-            }
+            self.runtime.stop_orphan(&orphan);
         }
         // Containers are found by their labels rather than by records.
         self.runtime.remove_stray_containers();

@@ -1,6 +1,7 @@
 //! The conversation between the two serves, over a Unix socket in the
-//! state directory: the old one sends its listening sockets (SCM_RIGHTS)
-//! with a greeting; the new one answers `ready` once it accepts on them.
+//! state directory: the old one sends its listening sockets and the state
+//! directory's lock file (SCM_RIGHTS) with a greeting; the new one answers
+//! `ready` once it accepts on them.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -13,22 +14,38 @@ use rustix::net::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 
-/// What the old serve sends along with the sockets (proxy, then admin).
-const GREETING: &[u8] = b"switchyard handover 1: proxy, admin\n";
+/// What the old serve sends along with the descriptors: the proxy and
+/// admin listening sockets, then the state directory's lock file.
+const GREETING: &[u8] = b"switchyard handover 2: proxy, admin, state lock\n";
+/// What a serve from before the state lock sends: the two sockets only.
+const GREETING_WITHOUT_LOCK: &[u8] = b"switchyard handover 1: proxy, admin\n";
 /// What the new serve answers once it accepts on them.
 const READY: &[u8] = b"ready\n";
 
-/// Sends the proxy and admin listening sockets.
-pub async fn send_listeners(stream: &UnixStream, listeners: [BorrowedFd<'_>; 2]) -> io::Result<()> {
+/// What the old serve passes to the new one.
+#[derive(Debug)]
+pub struct Passed {
+    pub proxy: OwnedFd,
+    pub admin: OwnedFd,
+    /// The state directory's lock file; `None` from a serve that held none.
+    pub lock: Option<OwnedFd>,
+}
+
+/// Sends the proxy and admin listening sockets and the lock file.
+pub async fn send(stream: &UnixStream, fds: [BorrowedFd<'_>; 3]) -> io::Result<()> {
+    send_with(stream, GREETING, &fds).await
+}
+
+async fn send_with(stream: &UnixStream, greeting: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     loop {
         stream.writable().await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
             let mut control = SendAncillaryBuffer::new(&mut space);
-            if !control.push(SendAncillaryMessage::ScmRights(&listeners)) {
-                return Err(io::Error::other("no room for two file descriptors"));
+            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+                return Err(io::Error::other("no room for the file descriptors"));
             }
-            let iov = [IoSlice::new(GREETING)];
+            let iov = [IoSlice::new(greeting)];
             Ok(rustix::net::sendmsg(
                 stream,
                 &iov,
@@ -37,7 +54,7 @@ pub async fn send_listeners(stream: &UnixStream, listeners: [BorrowedFd<'_>; 2])
             )?)
         });
         match sent {
-            Ok(n) if n == GREETING.len() => return Ok(()),
+            Ok(n) if n == greeting.len() => return Ok(()),
             Ok(_) => return Err(io::Error::other("the greeting went out in part")),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -45,13 +62,13 @@ pub async fn send_listeners(stream: &UnixStream, listeners: [BorrowedFd<'_>; 2])
     }
 }
 
-/// Receives the proxy and admin listening sockets (close-on-exec, so the
-/// processes this serve starts do not inherit them).
-pub async fn receive_listeners(stream: &UnixStream) -> io::Result<[OwnedFd; 2]> {
+/// Receives what the old serve passes (close-on-exec, so the processes
+/// this serve starts do not inherit it).
+pub async fn receive(stream: &UnixStream) -> io::Result<Passed> {
     loop {
         stream.readable().await?;
         let received = stream.try_io(Interest::READABLE, || {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let mut greeting = [0u8; 64];
             let mut iov = [IoSliceMut::new(&mut greeting)];
@@ -70,14 +87,30 @@ pub async fn receive_listeners(stream: &UnixStream) -> io::Result<[OwnedFd; 2]> 
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
-        if greeting != GREETING {
+        let expected = if greeting == GREETING {
+            3
+        } else if greeting == GREETING_WITHOUT_LOCK {
+            2
+        } else {
             return Err(io::Error::other(format!(
                 "unexpected greeting {:?}: is the running serve another version of the handover?",
                 String::from_utf8_lossy(&greeting)
             )));
+        };
+        if fds.len() != expected {
+            return Err(io::Error::other(format!(
+                "expected {expected} file descriptors, got {}",
+                fds.len()
+            )));
         }
-        return <[OwnedFd; 2]>::try_from(fds).map_err(|fds| {
-            io::Error::other(format!("expected 2 listening sockets, got {}", fds.len()))
+        let mut fds = fds.into_iter();
+        let (Some(proxy), Some(admin)) = (fds.next(), fds.next()) else {
+            return Err(io::Error::other("the listening sockets are missing"));
+        };
+        return Ok(Passed {
+            proxy,
+            admin,
+            lock: fds.next(),
         });
     }
 }
@@ -116,24 +149,31 @@ pub async fn hear_ready(stream: &mut UnixStream) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
 
     #[tokio::test]
-    async fn listening_sockets_cross_to_the_other_side_and_still_accept() {
+    async fn listening_sockets_and_the_lock_cross_to_the_other_side_and_still_work() {
         let (old, mut new) = UnixStream::pair().expect("socket pair");
         let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let lock = tempfile::tempfile().expect("lock file");
         let proxy_addr = proxy.local_addr().expect("addr");
-        send_listeners(&old, [proxy.as_fd(), admin.as_fd()])
+        send(&old, [proxy.as_fd(), admin.as_fd(), lock.as_fd()])
             .await
             .expect("sent");
-        let [got_proxy, got_admin] = receive_listeners(&new).await.expect("received");
+        let passed = receive(&new).await.expect("received");
         drop(proxy);
-        let got_proxy = std::net::TcpListener::from(got_proxy);
-        let got_admin = std::net::TcpListener::from(got_admin);
+        let got_proxy = std::net::TcpListener::from(passed.proxy);
+        let got_admin = std::net::TcpListener::from(passed.admin);
         assert_eq!(got_proxy.local_addr().expect("addr"), proxy_addr);
         assert_eq!(
             got_admin.local_addr().expect("addr"),
             admin.local_addr().expect("addr")
+        );
+        let got_lock = std::fs::File::from(passed.lock.expect("the lock came too"));
+        assert_eq!(
+            got_lock.metadata().expect("stat").ino(),
+            lock.metadata().expect("stat").ino()
         );
         // The original is closed here; the received one still accepts.
         let _client = std::net::TcpStream::connect(proxy_addr).expect("connect");
@@ -144,5 +184,17 @@ mod tests {
         hear_ready(&mut old).await.expect("ready heard");
         drop(new);
         assert!(hear_ready(&mut old).await.is_err(), "a hang-up is no ready");
+    }
+
+    #[tokio::test]
+    async fn a_serve_from_before_the_lock_passes_its_sockets_alone() {
+        let (old, new) = UnixStream::pair().expect("socket pair");
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        send_with(&old, GREETING_WITHOUT_LOCK, &[proxy.as_fd(), admin.as_fd()])
+            .await
+            .expect("sent");
+        let passed = receive(&new).await.expect("received");
+        assert!(passed.lock.is_none());
     }
 }

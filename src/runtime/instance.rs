@@ -7,14 +7,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::docker::{self, ContainerRun, Engine, InstanceLabels};
 use super::health::{Verdict, probe};
 use super::port::free_loopback_port;
-use super::process::{Launch, Proc, spawn, start_ticks};
-use super::{ExitRecord, Health, InstanceStatus, LogFiles, ReleaseStatus, RuntimeSettings};
+use super::process::{Launch, Proc, kill_group, spawn, start_ticks};
+use super::{
+    ExitRecord, Health, InstanceStatus, LogFiles, ReleaseStatus, RuntimeSettings, StartError,
+};
 use crate::model::{Release, RunSpec, now_millis};
 use crate::proxy::{Backend, Upstream};
 use crate::store::{InstanceRecord, Store};
@@ -139,7 +142,7 @@ impl Running {
 async fn start(
     ctx: &InstanceCtx,
     adopt: Option<InstanceRecord>,
-) -> Result<(Running, u16, bool), String> {
+) -> Result<(Running, u16, bool), StartError> {
     match &ctx.release.spec.run {
         RunSpec::Container(spec) => {
             let (service, version) = (ctx.service(), ctx.version());
@@ -149,14 +152,18 @@ async fn start(
                 version: &version,
                 slot: ctx.slot,
             };
-            let run = docker::start_or_adopt(&ctx.engine, spec, &who, &ctx.logs).await?;
+            let run = docker::start_or_adopt(&ctx.engine, spec, &who, &ctx.logs)
+                .await
+                .map_err(StartError::Launch)?;
             let (port, adopted) = (run.host_port, run.adopted);
             Ok((Running::Container(run), port, adopted))
         }
-        _ => start_or_adopt(ctx, adopt).map(|(proc, port, adopted)| {
-            let pid = proc.pid();
-            (Running::Process(proc, pid), port, adopted)
-        }),
+        _ => start_or_adopt(ctx, adopt)
+            .await
+            .map(|(proc, port, adopted)| {
+                let pid = proc.pid();
+                (Running::Process(proc, pid), port, adopted)
+            }),
     }
 }
 
@@ -259,11 +266,13 @@ async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
 }
 
 /// Adopts the recorded process if it is still the one we started;
-/// otherwise starts a new one on a free port.
-fn start_or_adopt(
+/// otherwise starts a new one on a free port and records it. One that
+/// cannot be recorded is killed at once: a restarted serve would not know
+/// it, leave it running unmanaged and start another beside it.
+async fn start_or_adopt(
     ctx: &InstanceCtx,
     adopt: Option<InstanceRecord>,
-) -> Result<(Proc, u16, bool), String> {
+) -> Result<(Proc, u16, bool), StartError> {
     if let Some(record) = adopt {
         if super::is_alive(record.pid, record.start_ticks) {
             tracing::info!(service = %ctx.service(), version = %ctx.version(), slot = ctx.slot, pid = record.pid, "adopted running instance");
@@ -275,13 +284,16 @@ fn start_or_adopt(
         }
     }
     let RunSpec::Process { command, env, cwd } = &ctx.release.spec.run else {
-        return Err("not a process release".into());
+        return Err(StartError::Launch("not a process release".into()));
     };
-    let port = free_loopback_port().map_err(|e| format!("no free port: {e}"))?;
-    let mut log = ctx
-        .logs
-        .open_for_append(ctx.slot)
-        .map_err(|e| format!("cannot open log {}: {e}", ctx.logs.path(ctx.slot).display()))?;
+    let port =
+        free_loopback_port().map_err(|e| StartError::Launch(format!("no free port: {e}")))?;
+    let mut log = ctx.logs.open_for_append(ctx.slot).map_err(|e| {
+        StartError::Launch(format!(
+            "cannot open log {}: {e}",
+            ctx.logs.path(ctx.slot).display()
+        ))
+    })?;
     let _ = writeln!(
         log,
         "--- switchyard: starting instance {} of {} {} on port {port}",
@@ -289,7 +301,7 @@ fn start_or_adopt(
         ctx.service(),
         ctx.version()
     );
-    let child = spawn(Launch {
+    let mut child = spawn(Launch {
         command,
         env,
         cwd,
@@ -300,7 +312,7 @@ fn start_or_adopt(
         slot: ctx.slot,
         state_dir: &ctx.settings.state_dir,
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| StartError::Launch(e.to_string()))?;
     if let Some(pid) = child.id() {
         let record = InstanceRecord {
             service: ctx.service(),
@@ -311,7 +323,13 @@ fn start_or_adopt(
             port,
         };
         if let Err(error) = ctx.store.record_instance(&record) {
-            tracing::error!(%error, "cannot record instance; it will not be adopted after a restart");
+            tracing::error!(service = %ctx.service(), version = %ctx.version(), slot = ctx.slot, pid, %error, "cannot record instance; stopping it");
+            kill_group(pid, Signal::SIGKILL);
+            let _ = child.wait().await;
+            return Err(StartError::Unrecorded(format!(
+                "its instance {} (pid {pid}) could not be recorded in the state database: {error}",
+                ctx.slot
+            )));
         }
     }
     Ok((Proc::Child(child), port, false))
@@ -387,7 +405,9 @@ async fn run_external(ctx: &InstanceCtx, address: &str) {
         Ok(addr) => addr,
         Err(cause) => {
             ctx.status.send_modify(|s| {
-                s.start_error = Some(format!("cannot resolve upstream {address}: {cause}"));
+                s.start_error = Some(StartError::Launch(format!(
+                    "cannot resolve upstream {address}: {cause}"
+                )));
             });
             return;
         }

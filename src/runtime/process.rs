@@ -1,5 +1,7 @@
-//! Local processes: starting them with their port and log file, telling a
-//! live process from a reused pid, and stopping a process group.
+//! Local processes: starting them with their port, log file and marks,
+//! telling a live process from a reused pid, and stopping a process group.
+
+pub(super) mod sweep;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -11,6 +13,16 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+
+/// The environment variables that mark an instance process: which state
+/// directory's serve started it, and as which instance. A restarted serve
+/// finds unrecorded instances by them ([`sweep`]).
+pub mod mark {
+    pub const STATE_DIR: &str = "SWITCHYARD_STATE_DIR";
+    pub const SERVICE: &str = "SWITCHYARD_SERVICE";
+    pub const VERSION: &str = "SWITCHYARD_VERSION";
+    pub const INSTANCE: &str = "SWITCHYARD_INSTANCE";
+}
 
 /// What one instance process is started with.
 pub struct Launch<'a> {
@@ -51,10 +63,10 @@ pub fn spawn(launch: Launch<'_>) -> io::Result<Child> {
         .current_dir(launch.cwd)
         .envs(launch.env)
         .env("PORT", &port)
-        .env("SWITCHYARD_SERVICE", launch.service)
-        .env("SWITCHYARD_VERSION", launch.version)
-        .env("SWITCHYARD_INSTANCE", launch.slot.to_string())
-        .env("SWITCHYARD_STATE_DIR", launch.state_dir)
+        .env(mark::SERVICE, launch.service)
+        .env(mark::VERSION, launch.version)
+        .env(mark::INSTANCE, launch.slot.to_string())
+        .env(mark::STATE_DIR, launch.state_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(launch.log))
         .stderr(Stdio::from(stderr))
@@ -63,15 +75,30 @@ pub fn spawn(launch: Launch<'_>) -> io::Result<Child> {
     cmd.spawn()
 }
 
-/// The process's start time in clock ticks since boot, from `/proc`.
-pub fn start_ticks(pid: u32) -> Option<u64> {
+/// What `/proc/PID/stat` tells of a live process (not a zombie).
+struct Stat {
+    /// The process group it is in.
+    group: u32,
+    /// Its start time in clock ticks since boot.
+    ticks: u64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     if fields.first() == Some(&"Z") {
         return None;
     }
-    fields.get(19)?.parse().ok()
+    Some(Stat {
+        group: fields.get(2)?.parse().ok()?,
+        ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The process's start time in clock ticks since boot, from `/proc`.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    stat(pid).map(|s| s.ticks)
 }
 
 /// Whether `pid` is still the process that was started at `ticks` (and
@@ -85,6 +112,25 @@ pub fn kill_group(pid: u32, signal: Signal) {
     if let Ok(raw) = i32::try_from(pid) {
         let _ = killpg(Pid::from_raw(raw), signal);
     }
+}
+
+/// In the background, stops the process group of a process this serve
+/// does not manage (SIGTERM, then SIGKILL after `grace`), unless `pid` is
+/// no longer the process started at `ticks`.
+pub fn stop_group_in_background(pid: u32, ticks: u64, grace: Duration) {
+    if !is_alive(pid, ticks) {
+        return;
+    }
+    kill_group(pid, Signal::SIGTERM);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + grace;
+        while is_alive(pid, ticks) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if is_alive(pid, ticks) {
+            kill_group(pid, Signal::SIGKILL);
+        }
+    });
 }
 
 /// An instance process: our own child, or one adopted from an earlier serve.

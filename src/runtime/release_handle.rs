@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use super::docker::Engine;
 use super::instance::{self, InstanceCtx};
-use super::{LogFiles, ReleasePhase, ReleaseStatus, RuntimeError};
+use super::{LogFiles, ReleasePhase, ReleaseStatus, RuntimeError, StartError};
 use crate::model::{Release, RunSpec};
 use crate::proxy::Backend;
 use crate::store::{InstanceRecord, Store};
@@ -130,9 +130,13 @@ impl ReleaseHandle {
                 logs: self.last_log_lines(),
             }),
             Ok(_) => {
-                let cause = status
-                    .start_error
-                    .unwrap_or_else(|| "the release stopped".into());
+                let cause = match status.start_error {
+                    Some(StartError::Unrecorded(cause)) => {
+                        return Err(RuntimeError::Unrecorded { release, cause });
+                    }
+                    Some(StartError::Launch(cause)) => cause,
+                    None => "the release stopped".into(),
+                };
                 Err(match &self.release.spec.run {
                     RunSpec::Container(spec) => RuntimeError::ContainerStart {
                         release,

@@ -86,12 +86,31 @@ impl fmt::Display for ReleasePhase {
     }
 }
 
+/// Why a release's instance could not be started at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartError {
+    /// The command or the container could not be started.
+    Launch(String),
+    /// It started, but could not be recorded in the state database, so it
+    /// was stopped: a restarted serve would not have known it.
+    Unrecorded(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Launch(cause) | StartError::Unrecorded(cause) => f.write_str(cause),
+        }
+    }
+}
+
 /// What the runtime knows of a release right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseStatus {
     pub instances: Vec<InstanceStatus>,
-    /// Set when the command could not be started.
-    pub start_error: Option<String>,
+    /// Set when the first instance could not be started.
+    pub start_error: Option<StartError>,
     /// Set once every instance has been healthy at the same time.
     pub was_ready: bool,
 }

@@ -1,9 +1,8 @@
-use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Commit, InstanceRecord, PauseRecord, Store, StoreError, StoreResult};
+use super::{Commit, InstanceRecord, PauseRecord, StateDir, Store, StoreError, StoreResult};
 use crate::model::{Event, Release, Revision, RolloutState, ServiceName, UpgradeState, now_millis};
 
 const SCHEMA: &str = "
@@ -58,6 +57,9 @@ CREATE TABLE IF NOT EXISTS shadow_stats (
 );
 ";
 
+/// The database file in the state directory.
+const DB_FILE: &str = "switchyard.db";
+
 /// The embedded store: one SQLite file (`switchyard.db` in the state
 /// directory) that operators can open with `sqlite3`. WAL journal with full
 /// sync, so a commit that returned survives `kill -9` and power loss.
@@ -88,12 +90,27 @@ impl SqliteStore {
         rows.map(|r| Ok(serde_json::from_str(&r?)?)).collect()
     }
 
-    pub fn open(state_dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Open {
-            path: state_dir.display().to_string(),
-            source,
-        })?;
-        let conn = Connection::open(state_dir.join("switchyard.db"))?;
+    /// Opens (or creates) `switchyard.db` in a state directory this
+    /// process holds. An empty file is a new database only in a directory
+    /// no serve used before: elsewhere it is state that was lost (SQLite
+    /// would take it for empty and drop its write-ahead log), and it is
+    /// refused.
+    pub fn open(state_dir: &StateDir) -> StoreResult<Self> {
+        let path = state_dir.path().join(DB_FILE);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            let wal = state_dir.path().join(format!("{DB_FILE}-wal"));
+            let signs = match std::fs::metadata(&wal) {
+                Ok(m) if m.len() > 0 => Some(format!("a write-ahead log {DB_FILE}-wal")),
+                _ => state_dir.used_before().map(str::to_owned),
+            };
+            if let Some(signs) = signs {
+                return Err(StoreError::EmptyDatabase {
+                    path: path.display().to_string(),
+                    signs,
+                });
+            }
+        }
+        let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -469,7 +486,8 @@ mod tests {
     #[test]
     fn commit_refuses_a_stale_revision_number() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).expect("open");
+        let dir = StateDir::lock(dir.path()).expect("lock");
+        let store = SqliteStore::open(&dir).expect("open");
         let commit = |n| Commit {
             releases: vec![],
             revision: revision(n),
@@ -491,16 +509,17 @@ mod tests {
     #[test]
     fn a_pause_survives_reopening_until_deleted() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::lock(dir.path()).expect("lock");
         let pause = PauseRecord {
             service: "hello".into(),
             max_hold_ms: 30_000,
             since: 1_700_000_000_000,
         };
-        SqliteStore::open(dir.path())
+        SqliteStore::open(&dir)
             .expect("open")
             .save_pause(&pause)
             .expect("save");
-        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let store = SqliteStore::open(&dir).expect("reopen");
         assert_eq!(store.pauses().expect("read"), vec![pause]);
         store.delete_pause("hello").expect("delete");
         assert!(store.pauses().expect("read").is_empty());
@@ -509,8 +528,9 @@ mod tests {
     #[test]
     fn committed_state_survives_reopening() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::lock(dir.path()).expect("lock");
         {
-            let store = SqliteStore::open(dir.path()).expect("open");
+            let store = SqliteStore::open(&dir).expect("open");
             store
                 .commit(&Commit {
                     releases: vec![],
@@ -518,8 +538,33 @@ mod tests {
                 })
                 .expect("commit");
         }
-        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let store = SqliteStore::open(&dir).expect("reopen");
         let current = store.current_revisions().expect("read");
         assert_eq!(current, vec![revision(1)]);
+    }
+
+    #[test]
+    fn an_empty_database_is_new_only_in_a_new_directory() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(temp.path().join(DB_FILE), b"").expect("empty file");
+        let dir = StateDir::lock(temp.path()).expect("lock");
+        SqliteStore::open(&dir).expect("a new directory starts empty");
+        drop(dir);
+
+        let temp = tempfile::tempdir().expect("tempdir");
+        drop(StateDir::lock(temp.path()).expect("an earlier serve"));
+        std::fs::write(temp.path().join(DB_FILE), b"").expect("truncated");
+        let dir = StateDir::lock(temp.path()).expect("lock");
+        let Err(StoreError::EmptyDatabase { signs, .. }) = SqliteStore::open(&dir) else {
+            panic!("an empty database in a used directory was taken as new");
+        };
+        assert!(signs.contains("serve.lock"), "{signs}");
+        assert_eq!(
+            std::fs::metadata(temp.path().join(DB_FILE))
+                .expect("still there")
+                .len(),
+            0,
+            "left as it was"
+        );
     }
 }

@@ -12,6 +12,8 @@ pub mod load;
 pub mod metrics;
 pub mod own_server;
 pub mod raw_http;
+pub mod serves;
+pub mod tmpfs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
