@@ -7,10 +7,15 @@
 //! request also needs `Authorization: Bearer TOKEN` (401 otherwise,
 //! nothing changed). Changes may carry the revision they were based on; a
 //! stale one gets 409 with the current revision.
+//!
+//! The same address serves the [`dashboard`] at `/ui`: its files pass the
+//! Host and Origin checks but need no token (they hold no data; the page
+//! asks for the token and sends it with every call it makes).
 
 mod admin_hosts;
 mod auth;
 mod cross_site;
+mod dashboard;
 mod error;
 mod handover;
 pub mod policy;
@@ -18,11 +23,13 @@ pub mod registry;
 pub mod rollout;
 pub mod services;
 pub mod shadows;
+pub mod trends;
 mod upgrade_guard;
 
 pub use admin_hosts::{AdminHosts, BadAdminHost};
 pub use cross_site::CLIENT_HEADER;
 pub use error::{ApiError, ErrorBody};
+pub use trends::Trends;
 
 use std::sync::Arc;
 
@@ -40,6 +47,8 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// The names requests must address the admin API by.
     pub hosts: Arc<AdminHosts>,
+    /// Recent per-release points for the dashboard's charts.
+    pub trends: Arc<Trends>,
 }
 
 /// The largest request body the admin API reads (413 beyond).
@@ -63,7 +72,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/v1/status", get(services::status))
         .route("/metrics", get(metrics))
         .route("/v1/services", get(services::list))
@@ -136,6 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/rollout/resume", post(rollout::resume))
         .route("/v1/services/{name}/rollout/abort", post(rollout::abort))
         .route("/v1/services/{name}/events", get(rollout::events))
+        .route("/v1/services/{name}/trends", get(trends::show))
         // Last, so that every route above answers a wrong method in JSON too.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_such_endpoint)
@@ -146,7 +156,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        ))
+        ));
+    dashboard::routes()
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .merge(api)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cross_site::refuse_cross_site,

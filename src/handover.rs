@@ -104,8 +104,9 @@ pub struct Handover {
     controller: Arc<Controller>,
     table: SharedTable,
     gate: ChangeGate,
-    /// Duplicates of the proxy and admin listening sockets.
-    listeners: [OwnedFd; 2],
+    /// Duplicates of the proxy and admin listening sockets, until serve
+    /// shuts down (see [`Handover::close_listeners`]).
+    listeners: std::sync::Mutex<Option<[OwnedFd; 2]>>,
     /// The state directory this serve holds; its lock goes to the new serve.
     state_dir: Arc<StateDir>,
     /// The binary this serve was started from, resolved at start (a binary
@@ -131,7 +132,7 @@ impl Handover {
             controller,
             table,
             gate,
-            listeners,
+            listeners: std::sync::Mutex::new(Some(listeners)),
             binary: std::env::current_exe()?,
             args: successor_args(std::env::args_os().skip(1)),
             socket: state_dir.path().join("handover.sock"),
@@ -144,6 +145,17 @@ impl Handover {
     /// Cancelled once another serve has taken over.
     pub fn done(&self) -> &CancellationToken {
         &self.done
+    }
+
+    /// Closes the duplicates of the listening sockets (no handover can
+    /// follow): once serve's own listeners close too, new connections are
+    /// refused instead of waiting in the backlog for a serve that will
+    /// never accept them.
+    pub fn close_listeners(&self) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// Waits until no handover is running.
@@ -246,7 +258,15 @@ impl Handover {
                     peer.pid.as_raw_nonzero()
                 ));
             }
-            let [proxy, admin] = &self.listeners;
+            let listeners = self
+                .listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|[proxy, admin]| (proxy.try_clone(), admin.try_clone()));
+            let Some((Ok(proxy), Ok(admin))) = listeners else {
+                return Err("the listening sockets are closed: serve is shutting down".to_owned());
+            };
             socket::send(
                 &stream,
                 [proxy.as_fd(), admin.as_fd(), self.state_dir.lock_fd()],

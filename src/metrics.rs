@@ -2,12 +2,15 @@
 //! failures and timeouts, the client's faults (kept apart from the
 //! release's answers), and latency histograms (since start, and over the
 //! last minute), recorded by the proxy with atomic adds only. Prometheus
-//! text and the JSON summaries of `switchyard status` are read from them.
+//! text, the JSON summaries of `switchyard status` and the dashboard's
+//! trends are read from them.
 
 mod latency;
 mod prometheus;
 mod release;
+mod trend;
 
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};
 pub use release::{ClientFault, MetricsSnapshot, ReleaseMetrics, UpstreamPhase, WindowSummary};
+pub use trend::{Trend, TrendPoint};

@@ -14,6 +14,7 @@ mod log_file;
 mod port;
 mod process;
 mod release_handle;
+mod restart_backoff;
 mod status;
 
 pub use log_file::{LogChunk, LogFiles};

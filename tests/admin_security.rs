@@ -305,12 +305,8 @@ async fn admin_host_lets_a_named_host_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_protected_admin_api_applies_the_same_rules() {
-    let secrets = tempfile::tempdir().expect("temp dir");
-    let token_file = secrets.path().join("token");
     let token = "t0ken-of-the-browser-user";
-    std::fs::write(&token_file, token).expect("write token");
-    let mut env = Env::start_with(&["--token-file", token_file.to_str().expect("utf-8")]).await;
-    env.token = Some(token.into());
+    let env = Env::start_with_token(token).await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let before = env.ls().await;
     let pids = env.instance_pids();

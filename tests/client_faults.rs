@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::load::Load;
+use support::load::{Clients, Load};
 use support::metrics::Metrics;
 use support::raw_http::{connect, read_response};
 use support::{Env, within};
@@ -29,7 +29,7 @@ const V1: (&str, &str) = ("hello", "1.0.0");
 const V2: (&str, &str) = ("hello", "2.0.0");
 
 async fn metrics(env: &Env) -> Metrics {
-    Metrics::scrape(env, WAIT).await
+    Metrics::scrape(env).await
 }
 
 /// Sends raw bytes on a new connection to the proxy.
@@ -132,15 +132,16 @@ async fn bad_and_aborted_uploads_during_a_rollout_do_not_roll_back_a_healthy_can
     env.deploy("hello", "2.0.0", &["--standby"], &[]).await.ok();
 
     // Clients of both releases, answered by either, never failing...
-    let (client, url) = (env.http.clone(), format!("{}/services/hello/", env.proxy()));
+    let clients = Clients::new(&env.serve().proxy_addr, 2);
     let traffic = Load::start(2, move |worker, n| {
-        let (client, url) = (client.clone(), url.clone());
+        let clients = clients.clone();
         async move {
             let user = format!("user-{}", (n * 2 + worker) % 100);
-            let answer =
-                support::try_reply(client.get(&url).header("x-user-id", &user), WAIT).await;
+            let answer = clients
+                .get_with(worker, "/services/hello/", &[("x-user-id", &user)])
+                .await;
             tokio::time::sleep(Duration::from_millis(10)).await;
-            answer.map(|r| r.status)
+            answer.map(|(status, _, _)| status)
         }
     });
     // ...and clients that send broken chunks or walk away mid-upload.

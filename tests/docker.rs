@@ -3,8 +3,8 @@
 //!
 //! The engine has no registry: every image is built here from local files
 //! (`FROM scratch` with `hello-server` and the libraries `ldd` lists, or
-//! with this machine's python3). Tests that need Docker say why they are
-//! skipped when it is missing, unless `SWITCHYARD_REQUIRE_DOCKER=1`. Every
+//! with this machine's python3). A test that needs Docker or python3 fails
+//! without it, unless `SWITCHYARD_TEST_SKIP` names it. Every
 //! container and image a test makes is removed when it ends, pass or fail.
 
 mod support;
@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use fixture::{Docked, engine_or_skip, hello_context, hello_shell_context, unique};
+use fixture::{Docked, engine, hello_context, hello_shell_context, unique};
 use support::listing::release;
-use support::load::{Load, failures, fetch, spawn_fetch};
-use support::{Env, HELLO};
+use support::load::{failures, gets, spawn_get};
+use support::{Env, HELLO, component};
 
 /// The last line of a Dockerfile built on `hello-server`.
 const HELLO_CMD: &str = "CMD [\"/hello-server\", \"--host\", \"0.0.0.0\"]\n";
@@ -38,7 +38,7 @@ fn container_ids(ls: &Value, service: &str, version: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_between_container_releases_fails_no_request_and_drains_first() {
-    let Some(engine) = engine_or_skip("blue_green_between_container_releases").await else {
+    let Some(engine) = engine("blue_green_between_container_releases").await else {
         return;
     };
     // The old containers take 2 s per request, ignore SIGTERM, and the
@@ -109,12 +109,12 @@ async fn blue_green_between_container_releases_fails_no_request_and_drains_first
     assert_eq!(container_ids(&ls, "web", blue), env.running_ids(blue).await);
     assert_eq!(container_ids(&ls, "web", green).len(), 2);
 
-    let load = {
-        let (http, url) = (env.http.clone(), format!("{}/services/web/", env.proxy()));
-        Load::start(8, move |_, _| {
-            fetch(http.get(&url).timeout(Duration::from_secs(20)))
-        })
-    };
+    let load = gets(
+        env.proxy(),
+        "/services/web/",
+        8,
+        std::time::Instant::now() + Duration::from_secs(180),
+    );
     env.eventually(
         "blue answers under load",
         Duration::from_secs(30),
@@ -122,13 +122,17 @@ async fn blue_green_between_container_releases_fails_no_request_and_drains_first
     )
     .await;
     env.cli(&["assign", "web", green, "--yes"]).await.ok();
-    // A slow request on blue's own address is in flight while blue is killed.
-    let slow = spawn_fetch(
-        env.http
-            .get(format!("{}/services/web_{blue}/", env.proxy()))
-            .timeout(Duration::from_secs(20)),
-    );
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // A slow request on blue's own address is in flight while blue is
+    // killed: once the load's last requests to blue are done, the one
+    // request in flight to blue is this one.
+    env.eventually(
+        "blue's share of the load answered",
+        Duration::from_secs(30),
+        || async { env.in_flight("web", blue).await == 0 },
+    )
+    .await;
+    let slow = spawn_get(env.proxy(), &format!("/services/web_{blue}/"));
+    env.wait_in_flight("web", blue, 1).await;
     env.cli(&["kill", "web", blue]).await.ok();
     assert!(
         env.containers(Some(blue)).await.is_empty(),
@@ -169,7 +173,7 @@ async fn blue_green_between_container_releases_fails_no_request_and_drains_first
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_that_exits_at_start_is_a_crash_loop_and_gets_no_traffic() {
-    let Some(engine) = engine_or_skip("a_container_that_exits_at_start").await else {
+    let Some(engine) = engine("a_container_that_exits_at_start").await else {
         return;
     };
     let env = Docked::start(engine, &[]).await;
@@ -208,7 +212,7 @@ async fn a_container_that_exits_at_start_is_a_crash_loop_and_gets_no_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_a_restarted_serve_adopts_the_same_containers() {
-    let Some(engine) = engine_or_skip("after_kill_9_a_restarted_serve_adopts").await else {
+    let Some(engine) = engine("after_kill_9_a_restarted_serve_adopts").await else {
         return;
     };
     let mut env = Docked::start(engine, &[]).await;
@@ -303,7 +307,7 @@ async fn after_kill_9_a_restarted_serve_adopts_the_same_containers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_with_a_dockerfile_is_built_and_runs_and_a_failing_build_changes_nothing() {
-    let Some(engine) = engine_or_skip("a_folder_with_a_dockerfile").await else {
+    let Some(engine) = engine("a_folder_with_a_dockerfile").await else {
         return;
     };
     let env = Docked::start(engine, &[]).await;
@@ -447,17 +451,9 @@ async fn init(env: &Env, name: &str, extra: &[&str]) -> std::path::PathBuf {
     dir
 }
 
-fn has_python3() -> bool {
-    std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_then_deploy_as_processes_answers_through_the_proxy() {
-    if !has_python3() {
-        eprintln!("skipped init_then_deploy_as_processes: it needs python3");
+    if !component::command("init_then_deploy_as_processes", "python3") {
         return;
     }
     let env = Env::start().await;
@@ -479,11 +475,10 @@ async fn init_then_deploy_as_processes_answers_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_then_deploy_as_a_container_answers_through_the_proxy() {
-    let Some(engine) = engine_or_skip("init_then_deploy_as_a_container").await else {
+    let Some(engine) = engine("init_then_deploy_as_a_container").await else {
         return;
     };
-    if !has_python3() {
-        eprintln!("skipped init_then_deploy_as_a_container: it needs python3 for the base image");
+    if !component::command("init_then_deploy_as_a_container", "python3") {
         return;
     }
     let env = Docked::start(engine, &[]).await;
@@ -547,7 +542,7 @@ async fn main_answer(env: &Env, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_releases_run_their_hooks_in_one_off_containers_of_their_image() {
-    let Some(engine) = engine_or_skip("container_releases_run_their_hooks").await else {
+    let Some(engine) = engine("container_releases_run_their_hooks").await else {
         return;
     };
     let mut env = Docked::start(engine, &[]).await;
@@ -632,12 +627,15 @@ path = "/healthz"
         "{report:#}"
     );
     assert_eq!(hooks[1][0], "migrate", "{report:#}");
-    let migrate_output = hooks[1][1].as_str().unwrap_or_default();
+    let migrate_output = hooks[1][1].as_str().expect("the migrate hook's output");
     assert!(
         migrate_output.contains("migrating to 1.0.1") && migrate_output.contains("a warning"),
         "stdout and stderr are kept: {report:#}"
     );
-    let read = |file: &str| std::fs::read_to_string(data.join(file)).unwrap_or_default();
+    let read = |file: &str| {
+        std::fs::read_to_string(data.join(file))
+            .unwrap_or_else(|e| panic!("the hook wrote no {file}: {e}"))
+    };
     assert_eq!(read("backup"), "backup\n");
     assert_eq!(read("migrated"), format!("migrate {name} 1.0.1 1.0.1 hi\n"));
     assert_eq!(main_answer(&env, &name).await, "1.0.1");

@@ -8,42 +8,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use support::load::CountingLoad;
-use support::serves::StopServes;
-use support::{Env, pid_alive};
+use support::load::{CountingLoad, counting_gets};
+use support::{Env, pid_alive, serve_pids};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Clients sending GETs through the proxy back to back until stopped
-/// (for two minutes at most), counting answers that were not 200 and
-/// requests that failed outright.
-fn start_load(proxy: &str, path: &str, clients: usize) -> CountingLoad {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
-    let url = format!("{proxy}{path}");
-    // Bounded however the test goes: no client runs past this.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    CountingLoad::start_until(clients, deadline, move |_, _| {
-        let request = http.get(&url);
-        async move {
-            match request.send().await {
-                Ok(r) if r.status() == 200 => match r.bytes().await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(format!("body: {e}")),
-                },
-                Ok(r) => {
-                    let status = r.status();
-                    let body = r.text().await.unwrap_or_default();
-                    Err(format!("{status}: {body}"))
-                }
-                Err(e) => Err(format!("{e:?}")),
-            }
-        }
-    })
-}
 
 /// Waits until `load` has had `more` answers beyond what it has now.
 async fn answers(load: &CountingLoad, more: u64) {
@@ -73,28 +41,9 @@ async fn pids_by_release(env: &Env) -> Vec<(String, Value)> {
     pids
 }
 
-/// The log without its terminal colour codes.
-fn strip_colours(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     let env = Env::start().await;
-    let _serves = StopServes::of(&env);
     env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
         .await
         .ok();
@@ -104,7 +53,7 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     let ls_before = pids_by_release(&env).await;
     assert_eq!(pids_before.len(), 3, "{ls_before:?}");
 
-    let load = start_load(env.proxy(), "/services/hello/", 8);
+    let load = counting_gets(env.proxy(), "/services/hello/", 8);
     answers(&load, 200).await;
     let run = env.cli(&["handover", "--json"]).await.ok();
     let report: Value = serde_json::from_str(&run.stdout).expect("handover --json is JSON");
@@ -122,7 +71,7 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
         "the new serve is gone:\n{}",
         env.serve_log()
     );
-    assert_eq!(_serves.pids(), [new_pid]);
+    assert_eq!(serve_pids(&env.state_dir), [new_pid]);
     answers(&load, 500).await;
     let (answered, failures) = load.finish().await;
     assert!(
@@ -156,7 +105,6 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
     let env = Env::start().await;
-    let _serves = StopServes::of(&env);
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let old_pid = env.serve_pid();
     let pids_before = env.instance_pids();
@@ -166,7 +114,12 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
         !pid_alive(old_pid)
     })
     .await;
-    let log = strip_colours(&env.serve_log());
+    // Its log comes through a pipe: the line may take a moment to arrive.
+    env.eventually("the handover in the log", WAIT, || async {
+        env.serve_log().contains("handed over on SIGUSR2")
+    })
+    .await;
+    let log = env.serve_log();
     let new_pid: u32 = log
         .lines()
         .find(|l| l.contains("handed over on SIGUSR2"))
@@ -175,7 +128,7 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no new pid in the log:\n{log}"));
     assert!(pid_alive(new_pid));
-    assert_eq!(_serves.pids(), [new_pid]);
+    assert_eq!(serve_pids(&env.state_dir), [new_pid]);
     let (status, version, _) = env.get("/services/hello/").await;
     assert_eq!((status, version.as_str()), (200, "1.0.0"));
     assert_eq!(env.instance_pids(), pids_before);
@@ -184,12 +137,11 @@ async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_handover_leaves_the_old_serve_in_charge_without_a_failed_request() {
     let env = Env::start().await;
-    let _serves = StopServes::of(&env);
     env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
         .await
         .ok();
     let pids_before = env.instance_pids();
-    let load = start_load(env.proxy(), "/services/hello/", 4);
+    let load = counting_gets(env.proxy(), "/services/hello/", 4);
     answers(&load, 100).await;
 
     // A "new binary" that exits at once.

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::listing::{numbered_actions, release, service};
-use support::load::{Answer, Load, failures, fetch, spawn_fetch};
+use support::load::{Answer, Clients, Load, failures, spawn_get};
 use support::{Env, now_millis, pid_alive};
+
+/// The bound on every wait: generous, so a slow machine only slows tests.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// PIDs of a release's instances in `ls --json`.
 fn pids(ls: &Value, name: &str, version: &str) -> Vec<u64> {
@@ -67,14 +70,15 @@ struct Sample {
     result: Answer,
 }
 
-/// Clients sending GET `path` back to back, timing every request.
+/// Clients sending GET `path` back to back, each on a connection of its
+/// own that never sends a request twice, timing every request.
 fn start_load(env: &Env, path: &str, clients: usize) -> Load<Sample> {
-    let (http, url) = (env.http.clone(), format!("{}{path}", env.proxy()));
-    Load::start(clients, move |_, _| {
-        let request = http.get(&url);
+    let (conns, path) = (Clients::new(env.proxy(), clients), path.to_owned());
+    Load::start(clients, move |client, _| {
+        let (conns, path) = (conns.clone(), path.clone());
         async move {
             let start = Instant::now();
-            let result = fetch(request).await;
+            let result = conns.get(client, &path).await;
             Sample {
                 start,
                 end: Instant::now(),
@@ -105,13 +109,14 @@ async fn assign_switches_main_under_load_without_failed_requests() {
     let load_for = Duration::from_secs(10);
     let mut next = "2.0.0";
     while switches.len() < 10 || ready.elapsed() < load_for {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Every window between two switches gets requests of its own.
+        load.run_for(256, WAIT).await;
         let started = Instant::now();
         env.cli(&["assign", "hello", next, "--yes"]).await.ok();
         switches.push((started, Instant::now(), next.to_owned()));
         next = if next == "2.0.0" { "1.0.0" } else { "2.0.0" };
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.run_for(64, WAIT).await;
     let samples = load.finish().await;
 
     let failed = failures(samples.iter().map(|s| &s.result));
@@ -123,8 +128,8 @@ async fn assign_switches_main_under_load_without_failed_requests() {
         &failed[..failed.len().min(5)]
     );
 
-    // Every request that started after an assign returned, and before the
-    // next one started, went to that assign's new main.
+    // Every request made (started and answered) after an assign returned
+    // and before the next one started went to that assign's new main.
     let mut windows = vec![(ready, switches[0].0, "1.0.0".to_owned())];
     for (i, (_, returned, version)) in switches.iter().enumerate() {
         let until = switches.get(i + 1).map_or(Instant::now(), |s| s.0);
@@ -138,7 +143,7 @@ async fn assign_switches_main_under_load_without_failed_requests() {
         };
         let window = windows
             .iter()
-            .position(|(from, until, _)| sample.start >= *from && sample.start < *until);
+            .position(|(from, until, _)| sample.start >= *from && sample.end < *until);
         if let Some(w) = window {
             checked_per_window[w] += 1;
             if *version != windows[w].2 {
@@ -181,16 +186,21 @@ async fn assign_switches_main_under_load_without_failed_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_request_finishes_on_old_main_after_assign() {
     let env = Env::start().await;
-    env.deploy("hello", "1.0.0", &[], &["--latency-ms", "1500"])
+    env.deploy("hello", "1.0.0", &[], &["--latency-ms", "3000"])
         .await
         .ok();
     env.deploy("hello", "2.0.0", &[], &[]).await.ok();
     let before = env.ls().await;
     let old_pids = pids(&before, "hello", "1.0.0");
 
-    let slow = spawn_fetch(env.http.get(format!("{}/services/hello/", env.proxy())));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slow = spawn_get(env.proxy(), "/services/hello/");
+    env.wait_in_flight("hello", "1.0.0", 1).await;
     env.cli(&["assign", "hello", "2.0.0", "--yes"]).await.ok();
+    assert_eq!(
+        env.in_flight("hello", "1.0.0").await,
+        1,
+        "the request (3 s long) is still in flight after the switch"
+    );
     let (status, version, _) = env.get("/services/hello/").await;
     assert_eq!((status, version.as_str()), (200, "2.0.0"));
 
@@ -354,11 +364,8 @@ async fn killed_release_drains_its_in_flight_requests_first() {
     .ok();
     let doomed = pids(&env.ls().await, "hello", "2.0.0");
 
-    let slow = spawn_fetch(
-        env.http
-            .get(format!("{}/services/hello_2.0.0/", env.proxy())),
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slow = spawn_get(env.proxy(), "/services/hello_2.0.0/");
+    env.wait_in_flight("hello", "2.0.0", 1).await;
     env.cli(&["kill", "hello", "2.0.0"]).await.ok();
 
     let (status, version, body) = slow
@@ -451,9 +458,9 @@ async fn history_lists_every_change_and_rollback_restores_earlier_revisions() {
     // Back to revision 2: 1.0.0 was killed, so it starts again from its
     // stored spec, and is ready before it takes traffic.
     let load = start_load(&env, "/services/hello/", 4);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.run_for(32, WAIT).await;
     env.cli(&["rollback", "hello", "2"]).await.ok();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    load.run_for(32, WAIT).await;
     let samples = load.finish().await;
     let failed = failures(samples.iter().map(|s| &s.result));
     assert!(
@@ -586,11 +593,8 @@ async fn release_started_again_while_its_old_instance_drains_is_adopted_after_re
 
     // Kill 2.0.0 while a request keeps it draining, and meanwhile roll
     // back to revision 2, which starts 2.0.0 again.
-    let slow = spawn_fetch(
-        env.http
-            .get(format!("{}/services/hello_2.0.0/", env.proxy())),
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let slow = spawn_get(env.proxy(), "/services/hello_2.0.0/");
+    env.wait_in_flight("hello", "2.0.0", 1).await;
     let kill = env.cli(&["kill", "hello", "2.0.0"]);
     let rollback = async {
         env.eventually("the kill is committed", Duration::from_secs(30), || async {

@@ -6,45 +6,43 @@ mod support;
 use std::time::Duration;
 
 use support::Env;
+use support::load::spawn_get;
 
 #[tokio::test]
 async fn pause_holds_new_requests_and_resume_lets_every_one_through() {
     let env = Env::start().await;
-    env.deploy("hub", "1.0.0", &[], &["--latency-ms", "600"])
+    env.deploy("hub", "1.0.0", &[], &["--latency-ms", "3000"])
         .await
         .ok();
-    let url = format!("{}/services/hub/", env.proxy());
-    let send = |http: reqwest::Client, url: String| {
-        tokio::spawn(async move {
-            let sent = http.get(&url).send();
-            let r = tokio::time::timeout(Duration::from_secs(30), sent)
-                .await
-                .expect("answered within 30 s")
-                .expect("no transport error");
-            (r.status().as_u16(), std::time::Instant::now())
-        })
-    };
+    let path = "/services/hub/";
     // One request in flight when the pause comes: it finishes.
-    let in_flight = send(env.http.clone(), url.clone());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    let in_flight = spawn_get(env.proxy(), path);
+    env.wait_in_flight("hub", "1.0.0", 1).await;
     let run = env.cli(&["pause", "hub"]).await.ok();
     assert!(run.stdout.contains("held up to 30s"), "{}", run.stdout);
-    let paused_at = std::time::Instant::now();
-    let held: Vec<_> = (0..20)
-        .map(|_| send(env.http.clone(), url.clone()))
-        .collect();
-    let (status, _) = in_flight.await.expect("in-flight task");
-    assert_eq!(status, 200, "the request in flight finishes");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        env.in_flight("hub", "1.0.0").await,
+        1,
+        "the request (3 s long) is still in flight once paused"
+    );
+    let held: Vec<_> = (0..20).map(|_| spawn_get(env.proxy(), path)).collect();
+    let (status, _, body) = in_flight
+        .await
+        .expect("in-flight task")
+        .expect("the request in flight");
+    assert_eq!(status, 200, "the request in flight finishes: {body}");
+    // Every new one waits at the gate, and none reaches the release.
+    env.wait_held("hub", 20).await;
     assert!(
         held.iter().all(|h| !h.is_finished()),
         "a held request got through"
     );
+    assert_eq!(env.in_flight("hub", "1.0.0").await, 0);
     // Pausing twice is refused and changes nothing.
     let twice = env.cli(&["pause", "hub"]).await.failed();
     assert!(twice.stderr.contains("paused already"), "{}", twice.stderr);
+    assert_eq!(held_now(&env).await, 20);
 
-    let resumed_at = std::time::Instant::now();
     let run = env.cli(&["resume", "hub"]).await.ok();
     assert!(
         run.stdout
@@ -53,9 +51,8 @@ async fn pause_holds_new_requests_and_resume_lets_every_one_through() {
         run.stdout
     );
     for h in held {
-        let (status, done) = h.await.expect("held task");
-        assert_eq!(status, 200, "none is lost");
-        assert!(done > resumed_at && done - paused_at >= Duration::from_millis(1000));
+        let (status, _, body) = h.await.expect("held task").expect("a held request");
+        assert_eq!(status, 200, "none is lost: {body}");
     }
     // Nothing is left to resume.
     let again = env.cli(&["resume", "hub"]).await.failed();
@@ -67,14 +64,21 @@ async fn pause_holds_new_requests_and_resume_lets_every_one_through() {
 
     // A request held past the maximum hold gets 503 saying why.
     env.cli(&["pause", "hub", "--max-hold", "300ms"]).await.ok();
-    let started = std::time::Instant::now();
-    let (status, _, body) = env.get("/services/hub/").await;
+    let late = spawn_get(env.proxy(), path);
+    env.wait_held("hub", 1).await;
+    let (status, _, body) = late.await.expect("late task").expect("an answer");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("paused"), "{body}");
-    assert!(started.elapsed() >= Duration::from_millis(300));
     let run = env.cli(&["resume", "hub"]).await.ok();
     assert!(run.stdout.contains("0 held requests"), "{}", run.stdout);
-    assert_eq!(env.get("/services/hub/").await.0, 200);
+    assert_eq!(env.get(path).await.0, 200);
+}
+
+/// Requests held at hub's gate now (`held` in `ls --json`).
+async fn held_now(env: &Env) -> u64 {
+    env.ls().await[0]["paused"]["held"]
+        .as_u64()
+        .expect("hub is paused")
 }
 
 #[tokio::test]
@@ -104,15 +108,8 @@ async fn a_pause_survives_a_restart_of_serve_until_resumed() {
     );
 
     // A new request is held, and goes when resumed.
-    let request = env.http.get(format!("{}/services/hub/", env.proxy()));
-    let held = tokio::spawn(async move {
-        let r = tokio::time::timeout(Duration::from_secs(60), request.send())
-            .await
-            .expect("answered within 60 s")
-            .expect("no transport error");
-        r.status().as_u16()
-    });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let held = spawn_get(env.proxy(), "/services/hub/");
+    env.wait_held("hub", 1).await;
     assert!(
         !held.is_finished(),
         "a request got through the restored pause"
@@ -124,7 +121,8 @@ async fn a_pause_survives_a_restart_of_serve_until_resumed() {
         "{}",
         run.stdout
     );
-    assert_eq!(held.await.expect("held task"), 200);
+    let (status, _, body) = held.await.expect("held task").expect("the held request");
+    assert_eq!(status, 200, "{body}");
     let ls = env.ls().await;
     assert!(ls[0].get("paused").is_none(), "{ls:#}");
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::listing::{actions, numbered_actions, pair, roles, service};
-use support::load::Load;
+use support::load::{Clients, Load};
 use support::{Env, Reply, now_millis};
 use switchyard::routing::{bucket, client_token};
 
@@ -1324,6 +1324,7 @@ impl Expect {
 
 struct Sample {
     start: Instant,
+    end: Instant,
     key: String,
     result: Result<(u16, String), String>,
 }
@@ -1346,16 +1347,23 @@ async fn weight_changes_promote_and_abort_under_load_fail_no_request() {
     .await
     .ok();
 
-    let (http, url) = (env.http.clone(), format!("{}/services/hello/", env.proxy()));
+    // Each client on a connection of its own that never sends a request twice.
+    let conns = Clients::new(env.proxy(), 16);
     let load = Load::start(16, move |task, n| {
         let key = format!("user-{task}-{}", n % 64);
-        let start = Instant::now();
-        let request = http.get(&url).header("x-user-id", key.as_str());
+        let conns = conns.clone();
         async move {
-            let result = try_send(request)
+            let start = Instant::now();
+            let result = conns
+                .get_with(task, "/services/hello/", &[("x-user-id", &key)])
                 .await
-                .map(|r| (r.status, r.version().to_owned()));
-            Sample { start, key, result }
+                .map(|(status, version, _)| (status, version));
+            Sample {
+                start,
+                end: Instant::now(),
+                key,
+                result,
+            }
         }
     });
 
@@ -1393,14 +1401,15 @@ async fn weight_changes_promote_and_abort_under_load_fail_no_request() {
     let mut window_start = began;
     let mut expect = Expect::Canary(0);
     for (args, next) in &steps {
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Every window between two changes gets requests of its own.
+        load.run_for(400, WAIT).await;
         let started = Instant::now();
         windows.push((window_start, started, expect));
         env.cli(args).await.ok();
         window_start = Instant::now();
         expect = *next;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    load.run_for(400, WAIT).await;
     windows.push((window_start, Instant::now(), expect));
     let samples = load.finish().await;
 
@@ -1428,7 +1437,7 @@ async fn weight_changes_promote_and_abort_under_load_fail_no_request() {
         };
         let Some(w) = windows
             .iter()
-            .position(|(from, until, _)| s.start >= *from && s.start < *until)
+            .position(|(from, until, _)| s.start >= *from && s.end < *until)
         else {
             continue; // in flight across a change: either side is right
         };
@@ -1513,14 +1522,15 @@ async fn emergency_release_becomes_main_once_healthy_and_rollback_restores_earli
 
     // The emergency release starts unhealthy: traffic stays where it was
     // until it is healthy, and no request fails on the way.
-    let (http, url) = (env.http.clone(), format!("{}/services/hello/", env.proxy()));
+    let conns = Clients::new(env.proxy(), 4);
     let load = Load::start(4, move |task, n| {
         let key = format!("user-{task}-{}", n % 32);
-        let request = http.get(&url).header("x-user-id", key.as_str());
+        let conns = conns.clone();
         async move {
-            let result = try_send(request)
+            let result = conns
+                .get_with(task, "/services/hello/", &[("x-user-id", &key)])
                 .await
-                .map(|r| (r.status, r.version().to_owned()));
+                .map(|(status, version, _)| (status, version));
             (now_millis(), key, result)
         }
     });
@@ -1535,7 +1545,7 @@ async fn emergency_release_becomes_main_once_healthy_and_rollback_restores_earli
         .await
         .ok();
     assert!(run.stdout.contains("as main"), "{}", run.stdout);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.run_for(100, WAIT).await;
     let samples = load.finish().await;
     let history = env.history("hello").await;
     assert_eq!(

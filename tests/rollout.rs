@@ -15,9 +15,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde_json::Value;
+use support::Env;
+use support::http1::Http1;
 use support::listing::{pair, roles, service};
-use support::load::Load;
-use support::{Env, version_header};
+use support::load::{Answer, Clients, Load};
 use tokio::net::TcpListener;
 
 /// The bound on every wait: generous, so a slow machine only slows tests.
@@ -43,48 +44,52 @@ struct Sample {
 }
 
 /// Clients with distinct `x-user-id` keys calling the service without a
-/// break until stopped, recording every answer.
+/// break until stopped, each on a connection of its own that never sends
+/// a request twice, recording every answer.
 fn start_traffic(env: &Env, workers: usize) -> Load<Sample> {
-    let (client, url) = (env.http.clone(), format!("{}/services/hello/", env.proxy()));
+    let conns = Clients::new(env.proxy(), workers);
     Load::start(workers, move |worker, n| {
         let user = format!("user-{}", (n * workers + worker) % USERS);
-        let (client, url) = (client.clone(), url.clone());
+        let conns = conns.clone();
         async move {
-            let sample = call(&client, &url, &user).await;
+            let answer = conns
+                .get_with(worker, "/services/hello/", &[("x-user-id", &user)])
+                .await;
+            // Paced: a rollout's analysis wants a steady trickle.
             tokio::time::sleep(PACE).await;
-            sample
+            sample(user, answer)
         }
     })
 }
 
-async fn call(client: &reqwest::Client, url: &str, user: &str) -> Sample {
-    let sent = tokio::time::timeout(WAIT, client.get(url).header("x-user-id", user).send()).await;
-    let (status, version, error) = match sent {
-        Ok(Ok(response)) => {
-            let status = response.status().as_u16();
-            let version = version_header(response.headers());
-            match response.bytes().await {
-                Ok(_) => (status, version, None),
-                Err(e) => (0, version, Some(format!("body: {e}"))),
-            }
-        }
-        Ok(Err(e)) => (0, String::new(), Some(e.to_string())),
-        Err(_) => (0, String::new(), Some("no answer within the wait".into())),
-    };
-    Sample {
-        user: user.to_owned(),
-        status,
-        version,
-        error,
+/// A [`Sample`] of what `user` got.
+fn sample(user: String, answer: Answer) -> Sample {
+    match answer {
+        Ok((status, version, _)) => Sample {
+            user,
+            status,
+            version,
+            error: None,
+        },
+        Err(e) => Sample {
+            user,
+            status: 0,
+            version: String::new(),
+            error: Some(e),
+        },
     }
 }
 
 /// `count` requests from distinct users, after the traffic above.
 async fn burst(env: &Env, count: usize) -> Vec<Sample> {
-    let url = format!("{}/services/hello/", env.proxy());
+    let mut client = Http1::new(env.proxy());
     let mut samples = Vec::new();
     for i in 0..count {
-        samples.push(call(&env.http, &url, &format!("user-{}", i % USERS)).await);
+        let user = format!("user-{}", i % USERS);
+        let answer = client
+            .get_with("/services/hello/", &[("x-user-id", &user)])
+            .await;
+        samples.push(sample(user, answer));
     }
     samples
 }
@@ -105,7 +110,7 @@ fn assert_main_never_failed(samples: &[Sample], main: &str, candidate: &str) {
     let unanswered: Vec<(&str, &str)> = samples
         .iter()
         .filter(|s| s.status == 0)
-        .map(|s| (s.user.as_str(), s.error.as_deref().unwrap_or_default()))
+        .map(|s| (s.user.as_str(), s.error.as_deref().unwrap_or("no error")))
         .collect();
     assert!(
         unanswered.is_empty(),
@@ -134,11 +139,34 @@ fn assert_main_never_failed(samples: &[Sample], main: &str, candidate: &str) {
 
 /// `rollout status hello --json` parsed.
 async fn rollout_view(env: &Env) -> Value {
+    rollout_view_of(env, "hello").await
+}
+
+/// `rollout status SERVICE --json` parsed.
+async fn rollout_view_of(env: &Env, service: &str) -> Value {
     let run = env
-        .cli(&["rollout", "status", "hello", "--json"])
+        .cli(&["rollout", "status", service, "--json"])
         .await
         .ok();
     serde_json::from_str(&run.stdout).expect("rollout status --json is JSON")
+}
+
+/// A rollout of `service` 2.0.0 to 30% with 1 s intervals, which pauses
+/// after its first interval when nobody sends it requests.
+async fn start_unjudged_rollout(env: &Env, service: &str) {
+    env.cli(&[
+        "rollout",
+        service,
+        "2.0.0",
+        "--steps",
+        "30",
+        "--interval",
+        "1s",
+        "--min-requests",
+        "5",
+    ])
+    .await
+    .ok();
 }
 
 /// The rollout's state: `running`, `paused`, `succeeded`, `failed`, `aborted`.
@@ -442,8 +470,10 @@ async fn healthy_candidate_walks_every_step_and_becomes_main() {
             "1s",
             "--min-requests",
             "5",
+            // Both answer alike; the check is here to be seen running at
+            // 100%, so its bound is far from anything a busy machine does.
             "--max-relative-p99",
-            "5",
+            "1000",
             "--sticky-header",
             "x-user-id",
         ])
@@ -556,19 +586,7 @@ async fn interval_with_too_few_requests_pauses_until_resumed() {
     let env = Env::start().await;
     main_and_candidate(&env, &[], &[]).await;
     // No traffic at all: the analysis cannot judge.
-    env.cli(&[
-        "rollout",
-        "hello",
-        "2.0.0",
-        "--steps",
-        "30",
-        "--interval",
-        "1s",
-        "--min-requests",
-        "5",
-    ])
-    .await
-    .ok();
+    start_unjudged_rollout(&env, "hello").await;
     let view = wait_for_state(&env, "paused", WAIT).await;
     let reason = view["state"]["status"]["reason"]
         .as_str()
@@ -582,8 +600,17 @@ async fn interval_with_too_few_requests_pauses_until_resumed() {
     assert_eq!(requests["measured"], "0");
     assert_eq!(requests["threshold"], "at least 5");
     assert!(view["next_in_seconds"].is_null(), "{view:#}");
-    // It stays paused, the canary in place.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // It stays paused, the canary in place: another rollout started now,
+    // with the same 1 s interval, gets to its own analysis (the
+    // controller's clock has run past this one's next interval) and
+    // pauses too, while this one has not moved.
+    env.deploy("other", "1.0.0", &[], &[]).await.ok();
+    env.deploy("other", "2.0.0", &["--standby"], &[]).await.ok();
+    start_unjudged_rollout(&env, "other").await;
+    env.eventually("the other rollout analyses and pauses", WAIT, || async {
+        state_of(&rollout_view_of(&env, "other").await) == "paused"
+    })
+    .await;
     let view = rollout_view(&env).await;
     assert_eq!(state_of(&view), "paused", "{view:#}");
     assert_eq!(
@@ -606,9 +633,11 @@ async fn interval_with_too_few_requests_pauses_until_resumed() {
 // ---------------------------------------------------------------- relative latency
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn candidate_three_times_slower_than_main_fails_the_relative_latency_check() {
+async fn candidate_far_slower_than_main_fails_the_relative_latency_check() {
     let env = Env::start().await;
-    main_and_candidate(&env, &["--latency-ms", "20"], &["--latency-ms", "60"]).await;
+    // 400 ms against a main that answers at once: only a main p99 past
+    // 266 ms, an overloaded machine, would make this pass.
+    main_and_candidate(&env, &[], &["--latency-ms", "400"]).await;
     let traffic = start_traffic(&env, 3);
 
     env.cli(&[
@@ -622,7 +651,7 @@ async fn candidate_three_times_slower_than_main_fails_the_relative_latency_check
         "--max-relative-p99",
         "1.5",
         "--min-requests",
-        "10",
+        "5",
         "--failure-limit",
         "2",
         "--sticky-header",
@@ -646,14 +675,19 @@ async fn candidate_three_times_slower_than_main_fails_the_relative_latency_check
     let relative = check(&view, "p99 relative to main");
     assert_eq!(relative["verdict"], "fail", "{relative}");
     assert_eq!(relative["threshold"], "at most 1.5× main", "{relative}");
-    let measured = relative["measured"].as_str().unwrap_or_default();
+    let measured = relative["measured"].as_str().expect("what was measured");
     assert!(measured.contains("vs main"), "{relative}");
     let p99s = numbers(measured);
     assert_eq!(p99s.len(), 2, "both p99s: {relative}");
     let (candidate, main) = (p99s[0], p99s[1]);
-    assert!(candidate >= 60.0, "the candidate sleeps 60 ms: {relative}");
-    assert!(main >= 20.0, "main sleeps 20 ms: {relative}");
-    assert!(candidate > 1.5 * main, "{relative}");
+    assert!(
+        candidate >= 400.0,
+        "the candidate sleeps 400 ms: {relative}"
+    );
+    assert!(
+        candidate > 1.5 * main,
+        "the verdict fits the numbers: {relative}"
+    );
     // The error rate passed: latency alone failed it.
     assert_eq!(check(&view, "error rate")["verdict"], "pass", "{view:#}");
 
@@ -949,7 +983,6 @@ async fn candidate_crashing_during_a_rollout_is_rolled_back_without_waiting_for_
     let env = Env::start_with(&["--crash-limit", "2", "--crash-window", "60s"]).await;
     main_and_candidate(&env, &[], &["--exit-after", "5"]).await;
     let traffic = start_traffic(&env, 1);
-    let began = Instant::now();
     env.cli(&[
         "rollout",
         "hello",
@@ -963,11 +996,9 @@ async fn candidate_crashing_during_a_rollout_is_rolled_back_without_waiting_for_
     ])
     .await
     .ok();
-    let view = wait_for_state(&env, "failed", Duration::from_secs(20)).await;
-    assert!(
-        began.elapsed() < Duration::from_secs(60),
-        "rolled back well before the interval ended"
-    );
+    // No interval ended on the way: no analysis event, still at step 1
+    // (checked below).
+    let view = wait_for_state(&env, "failed", WAIT).await;
     let during = traffic.finish_within(WAIT).await;
     // Clients on main are never hurt; those on the candidate may see the
     // proxy's own error while it is down.

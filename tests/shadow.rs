@@ -205,6 +205,8 @@ struct Seen {
 struct RecorderState {
     seen: Mutex<Vec<Seen>>,
     delay: Duration,
+    /// Requests wait here (after `delay`) until it is true.
+    open: tokio::sync::watch::Receiver<bool>,
     in_flight: AtomicUsize,
     peak: AtomicUsize,
     /// When the first answer (but to `/healthz`) was done.
@@ -212,20 +214,33 @@ struct RecorderState {
 }
 
 /// An upstream in this test: records every request but `/healthz`, waits
-/// `delay`, and answers `{"recorder":true}`. Stops when dropped.
+/// `delay` (and, when held, until let go), and answers
+/// `{"recorder":true}`. Stops when dropped.
 struct Recorder {
     addr: SocketAddr,
     state: Arc<RecorderState>,
     stop: CancellationToken,
+    open: tokio::sync::watch::Sender<bool>,
 }
 
 impl Recorder {
     async fn start(delay: Duration) -> Recorder {
+        Self::start_with(delay, true).await
+    }
+
+    /// A recorder that answers nothing but `/healthz` until [`Recorder::let_go`].
+    async fn held() -> Recorder {
+        Self::start_with(Duration::ZERO, false).await
+    }
+
+    async fn start_with(delay: Duration, open: bool) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let (open, opened) = tokio::sync::watch::channel(open);
         let state = Arc::new(RecorderState {
             seen: Mutex::new(Vec::new()),
             delay,
+            open: opened,
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             first_done: Mutex::new(None),
@@ -253,7 +268,32 @@ impl Recorder {
                 });
             }
         });
-        Recorder { addr, state, stop }
+        Recorder {
+            addr,
+            state,
+            stop,
+            open,
+        }
+    }
+
+    /// Lets every held request (and every later one) be answered.
+    fn let_go(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Requests it is answering now.
+    fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until it is answering `n` requests at once.
+    async fn wait_in_flight(&self, n: usize) {
+        support::within(WAIT, &format!("{n} requests at the recorder"), async {
+            while self.in_flight() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -324,6 +364,7 @@ async fn record(
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.peak.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(state.delay).await;
+    let _ = state.open.clone().wait_for(|open| *open).await;
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
     state
         .first_done
@@ -543,8 +584,11 @@ async fn every_shadow_with_mirroring_on_gets_a_copy() {
             .await
             .assert_from_main();
     }
+    // Copies are queued before main answers, and the data plane's one
+    // thread starts a queued copy (counting it) before another copy's
+    // answer comes back: once 2.0.0 has compared its copies of these
+    // requests, a copy 3.0.0 took of them would show in its count.
     accounted_for(&env, "2.0.0", 10).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Every shadow's report, from the CLI.
     let run = env.cli(&["shadow", "report", "hello", "--json"]).await.ok();
@@ -585,9 +629,10 @@ async fn requests_to_a_release_address_are_not_mirrored() {
     recorder
         .wait_for("the marker", |s| s.target == "/echo/marker")
         .await;
+    // A copy of a direct request would be ahead of the marker's in the
+    // shadow's queue, so it would have been started (and counted) first;
+    // settled, every copy counted has reached the recorder.
     let r = accounted_for(&env, "2.0.0", 1).await;
-    // Give any stray copy time to show up.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = recorder.seen();
     assert!(
         seen.iter().all(|s| !s.target.starts_with("/echo/direct")),
@@ -607,38 +652,32 @@ async fn requests_to_a_release_address_are_not_mirrored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_shadow_never_delays_clients_and_catches_up() {
     const REQUESTS: u64 = 20;
-    const SHADOW_LATENCY: Duration = Duration::from_secs(2);
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    env.deploy("hello", "2.0.0", &[], &["--latency-ms", "2000"])
+    // A shadow that answers no copy until the test lets it.
+    let shadow = Recorder::held().await;
+    env.deploy_external("hello", "2.0.0", &[shadow.addr], &[])
         .await
         .ok();
 
-    let started = Instant::now();
     for i in 0..REQUESTS {
         let r = get(&env, &format!("/services/hello/echo/slow?i={i}")).await;
         r.assert_from_main();
         assert_eq!(r.json()["version"], "1.0.0");
     }
-    let took = started.elapsed();
-    // Waiting for the shadow would take 2 s per request.
-    assert!(
-        took < SHADOW_LATENCY * REQUESTS as u32 / 2,
-        "{REQUESTS} requests took {took:?}: clients waited for the shadow"
-    );
-    // Read before any copy could have been answered, the report shows
-    // copies still with the shadow (on a slow machine this is skipped).
+    // Every client was answered while the shadow held its copies.
+    shadow.wait_in_flight(1).await;
+    assert_eq!(shadow.first_done(), None, "the shadow answered a copy");
     let r = report(&env, "2.0.0").await;
-    if started.elapsed() < SHADOW_LATENCY {
-        assert_eq!(n(&r, "compared"), 0, "{r:#}");
-        assert!(n(&r, "mirrored") >= 1, "no copy in flight: {r:#}");
-    }
+    assert_eq!(n(&r, "compared"), 0, "{r:#}");
+    assert!(n(&r, "mirrored") >= 1, "no copy in flight: {r:#}");
 
+    shadow.let_go();
     let r = accounted_for(&env, "2.0.0", REQUESTS).await;
     assert_eq!(n(&r, "compared"), REQUESTS, "{r:#}");
     assert_eq!(n(&r, "mirrored"), REQUESTS, "{r:#}");
     assert_eq!((n(&r, "dropped"), n(&r, "shadow_errors")), (0, 0), "{r:#}");
-    assert_eq!(diffs(&r, "$.version"), REQUESTS, "{r:#}");
+    assert_eq!(shadow.seen().len() as u64, REQUESTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -676,39 +715,40 @@ async fn full_shadow_queue_drops_copies_and_counts_them() {
     const REQUESTS: u64 = 30;
     let env = Env::start_with(&["--shadow-queue", "2", "--shadow-concurrency", "1"]).await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
-    let recorder = Recorder::start(Duration::from_secs(1)).await;
+    let recorder = Recorder::held().await;
     env.deploy_external("hello", "2.0.0", &[recorder.addr], &[])
         .await
         .ok();
 
+    // The first copy is with the shadow (held there) before the rest come:
+    // two of them fill the queue, the others find it full.
+    get(&env, "/services/hello/echo/rush?i=0")
+        .await
+        .assert_from_main();
+    recorder.wait_in_flight(1).await;
     let env_ref = &env;
-    let requests = (0..REQUESTS)
+    let requests = (1..REQUESTS)
         .map(|i| async move { get(env_ref, &format!("/services/hello/echo/rush?i={i}")).await });
     for r in futures_util::future::join_all(requests).await {
         r.assert_from_main();
     }
-    let all_answered = Instant::now();
+    // Drops are counted as they happen, before main answers.
+    let r = report(&env, "2.0.0").await;
+    assert_eq!(n(&r, "dropped"), REQUESTS - 3, "{r:#}");
 
+    recorder.let_go();
     let r = accounted_for(&env, "2.0.0", REQUESTS).await;
     assert_eq!(n(&r, "mirrored") + n(&r, "dropped"), REQUESTS, "{r:#}");
-    let (mirrored, dropped) = (n(&r, "mirrored"), n(&r, "dropped"));
-    assert!(dropped > 0, "a queue of 2 took {REQUESTS} copies: {r:#}");
-    assert!(mirrored >= 1, "{r:#}");
-    assert_eq!(n(&r, "compared"), mirrored, "{r:#}");
+    assert_eq!(
+        n(&r, "mirrored"),
+        3,
+        "one in flight and a queue of 2: {r:#}"
+    );
+    assert_eq!(n(&r, "compared"), 3, "{r:#}");
     assert_eq!(n(&r, "shadow_errors"), 0, "{r:#}");
     // The shadow got exactly the copies counted as mirrored, one at a time.
-    assert_eq!(recorder.seen().len() as u64, mirrored, "{r:#}");
+    assert_eq!(recorder.seen().len(), 3, "{r:#}");
     assert_eq!(recorder.peak(), 1, "--shadow-concurrency 1");
-    // While the first copy was still with the shadow, every request had
-    // offered its copy: one was in flight, the queue held 2, the rest were
-    // dropped.
-    if recorder.first_done().is_none_or(|done| done > all_answered) {
-        assert_eq!(
-            mirrored,
-            1 + 2,
-            "copies taken while the shadow was busy: {r:#}"
-        );
-    }
 }
 
 // ---------------------------------------------------------- the report
@@ -895,31 +935,26 @@ async fn sample_methods_and_off_choose_what_is_mirrored() {
     env.cli(&["shadow", "set", "hello", "2.0.0", "--sample", "50"])
         .await
         .ok();
-    for _ in 0..20 {
-        get(&env, "/services/hello/echo/sampled")
+    for i in 0..20 {
+        get(&env, &format!("/services/hello/echo/sampled/{i}"))
             .await
             .assert_from_main();
     }
-    // Copies are queued before main answers, so the count settles soon;
-    // it is read until two reads agree, with the shadow's log between.
-    let (sampled, logged) = loop {
-        let first = report_until(&env, "2.0.0", "the sampled copies", |r| {
-            n(r, "mirrored") >= 5 && settled(r)
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let logged = count_lines(&log_lines(&env, "2.0.0").await, "GET /echo/sampled ") as u64;
-        let second = report(&env, "2.0.0").await;
-        if n(&first, "mirrored") == n(&second, "mirrored") && settled(&second) {
-            break (n(&second, "mirrored"), logged);
-        }
-    };
-    // The counter spreads the share evenly: exactly 10 of 20.
-    assert!(
-        (5..=15).contains(&sampled),
-        "a 50% sample of 20 requests mirrored {sampled}"
-    );
-    assert_eq!(logged, sampled, "the shadow's log vs the report");
+    // The share is spread by a counter: every second request, the 2nd,
+    // 4th, … 20th, exactly 10 of 20. The last one's copy is the last in
+    // the queue: once the shadow logged it, every copy has been counted.
+    env.eventually("the last sampled copy", WAIT, || async {
+        count_lines(&log_lines(&env, "2.0.0").await, "GET /echo/sampled/19 ") == 1
+    })
+    .await;
+    let r = report_until(&env, "2.0.0", "the sampled copies compared", settled).await;
+    let sampled = n(&r, "mirrored");
+    assert_eq!(sampled, 10, "a 50% sample of 20 requests: {r:#}");
+    let lines = log_lines(&env, "2.0.0").await;
+    for i in 0..20 {
+        let logged = count_lines(&lines, &format!("GET /echo/sampled/{i} "));
+        assert_eq!(logged, i % 2, "request {i}: {lines:#?}");
+    }
 
     // GET only: POSTs stay with main.
     env.cli(&[
@@ -942,11 +977,15 @@ async fn sample_methods_and_off_choose_what_is_mirrored() {
             .await
             .assert_from_main();
     }
-    accounted_for(&env, "2.0.0", sampled + 10).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(n(&report(&env, "2.0.0").await, "mirrored"), sampled + 10);
+    // A POST's copy would be queued before the last GET's: once every GET
+    // is in the shadow's log, every copy has been counted.
+    env.eventually("the ten GET copies", WAIT, || async {
+        count_lines(&log_lines(&env, "2.0.0").await, "GET /echo/get-only ") == 10
+    })
+    .await;
+    let r = report_until(&env, "2.0.0", "the GET copies compared", settled).await;
+    assert_eq!(n(&r, "mirrored"), sampled + 10, "{r:#}");
     let lines = log_lines(&env, "2.0.0").await;
-    assert_eq!(count_lines(&lines, "GET /echo/get-only "), 10, "{lines:#?}");
     assert_eq!(count_lines(&lines, "/echo/post-only"), 0, "{lines:#?}");
 
     // Off: nothing, though the shadow stays a shadow at its own address.
@@ -958,15 +997,13 @@ async fn sample_methods_and_off_choose_what_is_mirrored() {
             .await
             .assert_from_main();
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(n(&report(&env, "2.0.0").await, "mirrored"), sampled + 10);
-    let lines = log_lines(&env, "2.0.0").await;
-    assert_eq!(count_lines(&lines, "/echo/while-off"), 0, "{lines:#?}");
     assert_eq!(role(&env, "2.0.0").await, "shadow");
     let r = get(&env, "/services/hello_2.0.0/echo").await;
     assert_eq!(r.header("x-switchyard-version"), Some("2.0.0"));
 
-    // On again, with the methods kept.
+    // On again, with the methods kept. A copy taken while off would have
+    // been queued before these, and started (counted) on the data plane's
+    // thread before these copies' answers came back.
     env.cli(&["shadow", "set", "hello", "2.0.0", "--on"])
         .await
         .ok();
@@ -975,8 +1012,14 @@ async fn sample_methods_and_off_choose_what_is_mirrored() {
             .await
             .assert_from_main();
     }
-    let r = accounted_for(&env, "2.0.0", sampled + 14).await;
+    env.eventually("the four copies after --on", WAIT, || async {
+        count_lines(&log_lines(&env, "2.0.0").await, "GET /echo/back-on ") == 4
+    })
+    .await;
+    let r = report_until(&env, "2.0.0", "the copies after --on compared", settled).await;
     assert_eq!(n(&r, "mirrored"), sampled + 14, "{r:#}");
+    let lines = log_lines(&env, "2.0.0").await;
+    assert_eq!(count_lines(&lines, "/echo/while-off"), 0, "{lines:#?}");
 
     let history = env.history("hello").await;
     let actions = actions(&history);
@@ -1139,37 +1182,58 @@ async fn summary_counts_survive_a_restart() {
     assert_eq!(diffs(&r, "$.version"), 9, "{r:#}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn noise_samples_survive_a_restart() {
-    // Main answers after 7 s, so the noise sample (a second request to
-    // main) lands 7 s after the comparison: longer than the 5 s between
-    // saves, so a save falls between the two.
-    let mut env = Env::start().await;
-    env.deploy(
-        "hello",
-        "1.0.0",
-        &["--replicas", "2"],
-        &["--latency-ms", "7000"],
+/// The shadow summary of hello `version` that serve last saved in its
+/// store, read straight from the SQLite file.
+fn saved_summary(env: &Env, version: &str) -> Option<Value> {
+    let db = rusqlite::Connection::open_with_flags(
+        env.state_dir.join("switchyard.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
-    .await
-    .ok();
+    .expect("open the state database");
+    let json: Option<String> = db
+        .query_row(
+            "SELECT stats FROM shadow_stats WHERE service = 'hello' AND version = ?1",
+            [version],
+            |row| row.get(0),
+        )
+        .ok();
+    json.map(|j| serde_json::from_str(&j).expect("the saved summary is JSON"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summaries_are_saved_every_few_seconds_and_survive_kill_9() {
+    let mut env = Env::start().await;
+    env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
+        .await
+        .ok();
     env.deploy("hello", "2.0.0", &[], &[]).await.ok();
     env.cli(&["shadow", "compare", "hello", "--noise", "100"])
         .await
         .ok();
-    get(&env, "/services/hello/").await.assert_from_main();
-    let before = report_until(&env, "2.0.0", "the noise sample", |r| {
-        n(r, "compared") >= 1 && n(r, "noise_compared") >= 1
+    for _ in 0..3 {
+        get(&env, "/services/hello/").await.assert_from_main();
+    }
+    let before = report_until(&env, "2.0.0", "the comparisons and noise samples", |r| {
+        n(r, "compared") >= 3 && n(r, "noise_compared") >= 3 && settled(r)
     })
     .await;
-    assert_eq!(n(&before, "noise_compared"), 1, "{before:#}");
-
-    let (proxy_addr, admin_addr) = (
-        env.serve().proxy_addr.clone(),
-        env.serve().admin_addr.clone(),
+    assert_eq!(
+        (n(&before, "compared"), n(&before, "noise_compared")),
+        (3, 3),
+        "{before:#}"
     );
-    env.stop().await;
-    env.launch(&proxy_addr, &admin_addr).await;
+    // Nothing stops serve: the save that puts these counts in the store is
+    // the periodic one.
+    env.eventually("serve saves the summary", WAIT, || async {
+        saved_summary(&env, "2.0.0").is_some_and(|saved| {
+            saved["compared"] == before["compared"]
+                && saved["noise_compared"] == before["noise_compared"]
+        })
+    })
+    .await;
+
+    // kill -9: no save on the way out.
+    env.kill9_and_restart().await;
     let after = report(&env, "2.0.0").await;
     for key in ["mirrored", "compared", "matched", "noise_compared"] {
         assert_eq!(after[key], before[key], "{key}: {before:#}\n{after:#}");

@@ -5,31 +5,15 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::load::{CountingLoad, fetch};
-use support::serves::{StopServes, serve_exits};
+use support::load::counting_gets;
+use support::serves::serve_exits;
 use support::tmpfs::Tmpfs;
 use support::{Env, HELLO, pid_alive};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Clients sending GETs through the proxy back to back until finished
-/// (for two minutes at most); every answer but a 200 is a failure.
-fn clients(env: &Env) -> CountingLoad {
-    let (http, url) = (env.http.clone(), format!("{}/services/hello/", env.proxy()));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    CountingLoad::start_until(4, deadline, move |_, _| {
-        let request = http.get(&url);
-        async move {
-            match fetch(request).await {
-                Ok((200, _, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        }
-    })
-}
 
 /// The pid written in the state directory's lock file.
 fn lock_holder(env: &Env) -> String {
@@ -45,7 +29,7 @@ async fn second_serve_on_the_same_state_dir_exits_at_once_naming_the_first() {
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let pids = env.instance_pids();
     let first = env.serve_pid();
-    let load = clients(&env);
+    let load = counting_gets(env.proxy(), "/services/hello/", 4);
 
     let run = serve_exits(&env.state_dir, &["--admin", "127.0.0.1:0"])
         .await
@@ -78,7 +62,6 @@ async fn second_serve_on_the_same_state_dir_exits_at_once_naming_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_handover_a_third_serve_is_still_refused() {
     let env = Env::start().await;
-    let _serves = StopServes::of(&env);
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let old = env.serve_pid();
     let run = env.cli(&["handover", "--json"]).await.ok();

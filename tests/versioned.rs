@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::http1::Http1;
 use support::listing::actions;
-use support::load::CountingLoad;
-use support::{Env, HELLO, version_header};
+use support::load::{Clients, CountingLoad, spawn_get};
+use support::{Env, HELLO, component};
 
 /// The five releases of the hub: version, API versions, schema, the
 /// schemas it runs on, and whether it migrates (with a way back).
@@ -29,8 +30,10 @@ fn quoted(list: &str) -> String {
         .join(", ")
 }
 
-/// Copies the database aside, named after the release that asked.
+/// Copies the database aside, named after the release that asked; while
+/// `$HUB_DB.hold` exists it waits first (a test holds the step there).
 const BACKUP_SH: &str = r#"set -eu
+while [ -e "$HUB_DB.hold" ]; do sleep 0.05; done
 cp "$HUB_DB" "$HUB_DB.before-$SWITCHYARD_VERSION"
 echo "backed up to $HUB_DB.before-$SWITCHYARD_VERSION"
 "#;
@@ -185,17 +188,10 @@ async fn releases(env: &Env) -> Vec<Value> {
 
 /// GET through the proxy with headers: (status, x-switchyard-version, body).
 async fn get_with(env: &Env, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut request = env.http.get(format!("{}{path}", env.proxy()));
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = tokio::time::timeout(Duration::from_secs(30), request.send())
+    Http1::new(env.proxy())
+        .get_with(path, headers)
         .await
-        .expect("answer within 30 s")
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = response.status().as_u16();
-    let version = version_header(response.headers());
-    (status, version, response.text().await.unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]
@@ -425,26 +421,25 @@ async fn requests_reach_a_release_that_serves_their_api_version() {
     );
 }
 
-/// Clients asking for one API version in a loop until stopped; every
-/// answer that is not a 200 from a release is a failure.
+/// Clients asking for one API version in a loop until stopped, each on
+/// a connection of its own that never sends a request twice; every answer
+/// that is not a 200 from a release is a failure.
 fn start_traffic(env: &Env, api: &'static str, clients: usize) -> CountingLoad {
-    let (http, url) = (env.http.clone(), format!("{}/services/hub/", env.proxy()));
-    CountingLoad::start(clients, move |_, _| {
-        let sent = http.get(&url).header("x-api-version", api).send();
+    let conns = Clients::new(env.proxy(), clients);
+    CountingLoad::start(clients, move |client, _| {
+        let conns = conns.clone();
         async move {
-            let result = match tokio::time::timeout(Duration::from_secs(30), sent).await {
-                Ok(Ok(r)) if r.status() == 200 => {
-                    let _ = r.bytes().await;
-                    Ok(())
+            let result = match conns
+                .get_with(client, "/services/hub/", &[("x-api-version", api)])
+                .await
+            {
+                Ok((200, _, _)) => Ok(()),
+                Ok((status, version, body)) => {
+                    Err(format!("{api}: {status} from `{version}`: {body}"))
                 }
-                Ok(Ok(r)) => {
-                    let status = r.status();
-                    let body = r.text().await.unwrap_or_default();
-                    Err(format!("{api}: {status} {body}"))
-                }
-                Ok(Err(e)) => Err(format!("{api}: {e}")),
-                Err(_) => Err(format!("{api}: no answer in 30 s")),
+                Err(e) => Err(format!("{api}: {e}")),
             };
+            // Paced, to leave the machine to the upgrade.
             tokio::time::sleep(Duration::from_millis(5)).await;
             result
         }
@@ -457,6 +452,12 @@ fn main_of(ls: &Value) -> String {
 
 #[tokio::test]
 async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_no_failure() {
+    if !component::command(
+        "the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_no_failure",
+        "sqlite3",
+    ) {
+        return;
+    }
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
     let db = create_db(env.dir.path());
@@ -465,11 +466,29 @@ async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_n
 
     // Up to 1.0.2 under v1 traffic (nobody serves v2 before 1.0.2).
     let v1 = start_traffic(&env, "v1", 3);
-    // The schema step holds traffic from its backup until its switch.
-    let run = env
-        .cli(&["upgrade", "hub", "--to", "1.0.2", "--pause", "30s"])
-        .await
-        .ok();
+    // The schema step holds traffic from its backup until its switch: the
+    // backup waits while hub.db.hold exists, so a request sent meanwhile
+    // is seen held, and once let go it is answered after the switch.
+    let hold = env.dir.path().join("hub.db.hold");
+    std::fs::write(&hold, "").expect("write hub.db.hold");
+    let mut upgrade = env.cli_command(&["upgrade", "hub", "--to", "1.0.2", "--pause", "30s"]);
+    let upgrade = tokio::spawn(async move { upgrade.output().await });
+    env.eventually(
+        "the upgrade pauses hub",
+        Duration::from_secs(30),
+        || async { env.ls().await[0]["paused"].is_object() },
+    )
+    .await;
+    let held = spawn_get(env.proxy(), "/services/hub/");
+    env.wait_held("hub", 1).await;
+    std::fs::remove_file(&hold).expect("remove hub.db.hold");
+    let run = support::Run::from(upgrade.await.expect("upgrade task").expect("run upgrade")).ok();
+    let (status, version, body) = held.await.expect("held task").expect("the held request");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        version == "1.0.1" || version == "1.0.2",
+        "the held request went out before the switch to 1.0.1: answered by {version}"
+    );
     assert!(
         run.stdout.contains("hub upgraded to 1.0.2"),
         "{}",
@@ -560,7 +579,9 @@ async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_n
     let before_2_0_1 = revision_of("assign 2.0.0 as main").to_string();
     let run = env.cli(&["rollback", "hub", &before_2_0_1]).await.ok();
     assert!(run.stdout.contains("main is 2.0.0"), "{}", run.stdout);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The traffic goes on past the rollback.
+    v1.run_for(20, Duration::from_secs(30)).await;
+    v2.run_for(20, Duration::from_secs(30)).await;
     let (v1_ok, v1_failed) = v1.finish().await;
     let (v2_ok, v2_failed) = v2.finish().await;
     assert!(
@@ -630,6 +651,12 @@ async fn the_hub_upgrades_to_2_0_1_and_steps_back_under_v1_and_v2_traffic_with_n
 
 #[tokio::test]
 async fn a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed() {
+    if !component::command(
+        "a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed",
+        "sqlite3",
+    ) {
+        return;
+    }
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
     let db = create_db(env.dir.path());
@@ -673,6 +700,12 @@ async fn a_failing_migrate_hook_stops_the_upgrade_with_nothing_changed() {
 
 #[tokio::test]
 async fn a_step_that_fails_after_its_migration_migrates_back_down() {
+    if !component::command(
+        "a_step_that_fails_after_its_migration_migrates_back_down",
+        "sqlite3",
+    ) {
+        return;
+    }
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());
     let db = create_db(env.dir.path());
@@ -751,18 +784,16 @@ async fn a_pinned_port_serves_its_release_for_as_long_as_it_runs() {
         format!("127.0.0.1:{port}"),
         "{ls}"
     );
-    let get = |url: String| {
-        let http = env.http.clone();
+    let get = |path: &str| {
+        let (mut client, path) = (Http1::new(&pinned), path.to_owned());
         async move {
-            let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            let version = version_header(r.headers());
-            let body = r.text().await.unwrap_or_default();
-            Ok::<_, String>((version, body))
+            client
+                .get(&path)
+                .await
+                .map(|(_, version, body)| (version, body))
         }
     };
-    let (version, body) = get(format!("{pinned}/echo/a?b=1"))
-        .await
-        .expect("pinned answers");
+    let (version, body) = get("/echo/a?b=1").await.expect("pinned answers");
     assert_eq!(version, "1.0.0");
     assert!(
         body.contains("/echo/a?b=1"),
@@ -772,7 +803,7 @@ async fn a_pinned_port_serves_its_release_for_as_long_as_it_runs() {
     // Main moves on; the pinned port stays with its release.
     env.cli(&["assign", "hub", "2.0.0", "--yes"]).await.ok();
     assert_eq!(env.get("/services/hub/").await.1, "2.0.0");
-    assert_eq!(get(format!("{pinned}/")).await.expect("pinned").0, "1.0.0");
+    assert_eq!(get("/").await.expect("pinned").0, "1.0.0");
 
     // One address, one release; a port in use is refused; neither changes anything.
     let revisions = env.history("hub").await.as_array().map(Vec::len);
@@ -1022,7 +1053,9 @@ async fn an_upgrade_waits_for_approval_between_steps_and_holds_off_manual_change
     env.launch(&proxy, &admin).await;
     let status = upgrade_status(&env).await;
     assert_eq!(status["status"], "interrupted", "{status}");
-    let error = status["error"].as_str().unwrap_or_default();
+    let error = status["error"]
+        .as_str()
+        .expect("the upgrade says why it stopped");
     assert!(
         error.contains("serve stopped during step 2/2 1.6.0 → 1.7.0")
             && error.contains("switchyard upgrade hub --to 1.7.0"),

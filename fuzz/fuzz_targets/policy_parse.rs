@@ -2,6 +2,7 @@
 //! validator and the compiler. Nothing may panic, and a policy that
 //! validates must compile.
 //!
+//! `fuzz/run 60` (stable toolchain, no sanitizer), or
 //! `cargo +nightly fuzz run policy_parse` (from the repository root).
 
 #![no_main]
@@ -19,7 +20,8 @@ fuzz_target!(|data: &[u8]| {
     // goes past the release checks to the rules.
     let running = policy.targets();
     let valid = policy.validate(&running, None);
-    let compiled = CompiledPolicy::<()>::compile("fuzz", &policy, &ApiVersionSource::default(), |_| None);
+    let compiled =
+        CompiledPolicy::<()>::compile("fuzz", &policy, &ApiVersionSource::default(), |_| None);
     if valid.is_ok() {
         if let Err(error) = compiled {
             panic!("a valid policy does not compile: {error}\n{text}");

@@ -269,6 +269,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         controller: Arc::clone(&controller),
         token: config.token.as_deref().map(Arc::from),
         hosts: Arc::new(hosts),
+        trends: crate::api::Trends::start(Arc::clone(&controller)),
     })
     .layer(axum::middleware::from_fn_with_state(gate, hold_changes))
     .layer(Extension(Arc::clone(&handover)));
@@ -292,8 +293,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let handed_over = wait_for_exit(&handover).await;
     stop_admin.cancel();
     if !handed_over {
-        // Nobody takes over: connections are closed as soon as they are idle.
+        // Nobody takes over: new connections are refused (no duplicate
+        // keeps the listeners open), and open ones are closed as soon as
+        // they are idle.
         tracing::info!("shutting down: draining client connections, then stopping instances");
+        handover.close_listeners();
         drain.close.cancel();
     }
     // After a handover, keep-alive connections end after their next answer

@@ -34,6 +34,9 @@ pub struct PauseView {
     /// When it was paused (unix ms).
     #[serde(default)]
     pub since: u64,
+    /// Requests waiting at the gate right now.
+    #[serde(default)]
+    pub held: usize,
 }
 
 /// What `switchyard resume` resumed.
@@ -74,6 +77,7 @@ impl Controller {
             service: record.service,
             max_hold_ms: record.max_hold_ms,
             since: record.since,
+            held: 0,
         })
     }
 
@@ -83,6 +87,7 @@ impl Controller {
             service: service.to_owned(),
             max_hold_ms: gate.max_hold.as_millis() as u64,
             since: gate.since,
+            held: gate.held(),
         })
     }
 

@@ -182,6 +182,27 @@ fn ms(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1000.0)
 }
 
+impl WindowSummary {
+    /// The summary of `requests` answers, `errors` of them 5xx, with these
+    /// latencies, over `seconds`.
+    pub fn of(seconds: f64, requests: u64, errors: u64, latency: &HistogramSnapshot) -> Self {
+        WindowSummary {
+            seconds,
+            requests,
+            errors,
+            rate_per_second: requests as f64 / seconds.max(f64::EPSILON),
+            error_rate: if requests == 0 {
+                0.0
+            } else {
+                errors as f64 / requests as f64
+            },
+            p50_ms: ms(latency.quantile(0.5)),
+            p99_ms: ms(latency.quantile(0.99)),
+            p999_ms: ms(latency.quantile(0.999)),
+        }
+    }
+}
+
 impl ReleaseMetrics {
     /// Records one answer: its status and the time to its headers.
     pub fn record(&self, status: u16, own_error: bool, elapsed: Duration) {
@@ -273,20 +294,7 @@ impl ReleaseMetrics {
             latency.merge(&slot.latency.snapshot());
         }
         let covered = (elapsed.as_secs_f64() - (oldest * SLOT_SECS) as f64).max(1.0);
-        WindowSummary {
-            seconds: covered,
-            requests,
-            errors,
-            rate_per_second: requests as f64 / covered,
-            error_rate: if requests == 0 {
-                0.0
-            } else {
-                errors as f64 / requests as f64
-            },
-            p50_ms: ms(latency.quantile(0.5)),
-            p99_ms: ms(latency.quantile(0.99)),
-            p999_ms: ms(latency.quantile(0.999)),
-        }
+        WindowSummary::of(covered, requests, errors, &latency)
     }
 }
 

@@ -632,8 +632,8 @@ mod tests {
     }
 
     /// Random text and random structured policies thrown at the parser,
-    /// the validator and the compiler (the same path as the `cargo fuzz`
-    /// target `policy_parse`, which needs nightly).
+    /// the validator and the compiler (the same path as the fuzz target
+    /// `policy_parse`, which `fuzz/run` builds and runs on stable).
     mod random {
         use super::*;
         use crate::model::ApiVersionSource;

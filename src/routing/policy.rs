@@ -331,6 +331,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Raising a canary's share through the compiled policy (not just
+        /// the bucket arithmetic) keeps every client already on it there.
+        #[test]
+        fn raising_the_canary_keeps_everyone_already_on_it(
+            key in "[A-Za-z0-9_.-]{1,40}",
+            p in 0u8..=100,
+            q in 0u8..=100,
+        ) {
+            let (low, high) = (p.min(q), p.max(q));
+            let mut h = HeaderMap::new();
+            h.insert("x-user-id", HeaderValue::from_str(&key).expect("header value"));
+            let at = |percent: u8| {
+                let p = policy(&format!(
+                    "canary = {{ version = \"2.0.0\", percent = {percent} }}\nsticky = {{ header = \"x-user-id\" }}"
+                ));
+                decide(&p, &h)
+            };
+            if at(low) == "2.0.0" {
+                proptest::prop_assert_eq!(at(high), "2.0.0");
+            }
+            proptest::prop_assert_eq!(at(0), "main");
+            proptest::prop_assert_eq!(at(100), "2.0.0");
+        }
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {

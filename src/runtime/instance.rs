@@ -15,6 +15,7 @@ use super::docker::{self, ContainerRun, Engine, InstanceLabels};
 use super::health::{Verdict, probe};
 use super::port::free_loopback_port;
 use super::process::{Launch, Proc, kill_group, spawn, start_ticks};
+use super::restart_backoff::RestartBackoff;
 use super::{
     ExitRecord, Health, InstanceStatus, LogFiles, ReleaseStatus, RuntimeSettings, StartError,
 };
@@ -22,8 +23,6 @@ use crate::model::{Release, RunSpec, now_millis};
 use crate::proxy::{Backend, Upstream};
 use crate::store::{InstanceRecord, Store};
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Probe interval until an instance is healthy for the first time.
 const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How often log sizes are checked for rotation.
@@ -169,7 +168,7 @@ async fn start(
 
 async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
     let mut exits: VecDeque<Instant> = VecDeque::new();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = RestartBackoff::new();
     let mut ever_started = false;
     loop {
         let up_since = Instant::now();
@@ -213,6 +212,7 @@ async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
                             i.health = Health::Stopped;
                             i.container = None;
                         });
+                        log_stopped(ctx);
                         return;
                     }
                 }
@@ -225,7 +225,10 @@ async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
                 format!("failed to start: {cause}")
             }
         };
-        tracing::warn!(service = %ctx.service(), version = %ctx.version(), slot = ctx.slot, %how, "instance exited");
+        // Logged before the exit shows in the status, so whoever reads the
+        // status (a deploy calling a crash loop) finds every exit logged.
+        let delay = backoff.after_exit(up_since.elapsed(), ctx.settings.crash_window);
+        tracing::warn!(service = %ctx.service(), version = %ctx.version(), slot = ctx.slot, %how, restart_in_ms = delay.as_millis() as u64, "instance exited");
 
         let now = Instant::now();
         exits.push_back(now);
@@ -250,19 +253,21 @@ async fn run_managed(ctx: &InstanceCtx, mut adopt: Option<InstanceRecord>) {
                 i.last_exits.remove(0);
             }
         });
-        if up_since.elapsed() > ctx.settings.crash_window {
-            backoff = FIRST_BACKOFF;
-        }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
             () = ctx.handed_over.cancelled() => return,
             () = ctx.cancel.cancelled() => {
                 ctx.update(|i| i.health = Health::Stopped);
+                log_stopped(ctx);
                 return;
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Says that an instance is stopped for good: nothing starts it again.
+fn log_stopped(ctx: &InstanceCtx) {
+    tracing::info!(service = %ctx.service(), version = %ctx.version(), slot = ctx.slot, "instance stopped");
 }
 
 /// Adopts the recorded process if it is still the one we started;

@@ -1,5 +1,5 @@
-//! Docker fixtures for `tests/docker.rs`: the engine (or why a test is
-//! skipped without it), images built here from local files (the engine has
+//! Docker fixtures for `tests/docker.rs`: the engine (a test without it
+//! fails, unless the run opts out of `docker`), images built here from local files (the engine has
 //! no registry to pull from), and [`Docked`], a test env that removes every
 //! container and image its test made when dropped, pass or fail.
 
@@ -14,23 +14,15 @@ use bollard::query_parameters::{
 };
 use switchyard::runtime::docker::{Engine, build_image, label};
 
-use crate::support::{Env, HELLO};
+use crate::support::{Env, HELLO, component};
 
-/// The Docker Engine, or `None` after saying why the test is skipped.
-/// With `SWITCHYARD_REQUIRE_DOCKER=1` (set by CI where Docker runs) a
-/// missing engine fails the test instead.
-pub async fn engine_or_skip(test: &str) -> Option<Engine> {
+/// The Docker Engine; a missing one fails the test unless
+/// `SWITCHYARD_TEST_SKIP` names `docker` (then `None`, and the test
+/// returns).
+pub async fn engine(test: &str) -> Option<Engine> {
     let engine = Engine::from_env();
-    match engine.client().await {
-        Ok(_) => Some(engine),
-        Err(e) if std::env::var("SWITCHYARD_REQUIRE_DOCKER").is_ok_and(|v| v == "1") => {
-            panic!("{test} needs Docker (SWITCHYARD_REQUIRE_DOCKER=1): {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped {test}: it needs a Docker Engine. {e}");
-            None
-        }
-    }
+    let probe = engine.client().await.map(|_| ()).map_err(|e| e.to_string());
+    component::available(test, "docker", probe).then_some(engine)
 }
 
 /// A name no other test (nor another run of this one) uses: image tags
@@ -134,8 +126,12 @@ impl std::ops::DerefMut for Docked {
 
 impl Drop for Docked {
     fn drop(&mut self) {
-        // serve first, so that it makes no new container after the sweep.
-        drop(self.env.take());
+        // serve first (its own checks included), so that it makes no new
+        // container after the sweep; its instances must be stopped by then.
+        let orphaned = self.env.as_ref().is_some_and(|env| env.serve.is_none());
+        let serve_checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(self.env.take());
+        }));
         let engine = self.engine.clone();
         let state_dir = self.state_dir.clone();
         let images = std::mem::take(&mut *self.images.lock().unwrap_or_else(|p| p.into_inner()));
@@ -145,13 +141,37 @@ impl Drop for Docked {
                 .enable_all()
                 .build()
                 .expect("cleanup runtime")
-                .block_on(remove_all(engine, state_dir, images))
+                .block_on(async {
+                    let running = running_containers(&engine, &state_dir).await;
+                    remove_all(engine, state_dir, images).await;
+                    running
+                })
         })
         .join();
-        if cleaned.is_err() {
+        let Ok(running) = cleaned else {
             eprintln!("cleaning up the test's containers and images panicked");
+            return;
+        };
+        if let Err(panic) = serve_checked {
+            std::panic::resume_unwind(panic);
+        }
+        if !running.is_empty() && !orphaned && !std::thread::panicking() {
+            panic!("containers outlived their serve: {running:?}");
         }
     }
+}
+
+/// Names of this env's containers still running.
+async fn running_containers(engine: &Engine, state_dir: &Path) -> Vec<String> {
+    if engine.client().await.is_err() {
+        return Vec::new();
+    }
+    list_containers(engine, state_dir, None)
+        .await
+        .into_iter()
+        .filter(|c| matches!(c.state, Some(ContainerSummaryStateEnum::RUNNING)))
+        .map(|c| c.names.map(|n| n.join(",")).or(c.id).unwrap_or_default())
+        .collect()
 }
 
 async fn list_containers(

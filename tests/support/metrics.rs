@@ -1,8 +1,6 @@
 //! serve's `/metrics` page, read series by series.
 
-use std::time::Duration;
-
-use super::{Env, within};
+use super::Env;
 
 /// One scrape of serve's `/metrics` (Prometheus text).
 pub struct Metrics(pub String);
@@ -14,21 +12,9 @@ impl std::fmt::Display for Metrics {
 }
 
 impl Metrics {
-    /// Scrapes serve's admin API, within `wait`.
-    pub async fn scrape(env: &Env, wait: Duration) -> Metrics {
-        let response = within(
-            wait,
-            "GET /metrics",
-            env.http.get(format!("{}/metrics", env.admin())).send(),
-        )
-        .await
-        .expect("GET /metrics");
-        assert_eq!(response.status(), 200);
-        Metrics(
-            within(wait, "the metrics page", response.text())
-                .await
-                .expect("metrics text"),
-        )
+    /// Scrapes serve's admin API.
+    pub async fn scrape(env: &Env) -> Metrics {
+        Metrics(env.metrics().await)
     }
 
     /// The value of the series `family{labels}`, labels in the order serve

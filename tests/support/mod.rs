@@ -2,11 +2,17 @@
 //! driven through the real CLI and real sockets on 127.0.0.1.
 //!
 //! Every [`Env`] stops what it started when dropped, even when the test
-//! fails: serve gets SIGTERM (then SIGKILL), and any instance process still
-//! carrying this env's state dir in its environment is killed by PID.
+//! fails: every serve of its state dir (the one it started and any that
+//! took over from it) gets SIGTERM, and once they have exited no instance
+//! may still run: serve stops its instances itself, so one left running
+//! fails the test (unless the test killed serve with `kill -9` and left it
+//! dead). Only then is whatever is left killed by PID.
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod component;
+pub mod http1;
 pub mod listing;
 pub mod load;
 pub mod metrics;
@@ -165,6 +171,9 @@ pub struct Env {
     pub http: reqwest::Client,
     pub token: Option<String>,
     extra_args: Vec<String>,
+    /// Set by [`Env::kill9`] until serve is launched again: its instances
+    /// outlive it on purpose.
+    orphaned: bool,
 }
 
 impl Env {
@@ -176,6 +185,19 @@ impl Env {
     /// A fresh env whose serve gets extra arguments.
     pub async fn start_with(extra: &[&str]) -> Env {
         let mut env = Self::new(extra);
+        env.launch("127.0.0.1:0", "127.0.0.1:0").await;
+        env
+    }
+
+    /// A fresh env whose serve requires `token` (in a `--token-file` in
+    /// the env's dir); the env's clients send it.
+    pub async fn start_with_token(token: &str) -> Env {
+        let mut env = Self::new(&[]);
+        let file = env.dir.path().join("token");
+        std::fs::write(&file, token).expect("write the token file");
+        env.extra_args
+            .extend(["--token-file".to_owned(), file.display().to_string()]);
+        env.token = Some(token.to_owned());
         env.launch("127.0.0.1:0", "127.0.0.1:0").await;
         env
     }
@@ -200,6 +222,7 @@ impl Env {
             http,
             token: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            orphaned: false,
         }
     }
 
@@ -210,6 +233,7 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         self.serve = Some(serve);
+        self.orphaned = false;
     }
 
     /// Starts serve; the error carries what serve printed when it fails.
@@ -289,9 +313,9 @@ impl Env {
         &self.serve().admin
     }
 
-    /// serve's log so far.
+    /// serve's log so far, without terminal colour codes.
     pub fn serve_log(&self) -> String {
-        self.serve().log.lock().expect("log lock").clone()
+        strip_colours(&self.serve().log.lock().expect("log lock"))
     }
 
     pub fn serve_pid(&self) -> u32 {
@@ -303,6 +327,7 @@ impl Env {
         if let Some(mut serve) = self.serve.take() {
             let _ = serve.child.start_kill();
             let _ = serve.child.wait().await;
+            self.orphaned = true;
         }
     }
 
@@ -325,19 +350,94 @@ impl Env {
         .await;
     }
 
-    /// SIGTERM serve and wait for it to exit.
-    pub async fn stop(&mut self) {
-        if let Some(mut serve) = self.serve.take() {
-            if let Some(pid) = serve.child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            }
-            if tokio::time::timeout(Duration::from_secs(30), serve.child.wait())
-                .await
-                .is_err()
-            {
+    /// SIGTERM serve and wait for it to exit; panics unless it exits
+    /// within [`SHUTDOWN_WAIT`] having stopped every instance (none may
+    /// outlive it). Returns how it exited.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_stopped().await
+    }
+
+    /// Sends serve SIGTERM, and no more.
+    pub fn sigterm(&self) {
+        kill(Pid::from_raw(self.serve_pid() as i32), Signal::SIGTERM).expect("SIGTERM to serve");
+    }
+
+    /// Waits for serve to exit (after [`Env::sigterm`]); see [`Env::stop`].
+    pub async fn wait_stopped(&mut self) -> std::process::ExitStatus {
+        let mut serve = self.serve.take().expect("serve is running");
+        let status = match tokio::time::timeout(SHUTDOWN_WAIT, serve.child.wait()).await {
+            Ok(status) => status.expect("wait for serve"),
+            Err(_) => {
                 let _ = serve.child.kill().await;
+                panic!(
+                    "serve did not exit within {SHUTDOWN_WAIT:?} of SIGTERM:\n{}",
+                    strip_colours(&serve.log.lock().expect("log lock"))
+                );
             }
+        };
+        let left = instance_pids(&self.state_dir);
+        assert!(
+            left.is_empty(),
+            "serve exited ({status}) leaving instances running: {}\nserve log:\n{}",
+            describe_pids(&left),
+            strip_colours(&serve.log.lock().expect("log lock"))
+        );
+        status
+    }
+
+    /// `/metrics` of the admin API, as text.
+    pub async fn metrics(&self) -> String {
+        let mut request = self.http.get(format!("{}/metrics", self.admin()));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
         }
+        let reply = reply(request, Duration::from_secs(30)).await;
+        assert_eq!(reply.status, 200, "GET /metrics: {}", reply.body);
+        reply.body
+    }
+
+    /// `switchyard_requests_in_flight` of a release: requests the proxy
+    /// has sent to it and not yet answered.
+    pub async fn in_flight(&self, service: &str, version: &str) -> u64 {
+        let labels = format!("{{service=\"{service}\",version=\"{version}\",");
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("switchyard_requests_in_flight")
+                    .filter(|rest| rest.starts_with(&labels))
+                    .and_then(|rest| rest.rsplit_once(' '))
+                    .and_then(|(_, value)| value.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no in-flight gauge of {service} {version}:\n{metrics}"))
+    }
+
+    /// Waits until `n` requests are in flight to the release (by the
+    /// in-flight gauge).
+    pub async fn wait_in_flight(&self, service: &str, version: &str, n: u64) {
+        self.eventually(
+            &format!("{n} requests in flight to {service} {version}"),
+            Duration::from_secs(30),
+            || async { self.in_flight(service, version).await >= n },
+        )
+        .await;
+    }
+
+    /// Waits until `n` requests are held at the paused service's gate (by
+    /// `held` in `ls --json`).
+    pub async fn wait_held(&self, service: &str, n: u64) {
+        self.eventually(
+            &format!("{n} requests held by the pause of {service}"),
+            Duration::from_secs(30),
+            || async {
+                let ls = self.ls().await;
+                listing::service(&ls, service)["paused"]["held"]
+                    .as_u64()
+                    .is_some_and(|held| held >= n)
+            },
+        )
+        .await;
     }
 
     /// The CLI against this serve, not started yet: in the test's folder,
@@ -429,7 +529,10 @@ impl Env {
             .unwrap_or_else(|e| panic!("GET {path} through the proxy failed: {e}"));
         let status = response.status().as_u16();
         let version = version_header(response.headers());
-        let body = response.text().await.unwrap_or_default();
+        let body = response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: the body of a {status} was cut short: {e}"));
         (status, version, body)
     }
 
@@ -490,24 +593,129 @@ pub fn instance_pids(state_dir: &Path) -> Vec<u32> {
     pids
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(serve) = self.serve.as_mut() {
-            if let Some(pid) = serve.child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-                let deadline = Instant::now() + Duration::from_secs(15);
-                while Instant::now() < deadline && std::fs::metadata(format!("/proc/{pid}")).is_ok()
-                {
-                    if serve.child.try_wait().ok().flatten().is_some() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+/// How long serve may take to exit after SIGTERM: its drain and its
+/// instances' stop grace, with room to spare.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
+
+/// PIDs of the `switchyard serve` processes of `state_dir` (the one a test
+/// started, or one that took over from it), found by their command line.
+pub fn serve_pids(state_dir: &Path) -> Vec<u32> {
+    let wanted = state_dir.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.get(1) == Some(&&b"serve"[..]) && args.contains(&wanted) && pid_alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+/// PIDs with their command lines, for a failure message.
+pub fn describe_pids(pids: &[u32]) -> String {
+    pids.iter()
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            format!("{pid} ({})", cmdline.trim())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The text without terminal colour codes.
+pub fn strip_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
                 }
-                let _ = serve.child.start_kill();
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Env {
+    /// SIGTERM every serve of this state dir and waits for them to exit;
+    /// says what went wrong: a serve that would not exit, or instances
+    /// that outlived their serve.
+    fn shut_down(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut pids = serve_pids(&self.state_dir);
+        if let Some(pid) = self.serve.as_ref().and_then(|s| s.child.id()) {
+            if !pids.contains(&pid) {
+                pids.push(pid);
             }
         }
+        let had_serve = !pids.is_empty();
+        for pid in &pids {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        loop {
+            // Reap the child, so that it does not linger as a zombie.
+            if let Some(serve) = self.serve.as_mut() {
+                let _ = serve.child.try_wait();
+            }
+            if !pids.iter().any(|p| pid_alive(*p)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let alive: Vec<u32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
+                problems.push(format!(
+                    "serve did not exit within {SHUTDOWN_WAIT:?} of SIGTERM: {}",
+                    describe_pids(&alive)
+                ));
+                for pid in alive {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(serve) = self.serve.as_mut() {
+            let _ = serve.child.start_kill();
+        }
+        let left = instance_pids(&self.state_dir);
+        if !left.is_empty() && (had_serve || !self.orphaned) {
+            problems.push(format!(
+                "instances outlived their serve: {}",
+                describe_pids(&left)
+            ));
+        }
+        problems
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let problems = self.shut_down();
         for pid in instance_pids(&self.state_dir) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        if !problems.is_empty() && !std::thread::panicking() {
+            let log = self
+                .serve
+                .as_ref()
+                .map(|s| strip_colours(&s.log.lock().expect("log lock")))
+                .unwrap_or_default();
+            panic!("{}\nserve log:\n{log}", problems.join("\n"));
         }
     }
 }
