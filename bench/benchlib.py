@@ -112,6 +112,23 @@ def _stop(name, pid, proc, grace):
         proc.wait()
 
 
+def leftovers(state_dir):
+    """Processes still carrying this run's state directory in their
+    environment (instances Switchyard started for it)."""
+    marker = f"SWITCHYARD_STATE_DIR={state_dir}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker in f.read().split(b"\0") and alive(int(entry)):
+                    pids.append(int(entry))
+        except OSError:
+            pass
+    return pids
+
+
 def descendants(pid):
     """`pid` and every process below it (nginx's workers, say)."""
     parents = {}
@@ -338,11 +355,13 @@ backend backend
 class Serve:
     """A `switchyard serve` this benchmark started, and its CLI."""
 
-    def __init__(self, procs, workdir, workers=None, extra=()):
+    def __init__(self, procs, workdir, workers=None, extra=(), prefix=()):
+        """`prefix` runs serve through another command that execs it
+        (`prlimit --nofile=…`), so the PID is serve's."""
         os.makedirs(workdir, exist_ok=True)
         self.state_dir = os.path.join(workdir, "state")
         self.port, self.admin_port = free_port(), free_port()
-        argv = [SWITCHYARD, "serve", "--listen", f"127.0.0.1:{self.port}",
+        argv = [*prefix, SWITCHYARD, "serve", "--listen", f"127.0.0.1:{self.port}",
                 "--admin", f"127.0.0.1:{self.admin_port}",
                 "--state-dir", self.state_dir, *extra]
         if workers:

@@ -56,23 +56,6 @@ def documented_refusal(stderr):
     return any(reason in stderr for reason in DOCUMENTED_REFUSALS)
 
 
-def leftovers(state_dir):
-    """Processes still carrying this run's state directory in their
-    environment (instances Switchyard started for it)."""
-    marker = f"SWITCHYARD_STATE_DIR={state_dir}".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker in f.read().split(b"\0") and b.alive(int(entry)):
-                    pids.append(int(entry))
-        except OSError:
-            pass
-    return pids
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=30)
@@ -173,7 +156,7 @@ def main():
     finally:
         procs.stop_all()
         if serve is not None:
-            for pid in leftovers(os.path.realpath(serve.state_dir)):
+            for pid in b.leftovers(os.path.realpath(serve.state_dir)):
                 os.kill(pid, signal.SIGKILL)
         b.remove_workdir(workdir)
 

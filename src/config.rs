@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::listener::ListenerSettings;
+use crate::proxy::MinRate;
 
 /// What `serve` runs with.
 #[derive(Debug, Clone)]
@@ -25,10 +26,18 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Time between SIGTERM and SIGKILL when an instance stops.
     pub stop_grace: Duration,
-    /// How long the proxy waits for an upstream's response headers (then 504).
+    /// How long the proxy waits for an upstream's response headers, from
+    /// the end of the request body (then 504).
     pub upstream_timeout: Duration,
-    /// How long the proxy waits to connect to an upstream instance.
+    /// How long the proxy waits to connect to an upstream instance (then
+    /// it tries another; 502 when none connects).
     pub connect_timeout: Duration,
+    /// The least a client's request body must bring in every interval
+    /// (then 408, counted as the client's fault).
+    pub client_body_min_rate: MinRate,
+    /// The least an upstream's response body must bring in every interval
+    /// (then the client's connection is cut, counted against the release).
+    pub upstream_body_min_rate: MinRate,
     /// Adds `x-switchyard-version` to every proxied response.
     pub version_header: bool,
     /// A log file is rotated when it grows past this many bytes.
@@ -62,6 +71,12 @@ impl ServeConfig {
         if self.shadow_queue == 0 || self.shadow_concurrency == 0 {
             return Err("--shadow-queue and --shadow-concurrency must be at least 1".into());
         }
+        if self.connect_timeout.is_zero() || self.upstream_timeout.is_zero() {
+            return Err(
+                "--connect-timeout and --upstream-timeout must be longer than zero, e.g. 2s and 60s"
+                    .into(),
+            );
+        }
         if self.crash_limit < 2 {
             return Err("the crash-loop limit must be at least 2 exits".into());
         }
@@ -80,6 +95,14 @@ impl ServeConfig {
             stop_grace: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
+            client_body_min_rate: MinRate {
+                bytes: 1024,
+                interval: Duration::from_secs(10),
+            },
+            upstream_body_min_rate: MinRate {
+                bytes: 1,
+                interval: Duration::from_secs(60),
+            },
             version_header: true,
             log_max_bytes: 10 * 1024 * 1024,
             crash_window: Duration::from_secs(60),

@@ -1,8 +1,9 @@
 //! Per-release measurements: response counts by status class, upstream
-//! failures, and latency histograms (since start, and over the last
-//! minute), recorded by the proxy with atomic adds only. Prometheus text,
-//! the JSON summaries of `switchyard status` and the dashboard's trends
-//! are read from them.
+//! failures and timeouts, the client's faults (kept apart from the
+//! release's answers), and latency histograms (since start, and over the
+//! last minute), recorded by the proxy with atomic adds only. Prometheus
+//! text, the JSON summaries of `switchyard status` and the dashboard's
+//! trends are read from them.
 
 mod connections;
 mod latency;
@@ -13,5 +14,5 @@ mod trend;
 pub use connections::ConnectionSample;
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};
-pub use release::{MetricsSnapshot, ReleaseMetrics, WindowSummary};
+pub use release::{ClientFault, MetricsSnapshot, ReleaseMetrics, UpstreamPhase, WindowSummary};
 pub use trend::{Trend, TrendPoint};

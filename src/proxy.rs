@@ -11,17 +11,19 @@ mod headers;
 mod listener;
 mod mirror;
 mod pause;
+mod progress;
 mod request_body;
 mod upgrade;
 mod upstream;
 
 pub use backend::Backend;
-pub use body::ResponseBody;
+pub use body::{ResponseBody, ResponseBodyError};
 pub use data_plane::DataPlane;
 pub use error_page::ProxyError;
 pub use listener::serve;
 pub use mirror::{Mirror, MirrorSettings};
 pub use pause::{PauseGate, SharedPauses};
+pub use progress::MinRate;
 pub use upstream::Upstream;
 
 use std::sync::Arc;
@@ -38,8 +40,13 @@ pub type SharedTable = Arc<ArcSwap<RoutingTable<Backend, Mirror>>>;
 /// Settings of the data plane.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
+    /// From the end of the request body to the response headers.
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
+    /// The floor a client's request body must keep to (else 408).
+    pub client_body: MinRate,
+    /// The floor an upstream's response body must keep to (else cut).
+    pub upstream_body: MinRate,
     pub version_header: bool,
     /// The data plane's connection budget: the proxy listener and every
     /// pinned address count against it.

@@ -19,7 +19,7 @@ use crate::config::ServeConfig;
 use crate::controller::{Controller, Notifier};
 use crate::handover::{ChangeGate, Handover, Successor, hold_changes};
 use crate::listener::{Connections, Drain, FileLimit, Listeners};
-use crate::proxy::{self, DataPlane, MirrorSettings, Proxy, ProxySettings, SharedTable};
+use crate::proxy::{self, DataPlane, MinRate, MirrorSettings, Proxy, ProxySettings, SharedTable};
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
 use crate::store::{SqliteStore, StateDir};
@@ -56,9 +56,24 @@ pub struct ServeArgs {
     /// Time between SIGTERM and SIGKILL when stopping an instance.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub stop_grace: Duration,
-    /// How long to wait for an upstream's response headers (then 504).
+    /// How long to wait for an upstream's response headers, from the end
+    /// of the request body (then 504).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub upstream_timeout: Duration,
+    /// How long to wait for a connection to an instance (then another is
+    /// tried; 502 when none connects).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub connect_timeout: Duration,
+    /// BYTES/INTERVAL: the least a client's request body must bring in
+    /// every interval, else 408 (a floor, not a deadline: large uploads
+    /// take as long as they need).
+    #[arg(long, value_name = "BYTES/INTERVAL", default_value = "1024/10s")]
+    pub client_body_min_rate: MinRate,
+    /// BYTES/INTERVAL: the least an upstream's response body must bring in
+    /// every interval, else the client's connection is cut and the release
+    /// counted as failing.
+    #[arg(long, value_name = "BYTES/INTERVAL", default_value = "1/60s")]
+    pub upstream_body_min_rate: MinRate,
     /// Do not add the x-switchyard-version response header.
     #[arg(long)]
     pub no_version_header: bool,
@@ -111,6 +126,9 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             stop_grace: self.stop_grace,
             upstream_timeout: self.upstream_timeout,
+            connect_timeout: self.connect_timeout,
+            client_body_min_rate: self.client_body_min_rate,
+            upstream_body_min_rate: self.upstream_body_min_rate,
             version_header: !self.no_version_header,
             log_max_bytes: self.log_max_bytes,
             crash_window: self.crash_window,
@@ -172,6 +190,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let proxy_settings = ProxySettings {
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.connect_timeout,
+        client_body: config.client_body_min_rate,
+        upstream_body: config.upstream_body_min_rate,
         version_header: config.version_header,
         connections: Arc::clone(&proxy_connections),
     };

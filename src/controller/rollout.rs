@@ -740,6 +740,34 @@ mod tests {
     }
 
     #[test]
+    fn only_the_releases_own_failures_count_as_errors() {
+        use crate::metrics::ClientFault;
+        let spec = AnalysisSpec {
+            max_error_rate: Some(1.0),
+            ..AnalysisSpec::default()
+        };
+        let m = ReleaseMetrics::default();
+        for _ in 0..100 {
+            m.record(200, false, Duration::from_millis(1));
+        }
+        // Many more bad, slow and abandoned uploads than answers.
+        for fault in ClientFault::ALL.iter().cycle().take(3000) {
+            m.record_client_fault(*fault);
+        }
+        let checks = analysis_checks(&spec, &m.snapshot(), None, None);
+        assert!(checks.iter().all(|c| c.verdict == "pass"), "{checks:?}");
+        // Answers the upstream broke off are the release's.
+        for _ in 0..5 {
+            m.record_broken_response();
+        }
+        let checks = analysis_checks(&spec, &m.snapshot(), None, None);
+        assert_eq!(
+            verdicts(&checks),
+            vec![("requests", "pass"), ("error rate", "fail")]
+        );
+    }
+
+    #[test]
     fn error_rate_latency_and_relative_p99_are_judged() {
         let spec = AnalysisSpec {
             max_error_rate: Some(5.0),

@@ -9,8 +9,8 @@ use prometheus_client::registry::Registry;
 
 use prometheus_client::metrics::MetricType;
 
-use super::MetricsSnapshot;
 use super::connections::{ConnectionCollector, ConnectionSample};
+use super::{ClientFault, MetricsSnapshot, UpstreamPhase};
 use crate::shadow::ShadowReport;
 
 /// One release's numbers at scrape time.
@@ -54,42 +54,92 @@ const LATENCY_BOUNDS: [f64; 16] = [
     f64::INFINITY,
 ];
 
-impl Collector for ReleaseCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        {
-            let mut family = encoder.encode_descriptor(
-                "switchyard_requests",
-                "Answers through the proxy by release and status class",
-                None,
-                MetricType::Counter,
-            )?;
-            for s in &self.samples {
-                for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-                    let labels = [
-                        ("service", s.service.as_str()),
-                        ("version", s.version.as_str()),
-                        ("class", class),
-                    ];
-                    ConstCounter::new(s.metrics.responses[i])
-                        .encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "switchyard_upstream_errors",
-                "Requests the proxy could not get answered (its own 502, 503, 504)",
-                None,
-                MetricType::Counter,
-            )?;
-            for s in &self.samples {
-                let labels = [
+/// A counter family per release: name, help, the label that tells its
+/// counts apart ("" for one count per release), and the counts by the
+/// values of that label.
+type Counters = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&MetricsSnapshot) -> Vec<(&'static str, u64)>,
+);
+
+const COUNTERS: [Counters; 5] = [
+    (
+        "switchyard_requests",
+        "Answers through the proxy by release and status class",
+        "class",
+        |m| {
+            ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .into_iter()
+                .zip(m.responses)
+                .collect()
+        },
+    ),
+    (
+        "switchyard_upstream_errors",
+        "Requests the proxy could not get answered (its own 502, 503, 504)",
+        "",
+        |m| vec![("", m.upstream_errors)],
+    ),
+    (
+        "switchyard_broken_responses",
+        "Answers the upstream broke off after they began (body stalled or cut): errors of the release",
+        "",
+        |m| vec![("", m.broken_responses)],
+    ),
+    (
+        "switchyard_upstream_timeouts",
+        "Upstream timeouts by phase: connect (--connect-timeout), header (--upstream-timeout), body (--upstream-body-min-rate)",
+        "phase",
+        |m| {
+            UpstreamPhase::ALL
+                .map(|p| (p.label(), m.upstream_timeouts(p)))
+                .to_vec()
+        },
+    ),
+    (
+        "switchyard_client_faults",
+        "Requests ended by their client: bad_body (400), slow_body (408, --client-body-min-rate), aborted (499); not among switchyard_requests_total and never errors of the release",
+        "fault",
+        |m| {
+            ClientFault::ALL
+                .map(|f| (f.label(), m.client_faults(f)))
+                .to_vec()
+        },
+    ),
+];
+
+impl ReleaseCollector {
+    fn encode_counters(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        (name, help, label, counts): &Counters,
+    ) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for s in &self.samples {
+            for (value, count) in counts(&s.metrics) {
+                let release = [
                     ("service", s.service.as_str()),
                     ("version", s.version.as_str()),
                 ];
-                ConstCounter::new(s.metrics.upstream_errors)
-                    .encode(family.encode_family(&labels)?)?;
+                let counter = ConstCounter::new(count);
+                if label.is_empty() {
+                    counter.encode(family.encode_family(&release)?)?;
+                } else {
+                    let labels = [release[0], release[1], (label, value)];
+                    counter.encode(family.encode_family(&labels)?)?;
+                }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Collector for ReleaseCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for counters in &COUNTERS {
+            self.encode_counters(&mut encoder, counters)?;
         }
         {
             let mut family = encoder.encode_descriptor(
@@ -237,6 +287,39 @@ pub fn render(
 mod tests {
     use super::*;
     use crate::shadow::ShadowStats;
+
+    #[test]
+    fn release_counters_are_labelled_by_release_and_kind() {
+        use crate::metrics::ReleaseMetrics;
+        let m = ReleaseMetrics::default();
+        m.record(200, false, std::time::Duration::from_millis(1));
+        m.record(502, true, std::time::Duration::from_millis(1));
+        m.record_client_fault(ClientFault::SlowBody);
+        m.record_upstream_timeout(UpstreamPhase::Body);
+        m.record_broken_response();
+        let sample = ReleaseSample {
+            service: "hello".into(),
+            version: "1.0.0".into(),
+            role: "main".into(),
+            metrics: m.snapshot(),
+            in_flight: 0,
+            healthy: 1,
+            instances: 1,
+        };
+        let text = render(vec![sample], vec![], vec![]);
+        for line in [
+            r#"switchyard_requests_total{service="hello",version="1.0.0",class="2xx"} 1"#,
+            r#"switchyard_requests_total{service="hello",version="1.0.0",class="5xx"} 1"#,
+            r#"switchyard_upstream_errors_total{service="hello",version="1.0.0"} 1"#,
+            r#"switchyard_broken_responses_total{service="hello",version="1.0.0"} 1"#,
+            r#"switchyard_upstream_timeouts_total{service="hello",version="1.0.0",phase="body"} 1"#,
+            r#"switchyard_upstream_timeouts_total{service="hello",version="1.0.0",phase="connect"} 0"#,
+            r#"switchyard_client_faults_total{service="hello",version="1.0.0",fault="slow_body"} 1"#,
+            r#"switchyard_client_faults_total{service="hello",version="1.0.0",fault="bad_body"} 0"#,
+        ] {
+            assert!(text.contains(line), "no `{line}` in:\n{text}");
+        }
+    }
 
     #[test]
     fn shadow_counts_are_labelled_by_service_and_version() {

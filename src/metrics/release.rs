@@ -22,6 +22,64 @@ struct Slot {
     latency: LatencyHistogram,
 }
 
+/// How a request ended by its client's doing. None of these counts
+/// against the release: they are kept apart from its answers, its errors
+/// and its latency, so rollout analysis never sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// The request body was malformed (an invalid chunk, say): 400.
+    BadBody,
+    /// The request body came slower than `--client-body-min-rate`: 408.
+    SlowBody,
+    /// The client went away before its request body was whole: 499.
+    Aborted,
+}
+
+impl ClientFault {
+    pub const ALL: [ClientFault; 3] = [
+        ClientFault::BadBody,
+        ClientFault::SlowBody,
+        ClientFault::Aborted,
+    ];
+
+    /// The `fault` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientFault::BadBody => "bad_body",
+            ClientFault::SlowBody => "slow_body",
+            ClientFault::Aborted => "aborted",
+        }
+    }
+}
+
+/// Where an upstream ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamPhase {
+    /// Opening a connection (`--connect-timeout`).
+    Connect,
+    /// Waiting for the response headers (`--upstream-timeout`).
+    Header,
+    /// Sending the response body (`--upstream-body-min-rate`).
+    Body,
+}
+
+impl UpstreamPhase {
+    pub const ALL: [UpstreamPhase; 3] = [
+        UpstreamPhase::Connect,
+        UpstreamPhase::Header,
+        UpstreamPhase::Body,
+    ];
+
+    /// The `phase` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamPhase::Connect => "connect",
+            UpstreamPhase::Header => "header",
+            UpstreamPhase::Body => "body",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ReleaseMetrics {
     started: Instant,
@@ -29,6 +87,13 @@ pub struct ReleaseMetrics {
     responses: [AtomicU64; 5],
     /// Requests the proxy could not get answered (502, 503, 504 of its own).
     upstream_errors: AtomicU64,
+    /// Answers the upstream broke off after they began (its body stalled
+    /// or was cut): errors of the release, though their status was not.
+    broken_responses: AtomicU64,
+    /// By [`UpstreamPhase`].
+    upstream_timeouts: [AtomicU64; 3],
+    /// By [`ClientFault`]; not among the answers above.
+    client_faults: [AtomicU64; 3],
     latency: LatencyHistogram,
     window: [Slot; SLOTS],
 }
@@ -39,6 +104,9 @@ impl Default for ReleaseMetrics {
             started: Instant::now(),
             responses: Default::default(),
             upstream_errors: AtomicU64::new(0),
+            broken_responses: AtomicU64::new(0),
+            upstream_timeouts: Default::default(),
+            client_faults: Default::default(),
             latency: LatencyHistogram::default(),
             window: Default::default(),
         }
@@ -51,27 +119,46 @@ impl Default for ReleaseMetrics {
 pub struct MetricsSnapshot {
     pub responses: [u64; 5],
     pub upstream_errors: u64,
+    pub broken_responses: u64,
+    /// By [`UpstreamPhase`].
+    pub upstream_timeouts: [u64; 3],
+    /// By [`ClientFault`].
+    pub client_faults: [u64; 3],
     pub latency: HistogramSnapshot,
 }
 
 impl MetricsSnapshot {
+    /// Answers of the release (client faults are not among them).
     pub fn requests(&self) -> u64 {
         self.responses.iter().sum()
     }
 
-    /// 5xx answers, the proxy's own 502/503/504 included.
+    /// 5xx answers, the proxy's own 502/503/504 included, and answers the
+    /// upstream broke off after they began.
     pub fn errors(&self) -> u64 {
-        self.responses[4]
+        self.responses[4] + self.broken_responses
+    }
+
+    pub fn upstream_timeouts(&self, phase: UpstreamPhase) -> u64 {
+        self.upstream_timeouts[phase as usize]
+    }
+
+    pub fn client_faults(&self, fault: ClientFault) -> u64 {
+        self.client_faults[fault as usize]
     }
 
     pub fn since(&self, earlier: &MetricsSnapshot) -> MetricsSnapshot {
-        let mut responses = [0; 5];
-        for (i, r) in responses.iter_mut().enumerate() {
-            *r = self.responses[i].saturating_sub(earlier.responses[i]);
+        fn minus<const N: usize>(now: &[u64; N], then: &[u64; N]) -> [u64; N] {
+            std::array::from_fn(|i| now[i].saturating_sub(then[i]))
         }
         MetricsSnapshot {
-            responses,
+            responses: minus(&self.responses, &earlier.responses),
             upstream_errors: self.upstream_errors.saturating_sub(earlier.upstream_errors),
+            broken_responses: self
+                .broken_responses
+                .saturating_sub(earlier.broken_responses),
+            upstream_timeouts: minus(&self.upstream_timeouts, &earlier.upstream_timeouts),
+            client_faults: minus(&self.client_faults, &earlier.client_faults),
             latency: self.latency.since(&earlier.latency),
         }
     }
@@ -125,6 +212,34 @@ impl ReleaseMetrics {
             self.upstream_errors.fetch_add(1, Ordering::Relaxed);
         }
         self.latency.record(elapsed);
+        let slot = self.slot();
+        slot.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            slot.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.latency.record(elapsed);
+    }
+
+    /// Records an answer the upstream broke off after it began: one more
+    /// error of the release (the answer itself was recorded already).
+    pub fn record_broken_response(&self) {
+        self.broken_responses.fetch_add(1, Ordering::Relaxed);
+        self.slot().errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_upstream_timeout(&self, phase: UpstreamPhase) {
+        self.upstream_timeouts[phase as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a request that ended by its client's doing: only here, not
+    /// among the answers, the errors or the latency of the release.
+    pub fn record_client_fault(&self, fault: ClientFault) {
+        self.client_faults[fault as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The window slot of this moment, emptied first if it held an older
+    /// period.
+    fn slot(&self) -> &Slot {
         let period = self.started.elapsed().as_secs() / SLOT_SECS;
         let slot = &self.window[(period % SLOTS as u64) as usize];
         let seen = slot.period.load(Ordering::Acquire);
@@ -140,11 +255,7 @@ impl ReleaseMetrics {
             slot.errors.store(0, Ordering::Relaxed);
             slot.latency.reset();
         }
-        slot.requests.fetch_add(1, Ordering::Relaxed);
-        if status >= 500 {
-            slot.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        slot.latency.record(elapsed);
+        slot
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
@@ -152,9 +263,14 @@ impl ReleaseMetrics {
         for (i, r) in responses.iter_mut().enumerate() {
             *r = self.responses[i].load(Ordering::Relaxed);
         }
+        let load =
+            |counts: &[AtomicU64; 3]| std::array::from_fn(|i| counts[i].load(Ordering::Relaxed));
         MetricsSnapshot {
             responses,
             upstream_errors: self.upstream_errors.load(Ordering::Relaxed),
+            broken_responses: self.broken_responses.load(Ordering::Relaxed),
+            upstream_timeouts: load(&self.upstream_timeouts),
+            client_faults: load(&self.client_faults),
             latency: self.latency.snapshot(),
         }
     }
@@ -204,5 +320,29 @@ mod tests {
         let later = m.snapshot();
         m.record(200, false, Duration::from_millis(5));
         assert_eq!(m.snapshot().since(&later).requests(), 1);
+    }
+
+    #[test]
+    fn client_faults_are_kept_apart_and_broken_responses_are_errors() {
+        let m = ReleaseMetrics::default();
+        for _ in 0..4 {
+            m.record(200, false, Duration::from_millis(5));
+        }
+        m.record_client_fault(ClientFault::BadBody);
+        m.record_client_fault(ClientFault::SlowBody);
+        m.record_client_fault(ClientFault::SlowBody);
+        let before = m.snapshot();
+        assert_eq!((before.requests(), before.errors()), (4, 0));
+        assert_eq!(before.client_faults(ClientFault::SlowBody), 2);
+        assert_eq!(before.latency.count(), 4);
+
+        m.record_upstream_timeout(UpstreamPhase::Body);
+        m.record_broken_response();
+        let after = m.snapshot().since(&before);
+        assert_eq!((after.requests(), after.errors()), (0, 1));
+        assert_eq!(after.upstream_timeouts(UpstreamPhase::Body), 1);
+        assert_eq!(after.client_faults(ClientFault::SlowBody), 0);
+        let w = m.last_minute();
+        assert_eq!((w.requests, w.errors), (4, 1));
     }
 }

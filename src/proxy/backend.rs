@@ -103,6 +103,11 @@ impl InFlight {
         upstream.enter();
         Self { backend, upstream }
     }
+
+    /// The release the request counts against.
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
 }
 
 impl Drop for InFlight {

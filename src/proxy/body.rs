@@ -11,12 +11,19 @@ use hyper::client::conn::http1::SendRequest;
 use super::Upstream;
 use super::backend::InFlight;
 use super::mirror::{MainAnswer, MainSender, header_pairs};
-use super::request_body::RequestBody;
+use super::progress::{MinRate, Progress};
+use super::request_body::{RequestBody, Upload};
+use crate::metrics::UpstreamPhase;
 use crate::shadow::CapturedResponse;
 
 /// The body of every response the proxy sends: an upstream's body streamed
 /// through (its connection goes back to the pool when the body ends, and
 /// the request stops counting as in flight), or a small fixed body.
+///
+/// An upstream body must keep to `--upstream-body-min-rate`; one that
+/// stalls, or breaks, ends the client's response short (the client sees
+/// its connection cut) and counts against the release, unless the
+/// client's own upload broke it.
 pub struct ResponseBody {
     kind: Kind,
 }
@@ -27,8 +34,23 @@ enum Kind {
         conn: Option<(SendRequest<RequestBody>, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
         capture: Option<Box<ResponseCapture>>,
+        progress: Progress,
+        /// The client's upload, when the request had a body still
+        /// streaming.
+        upload: Option<Arc<Upload>>,
     },
     Full(Option<Bytes>),
+}
+
+/// Why a response body from an upstream ended short.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    #[error("the upstream's response body broke off: {0}")]
+    Upstream(#[source] hyper::Error),
+    #[error(
+        "the upstream's response body came slower than {0} (bytes/interval; serve --upstream-body-min-rate)"
+    )]
+    Stalled(MinRate),
 }
 
 /// Main's answer to a mirrored request, copied as it streams to the client
@@ -96,11 +118,15 @@ impl ResponseBody {
         }
     }
 
+    /// An upstream's body, held to `rate`, counted in flight until it
+    /// ends; `upload` is the request's upload when it had a body.
     pub(crate) fn upstream(
         body: Incoming,
         conn: Option<(SendRequest<RequestBody>, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
         capture: Option<Box<ResponseCapture>>,
+        rate: MinRate,
+        upload: Option<Arc<Upload>>,
     ) -> Self {
         let mut this = Self {
             kind: Kind::Upstream {
@@ -108,6 +134,8 @@ impl ResponseBody {
                 conn,
                 in_flight,
                 capture,
+                progress: Progress::new(rate),
+                upload,
             },
         };
         this.finish_capture_if_ended();
@@ -146,12 +174,12 @@ impl Drop for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream {
@@ -159,18 +187,23 @@ impl Body for ResponseBody {
                 conn,
                 in_flight,
                 capture,
+                progress,
+                upload,
             } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                match &polled {
+                let broken = match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        if let (Some(c), Some(data)) = (capture.as_mut(), frame.data_ref()) {
-                            c.keep(data);
+                        if let Some(data) = frame.data_ref() {
+                            progress.moved(data.len());
+                            if let Some(c) = capture.as_mut() {
+                                c.keep(data);
+                            }
                         }
                         if body.is_end_stream() {
                             if let Some(c) = capture.take() {
                                 (*c).finish();
                             }
                         }
+                        return Poll::Ready(Some(Ok(frame)));
                     }
                     Poll::Ready(None) => {
                         if let Some(capture) = capture.take() {
@@ -180,15 +213,33 @@ impl Body for ResponseBody {
                             upstream.give_back(sender);
                         }
                         in_flight.take();
+                        return Poll::Ready(None);
                     }
-                    Poll::Ready(Some(Err(_))) => {
-                        conn.take();
-                        in_flight.take();
-                        capture.take();
+                    Poll::Ready(Some(Err(error))) => ResponseBodyError::Upstream(error),
+                    Poll::Pending => {
+                        if progress.poll_stalled(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        ResponseBodyError::Stalled(progress.rate())
                     }
-                    _ => {}
+                };
+                // Cut short: the connection is closed, not pooled, and the
+                // release answers for it unless the client's upload broke it.
+                conn.take();
+                capture.take();
+                if let Some(in_flight) = in_flight.take() {
+                    let metrics = &in_flight.backend().metrics;
+                    match upload.as_ref().and_then(|u| u.fault()) {
+                        Some(fault) => metrics.record_client_fault(fault),
+                        None => {
+                            if matches!(broken, ResponseBodyError::Stalled(_)) {
+                                metrics.record_upstream_timeout(UpstreamPhase::Body);
+                            }
+                            metrics.record_broken_response();
+                        }
+                    }
                 }
-                polled
+                Poll::Ready(Some(Err(broken)))
             }
         }
     }

@@ -2,7 +2,12 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::ResponseBody;
+use super::{MinRate, ResponseBody};
+use crate::metrics::ClientFault;
+
+/// 499: the client closed its connection first (nginx's use). Nobody
+/// reads it; it names the outcome in the proxy's accounting.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Why the proxy answered itself instead of an upstream. This is the one
 /// place such errors become responses: a status and a one-line body that
@@ -50,6 +55,16 @@ pub enum ProxyError {
     },
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error(
+        "the request body is malformed ({0}): send it whole, in valid chunked encoding or with a correct Content-Length"
+    )]
+    BadBody(String),
+    #[error(
+        "the request body came slower than {rate} (bytes/interval; serve --client-body-min-rate): send it faster, or ask the operator to lower the floor"
+    )]
+    SlowBody { rate: MinRate },
+    #[error("the client closed its connection before its request body was whole")]
+    ClientGone,
 }
 
 impl ProxyError {
@@ -66,7 +81,21 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::SlowBody { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientGone => StatusCode::from_u16(CLIENT_CLOSED_REQUEST)
+                .expect("499 is in the range of status codes"),
+        }
+    }
+
+    /// The client's part in this error, if it was the client's doing:
+    /// such errors are never counted against the release.
+    pub fn client_fault(&self) -> Option<ClientFault> {
+        match self {
+            ProxyError::BadBody(_) => Some(ClientFault::BadBody),
+            ProxyError::SlowBody { .. } => Some(ClientFault::SlowBody),
+            ProxyError::ClientGone => Some(ClientFault::Aborted),
+            _ => None,
         }
     }
 
@@ -83,6 +112,9 @@ impl ProxyError {
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::BadBody(_) => "bad-body",
+            ProxyError::SlowBody { .. } => "slow-body",
+            ProxyError::ClientGone => "client-gone",
         }
     }
 

@@ -15,6 +15,7 @@ use super::body::ResponseCapture;
 use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, upgrade};
+use crate::metrics::{ClientFault, UpstreamPhase};
 use crate::routing::{FixedResponse, RequestView, Route, RoutingTable};
 
 const X_SWITCHYARD_VERSION: header::HeaderName =
@@ -39,7 +40,15 @@ impl Proxy {
         client: SocketAddr,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let started = Instant::now();
-        let host = req.headers().get(header::HOST).cloned().or_else(|| {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let host = hosts.next().cloned();
+        if hosts.next().is_some() {
+            // Which one names the service would be a guess (RFC 9112 3.2).
+            return Err(ProxyError::BadRequest(
+                "more than one Host header: send exactly one".into(),
+            ));
+        }
+        let host = host.or_else(|| {
             req.uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -120,9 +129,12 @@ impl Proxy {
             Ok(r) => backend
                 .metrics
                 .record(r.status().as_u16(), false, started.elapsed()),
-            Err(e) => backend
-                .metrics
-                .record(e.status().as_u16(), true, started.elapsed()),
+            Err(e) => match e.client_fault() {
+                Some(fault) => backend.metrics.record_client_fault(fault),
+                None => backend
+                    .metrics
+                    .record(e.status().as_u16(), true, started.elapsed()),
+            },
         }
         let mut response = answered?;
         let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -185,13 +197,15 @@ impl Proxy {
         capture: Option<(Fanout, MainSender, usize)>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let replay = Replay::of(&req);
+        let rate = self.settings.client_body;
         let (req, main) = match capture {
             Some((fanout, main, limit)) => (
-                req.map(|body| RequestBody::tee(body, fanout, limit)),
+                req.map(|body| RequestBody::client(body, rate, Some((fanout, limit)))),
                 Some((main, limit)),
             ),
-            None => (req.map(RequestBody::Client), None),
+            None => (req.map(|body| RequestBody::client(body, rate, None)), None),
         };
+        let upload = req.body().upload();
         let delivered = deliver(backend, req, replay, &[], &self.settings).await?;
         let capture = main.map(|(tx, limit)| {
             ResponseCapture::new(&delivered.response, delivered.upstream.addr, limit, tx)
@@ -202,6 +216,8 @@ impl Proxy {
             Some((delivered.sender, delivered.upstream)),
             Some(delivered.in_flight),
             capture,
+            self.settings.upstream_body,
+            upload,
         );
         Ok(Response::from_parts(parts, body))
     }
@@ -223,6 +239,11 @@ pub(crate) struct Delivered {
 /// also sent again when its connection broke before any response arrived:
 /// on a fresh connection if the broken one was pooled, else on another
 /// instance.
+///
+/// The upstream has `upstream_timeout` to answer from the moment the
+/// request is whole: while a client's body is still coming, its pace is
+/// the client's business (`--client-body-min-rate`), not the release's.
+/// A request whose body the client broke ends with the client's fault.
 pub(crate) async fn deliver(
     backend: &Arc<Backend>,
     mut req: Request<RequestBody>,
@@ -232,6 +253,7 @@ pub(crate) async fn deliver(
 ) -> Result<Delivered, ProxyError> {
     let mut tried: Vec<SocketAddr> = exclude.to_vec();
     let mut last_error: Option<ProxyError> = None;
+    let upload = req.body().upload();
     loop {
         let Some(upstream) = backend.pick(&tried) else {
             return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyInstance {
@@ -250,6 +272,11 @@ pub(crate) async fn deliver(
                 None => match upstream.connect(settings.connect_timeout, false).await {
                     Ok(s) => s,
                     Err(e) => {
+                        if e.kind() == std::io::ErrorKind::TimedOut {
+                            backend
+                                .metrics
+                                .record_upstream_timeout(UpstreamPhase::Connect);
+                        }
                         // The instance is not accepting connections: keep
                         // traffic off it until its health check says so.
                         upstream.set_healthy(false);
@@ -262,10 +289,25 @@ pub(crate) async fn deliver(
                     }
                 },
             };
-            let sent =
-                tokio::time::timeout(settings.upstream_timeout, sender.try_send_request(req)).await;
+            let sending = sender.try_send_request(req);
+            let sent = match &upload {
+                None => tokio::time::timeout(settings.upstream_timeout, sending).await,
+                Some(upload) => {
+                    tokio::pin!(sending);
+                    tokio::select! {
+                        biased;
+                        sent = &mut sending => Ok(sent),
+                        () = upload.ended() => {
+                            tokio::time::timeout(settings.upstream_timeout, sending).await
+                        }
+                    }
+                }
+            };
             match sent {
                 Err(_elapsed) => {
+                    backend
+                        .metrics
+                        .record_upstream_timeout(UpstreamPhase::Header);
                     return Err(ProxyError::UpstreamTimeout {
                         service: backend.service.clone(),
                         version: backend.version.clone(),
@@ -292,6 +334,9 @@ pub(crate) async fn deliver(
                         break;
                     }
                     None => {
+                        if let Some(fault) = upload.as_ref().and_then(|u| u.fault()) {
+                            return Err(client_error(fault, error.error(), settings));
+                        }
                         let error = error.into_error();
                         let failed = ProxyError::UpstreamFailed {
                             service: backend.service.clone(),
@@ -399,6 +444,24 @@ impl<'a> Iterator for Fields<'a> {
         let field = rest.get(..len)?;
         self.0 = &rest[len..];
         Some(field)
+    }
+}
+
+/// The answer to a request whose body the client broke.
+fn client_error(fault: ClientFault, error: &hyper::Error, settings: &ProxySettings) -> ProxyError {
+    match fault {
+        ClientFault::BadBody => {
+            // The innermost cause names what was wrong (hyper's parser).
+            let mut cause: &dyn std::error::Error = error;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            ProxyError::BadBody(cause.to_string())
+        }
+        ClientFault::SlowBody => ProxyError::SlowBody {
+            rate: settings.client_body,
+        },
+        ClientFault::Aborted => ProxyError::ClientGone,
     }
 }
 

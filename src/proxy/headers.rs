@@ -1,5 +1,7 @@
 //! Header handling on the way through: hop-by-hop headers stay on their
-//! hop, and the upstream learns who asked and under which prefix.
+//! hop, and the upstream learns who asked and under which prefix, from
+//! the proxy only: what a client says about its own address (`Forwarded`,
+//! `X-Real-IP`) is not passed on.
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
@@ -10,6 +12,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -92,7 +95,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `-Prefix`.
+/// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `-Prefix`,
+/// and `X-Real-IP` (the client's address, whatever the client sent);
+/// drops a client's `Forwarded`, which the proxy does not write, so that
+/// an upstream reading it cannot be told a made-up address.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: SocketAddr,
@@ -100,6 +106,7 @@ pub fn set_forwarded(
     prefix: &str,
 ) {
     let ip = client.ip();
+    let ip_value = client_ip_value(ip);
     if headers.contains_key(&X_FORWARDED_FOR) {
         // Several header lines are one comma-separated list; keep every entry.
         let ip = ip.to_string();
@@ -115,8 +122,10 @@ pub fn set_forwarded(
             headers.insert(X_FORWARDED_FOR, v);
         }
     } else {
-        headers.insert(X_FORWARDED_FOR, client_ip_value(ip));
+        headers.insert(X_FORWARDED_FOR, ip_value.clone());
     }
+    headers.insert(X_REAL_IP, ip_value);
+    headers.remove(header::FORWARDED);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host.clone());
@@ -240,6 +249,21 @@ mod tests {
         set_forwarded(&mut h, one, None, "");
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2, 10.0.0.1");
         assert!(!h.contains_key(&X_FORWARDED_PREFIX));
+    }
+
+    #[test]
+    fn client_forwarded_and_real_ip_are_replaced_by_the_proxys_own() {
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        h.append(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
+        h.append(X_REAL_IP, HeaderValue::from_static("7.7.7.7"));
+        let client = SocketAddr::from(([10, 0, 0, 9], 1));
+        set_forwarded(&mut h, client, None, "");
+        assert!(!h.contains_key(header::FORWARDED), "{h:?}");
+        assert_eq!(
+            h.get_all(&X_REAL_IP).iter().collect::<Vec<_>>(),
+            ["10.0.0.9"]
+        );
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub(super) async fn forward(
     };
     let mut response = tokio::time::timeout(
         proxy.settings.upstream_timeout,
-        sender.send_request(req.map(RequestBody::Client)),
+        sender.send_request(
+            req.map(|body| RequestBody::client(body, proxy.settings.client_body, None)),
+        ),
     )
     .await
     .map_err(|_| ProxyError::UpstreamTimeout {
@@ -53,7 +55,14 @@ pub(super) async fn forward(
         let (parts, body) = response.into_parts();
         return Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, None, Some(in_flight), None),
+            ResponseBody::upstream(
+                body,
+                None,
+                Some(in_flight),
+                None,
+                proxy.settings.upstream_body,
+                None,
+            ),
         ));
     }
     let upstream_side = hyper::upgrade::on(&mut response);

@@ -122,3 +122,37 @@ impl Upstream {
         Ok(sender)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_gives_up_after_its_timeout() {
+        use socket2::{Domain, Socket, Type};
+        // A listener that never accepts: once its queue is full, the
+        // kernel drops further handshakes and a connection attempt hangs.
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        socket.bind(&addr.into()).expect("bind");
+        socket.listen(0).expect("listen");
+        let addr = socket
+            .local_addr()
+            .expect("bound")
+            .as_socket()
+            .expect("an IP address");
+        let wait = Duration::from_millis(200);
+        let mut queued = Vec::new();
+        for _ in 0..16 {
+            match tokio::time::timeout(wait, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                _ => break,
+            }
+        }
+        let error = Upstream::new(addr)
+            .connect(wait, false)
+            .await
+            .expect_err("the queue is full");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+    }
+}

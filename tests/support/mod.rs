@@ -17,6 +17,7 @@ pub mod file_limit;
 pub mod http1;
 pub mod listing;
 pub mod load;
+pub mod metrics;
 pub mod own_server;
 pub mod raw_http;
 pub mod serves;
