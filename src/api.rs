@@ -22,6 +22,7 @@ pub mod policy;
 pub mod registry;
 pub mod rollout;
 pub mod services;
+pub mod settings;
 pub mod shadows;
 pub mod trends;
 mod upgrade_guard;
@@ -109,6 +110,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/services/{name}/upgrade/abort",
             post(registry::upgrade_abort),
+        )
+        .route("/v1/services/{name}/hosts", post(settings::add_host))
+        .route(
+            "/v1/services/{name}/hosts/{host}",
+            delete(settings::remove_host),
+        )
+        .route(
+            "/v1/services/{name}/rewrite",
+            get(settings::get_rewrite).put(settings::set_rewrite),
+        )
+        .route(
+            "/v1/services/{name}/error-page",
+            get(settings::get_error_page).put(settings::set_error_page),
         )
         .route("/v1/services/{name}/pause", post(registry::pause))
         .route("/v1/services/{name}/pins/{version}", post(registry::pin))

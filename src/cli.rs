@@ -7,11 +7,14 @@ mod apply;
 mod assign;
 mod canary;
 mod client;
+mod completions;
 mod deploy;
+mod error_page;
 mod events;
 mod green;
 mod handover;
 mod history;
+mod host;
 mod init;
 mod kill;
 mod logs;
@@ -24,6 +27,7 @@ mod promote;
 mod release;
 mod releases;
 mod resume;
+mod rewrite;
 mod rollback;
 mod rollout;
 mod route;
@@ -106,6 +110,14 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run the plan to a version step by step: hooks, deploy, switch.
     Upgrade(upgrade::UpgradeArgs),
+    /// Route host names to a service, or stop routing them (no new release needed).
+    Host(host::HostArgs),
+    /// Show or set whether answers through /services/NAME/ get their links rewritten.
+    Rewrite(rewrite::RewriteArgs),
+    /// Show or replace the page end users see when the proxy answers for a service.
+    ErrorPage(error_page::ErrorPageArgs),
+    /// Print the completion script of a shell (bash, zsh, fish, …).
+    Completions(completions::CompletionsArgs),
 }
 
 /// How a client command reaches serve.
@@ -164,6 +176,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::ApiVersion(args) => api_version::run(args).await,
             Command::Plan(args) => plan::run(args).await,
             Command::Upgrade(args) => upgrade::run(args).await,
+            Command::Host(args) => host::run(args).await,
+            Command::Rewrite(args) => rewrite::run(args).await,
+            Command::ErrorPage(args) => error_page::run(args).await,
+            Command::Completions(args) => completions::run(args),
         }
     })
 }

@@ -193,6 +193,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         client_body: config.client_body_min_rate,
         upstream_body: config.upstream_body_min_rate,
         version_header: config.version_header,
+        access_log: None,
         connections: Arc::clone(&proxy_connections),
     };
     let mirror_settings = MirrorSettings {

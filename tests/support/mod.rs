@@ -577,6 +577,29 @@ impl Env {
         }
     }
 
+    /// serve's log line about the request with this id: the operator's
+    /// side of an answer the proxy made itself (its cause, in words).
+    pub async fn hint_for(&self, request_id: &str) -> String {
+        assert!(!request_id.is_empty(), "the answer carries no x-request-id");
+        let mut found = String::new();
+        self.eventually(
+            &format!("serve logs request {request_id}"),
+            Duration::from_secs(30),
+            || {
+                let line = self
+                    .serve_log()
+                    .lines()
+                    .find(|l| l.contains(request_id))
+                    .map(str::to_owned);
+                let seen = line.is_some();
+                found = line.unwrap_or_default();
+                async move { seen }
+            },
+        )
+        .await;
+        found
+    }
+
     /// PIDs of live processes started for this env's state dir, sorted.
     pub fn instance_pids(&self) -> Vec<u32> {
         instance_pids(&self.state_dir)
