@@ -41,6 +41,9 @@ use axum::{Extension, Router};
 
 use crate::controller::Controller;
 use crate::listener::Listeners;
+use crate::metrics::AccessLogSample;
+use crate::proxy::AccessLogStats;
+use std::sync::atomic::Ordering;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -63,6 +66,7 @@ pub const ACTOR_HEADER: &str = "x-switchyard-actor";
 async fn metrics(
     State(state): State<AppState>,
     listeners: Option<Extension<Listeners>>,
+    access_log: Option<Extension<Arc<AccessLogStats>>>,
 ) -> impl IntoResponse {
     let connections = listeners
         .map(|Extension(listeners)| listeners.0.iter().map(|c| c.sample()).collect())
@@ -76,6 +80,10 @@ async fn metrics(
             state.controller.release_samples(),
             state.controller.all_shadow_reports(),
             connections,
+            access_log.map(|Extension(stats)| AccessLogSample {
+                written: stats.written.load(Ordering::Relaxed),
+                dropped: stats.dropped.load(Ordering::Relaxed),
+            }),
         ),
     )
 }

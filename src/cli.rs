@@ -39,7 +39,7 @@ mod upgrade;
 
 pub use client::{AdminClient, release_path, service_path};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Release manager and traffic router for zero-downtime deployments.
 #[derive(Debug, Parser)]
@@ -136,6 +136,31 @@ pub struct ClientArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Parses the command line; `serve --config FILE` reads its settings from
+/// the file too, where the command line gives none.
+pub fn parse() -> anyhow::Result<Cli> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let Command::Serve(args) = &cli.command else {
+        return Ok(cli);
+    };
+    let (Some(file), Some(("serve", given))) = (&args.config, matches.subcommand()) else {
+        return Ok(cli);
+    };
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .expect("serve is one of the commands");
+    let from_file = serve::config_file::arguments(serve, file, given)?;
+    // The file's flags right after `serve`, before the command line's own.
+    let mut merged = argv[..2].to_vec();
+    merged.extend(from_file);
+    merged.extend_from_slice(&argv[2..]);
+    let matches = Cli::command().try_get_matches_from(merged)?;
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
