@@ -266,70 +266,111 @@ impl Sink {
 }
 
 /// The writer's loop: format and write each record; flush when idle;
-/// reopen when asked; on stop, write what is queued and end.
+/// reopen when asked; on stop, write what is queued and end. A line
+/// counts as written once it is flushed; lines a failing write or flush
+/// lost are counted as dropped, and the file is opened afresh.
 fn write_lines(
     rx: Receiver<Record>,
-    mut sink: Sink,
+    sink: Sink,
     target: AccessLogTarget,
     stats: &AccessLogStats,
     stop: &AtomicBool,
     reopen: &AtomicBool,
 ) {
-    let mut line = Vec::with_capacity(512);
-    let mut failing = false;
-    let mut write = |sink: &mut Sink, record: Record| {
-        line.clear();
-        if serde_json::to_writer(&mut line, &record).is_err() {
-            return;
-        }
-        line.push(b'\n');
-        match sink.write_line(&line) {
-            Ok(()) => {
-                stats.written.fetch_add(1, Ordering::Relaxed);
-                failing = false;
-            }
-            Err(error) => {
-                stats.dropped.fetch_add(1, Ordering::Relaxed);
-                if !failing {
-                    tracing::error!(%target, %error, "cannot write the access log; lines are dropped until it works again");
-                    failing = true;
-                }
-            }
-        }
+    let mut writer = Writer {
+        sink,
+        target,
+        stats,
+        line: Vec::with_capacity(512),
+        buffered: 0,
+        failing: false,
     };
     loop {
         if reopen.swap(false, Ordering::AcqRel) {
-            let _ = sink.flush();
-            match Sink::open(&target) {
+            writer.flush();
+            match Sink::open(&writer.target) {
                 Ok(new) => {
-                    sink = new;
-                    tracing::info!(%target, "access log reopened");
+                    writer.sink = new;
+                    tracing::info!(target = %writer.target, "access log reopened");
                 }
                 Err(error) => {
-                    tracing::error!(%target, %error, "cannot reopen the access log; writing on to the old file")
+                    tracing::error!(target = %writer.target, %error, "cannot reopen the access log; writing on to the old file")
                 }
             }
         }
         if stop.load(Ordering::Acquire) {
             while let Ok(record) = rx.try_recv() {
-                write(&mut sink, record);
+                writer.write(&record);
             }
-            let _ = sink.flush();
+            writer.flush();
             return;
         }
         match rx.recv_timeout(TICK) {
             Ok(record) => {
-                write(&mut sink, record);
+                writer.write(&record);
                 // Write whatever else is queued before flushing once.
                 while let Ok(record) = rx.try_recv() {
-                    write(&mut sink, record);
+                    writer.write(&record);
                 }
-                let _ = sink.flush();
+                writer.flush();
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                let _ = sink.flush();
+                writer.flush();
                 return;
+            }
+        }
+    }
+}
+
+/// The writer's state: where lines go and how many wait in its buffer.
+struct Writer<'a> {
+    sink: Sink,
+    target: AccessLogTarget,
+    stats: &'a AccessLogStats,
+    line: Vec<u8>,
+    /// Lines written into the buffer since the last flush.
+    buffered: u64,
+    failing: bool,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, record: &Record) {
+        self.line.clear();
+        if serde_json::to_writer(&mut self.line, record).is_err() {
+            return;
+        }
+        self.line.push(b'\n');
+        match self.sink.write_line(&self.line) {
+            Ok(()) => self.buffered += 1,
+            Err(error) => self.failed(&error, 1),
+        }
+    }
+
+    fn flush(&mut self) {
+        let lines = std::mem::take(&mut self.buffered);
+        match self.sink.flush() {
+            Ok(()) => {
+                self.stats.written.fetch_add(lines, Ordering::Relaxed);
+                self.failing = false;
+            }
+            Err(error) => self.failed(&error, lines),
+        }
+    }
+
+    /// `lost` more lines are gone: counted, said once while it lasts, and
+    /// the file opened afresh (its buffer dropped with what it held).
+    fn failed(&mut self, error: &io::Error, lost: u64) {
+        let lost = lost + std::mem::take(&mut self.buffered);
+        self.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+        if !self.failing {
+            tracing::error!(target = %self.target, %error, "cannot write the access log; lines are dropped until it works again");
+            self.failing = true;
+        }
+        if let Ok(fresh) = Sink::open(&self.target) {
+            // The old buffer is discarded, not written again.
+            if let Sink::File(old) = std::mem::replace(&mut self.sink, fresh) {
+                let _ = old.into_parts();
             }
         }
     }

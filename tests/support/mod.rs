@@ -166,6 +166,8 @@ pub struct Serve {
     log: std::sync::Arc<std::sync::Mutex<String>>,
     /// What serve printed on stdout up to its addresses.
     pub banner: Vec<String>,
+    /// What serve printed on stdout after them (an access log to `-`).
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// One test's world: a temp dir, a serve, and clients for both sides.
@@ -305,7 +307,13 @@ impl Env {
             }
         }
         // Keep draining stdout so serve never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stdout.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("stdout lock").push_str(&(line + "\n"));
+            }
+        });
         let proxy = proxy.expect("proxy url");
         let admin = admin_url.expect("admin url");
         Ok(Serve {
@@ -316,7 +324,13 @@ impl Env {
             admin,
             log,
             banner,
+            stdout,
         })
+    }
+
+    /// What serve printed on stdout after its addresses.
+    pub fn serve_stdout(&self) -> String {
+        self.serve().stdout.lock().expect("stdout lock").clone()
     }
 
     pub fn serve(&self) -> &Serve {
