@@ -23,6 +23,7 @@ mod output;
 mod pause;
 mod pin;
 mod plan;
+mod progress;
 mod promote;
 mod release;
 mod releases;

@@ -575,3 +575,51 @@ async fn hello_server_logs_a_health_probe_only_when_its_answer_changes() {
         "{log}"
     );
 }
+
+// ---------------------------------------------------------------- progress
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_shows_progress_on_a_terminal_and_stays_plain_when_piped() {
+    let env = Env::start().await;
+    // On a terminal (`script` gives the CLI a pseudo-terminal): a spinner
+    // with the elapsed time while the replicas become healthy.
+    let command = format!(
+        "{} deploy hello 1.0.0 --health /healthz -- {} --port {{port}} --version 1.0.0 --fail-health-for 1",
+        support::SWITCHYARD,
+        support::HELLO
+    );
+    let mut script = tokio::process::Command::new("script");
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(env.dir.path())
+        .env("SWITCHYARD_ADMIN", env.admin())
+        .stdin(std::process::Stdio::null());
+    let run = support::Run::from(
+        tokio::time::timeout(Duration::from_secs(120), script.output())
+            .await
+            .expect("deploy within the bound")
+            .expect("run script (util-linux)"),
+    )
+    .ok();
+    assert!(
+        run.stdout
+            .contains("starting hello 1.0.0 and waiting until every replica is healthy ("),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("deployed hello 1.0.0 as main"),
+        "{}",
+        run.stdout
+    );
+
+    // Piped: the same lines as ever, no spinner.
+    let run = env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    assert!(!run.stderr.contains("waiting until"), "{}", run.stderr);
+    assert!(!run.stdout.contains("waiting until"), "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("deployed hello 2.0.0 as shadow"),
+        "{}",
+        run.stdout
+    );
+}
