@@ -623,3 +623,77 @@ async fn a_deploy_shows_progress_on_a_terminal_and_stays_plain_when_piped() {
         run.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_follow_prints_each_step_until_the_rollout_ends() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    let run = env
+        .cli(&[
+            "rollout",
+            "hello",
+            "2.0.0",
+            "--steps",
+            "50,100",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "0",
+        ])
+        .await
+        .ok();
+    assert!(
+        run.stdout.contains("rollout status hello --follow"),
+        "{}",
+        run.stdout
+    );
+    let run = env
+        .cli(&["rollout", "status", "hello", "--follow"])
+        .await
+        .ok();
+    let last = run.stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        last, "rollout of hello 2.0.0: succeeded, step 4 of 4: done",
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stderr.contains("rollout of"),
+        "no spinner when piped: {}",
+        run.stderr
+    );
+
+    // One that is aborted meanwhile ends the follower with an error.
+    env.deploy("hello", "3.0.0", &[], &[]).await.ok();
+    env.cli(&[
+        "rollout",
+        "hello",
+        "3.0.0",
+        "--steps",
+        "50",
+        "--interval",
+        "1h",
+    ])
+    .await
+    .ok();
+    let follower = env
+        .cli_command(&["rollout", "status", "hello", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("follow");
+    env.cli(&["rollout", "abort", "hello"]).await.ok();
+    let out = support::Run::from(
+        tokio::time::timeout(WAIT, follower.wait_with_output())
+            .await
+            .expect("the follower ends")
+            .expect("follow"),
+    )
+    .failed();
+    assert!(
+        out.stderr.contains("the rollout was aborted"),
+        "{}",
+        out.stderr
+    );
+}

@@ -56,8 +56,14 @@ fn generate() -> HeaderValue {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
-    let id = format!("{key:016x}{z:016x}");
-    HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        let word = if i < 16 { key } else { z };
+        let shift = 60 - 4 * (i % 16);
+        *digit = HEX[((word >> shift) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]
