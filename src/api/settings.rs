@@ -45,7 +45,13 @@ pub async fn add_host(
     let req = body(req)?;
     let revision = state
         .controller
-        .add_host(&service, &req.host, req.base_revision, &actor(&headers))
+        .set_host(
+            &service,
+            &req.host,
+            true,
+            req.base_revision,
+            &actor(&headers),
+        )
         .await?;
     change(&state, revision)
 }
@@ -60,7 +66,7 @@ pub async fn remove_host(
     let q = query(q)?;
     let revision = state
         .controller
-        .remove_host(&service, &host, q.base_revision, &actor(&headers))
+        .set_host(&service, &host, false, q.base_revision, &actor(&headers))
         .await?;
     change(&state, revision)
 }

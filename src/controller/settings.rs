@@ -7,37 +7,24 @@ use crate::error::Result;
 use crate::model::{ErrorPage, PrefixRewrite, Revision, ServiceName, ServiceState};
 
 impl Controller {
-    /// Routes `host` to the service too; refused when another service
-    /// has it.
-    pub async fn add_host(
+    /// Routes `host` to the service too (`routed`), refused when another
+    /// service has it; or stops routing it there.
+    pub async fn set_host(
         &self,
         service: &ServiceName,
         host: &str,
+        routed: bool,
         base_revision: Option<u64>,
         actor: &str,
     ) -> Result<Revision> {
         self.change_setting(service, base_revision, actor, |state| {
-            let next = state.add_host(service, host)?;
+            let (verb, next) = if routed {
+                ("add", state.add_host(service, host)?)
+            } else {
+                ("remove", state.remove_host(service, host)?)
+            };
             Ok((
-                format!("add host {}", host.trim().to_ascii_lowercase()),
-                next,
-            ))
-        })
-        .await
-    }
-
-    /// Stops routing `host` to the service.
-    pub async fn remove_host(
-        &self,
-        service: &ServiceName,
-        host: &str,
-        base_revision: Option<u64>,
-        actor: &str,
-    ) -> Result<Revision> {
-        self.change_setting(service, base_revision, actor, |state| {
-            let next = state.remove_host(service, host)?;
-            Ok((
-                format!("remove host {}", host.trim().to_ascii_lowercase()),
+                format!("{verb} host {}", host.trim().to_ascii_lowercase()),
                 next,
             ))
         })
