@@ -125,7 +125,7 @@ impl Proxy {
         if !self.pauses.load().is_empty() {
             self.hold_if_paused(&req, client, host.as_ref()).await?;
         }
-        let (backend, upstream_uri, prefix, rewrite, shadows, set_cookie) = {
+        let (backend, upstream_uri, (route_path, prefix_len), rewrite, shadows, set_cookie) = {
             let table = self.table.load();
             let view = RequestView {
                 method: req.method(),
@@ -152,7 +152,13 @@ impl Proxy {
                 } => (
                     Arc::clone(backend),
                     upstream_uri(upstream_path)?,
-                    prefix.to_owned(),
+                    // With links to rewrite, the path the application is
+                    // asked for is kept too (in the same allocation).
+                    if rewrite {
+                        (format!("{prefix}{upstream_path}"), prefix.len())
+                    } else {
+                        (prefix.to_owned(), prefix.len())
+                    },
                     rewrite,
                     // Cloned only when there are shadows to mirror to.
                     (!shadows.is_empty()).then(|| shadows.to_vec()),
@@ -180,13 +186,12 @@ impl Proxy {
             exchange.backend = Some(Arc::clone(&backend));
         }
         let upgrading = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
-        // What the application was asked for, to resolve its relative links.
-        let asked = rewrite.then(|| upstream_uri.clone());
+        let (prefix, asked) = route_path.split_at(prefix_len);
         *req.uri_mut() = upstream_uri;
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
-        set_forwarded(headers, client, host.as_ref(), &prefix);
+        set_forwarded(headers, client, host.as_ref(), prefix);
         headers.insert(request_id::X_REQUEST_ID, request_id.clone());
         // A client cannot pass for a mirrored copy.
         headers.remove(X_SWITCHYARD_SHADOW);
@@ -216,11 +221,11 @@ impl Proxy {
         let mut response = answered?;
         let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
-        if let Some(asked) = asked.filter(|_| rewrite::has_links(response.headers())) {
+        if rewrite && rewrite::has_links(response.headers()) {
             let instances: Vec<SocketAddr> = backend.upstreams().iter().map(|u| u.addr).collect();
             let links = Links {
-                prefix: &prefix,
-                asked: &asked,
+                prefix,
+                asked,
                 public_host: host.as_ref(),
                 instances: &instances,
             };

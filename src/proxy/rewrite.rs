@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Uri, uri::Authority};
+use http::uri::Authority;
 
 /// `Refresh` is not among `http`'s constants.
 const REFRESH: HeaderName = HeaderName::from_static("refresh");
@@ -30,8 +30,8 @@ const REFRESH: HeaderName = HeaderName::from_static("refresh");
 pub(crate) struct Links<'a> {
     /// `/services/NAME` or `/services/NAME_VERSION`.
     pub prefix: &'a str,
-    /// The target the application was asked for (its own path).
-    pub asked: &'a Uri,
+    /// The path and query the application was asked for (its own).
+    pub asked: &'a str,
     /// The `Host` the client sent, when it sent one.
     pub public_host: Option<&'a HeaderValue>,
     /// The release's instances: an absolute URL naming one of them points
@@ -147,7 +147,11 @@ impl Links<'_> {
     /// A relative reference resolved against the path the application
     /// was asked for (RFC 3986 5.2): an absolute path, query included.
     fn resolve(&self, reference: &str) -> Option<String> {
-        let asked = self.asked.path_and_query().map_or("/", |p| p.as_str());
+        let asked = if self.asked.starts_with('/') {
+            self.asked.to_owned()
+        } else {
+            format!("/{}", self.asked)
+        };
         let base = url::Url::parse(&format!("http://application{asked}")).ok()?;
         let joined = base.join(reference).ok()?;
         let mut out = joined.path().to_owned();
@@ -259,7 +263,7 @@ fn has_scheme(url: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn links<'a>(asked: &'a Uri, host: &'a HeaderValue, instances: &'a [SocketAddr]) -> Links<'a> {
+    fn links<'a>(asked: &'a str, host: &'a HeaderValue, instances: &'a [SocketAddr]) -> Links<'a> {
         Links {
             prefix: "/services/app",
             asked,
@@ -269,10 +273,9 @@ mod tests {
     }
 
     fn check(asked: &str, cases: &[(&str, Option<&str>)]) {
-        let asked: Uri = asked.parse().expect("uri");
         let host = HeaderValue::from_static("proxy.example:8080");
         let instances = [SocketAddr::from(([127, 0, 0, 1], 41000))];
-        let l = links(&asked, &host, &instances);
+        let l = links(asked, &host, &instances);
         for (given, wanted) in cases {
             assert_eq!(l.url(given).as_deref(), *wanted, "{given}");
         }
@@ -346,9 +349,8 @@ mod tests {
 
     #[test]
     fn refresh_keeps_its_delay_and_quotes() {
-        let asked: Uri = "/".parse().expect("uri");
         let host = HeaderValue::from_static("h");
-        let l = links(&asked, &host, &[]);
+        let l = links("/", &host, &[]);
         assert_eq!(
             l.refresh("5; url=/next").as_deref(),
             Some("5; url=/services/app/next")
@@ -363,9 +365,8 @@ mod tests {
 
     #[test]
     fn cookie_paths_go_under_the_prefix() {
-        let asked: Uri = "/".parse().expect("uri");
         let host = HeaderValue::from_static("h");
-        let l = links(&asked, &host, &[]);
+        let l = links("/", &host, &[]);
         assert_eq!(
             l.cookie("k=v; Path=/").as_deref(),
             Some("k=v; Path=/services/app")
@@ -382,9 +383,8 @@ mod tests {
 
     #[test]
     fn every_header_is_rewritten_and_others_kept() {
-        let asked: Uri = "/cookies/set?k=v".parse().expect("uri");
         let host = HeaderValue::from_static("h:1");
-        let l = links(&asked, &host, &[]);
+        let l = links("/cookies/set?k=v", &host, &[]);
         let mut h = HeaderMap::new();
         h.insert(header::LOCATION, HeaderValue::from_static("/cookies"));
         h.insert(header::CONTENT_LOCATION, HeaderValue::from_static("x"));
