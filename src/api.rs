@@ -22,6 +22,7 @@ pub mod policy;
 pub mod registry;
 pub mod rollout;
 pub mod services;
+pub mod settings;
 pub mod shadows;
 pub mod trends;
 mod upgrade_guard;
@@ -40,6 +41,9 @@ use axum::{Extension, Router};
 
 use crate::controller::Controller;
 use crate::listener::Listeners;
+use crate::metrics::AccessLogSample;
+use crate::proxy::AccessLogStats;
+use std::sync::atomic::Ordering;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -62,6 +66,7 @@ pub const ACTOR_HEADER: &str = "x-switchyard-actor";
 async fn metrics(
     State(state): State<AppState>,
     listeners: Option<Extension<Listeners>>,
+    access_log: Option<Extension<Arc<AccessLogStats>>>,
 ) -> impl IntoResponse {
     let connections = listeners
         .map(|Extension(listeners)| listeners.0.iter().map(|c| c.sample()).collect())
@@ -75,6 +80,10 @@ async fn metrics(
             state.controller.release_samples(),
             state.controller.all_shadow_reports(),
             connections,
+            access_log.map(|Extension(stats)| AccessLogSample {
+                written: stats.written.load(Ordering::Relaxed),
+                dropped: stats.dropped.load(Ordering::Relaxed),
+            }),
         ),
     )
 }
@@ -109,6 +118,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/services/{name}/upgrade/abort",
             post(registry::upgrade_abort),
+        )
+        .route("/v1/services/{name}/hosts", post(settings::add_host))
+        .route(
+            "/v1/services/{name}/hosts/{host}",
+            delete(settings::remove_host),
+        )
+        .route(
+            "/v1/services/{name}/rewrite",
+            get(settings::get_rewrite).put(settings::set_rewrite),
+        )
+        .route(
+            "/v1/services/{name}/error-page",
+            get(settings::get_error_page).put(settings::set_error_page),
         )
         .route("/v1/services/{name}/pause", post(registry::pause))
         .route("/v1/services/{name}/pins/{version}", post(registry::pin))

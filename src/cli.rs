@@ -7,11 +7,14 @@ mod apply;
 mod assign;
 mod canary;
 mod client;
+mod completions;
 mod deploy;
+mod error_page;
 mod events;
 mod green;
 mod handover;
 mod history;
+mod host;
 mod init;
 mod kill;
 mod logs;
@@ -20,10 +23,12 @@ mod output;
 mod pause;
 mod pin;
 mod plan;
+mod progress;
 mod promote;
 mod release;
 mod releases;
 mod resume;
+mod rewrite;
 mod rollback;
 mod rollout;
 mod route;
@@ -35,7 +40,7 @@ mod upgrade;
 
 pub use client::{AdminClient, release_path, service_path};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Release manager and traffic router for zero-downtime deployments.
 #[derive(Debug, Parser)]
@@ -106,6 +111,14 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run the plan to a version step by step: hooks, deploy, switch.
     Upgrade(upgrade::UpgradeArgs),
+    /// Route host names to a service, or stop routing them (no new release needed).
+    Host(host::HostArgs),
+    /// Show or set whether answers through /services/NAME/ get their links rewritten.
+    Rewrite(rewrite::RewriteArgs),
+    /// Show or replace the page end users see when the proxy answers for a service.
+    ErrorPage(error_page::ErrorPageArgs),
+    /// Print the completion script of a shell (bash, zsh, fish, …).
+    Completions(completions::CompletionsArgs),
 }
 
 /// How a client command reaches serve.
@@ -124,6 +137,31 @@ pub struct ClientArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Parses the command line; `serve --config FILE` reads its settings from
+/// the file too, where the command line gives none.
+pub fn parse() -> anyhow::Result<Cli> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let Command::Serve(args) = &cli.command else {
+        return Ok(cli);
+    };
+    let (Some(file), Some(("serve", given))) = (&args.config, matches.subcommand()) else {
+        return Ok(cli);
+    };
+    let command = Cli::command();
+    let serve = command
+        .find_subcommand("serve")
+        .expect("serve is one of the commands");
+    let from_file = serve::config_file::arguments(serve, file, given)?;
+    // The file's flags right after `serve`, before the command line's own.
+    let mut merged = argv[..2].to_vec();
+    merged.extend(from_file);
+    merged.extend_from_slice(&argv[2..]);
+    let matches = Cli::command().try_get_matches_from(merged)?;
+    Ok(Cli::from_arg_matches(&matches)?)
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -164,6 +202,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::ApiVersion(args) => api_version::run(args).await,
             Command::Plan(args) => plan::run(args).await,
             Command::Upgrade(args) => upgrade::run(args).await,
+            Command::Host(args) => host::run(args).await,
+            Command::Rewrite(args) => rewrite::run(args).await,
+            Command::ErrorPage(args) => error_page::run(args).await,
+            Command::Completions(args) => completions::run(args),
         }
     })
 }

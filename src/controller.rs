@@ -19,6 +19,7 @@ mod registry;
 mod restore;
 mod rollback;
 mod rollout;
+mod settings;
 mod shadow;
 mod upgrade;
 mod view;
@@ -347,6 +348,8 @@ impl Controller {
                 shadows: Vec::new(),
                 policy: None,
                 api: None,
+                rewrite: revision.state.rewrite.is_on(),
+                error_page: revision.state.error_page.clone().map(Arc::new),
             };
             for (version, shadow) in revision.state.mirrored() {
                 let key = (name.to_string(), version.to_string());

@@ -39,13 +39,14 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Model(e) => match e {
-                ModelError::UnknownRelease { .. } | ModelError::UnknownService(_) => {
-                    ErrorKind::NotFound
-                }
+                ModelError::UnknownRelease { .. }
+                | ModelError::UnknownService(_)
+                | ModelError::UnknownHost { .. } => ErrorKind::NotFound,
                 ModelError::ReleaseExists { .. }
                 | ModelError::MainHasOthers { .. }
                 | ModelError::AlreadyMain { .. }
-                | ModelError::HostTaken { .. } => ErrorKind::Conflict,
+                | ModelError::HostTaken { .. }
+                | ModelError::HostAlreadyHere { .. } => ErrorKind::Conflict,
                 _ => ErrorKind::BadRequest,
             },
             Error::Store(StoreError::Conflict { .. } | StoreError::ReleaseMismatch { .. }) => {

@@ -1,10 +1,14 @@
 //! `switchyard`: parse the command line, set up logging, hand over to the CLI.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     quiet_on_closed_stdout();
-    let cli = switchyard::cli::Cli::parse();
+    let cli = match switchyard::cli::parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")

@@ -5,12 +5,14 @@
 //! text, the JSON summaries of `switchyard status` and the dashboard's
 //! trends are read from them.
 
+mod access_log;
 mod connections;
 mod latency;
 mod prometheus;
 mod release;
 mod trend;
 
+pub use access_log::AccessLogSample;
 pub use connections::ConnectionSample;
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};

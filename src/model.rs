@@ -1,6 +1,7 @@
 //! The domain nouns every part of Switchyard speaks: services, releases,
 //! roles, desired state and revisions. Pure data and validation; no I/O.
 
+mod error_page;
 mod health_check;
 mod manifest;
 mod plan;
@@ -15,6 +16,7 @@ mod shadow_policy;
 mod upgrade;
 mod versioning;
 
+pub use error_page::{ERROR_PAGE_MAX_BYTES, ErrorPage, PrefixRewrite};
 pub use health_check::HealthCheck;
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth, ManifestHooks};
 pub use plan::{Plan, PlanStep, declared_schemas, plan};
@@ -79,6 +81,16 @@ pub enum ModelError {
     HostTaken { host: String, owner: String },
     #[error("invalid host name `{0}`: use a DNS name such as app.example.com")]
     InvalidHost(String),
+    #[error("host `{host}` already routes to {service}; nothing to change")]
+    HostAlreadyHere { service: String, host: String },
+    #[error("{service} has no host `{host}`; its hosts: {hosts}")]
+    UnknownHost {
+        service: String,
+        host: String,
+        hosts: String,
+    },
+    #[error("invalid error page: {0}")]
+    InvalidErrorPage(String),
     #[error("invalid rollout plan: {0}")]
     InvalidPlan(String),
     #[error("invalid traffic policy: {0}")]

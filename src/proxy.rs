@@ -2,6 +2,7 @@
 //! cleartext, upgrades), picks a release from the current routing table and
 //! forwards to its least-busy healthy instance over a pooled connection.
 
+mod access_log;
 mod backend;
 mod body;
 mod data_plane;
@@ -13,9 +14,12 @@ mod mirror;
 mod pause;
 mod progress;
 mod request_body;
+mod request_id;
+mod rewrite;
 mod upgrade;
 mod upstream;
 
+pub use access_log::{AccessLog, AccessLogStats, AccessLogTarget, AccessLogWriter};
 pub use backend::Backend;
 pub use body::{ResponseBody, ResponseBodyError};
 pub use data_plane::DataPlane;
@@ -48,6 +52,8 @@ pub struct ProxySettings {
     /// The floor an upstream's response body must keep to (else cut).
     pub upstream_body: MinRate,
     pub version_header: bool,
+    /// Where each request's line goes (`serve --access-log`), if anywhere.
+    pub access_log: Option<AccessLog>,
     /// The data plane's connection budget: the proxy listener and every
     /// pinned address count against it.
     pub connections: Arc<Connections>,

@@ -368,6 +368,96 @@ async fn a_folder_with_a_dockerfile_is_built_and_runs_and_a_failing_build_change
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_build_sends_only_what_dockerignore_lets_through() {
+    let Some(engine) = engine("a_folder_build_sends_only_what_dockerignore_lets_through").await
+    else {
+        return;
+    };
+    let env = Docked::start(engine, &[]).await;
+    let name = unique("ignored");
+    let tag = format!("switchyard/{name}:1.0.0");
+    env.track_image(&tag);
+
+    // The image copies the whole context into /context.
+    let app = env.dir.path().join("app");
+    hello_context(&app, &format!("COPY . /context/\n{HELLO_CMD}"));
+    std::fs::write(
+        app.join(".dockerignore"),
+        "# what the image must not get\nsecret.txt\ntarget\n*.log\n!keep.log\n",
+    )
+    .expect("write .dockerignore");
+    std::fs::write(app.join("secret.txt"), "s3cret").expect("write");
+    std::fs::write(app.join("a.log"), "noise").expect("write");
+    std::fs::write(app.join("keep.log"), "kept").expect("write");
+    std::fs::create_dir_all(app.join("target/debug")).expect("mkdir");
+    std::fs::write(app.join("target/debug/big"), vec![0u8; 8 * 1024 * 1024]).expect("write");
+    env.cli(&["deploy", &name, "1.0.0", "app", "--health", "/healthz"])
+        .await
+        .ok();
+    let (status, _, body) = env.get(&format!("/services/{name}/")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // What the image holds, read from a container of it that never runs.
+    let created = docker(&["create", &tag]);
+    let container = created.trim();
+    let present = |path: &str| {
+        std::process::Command::new("docker")
+            .args(["cp", &format!("{container}:/context/{path}"), "-"])
+            .output()
+            .expect("docker cp")
+            .status
+            .success()
+    };
+    let seen: Vec<(&str, bool)> = ["secret.txt", "a.log", "keep.log", "target", "hello-server"]
+        .into_iter()
+        .map(|p| (p, present(p)))
+        .collect();
+    docker(&["rm", container]);
+    assert_eq!(
+        seen,
+        [
+            ("secret.txt", false),
+            ("a.log", false),
+            ("keep.log", true),
+            ("target", false),
+            ("hello-server", true)
+        ]
+    );
+
+    // A Dockerfile that copies an ignored file fails to build.
+    let bad = env.dir.path().join("bad");
+    std::fs::create_dir(&bad).expect("mkdir");
+    std::fs::write(bad.join("Dockerfile"), "FROM scratch\nCOPY secret.txt /\n").expect("write");
+    std::fs::write(bad.join(".dockerignore"), "secret.txt\n").expect("write");
+    std::fs::write(bad.join("secret.txt"), "s3cret").expect("write");
+    let bad_name = unique("ignored-bad");
+    env.track_image(&format!("switchyard/{bad_name}:1.0.0"));
+    let run = env
+        .cli(&["deploy", &bad_name, "1.0.0", "bad"])
+        .await
+        .failed();
+    assert!(
+        run.stderr.contains("the image build failed"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Runs the docker CLI, returning its stdout; panics when it fails.
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_with_only_a_manifest_runs_as_processes_in_that_folder() {
     let env = Env::start().await;
     let app = env.dir.path().join("svc");

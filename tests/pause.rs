@@ -62,13 +62,19 @@ async fn pause_holds_new_requests_and_resume_lets_every_one_through() {
         again.stderr
     );
 
-    // A request held past the maximum hold gets 503 saying why.
+    // A request held past the maximum hold gets 503; serve's log says
+    // why, under the request id the page shows.
     env.cli(&["pause", "hub", "--max-hold", "300ms"]).await.ok();
     let late = spawn_get(env.proxy(), path);
     env.wait_held("hub", 1).await;
     let (status, _, body) = late.await.expect("late task").expect("an answer");
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("paused"), "{body}");
+    let id = body
+        .lines()
+        .find_map(|l| l.strip_prefix("Request id: "))
+        .unwrap_or_else(|| panic!("no request id: {body}"));
+    let hint = env.hint_for(id).await;
+    assert!(hint.contains("hub is paused"), "{hint}");
     let run = env.cli(&["resume", "hub"]).await.ok();
     assert!(run.stdout.contains("0 held requests"), "{}", run.stdout);
     assert_eq!(env.get(path).await.0, 200);

@@ -23,8 +23,10 @@ const WAIT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------- helpers
 
 impl Reply {
-    /// Asserts that the proxy itself answered with this error.
-    fn assert_proxy_error(&self, status: u16, code: &str, names: &[&str]) {
+    /// Asserts that the proxy itself answered with this error: the end
+    /// user sees a neutral page (the status and the request's id, no
+    /// operator hint), and serve's log names the cause under that id.
+    async fn assert_proxy_error(&self, env: &Env, status: u16, code: &str, names: &[&str]) {
         assert_eq!(self.status, status, "body: {}", self.body);
         assert_eq!(
             self.header("x-switchyard-error"),
@@ -32,18 +34,30 @@ impl Reply {
             "body: {}",
             self.body
         );
+        let id = self.header("x-request-id").unwrap_or_default();
         assert!(
-            self.body.ends_with('\n') && self.body.trim_end().lines().count() == 1,
-            "the error body is one line: {:?}",
+            self.body.starts_with(&format!("{status} "))
+                && self.body.contains(&format!("Request id: {id}\n")),
+            "the page shows the status and the request id: {:?}",
             self.body
         );
+        let hint = env.hint_for(id).await;
         for word in names {
             assert!(
-                self.body.contains(word),
-                "the error body should name `{word}`: {:?}",
+                !self.body.contains(word),
+                "the end user's page should not name `{word}`: {:?}",
                 self.body
             );
+            assert!(
+                hint.contains(word),
+                "serve's log should name `{word}` for request {id}: {hint}"
+            );
         }
+        assert!(
+            !self.body.contains("switchyard"),
+            "no operator hint for end users: {:?}",
+            self.body
+        );
     }
 }
 
@@ -390,13 +404,16 @@ async fn unknown_services_and_versions_get_404_naming_them() {
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     get(&env, "/services/nope/x")
         .await
-        .assert_proxy_error(404, "unknown-service", &["nope"]);
+        .assert_proxy_error(&env, 404, "unknown-service", &["nope"])
+        .await;
     get(&env, "/services/hello_9.9.9/")
         .await
-        .assert_proxy_error(404, "unknown-release", &["hello", "9.9.9"]);
+        .assert_proxy_error(&env, 404, "unknown-release", &["hello", "9.9.9"])
+        .await;
     get(&env, "/elsewhere")
         .await
-        .assert_proxy_error(404, "no-route", &["/services/"]);
+        .assert_proxy_error(&env, 404, "no-route", &["/services/"])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +423,8 @@ async fn slow_upstream_gets_504_after_the_upstream_timeout() {
         .await
         .ok();
     let r = get(&env, "/services/hello/").await;
-    r.assert_proxy_error(504, "upstream-timeout", &["hello 1.0.0", "500ms"]);
+    r.assert_proxy_error(&env, 504, "upstream-timeout", &["hello 1.0.0", "500ms"])
+        .await;
     // The timeout is per response: a quick answer from the same instance passes.
     let r = get(&env, "/services/hello/healthz").await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
@@ -430,10 +448,12 @@ async fn release_whose_instances_are_gone_gets_502_then_503_and_recovers() {
     // The first request finds the instance gone: 502, and the instance
     // leaves the rotation at once...
     let r = get(&env, "/services/ext/").await;
-    r.assert_proxy_error(502, "connect-failed", &["ext 1.0.0", &upstream]);
+    r.assert_proxy_error(&env, 502, "connect-failed", &["ext 1.0.0", &upstream])
+        .await;
     // ...so the next one finds no healthy instance: 503.
     let r = get(&env, "/services/ext/").await;
-    r.assert_proxy_error(503, "no-healthy-instance", &["ext 1.0.0"]);
+    r.assert_proxy_error(&env, 503, "no-healthy-instance", &["ext 1.0.0"])
+        .await;
 
     // The same address answers again: health checks put it back.
     let _own = OwnServer::start("1.0.0", own.addr.port(), WAIT).await;
@@ -450,7 +470,8 @@ async fn service_without_releases_gets_503_no_main() {
     env.cli(&["kill", "hello", "--all", "--yes"]).await.ok();
     get(&env, "/services/hello/")
         .await
-        .assert_proxy_error(503, "no-main", &["hello"]);
+        .assert_proxy_error(&env, 503, "no-main", &["hello"])
+        .await;
 }
 
 // -------------------------------------------------------- version header
@@ -876,7 +897,8 @@ async fn safe_requests_are_sent_again_when_a_reused_connection_breaks() {
             .body("once"),
     )
     .await;
-    r.assert_proxy_error(502, "upstream-failed", &["flaky 1.0.0"]);
+    r.assert_proxy_error(&env, 502, "upstream-failed", &["flaky 1.0.0"])
+        .await;
     let posts = log
         .lock()
         .expect("log")
@@ -913,7 +935,8 @@ async fn external_release_is_routed_to_but_never_stopped() {
     env.cli(&["kill", "ext", "1.0.0"]).await.ok();
     get(&env, "/services/ext/")
         .await
-        .assert_proxy_error(503, "no-main", &["ext"]);
+        .assert_proxy_error(&env, 503, "no-main", &["ext"])
+        .await;
     // kill returns once the release is stopped: had it stopped the
     // process, it would be gone by now.
     assert!(own.is_running(), "kill stopped an external process");

@@ -378,15 +378,12 @@ async fn release_gets_no_traffic_until_it_is_healthy() {
     let (status, served_by, _) = probe(&env, "/services/hello_2.0.0/").await;
     assert_eq!((status, served_by.as_str()), (200, "hello/2.0.0/0"));
 
-    // hello-server's own log: no request but health checks until the
-    // second passing one made it healthy.
+    // hello-server's own log (a health probe is logged when its answer
+    // changes): no request but health checks until they began to pass.
     let lines = log_file(&env, "hello", "2.0.0", 0);
     let healthy_at = lines
         .iter()
-        .enumerate()
-        .filter(|(_, l)| *l == "GET /healthz -> 200")
-        .nth(1)
-        .map(|(i, _)| i)
+        .position(|l| l == "GET /healthz -> 200")
         .unwrap_or_else(|| panic!("never healthy:\n{}", lines.join("\n")));
     assert!(
         lines[..healthy_at]

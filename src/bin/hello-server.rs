@@ -40,13 +40,14 @@
 //! * anything else: 404 `not found\n`.
 //!
 //! Every response has `x-served-by: hello/{version}/{instance}`, and every request is logged to
-//! stdout as `{method} {path} -> {status}`.
+//! stdout as `{method} {path} -> {status}`, except health probes (`/healthz`): only one whose
+//! status differs from the probe before it is logged (the first, and each change).
 
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -148,6 +149,8 @@ struct State {
     requests: AtomicU64,
     /// Set by `POST /control/health/fail`, cleared by `POST /control/health/ok`.
     health_failing: AtomicBool,
+    /// The status of the last health probe (0 before the first).
+    last_health: AtomicU16,
     /// API majors served (`--api-versions`); empty serves any.
     api_majors: Vec<u32>,
 }
@@ -235,6 +238,7 @@ fn make_state(args: &Args, port: u16) -> std::io::Result<State> {
         fail_rate: args.fail_rate,
         requests: AtomicU64::new(0),
         health_failing: AtomicBool::new(false),
+        last_health: AtomicU16::new(0),
         api_majors: args
             .api_versions
             .iter()
@@ -308,14 +312,21 @@ fn serve_connection(
     });
 }
 
-/// Answers one request: routes it, stamps `x-served-by` and logs it.
+/// Answers one request: routes it, stamps `x-served-by` and logs it
+/// (a health probe only when its answer changed).
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut resp = route(&state, req).await;
     resp.headers_mut()
         .insert("x-served-by", state.served_by.clone());
-    log_line(&format!("{method} {path} -> {}", resp.status().as_u16()));
+    let status = resp.status().as_u16();
+    // Health probes come every second or so and would bury the requests:
+    // only a change of their answer is worth a line.
+    let quiet = path == "/healthz" && state.last_health.swap(status, Ordering::Relaxed) == status;
+    if !quiet {
+        log_line(&format!("{method} {path} -> {status}"));
+    }
     Ok(resp)
 }
 

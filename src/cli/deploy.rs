@@ -311,7 +311,12 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         promote: args.promote,
         base_revision: args.revision,
     };
+    let waiting = super::progress::Progress::start(format!(
+        "starting {} {} and waiting until every replica is healthy",
+        args.name, args.version
+    ));
     let change: Change = client.post(&format!("{path}/releases"), &request).await?;
+    drop(waiting);
     if args.client.json {
         return json(&change);
     }

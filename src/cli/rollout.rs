@@ -5,6 +5,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use super::output::{json, table};
+use super::progress::Progress;
 use super::{AdminClient, ClientArgs, service_path};
 use crate::api::rollout::RolloutRequest;
 use crate::controller::RolloutView;
@@ -24,7 +25,7 @@ pub struct RolloutArgs {
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
     /// The current step, every check with its measured value, time to the next step.
-    Status(NameArgs),
+    Status(StatusArgs),
     /// Stop the rollout: every client back on main.
     Abort(NameArgs),
 }
@@ -32,6 +33,17 @@ pub enum RolloutCommand {
 #[derive(Debug, Args)]
 pub struct NameArgs {
     pub name: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub name: String,
+    /// Follow the rollout until it ends, printing each step as it begins;
+    /// exits non-zero unless it succeeds.
+    #[arg(long)]
+    pub follow: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -176,7 +188,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         return json(&state);
     }
     println!(
-        "rollout of {name} {} started: {} steps, analysis every {}s; `switchyard rollout status {name}` follows it",
+        "rollout of {name} {} started: {} steps, analysis every {}s; `switchyard rollout status {name} --follow` follows it",
         state.plan.version,
         state.plan.steps.len(),
         state.plan.analysis.interval_seconds
@@ -184,13 +196,70 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(args: NameArgs) -> anyhow::Result<()> {
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let path = service_path(&args.name)?;
     let client = AdminClient::new(&args.client)?;
     let view: RolloutView = client.get(&format!("{path}/rollout")).await?;
-    if args.client.json {
+    if args.client.json && !args.follow {
         return json(&view);
     }
+    if args.follow {
+        return follow(&client, &format!("{path}/rollout"), view, args.client.json).await;
+    }
+    print_status(&view);
+    Ok(())
+}
+
+/// Polls the rollout until it ends: a line for each step and the end (a
+/// spinner on a terminal while it waits).
+async fn follow(
+    client: &AdminClient,
+    path: &str,
+    mut view: RolloutView,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let title =
+        |v: &RolloutView| format!("rollout of {} {}", v.state.service, v.state.plan.version);
+    let progress = Progress::start(title(&view));
+    let mut shown: Option<(usize, String)> = None;
+    loop {
+        let s = &view.state;
+        let now = (s.step, status_text(&s.status));
+        if shown.as_ref() != Some(&now) {
+            if as_json {
+                progress.println(&serde_json::to_string(&view)?);
+            } else {
+                progress.println(&format!(
+                    "{}: {}, step {} of {}: {}",
+                    title(&view),
+                    now.1,
+                    (s.step + 1).min(s.plan.steps.len()),
+                    s.plan.steps.len(),
+                    view.current
+                ));
+            }
+            shown = Some(now);
+        }
+        progress.set_message(format!(
+            "{}: {}{}",
+            title(&view),
+            view.current,
+            view.next_in_seconds
+                .map(|n| format!(", next in {n}s"))
+                .unwrap_or_default()
+        ));
+        match &view.state.status {
+            RolloutStatus::Succeeded => return Ok(()),
+            RolloutStatus::Failed { reason } => bail!("the rollout failed: {reason}"),
+            RolloutStatus::Aborted => bail!("the rollout was aborted"),
+            RolloutStatus::Running | RolloutStatus::Paused { .. } => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        view = client.get(path).await?;
+    }
+}
+
+fn print_status(view: &RolloutView) {
     let s = &view.state;
     println!(
         "rollout of {} {}: {}",
@@ -226,7 +295,6 @@ async fn status(args: NameArgs) -> anyhow::Result<()> {
             .collect();
         table(&["CHECK", "VERDICT", "MEASURED", "THRESHOLD"], &rows);
     }
-    Ok(())
 }
 
 async fn abort(args: NameArgs) -> anyhow::Result<()> {

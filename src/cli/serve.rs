@@ -1,3 +1,4 @@
+pub(super) mod config_file;
 mod limits;
 
 use std::io;
@@ -19,7 +20,10 @@ use crate::config::ServeConfig;
 use crate::controller::{Controller, Notifier};
 use crate::handover::{ChangeGate, Handover, Successor, hold_changes};
 use crate::listener::{Connections, Drain, FileLimit, Listeners};
-use crate::proxy::{self, DataPlane, MinRate, MirrorSettings, Proxy, ProxySettings, SharedTable};
+use crate::proxy::{
+    self, AccessLog, AccessLogTarget, AccessLogWriter, DataPlane, MinRate, MirrorSettings, Proxy,
+    ProxySettings, SharedTable,
+};
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
 use crate::store::{SqliteStore, StateDir};
@@ -99,6 +103,15 @@ pub struct ServeArgs {
     /// per request; more carry more traffic on a machine with cores to spare.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
+    /// Write one JSON line per request (time, service, release, instance,
+    /// method, path, status, duration, bytes, client, request id) to this
+    /// file, or to stdout with `-`. SIGHUP reopens the file.
+    #[arg(long, value_name = "-|PATH")]
+    pub access_log: Option<AccessLogTarget>,
+    /// Read serve's settings from this TOML file (keys: the flags' names
+    /// without dashes); flags given on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Take over from the serve handing over at this socket (set by that
     /// serve when it starts this one).
     #[arg(long = "handover-from", hide = true)]
@@ -176,6 +189,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let data_plane =
         DataPlane::start(usize::from(args.workers)).context("cannot start the proxy's threads")?;
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RoutingTable::new()));
+    let access_log = match &args.access_log {
+        Some(target) => Some(AccessLog::start(target.clone()).with_context(|| {
+            format!("cannot open the access log {target}: give a writable file, or - for stdout")
+        })?),
+        None => None,
+    };
+    let access_log_stats = access_log.as_ref().map(|(_, w)| Arc::clone(&w.stats));
+    let (access_log, access_log_writer) = match access_log {
+        Some((log, writer)) => (Some(log), Some(writer)),
+        None => (None, None),
+    };
     let runtime = Runtime::new(
         RuntimeSettings {
             state_dir: state_dir.clone(),
@@ -193,6 +217,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         client_body: config.client_body_min_rate,
         upstream_body: config.upstream_body_min_rate,
         version_header: config.version_header,
+        access_log,
         connections: Arc::clone(&proxy_connections),
     };
     let mirror_settings = MirrorSettings {
@@ -292,6 +317,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         proxy_connections,
         Arc::clone(&admin_connections),
     ])));
+    let app = match access_log_stats {
+        Some(stats) => app.layer(Extension(stats)),
+        None => app,
+    };
     let admin_task = tokio::spawn(crate::listener::serve(
         admin_listener,
         admin_connections,
@@ -314,7 +343,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
-    let handed_over = wait_for_exit(&handover).await;
+    let handed_over = wait_for_exit(&handover, access_log_writer.as_ref()).await;
     stop_admin.cancel();
     if !handed_over {
         // Nobody takes over: new connections are refused (no duplicate
@@ -334,6 +363,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         controller.shutdown().await;
     }
     drop(data_plane);
+    // The lines still queued are written before serve exits.
+    drop(access_log_writer);
     Ok(())
 }
 
@@ -369,13 +400,14 @@ async fn save_shadow_stats(
 
 /// Runs until SIGTERM or SIGINT (false) or until another serve took over
 /// (true). SIGUSR2 hands over to the binary this serve was started from,
-/// as `switchyard handover` does.
-async fn wait_for_exit(handover: &Arc<Handover>) -> bool {
+/// as `switchyard handover` does; SIGHUP reopens the access log.
+async fn wait_for_exit(handover: &Arc<Handover>, access_log: Option<&AccessLogWriter>) -> bool {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut usr2)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr2), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::user_defined2()),
+        signal(SignalKind::hangup()),
     ) else {
         // Without signal handlers, run until killed or handed over.
         handover.done().cancelled().await;
@@ -394,6 +426,10 @@ async fn wait_for_exit(handover: &Arc<Handover>) -> bool {
                     }
                 });
             }
+            _ = hup.recv() => match access_log {
+                Some(log) => log.reopen(),
+                None => tracing::info!("SIGHUP: no access log to reopen"),
+            },
             () = handover.done().cancelled() => return true,
         }
     }

@@ -9,6 +9,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::output::json;
+use super::progress::Progress;
 use super::{AdminClient, ClientArgs, plan, service_path};
 use crate::controller::UpgradeRequest;
 use crate::model::{BetweenSteps, UpgradeState, UpgradeStatus};
@@ -152,14 +153,18 @@ async fn follow(
     args: &UpgradeArgs,
     mut shown: usize,
 ) -> anyhow::Result<UpgradeState> {
+    let progress = Progress::start(format!("upgrading {}", args.name));
     loop {
         let state: UpgradeState = client.get(path).await?;
         if !args.client.json {
             for step in state.steps.iter().skip(shown) {
-                print_step(step);
+                progress.println(&step_line(step));
             }
         }
         shown = state.steps.len();
+        if let Some(step) = state.current_step() {
+            progress.set_message(format!("upgrading {} to {}: {step}", args.name, state.to));
+        }
         if !state.status.is_active() || state.status == UpgradeStatus::Waiting {
             return Ok(state);
         }
@@ -168,8 +173,12 @@ async fn follow(
 }
 
 fn print_step(step: &crate::model::StepDone) {
+    println!("{}", step_line(step));
+}
+
+fn step_line(step: &crate::model::StepDone) -> String {
     let hooks: Vec<&str> = step.hooks.iter().map(|(h, _)| h.as_str()).collect();
-    println!(
+    format!(
         "  done {} → {} (revision {}){}",
         step.from,
         step.to,
@@ -179,7 +188,7 @@ fn print_step(step: &crate::model::StepDone) {
         } else {
             format!(", hooks: {}", hooks.join(", "))
         }
-    );
+    )
 }
 
 fn print_status(state: &UpgradeState) {

@@ -3,7 +3,9 @@ use serde::{Deserialize, Serialize};
 use super::{Controller, PauseView};
 use crate::error::Result;
 use crate::metrics::{ReleaseSample, WindowSummary};
-use crate::model::{ComparePolicy, Revision, Role, ServiceName, ShadowSettings, TrafficPolicy};
+use crate::model::{
+    ComparePolicy, PrefixRewrite, Revision, Role, ServiceName, ShadowSettings, TrafficPolicy,
+};
 use crate::runtime::InstanceStatus;
 
 /// A service as `ls` and the API show it.
@@ -29,6 +31,12 @@ pub struct ServiceView {
     /// Set while the service's new requests are held (`switchyard pause`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<PauseView>,
+    /// Whether answers through its prefix get their links rewritten.
+    #[serde(default)]
+    pub rewrite: PrefixRewrite,
+    /// Whether it has an error page of its own (`switchyard error-page`).
+    #[serde(default)]
+    pub error_page: bool,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -100,6 +108,8 @@ impl Controller {
                 )
             }),
             paused: self.pause_view(revision.service.as_str()),
+            rewrite: revision.state.rewrite,
+            error_page: revision.state.error_page.is_some(),
         }
     }
 

@@ -114,10 +114,12 @@ impl AsyncWrite for WatchedIo {
     }
 }
 
-/// The 408 answer of a listener whose header timeout is `timeout`.
+/// The 408 answer of a listener whose header timeout is `timeout`: in
+/// neutral words, as every answer an end user may see (the operator
+/// counts these in `switchyard_header_timeouts_total`).
 pub fn timeout_answer(timeout: std::time::Duration) -> Arc<[u8]> {
     let body = format!(
-        "switchyard: the request head did not arrive within {} (serve --header-timeout)\n",
+        "408 Request Timeout\nThe request did not arrive within {}.\n",
         humantime::format_duration(timeout)
     );
     format!(

@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 
 use prometheus_client::metrics::MetricType;
 
+use super::access_log::{AccessLogCollector, AccessLogSample};
 use super::connections::{ConnectionCollector, ConnectionSample};
 use super::{ClientFault, MetricsSnapshot, UpstreamPhase};
 use crate::shadow::ShadowReport;
@@ -268,6 +269,7 @@ pub fn render(
     releases: Vec<ReleaseSample>,
     shadow_reports: Vec<ShadowReport>,
     connections: Vec<ConnectionSample>,
+    access_log: Option<AccessLogSample>,
 ) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ReleaseCollector { samples: releases }));
@@ -277,6 +279,9 @@ pub fn render(
     registry.register_collector(Box::new(ConnectionCollector {
         samples: connections,
     }));
+    if let Some(sample) = access_log {
+        registry.register_collector(Box::new(AccessLogCollector { sample }));
+    }
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
@@ -306,7 +311,7 @@ mod tests {
             healthy: 1,
             instances: 1,
         };
-        let text = render(vec![sample], vec![], vec![]);
+        let text = render(vec![sample], vec![], vec![], None);
         for line in [
             r#"switchyard_requests_total{service="hello",version="1.0.0",class="2xx"} 1"#,
             r#"switchyard_requests_total{service="hello",version="1.0.0",class="5xx"} 1"#,
@@ -329,7 +334,7 @@ mod tests {
             ..ShadowStats::default()
         };
         stats.record("GET /", &[]);
-        let text = render(vec![], vec![stats.report("hello", "2.0.0")], vec![]);
+        let text = render(vec![], vec![stats.report("hello", "2.0.0")], vec![], None);
         assert!(
             text.contains(r#"switchyard_shadow_mirrored_total{service="hello",version="2.0.0"} 7"#),
             "{text}"
@@ -359,7 +364,7 @@ mod tests {
             idle_timeouts: 6,
             accept_errors: 7,
         };
-        let text = render(vec![], vec![], vec![sample]);
+        let text = render(vec![], vec![], vec![sample], None);
         for line in [
             r#"switchyard_connections_open{listener="proxy"} 3"#,
             r#"switchyard_connections_max{listener="proxy",scope="per_client"} 88"#,

@@ -4,8 +4,8 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApiVersionSource, Canary, ComparePolicy, ModelError, Role, Rule, ServiceName, ShadowSettings,
-    Stickiness, TrafficPolicy, rule_label,
+    ApiVersionSource, Canary, ComparePolicy, ErrorPage, ModelError, PrefixRewrite, Role, Rule,
+    ServiceName, ShadowSettings, Stickiness, TrafficPolicy, rule_label,
 };
 
 /// A release's place in its service's desired state.
@@ -58,6 +58,14 @@ pub struct ServiceState {
     /// carries it, so a rollback knows which migrations to undo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Version>,
+    /// Whether answers through `/services/NAME/` have their links back
+    /// to the application rewritten (on unless turned off).
+    #[serde(default)]
+    pub rewrite: PrefixRewrite,
+    /// The page end users see when the proxy answers for the service
+    /// itself; none: the proxy's neutral page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_page: Option<ErrorPage>,
 }
 
 impl ServiceState {
@@ -439,7 +447,6 @@ impl ServiceState {
         })
     }
 
-    /// Adds host names routed to this service.
     /// The same state at another schema.
     pub fn with_schema(&self, schema: Option<Version>) -> ServiceState {
         ServiceState {
@@ -448,12 +455,73 @@ impl ServiceState {
         }
     }
 
+    /// Adds host names routed to this service.
     pub fn with_hosts(&self, hosts: &[String]) -> Result<ServiceState, ModelError> {
         let mut next = self.clone();
         for h in hosts {
             next.hosts.insert(normalize_host(h)?);
         }
         Ok(next)
+    }
+}
+
+impl ServiceState {
+    /// Routes one more host name to the service (refused when it does
+    /// already: a revision that changes nothing is noise).
+    pub fn add_host(&self, service: &ServiceName, host: &str) -> Result<ServiceState, ModelError> {
+        let host = normalize_host(host)?;
+        if self.hosts.contains(&host) {
+            return Err(ModelError::HostAlreadyHere {
+                service: service.to_string(),
+                host,
+            });
+        }
+        let mut next = self.clone();
+        next.hosts.insert(host);
+        Ok(next)
+    }
+
+    /// Stops routing a host name to the service.
+    pub fn remove_host(
+        &self,
+        service: &ServiceName,
+        host: &str,
+    ) -> Result<ServiceState, ModelError> {
+        let wanted = host.trim().to_ascii_lowercase();
+        if !self.hosts.contains(&wanted) {
+            let hosts = if self.hosts.is_empty() {
+                "none".to_owned()
+            } else {
+                self.hosts.iter().cloned().collect::<Vec<_>>().join(", ")
+            };
+            return Err(ModelError::UnknownHost {
+                service: service.to_string(),
+                host: host.to_owned(),
+                hosts,
+            });
+        }
+        let mut next = self.clone();
+        next.hosts.remove(&wanted);
+        Ok(next)
+    }
+
+    /// Turns the rewriting of links through the path prefix on or off.
+    pub fn with_rewrite(&self, rewrite: PrefixRewrite) -> ServiceState {
+        ServiceState {
+            rewrite,
+            ..self.clone()
+        }
+    }
+
+    /// Replaces the service's error page (`None`: the neutral one).
+    pub fn with_error_page(&self, page: Option<ErrorPage>) -> Result<ServiceState, ModelError> {
+        if let Some(page) = &page {
+            page.validate()?;
+        }
+        Ok(ServiceState {
+            error_page: page,
+            ..self.clone()
+        })
     }
 }
 
@@ -594,6 +662,27 @@ mod tests {
         let s = s.remove_rule(&name(), "beta", 4).expect("remove by name");
         assert!(s.kill(&name(), &v("2.0.0")).is_ok());
         assert!(s.remove_rule(&name(), "1", 5).is_err());
+    }
+
+    #[test]
+    fn hosts_are_added_and_removed_one_at_a_time() {
+        let s = two().add_host(&name(), "App.Example.com").expect("add");
+        assert!(s.hosts.contains("app.example.com"));
+        assert!(matches!(
+            s.add_host(&name(), "app.example.com"),
+            Err(ModelError::HostAlreadyHere { .. })
+        ));
+        let err = s.remove_host(&name(), "b.example.com").expect_err("absent");
+        assert!(err.to_string().contains("app.example.com"), "{err}");
+        let s = s.remove_host(&name(), "APP.example.com").expect("remove");
+        assert!(s.hosts.is_empty());
+    }
+
+    #[test]
+    fn states_stored_before_the_rewrite_setting_rewrite() {
+        let back: ServiceState = serde_json::from_str("{}").expect("parse");
+        assert_eq!(back.rewrite, PrefixRewrite::On);
+        assert!(back.error_page.is_none());
     }
 
     #[test]

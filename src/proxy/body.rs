@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::Upstream;
+use super::access_log::Pending;
 use super::backend::InFlight;
 use super::mirror::{MainAnswer, MainSender, header_pairs};
 use super::progress::{MinRate, Progress};
@@ -26,6 +27,8 @@ use crate::shadow::CapturedResponse;
 /// client's own upload broke it.
 pub struct ResponseBody {
     kind: Kind,
+    /// The request's access-log record, completed when the body ends.
+    log: Option<Box<Pending>>,
 }
 
 enum Kind {
@@ -109,12 +112,29 @@ impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self {
             kind: Kind::Full(Some(bytes.into())),
+            log: None,
         }
     }
 
     pub fn empty() -> Self {
         Self {
             kind: Kind::Full(None),
+            log: None,
+        }
+    }
+
+    /// Completes `record` (bytes sent, duration) and hands it to the
+    /// access log when the body ends or is dropped.
+    pub(crate) fn log_when_done(&mut self, record: Pending) {
+        self.log = Some(Box::new(record));
+    }
+
+    /// The bytes of a body the proxy made itself.
+    #[cfg(test)]
+    pub(crate) fn full_bytes(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.as_ref(),
+            Kind::Upstream { .. } => None,
         }
     }
 
@@ -137,6 +157,7 @@ impl ResponseBody {
                 progress: Progress::new(rate),
                 upload,
             },
+            log: None,
         };
         this.finish_capture_if_ended();
         this
@@ -169,6 +190,9 @@ impl Drop for ResponseBody {
                 }
             }
         }
+        if let Some(log) = self.log.take() {
+            log.finish();
+        }
     }
 }
 
@@ -180,7 +204,38 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = this.poll_kind(cx);
+        if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (this.log.as_mut(), &polled) {
+            if let Some(data) = frame.data_ref() {
+                log.bytes_out += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_kind(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
+        match &mut self.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream {
                 body,
@@ -241,21 +296,6 @@ impl Body for ResponseBody {
                 }
                 Poll::Ready(Some(Err(broken)))
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full(bytes) => bytes.is_none(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream { body, .. } => body.size_hint(),
         }
     }
 }

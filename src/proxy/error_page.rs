@@ -4,14 +4,17 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use super::{MinRate, ResponseBody};
 use crate::metrics::ClientFault;
+use crate::model::ErrorPage;
 
 /// 499: the client closed its connection first (nginx's use). Nobody
 /// reads it; it names the outcome in the proxy's accounting.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Why the proxy answered itself instead of an upstream. This is the one
-/// place such errors become responses: a status and a one-line body that
-/// names the cause.
+/// place such errors become responses. The end user gets a neutral page
+/// (the status, a short sentence and the request's id, or the service's
+/// own page); what an operator needs (the message below) goes to serve's
+/// log with the request's id, and its code to `x-switchyard-error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
     #[error("no service `{0}` here; deployed services are listed by `switchyard ls`")]
@@ -99,7 +102,7 @@ impl ProxyError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             ProxyError::UnknownService(_) => "unknown-service",
             ProxyError::UnknownRelease { .. } => "unknown-release",
@@ -118,15 +121,88 @@ impl ProxyError {
         }
     }
 
-    pub fn into_response(self) -> Response<ResponseBody> {
-        let mut response = Response::new(ResponseBody::full(format!("switchyard: {self}\n")));
-        *response.status_mut() = self.status();
+    /// The service the error is about, when one is known.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            ProxyError::UnknownRelease { service, .. }
+            | ProxyError::NoHealthyInstance { service, .. }
+            | ProxyError::ConnectFailed { service, .. }
+            | ProxyError::UpstreamFailed { service, .. }
+            | ProxyError::UpstreamTimeout { service, .. } => Some(service),
+            ProxyError::NoCandidate(service)
+            | ProxyError::NoMain(service)
+            | ProxyError::Paused(service) => Some(service),
+            ProxyError::UnknownService(_)
+            | ProxyError::NoRoute
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadBody(_)
+            | ProxyError::SlowBody { .. }
+            | ProxyError::ClientGone => None,
+        }
+    }
+
+    /// The answer: `page` (the service's own) or the neutral one, with
+    /// the request's id and the error's code.
+    pub fn into_response(
+        self,
+        request_id: &HeaderValue,
+        page: Option<&ErrorPage>,
+    ) -> Response<ResponseBody> {
+        let status = self.status();
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let id = request_id.to_str().unwrap_or("");
+        let (body, content_type) = match page {
+            Some(page) => (
+                page.render(status.as_u16(), reason, id),
+                HeaderValue::from_str(&page.content_type)
+                    .unwrap_or_else(|_| HeaderValue::from_static("text/plain; charset=utf-8")),
+            ),
+            None => (
+                format!(
+                    "{} {reason}\n{}\nRequest id: {id}\n",
+                    status.as_u16(),
+                    sentence(status)
+                ),
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+        };
+        let mut response = Response::new(ResponseBody::full(body));
+        *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        headers.insert(header::CONTENT_TYPE, content_type);
         headers.insert("x-switchyard-error", HeaderValue::from_static(self.code()));
         response
+    }
+}
+
+/// What an end user is told, in words that hold for any service.
+fn sentence(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "The request could not be understood.",
+        404 => "Nothing is served at this address.",
+        408 => "The request took too long to arrive.",
+        499 => "The request did not arrive whole.",
+        502 => "The service could not answer this request.",
+        503 => "The service is not available right now; please try again shortly.",
+        504 => "The service took too long to answer.",
+        _ => "The request could not be answered.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_neutral_page_has_no_operator_hint() {
+        let id = HeaderValue::from_static("req-1");
+        let response = ProxyError::UnknownService("nope".into()).into_response(&id, None);
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()["x-switchyard-error"], "unknown-service");
+        let text = String::from_utf8_lossy(response.body().full_bytes().expect("full"));
+        assert!(text.contains("404 Not Found"), "{text}");
+        assert!(text.contains("req-1"), "{text}");
+        assert!(!text.contains("switchyard"), "{text}");
+        assert!(!text.contains("nope"), "{text}");
     }
 }

@@ -13,8 +13,11 @@ use hyper::client::conn::http1::SendRequest;
 use super::Mirror;
 use super::body::ResponseCapture;
 use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
-use super::request_body::RequestBody;
-use super::{Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, upgrade};
+use super::request_body::{RequestBody, Upload};
+use super::rewrite::{self, Links};
+use super::{
+    Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, request_id, upgrade,
+};
 use crate::metrics::{ClientFault, UpstreamPhase};
 use crate::routing::{FixedResponse, RequestView, Route, RoutingTable};
 
@@ -22,22 +25,88 @@ const X_SWITCHYARD_VERSION: header::HeaderName =
     header::HeaderName::from_static("x-switchyard-version");
 
 impl Proxy {
-    /// Answers one client request: route it, forward it, or explain why not.
+    /// Answers one client request: route it, forward it, or explain why
+    /// not (to the client in neutral words, to the operator in serve's
+    /// log). Every answer carries the request's id; with an access log,
+    /// its line is written when the answer has ended.
     pub async fn handle(
         &self,
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
-        match self.dispatch(req, client).await {
+        let request_id = request_id::of(req.headers());
+        let record = self.settings.access_log.as_ref().map(|log| {
+            log.begin(
+                req.method(),
+                req.uri().path_and_query(),
+                client,
+                &request_id,
+            )
+        });
+        let mut exchange = Exchange {
+            recorded: record.is_some(),
+            ..Exchange::default()
+        };
+        let mut error_code = None;
+        let mut response = match self.dispatch(req, client, &request_id, &mut exchange).await {
             Ok(response) => response,
-            Err(error) => error.into_response(),
+            Err(error) => {
+                error_code = Some(error.code());
+                self.explain(error, &request_id, &mut exchange)
+            }
+        };
+        response
+            .headers_mut()
+            .insert(request_id::X_REQUEST_ID, request_id);
+        if let Some(mut record) = record {
+            record.status = response.status().as_u16();
+            record.error = error_code;
+            record.instance = exchange.instance;
+            record.bytes_in = exchange.upload;
+            match exchange.backend {
+                Some(backend) => {
+                    record.service = Some(backend.service.clone());
+                    record.release = Some(backend.version.clone());
+                }
+                None => record.service = exchange.service,
+            }
+            response.body_mut().log_when_done(record);
         }
+        response
+    }
+
+    /// The answer to a request the proxy could not forward: the service's
+    /// error page or the neutral one for the client; the operator's hint
+    /// in serve's log, under the request's id.
+    fn explain(
+        &self,
+        error: ProxyError,
+        request_id: &HeaderValue,
+        exchange: &mut Exchange,
+    ) -> Response<ResponseBody> {
+        let id = request_id.to_str().unwrap_or("");
+        let status = error.status().as_u16();
+        let code = error.code();
+        if error.status().is_server_error() {
+            tracing::warn!(request_id = id, status, error = code, "{error}");
+        } else {
+            tracing::info!(request_id = id, status, error = code, "{error}");
+        }
+        let page = error.service().and_then(|name| {
+            if exchange.recorded {
+                exchange.service = Some(name.to_owned());
+            }
+            self.table.load().service(name)?.error_page.clone()
+        });
+        error.into_response(request_id, page.as_deref())
     }
 
     async fn dispatch(
         &self,
         mut req: Request<Incoming>,
         client: SocketAddr,
+        request_id: &HeaderValue,
+        exchange: &mut Exchange,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let started = Instant::now();
         let mut hosts = req.headers().get_all(header::HOST).iter();
@@ -56,7 +125,7 @@ impl Proxy {
         if !self.pauses.load().is_empty() {
             self.hold_if_paused(&req, client, host.as_ref()).await?;
         }
-        let (backend, upstream_uri, prefix, shadows, set_cookie) = {
+        let (backend, upstream_uri, (route_path, prefix_len), rewrite, shadows, set_cookie) = {
             let table = self.table.load();
             let view = RequestView {
                 method: req.method(),
@@ -77,12 +146,20 @@ impl Proxy {
                     backend,
                     upstream_path,
                     prefix,
+                    rewrite,
                     shadows,
                     set_cookie,
                 } => (
                     Arc::clone(backend),
                     upstream_uri(upstream_path)?,
-                    prefix.to_owned(),
+                    // With links to rewrite, the path the application is
+                    // asked for is kept too (in the same allocation).
+                    if rewrite {
+                        (format!("{prefix}{upstream_path}"), prefix.len())
+                    } else {
+                        (prefix.to_owned(), prefix.len())
+                    },
+                    rewrite,
                     // Cloned only when there are shadows to mirror to.
                     (!shadows.is_empty()).then(|| shadows.to_vec()),
                     set_cookie.map(|(name, value)| sticky_cookie(name, &value)),
@@ -105,12 +182,17 @@ impl Proxy {
             }
         };
 
+        if exchange.recorded {
+            exchange.backend = Some(Arc::clone(&backend));
+        }
         let upgrading = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        let (prefix, asked) = route_path.split_at(prefix_len);
         *req.uri_mut() = upstream_uri;
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
-        set_forwarded(headers, client, host.as_ref(), &prefix);
+        set_forwarded(headers, client, host.as_ref(), prefix);
+        headers.insert(request_id::X_REQUEST_ID, request_id.clone());
         // A client cannot pass for a mirrored copy.
         headers.remove(X_SWITCHYARD_SHADOW);
         if !headers.contains_key(header::HOST) {
@@ -123,7 +205,7 @@ impl Proxy {
             upgrade::forward(self, &backend, req).await
         } else {
             let capture = shadows.and_then(|s| fan_out(&s, &req, &backend));
-            self.forward(&backend, req, capture).await
+            self.forward(&backend, req, capture, exchange).await
         };
         match &answered {
             Ok(r) => backend
@@ -139,6 +221,16 @@ impl Proxy {
         let mut response = answered?;
         let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
+        if rewrite && rewrite::has_links(response.headers()) {
+            let instances: Vec<SocketAddr> = backend.upstreams().iter().map(|u| u.addr).collect();
+            let links = Links {
+                prefix,
+                asked,
+                public_host: host.as_ref(),
+                instances: &instances,
+            };
+            rewrite::rewrite(response.headers_mut(), &links);
+        }
         if self.settings.version_header {
             response
                 .headers_mut()
@@ -195,6 +287,7 @@ impl Proxy {
         backend: &Arc<Backend>,
         req: Request<Incoming>,
         capture: Option<(Fanout, MainSender, usize)>,
+        exchange: &mut Exchange,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let replay = Replay::of(&req);
         let rate = self.settings.client_body;
@@ -206,7 +299,11 @@ impl Proxy {
             None => (req.map(|body| RequestBody::client(body, rate, None)), None),
         };
         let upload = req.body().upload();
+        if exchange.recorded {
+            exchange.upload.clone_from(&upload);
+        }
         let delivered = deliver(backend, req, replay, &[], &self.settings).await?;
+        exchange.instance = Some(delivered.upstream.addr);
         let capture = main.map(|(tx, limit)| {
             ResponseCapture::new(&delivered.response, delivered.upstream.addr, limit, tx)
         });
@@ -221,6 +318,21 @@ impl Proxy {
         );
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// What the request path learned of a request, for its access-log line
+/// (filled only when there is one: `recorded`).
+#[derive(Default)]
+pub(crate) struct Exchange {
+    recorded: bool,
+    /// The release the request went to.
+    backend: Option<Arc<Backend>>,
+    /// The service a request that reached no release was about.
+    service: Option<String>,
+    /// The instance that answered.
+    instance: Option<SocketAddr>,
+    /// The client's upload, when the request had a body.
+    upload: Option<Arc<Upload>>,
 }
 
 /// A response on its way back, with the connection and the in-flight count
@@ -502,6 +614,7 @@ fn pinned_route<'t>(
             shadows: &[],
             upstream_path: path_and_query,
             prefix: "",
+            rewrite: false,
             set_cookie: None,
         },
         None => Route::UnknownRelease { service, version },

@@ -13,7 +13,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -47,6 +47,8 @@ pub(crate) struct Upload {
     /// [`STREAMING`], [`WHOLE`], or a [`ClientFault`] plus [`FAILED`].
     state: AtomicU8,
     ended: Notify,
+    /// Bytes of the body received so far.
+    received: AtomicU64,
 }
 
 const STREAMING: u8 = 0;
@@ -72,6 +74,11 @@ struct Tee {
 }
 
 impl Upload {
+    /// Bytes of the body received so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
     /// How the client failed its body, if it did.
     pub(crate) fn fault(&self) -> Option<ClientFault> {
         let state = self.state.load(Ordering::Acquire);
@@ -217,6 +224,9 @@ impl Body for RequestBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     body.progress.moved(data.len());
+                    body.upload
+                        .received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                     if let Some(tee) = &mut body.tee {
                         tee.keep(data);
                     }

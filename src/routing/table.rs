@@ -4,6 +4,7 @@ use std::sync::Arc;
 use super::api_version::{ApiRouting, Asked};
 use super::matcher::RequestView;
 use super::policy::{CompiledPolicy, Decision, FixedResponse};
+use crate::model::ErrorPage;
 
 /// Every service lives under this path prefix.
 pub const SERVICES_PREFIX: &str = "/services/";
@@ -24,6 +25,11 @@ pub struct ServiceRoutes<B, S = ()> {
     /// API-version routing, applied after the policy; `None` when no
     /// running release declares an API version.
     pub api: Option<ApiRouting<B>>,
+    /// Whether answers through a path prefix get their links back to the
+    /// application rewritten (see [`Route::Release::rewrite`]).
+    pub rewrite: bool,
+    /// The page end users see when the proxy answers for the service.
+    pub error_page: Option<Arc<ErrorPage>>,
 }
 
 /// The compiled, immutable routing table. `B` is whatever the data plane
@@ -58,6 +64,10 @@ pub enum Route<'t, B, S = ()> {
         upstream_path: &'t str,
         /// What was stripped, for `X-Forwarded-Prefix` (empty for hosts).
         prefix: &'t str,
+        /// The answer's links back to the application (`Location`,
+        /// `Set-Cookie` paths, …) are to be rewritten to go through
+        /// `prefix`: a prefix route of a service that has it on.
+        rewrite: bool,
         /// `(name, value)` of the sticky cookie to set on the response.
         set_cookie: Option<(&'t str, String)>,
     },
@@ -128,6 +138,7 @@ impl<B, S> RoutingTable<B, S> {
                     shadows: &[],
                     upstream_path,
                     prefix,
+                    rewrite: service.rewrite,
                     set_cookie: None,
                 },
                 None => Route::UnknownRelease {
@@ -165,6 +176,7 @@ impl<B, S> ServiceRoutes<B, S> {
             shadows: &self.shadows,
             upstream_path,
             prefix,
+            rewrite: self.rewrite && !prefix.is_empty(),
             set_cookie: self.cookie(set_cookie),
         };
         let decision = match &self.policy {
@@ -251,6 +263,8 @@ mod tests {
                 shadows: vec![Arc::new(())],
                 policy: None,
                 api: None,
+                rewrite: true,
+                error_page: None,
             },
             ["hello.example.com".to_string()],
         );
@@ -262,6 +276,8 @@ mod tests {
                 shadows: vec![],
                 policy: None,
                 api: None,
+                rewrite: true,
+                error_page: None,
             },
             [],
         );
@@ -352,6 +368,18 @@ mod tests {
             )),
             ("hello-1", "/services/other/x", "")
         );
+    }
+
+    #[test]
+    fn only_prefix_routes_are_rewritten() {
+        let t = table();
+        let rewrite = |r: Route<'_, &'static str>| match r {
+            Route::Release { rewrite, .. } => rewrite,
+            other => panic!("expected a release, got {other:?}"),
+        };
+        assert!(rewrite(route(&t, None, "/services/hello/x")));
+        assert!(rewrite(route(&t, None, "/services/hello_1.0.0/x")));
+        assert!(!rewrite(route(&t, Some("hello.example.com"), "/x")));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 mod build;
 mod container;
+mod context;
 mod hook;
 pub(super) mod sweep;
 

@@ -8,7 +8,9 @@
 pub const SKIP_VAR: &str = "SWITCHYARD_TEST_SKIP";
 
 /// Every component a test may need, by the name the skip list uses.
-pub const KNOWN: &[&str] = &["docker", "python3", "sqlite3", "etcd", "pebble", "chromium"];
+pub const KNOWN: &[&str] = &[
+    "docker", "python3", "sqlite3", "httpbin", "etcd", "pebble", "chromium",
+];
 
 /// Whether the test may go on: true when `probe` found `name`. When it
 /// did not, the test fails, unless the run opts out of `name`: then it

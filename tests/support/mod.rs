@@ -15,6 +15,7 @@ pub mod browser;
 pub mod component;
 pub mod file_limit;
 pub mod http1;
+pub mod httpbin;
 pub mod listing;
 pub mod load;
 pub mod metrics;
@@ -165,6 +166,8 @@ pub struct Serve {
     log: std::sync::Arc<std::sync::Mutex<String>>,
     /// What serve printed on stdout up to its addresses.
     pub banner: Vec<String>,
+    /// What serve printed on stdout after them (an access log to `-`).
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// One test's world: a temp dir, a serve, and clients for both sides.
@@ -304,7 +307,13 @@ impl Env {
             }
         }
         // Keep draining stdout so serve never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stdout.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("stdout lock").push_str(&(line + "\n"));
+            }
+        });
         let proxy = proxy.expect("proxy url");
         let admin = admin_url.expect("admin url");
         Ok(Serve {
@@ -315,7 +324,13 @@ impl Env {
             admin,
             log,
             banner,
+            stdout,
         })
+    }
+
+    /// What serve printed on stdout after its addresses.
+    pub fn serve_stdout(&self) -> String {
+        self.serve().stdout.lock().expect("stdout lock").clone()
     }
 
     pub fn serve(&self) -> &Serve {
@@ -575,6 +590,29 @@ impl Env {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// serve's log line about the request with this id: the operator's
+    /// side of an answer the proxy made itself (its cause, in words).
+    pub async fn hint_for(&self, request_id: &str) -> String {
+        assert!(!request_id.is_empty(), "the answer carries no x-request-id");
+        let mut found = String::new();
+        self.eventually(
+            &format!("serve logs request {request_id}"),
+            Duration::from_secs(30),
+            || {
+                let line = self
+                    .serve_log()
+                    .lines()
+                    .find(|l| l.contains(request_id))
+                    .map(str::to_owned);
+                let seen = line.is_some();
+                found = line.unwrap_or_default();
+                async move { seen }
+            },
+        )
+        .await;
+        found
     }
 
     /// PIDs of live processes started for this env's state dir, sorted.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 
+use crate::cli::progress::Progress;
 use crate::model::{MANIFEST_FILE, Manifest};
 use crate::runtime::docker::{Engine, build_image};
 
@@ -116,13 +117,21 @@ pub async fn build(engine: &Engine, dir: &Path, tag: &str) -> anyhow::Result<Str
         dir.display(),
         engine.host()
     );
+    let progress = Progress::start(format!("building {tag}"));
     let mut stderr = std::io::stderr();
-    let id = build_image(engine, dir, tag, |line| {
-        let _ = stderr.write_all(line.as_bytes());
-        let _ = stderr.flush();
+    let id = build_image(engine, dir, tag, |text| {
+        if progress.is_shown() {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                progress.eprintln(line);
+            }
+        } else {
+            let _ = stderr.write_all(text.as_bytes());
+            let _ = stderr.flush();
+        }
     })
     .await
     .map_err(|e| anyhow!("{e}\nnothing was deployed"))?;
+    drop(progress);
     eprintln!("built {tag} ({id})");
     Ok(id)
 }

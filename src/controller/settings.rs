@@ -1,0 +1,89 @@
+//! Service settings that need no release: host names, the rewriting of
+//! links through the path prefix, and the error page. Each change is a
+//! revision, made the way every other verb makes one.
+
+use super::Controller;
+use crate::error::Result;
+use crate::model::{ErrorPage, PrefixRewrite, Revision, ServiceName, ServiceState};
+
+impl Controller {
+    /// Routes `host` to the service too (`routed`), refused when another
+    /// service has it; or stops routing it there.
+    pub async fn set_host(
+        &self,
+        service: &ServiceName,
+        host: &str,
+        routed: bool,
+        base_revision: Option<u64>,
+        actor: &str,
+    ) -> Result<Revision> {
+        self.change_setting(service, base_revision, actor, |state| {
+            let (verb, next) = if routed {
+                ("add", state.add_host(service, host)?)
+            } else {
+                ("remove", state.remove_host(service, host)?)
+            };
+            Ok((
+                format!("{verb} host {}", host.trim().to_ascii_lowercase()),
+                next,
+            ))
+        })
+        .await
+    }
+
+    /// Turns the rewriting of links through the path prefix on or off.
+    pub async fn set_rewrite(
+        &self,
+        service: &ServiceName,
+        rewrite: PrefixRewrite,
+        base_revision: Option<u64>,
+        actor: &str,
+    ) -> Result<Revision> {
+        self.change_setting(service, base_revision, actor, |state| {
+            Ok((
+                format!("prefix rewrite {rewrite}"),
+                state.with_rewrite(rewrite),
+            ))
+        })
+        .await
+    }
+
+    /// Replaces the service's error page (`None`: the neutral one).
+    pub async fn set_error_page(
+        &self,
+        service: &ServiceName,
+        page: Option<ErrorPage>,
+        base_revision: Option<u64>,
+        actor: &str,
+    ) -> Result<Revision> {
+        self.change_setting(service, base_revision, actor, |state| {
+            let action = match &page {
+                Some(p) => format!(
+                    "error page ({} bytes, {})",
+                    p.template.len(),
+                    p.content_type
+                ),
+                None => "neutral error page".to_owned(),
+            };
+            Ok((action, state.with_error_page(page)?))
+        })
+        .await
+    }
+
+    /// Commits the state `change` makes of the current one, as a revision
+    /// named by the action it returns.
+    async fn change_setting(
+        &self,
+        service: &ServiceName,
+        base_revision: Option<u64>,
+        actor: &str,
+        change: impl FnOnce(&ServiceState) -> Result<(String, ServiceState)>,
+    ) -> Result<Revision> {
+        let _lock = self.lock(service).await;
+        let current = self.require(service)?;
+        Self::check_base(service, current.number, base_revision)?;
+        let (action, next) = change(&current.state)?;
+        self.check_hosts(service, &next)?;
+        self.commit(service, Some(&current), next, action, actor, Vec::new())
+    }
+}
