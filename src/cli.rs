@@ -36,6 +36,7 @@ mod routes;
 mod serve;
 mod shadow;
 mod status;
+mod tls;
 mod upgrade;
 
 pub use client::{AdminClient, release_path, service_path};
@@ -117,6 +118,8 @@ pub enum Command {
     Rewrite(rewrite::RewriteArgs),
     /// Show or replace the page end users see when the proxy answers for a service.
     ErrorPage(error_page::ErrorPageArgs),
+    /// TLS certificates per host name, for `serve --tls-listen`.
+    Tls(tls::TlsArgs),
     /// Print the completion script of a shell (bash, zsh, fish, …).
     Completions(completions::CompletionsArgs),
 }
@@ -137,6 +140,10 @@ pub struct ClientArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// PEM file of a CA to trust, besides the system's, for an https://
+    /// admin URL (a serve with --admin-tls-cert from a private CA).
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_CA")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Parses the command line; `serve --config FILE` reads its settings from
@@ -171,6 +178,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    crate::tls::install_default_provider();
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
@@ -205,6 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Host(args) => host::run(args).await,
             Command::Rewrite(args) => rewrite::run(args).await,
             Command::ErrorPage(args) => error_page::run(args).await,
+            Command::Tls(args) => tls::run(args).await,
             Command::Completions(args) => completions::run(args),
         }
     })

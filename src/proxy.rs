@@ -24,7 +24,7 @@ pub use backend::Backend;
 pub use body::{ResponseBody, ResponseBodyError};
 pub use data_plane::DataPlane;
 pub use error_page::ProxyError;
-pub use listener::serve;
+pub use listener::{ClientTls, serve};
 pub use mirror::{Mirror, MirrorSettings};
 pub use pause::{PauseGate, SharedPauses};
 pub use progress::MinRate;

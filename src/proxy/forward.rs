@@ -189,9 +189,10 @@ impl Proxy {
         let (prefix, asked) = route_path.split_at(prefix_len);
         *req.uri_mut() = upstream_uri;
         *req.version_mut() = Version::HTTP_11;
+        let https = req.extensions().get::<super::ClientTls>().is_some();
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
-        set_forwarded(headers, client, host.as_ref(), prefix);
+        set_forwarded(headers, client, host.as_ref(), prefix, https);
         headers.insert(request_id::X_REQUEST_ID, request_id.clone());
         // A client cannot pass for a mirrored copy.
         headers.remove(X_SWITCHYARD_SHADOW);
