@@ -244,22 +244,26 @@ async fn handshake(
     client: SocketAddr,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let limit = connections.limits().tls_handshake;
-    tokio::select! {
+    // Kept alive (with the socket) until this returns: the close comes
+    // after the count, so whoever sees the close sees the count.
+    let mut accepting = pin!(tokio::time::timeout(limit, accepting));
+    let done = tokio::select! {
         biased;
-        () = watch.close_asked() => None,
-        done = tokio::time::timeout(limit, accepting) => match done {
-            Ok(Ok(stream)) => Some(stream),
-            Ok(Err(error)) => {
-                connections.tls_handshake_failed();
-                tracing::debug!(%error, %client, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
-                connections.tls_handshake_timed_out();
-                tracing::debug!(%client, "TLS handshake not done within {limit:?}; closed");
-                None
-            }
-        },
+        () = watch.close_asked() => return None,
+        done = &mut accepting => done,
+    };
+    match done {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            connections.tls_handshake_failed();
+            tracing::debug!(%error, %client, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            connections.tls_handshake_timed_out();
+            tracing::debug!(%client, "TLS handshake not done within {limit:?}; closed");
+            None
+        }
     }
 }
 

@@ -374,7 +374,8 @@ async fn a_stalled_handshake_is_closed_after_the_handshake_timeout_while_others_
             &[("listener", "proxy")]
         ),
         1,
-        "{metrics}"
+        "{}",
+        env.serve_log()
     );
 }
 
