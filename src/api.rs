@@ -126,6 +126,10 @@ pub fn router(state: AppState) -> Router {
             delete(settings::remove_host),
         )
         .route(
+            "/v1/services/{name}/https",
+            get(settings::get_https).put(settings::set_https),
+        )
+        .route(
             "/v1/services/{name}/rewrite",
             get(settings::get_rewrite).put(settings::set_rewrite),
         )

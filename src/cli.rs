@@ -15,6 +15,7 @@ mod green;
 mod handover;
 mod history;
 mod host;
+mod https;
 mod init;
 mod kill;
 mod logs;
@@ -114,6 +115,8 @@ pub enum Command {
     Upgrade(upgrade::UpgradeArgs),
     /// Route host names to a service, or stop routing them (no new release needed).
     Host(host::HostArgs),
+    /// Show or set whether cleartext requests to a service are redirected to HTTPS, and HSTS.
+    Https(https::HttpsArgs),
     /// Show or set whether answers through /services/NAME/ get their links rewritten.
     Rewrite(rewrite::RewriteArgs),
     /// Show or replace the page end users see when the proxy answers for a service.
@@ -212,6 +215,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Upgrade(args) => upgrade::run(args).await,
             Command::Host(args) => host::run(args).await,
             Command::Rewrite(args) => rewrite::run(args).await,
+            Command::Https(args) => https::run(args).await,
             Command::ErrorPage(args) => error_page::run(args).await,
             Command::Tls(args) => tls::run(args).await,
             Command::Completions(args) => completions::run(args),

@@ -3,6 +3,7 @@
 
 mod error_page;
 mod health_check;
+mod https_policy;
 mod manifest;
 mod plan;
 mod policy;
@@ -18,6 +19,7 @@ mod versioning;
 
 pub use error_page::{ERROR_PAGE_MAX_BYTES, ErrorPage, PrefixRewrite};
 pub use health_check::HealthCheck;
+pub use https_policy::HttpsPolicy;
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth, ManifestHooks};
 pub use plan::{Plan, PlanStep, declared_schemas, plan};
 pub use policy::{

@@ -60,6 +60,9 @@ pub struct ProxySettings {
     /// The data plane's connection budget: the proxy listener and every
     /// pinned address count against it.
     pub connections: Arc<Connections>,
+    /// The TLS listener's port, where services that want HTTPS redirect
+    /// cleartext requests (`None`: no TLS listener, no redirect).
+    pub https_port: Option<u16>,
 }
 
 /// Everything a request handler needs.

@@ -419,3 +419,81 @@ async fn the_cli_reaches_an_https_admin_api_when_it_trusts_the_ca() {
     .await
     .ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_can_send_cleartext_clients_to_https_and_tell_browsers_to_stay() {
+    let env = tls_env().await;
+    env.deploy("hello", "1.0.0", &["--host", "app.test"], &[])
+        .await
+        .ok();
+    let ca = TestCa::new("Switchyard Test CA");
+    tls_add(
+        &env,
+        "app.test",
+        &ca.issue(&["app.test"], env.dir.path(), "app"),
+    )
+    .await
+    .ok();
+    let addr = tls_addr(&env);
+    let plain = support::http_client()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let cleartext = || {
+        plain
+            .get(format!("{}/echo?x=1", env.serve().proxy))
+            .header("host", "app.test")
+            .send()
+    };
+    assert_eq!(cleartext().await.expect("answer").status(), 200);
+
+    for (bad, expected) in [
+        (&["--redirect", "maybe"][..], "--redirect takes on or off"),
+        (&["--hsts", "0s"][..], "--hsts off"),
+        (&["--hsts", "soon"][..], "--hsts takes a duration"),
+    ] {
+        let mut args = vec!["https", "hello"];
+        args.extend_from_slice(bad);
+        let run = env.cli(&args).await.failed();
+        assert!(run.stderr.contains(expected), "{bad:?}: {}", run.stderr);
+    }
+    env.cli(&["https", "hello", "--redirect", "on", "--hsts", "1y"])
+        .await
+        .ok();
+    let shown = env.cli(&["https", "hello"]).await.ok().stdout;
+    assert!(
+        shown.contains("redirect to HTTPS on, HSTS max-age 1year"),
+        "{shown}"
+    );
+    let listed = env.ls().await;
+    assert_eq!(listed[0]["https"]["redirect"], true, "{listed}");
+
+    let redirected = cleartext().await.expect("answer");
+    assert_eq!(redirected.status(), 308);
+    assert_eq!(
+        redirected.headers()["location"],
+        format!("https://app.test:{}/echo?x=1", addr.port()).as_str()
+    );
+    assert!(
+        redirected
+            .headers()
+            .get("strict-transport-security")
+            .is_none()
+    );
+
+    let over_tls = ca
+        .reqwest("app.test", addr)
+        .get(format!("https://app.test:{}/echo", addr.port()))
+        .send()
+        .await
+        .expect("HTTPS answer");
+    assert_eq!(over_tls.status(), 200);
+    assert_eq!(
+        over_tls.headers()["strict-transport-security"],
+        "max-age=31557600"
+    );
+
+    env.cli(&["https", "hello", "--redirect", "off"]).await.ok();
+    assert_eq!(cleartext().await.expect("answer").status(), 200);
+}

@@ -230,6 +230,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         store.clone(),
     );
+    // Bound before the proxy settings, which need its port (accepts wait
+    // until the proxy is ready, like the other listeners').
+    let tls_listener = match args.tls_listen {
+        Some(addr) => Some(listen(addr).with_context(|| {
+            format!("cannot listen on {addr} for TLS traffic: is another serve running? Choose another address with --tls-listen")
+        })?),
+        None => None,
+    };
+    let https_port = match &tls_listener {
+        Some(listener) => Some(listener.local_addr()?.port()),
+        None => None,
+    };
     let proxy_settings = ProxySettings {
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.connect_timeout,
@@ -238,6 +250,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         version_header: config.version_header,
         access_log,
         connections: Arc::clone(&proxy_connections),
+        https_port,
     };
     let mirror_settings = MirrorSettings {
         queue: config.shadow_queue,
@@ -278,12 +291,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })?;
             (proxy, admin, None)
         }
-    };
-    let tls_listener = match args.tls_listen {
-        Some(addr) => Some(listen(addr).with_context(|| {
-            format!("cannot listen on {addr} for TLS traffic: is another serve running? Choose another address with --tls-listen")
-        })?),
-        None => None,
     };
     println!("switchyard: {files}; {}", caps.summary());
     // Tests and scripts read these two lines to find the bound ports.
