@@ -15,6 +15,7 @@ mod service_name;
 mod service_state;
 mod shadow_policy;
 mod upgrade;
+mod upstream_address;
 mod versioning;
 
 pub use error_page::{ERROR_PAGE_MAX_BYTES, ErrorPage, PrefixRewrite};
@@ -38,6 +39,7 @@ pub use shadow_policy::{ComparePolicy, DEFAULT_BODY_LIMIT, ShadowSettings};
 pub use upgrade::{
     BetweenSteps, StepDone, UpgradeOptions, UpgradeState, UpgradeStatus, step_label,
 };
+pub use upstream_address::UpstreamAddress;
 pub use versioning::{
     ApiVersion, ApiVersionSource, DEFAULT_API_VERSION_HEADER, Hooks, Versioning, api_list,
 };

@@ -28,7 +28,7 @@ pub use listener::{ClientTls, serve};
 pub use mirror::{Mirror, MirrorSettings};
 pub use pause::{PauseGate, SharedPauses};
 pub use progress::MinRate;
-pub use upstream::Upstream;
+pub use upstream::{Upstream, UpstreamTls};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -497,3 +497,70 @@ async fn a_service_can_send_cleartext_clients_to_https_and_tell_browsers_to_stay
     env.cli(&["https", "hello", "--redirect", "off"]).await.ok();
     assert_eq!(cleartext().await.expect("answer").status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_release_over_https_is_verified_health_checked_and_reached_by_name() {
+    let env = Env::start().await;
+    let ca = TestCa::new("Upstream Test CA");
+    let upstream = support::tls::HttpsUpstream::start(&ca, &["localhost"], env.dir.path()).await;
+    let address = format!("https://localhost:{}", upstream.addr.port());
+
+    // Without its CA the upstream cannot be verified: never healthy.
+    let refused = env
+        .cli(&[
+            "deploy",
+            "ext",
+            "1.0.0",
+            "--upstream",
+            &address,
+            "--health",
+            "/healthz",
+            "--ready-timeout",
+            "3s",
+        ])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("did not become healthy"),
+        "{}",
+        refused.stderr
+    );
+
+    let bad_ca = env.dir.path().join("not-a-ca.pem");
+    std::fs::write(&bad_ca, "nothing here").expect("write");
+    let run = env
+        .cli(&[
+            "deploy",
+            "ext",
+            "1.0.1",
+            "--upstream",
+            &address,
+            "--upstream-ca",
+            &bad_ca.display().to_string(),
+        ])
+        .await
+        .failed();
+    assert!(
+        run.stderr.contains("holds no PEM certificate"),
+        "{}",
+        run.stderr
+    );
+
+    let ca_file = ca.write(env.dir.path(), "upstream-ca.pem");
+    env.cli(&[
+        "deploy",
+        "ext",
+        "1.0.2",
+        "--upstream",
+        &address,
+        "--upstream-ca",
+        &ca_file.display().to_string(),
+        "--health",
+        "/healthz",
+    ])
+    .await
+    .ok();
+    let (status, _, body) = env.get("/services/ext/hello").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "tls upstream sni=localhost path=/hello");
+}

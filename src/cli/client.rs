@@ -63,6 +63,7 @@ impl AdminClient {
         if base.starts_with("https://") {
             let trust = ClientTrust {
                 ca_files: args.ca.iter().cloned().collect(),
+                ca_pem: None,
             };
             http = http.tls_backend_preconfigured(client_config(&trust, &[b"http/1.1"])?);
         }

@@ -16,6 +16,9 @@ use super::{TlsError, provider};
 pub struct ClientTrust {
     /// PEM files of CA certificates trusted besides the system's roots.
     pub ca_files: Vec<PathBuf>,
+    /// PEM text of CA certificates trusted besides the system's roots
+    /// (an external release's `upstream_ca`).
+    pub ca_pem: Option<String>,
 }
 
 impl ClientTrust {
@@ -32,6 +35,17 @@ impl ClientTrust {
                 ignored,
                 "system CA certificates rustls cannot use were left out"
             );
+        }
+        if let Some(pem) = &self.ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let added = cert
+                    .map_err(|e| e.to_string())
+                    .and_then(|cert| roots.add(cert).map_err(|e| e.to_string()));
+                added.map_err(|reason| TlsError::BadCaFile {
+                    path: "(upstream CA)".into(),
+                    reason,
+                })?;
+            }
         }
         for file in &self.ca_files {
             for cert in read_ca_file(file)? {
