@@ -26,6 +26,7 @@ mod pin;
 mod plan;
 mod progress;
 mod promote;
+mod reference;
 mod release;
 mod releases;
 mod resume;
@@ -125,6 +126,9 @@ pub enum Command {
     Tls(tls::TlsArgs),
     /// Print the completion script of a shell (bash, zsh, fish, …).
     Completions(completions::CompletionsArgs),
+    /// Write the command-line reference (docs/cli.md, docs/man/*.1) from these definitions.
+    #[command(hide = true)]
+    Reference(reference::ReferenceArgs),
 }
 
 /// How a client command reaches serve.
@@ -219,6 +223,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::ErrorPage(args) => error_page::run(args).await,
             Command::Tls(args) => tls::run(args).await,
             Command::Completions(args) => completions::run(args),
+            Command::Reference(args) => reference::run(args),
         }
     })
 }
