@@ -564,3 +564,62 @@ async fn an_external_release_over_https_is_verified_health_checked_and_reached_b
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "tls upstream sni=localhost path=/hello");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_passes_the_tls_listener_on_and_fails_no_https_request() {
+    let env = tls_env().await;
+    env.deploy("hello", "1.0.0", &["--host", "app.test"], &[])
+        .await
+        .ok();
+    let ca = TestCa::new("Switchyard Test CA");
+    tls_add(
+        &env,
+        "app.test",
+        &ca.issue(&["app.test"], env.dir.path(), "app"),
+    )
+    .await
+    .ok();
+    let addr = tls_addr(&env).to_string();
+    let config = ca.client_config(&[b"http/1.1"]);
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::sync::Mutex::new(Http1::tls(&addr, "app.test", config.clone())))
+        .collect();
+    let clients = std::sync::Arc::new(clients);
+    let load = Load::start_until(4, Instant::now() + Duration::from_secs(120), {
+        let clients = clients.clone();
+        move |client, _| {
+            let clients = clients.clone();
+            async move {
+                let headers: &[(&str, &str)] = if client % 2 == 0 {
+                    &[]
+                } else {
+                    &[("connection", "close")]
+                };
+                clients[client]
+                    .lock()
+                    .await
+                    .get_with("/echo", headers)
+                    .await
+            }
+        }
+    });
+    load.run_for(50, WAIT).await;
+    let old_pid = env.serve_pid();
+    let run = env.cli(&["handover", "--json"]).await.ok();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(report["old_pid"], old_pid, "{report}");
+    env.eventually("the old serve exits", WAIT, || async {
+        !support::pid_alive(old_pid)
+    })
+    .await;
+    load.run_for(100, WAIT).await;
+    let answers = load.finish().await;
+    let failed = failures(&answers);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        answers.len(),
+        &failed[..failed.len().min(5)]
+    );
+}

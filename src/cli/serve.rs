@@ -232,11 +232,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     // Bound before the proxy settings, which need its port (accepts wait
     // until the proxy is ready, like the other listeners').
-    let tls_listener = match args.tls_listen {
-        Some(addr) => Some(listen(addr).with_context(|| {
+    let passed_tls = successor.as_mut().and_then(|s| s.tls.take());
+    let tls_listener = match (args.tls_listen, passed_tls) {
+        (Some(_), Some(passed)) => Some(passed),
+        (None, Some(_)) => {
+            tracing::info!("the old serve's TLS listener is closed: this serve has no --tls-listen");
+            None
+        }
+        (Some(addr), None) => Some(listen(addr).with_context(|| {
             format!("cannot listen on {addr} for TLS traffic: is another serve running? Choose another address with --tls-listen")
         })?),
-        None => None,
+        (None, None) => None,
     };
     let https_port = match &tls_listener {
         Some(listener) => Some(listener.local_addr()?.port()),
@@ -319,6 +325,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             proxy_listener.as_fd().try_clone_to_owned()?,
             admin_listener.as_fd().try_clone_to_owned()?,
         ],
+        match &tls_listener {
+            Some(listener) => Some(listener.as_fd().try_clone_to_owned()?),
+            None => None,
+        },
         Arc::clone(&held),
     )?);
     let drain = Drain {
