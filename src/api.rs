@@ -103,6 +103,10 @@ pub fn router(state: AppState) -> Router {
             get(registry::list).post(registry::register),
         )
         .route(
+            "/v1/services/{name}/registry/{version}",
+            delete(registry::unregister),
+        )
+        .route(
             "/v1/services/{name}/api-version",
             get(registry::get_api_version).put(registry::set_api_version),
         )

@@ -1,7 +1,7 @@
 //! The crate's error: one variant per part, each of which says what went
 //! wrong and what to do. [`Error::kind`] tells the API which status to use.
 
-use crate::controller::ControllerError;
+use crate::controller::{ControllerError, RegistryError};
 use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
@@ -16,6 +16,8 @@ pub enum Error {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,6 +57,7 @@ impl Error {
             Error::Store(_) => ErrorKind::Internal,
             Error::Runtime(_) => ErrorKind::Unprocessable,
             Error::Controller(e) => e.kind(),
+            Error::Registry(e) => e.kind(),
         }
     }
 

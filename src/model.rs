@@ -19,7 +19,7 @@ mod versioning;
 pub use error_page::{ERROR_PAGE_MAX_BYTES, ErrorPage, PrefixRewrite};
 pub use health_check::HealthCheck;
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth, ManifestHooks};
-pub use plan::{Plan, PlanStep, declared_schemas, plan};
+pub use plan::{Plan, PlanStep, declared_schemas, plan, plan_first};
 pub use policy::{
     Action, Canary, DEFAULT_STICKY_COOKIE, Matcher, OptIn, REGEX_SIZE_LIMIT, Rule, Stickiness,
     StringMatch, TrafficPolicy, parse_cidr, rule_label,

@@ -100,6 +100,13 @@ pub trait Store: Send + Sync + 'static {
     /// false when an identical one was registered already; another spec
     /// under the same version is [`StoreError::ReleaseMismatch`].
     fn register_release(&self, release: &Release) -> StoreResult<bool>;
+    /// Forgets a registered release (the controller checked that no
+    /// revision has it). Returns false when it was not registered.
+    fn unregister_release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> StoreResult<bool>;
     /// Every registered release of a service, oldest version first.
     fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>>;
 

@@ -105,15 +105,7 @@ async fn set(args: SetArgs) -> anyhow::Result<()> {
         settings.sample_percent = sample;
     }
     if let Some(methods) = &args.methods {
-        settings.methods = if methods.eq_ignore_ascii_case("all") {
-            Vec::new()
-        } else {
-            methods
-                .split(',')
-                .map(|m| m.trim().to_ascii_uppercase())
-                .filter(|m| !m.is_empty())
-                .collect()
-        };
+        settings.methods = parse_methods(methods);
     }
     if args.on {
         settings.enabled = true;
@@ -131,6 +123,18 @@ async fn set(args: SetArgs) -> anyhow::Result<()> {
         )
         .await?;
     output::change(&args.client, &change)
+}
+
+/// `GET,HEAD` as upper-case names; `all` as the empty list (every method).
+pub(super) fn parse_methods(methods: &str) -> Vec<String> {
+    if methods.eq_ignore_ascii_case("all") {
+        return Vec::new();
+    }
+    methods
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .collect()
 }
 
 async fn compare(args: CompareArgs) -> anyhow::Result<()> {

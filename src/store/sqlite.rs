@@ -275,6 +275,18 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    fn unregister_release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> StoreResult<bool> {
+        let removed = self.conn().execute(
+            "DELETE FROM releases WHERE service = ?1 AND version = ?2",
+            params![service.as_str(), version.to_string()],
+        )?;
+        Ok(removed > 0)
+    }
+
     fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT release FROM releases WHERE service = ?1")?;
