@@ -155,6 +155,8 @@ pub fn router(state: AppState) -> Router {
             post(shadows::set_shadow),
         )
         .route("/v1/services/{name}/shadows/report", get(shadows::report))
+        .route("/v1/services/{name}/shadows/reset", post(shadows::reset))
+        .route("/v1/services/{name}/shadows/history", get(shadows::history))
         .route("/v1/services/{name}/compare", post(shadows::set_compare))
         .route(crate::handover::API_PATH, post(handover::start))
         .route("/v1/services/{name}/canary", post(policy::canary))

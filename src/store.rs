@@ -120,6 +120,17 @@ pub trait Store: Send + Sync + 'static {
     /// Every saved shadow summary: (service, version, JSON).
     fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>>;
 
+    /// Keeps an ended window of a shadow's report (JSON).
+    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
+    /// Ended windows of a service's shadow reports (one version, or every
+    /// one), newest first, at most `limit`.
+    fn shadow_windows(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>>;
+
     /// Keeps a rollout's progress (one per service).
     fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()>;
     fn rollouts(&self) -> StoreResult<Vec<RolloutState>>;
