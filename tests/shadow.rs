@@ -846,6 +846,28 @@ async fn a_report_reset_starts_a_new_window_and_keeps_the_old_one_in_history() {
         .failed();
     assert!(refused.stderr.contains("9.0.0"), "{}", refused.stderr);
     assert_eq!(n(&report(&env, "2.0.0").await, "compared"), 3);
+
+    // A restart keeps both: the new window's counts, the ended one's history.
+    let mut env = env;
+    let (proxy_addr, admin_addr) = (
+        env.serve().proxy_addr.clone(),
+        env.serve().admin_addr.clone(),
+    );
+    env.stop().await;
+    env.launch(&proxy_addr, &admin_addr).await;
+    let after = report(&env, "2.0.0").await;
+    assert_eq!(
+        (n(&after, "compared"), n(&after, "since")),
+        (3, n(&r, "since")),
+        "{after:#}"
+    );
+    let run = env
+        .cli(&["shadow", "report", "hello", "--history", "--json"])
+        .await
+        .ok();
+    let windows: Value = serde_json::from_str(&run.stdout).expect("history JSON");
+    assert_eq!(windows.as_array().map(Vec::len), Some(1), "{windows:#}");
+    assert_eq!(n(&windows[0], "compared"), 5, "{windows:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
