@@ -5,7 +5,7 @@ use crate::controller::{ControllerError, RegistryError};
 use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
-use crate::tls::TlsError;
+use crate::tls::{AcmeError, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,6 +21,8 @@ pub enum Error {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,6 +66,10 @@ impl Error {
             Error::Tls(TlsError::Store(_)) => ErrorKind::Internal,
             Error::Tls(_) => ErrorKind::BadRequest,
             Error::Registry(e) => e.kind(),
+            Error::Acme(AcmeError::BadRequest(_)) => ErrorKind::BadRequest,
+            Error::Acme(AcmeError::NotFound(_)) => ErrorKind::NotFound,
+            Error::Acme(AcmeError::Busy(_)) => ErrorKind::Conflict,
+            Error::Acme(_) => ErrorKind::Internal,
         }
     }
 

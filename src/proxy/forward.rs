@@ -122,10 +122,15 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        let https = req.extensions().get::<super::ClientTls>().is_some();
+        if !https && req.uri().path().starts_with(crate::tls::CHALLENGE_PREFIX) {
+            if let Some(answer) = self.settings.acme_challenges.answer(req.uri().path()) {
+                return Ok(acme_answer(answer));
+            }
+        }
         if !self.pauses.load().is_empty() {
             self.hold_if_paused(&req, client, host.as_ref()).await?;
         }
-        let https = req.extensions().get::<super::ClientTls>().is_some();
         let (backend, upstream_uri, (route_path, prefix_len), rewrite, shadows, set_cookie, hsts) = {
             let table = self.table.load();
             let view = RequestView {
@@ -674,6 +679,16 @@ fn https_redirect(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Some(response)
+}
+
+/// The key authorization of a pending ACME HTTP-01 challenge.
+fn acme_answer(answer: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(bytes::Bytes::from(answer)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
