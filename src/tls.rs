@@ -23,7 +23,7 @@ mod resolver;
 
 pub use acme::{
     Acme, AcmeChallenges, AcmeError, AcmeOrder, AcmeRequest, AcmeState, CHALLENGE_PREFIX,
-    LETS_ENCRYPT,
+    EventSink as AcmeEventSink, LETS_ENCRYPT,
 };
 pub use certificate::{Certificate, CertificateInfo, CertificateSource, format_time};
 pub use certificates::Certificates;

@@ -61,6 +61,22 @@ async fn order(env: &Env, pebble: &Pebble) -> support::Run {
     .await
 }
 
+/// The kinds and messages of hello's events (the service of app.test).
+async fn events(env: &Env) -> Vec<(String, String)> {
+    let run = env.cli(&["events", "hello", "--json"]).await.ok();
+    let list: serde_json::Value = serde_json::from_str(&run.stdout).expect("events JSON");
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+                e["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
 async fn certificate(env: &Env) -> serde_json::Value {
     let run = env.cli(&["tls", "ls", "--json"]).await.ok();
     let list: serde_json::Value = serde_json::from_str(&run.stdout).expect("tls ls JSON");
@@ -100,6 +116,11 @@ async fn an_acme_certificate_is_validated_over_http01_stored_and_served_by_sni_a
     let stored = certificate(&env).await;
     assert_eq!(stored["source"], "acme", "{stored}");
     assert_eq!(stored["names"], serde_json::json!(["app.test"]), "{stored}");
+    let events = events(&env).await;
+    assert!(
+        events.iter().any(|(kind, _)| kind == "certificate-issued"),
+        "{events:?}"
+    );
 
     let addr = tls_addr(&env);
     let mut client = Http1::tls(
@@ -230,6 +251,14 @@ async fn with_the_ca_down_a_renewal_fails_keeps_the_old_certificate_and_says_why
         "{}",
         table.stdout
     );
+    let events = events(&env).await;
+    assert!(
+        events
+            .iter()
+            .any(|(kind, message)| kind == "certificate-failed"
+                && message.contains("cannot reach the ACME CA")),
+        "{events:?}"
+    );
     let metrics = env.metrics().await;
     let failures_total = metrics
         .lines()
@@ -291,4 +320,35 @@ async fn an_acme_order_with_bad_input_is_refused_and_changes_nothing() {
         .await
         .expect("orders JSON");
     assert_eq!(orders, serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenge_the_ca_cannot_validate_fails_the_order_with_the_cas_detail() {
+    if !Pebble::available("acme") {
+        return;
+    }
+    let env = acme_env().await;
+    // Pebble validates HTTP-01 against a port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let pebble = Pebble::start(env.dir.path(), closed, Duration::from_secs(3600)).await;
+    let run = order(&env, &pebble).await.failed();
+    assert!(
+        run.stderr
+            .contains("the CA could not validate app.test over HTTP-01"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("connection refused") || run.stderr.contains("Connection refused"),
+        "the CA's own detail is given: {}",
+        run.stderr
+    );
+    assert_eq!(
+        certificate(&env).await,
+        serde_json::Value::Null,
+        "nothing stored"
+    );
 }

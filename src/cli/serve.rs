@@ -285,6 +285,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         mirror_settings,
         Notifier::start(args.webhooks.clone()),
     ));
+    {
+        let controller = Arc::clone(&controller);
+        acme.set_events(Box::new(move |host, kind, message, detail| {
+            controller.record_host_event(host, kind, message, detail)
+        }));
+    }
     controller
         .restore()
         .context("cannot restore the committed state")?;

@@ -30,6 +30,9 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// The path prefix of HTTP-01 challenges (RFC 8555 8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// A failed order or renewal is tried again after this many checks.
+const FAILED_RETRY_CHECKS: u32 = 10;
+
 /// How long one order may take, from the first request to the certificate.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -138,7 +141,12 @@ pub struct Acme {
     orders: Mutex<HashMap<String, AcmeOrder>>,
     running: Mutex<HashSet<String>>,
     failures: AtomicU64,
+    events: std::sync::OnceLock<EventSink>,
 }
+
+/// Where an order's outcome is recorded as an event: `(host, kind,
+/// message, detail)`.
+pub type EventSink = Box<dyn Fn(&str, &str, &str, serde_json::Value) + Send + Sync>;
 
 impl Acme {
     /// Loads the kept orders; an order interrupted by a stop is taken
@@ -164,7 +172,19 @@ impl Acme {
             orders: Mutex::new(orders),
             running: Mutex::default(),
             failures: AtomicU64::new(0),
+            events: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Sends each order's outcome to `sink` too (set once, by serve).
+    pub fn set_events(&self, sink: EventSink) {
+        let _ = self.events.set(sink);
+    }
+
+    fn event(&self, host: &str, kind: &str, message: &str, detail: serde_json::Value) {
+        if let Some(sink) = self.events.get() {
+            sink(host, kind, message, detail);
+        }
     }
 
     fn orders(&self) -> MutexGuard<'_, HashMap<String, AcmeOrder>> {
@@ -287,6 +307,12 @@ impl Acme {
         order.updated_at = now_millis();
         match outcome {
             Ok(()) => {
+                self.event(
+                    &host,
+                    "certificate-issued",
+                    &format!("ACME certificate for {host} stored and served"),
+                    serde_json::json!({ "host": host, "directory": request.directory }),
+                );
                 order.state = AcmeState::Valid;
                 order.step = "certificate stored".into();
                 order.last_error = None;
@@ -299,6 +325,17 @@ impl Acme {
                     %error,
                     old_certificate_kept = kept,
                     "ACME order failed"
+                );
+                self.event(
+                    &host,
+                    "certificate-failed",
+                    &format!("ACME order for {host} failed: {error}"),
+                    serde_json::json!({
+                        "host": host,
+                        "directory": request.directory,
+                        "error": error.to_string(),
+                        "old_certificate_kept": kept,
+                    }),
                 );
                 order.state = AcmeState::Failed;
                 order.step = "failed".into();
@@ -483,7 +520,10 @@ impl Acme {
     /// Starts a renewal for every ACME certificate with a third of its
     /// lifetime left or less (and every order with no certificate yet
     /// that is not running).
-    pub fn renew_due(self: &Arc<Self>) {
+    /// A failed one is tried again no sooner than `retry_after` after it
+    /// failed, so that a CA's rate limits are not spent on a cause that
+    /// has not changed.
+    pub fn renew_due(self: &Arc<Self>, retry_after: Duration) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -497,6 +537,10 @@ impl Acme {
                 }
                 None => true,
             };
+            let retry_at = order.updated_at + u64::try_from(retry_after.as_millis()).unwrap_or(0);
+            if order.state == AcmeState::Failed && now_millis() < retry_at {
+                continue;
+            }
             if !due || self.claim(&host).is_err() {
                 continue;
             }
@@ -513,7 +557,8 @@ impl Acme {
         }
     }
 
-    /// Checks for renewals every `every`, from now on, until serve stops.
+    /// Checks for renewals every `every`, from now on, until serve stops
+    /// (a failed one is tried again ten checks later).
     pub fn start_renewals(self: &Arc<Self>, every: Duration) {
         let acme = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -522,7 +567,7 @@ impl Acme {
             loop {
                 ticks.tick().await;
                 let Some(acme) = acme.upgrade() else { return };
-                acme.renew_due();
+                acme.renew_due(every * FAILED_RETRY_CHECKS);
             }
         });
     }
