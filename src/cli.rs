@@ -25,6 +25,7 @@ mod pin;
 mod plan;
 mod progress;
 mod promote;
+mod reference;
 mod release;
 mod releases;
 mod resume;
@@ -119,6 +120,9 @@ pub enum Command {
     ErrorPage(error_page::ErrorPageArgs),
     /// Print the completion script of a shell (bash, zsh, fish, …).
     Completions(completions::CompletionsArgs),
+    /// Write the command-line reference (docs/cli.md, docs/man/*.1) from these definitions.
+    #[command(hide = true)]
+    Reference(reference::ReferenceArgs),
 }
 
 /// How a client command reaches serve.
@@ -206,6 +210,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Rewrite(args) => rewrite::run(args).await,
             Command::ErrorPage(args) => error_page::run(args).await,
             Command::Completions(args) => completions::run(args),
+            Command::Reference(args) => reference::run(args),
         }
     })
 }

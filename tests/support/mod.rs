@@ -180,6 +180,8 @@ pub struct Env {
     extra_args: Vec<String>,
     /// A command serve is started through (`prlimit …`), or none.
     launcher: Vec<String>,
+    /// Environment variables serve is started with, beside the test's own.
+    pub serve_vars: Vec<(String, String)>,
     /// Set by [`Env::kill9`] until serve is launched again: its instances
     /// outlive it on purpose.
     orphaned: bool,
@@ -232,6 +234,7 @@ impl Env {
             token: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             launcher: Vec::new(),
+            serve_vars: Vec::new(),
             orphaned: false,
         }
     }
@@ -263,6 +266,7 @@ impl Env {
             .arg(&self.state_dir)
             .args(&self.extra_args)
             .env("SWITCHYARD_LOG", "info")
+            .envs(self.serve_vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
