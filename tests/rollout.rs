@@ -1562,3 +1562,195 @@ async fn an_aborted_rollout_is_retried_from_the_start_and_promoted_in_full() {
     // Nothing runs any more to pause or promote.
     refused_with(&env, &["rollout", "pause", "hello"], "has no rollout").await;
 }
+
+// ---------------------------------------------------------------- Prometheus analysis
+
+/// Clients calling `path` without a break until stopped.
+fn start_traffic_to(env: &Env, path: &'static str, workers: usize) -> Load<Sample> {
+    let conns = Clients::new(env.proxy(), workers);
+    Load::start(workers, move |worker, n| {
+        let user = format!("user-{}", (n * workers + worker) % USERS);
+        let conns = conns.clone();
+        async move {
+            let answer = conns.get_with(worker, path, &[("x-user-id", &user)]).await;
+            tokio::time::sleep(PACE).await;
+            sample(user, answer)
+        }
+    })
+}
+
+/// The 5xx answers per second of `version` over the last 10 s.
+fn errors_per_second(version: &str) -> String {
+    format!(
+        r#"sum(rate(switchyard_requests_total{{service="hello",version="{version}",class="5xx"}}[10s]))"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_checks_roll_back_a_failing_candidate_pause_on_bad_answers_and_pass_a_good_one()
+{
+    let test =
+        "prometheus_checks_roll_back_a_failing_candidate_pause_on_bad_answers_and_pass_a_good_one";
+    let env = Env::start().await;
+    let Some(prometheus) = support::prometheus::Prometheus::start(
+        test,
+        env.dir.path(),
+        env.admin().trim_start_matches("http://"),
+    )
+    .await
+    else {
+        return;
+    };
+    main_and_candidate(&env, &[], &["--fail-rate", "0.5"]).await;
+    // The candidate's own address gets traffic before the rollout, so
+    // Prometheus has its error rate from the first interval on.
+    let direct = start_traffic_to(&env, "/services/hello_2.0.0/", 1);
+    let traffic = start_traffic(&env, 1);
+    let query = errors_per_second("2.0.0");
+    env.eventually("Prometheus sees the candidate's errors", WAIT, || async {
+        prometheus.value(&query).await.is_some_and(|v| v > 1.0)
+    })
+    .await;
+
+    // A failing candidate: the query's value is over the bound.
+    env.cli(&[
+        "rollout",
+        "hello",
+        "2.0.0",
+        "--steps",
+        "20",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "1",
+        "--max-error-rate",
+        "100",
+        "--failure-limit",
+        "1",
+        "--check-prometheus",
+        &prometheus.url,
+        &query,
+        "<",
+        "1",
+    ])
+    .await
+    .ok();
+    let view = wait_for_state(&env, "failed", ROLLOUT_WAIT).await;
+    let name = format!("prometheus {query}");
+    let judged = check(&view, &name);
+    assert_eq!(judged["verdict"], "fail", "{view:#}");
+    assert_eq!(judged["threshold"], "< 1", "{view:#}");
+    assert!(
+        numbers(judged["measured"].as_str().unwrap_or_default())
+            .first()
+            .is_some_and(|v| *v > 1.0),
+        "{judged}"
+    );
+    assert!(
+        view["state"]["status"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("prometheus")),
+        "{view:#}"
+    );
+    assert!(service(&env.ls().await, "hello")["policy"]["canary"].is_null());
+
+    // Answers that are not one number make the step inconclusive, each
+    // with its reason: no series, several series, nobody listening.
+    let closed = {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", held.local_addr().expect("addr"))
+    };
+    env.cli(&[
+        "rollout",
+        "hello",
+        "2.0.0",
+        "--steps",
+        "20",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "1",
+        "--max-error-rate",
+        "100",
+        "--check-prometheus",
+        &prometheus.url,
+        "switchyard_no_such_metric",
+        "<",
+        "1",
+        "--check-prometheus",
+        &prometheus.url,
+        "switchyard_requests_total",
+        "<",
+        "1",
+        "--check-prometheus",
+        &closed,
+        "up",
+        "==",
+        "1",
+    ])
+    .await
+    .ok();
+    let view = wait_for_state(&env, "paused", ROLLOUT_WAIT).await;
+    let reasons = [
+        ("prometheus switchyard_no_such_metric", "no data"),
+        (
+            "prometheus switchyard_requests_total",
+            "series; the query must give one",
+        ),
+        ("prometheus up", "cannot ask"),
+    ];
+    for (name, reason) in reasons {
+        let c = check(&view, name);
+        assert_eq!(c["verdict"], "inconclusive", "{name}: {view:#}");
+        assert!(
+            c["measured"].as_str().is_some_and(|m| m.contains(reason)),
+            "{name} says `{reason}`: {c}"
+        );
+    }
+    let status = env.cli(&["rollout", "status", "hello"]).await.ok().stdout;
+    assert!(
+        status.contains("no data") && status.contains("cannot ask"),
+        "{status}"
+    );
+    env.cli(&["rollout", "abort", "hello"]).await.ok();
+    direct.finish_within(WAIT).await;
+
+    // A healthy candidate passes its check and is promoted.
+    env.deploy("hello", "3.0.0", &["--standby"], &[]).await.ok();
+    env.cli(&[
+        "rollout",
+        "hello",
+        "3.0.0",
+        "--steps",
+        "50",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "1",
+        "--sticky-header",
+        "x-user-id",
+        "--check-prometheus",
+        &prometheus.url,
+        &format!("{} or vector(0)", errors_per_second("3.0.0")),
+        "<=",
+        "0.1",
+    ])
+    .await
+    .ok();
+    let view = wait_for_state(&env, "succeeded", ROLLOUT_WAIT).await;
+    traffic.finish_within(WAIT).await;
+    let passed = view["state"]["checks"]
+        .as_array()
+        .and_then(|checks| {
+            checks.iter().find(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("prometheus"))
+            })
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(passed["verdict"], "pass", "{view:#}");
+    assert_eq!(passed["measured"], "0", "{view:#}");
+    assert_eq!(service(&env.ls().await, "hello")["main"], "3.0.0");
+}
