@@ -392,10 +392,33 @@ mod tests {
             max_error_rate = 5.0
             max_latency = { quantile = 0.99, ms = 250.0 }
             max_relative_p99 = 1.5
+
+            [[analysis.prometheus]]
+            url = "http://127.0.0.1:9090"
+            query = 'sum(rate(errors[1m]))'
+            op = "<="
+            value = 0.5
             "#,
         )
         .expect("plan");
         plan.validate().expect("valid");
+        assert_eq!(plan.stuck_limit_seconds, DEFAULT_STUCK_LIMIT_SECONDS);
+        let prometheus = &plan.analysis.prometheus[0];
+        assert_eq!(prometheus.op, Comparison::AtMost);
+        assert!(prometheus.op.holds(0.5, prometheus.value));
+        let mut bad = plan.clone();
+        bad.analysis.prometheus[0].url = "127.0.0.1:9090".into();
+        assert!(bad.validate().is_err(), "a URL needs its scheme");
+        let mut bad = plan.clone();
+        bad.stuck_limit_seconds = 0;
+        assert!(bad.validate().is_err());
+        assert!(
+            RolloutPlan::from_toml(
+                "version = \"2.0.0\"\nsteps = [{ step = \"analysis\" }]\n[[analysis.prometheus]]\nurl = \"http://p\"\nquery = \"up\"\nop = \"=<\"\nvalue = 1.0"
+            )
+            .is_err(),
+            "an unknown comparison is refused"
+        );
         assert_eq!(plan.steps[3], Step::Pause { seconds: None });
         let mut bad = plan.clone();
         bad.steps[0] = Step::SetWeight { percent: 101 };
