@@ -564,7 +564,19 @@ impl Controller {
     /// Every step passed: the candidate becomes main.
     async fn finish(&self, service: &ServiceName, mut state: RolloutState) {
         let version = state.plan.version.to_string();
-        match self.promote(service, &version, None, ACTOR).await {
+        // Main already (a promotion stopped by a change by hand after it
+        // committed): nothing is left but to say so.
+        let is_main = self
+            .current(service)
+            .is_some_and(|r| r.state.main() == Some(&state.plan.version));
+        let promoted = if is_main {
+            Ok(())
+        } else {
+            self.promote(service, &version, None, ACTOR)
+                .await
+                .map(|_| ())
+        };
+        match promoted {
             Ok(_) => {
                 state.status = RolloutStatus::Succeeded;
                 self.save_rollout(&state);
