@@ -690,6 +690,52 @@ async fn service_page_follows_a_rollout_and_resumes_pauses_and_promotes_it() {
     browser.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inconclusive_rollout_shows_every_measured_value_in_the_page() {
+    let env = Env::start().await;
+    env.deploy("shop", "1.0.0", &[], &[]).await.ok();
+    env.deploy("shop", "1.1.0", &["--standby"], &[]).await.ok();
+    // Nobody calls it: the analysis cannot judge, but measures all.
+    env.cli(&[
+        "rollout",
+        "shop",
+        "1.1.0",
+        "--steps",
+        "20",
+        "--interval",
+        "1s",
+        "--min-requests",
+        "5",
+        "--max-latency",
+        "0.99:250",
+    ])
+    .await
+    .ok();
+    let Some(browser) = browse_service(&env, "shop").await else {
+        return;
+    };
+    browser.wait_for_text(".rollout", "inconclusive").await;
+    let checks = browser
+        .wait_for_text(".checks", "0.00% (0 of 0 requests)")
+        .await;
+    for shown in [
+        "requests",
+        "at least 5",
+        "error rate",
+        "at most 1%",
+        "latency p99",
+        "at most 250ms",
+    ] {
+        assert!(checks.contains(shown), "`{shown}` in {checks}");
+    }
+    assert_eq!(
+        browser.count(".checks .verdict.inconclusive").await,
+        3,
+        "every check is marked inconclusive: {checks}"
+    );
+    browser.close().await;
+}
+
 /// Registers `hub` releases that all serve v1 and need no schema; the
 /// first is deployed as main.
 async fn hub_with_registered_releases(env: &Env, versions: &[&str]) {
