@@ -30,7 +30,7 @@ pub use events::Notifier;
 pub use hook::HookError;
 pub use pause::{PauseRequest, PauseView, ResumeReport};
 pub use publication::RoutesHeld;
-pub use registry::{RegisterRequest, Registered, RegisteredView};
+pub use registry::{RegisterRequest, Registered, RegisteredView, RegistryError, Unregistered};
 pub use rollout::{HandChange, RolloutView};
 pub use shadow::ShadowLedger;
 pub use upgrade::UpgradeRequest;
@@ -378,6 +378,7 @@ impl Controller {
                 api: None,
                 rewrite: revision.state.rewrite.is_on(),
                 error_page: revision.state.error_page.clone().map(Arc::new),
+                https: revision.state.https,
             };
             for (version, shadow) in revision.state.mirrored() {
                 let key = (name.to_string(), version.to_string());

@@ -1,10 +1,11 @@
 //! The crate's error: one variant per part, each of which says what went
 //! wrong and what to do. [`Error::kind`] tells the API which status to use.
 
-use crate::controller::ControllerError;
+use crate::controller::{ControllerError, RegistryError};
 use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
+use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +17,10 @@ pub enum Error {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,6 +60,10 @@ impl Error {
             Error::Store(_) => ErrorKind::Internal,
             Error::Runtime(_) => ErrorKind::Unprocessable,
             Error::Controller(e) => e.kind(),
+            Error::Tls(TlsError::NotFound(_)) => ErrorKind::NotFound,
+            Error::Tls(TlsError::Store(_)) => ErrorKind::Internal,
+            Error::Tls(_) => ErrorKind::BadRequest,
+            Error::Registry(e) => e.kind(),
         }
     }
 
