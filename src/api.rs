@@ -24,6 +24,7 @@ pub mod rollout;
 pub mod services;
 pub mod settings;
 pub mod shadows;
+pub mod tls;
 pub mod trends;
 mod upgrade_guard;
 
@@ -125,6 +126,10 @@ pub fn router(state: AppState) -> Router {
             delete(settings::remove_host),
         )
         .route(
+            "/v1/services/{name}/https",
+            get(settings::get_https).put(settings::set_https),
+        )
+        .route(
             "/v1/services/{name}/rewrite",
             get(settings::get_rewrite).put(settings::set_rewrite),
         )
@@ -176,6 +181,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/rollout/abort", post(rollout::abort))
         .route("/v1/services/{name}/events", get(rollout::events))
         .route("/v1/services/{name}/trends", get(trends::show))
+        .route("/v1/tls/certificates", get(tls::list))
+        .route(
+            "/v1/tls/certificates/{host}",
+            axum::routing::put(tls::put).delete(tls::remove),
+        )
         // Last, so that every route above answers a wrong method in JSON too.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_such_endpoint)

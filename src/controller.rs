@@ -360,6 +360,7 @@ impl Controller {
                 api: None,
                 rewrite: revision.state.rewrite.is_on(),
                 error_page: revision.state.error_page.clone().map(Arc::new),
+                https: revision.state.https,
             };
             for (version, shadow) in revision.state.mirrored() {
                 let key = (name.to_string(), version.to_string());

@@ -5,6 +5,7 @@ use crate::controller::ControllerError;
 use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
+use crate::tls::TlsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +17,8 @@ pub enum Error {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,6 +58,9 @@ impl Error {
             Error::Store(_) => ErrorKind::Internal,
             Error::Runtime(_) => ErrorKind::Unprocessable,
             Error::Controller(e) => e.kind(),
+            Error::Tls(TlsError::NotFound(_)) => ErrorKind::NotFound,
+            Error::Tls(TlsError::Store(_)) => ErrorKind::Internal,
+            Error::Tls(_) => ErrorKind::BadRequest,
         }
     }
 

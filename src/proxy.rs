@@ -24,11 +24,11 @@ pub use backend::Backend;
 pub use body::{ResponseBody, ResponseBodyError};
 pub use data_plane::DataPlane;
 pub use error_page::ProxyError;
-pub use listener::serve;
+pub use listener::{ClientTls, serve};
 pub use mirror::{Mirror, MirrorSettings};
 pub use pause::{PauseGate, SharedPauses};
 pub use progress::MinRate;
-pub use upstream::Upstream;
+pub use upstream::{Upstream, UpstreamTls};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +60,9 @@ pub struct ProxySettings {
     /// The data plane's connection budget: the proxy listener and every
     /// pinned address count against it.
     pub connections: Arc<Connections>,
+    /// The TLS listener's port, where services that want HTTPS redirect
+    /// cleartext requests (`None`: no TLS listener, no redirect).
+    pub https_port: Option<u16>,
 }
 
 /// Everything a request handler needs.

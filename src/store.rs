@@ -45,6 +45,19 @@ pub struct PauseRecord {
     pub since: u64,
 }
 
+/// A certificate kept for TLS: PEM text as given, by the host pattern it
+/// serves (`app.example.com`, `*.example.com`, or `*` for the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub host: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// `file` or `acme`.
+    pub source: String,
+    /// When it was stored (unix ms).
+    pub updated_at: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -128,6 +141,12 @@ pub trait Store: Send + Sync + 'static {
     fn delete_pause(&self, service: &str) -> StoreResult<()>;
     /// Every paused service.
     fn pauses(&self) -> StoreResult<Vec<PauseRecord>>;
+
+    /// Keeps a certificate (one per host pattern, replacing the last).
+    fn save_certificate(&self, certificate: &CertificateRecord) -> StoreResult<()>;
+    fn delete_certificate(&self, host: &str) -> StoreResult<()>;
+    /// Every stored certificate, by host.
+    fn certificates(&self) -> StoreResult<Vec<CertificateRecord>>;
 
     /// Records an event and returns it with its id.
     fn add_event(

@@ -483,7 +483,7 @@ async fn http2_head_and_expect_continue_requests_are_mirrored_faithfully() {
 
     // HTTP/2 from the client: the copy, like main's request, is HTTP/1.1
     // with a Host header.
-    let h2 = reqwest::Client::builder()
+    let h2 = support::http_client()
         .no_proxy()
         .http2_prior_knowledge()
         .build()

@@ -70,8 +70,13 @@ pub struct DeployArgs {
     pub cwd: Option<PathBuf>,
     /// Address of an instance that runs elsewhere (repeatable); Switchyard
     /// health-checks and routes to it but never starts or stops it.
-    #[arg(long = "upstream", value_name = "HOST:PORT")]
+    /// `https://HOST:PORT` reaches it over TLS (verified, SNI HOST).
+    #[arg(long = "upstream", value_name = "[https://]HOST:PORT")]
     pub upstreams: Vec<String>,
+    /// PEM file of CA certificates that https:// upstreams may be signed
+    /// by, besides the system's.
+    #[arg(long, value_name = "FILE", requires = "upstreams")]
+    pub upstream_ca: Option<PathBuf>,
     /// Host name routed to this service (repeatable).
     #[arg(long = "host")]
     pub hosts: Vec<String>,
@@ -239,6 +244,14 @@ impl DeployArgs {
                 return Ok(ReleaseSpec {
                     run: RunSpec::External {
                         upstreams: self.upstreams.clone(),
+                        upstream_ca: match &self.upstream_ca {
+                            Some(path) => {
+                                Some(std::fs::read_to_string(path).with_context(|| {
+                                    format!("cannot read the upstream CA file {}", path.display())
+                                })?)
+                            }
+                            None => None,
+                        },
                     },
                     replicas: self.upstreams.len() as u32,
                     health,

@@ -141,6 +141,7 @@ impl Controller {
                     close: CancellationToken::new(),
                     timeout: PIN_DRAIN,
                 },
+                None,
             ));
             tracing::info!(%addr, %service, %version, "serving pinned address");
             pins.insert(

@@ -344,6 +344,7 @@ mod tests {
             spec: ReleaseSpec {
                 run: RunSpec::External {
                     upstreams: vec!["127.0.0.1:1".into()],
+                    upstream_ca: None,
                 },
                 replicas: 1,
                 health: HealthCheck::default(),

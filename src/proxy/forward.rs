@@ -125,7 +125,8 @@ impl Proxy {
         if !self.pauses.load().is_empty() {
             self.hold_if_paused(&req, client, host.as_ref()).await?;
         }
-        let (backend, upstream_uri, (route_path, prefix_len), rewrite, shadows, set_cookie) = {
+        let https = req.extensions().get::<super::ClientTls>().is_some();
+        let (backend, upstream_uri, (route_path, prefix_len), rewrite, shadows, set_cookie, hsts) = {
             let table = self.table.load();
             let view = RequestView {
                 method: req.method(),
@@ -141,6 +142,18 @@ impl Proxy {
                 None => table.route(&view),
             };
             match route {
+                Route::Release { https: policy, .. }
+                    if policy.redirect && !https && self.settings.https_port.is_some() =>
+                {
+                    if let Some(response) =
+                        https_redirect(host.as_ref(), view.path_and_query, self.settings.https_port)
+                    {
+                        return Ok(response);
+                    }
+                    return Err(ProxyError::BadRequest(
+                        "this service is served over HTTPS only; send a Host header".into(),
+                    ));
+                }
                 Route::Release {
                     service: _,
                     backend,
@@ -149,6 +162,7 @@ impl Proxy {
                     rewrite,
                     shadows,
                     set_cookie,
+                    https: policy,
                 } => (
                     Arc::clone(backend),
                     upstream_uri(upstream_path)?,
@@ -163,6 +177,7 @@ impl Proxy {
                     // Cloned only when there are shadows to mirror to.
                     (!shadows.is_empty()).then(|| shadows.to_vec()),
                     set_cookie.map(|(name, value)| sticky_cookie(name, &value)),
+                    policy.hsts_header().filter(|_| https),
                 ),
                 Route::Respond(fixed) => return Ok(fixed_response(fixed)),
                 Route::NoCandidate { service } => {
@@ -191,7 +206,7 @@ impl Proxy {
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers, upgrading);
-        set_forwarded(headers, client, host.as_ref(), prefix);
+        set_forwarded(headers, client, host.as_ref(), prefix, https);
         headers.insert(request_id::X_REQUEST_ID, request_id.clone());
         // A client cannot pass for a mirrored copy.
         headers.remove(X_SWITCHYARD_SHADOW);
@@ -238,6 +253,11 @@ impl Proxy {
         }
         if let Some(cookie) = set_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        if let Some(value) = hsts.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, value);
         }
         Ok(response)
     }
@@ -616,9 +636,44 @@ fn pinned_route<'t>(
             prefix: "",
             rewrite: false,
             set_cookie: None,
+            https: routes.https,
         },
         None => Route::UnknownRelease { service, version },
     }
+}
+
+/// 308 to the same URL over HTTPS, on the TLS listener's port (left out
+/// when it is 443); `None` without a host to send the client to.
+fn https_redirect(
+    host: Option<&HeaderValue>,
+    path_and_query: &str,
+    port: Option<u16>,
+) -> Option<Response<ResponseBody>> {
+    let host = host?.to_str().ok()?;
+    let name = match host.rsplit_once(':') {
+        // An IPv6 literal's colons are inside its brackets.
+        Some((name, port)) if !port.contains(']') => name,
+        _ => host,
+    };
+    if name.is_empty() {
+        return None;
+    }
+    let location = match port? {
+        443 => format!("https://{name}{path_and_query}"),
+        port => format!("https://{name}:{port}{path_and_query}"),
+    };
+    let location = HeaderValue::from_str(&location).ok()?;
+    let mut response = Response::new(ResponseBody::full(bytes::Bytes::from_static(
+        b"This service is served over HTTPS.\n",
+    )));
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Some(response)
 }
 
 fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::request_body::RequestBody;
 
@@ -19,15 +21,38 @@ const MAX_IDLE: usize = 256;
 #[derive(Debug)]
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// TLS to the instance (an `https://` external upstream).
+    pub tls: Option<UpstreamTls>,
     healthy: AtomicBool,
     in_flight: AtomicUsize,
     idle: Mutex<Vec<SendRequest<RequestBody>>>,
 }
 
+/// How the proxy speaks TLS to one upstream: its trust, and the name it
+/// asks for (SNI) and verifies.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Upstream {
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_tls(addr, None)
+    }
+
+    pub fn with_tls(addr: SocketAddr, tls: Option<UpstreamTls>) -> Self {
         Self {
             addr,
+            tls,
             healthy: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
@@ -106,21 +131,41 @@ impl Upstream {
         timeout: Duration,
         upgrades: bool,
     ) -> io::Result<SendRequest<RequestBody>> {
+        let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+        let started = tokio::time::Instant::now();
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(timed_out)??;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(io::Error::other)?;
-        if upgrades {
-            tokio::spawn(conn.with_upgrades());
-        } else {
-            tokio::spawn(conn);
-        }
-        Ok(sender)
+        let Some(tls) = &self.tls else {
+            return handshake(TokioIo::new(stream), upgrades).await;
+        };
+        // The TLS handshake counts against the same connect timeout.
+        let stream = tokio::time::timeout_at(
+            started + timeout,
+            tls.connector.connect(tls.server_name.clone(), stream),
+        )
+        .await
+        .map_err(timed_out)??;
+        handshake(TokioIo::new(stream), upgrades).await
     }
+}
+
+/// HTTP/1.1 on a connected stream; its connection runs in a task of its own.
+async fn handshake<T>(io: T, upgrades: bool) -> io::Result<SendRequest<RequestBody>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(io::Error::other)?;
+    if upgrades {
+        tokio::spawn(conn.with_upgrades());
+    } else {
+        tokio::spawn(conn);
+    }
+    Ok(sender)
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Commit, InstanceRecord, PauseRecord, StateDir, Store, StoreError, StoreResult};
+use super::{
+    CertificateRecord, Commit, InstanceRecord, PauseRecord, StateDir, Store, StoreError,
+    StoreResult,
+};
 use crate::model::{Event, Release, Revision, RolloutState, ServiceName, UpgradeState, now_millis};
 
 const SCHEMA: &str = "
@@ -49,6 +52,13 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_service ON events (service, id);
+CREATE TABLE IF NOT EXISTS certificates (
+    host TEXT PRIMARY KEY,
+    cert_pem TEXT NOT NULL,
+    key_pem TEXT NOT NULL,
+    source TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS shadow_stats (
     service TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -354,6 +364,38 @@ impl Store for SqliteStore {
 
     fn rollouts(&self) -> StoreResult<Vec<RolloutState>> {
         self.states("rollouts")
+    }
+
+    fn save_certificate(&self, c: &CertificateRecord) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO certificates (host, cert_pem, key_pem, source, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![c.host, c.cert_pem, c.key_pem, c.source, c.updated_at as i64],
+        )?;
+        Ok(())
+    }
+
+    fn delete_certificate(&self, host: &str) -> StoreResult<()> {
+        self.conn()
+            .execute("DELETE FROM certificates WHERE host = ?1", params![host])?;
+        Ok(())
+    }
+
+    fn certificates(&self) -> StoreResult<Vec<CertificateRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT host, cert_pem, key_pem, source, updated_at FROM certificates ORDER BY host",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(CertificateRecord {
+                host: row.get(0)?,
+                cert_pem: row.get(1)?,
+                key_pem: row.get(2)?,
+                source: row.get(3)?,
+                updated_at: row.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn save_pause(&self, pause: &PauseRecord) -> StoreResult<()> {
