@@ -104,6 +104,10 @@ pub fn router(state: AppState) -> Router {
             get(registry::list).post(registry::register),
         )
         .route(
+            "/v1/services/{name}/registry/{version}",
+            delete(registry::unregister),
+        )
+        .route(
             "/v1/services/{name}/api-version",
             get(registry::get_api_version).put(registry::set_api_version),
         )
@@ -156,6 +160,8 @@ pub fn router(state: AppState) -> Router {
             post(shadows::set_shadow),
         )
         .route("/v1/services/{name}/shadows/report", get(shadows::report))
+        .route("/v1/services/{name}/shadows/reset", post(shadows::reset))
+        .route("/v1/services/{name}/shadows/history", get(shadows::history))
         .route("/v1/services/{name}/compare", post(shadows::set_compare))
         .route(crate::handover::API_PATH, post(handover::start))
         .route("/v1/services/{name}/canary", post(policy::canary))

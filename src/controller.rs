@@ -30,7 +30,7 @@ pub use events::Notifier;
 pub use hook::HookError;
 pub use pause::{PauseRequest, PauseView, ResumeReport};
 pub use publication::RoutesHeld;
-pub use registry::{RegisterRequest, Registered, RegisteredView};
+pub use registry::{RegisterRequest, Registered, RegisteredView, RegistryError, Unregistered};
 pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
 pub use upgrade::UpgradeRequest;

@@ -1,7 +1,7 @@
 //! The crate's error: one variant per part, each of which says what went
 //! wrong and what to do. [`Error::kind`] tells the API which status to use.
 
-use crate::controller::ControllerError;
+use crate::controller::{ControllerError, RegistryError};
 use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
@@ -19,6 +19,8 @@ pub enum Error {
     Controller(#[from] ControllerError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,6 +63,7 @@ impl Error {
             Error::Tls(TlsError::NotFound(_)) => ErrorKind::NotFound,
             Error::Tls(TlsError::Store(_)) => ErrorKind::Internal,
             Error::Tls(_) => ErrorKind::BadRequest,
+            Error::Registry(e) => e.kind(),
         }
     }
 

@@ -22,7 +22,7 @@ pub use error_page::{ERROR_PAGE_MAX_BYTES, ErrorPage, PrefixRewrite};
 pub use health_check::HealthCheck;
 pub use https_policy::HttpsPolicy;
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth, ManifestHooks};
-pub use plan::{Plan, PlanStep, declared_schemas, plan};
+pub use plan::{Plan, PlanStep, declared_schemas, plan, plan_first};
 pub use policy::{
     Action, Canary, DEFAULT_STICKY_COOKIE, Matcher, OptIn, REGEX_SIZE_LIMIT, Rule, Stickiness,
     StringMatch, TrafficPolicy, parse_cidr, rule_label,

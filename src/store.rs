@@ -113,6 +113,13 @@ pub trait Store: Send + Sync + 'static {
     /// false when an identical one was registered already; another spec
     /// under the same version is [`StoreError::ReleaseMismatch`].
     fn register_release(&self, release: &Release) -> StoreResult<bool>;
+    /// Forgets a registered release (the controller checked that no
+    /// revision has it). Returns false when it was not registered.
+    fn unregister_release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> StoreResult<bool>;
     /// Every registered release of a service, oldest version first.
     fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>>;
 
@@ -125,6 +132,17 @@ pub trait Store: Send + Sync + 'static {
     fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
     /// Every saved shadow summary: (service, version, JSON).
     fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>>;
+
+    /// Keeps an ended window of a shadow's report (JSON).
+    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
+    /// Ended windows of a service's shadow reports (one version, or every
+    /// one), newest first, at most `limit`.
+    fn shadow_windows(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>>;
 
     /// Keeps a rollout's progress (one per service).
     fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()>;

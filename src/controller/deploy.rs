@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::{Controller, ControllerError, DeployingGuard};
 use crate::error::Result;
 use crate::model::{
-    DeployAs, ModelError, Release, ReleaseSpec, Revision, ServiceName, ServiceState,
-    normalize_host, now_millis, parse_version,
+    DeployAs, ModelError, Release, ReleaseSpec, Revision, Role, ServiceName, ServiceState,
+    ShadowSettings, normalize_host, now_millis, parse_version,
 };
 use crate::store::StoreError;
 
@@ -15,7 +15,10 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployRequest {
     pub version: String,
-    pub spec: ReleaseSpec,
+    /// How to run it; `None` deploys the release registered under the
+    /// version (`switchyard release add`) by name, with its stored spec.
+    #[serde(default)]
+    pub spec: Option<ReleaseSpec>,
     /// Host names to route to the service (added to the ones it has).
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -28,6 +31,11 @@ pub struct DeployRequest {
     /// Refuse the change if the service has moved past this revision.
     #[serde(default)]
     pub base_revision: Option<u64>,
+    /// For a release that enters as a shadow: the methods it gets copies
+    /// of (upper-case; empty: every method). Its other shadow settings
+    /// keep their defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_methods: Option<Vec<String>>,
 }
 
 impl Controller {
@@ -41,7 +49,14 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(&req.version)?;
-        req.spec.validate()?;
+        let (spec, registered_at) = match req.spec {
+            Some(spec) => (spec, now_millis()),
+            None => {
+                let stored = self.registered_spec(service, &version)?;
+                (stored.spec, stored.registered_at)
+            }
+        };
+        spec.validate()?;
         let hosts = req
             .hosts
             .iter()
@@ -56,10 +71,10 @@ impl Controller {
         };
 
         // Fail fast on what can be checked before starting anything.
-        let schema = req.spec.versioning.schema_version.clone();
+        let schema = spec.versioning.schema_version.clone();
         if how == DeployAs::Main {
             if let Some(at) = self.current(service).and_then(|r| r.state.schema) {
-                super::assign::ensure_runs_on(service, &version, &req.spec.versioning, &at)?;
+                super::assign::ensure_runs_on(service, &version, &spec.versioning, &at)?;
             }
         }
         self.deployed_state(
@@ -70,9 +85,10 @@ impl Controller {
             req.base_revision,
             0,
             &schema,
+            req.shadow_methods.as_deref(),
         )?;
         if let Some(stored) = self.store.release(service, &version)? {
-            if stored.spec != req.spec {
+            if stored.spec != spec {
                 return Err(StoreError::ReleaseMismatch {
                     service: service.to_string(),
                     version: version.to_string(),
@@ -101,8 +117,8 @@ impl Controller {
         let release = Release {
             service: service.clone(),
             version: version.clone(),
-            spec: req.spec,
-            registered_at: now_millis(),
+            spec,
+            registered_at,
         };
         let handle = self.runtime.start(&release, Vec::new());
         let ready_timeout = Duration::from_millis(release.spec.ready_timeout_ms);
@@ -123,6 +139,7 @@ impl Controller {
                 req.base_revision,
                 now_millis(),
                 &schema,
+                req.shadow_methods.as_deref(),
             )
             .and_then(|(current, state)| {
                 let role = state
@@ -160,6 +177,7 @@ impl Controller {
         base_revision: Option<u64>,
         now: u64,
         schema: &Option<Version>,
+        shadow_methods: Option<&[String]>,
     ) -> Result<(Option<Revision>, ServiceState)> {
         let current = self.current(service);
         Self::check_base(
@@ -176,6 +194,21 @@ impl Controller {
             .with_hosts(hosts)?;
         if next.schema.is_none() && next.main() == Some(version) {
             next = next.with_schema(schema.clone());
+        }
+        if let Some(methods) = shadow_methods {
+            let role = next.role_of(version);
+            if role != Some(Role::Shadow) {
+                return Err(ModelError::InvalidSpec(format!(
+                    "--shadow-methods applies to a release that enters as a shadow, and {service} {version} would enter as {}; drop it",
+                    role.map_or_else(|| "?".to_owned(), |r| r.to_string())
+                ))
+                .into());
+            }
+            let settings = ShadowSettings {
+                methods: methods.to_vec(),
+                ..ShadowSettings::default()
+            };
+            next = next.set_shadow(service, version, settings)?;
         }
         self.check_hosts(service, &next)?;
         Ok((current, next))

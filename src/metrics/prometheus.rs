@@ -240,7 +240,7 @@ impl Collector for ShadowCollector {
             ),
             (
                 "switchyard_shadow_errors",
-                "Copies the shadow failed to answer",
+                "Copies the shadow answered with a 5xx or failed to answer (counts of the current report window)",
                 |r| r.shadow_errors,
             ),
             (

@@ -59,6 +59,14 @@ CREATE TABLE IF NOT EXISTS certificates (
     source TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS shadow_windows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    ended INTEGER NOT NULL,
+    report TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_windows_by_service ON shadow_windows (service, id);
 CREATE TABLE IF NOT EXISTS shadow_stats (
     service TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -285,6 +293,18 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    fn unregister_release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> StoreResult<bool> {
+        let removed = self.conn().execute(
+            "DELETE FROM releases WHERE service = ?1 AND version = ?2",
+            params![service.as_str(), version.to_string()],
+        )?;
+        Ok(removed > 0)
+    }
+
     fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT release FROM releases WHERE service = ?1")?;
@@ -355,6 +375,31 @@ impl Store for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT service, version, stats FROM shadow_stats")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT INTO shadow_windows (service, version, ended, report) VALUES (?1, ?2, ?3, ?4)",
+            params![service, version, now_millis() as i64, json],
+        )?;
+        Ok(())
+    }
+
+    fn shadow_windows(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT report FROM shadow_windows WHERE service = ?1 AND (?2 IS NULL OR version = ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![service, version, limit as i64], |row| {
+            row.get::<_, String>(0)
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
