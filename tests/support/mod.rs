@@ -21,6 +21,7 @@ pub mod load;
 pub mod metrics;
 pub mod own_server;
 pub mod pebble;
+pub mod prometheus;
 pub mod raw_http;
 pub mod serves;
 pub mod tls;
