@@ -144,6 +144,19 @@ async fn an_acme_certificate_is_validated_over_http01_stored_and_served_by_sni_a
         .await
         .expect("an answer");
     assert_eq!(status, 404);
+
+    // A removed ACME certificate is not renewed: its order goes with it.
+    env.cli(&["tls", "rm", "app.test"]).await.ok();
+    let orders: serde_json::Value = env
+        .http
+        .get(format!("{}/v1/tls/acme", env.admin()))
+        .send()
+        .await
+        .expect("the admin API answers")
+        .json()
+        .await
+        .expect("orders JSON");
+    assert_eq!(orders, serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

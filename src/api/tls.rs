@@ -90,9 +90,12 @@ pub async fn put(
 
 pub async fn remove(
     Extension(certificates): Extension<Arc<Certificates>>,
+    Extension(acme): Extension<Arc<Acme>>,
     Path(host): Path<String>,
 ) -> ApiResult<CertificateInfo> {
     let pattern = pattern(&host)?;
     let info = certificates.remove(&pattern).map_err(crate::Error::from)?;
+    // An ACME certificate removed is not renewed either.
+    acme.forget(&info.host).map_err(crate::Error::from)?;
     Ok(Json(info))
 }

@@ -254,7 +254,10 @@ impl Acme {
             updated_at: now_millis(),
         };
         self.claim(&host)?;
-        self.save(&order)?;
+        if let Err(error) = self.save(&order) {
+            self.release(&host);
+            return Err(error);
+        }
         let acme = Arc::clone(self);
         let request = order.request.clone();
         tokio::spawn(async move { acme.run(request).await });
@@ -266,6 +269,21 @@ impl Acme {
         if !running.insert(host.to_owned()) {
             return Err(AcmeError::Busy(host.to_owned()));
         }
+        Ok(())
+    }
+
+    fn release(&self, host: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host);
+    }
+
+    /// Forgets the order of `host` (its certificate was removed), so that
+    /// it is not renewed. One running now still ends.
+    pub fn forget(&self, host: &str) -> Result<(), AcmeError> {
+        self.store.delete_acme_order(host)?;
+        self.orders().remove(host);
         Ok(())
     }
 
@@ -345,10 +363,7 @@ impl Acme {
         if let Err(error) = self.save(&order) {
             tracing::error!(host, %error, "cannot record the ACME order's outcome");
         }
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&host);
+        self.release(&host);
     }
 
     /// The account for a directory: the stored one, else a new one
