@@ -37,7 +37,7 @@ pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{Classify, ErrorKind, Result};
 use crate::model::{ComparePolicy, ShadowSettings};
 use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now_millis};
 use crate::proxy::{Backend, Mirror, MirrorSettings, SharedPauses, SharedTable};
@@ -134,8 +134,21 @@ pub enum ControllerError {
     },
 }
 
-impl ControllerError {
-    pub fn kind(&self) -> ErrorKind {
+impl From<ControllerError> for crate::Error {
+    fn from(e: ControllerError) -> Self {
+        crate::Error::part(e)
+    }
+}
+
+impl Classify for ControllerError {
+    fn current_revision(&self) -> Option<u64> {
+        match self {
+            ControllerError::StaleRevision { current, .. } => Some(*current),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
         match self {
             ControllerError::StaleRevision { .. }
             | ControllerError::DeployInProgress { .. }

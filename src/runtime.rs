@@ -78,6 +78,12 @@ pub enum RuntimeError {
     },
 }
 
+impl crate::error_kind::Classify for RuntimeError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        crate::error_kind::ErrorKind::Unprocessable
+    }
+}
+
 type Key = (String, String);
 
 /// Every release this node runs, by service and version.

@@ -80,6 +80,23 @@ pub enum StoreError {
     EmptyDatabase { path: String, signs: String },
 }
 
+impl crate::error_kind::Classify for StoreError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            StoreError::Conflict { .. } | StoreError::ReleaseMismatch { .. } => ErrorKind::Conflict,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    fn current_revision(&self) -> Option<u64> {
+        match self {
+            StoreError::Conflict { current } => Some(*current),
+            _ => None,
+        }
+    }
+}
+
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
 /// The store as the controller sees it.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Controller, ControllerError};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{RolloutState, ServiceName, now_millis};
 use crate::proxy::PauseGate;
 use crate::store::PauseRecord;
@@ -179,9 +179,14 @@ impl Controller {
         let released = self.try_open_gate(service)?;
         let rollout = match self.resume(service) {
             Ok(state) => Some(state),
-            Err(Error::Controller(
-                ControllerError::NoRollout(_) | ControllerError::NotPaused(_),
-            )) => None,
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<ControllerError>(),
+                    Some(ControllerError::NoRollout(_) | ControllerError::NotPaused(_))
+                ) =>
+            {
+                None
+            }
             Err(other) if released.is_none() => return Err(other),
             Err(_) => None,
         };

@@ -6,8 +6,9 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::backend::InFlight;
-use super::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use super::headers::{is_tunnel_request, set_forwarded, strip_hop_by_hop};
+use super::pool::Connections;
+use crate::backend::InFlight;
 use hyper::client::conn::http1::SendRequest;
 
 use super::Mirror;
@@ -16,7 +17,7 @@ use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
 use super::request_body::{RequestBody, Upload};
 use super::rewrite::{self, Links};
 use super::{
-    Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, request_id, upgrade,
+    Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, request_id, tunnel,
 };
 use crate::metrics::{ClientFault, UpstreamPhase};
 use crate::routing::{FixedResponse, RequestView, Route, RoutingTable};
@@ -185,12 +186,12 @@ impl Proxy {
         if exchange.recorded {
             exchange.backend = Some(Arc::clone(&backend));
         }
-        let upgrading = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        let tunnelling = req.version() == Version::HTTP_11 && is_tunnel_request(req.headers());
         let (prefix, asked) = route_path.split_at(prefix_len);
         *req.uri_mut() = upstream_uri;
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers, upgrading);
+        strip_hop_by_hop(headers, tunnelling);
         set_forwarded(headers, client, host.as_ref(), prefix);
         headers.insert(request_id::X_REQUEST_ID, request_id.clone());
         // A client cannot pass for a mirrored copy.
@@ -201,8 +202,8 @@ impl Proxy {
             }
         }
 
-        let answered = if upgrading {
-            upgrade::forward(self, &backend, req).await
+        let answered = if tunnelling {
+            tunnel::forward(self, &backend, req).await
         } else {
             let capture = shadows.and_then(|s| fan_out(&s, &req, &backend));
             self.forward(&backend, req, capture, exchange).await
@@ -219,7 +220,7 @@ impl Proxy {
             },
         }
         let mut response = answered?;
-        let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let switching = tunnelling && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
         if rewrite && rewrite::has_links(response.headers()) {
             let instances: Vec<SocketAddr> = backend.upstreams().iter().map(|u| u.addr).collect();

@@ -19,8 +19,8 @@ use super::restart_backoff::RestartBackoff;
 use super::{
     ExitRecord, Health, InstanceStatus, LogFiles, ReleaseStatus, RuntimeSettings, StartError,
 };
+use crate::backend::{Backend, Upstream};
 use crate::model::{Release, RunSpec, now_millis};
-use crate::proxy::{Backend, Upstream};
 use crate::store::{InstanceRecord, Store};
 
 /// Probe interval until an instance is healthy for the first time.

@@ -9,8 +9,8 @@ use tokio_util::task::TaskTracker;
 use super::docker::Engine;
 use super::instance::{self, InstanceCtx};
 use super::{LogFiles, ReleasePhase, ReleaseStatus, RuntimeError, StartError};
+use crate::backend::Backend;
 use crate::model::{Release, RunSpec};
-use crate::proxy::Backend;
 use crate::store::{InstanceRecord, Store};
 
 /// How the runtime runs instances.

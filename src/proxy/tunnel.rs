@@ -1,6 +1,8 @@
-//! Protocol upgrades (WebSocket and the like): the request goes over a
-//! connection of its own; on `101 Switching Protocols` both sides are taken
-//! over and bytes are copied until either closes.
+//! Tunnels: a request that asks for another protocol (`Upgrade:`, as
+//! WebSocket does) goes over a connection of its own; on `101 Switching
+//! Protocols` both sides are taken over and bytes are copied until either
+//! closes. (HTTP calls this an upgrade; here it is a tunnel, to keep the
+//! word apart from `switchyard upgrade` and from a serve's handover.)
 
 use std::sync::Arc;
 
@@ -8,9 +10,10 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::backend::InFlight;
+use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ResponseBody};
+use crate::backend::InFlight;
 
 pub(super) async fn forward(
     proxy: &Proxy,

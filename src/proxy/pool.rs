@@ -1,7 +1,9 @@
+//! The proxy's connections to instances: a pool per instance, kept in the
+//! instance's [`Upstream`] so that it goes when the instance goes.
+
+use std::any::Any;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::client::conn::http1::{self, SendRequest};
@@ -9,66 +11,57 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::request_body::RequestBody;
+use crate::backend::{ConnectionPool, Upstream};
 
 /// Idle connections kept per instance; more are closed when returned.
 const MAX_IDLE: usize = 256;
 
-/// One instance as the data plane sees it: an address, a health flag the
-/// runtime flips, a count of requests in flight, and its own connection
-/// pool, so that replacing an instance drops exactly its connections.
-#[derive(Debug)]
-pub struct Upstream {
-    pub addr: SocketAddr,
-    healthy: AtomicBool,
-    in_flight: AtomicUsize,
+/// The proxy's idle HTTP/1.1 connections to one instance.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
     idle: Mutex<Vec<SendRequest<RequestBody>>>,
 }
 
-impl Upstream {
-    pub fn new(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            healthy: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-    }
-
-    pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Release);
-        if !healthy {
-            self.idle_lock().clear();
-        }
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn enter(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn leave(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-
+impl Pool {
     fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<RequestBody>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+impl ConnectionPool for Pool {
+    fn clear(&self) {
+        self.idle_lock().clear();
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// How the proxy reaches an instance: its pooled connections, or a new one.
+pub(crate) trait Connections {
     /// A pooled connection ready for the next request, if any. Connections
     /// that closed meanwhile, or are not ready within `timeout`, are dropped.
-    pub(crate) async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<RequestBody>> {
+    async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<RequestBody>>;
+    /// Gives a connection back once its response has been read to the end.
+    fn give_back(&self, sender: SendRequest<RequestBody>);
+    /// Opens a new HTTP/1.1 connection. With `tunnels` the connection can
+    /// be taken over after a 101 answer (and is never pooled).
+    async fn connect(
+        &self,
+        timeout: Duration,
+        tunnels: bool,
+    ) -> io::Result<SendRequest<RequestBody>>;
+}
+
+impl Connections for Upstream {
+    async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<RequestBody>> {
+        let pool = self.pool::<Pool>();
         loop {
             let mut sender = {
                 // A connection that is ready at once needs no waiting (and
                 // no timer); the one given back last may not be yet.
-                let mut idle = self.idle_lock();
+                let mut idle = pool.idle_lock();
                 let mut i = idle.len();
                 while i > 0 {
                     i -= 1;
@@ -88,23 +81,20 @@ impl Upstream {
         }
     }
 
-    /// Gives a connection back once its response has been read to the end.
-    pub(crate) fn give_back(&self, sender: SendRequest<RequestBody>) {
+    fn give_back(&self, sender: SendRequest<RequestBody>) {
         if sender.is_closed() || !self.is_healthy() {
             return;
         }
-        let mut idle = self.idle_lock();
+        let mut idle = self.pool::<Pool>().idle_lock();
         if idle.len() < MAX_IDLE {
             idle.push(sender);
         }
     }
 
-    /// Opens a new HTTP/1.1 connection. With `upgrades` the connection can
-    /// be taken over after a 101 answer (and is never pooled).
-    pub(crate) async fn connect(
+    async fn connect(
         &self,
         timeout: Duration,
-        upgrades: bool,
+        tunnels: bool,
     ) -> io::Result<SendRequest<RequestBody>> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await
@@ -114,7 +104,7 @@ impl Upstream {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(io::Error::other)?;
-        if upgrades {
+        if tunnels {
             tokio::spawn(conn.with_upgrades());
         } else {
             tokio::spawn(conn);
@@ -125,6 +115,8 @@ impl Upstream {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[tokio::test]
