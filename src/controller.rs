@@ -43,7 +43,7 @@ use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now
 use crate::proxy::{Backend, Mirror, MirrorSettings, SharedPauses, SharedTable};
 use crate::routing::{ApiRouting, CompiledPolicy, RoutingTable, Served, ServiceRoutes};
 use crate::runtime::{LogChunk, Runtime};
-use crate::store::{Commit, Store};
+use crate::store::{Commit, NodeStore, ServiceStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -176,7 +176,10 @@ impl Classify for ControllerError {
 }
 
 pub struct Controller {
-    store: Arc<dyn Store>,
+    /// The services' desired state (shared by a fleet).
+    store: Arc<dyn ServiceStore>,
+    /// What this node keeps for itself: instance records, shadow counts.
+    node_store: Arc<dyn NodeStore>,
     runtime: Runtime,
     table: SharedTable,
     /// Gates of paused services, shared with the proxy.
@@ -212,7 +215,8 @@ struct MirrorEntry {
 
 impl Controller {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ServiceStore>,
+        node_store: Arc<dyn NodeStore>,
         runtime: Runtime,
         table: SharedTable,
         pauses: SharedPauses,
@@ -221,6 +225,7 @@ impl Controller {
     ) -> Self {
         Self {
             store,
+            node_store,
             runtime,
             table,
             pauses,

@@ -229,6 +229,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let pauses: crate::proxy::SharedPauses = Arc::default();
     let controller = Arc::new(Controller::new(
+        store.clone(),
         store,
         runtime,
         Arc::clone(&table),

@@ -178,7 +178,7 @@ impl Controller {
     /// Saves the shadow summaries that changed.
     pub fn save_shadow_stats(&self) {
         for (service, version, json) in self.shadows.changed() {
-            if let Err(error) = self.store.save_shadow_stats(&service, &version, &json) {
+            if let Err(error) = self.node_store.save_shadow_stats(&service, &version, &json) {
                 tracing::warn!(%service, %version, %error, "cannot save shadow summary");
             }
         }
