@@ -28,6 +28,9 @@ pub mod shadows;
 pub mod trends;
 mod upgrade_guard;
 
+#[cfg(test)]
+mod tests;
+
 pub use admin_hosts::{AdminHosts, BadAdminHost};
 pub use change_gate::hold_changes;
 pub use cross_site::CLIENT_HEADER;
