@@ -44,7 +44,7 @@ def deploy(serve, name, version, *extra):
               "--", HELLO, "--port", "{port}", "--version", version)
 
 
-# Why a switch may be refused (README, "Switching" and "Self-upgrade"): the
+# Why a switch may be refused (docs/operating.md, "Switching" and "Self-upgrade"): the
 # target has an instance that is not healthy, or serve is handing over.
 DOCUMENTED_REFUSALS = (
     "refusing to send traffic to",

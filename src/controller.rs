@@ -15,6 +15,7 @@ mod kill;
 mod pause;
 mod pin;
 mod policy;
+mod publication;
 mod registry;
 mod restore;
 mod rollback;
@@ -28,6 +29,7 @@ pub use deploy::DeployRequest;
 pub use events::Notifier;
 pub use hook::HookError;
 pub use pause::{PauseRequest, PauseView, ResumeReport};
+pub use publication::RoutesHeld;
 pub use registry::{RegisterRequest, Registered, RegisteredView};
 pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
@@ -181,7 +183,8 @@ pub struct Controller {
     /// What this node keeps for itself: instance records, shadow counts.
     node_store: Arc<dyn NodeStore>,
     runtime: Runtime,
-    table: SharedTable,
+    /// Where compiled routing tables go (to the proxy, unless held).
+    routes: publication::Publication,
     /// Gates of paused services, shared with the proxy.
     pauses: SharedPauses,
     /// Serializes pause and resume, so that the gates and the store agree.
@@ -227,7 +230,7 @@ impl Controller {
             store,
             node_store,
             runtime,
-            table,
+            routes: publication::Publication::new(table),
             pauses,
             pause_changes: Mutex::new(()),
             pins: Mutex::new(HashMap::new()),
@@ -246,6 +249,13 @@ impl Controller {
 
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Keeps the proxy on the routing table it has until the returned
+    /// hold drops; the tables compiled meanwhile wait, and the latest is
+    /// published then.
+    pub fn hold_routes(&self) -> publication::RoutesHeld<'_> {
+        publication::RoutesHeld::new(&self.routes)
     }
 
     fn current_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, Revision>> {
@@ -436,7 +446,7 @@ impl Controller {
         }
         // Mirrors left behind stop their workers as they drop.
         *mirrors = kept;
-        self.table.store(Arc::new(table));
+        self.routes.publish(Arc::new(table));
         drop(mirrors);
         drop(current);
         self.reconcile_pins();

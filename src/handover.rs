@@ -46,7 +46,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::Controller;
-use crate::proxy::SharedTable;
 use crate::store::StateDir;
 
 /// The admin API path that starts a handover.
@@ -102,7 +101,6 @@ pub struct HandoverRequest {
 /// Everything the old serve needs to hand over.
 pub struct Handover {
     controller: Arc<Controller>,
-    table: SharedTable,
     gate: ChangeGate,
     /// Duplicates of the proxy and admin listening sockets, until serve
     /// shuts down (see [`Handover::close_listeners`]).
@@ -123,14 +121,12 @@ pub struct Handover {
 impl Handover {
     pub fn new(
         controller: Arc<Controller>,
-        table: SharedTable,
         gate: ChangeGate,
         listeners: [OwnedFd; 2],
         state_dir: Arc<StateDir>,
     ) -> io::Result<Self> {
         Ok(Self {
             controller,
-            table,
             gate,
             listeners: std::sync::Mutex::new(Some(listeners)),
             binary: std::env::current_exe()?,
@@ -216,14 +212,13 @@ impl Handover {
         if let Err(error) = self.state_dir.write_pid() {
             tracing::error!(%error, "cannot write this serve's pid into the state lock again");
         }
-        let before = self.table.load_full();
+        let held = self.controller.hold_routes();
         self.controller.runtime().take_back();
         if let Err(error) = self.controller.restore() {
             tracing::error!(%error, "cannot take the instances back");
         }
-        let adopted = self.table.swap(before);
         self.controller.wait_restored(TAKE_BACK_WAIT).await;
-        self.table.store(adopted);
+        drop(held);
         if let Err(error) = self.controller.resume_rollouts() {
             tracing::error!(%error, "cannot resume the rollouts");
         }

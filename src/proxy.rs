@@ -36,8 +36,11 @@ use arc_swap::ArcSwap;
 use crate::listener::Connections;
 use crate::routing::RoutingTable;
 
-/// The routing table the proxy reads; the controller swaps it whole.
-pub type SharedTable = Arc<ArcSwap<RoutingTable<Backend, Mirror>>>;
+/// The routing table the proxy reads.
+pub type Table = RoutingTable<Backend, Mirror>;
+
+/// Where the proxy finds the current [`Table`]; the controller swaps it whole.
+pub type SharedTable = Arc<ArcSwap<Table>>;
 
 /// Settings of the data plane.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! that it follows changes made elsewhere without a reload, the actions
 //! clicked in it, the token, and a page reached through a foreign name.
 //! The tests write screenshots of each page under the build's target
-//! folder; with `SWITCHYARD_UPDATE_SCREENSHOTS=1` they replace the README's
+//! folder; with `SWITCHYARD_UPDATE_SCREENSHOTS=1` they replace docs/dashboard.md's
 //! in docs/screenshots/.
 
 mod support;

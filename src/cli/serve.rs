@@ -277,7 +277,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let gate = ChangeGate::default();
     let handover = Arc::new(Handover::new(
         Arc::clone(&controller),
-        Arc::clone(&table),
         gate.clone(),
         [
             proxy_listener.as_fd().try_clone_to_owned()?,

@@ -127,7 +127,7 @@ impl Controller {
             };
             let stop = CancellationToken::new();
             let proxy = Arc::new(Proxy {
-                table: Arc::clone(&self.table),
+                table: Arc::clone(self.routes.shared()),
                 pauses: Arc::clone(&self.pauses),
                 pinned: Some((service.clone(), version.clone())),
                 settings: self.mirror_settings.proxy.clone(),

@@ -218,9 +218,16 @@ async fn remove_all(engine: Engine, state_dir: PathBuf, images: Vec<String>) {
 
 /// A build folder: `hello-server`, its libraries under `root/`, and a
 /// Dockerfile ending with `last_line`.
+///
+/// `root/` carries the folder's own path, so no two tests' images share
+/// a layer: removing one test's image (its drop does) can never take a
+/// cached layer from under another test's build running at that moment
+/// (the engine then fails that build with "unknown parent image ID").
 pub fn hello_context(dir: &Path, last_line: &str) {
     std::fs::create_dir_all(dir).expect("context folder");
     copy_with_libraries(Path::new(HELLO), &dir.join("root"));
+    std::fs::write(dir.join("root/.context"), dir.display().to_string())
+        .expect("write the context's mark");
     std::fs::copy(HELLO, dir.join("hello-server")).expect("copy hello-server");
     std::fs::write(
         dir.join("Dockerfile"),
@@ -287,6 +294,9 @@ fn python_context(dir: &Path) -> PathBuf {
     }
     copy_with_libraries(&exe, &root);
     copy_tree(&stdlib, &inside(&stdlib), &root);
+    // Its own layer, as in `hello_context`.
+    std::fs::write(root.join(".context"), dir.display().to_string())
+        .expect("write the context's mark");
     python3
 }
 

@@ -25,7 +25,7 @@ pub const FOREIGN_HOST: &str = "attacker.example";
 
 /// Where the tests write their screenshots: under the build's target
 /// folder, or, with `SWITCHYARD_UPDATE_SCREENSHOTS=1`, over the ones the
-/// README shows.
+/// dashboard guide (docs/dashboard.md) shows.
 fn screenshots() -> PathBuf {
     if std::env::var_os("SWITCHYARD_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
