@@ -8,6 +8,7 @@
 //! the swap. A change that fails leaves state and routing as they were.
 
 mod assign;
+mod change;
 mod deploy;
 mod events;
 mod hook;

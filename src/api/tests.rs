@@ -357,3 +357,65 @@ async fn malformed_or_unfit_requests_are_refused_and_change_nothing() {
 
     assert_eq!(api.revision(), 1, "no refused request changed anything");
 }
+
+/// A request body made on a base revision (`None`: the base goes in the query).
+type BodyOn = Box<dyn Fn(u64) -> Option<Value>>;
+
+/// Sends two changes made on the same base revision at once.
+async fn race(api: &Api, method: &str, path: &str, body: Option<Value>) -> [StatusCode; 2] {
+    let (a, b) = tokio::join!(
+        api.call(method, path, body.clone()),
+        api.call(method, path, body.clone())
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    statuses
+}
+
+#[tokio::test]
+async fn of_two_changes_on_the_same_base_one_commits_and_the_other_gets_409() {
+    let api = Api::start(None).await;
+    let verbs: Vec<(&str, String, BodyOn)> = vec![
+        (
+            "POST",
+            "/v1/services/hello/compare".into(),
+            Box::new(|base| Some(json!({"policy": {"headers": ["etag"]}, "base_revision": base}))),
+        ),
+        (
+            "PUT",
+            "/v1/services/hello/rewrite".into(),
+            Box::new(|base| Some(json!({"rewrite": "off", "base_revision": base}))),
+        ),
+        (
+            "POST",
+            "/v1/services/hello/hosts".into(),
+            Box::new(|base| Some(json!({"host": "shop.example", "base_revision": base}))),
+        ),
+        (
+            "PUT",
+            "/v1/services/hello/api-version".into(),
+            Box::new(|base| {
+                Some(json!({"source": {"from": "path-prefix"}, "base_revision": base}))
+            }),
+        ),
+        (
+            "DELETE",
+            "/v1/services/hello/releases/1.0.0".into(),
+            Box::new(|_| None),
+        ),
+    ];
+    for (method, path, body) in verbs {
+        let base = api.revision();
+        let path = match body(base) {
+            Some(_) => path,
+            None => format!("{path}?base_revision={base}"),
+        };
+        let statuses = race(&api, method, &path, body(base)).await;
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::CONFLICT],
+            "{method} {path}"
+        );
+        assert_eq!(api.revision(), base + 1, "{method} {path}: one commit");
+    }
+}

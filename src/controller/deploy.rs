@@ -3,6 +3,7 @@ use std::time::Duration;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
+use super::change::Change;
 use super::{Controller, ControllerError, DeployingGuard};
 use crate::error::Result;
 use crate::model::{
@@ -62,7 +63,7 @@ impl Controller {
                 super::assign::ensure_runs_on(service, &version, &req.spec.versioning, &at)?;
             }
         }
-        self.deployed_state(
+        self.check_deployable(
             service,
             &version,
             how,
@@ -113,31 +114,24 @@ impl Controller {
             return Err(error.into());
         }
 
-        let committed = {
-            let _lock = self.lock(service).await;
-            self.deployed_state(
-                service,
-                &version,
-                how,
-                &hosts,
-                req.base_revision,
-                now_millis(),
-                &schema,
-            )
-            .and_then(|(current, state)| {
+        let committed = self
+            .change_or_create(service, req.base_revision, actor, |current| {
+                let state = deployed_state(
+                    current,
+                    service,
+                    &version,
+                    how,
+                    &hosts,
+                    now_millis(),
+                    &schema,
+                )?;
                 let role = state
                     .role_of(&version)
                     .map_or("?".into(), |r| r.to_string());
-                self.commit(
-                    service,
-                    current.as_ref(),
-                    state,
-                    format!("deploy {version} as {role}"),
-                    actor,
-                    vec![release],
-                )
+                Ok(Change::new(format!("deploy {version} as {role}"), state)
+                    .registering(vec![release]))
             })
-        };
+            .await;
         if committed.is_err() {
             self.runtime
                 .stop(service.as_str(), &version.to_string(), false)
@@ -147,11 +141,9 @@ impl Controller {
     }
 
     /// The service's current revision and the state it would have with the
-    /// release added, after every check that needs no running instance. A
-    /// release that becomes main of a service with no recorded schema
-    /// records its own (the database is taken to be at it).
+    /// release added, after every check that needs no running instance.
     #[allow(clippy::too_many_arguments)]
-    fn deployed_state(
+    fn check_deployable(
         &self,
         service: &ServiceName,
         version: &Version,
@@ -167,17 +159,31 @@ impl Controller {
             current.as_ref().map_or(0, |r| r.number),
             base_revision,
         )?;
-        let state = current
-            .as_ref()
-            .map(|r| r.state.clone())
-            .unwrap_or_default();
-        let mut next = state
-            .deploy(service, version, how, now)?
-            .with_hosts(hosts)?;
-        if next.schema.is_none() && next.main() == Some(version) {
-            next = next.with_schema(schema.clone());
-        }
+        let next = deployed_state(current.as_ref(), service, version, how, hosts, now, schema)?;
         self.check_hosts(service, &next)?;
         Ok((current, next))
     }
+}
+
+/// The state a service has with the release added (a new service's first
+/// state when there is no `current`). A release that becomes main of a
+/// service with no recorded schema records its own (the database is taken
+/// to be at it).
+fn deployed_state(
+    current: Option<&Revision>,
+    service: &ServiceName,
+    version: &Version,
+    how: DeployAs,
+    hosts: &[String],
+    now: u64,
+    schema: &Option<Version>,
+) -> Result<ServiceState> {
+    let state = current.map(|r| r.state.clone()).unwrap_or_default();
+    let mut next = state
+        .deploy(service, version, how, now)?
+        .with_hosts(hosts)?;
+    if next.schema.is_none() && next.main() == Some(version) {
+        next = next.with_schema(schema.clone());
+    }
+    Ok(next)
 }

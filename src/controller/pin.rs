@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::change::Change;
 use super::{Controller, ControllerError};
 use crate::error::Result;
 use crate::model::{ModelError, Revision, ServiceName, parse_version};
@@ -44,9 +45,31 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(version)?;
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        let next = current.state.pin(service, &version, address)?;
+        let committed = self
+            .change(service, None, actor, |current| {
+                self.bind_pin(service, &version, current, address)
+            })
+            .await;
+        // A listener bound for a change that did not commit is closed.
+        if let Some(addr) = address {
+            self.pending_pins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&addr);
+        }
+        committed
+    }
+
+    /// The pinned state, once `address` (if any) is free for `version`
+    /// and bound, held for the commit in `pending_pins`.
+    fn bind_pin(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+        current: &crate::model::Revision,
+        address: Option<SocketAddr>,
+    ) -> Result<Change> {
+        let next = current.state.pin(service, version, address)?;
         if let Some(addr) = address {
             for (name, revision) in self.current_map().iter() {
                 if name == service {
@@ -78,15 +101,7 @@ impl Controller {
             Some(addr) => format!("pin {version} to {addr}"),
             None => format!("unpin {version}"),
         };
-        let committed = self.commit(service, Some(&current), next, action, actor, Vec::new());
-        // A listener bound for a change that did not commit is closed.
-        if let Some(addr) = address {
-            self.pending_pins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&addr);
-        }
-        committed
+        Ok(Change::new(action, next))
     }
 
     /// Runs a listener for every pinned address in the current state and

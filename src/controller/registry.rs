@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Controller;
+use super::change::Change;
 use crate::error::Result;
 use crate::model::{
     ApiVersionSource, ModelError, Plan, Release, ReleaseSpec, Revision, Role, ServiceName,
@@ -68,12 +69,12 @@ impl Controller {
         base_revision: Option<u64>,
         actor: &str,
     ) -> Result<Revision> {
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let action = format!("read the API version from the {source}");
-        let next = current.state.with_api_version(source)?;
-        self.commit(service, Some(&current), next, action, actor, Vec::new())
+        self.change(service, base_revision, actor, |current| {
+            let action = format!("read the API version from the {source}");
+            let next = current.state.with_api_version(source)?;
+            Ok(Change::new(action, next))
+        })
+        .await
     }
 
     /// Every registered release of a service, oldest version first.

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::Controller;
+use super::change::Change;
 use crate::error::Result;
 use crate::model::{
     ComparePolicy, ModelError, Revision, Role, ServiceName, ShadowSettings, parse_version,
@@ -104,22 +105,15 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(version)?;
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let describe = settings.describe();
-        let next = current.state.set_shadow(service, &version, settings)?;
-        if next.role_of(&version) != Some(Role::Shadow) {
-            tracing::info!(%service, %version, "shadow settings stored; they apply while the release is a shadow");
-        }
-        self.commit(
-            service,
-            Some(&current),
-            next,
-            format!("shadow {version}: {describe}"),
-            actor,
-            Vec::new(),
-        )
+        self.change(service, base_revision, actor, |current| {
+            let describe = settings.describe();
+            let next = current.state.set_shadow(service, &version, settings)?;
+            if next.role_of(&version) != Some(Role::Shadow) {
+                tracing::info!(%service, %version, "shadow settings stored; they apply while the release is a shadow");
+            }
+            Ok(Change::new(format!("shadow {version}: {describe}"), next))
+        })
+        .await
     }
 
     /// Changes how the service's shadows are compared with main.
@@ -130,18 +124,11 @@ impl Controller {
         base_revision: Option<u64>,
         actor: &str,
     ) -> Result<Revision> {
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let next = current.state.set_compare(policy)?;
-        self.commit(
-            service,
-            Some(&current),
-            next,
-            "shadow comparison settings".into(),
-            actor,
-            Vec::new(),
-        )
+        self.change(service, base_revision, actor, |current| {
+            let next = current.state.set_compare(policy)?;
+            Ok(Change::new("shadow comparison settings", next))
+        })
+        .await
     }
 
     /// The shadow reports of a service (one version, or every one).

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::change::Change;
 use super::hook::HookError;
 use super::{Controller, ControllerError, DeployRequest};
 use crate::error::{Error, Result};
@@ -665,10 +666,10 @@ impl Controller {
         action: String,
         actor: &str,
     ) -> Result<crate::model::Revision> {
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        let next = current.state.with_schema(schema);
-        self.commit(service, Some(&current), next, action, actor, Vec::new())
+        self.change(service, None, actor, |current| {
+            Ok(Change::new(action, current.state.with_schema(schema)))
+        })
+        .await
     }
 
     /// Starts `release` as standby (unless it runs) and makes it main; on
