@@ -7,9 +7,35 @@
 //! (starting instances, waiting for readiness, draining) happens before or
 //! after, outside the lock.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use super::Controller;
 use crate::error::Result;
 use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState};
+
+/// The current revision of every service, as committed, and the lock per
+/// service that [`Controller::change`] holds.
+#[derive(Default)]
+pub(super) struct Revisions {
+    current: Mutex<BTreeMap<ServiceName, Revision>>,
+    locks: Mutex<HashMap<ServiceName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Revisions {
+    pub(super) fn map(&self) -> MutexGuard<'_, BTreeMap<ServiceName, Revision>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serializes changes of one service.
+    async fn lock(&self, service: &ServiceName) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(service.clone()).or_default())
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// What a verb makes of the current state: the new state, the action the
 /// history names it by, and the releases it registers.
@@ -73,7 +99,7 @@ impl Controller {
         must_exist: bool,
         make: impl FnOnce(Option<&Revision>) -> Result<Change>,
     ) -> Result<Revision> {
-        let _lock = self.lock(service).await;
+        let _lock = self.revisions.lock(service).await;
         let current = self.current(service);
         if must_exist && current.is_none() {
             // An unknown service is told as such, before any stale base.

@@ -4,7 +4,7 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use super::change::Change;
-use super::{Controller, ControllerError, DeployingGuard};
+use super::{Controller, ControllerError};
 use crate::error::Result;
 use crate::model::{
     DeployAs, ModelError, Release, ReleaseSpec, Revision, ServiceName, ServiceState,
@@ -29,6 +29,45 @@ pub struct DeployRequest {
     /// Refuse the change if the service has moved past this revision.
     #[serde(default)]
     pub base_revision: Option<u64>,
+}
+
+/// The releases being deployed right now, so that the same one is not
+/// deployed twice at once.
+#[derive(Default)]
+pub(super) struct Deploying {
+    set: std::sync::Mutex<std::collections::HashSet<(ServiceName, String)>>,
+}
+
+impl Deploying {
+    /// Marks the release as being deployed until the guard drops; `None`
+    /// when it already is.
+    fn begin(&self, service: &ServiceName, version: &Version) -> Option<DeployingGuard<'_>> {
+        let key = (service.clone(), version.to_string());
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+            .then_some(DeployingGuard {
+                deploying: self,
+                key,
+            })
+    }
+}
+
+/// Removes a release from the "being deployed" set when dropped.
+struct DeployingGuard<'a> {
+    deploying: &'a Deploying,
+    key: (ServiceName, String),
+}
+
+impl Drop for DeployingGuard<'_> {
+    fn drop(&mut self) {
+        self.deploying
+            .set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl Controller {
@@ -81,22 +120,12 @@ impl Controller {
                 .into());
             }
         }
-        let key = (service.clone(), version.to_string());
-        if !self
-            .deploying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone())
-        {
+        let Some(_deploying) = self.deploying.begin(service, &version) else {
             return Err(ControllerError::DeployInProgress {
                 service: service.to_string(),
                 version: version.to_string(),
             }
             .into());
-        }
-        let _deploying = DeployingGuard {
-            set: &self.deploying,
-            key,
         };
 
         let release = Release {

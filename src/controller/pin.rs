@@ -33,6 +33,25 @@ impl Drop for PinnedListener {
     }
 }
 
+/// Pinned addresses: a listener per address, serving one release, and
+/// the addresses bound for a pin about to commit. Dropping it closes
+/// every pinned listener (each stops as its `PinnedListener` drops).
+#[derive(Default)]
+pub(super) struct Pins {
+    listeners: std::sync::Mutex<HashMap<SocketAddr, PinnedListener>>,
+    pending: std::sync::Mutex<HashMap<SocketAddr, std::net::TcpListener>>,
+}
+
+impl Pins {
+    fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, PinnedListener>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, std::net::TcpListener>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Controller {
     /// Pins `version` to `address` (or unpins it with `None`). The address
     /// is bound before anything is committed: one that cannot be bound
@@ -52,10 +71,7 @@ impl Controller {
             .await;
         // A listener bound for a change that did not commit is closed.
         if let Some(addr) = address {
-            self.pending_pins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&addr);
+            self.pins.pending().remove(&addr);
         }
         committed
     }
@@ -82,19 +98,14 @@ impl Controller {
                     .into());
                 }
             }
-            let ours = self
-                .pins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&addr)
-                .is_some_and(|l| l.service == service.as_str() && l.version == version.to_string());
+            let ours =
+                self.pins.listeners().get(&addr).is_some_and(|l| {
+                    l.service == service.as_str() && l.version == version.to_string()
+                });
             if !ours {
                 let listener = std::net::TcpListener::bind(addr)
                     .map_err(|e| ControllerError::PinBind(addr, e.to_string()))?;
-                self.pending_pins
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(addr, listener);
+                self.pins.pending().insert(addr, listener);
             }
         }
         let action = match address {
@@ -118,7 +129,7 @@ impl Controller {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pins = self.pins.listeners();
         pins.retain(|addr, l| {
             desired
                 .get(addr)
@@ -128,11 +139,7 @@ impl Controller {
             if pins.contains_key(&addr) {
                 continue;
             }
-            let pending = self
-                .pending_pins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&addr);
+            let pending = self.pins.pending().remove(&addr);
             let listener = match pending.map_or_else(|| std::net::TcpListener::bind(addr), Ok) {
                 Ok(l) => l,
                 Err(error) => {
@@ -143,9 +150,9 @@ impl Controller {
             let stop = CancellationToken::new();
             let proxy = Arc::new(Proxy {
                 table: Arc::clone(self.routes.shared()),
-                pauses: Arc::clone(&self.pauses),
+                pauses: Arc::clone(&self.pauses.gates),
                 pinned: Some((service.clone(), version.clone())),
-                settings: self.mirror_settings.proxy.clone(),
+                settings: self.mirrors.settings.proxy.clone(),
             });
             tokio::spawn(crate::proxy::serve(
                 listener,

@@ -61,12 +61,31 @@ pub(super) struct UpgradeControl {
     wake: Notify,
 }
 
+/// The upgrades running in this serve, by service, with the handle the
+/// operator's `--continue` and `--abort` reach them through. Leader only
+/// (upgrades run hooks, which must run once for the fleet). An upgrade's
+/// task holds the controller until it ends (done, failed, aborted, or
+/// interrupted by a stopping serve: `interrupt_upgrades`).
+#[derive(Default)]
+pub(super) struct Upgrades {
+    controls: std::sync::Mutex<std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>,
+}
+
+impl Upgrades {
+    fn controls(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>
+    {
+        self.controls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Controller {
     fn upgrade_controls(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>
     {
-        self.upgrades.lock().unwrap_or_else(|p| p.into_inner())
+        self.upgrades.part().controls()
     }
 
     /// Checks the plan and starts it in the background; answers with the
