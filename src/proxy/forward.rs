@@ -187,18 +187,7 @@ impl Proxy {
         host: Option<&HeaderValue>,
     ) -> Result<Routing, ProxyError> {
         let table = self.table.load();
-        let view = RequestView {
-            method: req.method(),
-            host: host.and_then(|h| h.to_str().ok()),
-            path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-            headers: req.headers(),
-            client: client.ip(),
-        };
-        let route = match &self.pinned {
-            Some((service, version)) => pinned_route(&table, service, version, view.path_and_query),
-            None => table.route(&view),
-        };
-        match route {
+        match self.decide(&table, req, client, host) {
             Route::Release {
                 service: _,
                 backend,
@@ -235,6 +224,27 @@ impl Proxy {
         }
     }
 
+    /// What `table` (or the pinned release) says of the request.
+    fn decide<'t>(
+        &'t self,
+        table: &'t RoutingTable<Backend, Mirror>,
+        req: &'t Request<Incoming>,
+        client: SocketAddr,
+        host: Option<&'t HeaderValue>,
+    ) -> Route<'t, Backend, Mirror> {
+        let view = RequestView {
+            method: req.method(),
+            host: host.and_then(|h| h.to_str().ok()),
+            path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            headers: req.headers(),
+            client: client.ip(),
+        };
+        match &self.pinned {
+            Some((service, version)) => pinned_route(table, service, version, view.path_and_query),
+            None => table.route(&view),
+        }
+    }
+
     /// Waits at the service's gate while it is paused, so that the request
     /// is routed with the table as it is when the service resumes.
     async fn hold_if_paused(
@@ -245,20 +255,7 @@ impl Proxy {
     ) -> Result<(), ProxyError> {
         let gate = {
             let table = self.table.load();
-            let view = RequestView {
-                method: req.method(),
-                host: host.and_then(|h| h.to_str().ok()),
-                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                headers: req.headers(),
-                client: client.ip(),
-            };
-            let route = match &self.pinned {
-                Some((service, version)) => {
-                    pinned_route(&table, service, version, view.path_and_query)
-                }
-                None => table.route(&view),
-            };
-            match route {
+            match self.decide(&table, req, client, host) {
                 Route::Release { service, .. } => self
                     .pauses
                     .load()
