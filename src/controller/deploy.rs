@@ -43,14 +43,17 @@ impl Deploying {
     /// when it already is.
     fn begin(&self, service: &ServiceName, version: &Version) -> Option<DeployingGuard<'_>> {
         let key = (service.clone(), version.to_string());
-        self.set
+        // The set's lock is let go before a guard exists: a guard dropped
+        // while it was held would wait on it forever.
+        let inserted = self
+            .set
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone())
-            .then_some(DeployingGuard {
-                deploying: self,
-                key,
-            })
+            .insert(key.clone());
+        inserted.then(|| DeployingGuard {
+            deploying: self,
+            key,
+        })
     }
 }
 
@@ -215,4 +218,26 @@ fn deployed_state(
         next = next.with_schema(schema.clone());
     }
     Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_being_deployed_is_refused_a_second_time_until_the_first_ends() {
+        let deploying = Deploying::default();
+        let service: ServiceName = "hello".parse().expect("a name");
+        let version = Version::new(2, 0, 0);
+        let first = deploying
+            .begin(&service, &version)
+            .expect("the first begins");
+        assert!(deploying.begin(&service, &version).is_none());
+        assert!(
+            deploying.begin(&service, &version).is_none(),
+            "a refused second deploy leaves the first's mark"
+        );
+        drop(first);
+        assert!(deploying.begin(&service, &version).is_some());
+    }
 }
