@@ -25,6 +25,7 @@ pub mod rollout;
 pub mod services;
 pub mod settings;
 pub mod shadows;
+pub mod tls;
 pub mod trends;
 mod upgrade_guard;
 
@@ -108,6 +109,10 @@ pub fn router(state: AppState) -> Router {
             get(registry::list).post(registry::register),
         )
         .route(
+            "/v1/services/{name}/registry/{version}",
+            delete(registry::unregister),
+        )
+        .route(
             "/v1/services/{name}/api-version",
             get(registry::get_api_version).put(registry::set_api_version),
         )
@@ -128,6 +133,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/services/{name}/hosts/{host}",
             delete(settings::remove_host),
+        )
+        .route(
+            "/v1/services/{name}/https",
+            get(settings::get_https).put(settings::set_https),
         )
         .route(
             "/v1/services/{name}/rewrite",
@@ -156,6 +165,8 @@ pub fn router(state: AppState) -> Router {
             post(shadows::set_shadow),
         )
         .route("/v1/services/{name}/shadows/report", get(shadows::report))
+        .route("/v1/services/{name}/shadows/reset", post(shadows::reset))
+        .route("/v1/services/{name}/shadows/history", get(shadows::history))
         .route("/v1/services/{name}/compare", post(shadows::set_compare))
         .route(crate::handover::API_PATH, post(handover::start))
         .route("/v1/services/{name}/canary", post(policy::canary))
@@ -181,6 +192,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/rollout/abort", post(rollout::abort))
         .route("/v1/services/{name}/events", get(rollout::events))
         .route("/v1/services/{name}/trends", get(trends::show))
+        .route("/v1/tls/certificates", get(tls::list))
+        .route(
+            "/v1/tls/certificates/{host}",
+            axum::routing::put(tls::put).delete(tls::remove),
+        )
         // Last, so that every route above answers a wrong method in JSON too.
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::no_such_endpoint)

@@ -4,7 +4,7 @@
 
 mod upstream;
 
-pub use upstream::{ConnectionPool, Upstream};
+pub use upstream::{ConnectionPool, Upstream, UpstreamTls};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ mod green;
 mod handover;
 mod history;
 mod host;
+mod https;
 mod init;
 mod kill;
 mod logs;
@@ -25,6 +26,7 @@ mod pin;
 mod plan;
 mod progress;
 mod promote;
+mod reference;
 mod release;
 mod releases;
 mod resume;
@@ -36,6 +38,7 @@ mod routes;
 mod serve;
 mod shadow;
 mod status;
+mod tls;
 mod upgrade;
 
 pub use client::{AdminClient, release_path, service_path};
@@ -113,12 +116,19 @@ pub enum Command {
     Upgrade(upgrade::UpgradeArgs),
     /// Route host names to a service, or stop routing them (no new release needed).
     Host(host::HostArgs),
+    /// Show or set whether cleartext requests to a service are redirected to HTTPS, and HSTS.
+    Https(https::HttpsArgs),
     /// Show or set whether answers through /services/NAME/ get their links rewritten.
     Rewrite(rewrite::RewriteArgs),
     /// Show or replace the page end users see when the proxy answers for a service.
     ErrorPage(error_page::ErrorPageArgs),
+    /// TLS certificates per host name, for `serve --tls-listen`.
+    Tls(tls::TlsArgs),
     /// Print the completion script of a shell (bash, zsh, fish, …).
     Completions(completions::CompletionsArgs),
+    /// Write the command-line reference (docs/cli.md, docs/man/*.1) from these definitions.
+    #[command(hide = true)]
+    Reference(reference::ReferenceArgs),
 }
 
 /// How a client command reaches serve.
@@ -137,6 +147,10 @@ pub struct ClientArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// PEM file of a CA to trust, besides the system's, for an https://
+    /// admin URL (a serve with --admin-tls-cert from a private CA).
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_CA")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Parses the command line; `serve --config FILE` reads its settings from
@@ -171,6 +185,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    crate::tls::install_default_provider();
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
@@ -204,8 +219,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Upgrade(args) => upgrade::run(args).await,
             Command::Host(args) => host::run(args).await,
             Command::Rewrite(args) => rewrite::run(args).await,
+            Command::Https(args) => https::run(args).await,
             Command::ErrorPage(args) => error_page::run(args).await,
+            Command::Tls(args) => tls::run(args).await,
             Command::Completions(args) => completions::run(args),
+            Command::Reference(args) => reference::run(args),
         }
     })
 }

@@ -43,7 +43,7 @@ pub use hook::HookError;
 pub use leader::LeaderOnly;
 pub use pause::{PauseRequest, PauseView, ResumeReport};
 pub use publication::RoutesHeld;
-pub use registry::{RegisterRequest, Registered, RegisteredView};
+pub use registry::{RegisterRequest, Registered, RegisteredView, RegistryError, Unregistered};
 pub use rollout::RolloutView;
 pub use shadow::ShadowLedger;
 pub use upgrade::UpgradeRequest;
@@ -364,6 +364,7 @@ impl Controller {
                 api: None,
                 rewrite: revision.state.rewrite.is_on(),
                 error_page: revision.state.error_page.clone().map(Arc::new),
+                https: revision.state.https,
             };
             for (version, shadow) in revision.state.mirrored() {
                 let key = (name.to_string(), version.to_string());

@@ -105,6 +105,8 @@ pub struct Handover {
     /// Duplicates of the proxy and admin listening sockets, until serve
     /// shuts down (see [`Handover::close_listeners`]).
     listeners: std::sync::Mutex<Option<[OwnedFd; 2]>>,
+    /// A duplicate of the TLS listening socket, when serve has one.
+    tls_listener: std::sync::Mutex<Option<OwnedFd>>,
     /// The state directory this serve holds; its lock goes to the new serve.
     state_dir: Arc<StateDir>,
     /// The binary this serve was started from, resolved at start (a binary
@@ -123,12 +125,14 @@ impl Handover {
         controller: Arc<Controller>,
         gate: ChangeGate,
         listeners: [OwnedFd; 2],
+        tls_listener: Option<OwnedFd>,
         state_dir: Arc<StateDir>,
     ) -> io::Result<Self> {
         Ok(Self {
             controller,
             gate,
             listeners: std::sync::Mutex::new(Some(listeners)),
+            tls_listener: std::sync::Mutex::new(tls_listener),
             binary: std::env::current_exe()?,
             args: successor_args(std::env::args_os().skip(1)),
             socket: state_dir.path().join("handover.sock"),
@@ -149,6 +153,10 @@ impl Handover {
     /// never accept them.
     pub fn close_listeners(&self) {
         self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.tls_listener
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
@@ -262,9 +270,18 @@ impl Handover {
             let Some((Ok(proxy), Ok(admin))) = listeners else {
                 return Err("the listening sockets are closed: serve is shutting down".to_owned());
             };
+            let tls = self
+                .tls_listener
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(OwnedFd::try_clone)
+                .transpose()
+                .map_err(|e| format!("cannot pass the TLS listening socket: {e}"))?;
             socket::send(
                 &stream,
                 [proxy.as_fd(), admin.as_fd(), self.state_dir.lock_fd()],
+                tls.as_ref().map(AsFd::as_fd),
             )
             .await
             .map_err(|e| format!("cannot pass the listening sockets and the state lock: {e}"))?;
@@ -335,6 +352,8 @@ pub struct Successor {
     /// The state directory's open lock file (`None` from a serve that
     /// held no lock).
     pub lock: Option<OwnedFd>,
+    /// The TLS listening socket, from a serve that had one.
+    pub tls: Option<std::net::TcpListener>,
     pub old: OldServe,
 }
 
@@ -353,6 +372,7 @@ impl Successor {
             proxy: std::net::TcpListener::from(passed.proxy),
             admin: std::net::TcpListener::from(passed.admin),
             lock: passed.lock,
+            tls: passed.tls.map(std::net::TcpListener::from),
             old: OldServe { stream },
         })
     }

@@ -15,6 +15,8 @@
 //! - [`handover`]: a running serve replaced by a new process (self-upgrade).
 //! - [`listener`]: how every listening socket is run: connection caps,
 //!   header and idle timeouts, accept errors, drain.
+//! - [`tls`]: certificates per host name, chosen by SNI; the TLS client
+//!   settings serve and the CLI use.
 //! - [`model`]: the domain nouns, their validation and state transitions.
 
 pub mod api;
@@ -33,5 +35,6 @@ pub mod routing;
 pub mod runtime;
 pub mod shadow;
 pub mod store;
+pub mod tls;
 
 pub use error::{Error, Result};

@@ -13,6 +13,10 @@
 //!   408 and the connection is closed; a keep-alive connection with no
 //!   request for the idle timeout is closed (HTTP/2: GOAWAY). Requests in
 //!   progress are the request path's to time.
+//! - **TLS** (a TLS listener): the handshake runs in the connection's task,
+//!   holding its slot, within the TLS handshake timeout; a connection
+//!   asked to close meanwhile (shed, drained) ends at once. The timers
+//!   above then watch the decrypted stream.
 //! - **Accept errors** (out of file descriptors and the like) back off from
 //!   10 ms to 1 s and are logged at most once a second, with a count.
 //! - **Drain**: see [`Drain`].
@@ -41,8 +45,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,11 +87,14 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 static NEXT_LISTENER: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts connections on `listener` until the drain begins, serving each
-/// with `make_service(client address)`, then drains them.
+/// with `make_service(client address)`, then drains them. With `tls`,
+/// each connection's TLS handshake comes first (in the connection's own
+/// task, bounded by the handshake timeout), and HTTP/2 is chosen by ALPN.
 pub async fn serve<M, S, B>(
     listener: std::net::TcpListener,
     connections: Arc<Connections>,
     drain: Drain,
+    tls: Option<TlsAcceptor>,
     make_service: M,
 ) where
     M: Fn(SocketAddr) -> S,
@@ -170,22 +178,40 @@ pub async fn serve<M, S, B>(
             watch.ask_to_close();
         }
         let _ = stream.set_nodelay(true);
-        let io = io::WatchedIo::new(stream, Arc::clone(&watch), slot, Arc::clone(&answer));
         let service = tracked::tracked(
             make_service(client),
             Arc::clone(&watch),
             connections.requests().cloned(),
         );
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        tasks.spawn(run_connection(
-            conn,
-            watch,
-            Arc::clone(&connections),
-            limits.timeouts,
-            client,
-        ));
+        let Some(acceptor) = &tls else {
+            let io = io::WatchedIo::new(stream, Arc::clone(&watch), slot, Arc::clone(&answer));
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            tasks.spawn(run_connection(
+                conn,
+                watch,
+                Arc::clone(&connections),
+                limits.timeouts,
+                client,
+            ));
+            continue;
+        };
+        let accepting = acceptor.accept(stream);
+        let builder = builder.clone();
+        let answer = Arc::clone(&answer);
+        let connections = Arc::clone(&connections);
+        tasks.spawn(async move {
+            let Some(stream) = handshake(accepting, &watch, &connections, client).await else {
+                return;
+            };
+            let io = io::WatchedIo::new(stream, Arc::clone(&watch), slot, answer);
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let timeouts = connections.limits().timeouts;
+            run_connection(conn, watch, connections, timeouts, client).await;
+        });
     }
     drop(listener);
     tasks.close();
@@ -205,6 +231,39 @@ pub async fn serve<M, S, B>(
             "client connections still open after {:?}; closing them",
             drain.timeout
         );
+    }
+}
+
+/// Runs a TLS handshake until it ends, the handshake timeout runs out, or
+/// the connection is asked to close (shed, drained): the TLS stream, or
+/// `None` (counted, logged at debug level) when the connection is to end.
+async fn handshake(
+    accepting: tokio_rustls::Accept<TcpStream>,
+    watch: &Watch,
+    connections: &Connections,
+    client: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let limit = connections.limits().tls_handshake;
+    // Kept alive (with the socket) until this returns: the close comes
+    // after the count, so whoever sees the close sees the count.
+    let mut accepting = pin!(tokio::time::timeout(limit, accepting));
+    let done = tokio::select! {
+        biased;
+        () = watch.close_asked() => return None,
+        done = &mut accepting => done,
+    };
+    match done {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            connections.tls_handshake_failed();
+            tracing::debug!(%error, %client, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            connections.tls_handshake_timed_out();
+            tracing::debug!(%client, "TLS handshake not done within {limit:?}; closed");
+            None
+        }
     }
 }
 

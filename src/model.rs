@@ -3,6 +3,7 @@
 
 mod error_page;
 mod health_check;
+mod https_policy;
 mod manifest;
 mod plan;
 mod policy;
@@ -14,12 +15,14 @@ mod service_name;
 mod service_state;
 mod shadow_policy;
 mod upgrade;
+mod upstream_address;
 mod versioning;
 
 pub use error_page::{ERROR_PAGE_MAX_BYTES, ErrorPage, PrefixRewrite};
 pub use health_check::HealthCheck;
+pub use https_policy::HttpsPolicy;
 pub use manifest::{MANIFEST_FILE, Manifest, ManifestHealth, ManifestHooks};
-pub use plan::{Plan, PlanStep, declared_schemas, plan};
+pub use plan::{Plan, PlanStep, declared_schemas, plan, plan_first};
 pub use policy::{
     Action, Canary, DEFAULT_STICKY_COOKIE, Matcher, OptIn, REGEX_SIZE_LIMIT, Rule, Stickiness,
     StringMatch, TrafficPolicy, parse_cidr, rule_label,
@@ -36,6 +39,7 @@ pub use shadow_policy::{ComparePolicy, DEFAULT_BODY_LIMIT, ShadowSettings};
 pub use upgrade::{
     BetweenSteps, StepDone, UpgradeOptions, UpgradeState, UpgradeStatus, step_label,
 };
+pub use upstream_address::UpstreamAddress;
 pub use versioning::{
     ApiVersion, ApiVersionSource, DEFAULT_API_VERSION_HEADER, Hooks, Versioning, api_list,
 };

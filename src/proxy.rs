@@ -18,12 +18,12 @@ mod request_id;
 mod rewrite;
 mod tunnel;
 
-pub use crate::backend::{Backend, Upstream};
+pub use crate::backend::{Backend, Upstream, UpstreamTls};
 pub use access_log::{AccessLog, AccessLogStats, AccessLogTarget, AccessLogWriter};
 pub use body::{ResponseBody, ResponseBodyError};
 pub use data_plane::DataPlane;
 pub use error_page::ProxyError;
-pub use listener::serve;
+pub use listener::{ClientTls, serve};
 pub use mirror::{Mirror, MirrorSettings};
 pub use pause::{PauseGate, SharedPauses};
 pub use progress::MinRate;
@@ -58,6 +58,9 @@ pub struct ProxySettings {
     /// The data plane's connection budget: the proxy listener and every
     /// pinned address count against it.
     pub connections: Arc<Connections>,
+    /// The TLS listener's port, where services that want HTTPS redirect
+    /// cleartext requests (`None`: no TLS listener, no redirect).
+    pub https_port: Option<u16>,
 }
 
 /// Everything a request handler needs.

@@ -101,7 +101,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(settings: RuntimeSettings, store: Arc<dyn NodeStore>) -> Self {
-        let health_client = reqwest::Client::builder()
+        let health_client = crate::tls::http_client()
             .no_proxy()
             .pool_max_idle_per_host(1)
             .redirect(reqwest::redirect::Policy::none())

@@ -5,6 +5,6 @@ mod compare;
 mod path_pattern;
 mod report;
 
-pub use compare::{CapturedResponse, CompareRules, DiffKind, Difference, compare};
+pub use compare::{CapturedResponse, CompareRules, DiffKind, Difference, OWN_HEADERS, compare};
 pub use path_pattern::{JsonPath, PathPattern};
 pub use report::{Example, FieldReport, FieldStats, ShadowReport, ShadowStats};

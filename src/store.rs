@@ -60,6 +60,19 @@ pub struct PauseRecord {
     pub since: u64,
 }
 
+/// A certificate kept for TLS: PEM text as given, by the host pattern it
+/// serves (`app.example.com`, `*.example.com`, or `*` for the default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub host: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// `file` or `acme`.
+    pub source: String,
+    /// When it was stored (unix ms).
+    pub updated_at: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -140,6 +153,13 @@ pub trait ServiceStore: Send + Sync + 'static {
     /// false when an identical one was registered already; another spec
     /// under the same version is [`StoreError::ReleaseMismatch`].
     fn register_release(&self, release: &Release) -> StoreResult<bool>;
+    /// Forgets a registered release (the controller checked that no
+    /// revision has it). Returns false when it was not registered.
+    fn unregister_release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> StoreResult<bool>;
     /// Every registered release of a service, oldest version first.
     fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>>;
 
@@ -158,6 +178,12 @@ pub trait ServiceStore: Send + Sync + 'static {
     fn delete_pause(&self, service: &str) -> StoreResult<()>;
     /// Every paused service.
     fn pauses(&self) -> StoreResult<Vec<PauseRecord>>;
+
+    /// Keeps a certificate (one per host pattern, replacing the last).
+    fn save_certificate(&self, certificate: &CertificateRecord) -> StoreResult<()>;
+    fn delete_certificate(&self, host: &str) -> StoreResult<()>;
+    /// Every stored certificate, by host.
+    fn certificates(&self) -> StoreResult<Vec<CertificateRecord>>;
 
     /// Records an event and returns it with its id.
     fn add_event(
@@ -183,4 +209,15 @@ pub trait NodeStore: Send + Sync + 'static {
     fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
     /// Every saved shadow summary: (service, version, JSON).
     fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>>;
+
+    /// Keeps an ended window of a shadow's report (JSON).
+    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
+    /// Ended windows of a service's shadow reports (one version, or every
+    /// one), newest first, at most `limit`.
+    fn shadow_windows(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>>;
 }

@@ -749,7 +749,7 @@ async fn another_site_cannot_frame_the_dashboard() {
 async fn the_page_needs_no_token_but_its_data_does_and_each_file_carries_its_guards() {
     let env = Env::start_with_token("files-token").await;
     let admin = env.admin();
-    let plain = reqwest::Client::builder()
+    let plain = support::http_client()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()

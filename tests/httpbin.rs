@@ -38,7 +38,7 @@ async fn httpbin_env(test: &str) -> Option<Env> {
 /// proxy's address.
 fn following(env: &Env) -> reqwest::Client {
     let proxy: SocketAddr = env.serve().proxy_addr.parse().expect("proxy address");
-    reqwest::Client::builder()
+    support::http_client()
         .no_proxy()
         .resolve(HOST, proxy)
         .build()
@@ -48,7 +48,7 @@ fn following(env: &Env) -> reqwest::Client {
 /// A client that shows each redirect instead of following it.
 fn not_following(env: &Env) -> reqwest::Client {
     let proxy: SocketAddr = env.serve().proxy_addr.parse().expect("proxy address");
-    reqwest::Client::builder()
+    support::http_client()
         .no_proxy()
         .resolve(HOST, proxy)
         .redirect(reqwest::redirect::Policy::none())
@@ -197,7 +197,9 @@ async fn httpbin_streams_gzip_large_bodies_and_head_pass_intact() {
     };
     let client = following(&env);
     let direct = instance_address(&env).await;
-    let expected_bytes = reqwest::Client::new()
+    let expected_bytes = support::http_client()
+        .build()
+        .expect("http client")
         .get(format!("http://{direct}/bytes/102400?seed=7"))
         .send()
         .await

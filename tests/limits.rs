@@ -290,7 +290,7 @@ async fn one_client_address_over_its_cap_is_refused_while_another_is_served() {
     )
     .await;
 
-    let other = reqwest::Client::builder()
+    let other = support::http_client()
         .no_proxy()
         .local_address(loopback(3))
         .build()

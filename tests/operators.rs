@@ -548,7 +548,14 @@ async fn hello_server_logs_a_health_probe_only_when_its_answer_changes() {
     let control = |action: &'static str| {
         let url = format!("http://{addr}/control/health/{action}");
         async move {
-            let r = reply(reqwest::Client::new().post(url), WAIT).await;
+            let r = reply(
+                support::http_client()
+                    .build()
+                    .expect("http client")
+                    .post(url),
+                WAIT,
+            )
+            .await;
             assert_eq!(r.status, 200);
         }
     };

@@ -707,7 +707,7 @@ async fn http2_clients_reach_main_over_http1_with_a_host_header() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let proxy_addr = env.serve().proxy_addr.clone();
-    let h2 = reqwest::Client::builder()
+    let h2 = support::http_client()
         .no_proxy()
         .http2_prior_knowledge()
         .build()

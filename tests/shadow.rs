@@ -170,9 +170,10 @@ fn diffs(report: &Value, name: &str) -> u64 {
     field(report, name).map_or(0, |f| f["diffs"].as_u64().expect("diffs"))
 }
 
-/// Every copy handed to the shadow has been answered and accounted for.
+/// Every copy handed to the shadow has been answered (compared, 5xx
+/// answers too) or has failed, and is accounted for.
 fn settled(r: &Value) -> bool {
-    n(r, "mirrored") == n(r, "compared") + n(r, "shadow_errors")
+    n(r, "mirrored") == n(r, "compared") + n(r, "shadow_failed")
 }
 
 /// Lines of a release's log (hello-server logs `METHOD PATH -> STATUS`).
@@ -483,7 +484,7 @@ async fn http2_head_and_expect_continue_requests_are_mirrored_faithfully() {
 
     // HTTP/2 from the client: the copy, like main's request, is HTTP/1.1
     // with a Host header.
-    let h2 = reqwest::Client::builder()
+    let h2 = support::http_client()
         .no_proxy()
         .http2_prior_knowledge()
         .build()
@@ -708,6 +709,231 @@ async fn dead_shadow_changes_nothing_for_clients() {
     assert_eq!(n(&r, "compared"), 3, "{r:#}");
     assert!(n(&r, "shadow_errors") >= 1, "{r:#}");
     assert_eq!(n(&r, "shadow_errors") + n(&r, "dropped"), 20, "{r:#}");
+    // Every one of them a connection failure, none an answer.
+    assert_eq!(n(&r, "shadow_failed"), n(&r, "shadow_errors"), "{r:#}");
+    assert_eq!(n(&r, "shadow_5xx"), 0, "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadows_5xx_answers_are_shadow_errors() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    // Every second answer of the shadow is a 500.
+    env.deploy("hello", "2.0.0", &[], &["--fail-rate", "0.5"])
+        .await
+        .ok();
+    for i in 0..10 {
+        get(&env, &format!("/services/hello/echo/x?i={i}"))
+            .await
+            .assert_from_main();
+    }
+    let r = accounted_for(&env, "2.0.0", 10).await;
+    assert_eq!(n(&r, "compared"), 10, "{r:#}");
+    assert_eq!(
+        (
+            n(&r, "shadow_errors"),
+            n(&r, "shadow_5xx"),
+            n(&r, "shadow_failed")
+        ),
+        (5, 5, 0),
+        "{r:#}"
+    );
+    assert_eq!(diffs(&r, "status"), 5, "{r:#}");
+    let text = env.cli(&["shadow", "report", "hello"]).await.ok().stdout;
+    assert!(
+        text.contains("shadow errors 5 (5 5xx, 0 no answer)"),
+        "{text}"
+    );
+    let metrics = env.metrics().await;
+    assert!(
+        metrics.contains("switchyard_shadow_errors_total{service=\"hello\",version=\"2.0.0\"} 5"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_reset_starts_a_new_window_and_keeps_the_old_one_in_history() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    for i in 0..5 {
+        get(&env, &format!("/services/hello/echo/old?i={i}"))
+            .await
+            .assert_from_main();
+    }
+    env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    for i in 0..5 {
+        get(&env, &format!("/services/hello/echo/old?i={i}"))
+            .await
+            .assert_from_main();
+    }
+    let before = accounted_for(&env, "2.0.0", 5).await;
+    assert_eq!(diffs(&before, "$.version"), 5, "{before:#}");
+    let history = env
+        .cli(&["shadow", "report", "hello", "--history"])
+        .await
+        .ok();
+    assert!(
+        history.stdout.contains("no ended window yet"),
+        "{}",
+        history.stdout
+    );
+
+    // The difference is expected: leave it out and count afresh.
+    env.cli(&["shadow", "compare", "hello", "--ignore-path", "$.version"])
+        .await
+        .ok();
+    let reset = env
+        .cli(&["shadow", "report", "hello", "--reset"])
+        .await
+        .ok();
+    assert!(
+        reset.stdout.contains("compared 5, matched 0 (0.0%)")
+            && reset
+                .stdout
+                .contains("hello 2.0.0: a new window starts now"),
+        "{}",
+        reset.stdout
+    );
+    let fresh = report(&env, "2.0.0").await;
+    assert_eq!(
+        (n(&fresh, "mirrored"), n(&fresh, "compared")),
+        (0, 0),
+        "{fresh:#}"
+    );
+    assert!(n(&fresh, "since") >= n(&before, "since"), "{fresh:#}");
+    for i in 0..3 {
+        get(&env, &format!("/services/hello/echo/new?i={i}"))
+            .await
+            .assert_from_main();
+    }
+    let r = accounted_for(&env, "2.0.0", 3).await;
+    assert_eq!((n(&r, "compared"), n(&r, "matched")), (3, 3), "{r:#}");
+    assert_eq!(r["match_rate"], 1.0, "{r:#}");
+
+    // The ended window is in the history, with its counts and fields.
+    let run = env
+        .cli(&["shadow", "report", "hello", "2.0.0", "--history", "--json"])
+        .await
+        .ok();
+    let windows: Value = serde_json::from_str(&run.stdout).expect("history JSON");
+    let windows = windows.as_array().expect("windows");
+    assert_eq!(windows.len(), 1, "{windows:#?}");
+    assert_eq!(
+        (n(&windows[0], "compared"), n(&windows[0], "matched")),
+        (5, 0)
+    );
+    assert_eq!(diffs(&windows[0], "$.version"), 5);
+    assert!(n(&windows[0], "until") >= n(&windows[0], "since"));
+    let text = env
+        .cli(&["shadow", "report", "hello", "--history"])
+        .await
+        .ok();
+    assert!(
+        text.stdout.contains("hello 2.0.0 (window ") && text.stdout.contains("compared 5"),
+        "{}",
+        text.stdout
+    );
+    let events = env.cli(&["events", "hello"]).await.ok();
+    assert!(
+        events.stdout.contains("shadow report of 2.0.0 reset"),
+        "{}",
+        events.stdout
+    );
+    // A release the service never had is refused, and nothing is reset.
+    let refused = env
+        .cli(&["shadow", "report", "hello", "9.0.0", "--reset"])
+        .await
+        .failed();
+    assert!(refused.stderr.contains("9.0.0"), "{}", refused.stderr);
+    assert_eq!(n(&report(&env, "2.0.0").await, "compared"), 3);
+
+    // A restart keeps both: the new window's counts, the ended one's history.
+    let mut env = env;
+    let (proxy_addr, admin_addr) = (
+        env.serve().proxy_addr.clone(),
+        env.serve().admin_addr.clone(),
+    );
+    env.stop().await;
+    env.launch(&proxy_addr, &admin_addr).await;
+    let after = report(&env, "2.0.0").await;
+    assert_eq!(
+        (n(&after, "compared"), n(&after, "since")),
+        (3, n(&r, "since")),
+        "{after:#}"
+    );
+    let run = env
+        .cli(&["shadow", "report", "hello", "--history", "--json"])
+        .await
+        .ok();
+    let windows: Value = serde_json::from_str(&run.stdout).expect("history JSON");
+    assert_eq!(windows.as_array().map(Vec::len), Some(1), "{windows:#}");
+    assert_eq!(n(&windows[0], "compared"), 5, "{windows:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_a_shadow_says_which_methods_it_gets_and_how_to_limit_them() {
+    let env = Env::start().await;
+    let refused = env
+        .deploy("hello", "1.0.0", &["--shadow-methods", "GET"], &[])
+        .await
+        .failed();
+    assert!(
+        refused
+            .stderr
+            .contains("--shadow-methods applies to a release that enters as a shadow")
+            && refused.stderr.contains("would enter as main"),
+        "{}",
+        refused.stderr
+    );
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let every = env.deploy("hello", "2.0.0", &[], &[]).await.ok();
+    assert!(
+        every
+            .stdout
+            .contains("of every method: POST, PUT, PATCH and DELETE too")
+            && every
+                .stdout
+                .contains("`switchyard shadow set hello 2.0.0 --methods GET,HEAD`")
+            && every.stdout.contains("--shadow-methods GET,HEAD"),
+        "{}",
+        every.stdout
+    );
+    let safe = env
+        .deploy("hello", "3.0.0", &["--shadow-methods", "get,head"], &[])
+        .await
+        .ok();
+    assert!(
+        safe.stdout
+            .contains("it gets a copy of hello's main's GET, HEAD requests only"),
+        "{}",
+        safe.stdout
+    );
+    let ls = env.ls().await;
+    let entry = ls[0]["releases"]
+        .as_array()
+        .expect("releases")
+        .iter()
+        .find(|r| r["version"] == "3.0.0")
+        .cloned()
+        .expect("3.0.0 listed");
+    assert_eq!(entry["role"], "shadow", "{ls:#}");
+    assert_eq!(
+        entry["shadow"]["methods"],
+        serde_json::json!(["GET", "HEAD"])
+    );
+
+    // As it said: 3.0.0 gets the GET only, 2.0.0 both.
+    get(&env, "/services/hello/echo/read")
+        .await
+        .assert_from_main();
+    post(&env, "/services/hello/echo/write", "w")
+        .await
+        .assert_from_main();
+    accounted_for(&env, "2.0.0", 2).await;
+    let r = accounted_for(&env, "3.0.0", 1).await;
+    assert_eq!(n(&r, "mirrored"), 1, "{r:#}");
+    let r = report(&env, "3.0.0").await;
+    assert_eq!(n(&r, "mirrored"), 1, "the POST was copied to 3.0.0: {r:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -777,9 +1003,21 @@ async fn json_diff_reports_a_changed_field_and_skips_ignored_paths() {
     assert_eq!(example["main"], "\"1.0.0\"", "{r:#}");
     assert_eq!(example["shadow"], "\"2.0.0\"", "{r:#}");
     assert_eq!(example["request"], "GET /echo/diff", "{r:#}");
-    // Only the shadow sees the marker header, and /echo says so.
-    let marker = field(&r, "$.headers.x-switchyard-shadow").expect("marker differs");
-    assert_eq!(marker["kinds"], serde_json::json!(["extra"]), "{r:#}");
+    // Only the shadow sees the marker header, and /echo says so; that is
+    // Switchyard's doing, not the release's, so it is no difference.
+    assert!(
+        field(&r, "$.headers.x-switchyard-shadow").is_none(),
+        "{r:#}"
+    );
+    assert_eq!(r["fields"].as_array().map(Vec::len), Some(1), "{r:#}");
+    assert!(
+        r["own_headers_ignored"]
+            .as_array()
+            .expect("own headers listed")
+            .iter()
+            .any(|h| h == "x-switchyard-shadow"),
+        "{r:#}"
+    );
     // The same report, through the CLI.
     let cli = env
         .cli(&["shadow", "report", "hello", "2.0.0", "--json"])
@@ -790,6 +1028,10 @@ async fn json_diff_reports_a_changed_field_and_skips_ignored_paths() {
     let text = env.cli(&["shadow", "report", "hello"]).await.ok().stdout;
     assert!(text.contains("$.version"), "{text}");
     assert!(text.contains("compared 5"), "{text}");
+    assert!(
+        text.contains("not compared: headers Switchyard sets itself (x-switchyard-shadow,"),
+        "{text}"
+    );
 
     env.cli(&["shadow", "compare", "hello", "--ignore-path", "$.version"])
         .await
@@ -806,33 +1048,12 @@ async fn json_diff_reports_a_changed_field_and_skips_ignored_paths() {
         5,
         "an ignored path was reported: {r:#}"
     );
-    assert_eq!(diffs(&r, "$.headers.x-switchyard-shadow"), 10, "{r:#}");
-    assert_eq!(n(&r, "matched"), 0, "{r:#}");
-
     // With nothing left to differ, the answers match.
-    env.cli(&[
-        "shadow",
-        "compare",
-        "hello",
-        "--ignore-path",
-        "$.headers.x-switchyard-shadow",
-    ])
-    .await
-    .ok();
-    for _ in 0..5 {
-        get(&env, "/services/hello/echo/diff")
-            .await
-            .assert_from_main();
-    }
-    let r = accounted_for(&env, "2.0.0", 15).await;
-    assert_eq!(n(&r, "compared"), 15, "{r:#}");
     assert_eq!(n(&r, "matched"), 5, "{r:#}");
-    assert_eq!(diffs(&r, "$.version"), 5, "{r:#}");
-    assert_eq!(diffs(&r, "$.headers.x-switchyard-shadow"), 10, "{r:#}");
     let ls = env.ls().await;
     assert_eq!(
         ls[0]["compare"]["ignore_paths"],
-        serde_json::json!(["$.version", "$.headers.x-switchyard-shadow"]),
+        serde_json::json!(["$.version"]),
         "{ls:#}"
     );
 
@@ -843,8 +1064,8 @@ async fn json_diff_reports_a_changed_field_and_skips_ignored_paths() {
     get(&env, "/services/hello/echo/diff")
         .await
         .assert_from_main();
-    let r = accounted_for(&env, "2.0.0", 16).await;
-    assert_eq!(n(&r, "compared"), 16, "{r:#}");
+    let r = accounted_for(&env, "2.0.0", 11).await;
+    assert_eq!(n(&r, "compared"), 11, "{r:#}");
     let served_by = field(&r, "header:x-served-by").expect("x-served-by differs");
     assert_eq!(served_by["diffs"], 1, "{r:#}");
     assert_eq!(served_by["kinds"], serde_json::json!(["header"]), "{r:#}");
@@ -1164,6 +1385,7 @@ async fn summary_counts_survive_a_restart() {
         "too_large",
         "shadow_errors",
         "noise_compared",
+        "since",
     ] {
         assert_eq!(after[key], before[key], "{key}: {before:#}\n{after:#}");
     }

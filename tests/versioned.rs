@@ -333,6 +333,182 @@ async fn the_plan_goes_through_every_release_and_refuses_a_skip() {
 }
 
 #[tokio::test]
+async fn a_registered_release_deploys_by_name_and_one_that_never_ran_can_be_removed() {
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    register(&env, &hub[..3]).await;
+
+    // By name: the registered spec runs, no manifest given again.
+    let run = env.cli(&["deploy", "hub", "1.0.0"]).await.ok();
+    assert!(
+        run.stdout
+            .contains("deployed hub 1.0.0 from its registered spec as main (revision 1)"),
+        "{}",
+        run.stdout
+    );
+    let (status, version, body) = get_with(&env, "/services/hub/", &[]).await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"), "{body}");
+    // Its manifest's health check and environment came with it.
+    let ls = env.ls().await;
+    assert_eq!(ls[0]["releases"][0]["status"], "ready", "{ls:#}");
+
+    // A version nobody registered, and flags that would make another spec.
+    let refused = env.cli(&["deploy", "hub", "9.9.9"]).await.failed();
+    assert!(
+        refused.stderr.contains("hub 9.9.9 is not registered")
+            && refused.stderr.contains("registered: 1.0.0, 1.0.1, 1.0.2")
+            && refused.stderr.contains("switchyard release add"),
+        "{}",
+        refused.stderr
+    );
+    let refused = env
+        .cli(&["deploy", "hub", "1.0.1", "--replicas", "2"])
+        .await
+        .failed();
+    assert!(
+        refused
+            .stderr
+            .contains("--replicas describe how a release runs")
+            && refused.stderr.contains("`switchyard deploy hub 1.0.1`"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        env.ls().await[0]["revision"],
+        1,
+        "a refusal changed nothing"
+    );
+
+    // A release that never ran goes; its version can be registered again
+    // with the mistake fixed.
+    let removed = env.cli(&["release", "rm", "hub", "1.0.2"]).await.ok();
+    assert!(
+        removed
+            .stdout
+            .contains("removed hub 1.0.2: it never ran; registered now: 1.0.0, 1.0.1"),
+        "{}",
+        removed.stdout
+    );
+    let versions: Vec<String> = releases(&env)
+        .await
+        .iter()
+        .filter_map(|r| r["version"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(versions, ["1.0.0", "1.0.1"]);
+    let gone = env.cli(&["deploy", "hub", "1.0.2"]).await.failed();
+    assert!(gone.stderr.contains("not registered"), "{}", gone.stderr);
+    let path = manifest(&hub, "1.0.2");
+    let text = std::fs::read_to_string(path).expect("read");
+    std::fs::write(path, text.replace("hub 1.0.2\"", "hub 1.0.2, fixed\"")).expect("write");
+    let again = env.cli(&["release", "add", path]).await.ok();
+    assert!(
+        again.stdout.contains("registered hub 1.0.2"),
+        "{}",
+        again.stdout
+    );
+    let events = env.cli(&["events", "hub"]).await.ok();
+    assert!(
+        events.stdout.contains("registered release 1.0.2 removed"),
+        "{}",
+        events.stdout
+    );
+
+    // One that runs, or ran, stays: rollback needs its spec.
+    let refused = env.cli(&["release", "rm", "hub", "1.0.0"]).await.failed();
+    assert!(
+        refused
+            .stderr
+            .contains("cannot remove hub 1.0.0: it ran (in revision 1; it runs now as main)")
+            && refused.stderr.contains("under a new version"),
+        "{}",
+        refused.stderr
+    );
+    env.cli(&["deploy", "hub", "1.0.1", "--standby"]).await.ok();
+    env.cli(&["kill", "hub", "1.0.1"]).await.ok();
+    let refused = env.cli(&["release", "rm", "hub", "1.0.1"]).await.failed();
+    assert!(
+        refused
+            .stderr
+            .contains("cannot remove hub 1.0.1: it ran (in revision 2)")
+            && !refused.stderr.contains("runs now"),
+        "{}",
+        refused.stderr
+    );
+    let refused = env.cli(&["release", "rm", "hub", "3.0.0"]).await.failed();
+    assert!(
+        refused.stderr.contains("hub 3.0.0 is not registered"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(releases(&env).await.len(), 3, "refusals removed nothing");
+}
+
+#[tokio::test]
+async fn plan_and_upgrade_start_from_the_first_registered_release() {
+    if !component::command(
+        "plan_and_upgrade_start_from_the_first_registered_release",
+        "sqlite3",
+    ) {
+        return;
+    }
+    let env = Env::start().await;
+    let hub = write_hub(env.dir.path());
+    let db = create_db(env.dir.path());
+    let refused = env.cli(&["plan", "hub", "--to", "1.0.2"]).await.failed();
+    assert!(
+        refused.stderr.contains("unknown service"),
+        "{}",
+        refused.stderr
+    );
+    register(&env, &hub[..3]).await;
+
+    // Nothing runs: the plan starts 1.0.0, the first registered release.
+    let run = env.cli(&["plan", "hub", "--to", "1.0.2"]).await.ok();
+    assert!(
+        run.stdout.contains("hub 1.0.0 → 1.0.2")
+            && run.stdout.contains("0. start 1.0.0 as main")
+            && run.stdout.contains("1.0.0 → 1.0.1: ok"),
+        "{}",
+        run.stdout
+    );
+    let run = env
+        .cli(&["plan", "hub", "--to", "1.0.2", "--json"])
+        .await
+        .ok();
+    let plan: Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    assert_eq!(plan["starts"], true, "{plan:#}");
+    let tos: Vec<&str> = plan["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["to"].as_str())
+        .collect();
+    assert_eq!(tos, ["1.0.1", "1.0.2"]);
+    assert!(env.instance_pids().is_empty(), "a plan started something");
+
+    let run = env.cli(&["upgrade", "hub", "--to", "1.0.2"]).await.ok();
+    assert!(
+        run.stdout.contains("hub upgraded to 1.0.2"),
+        "{}",
+        run.stdout
+    );
+    let ls = env.ls().await;
+    assert_eq!(main_of(&ls), "1.0.2", "{ls:#}");
+    let (status, version, body) = get_with(&env, "/services/hub/", &[]).await;
+    assert_eq!((status, version.as_str()), (200, "1.0.2"), "{body}");
+    // The step from 1.0.0 ran its migration on the database 1.0.0 was at.
+    assert_eq!(sql(&db, "SELECT version FROM schema_info"), "1.0.1");
+    let events = env.cli(&["events", "hub"]).await.ok();
+    assert!(
+        events
+            .stdout
+            .contains("started 1.0.0, the first registered release, as main"),
+        "{}",
+        events.stdout
+    );
+}
+
+#[tokio::test]
 async fn requests_reach_a_release_that_serves_their_api_version() {
     let env = Env::start().await;
     let hub = write_hub(env.dir.path());

@@ -11,7 +11,7 @@ use super::services::{ApiResult, Change, actor, body, change, query, service_nam
 use super::{ApiError, AppState};
 use crate::controller::{
     PauseRequest, PauseView, RegisterRequest, Registered, RegisteredView, ResumeReport,
-    UpgradeRequest,
+    Unregistered, UpgradeRequest,
 };
 use crate::model::{ApiVersionSource, Plan, UpgradeState};
 
@@ -29,6 +29,22 @@ pub async fn register(
 ) -> ApiResult<Registered> {
     let service = service_name(&name)?;
     Ok(Json(state.controller.register(&service, body(req)?)?))
+}
+
+/// Removes a registered release that never ran; 409 with the reason
+/// otherwise.
+pub async fn unregister(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Unregistered> {
+    let service = service_name(&name)?;
+    Ok(Json(
+        state
+            .controller
+            .unregister(&service, &version, &actor(&headers))
+            .await?,
+    ))
 }
 
 pub async fn list(
@@ -101,7 +117,7 @@ pub async fn upgrade_status(
     Path(name): Path<String>,
 ) -> ApiResult<UpgradeState> {
     let service = service_name(&name)?;
-    state.controller.service_state(&service)?;
+    state.controller.require_known(&service)?;
     match state.controller.upgrade_state(&service)? {
         Some(upgrade) => Ok(Json(upgrade)),
         None => Err(ApiError::new(

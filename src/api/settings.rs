@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::services::{ApiResult, BaseQuery, Change, actor, body, change, query, service_name};
-use crate::model::{ErrorPage, PrefixRewrite};
+use crate::model::{ErrorPage, HttpsPolicy, PrefixRewrite};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostRequest {
@@ -67,6 +67,36 @@ pub async fn remove_host(
     let revision = state
         .controller
         .set_host(&service, &host, false, q.base_revision, &actor(&headers))
+        .await?;
+    change(&state, revision)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpsRequest {
+    pub https: HttpsPolicy,
+    #[serde(default)]
+    pub base_revision: Option<u64>,
+}
+
+pub async fn get_https(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<HttpsPolicy> {
+    let service = state.controller.service_state(&service_name(&name)?)?;
+    Ok(Json(service.https))
+}
+
+pub async fn set_https(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<HttpsRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let revision = state
+        .controller
+        .set_https(&service, req.https, req.base_revision, &actor(&headers))
         .await?;
     change(&state, revision)
 }

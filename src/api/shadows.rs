@@ -30,6 +30,19 @@ pub struct ReportQuery {
     version: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    version: Option<String>,
+    limit: Option<usize>,
+}
+
+/// What `shadow report --reset` sends: one shadow, or every one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResetRequest {
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
 pub async fn set_shadow(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -78,4 +91,36 @@ pub async fn report(
             .controller
             .shadow_reports(&service, q.version.as_deref())?,
     ))
+}
+
+/// Ends the current window of the reports and starts a new one; answers
+/// with the ended windows.
+pub async fn reset(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<ResetRequest>, JsonRejection>,
+) -> ApiResult<Vec<ShadowReport>> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    Ok(Json(state.controller.reset_shadow_reports(
+        &service,
+        req.version.as_deref(),
+        &actor(&headers),
+    )?))
+}
+
+/// Ended windows, newest first (default at most 20).
+pub async fn history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> ApiResult<Vec<ShadowReport>> {
+    let service = service_name(&name)?;
+    let q = query(q)?;
+    Ok(Json(state.controller.shadow_history(
+        &service,
+        q.version.as_deref(),
+        q.limit.unwrap_or(20).min(1000),
+    )?))
 }

@@ -67,6 +67,7 @@ impl Api {
             },
             http2_max_streams: 100,
             http2_keep_alive: None,
+            tls_handshake: Duration::from_secs(10),
         };
         let proxy = ProxySettings {
             upstream_timeout: Duration::from_secs(5),
@@ -76,6 +77,7 @@ impl Api {
             version_header: true,
             access_log: None,
             connections: Connections::new("proxy", limits),
+            https_port: None,
         };
         let runtime = Runtime::new(
             RuntimeSettings {

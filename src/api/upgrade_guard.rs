@@ -1,8 +1,8 @@
 //! While an upgrade holds a service, manual changes to it wait: a deploy,
 //! assign, kill, rollback or policy change made between two upgrade steps
 //! would move the service under the plan that was checked. Reading, the
-//! upgrade's own controls, registering releases and letting held traffic
-//! go (`resume`) stay open.
+//! upgrade's own controls, registering releases, letting held traffic
+//! go (`resume`) and starting a new shadow-report window stay open.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -19,6 +19,7 @@ const OPEN: &[&str] = &[
     "upgrade/abort",
     "resume",
     "registry",
+    "shadows/reset",
 ];
 
 pub async fn refuse_during_upgrade(

@@ -3,6 +3,9 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+
 /// The connections a data plane keeps open to one instance. The data plane
 /// brings its own (see [`Upstream::pool`]), so that this module knows
 /// nothing of how requests are forwarded.
@@ -18,15 +21,38 @@ pub trait ConnectionPool: Any + Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Upstream {
     pub addr: SocketAddr,
+    /// TLS to the instance (an `https://` external upstream).
+    pub tls: Option<UpstreamTls>,
     healthy: AtomicBool,
     in_flight: AtomicUsize,
     pool: OnceLock<Box<dyn ConnectionPool>>,
 }
 
+/// How the proxy speaks TLS to one upstream: its trust, and the name it
+/// asks for (SNI) and verifies.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Upstream {
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_tls(addr, None)
+    }
+
+    pub fn with_tls(addr: SocketAddr, tls: Option<UpstreamTls>) -> Self {
         Self {
             addr,
+            tls,
             healthy: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             pool: OnceLock::new(),

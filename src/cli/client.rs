@@ -6,6 +6,26 @@ use serde::de::DeserializeOwned;
 use super::ClientArgs;
 use crate::api::{ACTOR_HEADER, CLIENT_HEADER, ErrorBody};
 use crate::model::{ServiceName, parse_version};
+use crate::tls::{ClientTrust, client_config};
+
+/// The TLS error under a failed request, if that is what failed (an
+/// I/O error's inner error is looked into too: that is where the
+/// connector puts it).
+fn tls_error(error: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
 
 /// The admin API path of a service, once the name the user typed is known
 /// to be valid. Unchecked, a name such as `hello/releases/1.0.0#` or a
@@ -39,10 +59,15 @@ impl AdminClient {
                 args.admin
             );
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .context("cannot build the HTTP client")?;
+        let mut http = reqwest::Client::builder().no_proxy();
+        if base.starts_with("https://") {
+            let trust = ClientTrust {
+                ca_files: args.ca.iter().cloned().collect(),
+                ca_pem: None,
+            };
+            http = http.tls_backend_preconfigured(client_config(&trust, &[b"http/1.1"])?);
+        }
+        let http = http.build().context("cannot build the HTTP client")?;
         let actor = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "cli".into());
@@ -70,7 +95,13 @@ impl AdminClient {
 
     async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> anyhow::Result<T> {
         let response = rb.send().await.map_err(|e| {
-            if e.is_connect() {
+            if let Some(tls) = tls_error(&e) {
+                anyhow!(
+                    "cannot make a TLS connection to the admin API at {}: {tls}. \
+                     If its certificate is from a private CA, trust that CA with --ca FILE or SWITCHYARD_CA",
+                    self.base
+                )
+            } else if e.is_connect() {
                 anyhow!(
                     "cannot reach the Switchyard admin API at {}: is `switchyard serve` running? \
                      Point to it with --admin URL or SWITCHYARD_ADMIN",

@@ -13,9 +13,14 @@ use super::output::json;
 use super::{AdminClient, ClientArgs, service_path};
 use crate::api::services::Change;
 use crate::controller::DeployRequest;
-use crate::model::{ContainerSpec, HealthCheck, Manifest, ReleaseSpec, RunSpec, parse_version};
+use crate::model::{
+    ContainerSpec, HealthCheck, Manifest, ReleaseSpec, Role, RunSpec, ShadowSettings, parse_version,
+};
 use crate::runtime::Health;
 use crate::runtime::docker::Engine;
+
+/// How long a deploy waits for every replica when not told.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
@@ -70,8 +75,13 @@ pub struct DeployArgs {
     pub cwd: Option<PathBuf>,
     /// Address of an instance that runs elsewhere (repeatable); Switchyard
     /// health-checks and routes to it but never starts or stops it.
-    #[arg(long = "upstream", value_name = "HOST:PORT")]
+    /// `https://HOST:PORT` reaches it over TLS (verified, SNI HOST).
+    #[arg(long = "upstream", value_name = "[https://]HOST:PORT")]
     pub upstreams: Vec<String>,
+    /// PEM file of CA certificates that https:// upstreams may be signed
+    /// by, besides the system's.
+    #[arg(long, value_name = "FILE", requires = "upstreams")]
+    pub upstream_ca: Option<PathBuf>,
     /// Host name routed to this service (repeatable).
     #[arg(long = "host")]
     pub hosts: Vec<String>,
@@ -96,12 +106,17 @@ pub struct DeployArgs {
     /// Failures in a row that take an instance out of rotation [default: 3].
     #[arg(long)]
     pub unhealthy_threshold: Option<u32>,
-    /// How long to wait for every replica to become healthy.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
-    pub ready_timeout: Duration,
+    /// How long to wait for every replica to become healthy [default: 60s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ready_timeout: Option<Duration>,
     /// Refuse if the service has moved past this revision.
     #[arg(long)]
     pub revision: Option<u64>,
+    /// For a release that enters as a shadow: the methods it gets copies
+    /// of, e.g. GET,HEAD (a shadow sharing main's data would repeat the
+    /// side effects of POST, PUT, PATCH and DELETE), or `all` [default: all].
+    #[arg(long, value_name = "METHODS")]
+    pub shadow_methods: Option<String>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -136,6 +151,34 @@ impl DeployArgs {
         Ok(env)
     }
 
+    fn ready_timeout_ms(&self) -> u64 {
+        self.ready_timeout
+            .unwrap_or(DEFAULT_READY_TIMEOUT)
+            .as_millis() as u64
+    }
+
+    /// The flags given that describe how a release runs (part of its spec).
+    fn spec_flags_given(&self) -> Vec<&'static str> {
+        [
+            ("--replicas", self.replicas.is_some()),
+            ("--env", !self.env.is_empty()),
+            ("--cwd", self.cwd.is_some()),
+            ("--health", self.health_path.is_some()),
+            ("--health-interval", self.health_interval.is_some()),
+            ("--health-timeout", self.health_timeout.is_some()),
+            ("--healthy-threshold", self.healthy_threshold.is_some()),
+            ("--unhealthy-threshold", self.unhealthy_threshold.is_some()),
+            ("--ready-timeout", self.ready_timeout.is_some()),
+            ("--port", self.container_port.is_some()),
+            ("--memory", self.memory.is_some()),
+            ("--cpus", self.cpus.is_some()),
+            ("--volume", !self.volumes.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
     fn container_flags_given(&self) -> bool {
         self.container_port.is_some()
             || self.memory.is_some()
@@ -167,8 +210,33 @@ impl DeployArgs {
         Ok(())
     }
 
-    async fn spec(&self) -> anyhow::Result<ReleaseSpec> {
+    /// The release's spec; `None` when nothing to run is given, so the
+    /// release registered under the version is deployed by name.
+    async fn spec(&self) -> anyhow::Result<Option<ReleaseSpec>> {
         self.check_sources()?;
+        let by_name = self.path.is_none()
+            && self.manifest.is_none()
+            && self.image.is_none()
+            && self.upstreams.is_empty()
+            && self.command.is_empty();
+        if by_name {
+            let flags = self.spec_flags_given();
+            if !flags.is_empty() {
+                bail!(
+                    "{} describe how a release runs, but nothing to run was given: put the command after `--` (e.g. `switchyard deploy {} {} -- ./server --port {{port}}`), give --image IMAGE, a project folder, --manifest FILE or --upstream HOST:PORT. A release registered with `switchyard release add` runs with its own spec: deploy it with `switchyard deploy {} {}` and no such flags",
+                    flags.join(", "),
+                    self.name,
+                    self.version,
+                    self.name,
+                    self.version
+                );
+            }
+            return Ok(None);
+        }
+        self.spec_to_run().await.map(Some)
+    }
+
+    async fn spec_to_run(&self) -> anyhow::Result<ReleaseSpec> {
         let project = match (&self.path, &self.manifest) {
             (Some(path), _) => Some(Project::open(path, self.process)?),
             (None, Some(file)) => Some(Project::from_manifest_file(file)?),
@@ -239,10 +307,18 @@ impl DeployArgs {
                 return Ok(ReleaseSpec {
                     run: RunSpec::External {
                         upstreams: self.upstreams.clone(),
+                        upstream_ca: match &self.upstream_ca {
+                            Some(path) => {
+                                Some(std::fs::read_to_string(path).with_context(|| {
+                                    format!("cannot read the upstream CA file {}", path.display())
+                                })?)
+                            }
+                            None => None,
+                        },
                     },
                     replicas: self.upstreams.len() as u32,
                     health,
-                    ready_timeout_ms: self.ready_timeout.as_millis() as u64,
+                    ready_timeout_ms: self.ready_timeout_ms(),
                     versioning,
                 });
             }
@@ -270,7 +346,7 @@ impl DeployArgs {
             run,
             replicas,
             health,
-            ready_timeout_ms: self.ready_timeout.as_millis() as u64,
+            ready_timeout_ms: self.ready_timeout_ms(),
             versioning,
         })
     }
@@ -303,17 +379,25 @@ impl DeployArgs {
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let path = service_path(&args.name)?;
     let client = AdminClient::new(&args.client)?;
+    let spec = args.spec().await?;
+    let by_name = spec.is_none();
     let request = DeployRequest {
         version: args.version.clone(),
-        spec: args.spec().await?,
+        spec,
         hosts: args.hosts.clone(),
         standby: args.standby,
         promote: args.promote,
         base_revision: args.revision,
+        shadow_methods: args
+            .shadow_methods
+            .as_deref()
+            .map(super::shadow::parse_methods),
     };
     let waiting = super::progress::Progress::start(format!(
-        "starting {} {} and waiting until every replica is healthy",
-        args.name, args.version
+        "starting {} {}{} and waiting until every replica is healthy",
+        args.name,
+        args.version,
+        if by_name { " (registered)" } else { "" }
     ));
     let change: Change = client.post(&format!("{path}/releases"), &request).await?;
     drop(waiting);
@@ -334,8 +418,15 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         (r.role.to_string(), healthy, r.instances.len())
     });
     println!(
-        "deployed {} {} as {role} (revision {}): {healthy}/{total} instances healthy",
-        args.name, args.version, change.revision.number
+        "deployed {} {}{} as {role} (revision {}): {healthy}/{total} instances healthy",
+        args.name,
+        args.version,
+        if by_name {
+            " from its registered spec"
+        } else {
+            ""
+        },
+        change.revision.number
     );
     println!(
         "  reach it at /services/{}_{}/{}",
@@ -347,5 +438,34 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             String::new()
         }
     );
+    if let Some(r) = release.filter(|r| r.role == Role::Shadow) {
+        println!("{}", shadow_note(&args.name, &args.version, &r.shadow));
+    }
     Ok(())
+}
+
+/// What a new shadow gets copies of, and how to limit it.
+fn shadow_note(name: &str, version: &str, shadow: &ShadowSettings) -> String {
+    if !shadow.enabled || shadow.sample_percent == 0 {
+        return format!(
+            "  it gets no copies: mirroring is off (`switchyard shadow set {name} {version} --on` turns it on)"
+        );
+    }
+    let share = if shadow.sample_percent < 100 {
+        format!("{}% of ", shadow.sample_percent)
+    } else {
+        "a copy of ".to_owned()
+    };
+    if shadow.methods.is_empty() {
+        format!(
+            "  it gets {share}every request to {name}'s main, of every method: POST, PUT, PATCH and DELETE too, \
+             whose side effects a shadow sharing main's data repeats. Limit them with \
+             `switchyard shadow set {name} {version} --methods GET,HEAD` (or deploy with --shadow-methods GET,HEAD)"
+        )
+    } else {
+        format!(
+            "  it gets {share}{name}'s main's {} requests only; other methods are not copied (change with `switchyard shadow set {name} {version} --methods …`)",
+            shadow.methods.join(", ")
+        )
+    }
 }

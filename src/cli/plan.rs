@@ -31,6 +31,12 @@ pub(super) async fn fetch(client: &AdminClient, name: &str, to: &str) -> anyhow:
 pub(super) fn print(plan: &Plan) {
     println!("{} {} → {}", plan.service, plan.from, plan.to);
     let schema = |s: &Option<semver::Version>| s.as_ref().map_or("-".into(), ToString::to_string);
+    if plan.starts {
+        println!(
+            "  0. start {} as main: nothing runs yet, so the plan starts from the first registered release",
+            plan.from
+        );
+    }
     for (i, step) in plan.steps.iter().enumerate() {
         let schema_text = if step.changes_schema() {
             format!(

@@ -1,5 +1,6 @@
 //! `switchyard release add PATH`: registers a release from its manifest
-//! without starting it, so that plans and upgrades can use it. A project
+//! without starting it, so that plans, upgrades and `deploy NAME VERSION`
+//! can use it; `release rm NAME VERSION` removes one that never ran. A project
 //! folder with a Dockerfile is built into an image first and registered as
 //! a container release, as `deploy NAME VERSION FOLDER` would run it.
 
@@ -13,7 +14,7 @@ use super::deploy::container::{absolute_volume, parse_cpus, parse_memory};
 use super::deploy::project::{self, Project};
 use super::output::json;
 use super::{AdminClient, ClientArgs, service_path};
-use crate::controller::{RegisterRequest, Registered};
+use crate::controller::{RegisterRequest, Registered, Unregistered};
 use crate::model::{ContainerSpec, MANIFEST_FILE, ReleaseSpec, RunSpec, api_list, parse_version};
 use crate::runtime::docker::Engine;
 
@@ -28,6 +29,17 @@ pub enum ReleaseCommand {
     /// Register a release from a switchyard.toml (with name and version)
     /// or a project folder, without starting it.
     Add(AddArgs),
+    /// Remove a registered release that never ran (a mistake in its
+    /// manifest, say); one that ran stays registered for rollbacks.
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    pub name: String,
+    pub version: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -126,7 +138,29 @@ impl AddArgs {
 pub async fn run(args: ReleaseArgs) -> anyhow::Result<()> {
     match args.command {
         ReleaseCommand::Add(add) => run_add(add).await,
+        ReleaseCommand::Rm(rm) => run_rm(rm).await,
     }
+}
+
+async fn run_rm(args: RmArgs) -> anyhow::Result<()> {
+    let version = parse_version(&args.version)?;
+    let path = format!("{}/registry/{version}", service_path(&args.name)?);
+    let client = AdminClient::new(&args.client)?;
+    let done: Unregistered = client.delete(&path).await?;
+    if args.client.json {
+        return json(&done);
+    }
+    println!(
+        "removed {} {}: it never ran; registered now: {}",
+        done.service,
+        done.version,
+        if done.left.is_empty() {
+            "none".to_owned()
+        } else {
+            done.left.join(", ")
+        }
+    );
+    Ok(())
 }
 
 /// The project at `path`: a folder as `deploy` reads one, or a manifest

@@ -28,6 +28,8 @@ use crate::proxy::{
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
 use crate::store::{SqliteStore, StateDir};
+use crate::tls::{Certificate, CertificateResolver, CertificateSource, Certificates, HostPattern};
+use tokio_rustls::TlsAcceptor;
 
 /// How long a restarted serve waits for its releases before it listens.
 const RESTORE_WAIT: Duration = Duration::from_secs(5);
@@ -42,6 +44,17 @@ pub struct ServeArgs {
     /// Address of the proxy listener (client traffic).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of a TLS proxy listener (HTTPS traffic; HTTP/2 by ALPN),
+    /// beside --listen. Certificates: `switchyard tls add`.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Serve the admin API over TLS with this PEM certificate (chain)
+    /// (needs --admin-tls-key).
+    #[arg(long, value_name = "FILE", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --admin-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     /// Address of the admin API. Anything but loopback needs --token-file.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub admin: SocketAddr,
@@ -187,6 +200,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the state in {}", config.state_dir.display()))?,
     );
     let state_dir = held.path().to_path_buf();
+    let certificates =
+        Certificates::load(store.clone()).context("cannot read the stored TLS certificates")?;
+    let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
+        (Some(cert), Some(key)) => Some(admin_tls(cert, key)?),
+        _ => None,
+    };
     let data_plane =
         DataPlane::start(usize::from(args.workers)).context("cannot start the proxy's threads")?;
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RoutingTable::new()));
@@ -212,6 +231,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         store.clone(),
     );
+    // Bound before the proxy settings, which need its port (accepts wait
+    // until the proxy is ready, like the other listeners').
+    let passed_tls = successor.as_mut().and_then(|s| s.tls.take());
+    let tls_listener = match (args.tls_listen, passed_tls) {
+        (Some(_), Some(passed)) => Some(passed),
+        (None, Some(_)) => {
+            tracing::info!("the old serve's TLS listener is closed: this serve has no --tls-listen");
+            None
+        }
+        (Some(addr), None) => Some(listen(addr).with_context(|| {
+            format!("cannot listen on {addr} for TLS traffic: is another serve running? Choose another address with --tls-listen")
+        })?),
+        (None, None) => None,
+    };
+    let https_port = match &tls_listener {
+        Some(listener) => Some(listener.local_addr()?.port()),
+        None => None,
+    };
     let proxy_settings = ProxySettings {
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.connect_timeout,
@@ -220,6 +257,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         version_header: config.version_header,
         access_log,
         connections: Arc::clone(&proxy_connections),
+        https_port,
     };
     let mirror_settings = MirrorSettings {
         queue: config.shadow_queue,
@@ -268,8 +306,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "switchyard: proxy listening on http://{}",
         proxy_listener.local_addr()?
     );
+    if let Some(listener) = &tls_listener {
+        println!(
+            "switchyard: TLS proxy listening on https://{}",
+            listener.local_addr()?
+        );
+    }
     println!(
-        "switchyard: admin API listening on http://{}",
+        "switchyard: admin API listening on {}://{}",
+        if admin_tls.is_some() { "https" } else { "http" },
         admin_listener.local_addr()?
     );
     println!("switchyard: state in {}", state_dir.display());
@@ -282,6 +327,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             proxy_listener.as_fd().try_clone_to_owned()?,
             admin_listener.as_fd().try_clone_to_owned()?,
         ],
+        match &tls_listener {
+            Some(listener) => Some(listener.as_fd().try_clone_to_owned()?),
+            None => None,
+        },
         Arc::clone(&held),
     )?);
     let drain = Drain {
@@ -302,9 +351,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         gate.clone(),
         stop_admin.clone(),
     ));
-    let proxy_task = data_plane
-        .handle()
-        .spawn(proxy::serve(proxy_listener, proxy, drain.clone()));
+    let tls_task = tls_listener.map(|listener| {
+        let acceptor = TlsAcceptor::from(crate::tls::server_config(certificates.resolver()));
+        data_plane.handle().spawn(proxy::serve(
+            listener,
+            Arc::clone(&proxy),
+            drain.clone(),
+            Some(acceptor),
+        ))
+    });
+    let proxy_task =
+        data_plane
+            .handle()
+            .spawn(proxy::serve(proxy_listener, proxy, drain.clone(), None));
     let hosts = AdminHosts::new(admin_listener.local_addr()?, &config.admin_hosts)?;
     let app = router(AppState {
         controller: Arc::clone(&controller),
@@ -314,6 +373,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .layer(axum::middleware::from_fn_with_state(gate, hold_changes))
     .layer(Extension(Arc::clone(&handover)))
+    .layer(Extension(Arc::clone(&certificates)))
     .layer(Extension(Listeners(vec![
         proxy_connections,
         Arc::clone(&admin_connections),
@@ -331,6 +391,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             close: CancellationToken::new(),
             timeout: ADMIN_DRAIN,
         },
+        admin_tls,
         move |_client| TowerToHyperService::new(app.clone()),
     ));
     if let Some(old_serve) = old_serve {
@@ -358,6 +419,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // (or after the linger), and the instances keep running for the new serve.
     drain.stop.cancel();
     let _ = proxy_task.await;
+    if let Some(task) = tls_task {
+        let _ = task.await;
+    }
     let _ = admin_task.await;
     if !handed_over {
         controller.save_shadow_stats();
@@ -367,6 +431,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The lines still queued are written before serve exits.
     drop(access_log_writer);
     Ok(())
+}
+
+/// The admin API's TLS settings: one certificate from files, whatever
+/// name the client asks for.
+fn admin_tls(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<TlsAcceptor> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin API's TLS {what} {}", path.display()))
+    };
+    let certificate = Certificate::parse(
+        HostPattern::Default,
+        &read(cert, "certificate")?,
+        &read(key, "key")?,
+        CertificateSource::File,
+        0,
+    )
+    .context("--admin-tls-cert/--admin-tls-key cannot be used")?;
+    let resolver = Arc::new(CertificateResolver::default());
+    resolver.replace([&certificate]);
+    Ok(TlsAcceptor::from(crate::tls::server_config(resolver)))
 }
 
 /// A listening socket with the backlog tokio would give it (the standard

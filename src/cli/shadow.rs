@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use super::output::{self, json, table};
 use super::{AdminClient, ClientArgs, service_path};
 use crate::api::services::Change;
-use crate::api::shadows::{CompareRequest, ShadowRequest};
+use crate::api::shadows::{CompareRequest, ResetRequest, ShadowRequest};
 use crate::controller::ServiceView;
 use crate::model::parse_version;
 use crate::shadow::ShadowReport;
@@ -73,6 +73,16 @@ pub struct CompareArgs {
 pub struct ReportArgs {
     pub name: String,
     pub version: Option<String>,
+    /// End the current window (printed one last time; kept in the
+    /// history) and start counting afresh, e.g. after --ignore-path.
+    #[arg(long, conflicts_with = "history")]
+    pub reset: bool,
+    /// The ended windows, newest first.
+    #[arg(long)]
+    pub history: bool,
+    /// With --history: at most this many windows.
+    #[arg(short = 'n', long, default_value_t = 20, requires = "history")]
+    pub limit: usize,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -105,15 +115,7 @@ async fn set(args: SetArgs) -> anyhow::Result<()> {
         settings.sample_percent = sample;
     }
     if let Some(methods) = &args.methods {
-        settings.methods = if methods.eq_ignore_ascii_case("all") {
-            Vec::new()
-        } else {
-            methods
-                .split(',')
-                .map(|m| m.trim().to_ascii_uppercase())
-                .filter(|m| !m.is_empty())
-                .collect()
-        };
+        settings.methods = parse_methods(methods);
     }
     if args.on {
         settings.enabled = true;
@@ -131,6 +133,18 @@ async fn set(args: SetArgs) -> anyhow::Result<()> {
         )
         .await?;
     output::change(&args.client, &change)
+}
+
+/// `GET,HEAD` as upper-case names; `all` as the empty list (every method).
+pub(super) fn parse_methods(methods: &str) -> Vec<String> {
+    if methods.eq_ignore_ascii_case("all") {
+        return Vec::new();
+    }
+    methods
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .collect()
 }
 
 async fn compare(args: CompareArgs) -> anyhow::Result<()> {
@@ -174,64 +188,133 @@ fn percent(rate: Option<f64>) -> String {
 }
 
 async fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let mut path = format!("{}/shadows/report", service_path(&args.name)?);
-    if let Some(v) = &args.version {
-        path.push_str(&format!("?version={}", parse_version(v)?));
-    }
+    let service = service_path(&args.name)?;
+    let version = args.version.as_deref().map(parse_version).transpose()?;
     let client = AdminClient::new(&args.client)?;
+    if args.reset {
+        let ended: Vec<ShadowReport> = client
+            .post(
+                &format!("{service}/shadows/reset"),
+                &ResetRequest {
+                    version: version.as_ref().map(ToString::to_string),
+                },
+            )
+            .await?;
+        if args.client.json {
+            return json(&ended);
+        }
+        if ended.is_empty() {
+            println!(
+                "no shadow of {} has a report yet; a window starts with its first copy",
+                args.name
+            );
+        }
+        for r in &ended {
+            print_report(r);
+            println!(
+                "{} {}: a new window starts now; the one above is kept in `switchyard shadow report {} --history`",
+                r.service, r.version, args.name
+            );
+        }
+        return Ok(());
+    }
+    let mut path = if args.history {
+        format!("{service}/shadows/history?limit={}", args.limit)
+    } else {
+        format!("{service}/shadows/report")
+    };
+    if let Some(v) = &version {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        path.push_str(&format!("{sep}version={v}"));
+    }
     let reports: Vec<ShadowReport> = client.get(&path).await?;
     if args.client.json {
         return json(&reports);
     }
     if reports.is_empty() {
+        if args.history {
+            println!(
+                "no ended window yet: `switchyard shadow report {} --reset` ends one",
+                args.name
+            );
+            return Ok(());
+        }
         bail!("no shadow of {} has been mirrored to yet", args.name);
     }
     for r in &reports {
-        println!(
-            "{} {}: mirrored {}, compared {}, matched {} ({}), dropped {}, too large {}, shadow errors {}, noise samples {}",
-            r.service,
-            r.version,
-            r.mirrored,
-            r.compared,
-            r.matched,
-            percent(r.match_rate),
-            r.dropped,
-            r.too_large,
-            r.shadow_errors,
-            r.noise_compared
-        );
-        if r.fields.is_empty() {
-            println!();
-            continue;
+        print_report(r);
+    }
+    if !args.history {
+        if let Some(r) = reports.first() {
+            println!(
+                "not compared: headers Switchyard sets itself ({}), wherever the answers show them",
+                r.own_headers_ignored.join(", ")
+            );
         }
-        let rows: Vec<Vec<String>> = r
-            .fields
-            .iter()
-            .map(|f| {
-                vec![
-                    f.field.clone(),
-                    f.diffs.to_string(),
-                    percent(Some(f.rate)),
-                    percent(f.noise_rate),
-                    if f.real { "yes" } else { "noise" }.to_owned(),
-                    f.kinds
-                        .iter()
-                        .map(|k| k.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ]
-            })
-            .collect();
-        table(&["FIELD", "DIFFS", "RATE", "NOISE", "REAL", "KINDS"], &rows);
-        for f in r.fields.iter().take(5) {
-            for e in &f.examples {
-                println!(
-                    "  {} {}: main {} | shadow {}   ({})",
-                    f.field, e.kind, e.main, e.shadow, e.request
-                );
-            }
-        }
-        println!();
     }
     Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`, or `-` when unknown.
+fn when(ms: u64) -> String {
+    if ms == 0 {
+        return "-".to_owned();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    text.replace('T', " ").replace('Z', " UTC")
+}
+
+fn print_report(r: &ShadowReport) {
+    let window = match r.until {
+        Some(until) => format!("window {} to {}", when(r.since), when(until)),
+        None => format!("since {}", when(r.since)),
+    };
+    println!(
+        "{} {} ({window}): mirrored {}, compared {}, matched {} ({}), dropped {}, too large {}, shadow errors {} ({} 5xx, {} no answer), noise samples {}",
+        r.service,
+        r.version,
+        r.mirrored,
+        r.compared,
+        r.matched,
+        percent(r.match_rate),
+        r.dropped,
+        r.too_large,
+        r.shadow_errors,
+        r.shadow_5xx,
+        r.shadow_failed,
+        r.noise_compared
+    );
+    if r.fields.is_empty() {
+        println!();
+        return;
+    }
+    let rows: Vec<Vec<String>> = r
+        .fields
+        .iter()
+        .map(|f| {
+            vec![
+                f.field.clone(),
+                f.diffs.to_string(),
+                percent(Some(f.rate)),
+                percent(f.noise_rate),
+                if f.real { "yes" } else { "noise" }.to_owned(),
+                f.kinds
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        })
+        .collect();
+    table(&["FIELD", "DIFFS", "RATE", "NOISE", "REAL", "KINDS"], &rows);
+    for f in r.fields.iter().take(5) {
+        for e in &f.examples {
+            println!(
+                "  {} {}: main {} | shadow {}   ({})",
+                f.field, e.kind, e.main, e.shadow, e.request
+            );
+        }
+    }
+    println!();
 }

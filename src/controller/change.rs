@@ -28,7 +28,7 @@ impl Revisions {
     }
 
     /// Serializes changes of one service.
-    async fn lock(&self, service: &ServiceName) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(super) async fn lock(&self, service: &ServiceName) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(locks.entry(service.clone()).or_default())

@@ -7,8 +7,8 @@ use super::change::Change;
 use super::{Controller, ControllerError};
 use crate::error::Result;
 use crate::model::{
-    DeployAs, ModelError, Release, ReleaseSpec, Revision, ServiceName, ServiceState,
-    normalize_host, now_millis, parse_version,
+    DeployAs, ModelError, Release, ReleaseSpec, Revision, Role, ServiceName, ServiceState,
+    ShadowSettings, normalize_host, now_millis, parse_version,
 };
 use crate::store::StoreError;
 
@@ -16,7 +16,10 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployRequest {
     pub version: String,
-    pub spec: ReleaseSpec,
+    /// How to run it; `None` deploys the release registered under the
+    /// version (`switchyard release add`) by name, with its stored spec.
+    #[serde(default)]
+    pub spec: Option<ReleaseSpec>,
     /// Host names to route to the service (added to the ones it has).
     #[serde(default)]
     pub hosts: Vec<String>,
@@ -29,6 +32,11 @@ pub struct DeployRequest {
     /// Refuse the change if the service has moved past this revision.
     #[serde(default)]
     pub base_revision: Option<u64>,
+    /// For a release that enters as a shadow: the methods it gets copies
+    /// of (upper-case; empty: every method). Its other shadow settings
+    /// keep their defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_methods: Option<Vec<String>>,
 }
 
 /// The releases being deployed right now, so that the same one is not
@@ -39,6 +47,14 @@ pub(super) struct Deploying {
 }
 
 impl Deploying {
+    /// Whether the release is being deployed right now.
+    pub(super) fn contains(&self, service: &ServiceName, version: &Version) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(service.clone(), version.to_string()))
+    }
+
     /// Marks the release as being deployed until the guard drops; `None`
     /// when it already is.
     fn begin(&self, service: &ServiceName, version: &Version) -> Option<DeployingGuard<'_>> {
@@ -84,7 +100,14 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(&req.version)?;
-        req.spec.validate()?;
+        let (spec, registered_at) = match req.spec {
+            Some(spec) => (spec, now_millis()),
+            None => {
+                let stored = self.registered_spec(service, &version)?;
+                (stored.spec, stored.registered_at)
+            }
+        };
+        spec.validate()?;
         let hosts = req
             .hosts
             .iter()
@@ -99,10 +122,10 @@ impl Controller {
         };
 
         // Fail fast on what can be checked before starting anything.
-        let schema = req.spec.versioning.schema_version.clone();
+        let schema = spec.versioning.schema_version.clone();
         if how == DeployAs::Main {
             if let Some(at) = self.current(service).and_then(|r| r.state.schema) {
-                super::assign::ensure_runs_on(service, &version, &req.spec.versioning, &at)?;
+                super::assign::ensure_runs_on(service, &version, &spec.versioning, &at)?;
             }
         }
         self.check_deployable(
@@ -113,9 +136,10 @@ impl Controller {
             req.base_revision,
             0,
             &schema,
+            req.shadow_methods.as_deref(),
         )?;
         if let Some(stored) = self.store.release(service, &version)? {
-            if stored.spec != req.spec {
+            if stored.spec != spec {
                 return Err(StoreError::ReleaseMismatch {
                     service: service.to_string(),
                     version: version.to_string(),
@@ -134,8 +158,8 @@ impl Controller {
         let release = Release {
             service: service.clone(),
             version: version.clone(),
-            spec: req.spec,
-            registered_at: now_millis(),
+            spec,
+            registered_at,
         };
         let handle = self.runtime.start(&release, Vec::new());
         let ready_timeout = Duration::from_millis(release.spec.ready_timeout_ms);
@@ -156,6 +180,7 @@ impl Controller {
                     &hosts,
                     now_millis(),
                     &schema,
+                    req.shadow_methods.as_deref(),
                 )?;
                 let role = state
                     .role_of(&version)
@@ -184,6 +209,7 @@ impl Controller {
         base_revision: Option<u64>,
         now: u64,
         schema: &Option<Version>,
+        shadow_methods: Option<&[String]>,
     ) -> Result<(Option<Revision>, ServiceState)> {
         let current = self.current(service);
         Self::check_base(
@@ -191,7 +217,16 @@ impl Controller {
             current.as_ref().map_or(0, |r| r.number),
             base_revision,
         )?;
-        let next = deployed_state(current.as_ref(), service, version, how, hosts, now, schema)?;
+        let next = deployed_state(
+            current.as_ref(),
+            service,
+            version,
+            how,
+            hosts,
+            now,
+            schema,
+            shadow_methods,
+        )?;
         self.check_hosts(service, &next)?;
         Ok((current, next))
     }
@@ -200,7 +235,9 @@ impl Controller {
 /// The state a service has with the release added (a new service's first
 /// state when there is no `current`). A release that becomes main of a
 /// service with no recorded schema records its own (the database is taken
-/// to be at it).
+/// to be at it). `shadow_methods` limits a release entering as a shadow to
+/// those methods.
+#[allow(clippy::too_many_arguments)]
 fn deployed_state(
     current: Option<&Revision>,
     service: &ServiceName,
@@ -209,6 +246,7 @@ fn deployed_state(
     hosts: &[String],
     now: u64,
     schema: &Option<Version>,
+    shadow_methods: Option<&[String]>,
 ) -> Result<ServiceState> {
     let state = current.map(|r| r.state.clone()).unwrap_or_default();
     let mut next = state
@@ -216,6 +254,21 @@ fn deployed_state(
         .with_hosts(hosts)?;
     if next.schema.is_none() && next.main() == Some(version) {
         next = next.with_schema(schema.clone());
+    }
+    if let Some(methods) = shadow_methods {
+        let role = next.role_of(version);
+        if role != Some(Role::Shadow) {
+            return Err(ModelError::InvalidSpec(format!(
+                "--shadow-methods applies to a release that enters as a shadow, and {service} {version} would enter as {}; drop it",
+                role.map_or_else(|| "?".to_owned(), |r| r.to_string())
+            ))
+            .into());
+        }
+        let settings = ShadowSettings {
+            methods: methods.to_vec(),
+            ..ShadowSettings::default()
+        };
+        next = next.set_shadow(service, version, settings)?;
     }
     Ok(next)
 }

@@ -43,7 +43,7 @@ impl Notifier {
 }
 
 async fn post_all(mut rx: mpsc::Receiver<Event>, urls: Vec<String>) {
-    let client = reqwest::Client::builder()
+    let client = crate::tls::http_client()
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()

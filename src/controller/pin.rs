@@ -163,6 +163,7 @@ impl Controller {
                     close: CancellationToken::new(),
                     timeout: PIN_DRAIN,
                 },
+                None,
             ));
             tracing::info!(%addr, %service, %version, "serving pinned address");
             pins.insert(

@@ -700,7 +700,7 @@ async fn webhook_check(
         "errors": candidate.errors(),
         "checks": checks,
     });
-    let client = reqwest::Client::builder()
+    let client = crate::tls::http_client()
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()

@@ -5,7 +5,7 @@
 use super::Controller;
 use super::change::Change;
 use crate::error::Result;
-use crate::model::{ErrorPage, PrefixRewrite, Revision, ServiceName, ServiceState};
+use crate::model::{ErrorPage, HttpsPolicy, PrefixRewrite, Revision, ServiceName, ServiceState};
 
 impl Controller {
     /// Routes `host` to the service too (`routed`), refused when another
@@ -28,6 +28,20 @@ impl Controller {
                 format!("{verb} host {}", host.trim().to_ascii_lowercase()),
                 next,
             ))
+        })
+        .await
+    }
+
+    /// Replaces the service's HTTPS policy (redirect, HSTS).
+    pub async fn set_https(
+        &self,
+        service: &ServiceName,
+        https: HttpsPolicy,
+        base_revision: Option<u64>,
+        actor: &str,
+    ) -> Result<Revision> {
+        self.change_setting(service, base_revision, actor, |state| {
+            Ok((format!("https: {https}"), state.with_https(https)))
         })
         .await
     }

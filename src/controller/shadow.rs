@@ -5,7 +5,8 @@ use super::Controller;
 use super::change::Change;
 use crate::error::Result;
 use crate::model::{
-    ComparePolicy, ModelError, Revision, Role, ServiceName, ShadowSettings, parse_version,
+    ComparePolicy, ModelError, Revision, Role, ServiceName, ShadowSettings, now_millis,
+    parse_version,
 };
 use crate::shadow::{ShadowReport, ShadowStats};
 
@@ -36,8 +37,28 @@ impl ShadowLedger {
         let mut map = lock(&self.stats);
         Arc::clone(
             map.entry((service.to_owned(), version.to_owned()))
-                .or_default(),
+                .or_insert_with(|| Arc::new(Mutex::new(ShadowStats::starting(now_millis())))),
         )
+    }
+
+    /// Ends the current window of one service's shadows (one version, or
+    /// every one) and starts a new, empty one at `now`. Returns the ended
+    /// windows' reports. The mirrors keep counting into the same shared
+    /// counts, now the new window's.
+    fn reset(&self, service: &str, version: Option<&str>, now: u64) -> Vec<ShadowReport> {
+        let map = lock(&self.stats);
+        let mut ended: Vec<ShadowReport> = map
+            .iter()
+            .filter(|((s, v), _)| service == s && version.is_none_or(|want| want == v))
+            .map(|((s, v), stats)| {
+                let old = std::mem::replace(&mut *lock(stats), ShadowStats::starting(now));
+                let mut report = old.report(s, v);
+                report.until = Some(now);
+                report
+            })
+            .collect();
+        ended.sort_by(|a, b| a.version.cmp(&b.version));
+        ended
     }
 
     pub fn load(&self, saved: Vec<(String, String, String)>) {
@@ -80,7 +101,7 @@ impl ShadowLedger {
                 stats.mirrored,
                 stats.compared,
                 stats.dropped + stats.too_large,
-                stats.shadow_errors,
+                stats.shadow_errors(),
                 stats.noise_compared,
             );
             if saved.get(key) != Some(&mark) {
@@ -137,6 +158,89 @@ impl Controller {
         service: &ServiceName,
         version: Option<&str>,
     ) -> Result<Vec<ShadowReport>> {
+        let version = self.known_shadow_version(service, version)?;
+        Ok(self
+            .shadows
+            .reports(Some(service.as_str()), version.as_deref()))
+    }
+
+    /// Ends the current window of the service's shadow reports (one
+    /// version, or every one) and starts a new one. The ended windows go
+    /// to the history (`shadow_history`) and an event names them.
+    pub fn reset_shadow_reports(
+        &self,
+        service: &ServiceName,
+        version: Option<&str>,
+        actor: &str,
+    ) -> Result<Vec<ShadowReport>> {
+        let version = self.known_shadow_version(service, version)?;
+        let ended = self
+            .shadows
+            .reset(service.as_str(), version.as_deref(), now_millis());
+        // The new, empty windows are saved at once, so that a restart does
+        // not bring the ended counts back.
+        self.save_shadow_stats();
+        for report in &ended {
+            match serde_json::to_string(report) {
+                Ok(json) => {
+                    if let Err(error) =
+                        self.node_store
+                            .add_shadow_window(service.as_str(), &report.version, &json)
+                    {
+                        tracing::warn!(%service, version = %report.version, %error, "cannot keep the ended shadow window");
+                    }
+                }
+                Err(error) => tracing::warn!(%service, %error, "cannot encode a shadow window"),
+            }
+            let rate = report
+                .match_rate
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+            self.record_event(
+                service.as_str(),
+                "shadow-reset",
+                &format!(
+                    "shadow report of {} reset by {actor}: the ended window (mirrored {}, compared {}, matched {} ({rate}), shadow errors {}) is in `switchyard shadow report {service} --history`",
+                    report.version,
+                    report.mirrored,
+                    report.compared,
+                    report.matched,
+                    report.shadow_errors
+                ),
+                serde_json::json!({ "version": report.version, "since": report.since, "until": report.until }),
+            );
+        }
+        Ok(ended)
+    }
+
+    /// Ended windows of the service's shadow reports, newest first.
+    pub fn shadow_history(
+        &self,
+        service: &ServiceName,
+        version: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ShadowReport>> {
+        let version = self.known_shadow_version(service, version)?;
+        let windows =
+            self.node_store
+                .shadow_windows(service.as_str(), version.as_deref(), limit)?;
+        Ok(windows
+            .iter()
+            .filter_map(|json| match serde_json::from_str(json) {
+                Ok(report) => Some(report),
+                Err(error) => {
+                    tracing::warn!(%service, %error, "unreadable shadow window skipped");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The service must exist; a version named must be one of its releases.
+    fn known_shadow_version(
+        &self,
+        service: &ServiceName,
+        version: Option<&str>,
+    ) -> Result<Option<String>> {
         let current = self.require(service)?;
         let version = version.map(parse_version).transpose()?;
         if let Some(v) = &version {
@@ -151,10 +255,7 @@ impl Controller {
                 .into());
             }
         }
-        let version = version.map(|v| v.to_string());
-        Ok(self
-            .shadows
-            .reports(Some(service.as_str()), version.as_deref()))
+        Ok(version.map(|v| v.to_string()))
     }
 
     /// Every shadow's report, for metrics.

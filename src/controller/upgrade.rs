@@ -257,7 +257,7 @@ impl Controller {
     }
 
     fn held_upgrade(&self, service: &ServiceName) -> Result<UpgradeState> {
-        self.require(service)?;
+        self.require_known(service)?;
         match self.active_upgrade(service) {
             Some(state) => Ok(state),
             None => Err(ControllerError::NoUpgrade(service.to_string()).into()),
@@ -314,6 +314,40 @@ impl Controller {
         let total = state.plan.steps.len();
         let timeout = Duration::from_millis(state.options.hook_timeout_ms);
         let actor = state.actor.clone();
+        if state.plan.starts && state.steps.is_empty() && self.main_of(service).is_empty() {
+            let first = state.plan.from.clone();
+            let start = DeployRequest {
+                version: first.to_string(),
+                spec: None,
+                hosts: Vec::new(),
+                standby: false,
+                promote: false,
+                base_revision: None,
+                shadow_methods: None,
+            };
+            match self.deploy(service, start, &actor).await {
+                Ok(revision) => self.record_event(
+                    service.as_str(),
+                    "upgrade-step",
+                    &format!(
+                        "upgrade: started {first}, the first registered release, as main (revision {})",
+                        revision.number
+                    ),
+                    serde_json::Value::Null,
+                ),
+                Err(error) => {
+                    let reason = format!(
+                        "the upgrade of {service} could not start its first registered release {first}: {error}; nothing changed"
+                    );
+                    return self.end_upgrade(
+                        service,
+                        &mut state,
+                        UpgradeStatus::Stopped,
+                        Some(reason),
+                    );
+                }
+            }
+        }
         while state.steps.len() < total {
             let i = state.steps.len();
             let step = state.plan.steps[i].clone();
@@ -709,11 +743,12 @@ impl Controller {
                 service,
                 DeployRequest {
                     version: version.clone(),
-                    spec: release.spec.clone(),
+                    spec: Some(release.spec.clone()),
                     hosts: Vec::new(),
                     standby: true,
                     promote: false,
                     base_revision: None,
+                    shadow_methods: None,
                 },
                 actor,
             )

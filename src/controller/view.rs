@@ -4,7 +4,8 @@ use super::{Controller, PauseView};
 use crate::error::Result;
 use crate::metrics::{ReleaseSample, WindowSummary};
 use crate::model::{
-    ComparePolicy, PrefixRewrite, Revision, Role, ServiceName, ShadowSettings, TrafficPolicy,
+    ComparePolicy, HttpsPolicy, PrefixRewrite, Revision, Role, ServiceName, ShadowSettings,
+    TrafficPolicy,
 };
 use crate::runtime::InstanceStatus;
 
@@ -37,6 +38,9 @@ pub struct ServiceView {
     /// Whether it has an error page of its own (`switchyard error-page`).
     #[serde(default)]
     pub error_page: bool,
+    /// Redirect to HTTPS and HSTS (`switchyard https`).
+    #[serde(default)]
+    pub https: HttpsPolicy,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -110,6 +114,7 @@ impl Controller {
             paused: self.pause_view(revision.service.as_str()),
             rewrite: revision.state.rewrite,
             error_page: revision.state.error_page.is_some(),
+            https: revision.state.https,
         }
     }
 

@@ -17,6 +17,8 @@ use tokio::net::UnixStream;
 /// What the old serve sends along with the descriptors: the proxy and
 /// admin listening sockets, then the state directory's lock file.
 const GREETING: &[u8] = b"switchyard handover 2: proxy, admin, state lock\n";
+/// What a serve with a TLS listener sends: its socket comes last.
+const GREETING_WITH_TLS: &[u8] = b"switchyard handover 3: proxy, admin, state lock, tls\n";
 /// What a serve from before the state lock sends: the two sockets only.
 const GREETING_WITHOUT_LOCK: &[u8] = b"switchyard handover 1: proxy, admin\n";
 /// What the new serve answers once it accepts on them.
@@ -29,18 +31,31 @@ pub struct Passed {
     pub admin: OwnedFd,
     /// The state directory's lock file; `None` from a serve that held none.
     pub lock: Option<OwnedFd>,
+    /// The TLS listening socket (`serve --tls-listen`), if there is one.
+    pub tls: Option<OwnedFd>,
 }
 
-/// Sends the proxy and admin listening sockets and the lock file.
-pub async fn send(stream: &UnixStream, fds: [BorrowedFd<'_>; 3]) -> io::Result<()> {
-    send_with(stream, GREETING, &fds).await
+/// Sends the proxy and admin listening sockets and the lock file, and the
+/// TLS listening socket when there is one.
+pub async fn send(
+    stream: &UnixStream,
+    fds: [BorrowedFd<'_>; 3],
+    tls: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    match tls {
+        Some(tls) => {
+            let [proxy, admin, lock] = fds;
+            send_with(stream, GREETING_WITH_TLS, &[proxy, admin, lock, tls]).await
+        }
+        None => send_with(stream, GREETING, &fds).await,
+    }
 }
 
 async fn send_with(stream: &UnixStream, greeting: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     loop {
         stream.writable().await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
             let mut control = SendAncillaryBuffer::new(&mut space);
             if !control.push(SendAncillaryMessage::ScmRights(fds)) {
                 return Err(io::Error::other("no room for the file descriptors"));
@@ -68,7 +83,7 @@ pub async fn receive(stream: &UnixStream) -> io::Result<Passed> {
     loop {
         stream.readable().await?;
         let received = stream.try_io(Interest::READABLE, || {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let mut greeting = [0u8; 64];
             let mut iov = [IoSliceMut::new(&mut greeting)];
@@ -87,7 +102,9 @@ pub async fn receive(stream: &UnixStream) -> io::Result<Passed> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
-        let expected = if greeting == GREETING {
+        let expected = if greeting == GREETING_WITH_TLS {
+            4
+        } else if greeting == GREETING {
             3
         } else if greeting == GREETING_WITHOUT_LOCK {
             2
@@ -111,6 +128,7 @@ pub async fn receive(stream: &UnixStream) -> io::Result<Passed> {
             proxy,
             admin,
             lock: fds.next(),
+            tls: fds.next(),
         });
     }
 }
@@ -158,7 +176,7 @@ mod tests {
         let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let lock = tempfile::tempfile().expect("lock file");
         let proxy_addr = proxy.local_addr().expect("addr");
-        send(&old, [proxy.as_fd(), admin.as_fd(), lock.as_fd()])
+        send(&old, [proxy.as_fd(), admin.as_fd(), lock.as_fd()], None)
             .await
             .expect("sent");
         let passed = receive(&new).await.expect("received");
@@ -184,6 +202,29 @@ mod tests {
         hear_ready(&mut old).await.expect("ready heard");
         drop(new);
         assert!(hear_ready(&mut old).await.is_err(), "a hang-up is no ready");
+    }
+
+    #[tokio::test]
+    async fn a_tls_listener_crosses_after_the_lock() {
+        let (old, new) = UnixStream::pair().expect("socket pair");
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let tls = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let lock = tempfile::tempfile().expect("lock file");
+        send(
+            &old,
+            [proxy.as_fd(), admin.as_fd(), lock.as_fd()],
+            Some(tls.as_fd()),
+        )
+        .await
+        .expect("sent");
+        let passed = receive(&new).await.expect("received");
+        assert!(passed.lock.is_some());
+        let got_tls = std::net::TcpListener::from(passed.tls.expect("the TLS socket came"));
+        assert_eq!(
+            got_tls.local_addr().expect("addr"),
+            tls.local_addr().expect("addr")
+        );
     }
 
     #[tokio::test]

@@ -65,6 +65,8 @@ struct Counts {
     header_timeouts: AtomicU64,
     idle_timeouts: AtomicU64,
     accept_errors: AtomicU64,
+    tls_handshake_timeouts: AtomicU64,
+    tls_handshake_failures: AtomicU64,
 }
 
 /// What one connection holds of its budget; given back when dropped (when
@@ -159,6 +161,18 @@ impl Connections {
         self.counts.idle_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) fn tls_handshake_timed_out(&self) {
+        self.counts
+            .tls_handshake_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn tls_handshake_failed(&self) {
+        self.counts
+            .tls_handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(super) fn accept_failed(&self) {
         self.counts.accept_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -178,6 +192,8 @@ impl Connections {
             header_timeouts: count(&self.counts.header_timeouts),
             idle_timeouts: count(&self.counts.idle_timeouts),
             accept_errors: count(&self.counts.accept_errors),
+            tls_handshake_timeouts: count(&self.counts.tls_handshake_timeouts),
+            tls_handshake_failures: count(&self.counts.tls_handshake_failures),
         }
     }
 }
@@ -300,6 +316,7 @@ mod tests {
                 },
                 http2_max_streams: 100,
                 http2_keep_alive: None,
+                tls_handshake: Duration::from_secs(10),
             },
         )
     }

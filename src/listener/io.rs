@@ -1,7 +1,8 @@
-//! A client's socket as hyper sees it: reads tell the connection's watch
-//! that a request head has begun, and once the head timer ran out the
-//! next read answers 408 itself and fails, which ends the connection.
-//! (hyper's own header timeout closes the connection without a word.)
+//! A client's socket as hyper sees it (after TLS, on a TLS listener):
+//! reads tell the connection's watch that a request head has begun, and
+//! once the head timer ran out the next read answers 408 itself and
+//! fails, which ends the connection. (hyper's own header timeout closes
+//! the connection without a word.)
 
 use std::io;
 use std::pin::Pin;
@@ -9,14 +10,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::connections::Slot;
 use super::watch::Watch;
 
-/// The socket of one client connection, with its slot in the budget.
-pub struct WatchedIo {
-    stream: TcpStream,
+/// The stream of one client connection (a TCP socket, or TLS over one),
+/// with its slot in the budget.
+pub struct WatchedIo<S> {
+    stream: S,
     watch: Arc<Watch>,
     /// The 408 answer, written at most once.
     timeout_answer: Option<Arc<[u8]>>,
@@ -26,8 +27,8 @@ pub struct WatchedIo {
     _slot: Slot,
 }
 
-impl WatchedIo {
-    pub fn new(stream: TcpStream, watch: Arc<Watch>, slot: Slot, answer: Arc<[u8]>) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> WatchedIo<S> {
+    pub fn new(stream: S, watch: Arc<Watch>, slot: Slot, answer: Arc<[u8]>) -> Self {
         Self {
             stream,
             watch,
@@ -38,8 +39,9 @@ impl WatchedIo {
     }
 
     /// Answers 408 (HTTP/1 only, and only between responses) and ends the
-    /// write side, so the client reads the answer before the close.
-    fn answer_timeout(&mut self) {
+    /// write side (TLS: with close_notify), so the client reads the answer
+    /// before the close. Whatever does not go out at once is given up.
+    fn answer_timeout(&mut self, cx: &mut Context<'_>) {
         let Some(answer) = self.timeout_answer.take() else {
             return;
         };
@@ -47,20 +49,24 @@ impl WatchedIo {
             return;
         }
         // A fresh socket's send buffer takes these few bytes at once.
-        if self.stream.try_write(&answer).is_ok() {
-            let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+        let mut stream = Pin::new(&mut self.stream);
+        if let Poll::Ready(Ok(n)) = stream.as_mut().poll_write(cx, &answer) {
+            if n == answer.len() {
+                let _ = stream.as_mut().poll_flush(cx);
+                let _ = stream.as_mut().poll_shutdown(cx);
+            }
         }
     }
 }
 
-impl AsyncRead for WatchedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WatchedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.watch.is_expired() {
-            self.answer_timeout();
+            self.answer_timeout(cx);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the request head did not arrive within the header timeout",
@@ -78,7 +84,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -113,7 +119,6 @@ impl AsyncWrite for WatchedIo {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
-
 /// The 408 answer of a listener whose header timeout is `timeout`: in
 /// neutral words, as every answer an end user may see (the operator
 /// counts these in `switchyard_header_timeouts_total`).

@@ -28,6 +28,9 @@ pub struct ListenerSettings {
     /// How often a quiet HTTP/2 client is sent a PING (one that does not
     /// answer within 20 s is closed); `None`: never.
     pub http2_keep_alive: Option<Duration>,
+    /// A TLS client must finish its handshake within this, counted from
+    /// the accept; otherwise the connection is closed.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ListenerSettings {
@@ -40,6 +43,7 @@ impl Default for ListenerSettings {
             admin_max_connections: 64,
             http2_max_streams: 100,
             http2_keep_alive: Some(Duration::from_secs(30)),
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct Limits {
     pub timeouts: Timeouts,
     pub http2_max_streams: u32,
     pub http2_keep_alive: Option<Duration>,
+    /// TLS listeners: the handshake must end within this.
+    pub tls_handshake: Duration,
 }
 
 /// The proxy's and the admin API's limits, and what the operator should
@@ -71,8 +77,14 @@ pub struct Resolved {
 impl ListenerSettings {
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> Result<(), String> {
-        if self.header_timeout.is_zero() || self.idle_timeout.is_zero() {
-            return Err("--header-timeout and --idle-timeout must be longer than 0s".into());
+        if self.header_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+            || self.tls_handshake_timeout.is_zero()
+        {
+            return Err(
+                "--header-timeout, --idle-timeout and --tls-handshake-timeout must be longer than 0s"
+                    .into(),
+            );
         }
         if self.max_connections == Some(0)
             || self.max_connections_per_client == Some(0)
@@ -122,6 +134,7 @@ impl ListenerSettings {
             timeouts,
             http2_max_streams: self.http2_max_streams,
             http2_keep_alive: self.http2_keep_alive,
+            tls_handshake: self.tls_handshake_timeout,
         };
         let admin = Limits {
             connections: self.admin_max_connections,

@@ -1,6 +1,6 @@
 //! Client connections per listener budget (`proxy`, which includes the
 //! pinned addresses, and `admin`): open, accepted, refused, shed, timed
-//! out, and failed accepts.
+//! out, failed accepts and TLS handshakes.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -26,6 +26,11 @@ pub struct ConnectionSample {
     /// Keep-alive connections closed after the idle timeout.
     pub idle_timeouts: u64,
     pub accept_errors: u64,
+    /// TLS handshakes that did not end within the handshake timeout.
+    pub tls_handshake_timeouts: u64,
+    /// TLS handshakes that failed (no certificate for the name, a client
+    /// that speaks no TLS, no protocol in common, …).
+    pub tls_handshake_failures: u64,
 }
 
 /// A counter family: name, help, and how to read it off a sample.
@@ -84,7 +89,7 @@ impl Collector for ConnectionCollector {
                 }
             }
         }
-        let families: [Family; 5] = [
+        let families: [Family; 7] = [
             (
                 "switchyard_connections_accepted",
                 "Client connections accepted",
@@ -109,6 +114,16 @@ impl Collector for ConnectionCollector {
                 "switchyard_accept_errors",
                 "Failed accepts (out of file descriptors and the like)",
                 |s| s.accept_errors,
+            ),
+            (
+                "switchyard_tls_handshake_timeouts",
+                "TLS connections closed because their handshake did not end within the handshake timeout",
+                |s| s.tls_handshake_timeouts,
+            ),
+            (
+                "switchyard_tls_handshake_failures",
+                "TLS handshakes that failed (no certificate for the name asked, not TLS, nothing in common)",
+                |s| s.tls_handshake_failures,
             ),
         ];
         for (name, help, value) in families {

@@ -240,7 +240,7 @@ impl Collector for ShadowCollector {
             ),
             (
                 "switchyard_shadow_errors",
-                "Copies the shadow failed to answer",
+                "Copies the shadow answered with a 5xx or failed to answer (counts of the current report window)",
                 |r| r.shadow_errors,
             ),
             (
@@ -363,6 +363,8 @@ mod tests {
             header_timeouts: 5,
             idle_timeouts: 6,
             accept_errors: 7,
+            tls_handshake_timeouts: 8,
+            tls_handshake_failures: 9,
         };
         let text = render(vec![], vec![], vec![sample], None);
         for line in [
@@ -373,6 +375,8 @@ mod tests {
             r#"switchyard_connections_shed_total{listener="proxy"} 4"#,
             r#"switchyard_header_timeouts_total{listener="proxy"} 5"#,
             r#"switchyard_idle_timeouts_total{listener="proxy"} 6"#,
+            r#"switchyard_tls_handshake_timeouts_total{listener="proxy"} 8"#,
+            r#"switchyard_tls_handshake_failures_total{listener="proxy"} 9"#,
             r#"switchyard_accept_errors_total{listener="proxy"} 7"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

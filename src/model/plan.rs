@@ -51,6 +51,11 @@ pub struct Plan {
     pub service: String,
     pub from: Version,
     pub to: Version,
+    /// Nothing runs yet: the plan first starts `from`, the service's first
+    /// registered release, as main (the database is taken to be at its
+    /// schema), then takes the steps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starts: bool,
     pub steps: Vec<PlanStep>,
 }
 
@@ -198,8 +203,38 @@ pub fn plan(
         service: service.to_owned(),
         from: main.clone(),
         to: target.clone(),
+        starts: false,
         steps,
     })
+}
+
+/// Plans the upgrade of a service that has no main yet: it starts from
+/// its first (lowest) registered release, made main as a first deploy
+/// would, then goes through the later ones to `target` as [`plan`] does.
+/// `schema` is a schema recorded earlier (`None`: the first release's).
+pub fn plan_first(
+    service: &str,
+    registered: &[Release],
+    schema: Option<&Version>,
+    target: &Version,
+) -> Result<Plan, ModelError> {
+    let Some(first) = registered.iter().map(|r| &r.version).min() else {
+        return Err(ModelError::InvalidUpgrade(format!(
+            "{service} has no release to start from: register one with `switchyard release add FILE`"
+        )));
+    };
+    if target == first {
+        return Ok(Plan {
+            service: service.to_owned(),
+            from: first.clone(),
+            to: target.clone(),
+            starts: true,
+            steps: Vec::new(),
+        });
+    }
+    let mut planned = plan(service, registered, first, schema, target)?;
+    planned.starts = true;
+    Ok(planned)
 }
 
 /// The schema versions the releases declare, oldest first, each once: the
@@ -320,6 +355,7 @@ fn plan_back(
         service: service.to_owned(),
         from: main.clone(),
         to: target.clone(),
+        starts: false,
         steps,
     }
 }
@@ -344,6 +380,7 @@ mod tests {
             spec: ReleaseSpec {
                 run: RunSpec::External {
                     upstreams: vec!["127.0.0.1:1".into()],
+                    upstream_ca: None,
                 },
                 replicas: 1,
                 health: HealthCheck::default(),
@@ -377,6 +414,21 @@ mod tests {
         assert_eq!(tos, ["1.0.1", "1.0.2", "2.0.0", "2.0.1"]);
         assert!(p.steps[0].changes_schema() && !p.steps[0].reversible);
         assert!(!p.steps[1].changes_schema() && p.steps[1].reversible);
+    }
+
+    #[test]
+    fn with_nothing_running_the_plan_starts_from_the_first_registered_release() {
+        let mut releases = hub();
+        releases.reverse();
+        let p = plan_first("hub", &releases, None, &v("1.0.2")).expect("plan");
+        assert!(p.starts && p.ok(), "{p:?}");
+        assert_eq!(p.from, v("1.0.0"));
+        let tos: Vec<String> = p.steps.iter().map(|s| s.to.to_string()).collect();
+        assert_eq!(tos, ["1.0.1", "1.0.2"]);
+        let only = plan_first("hub", &releases, None, &v("1.0.0")).expect("plan");
+        assert!(only.starts && only.steps.is_empty(), "{only:?}");
+        assert!(plan_first("hub", &[], None, &v("1.0.0")).is_err());
+        assert!(plan_first("hub", &releases, None, &v("3.0.0")).is_err());
     }
 
     #[test]

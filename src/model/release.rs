@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{HealthCheck, ModelError, ServiceName, Versioning};
+use super::{HealthCheck, ModelError, ServiceName, UpstreamAddress, Versioning};
 
 /// The most replicas one release may ask for.
 pub const MAX_REPLICAS: u32 = 64;
@@ -38,8 +38,15 @@ pub enum RunSpec {
         cwd: PathBuf,
     },
     /// Instances that run elsewhere: health-checked and routed to, never
-    /// started or stopped.
-    External { upstreams: Vec<String> },
+    /// started or stopped. An `https://HOST:PORT` one is reached over TLS,
+    /// verified against the system's CAs and `upstream_ca`.
+    External {
+        upstreams: Vec<String>,
+        /// PEM CA certificates trusted for TLS upstreams besides the
+        /// system's (`deploy --upstream-ca FILE`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upstream_ca: Option<String>,
+    },
     /// Containers of a local image on the Docker Engine. Each one publishes
     /// `port` (inside the container) on a free port of 127.0.0.1, where the
     /// proxy reaches it.
@@ -176,7 +183,10 @@ impl ReleaseSpec {
                 }
                 container.validate().map_err(ModelError::InvalidSpec)?;
             }
-            RunSpec::External { upstreams } => {
+            RunSpec::External {
+                upstreams,
+                upstream_ca,
+            } => {
                 if upstreams.is_empty() {
                     return bad(
                         "an external release needs at least one --upstream HOST:PORT".into(),
@@ -191,14 +201,10 @@ impl ReleaseSpec {
                     );
                 }
                 for u in upstreams {
-                    let ok = u.rsplit_once(':').is_some_and(|(h, p)| {
-                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
-                    });
-                    if !ok {
-                        return bad(format!(
-                            "upstream `{u}` is not HOST:PORT, e.g. 10.0.0.5:8080"
-                        ));
-                    }
+                    UpstreamAddress::parse(u).map_err(ModelError::InvalidSpec)?;
+                }
+                if let Some(pem) = upstream_ca {
+                    check_ca_pem(pem).map_err(ModelError::InvalidSpec)?;
                 }
             }
         }
@@ -208,6 +214,21 @@ impl ReleaseSpec {
     pub fn is_external(&self) -> bool {
         matches!(self.run, RunSpec::External { .. })
     }
+}
+
+/// Refuses CA text that holds no PEM certificate.
+fn check_ca_pem(pem: &str) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the upstream CA is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(
+            "the upstream CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        );
+    }
+    Ok(())
 }
 
 impl RunSpec {
@@ -275,10 +296,12 @@ mod tests {
         let mut spec = process(&["x"]);
         spec.run = RunSpec::External {
             upstreams: vec!["127.0.0.1:80".into()],
+            upstream_ca: None,
         };
         assert!(spec.validate().is_ok());
         spec.run = RunSpec::External {
             upstreams: vec!["127.0.0.1".into()],
+            upstream_ca: None,
         };
         assert!(spec.validate().is_err());
     }
@@ -295,6 +318,7 @@ mod tests {
         let mut external = process(&["x"]);
         external.run = RunSpec::External {
             upstreams: vec!["127.0.0.1:80".into()],
+            upstream_ca: None,
         };
         let err = hooks(external).validate().expect_err("external with hooks");
         assert!(err.to_string().contains("cannot run its hooks"), "{err}");

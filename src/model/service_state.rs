@@ -4,8 +4,8 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApiVersionSource, Canary, ComparePolicy, ErrorPage, ModelError, PrefixRewrite, Role, Rule,
-    ServiceName, ShadowSettings, Stickiness, TrafficPolicy, rule_label,
+    ApiVersionSource, Canary, ComparePolicy, ErrorPage, HttpsPolicy, ModelError, PrefixRewrite,
+    Role, Rule, ServiceName, ShadowSettings, Stickiness, TrafficPolicy, rule_label,
 };
 
 /// A release's place in its service's desired state.
@@ -66,6 +66,9 @@ pub struct ServiceState {
     /// itself; none: the proxy's neutral page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_page: Option<ErrorPage>,
+    /// Redirect to HTTPS and HSTS (both off unless set).
+    #[serde(default, skip_serializing_if = "HttpsPolicy::is_default")]
+    pub https: HttpsPolicy,
 }
 
 impl ServiceState {
@@ -503,6 +506,14 @@ impl ServiceState {
         let mut next = self.clone();
         next.hosts.remove(&wanted);
         Ok(next)
+    }
+
+    /// Replaces the service's HTTPS policy.
+    pub fn with_https(&self, https: HttpsPolicy) -> ServiceState {
+        ServiceState {
+            https,
+            ..self.clone()
+        }
     }
 
     /// Turns the rewriting of links through the path prefix on or off.

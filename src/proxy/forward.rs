@@ -118,7 +118,8 @@ impl Proxy {
         if !self.pauses.load().is_empty() {
             self.hold_if_paused(&req, client, host.as_ref()).await?;
         }
-        let routed = match self.route(&req, client, host.as_ref())? {
+        let https = req.extensions().get::<super::ClientTls>().is_some();
+        let routed = match self.route(&req, client, host.as_ref(), https)? {
             Routing::Release(routed) => routed,
             Routing::Respond(fixed) => return Ok(fixed),
         };
@@ -133,6 +134,7 @@ impl Proxy {
             rewrite,
             shadows,
             set_cookie,
+            hsts,
         } = routed;
         let (prefix, asked) = route_path.split_at(prefix_len);
         let tunnelling = req.version() == Version::HTTP_11 && is_tunnel_request(req.headers());
@@ -143,6 +145,7 @@ impl Proxy {
             client,
             host.as_ref(),
             prefix,
+            https,
             request_id,
         );
 
@@ -175,6 +178,11 @@ impl Proxy {
         if let Some(cookie) = set_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
+        if let Some(value) = hsts.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, value);
+        }
         Ok(response)
     }
 
@@ -185,9 +193,21 @@ impl Proxy {
         req: &Request<Incoming>,
         client: SocketAddr,
         host: Option<&HeaderValue>,
+        https: bool,
     ) -> Result<Routing, ProxyError> {
         let table = self.table.load();
         match self.decide(&table, req, client, host) {
+            Route::Release { https: policy, .. }
+                if policy.redirect && !https && self.settings.https_port.is_some() =>
+            {
+                let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                match https_redirect(host, path_and_query, self.settings.https_port) {
+                    Some(response) => Ok(Routing::Respond(response)),
+                    None => Err(ProxyError::BadRequest(
+                        "this service is served over HTTPS only; send a Host header".into(),
+                    )),
+                }
+            }
             Route::Release {
                 service: _,
                 backend,
@@ -196,6 +216,7 @@ impl Proxy {
                 rewrite,
                 shadows,
                 set_cookie,
+                https: policy,
             } => Ok(Routing::Release(Routed {
                 backend: Arc::clone(backend),
                 upstream_uri: upstream_uri(upstream_path)?,
@@ -211,6 +232,7 @@ impl Proxy {
                 // Cloned only when there are shadows to mirror to.
                 shadows: (!shadows.is_empty()).then(|| shadows.to_vec()),
                 set_cookie: set_cookie.map(|(name, value)| sticky_cookie(name, &value)),
+                hsts: policy.hsts_header().filter(|_| https),
             })),
             Route::Respond(fixed) => Ok(Routing::Respond(fixed_response(fixed))),
             Route::NoCandidate { service } => Err(ProxyError::NoCandidate(service.to_owned())),
@@ -333,6 +355,9 @@ struct Routed {
     shadows: Option<Vec<Arc<Mirror>>>,
     /// The cookie that keeps a new client in its population.
     set_cookie: Option<HeaderValue>,
+    /// `Strict-Transport-Security` for an answer over HTTPS, if the
+    /// service asks for it.
+    hsts: Option<String>,
 }
 
 /// The host the request is for: its one Host header, or the authority of
@@ -356,6 +381,7 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyErr
 /// Readies the request for the release: its target there, HTTP/1.1, no
 /// hop-by-hop headers (but a tunnel's `Upgrade` pair), the forwarding
 /// headers, the request's id.
+#[allow(clippy::too_many_arguments)]
 fn address_upstream(
     req: &mut Request<Incoming>,
     upstream_uri: Uri,
@@ -363,13 +389,14 @@ fn address_upstream(
     client: SocketAddr,
     host: Option<&HeaderValue>,
     prefix: &str,
+    https: bool,
     request_id: &HeaderValue,
 ) {
     *req.uri_mut() = upstream_uri;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers, tunnelling);
-    set_forwarded(headers, client, host, prefix);
+    set_forwarded(headers, client, host, prefix, https);
     headers.insert(request_id::X_REQUEST_ID, request_id.clone());
     // A client cannot pass for a mirrored copy.
     headers.remove(X_SWITCHYARD_SHADOW);
@@ -710,9 +737,44 @@ fn pinned_route<'t>(
             prefix: "",
             rewrite: false,
             set_cookie: None,
+            https: routes.https,
         },
         None => Route::UnknownRelease { service, version },
     }
+}
+
+/// 308 to the same URL over HTTPS, on the TLS listener's port (left out
+/// when it is 443); `None` without a host to send the client to.
+fn https_redirect(
+    host: Option<&HeaderValue>,
+    path_and_query: &str,
+    port: Option<u16>,
+) -> Option<Response<ResponseBody>> {
+    let host = host?.to_str().ok()?;
+    let name = match host.rsplit_once(':') {
+        // An IPv6 literal's colons are inside its brackets.
+        Some((name, port)) if !port.contains(']') => name,
+        _ => host,
+    };
+    if name.is_empty() {
+        return None;
+    }
+    let location = match port? {
+        443 => format!("https://{name}{path_and_query}"),
+        port => format!("https://{name}:{port}{path_and_query}"),
+    };
+    let location = HeaderValue::from_str(&location).ok()?;
+    let mut response = Response::new(ResponseBody::full(bytes::Bytes::from_static(
+        b"This service is served over HTTPS.\n",
+    )));
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Some(response)
 }
 
 fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {

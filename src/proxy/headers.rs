@@ -104,6 +104,7 @@ pub fn set_forwarded(
     client: SocketAddr,
     host: Option<&HeaderValue>,
     prefix: &str,
+    https: bool,
 ) {
     let ip = client.ip();
     let ip_value = client_ip_value(ip);
@@ -126,7 +127,8 @@ pub fn set_forwarded(
     }
     headers.insert(X_REAL_IP, ip_value);
     headers.remove(header::FORWARDED);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
@@ -205,6 +207,15 @@ mod tests {
     }
 
     #[test]
+    fn a_request_over_tls_is_forwarded_as_https() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let client = SocketAddr::from(([127, 0, 0, 1], 5555));
+        set_forwarded(&mut h, client, None, "", true);
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
@@ -214,8 +225,10 @@ mod tests {
             client,
             Some(&HeaderValue::from_static("a.example.com")),
             "/services/x",
+            false,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "a.example.com");
         assert_eq!(h[&X_FORWARDED_PREFIX], "/services/x");
     }
@@ -239,14 +252,14 @@ mod tests {
         let mut h = HeaderMap::new();
         let one = SocketAddr::from(([10, 0, 0, 1], 1));
         let two = SocketAddr::from(([10, 0, 0, 2], 2));
-        set_forwarded(&mut h, one, None, "/services/a");
+        set_forwarded(&mut h, one, None, "/services/a", false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PREFIX], "/services/a");
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, two, None, "/services/b");
+        set_forwarded(&mut h, two, None, "/services/b", false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2");
         assert_eq!(h[&X_FORWARDED_PREFIX], "/services/b");
-        set_forwarded(&mut h, one, None, "");
+        set_forwarded(&mut h, one, None, "", false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2, 10.0.0.1");
         assert!(!h.contains_key(&X_FORWARDED_PREFIX));
     }
@@ -258,7 +271,7 @@ mod tests {
         h.append(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
         h.append(X_REAL_IP, HeaderValue::from_static("7.7.7.7"));
         let client = SocketAddr::from(([10, 0, 0, 9], 1));
-        set_forwarded(&mut h, client, None, "");
+        set_forwarded(&mut h, client, None, "", false);
         assert!(!h.contains_key(header::FORWARDED), "{h:?}");
         assert_eq!(
             h.get_all(&X_REAL_IP).iter().collect::<Vec<_>>(),
@@ -275,7 +288,7 @@ mod tests {
             X_FORWARDED_FOR,
             HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
         );
-        set_forwarded(&mut h, client, None, "");
+        set_forwarded(&mut h, client, None, "", false);
         assert_eq!(
             h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
             ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]

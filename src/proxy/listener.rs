@@ -4,8 +4,14 @@ use std::sync::Arc;
 use http::{HeaderValue, StatusCode, Version, header};
 use hyper::service::service_fn;
 
+use tokio_rustls::TlsAcceptor;
+
 use super::Proxy;
 use crate::listener::Drain;
+
+/// Marks a request that came over TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTls;
 
 /// Serves client traffic on `listener` (the proxy's, or a pinned
 /// address's) under the data plane's connection budget, until the drain.
@@ -14,16 +20,28 @@ use crate::listener::Drain;
 /// `Connection: close`, so a busy keep-alive connection ends right after
 /// its next answer and its client opens a new one (on the serve that took
 /// over), with no request lost in between.
-pub async fn serve(listener: std::net::TcpListener, proxy: Arc<Proxy>, drain: Drain) {
+///
+/// With `tls` the listener speaks HTTPS: every request it takes is marked
+/// [`ClientTls`], which upstreams see as `X-Forwarded-Proto: https`.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    drain: Drain,
+    tls: Option<TlsAcceptor>,
+) {
     let connections = Arc::clone(&proxy.settings.connections);
     let closing = drain.stop.clone();
-    crate::listener::serve(listener, connections, drain, move |client| {
+    let https = tls.is_some();
+    crate::listener::serve(listener, connections, drain, tls, move |client| {
         let proxy = Arc::clone(&proxy);
         let closing = closing.clone();
-        service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let proxy = Arc::clone(&proxy);
             let closing = closing.clone();
             let http1 = req.version() < Version::HTTP_2;
+            if https {
+                req.extensions_mut().insert(ClientTls);
+            }
             async move {
                 let mut response = proxy.handle(req, client).await;
                 if http1

@@ -305,10 +305,14 @@ impl Shared {
         let shadow = match self.send_copy(&self.backend, &job, None).await {
             Some(answer) => answer,
             None => {
-                lock(&self.stats).shadow_errors += 1;
+                lock(&self.stats).shadow_failed += 1;
                 return;
             }
         };
+        if shadow.response.status >= 500 {
+            // Answered, and compared below, but an error all the same.
+            lock(&self.stats).shadow_5xx += 1;
+        }
         let Some(main) = self.main_answer(job.main.clone()).await else {
             // Main's answer never completed (client gone, main failed).
             return;

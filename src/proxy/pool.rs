@@ -96,21 +96,41 @@ impl Connections for Upstream {
         timeout: Duration,
         tunnels: bool,
     ) -> io::Result<SendRequest<RequestBody>> {
+        let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+        let started = tokio::time::Instant::now();
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(timed_out)??;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(io::Error::other)?;
-        if tunnels {
-            tokio::spawn(conn.with_upgrades());
-        } else {
-            tokio::spawn(conn);
-        }
-        Ok(sender)
+        let Some(tls) = &self.tls else {
+            return handshake(TokioIo::new(stream), tunnels).await;
+        };
+        // The TLS handshake counts against the same connect timeout.
+        let stream = tokio::time::timeout_at(
+            started + timeout,
+            tls.connector.connect(tls.server_name.clone(), stream),
+        )
+        .await
+        .map_err(timed_out)??;
+        handshake(TokioIo::new(stream), tunnels).await
     }
+}
+
+/// HTTP/1.1 on a connected stream; its connection runs in a task of its own.
+async fn handshake<T>(io: T, tunnels: bool) -> io::Result<SendRequest<RequestBody>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(io::Error::other)?;
+    if tunnels {
+        tokio::spawn(conn.with_upgrades());
+    } else {
+        tokio::spawn(conn);
+    }
+    Ok(sender)
 }
 
 #[cfg(test)]

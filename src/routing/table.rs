@@ -4,7 +4,7 @@ use std::sync::Arc;
 use super::api_version::{ApiRouting, Asked};
 use super::matcher::RequestView;
 use super::policy::{CompiledPolicy, Decision, FixedResponse};
-use crate::model::ErrorPage;
+use crate::model::{ErrorPage, HttpsPolicy};
 
 /// Every service lives under this path prefix.
 pub const SERVICES_PREFIX: &str = "/services/";
@@ -30,6 +30,8 @@ pub struct ServiceRoutes<B, S = ()> {
     pub rewrite: bool,
     /// The page end users see when the proxy answers for the service.
     pub error_page: Option<Arc<ErrorPage>>,
+    /// Redirect of cleartext requests to HTTPS, and HSTS.
+    pub https: HttpsPolicy,
 }
 
 /// The compiled, immutable routing table. `B` is whatever the data plane
@@ -70,6 +72,8 @@ pub enum Route<'t, B, S = ()> {
         rewrite: bool,
         /// `(name, value)` of the sticky cookie to set on the response.
         set_cookie: Option<(&'t str, String)>,
+        /// The service's HTTPS policy.
+        https: HttpsPolicy,
     },
     /// A rule answers without any release.
     Respond(&'t FixedResponse),
@@ -140,6 +144,7 @@ impl<B, S> RoutingTable<B, S> {
                     prefix,
                     rewrite: service.rewrite,
                     set_cookie: None,
+                    https: service.https,
                 },
                 None => Route::UnknownRelease {
                     service: &service.name,
@@ -178,6 +183,7 @@ impl<B, S> ServiceRoutes<B, S> {
             prefix,
             rewrite: self.rewrite && !prefix.is_empty(),
             set_cookie: self.cookie(set_cookie),
+            https: self.https,
         };
         let decision = match &self.policy {
             Some(policy) => policy.decide(req, upstream_path),
@@ -265,6 +271,7 @@ mod tests {
                 api: None,
                 rewrite: true,
                 error_page: None,
+                https: HttpsPolicy::default(),
             },
             ["hello.example.com".to_string()],
         );
@@ -278,6 +285,7 @@ mod tests {
                 api: None,
                 rewrite: true,
                 error_page: None,
+                https: HttpsPolicy::default(),
             },
             [],
         );

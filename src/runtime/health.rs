@@ -2,9 +2,55 @@ use std::net::SocketAddr;
 
 use crate::model::HealthCheck;
 
-/// One probe: `GET http://ADDR/PATH`; a 2xx or 3xx within the timeout passes.
-pub async fn probe(client: &reqwest::Client, addr: SocketAddr, check: &HealthCheck) -> bool {
-    let url = format!("http://{addr}{}", check.path);
+/// Where an instance's health is asked: the client and the URL's start
+/// (`http://ADDR`, or `https://HOST:PORT` for a TLS upstream, whose client
+/// resolves HOST to the instance's address and trusts its CA).
+#[derive(Debug, Clone)]
+pub struct HealthTarget {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl HealthTarget {
+    pub fn plain(client: &reqwest::Client, addr: SocketAddr) -> Self {
+        Self {
+            client: client.clone(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Over TLS to `addr`, asking for `server_name` with `config`'s trust.
+    pub fn tls(
+        addr: SocketAddr,
+        server_name: &str,
+        config: rustls::ClientConfig,
+    ) -> reqwest::Result<Self> {
+        let mut builder = crate::tls::http_client()
+            .no_proxy()
+            .pool_max_idle_per_host(1)
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_backend_preconfigured(config);
+        let host = if server_name.parse::<std::net::IpAddr>().is_ok() {
+            addr.ip().to_string()
+        } else {
+            builder = builder.resolve(server_name, addr);
+            server_name.to_owned()
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(Self {
+            client: builder.build()?,
+            base: format!("https://{host}:{}", addr.port()),
+        })
+    }
+}
+
+/// One probe: `GET BASE/PATH`; a 2xx or 3xx within the timeout passes.
+pub async fn probe(target: &HealthTarget, check: &HealthCheck) -> bool {
+    let (client, url) = (&target.client, format!("{}{}", target.base, check.path));
     match client.get(url).timeout(check.timeout()).send().await {
         Ok(response) => {
             let s = response.status();

@@ -12,15 +12,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::docker::{self, ContainerRun, Engine, InstanceLabels};
-use super::health::{Verdict, probe};
+use super::health::{HealthTarget, Verdict, probe};
 use super::port::free_loopback_port;
 use super::process::{Launch, Proc, kill_group, spawn, start_ticks};
 use super::restart_backoff::RestartBackoff;
 use super::{
     ExitRecord, Health, InstanceStatus, LogFiles, ReleaseStatus, RuntimeSettings, StartError,
 };
-use crate::backend::{Backend, Upstream};
-use crate::model::{Release, RunSpec, now_millis};
+use crate::backend::{Backend, Upstream, UpstreamTls};
+use crate::model::{Release, RunSpec, UpstreamAddress, now_millis};
 use crate::store::{InstanceRecord, NodeStore};
 
 /// Probe interval until an instance is healthy for the first time.
@@ -74,7 +74,7 @@ impl InstanceCtx {
 pub(super) async fn run(ctx: InstanceCtx, adopt: Option<InstanceRecord>) {
     match &ctx.release.spec.run {
         RunSpec::Process { .. } | RunSpec::Container(_) => run_managed(&ctx, adopt).await,
-        RunSpec::External { upstreams } => {
+        RunSpec::External { upstreams, .. } => {
             let address = upstreams
                 .get(ctx.slot as usize)
                 .cloned()
@@ -363,8 +363,21 @@ async fn watch_health(ctx: &InstanceCtx, upstream: &Upstream, adopted: bool) {
     };
     let mut ever_healthy = false;
     let mut last_rotate = Instant::now();
+    let target = match &upstream.tls {
+        None => HealthTarget::plain(&ctx.health_client, upstream.addr),
+        Some(tls) => {
+            let config = (**tls.connector.config()).clone();
+            match HealthTarget::tls(upstream.addr, &tls.server_name.to_str(), config) {
+                Ok(target) => target,
+                Err(error) => {
+                    tracing::error!(%error, "cannot build the health check's TLS client");
+                    HealthTarget::plain(&ctx.health_client, upstream.addr)
+                }
+            }
+        }
+    };
     loop {
-        let ok = probe(&ctx.health_client, upstream.addr, check).await;
+        let ok = probe(&target, check).await;
         if let Some(healthy) = verdict.record(ok, upstream.is_healthy(), check) {
             upstream.set_healthy(healthy);
         }
@@ -402,7 +415,24 @@ async fn watch_health(ctx: &InstanceCtx, upstream: &Upstream, adopted: bool) {
 
 /// An instance that runs elsewhere: resolve it once, then only check health.
 async fn run_external(ctx: &InstanceCtx, address: &str) {
-    let resolved = tokio::net::lookup_host(address)
+    let fail = |cause: String| {
+        ctx.status.send_modify(|s| {
+            s.start_error = Some(StartError::Launch(cause));
+        });
+    };
+    let parsed = match UpstreamAddress::parse(address) {
+        Ok(parsed) => parsed,
+        Err(cause) => return fail(cause),
+    };
+    let tls = if parsed.tls {
+        match upstream_tls(&parsed, &ctx.release.spec.run) {
+            Ok(tls) => Some(tls),
+            Err(cause) => return fail(cause),
+        }
+    } else {
+        None
+    };
+    let resolved = tokio::net::lookup_host(parsed.host_port())
         .await
         .map_err(|e| e.to_string())
         .and_then(|mut addrs| addrs.next().ok_or_else(|| "no address found".to_owned()));
@@ -417,7 +447,7 @@ async fn run_external(ctx: &InstanceCtx, address: &str) {
             return;
         }
     };
-    let upstream = Arc::new(Upstream::new(addr));
+    let upstream = Arc::new(Upstream::with_tls(addr, tls));
     ctx.backend
         .set_slot(ctx.slot as usize, Some(Arc::clone(&upstream)));
     ctx.update(|i| {
@@ -432,4 +462,25 @@ async fn run_external(ctx: &InstanceCtx, address: &str) {
     upstream.set_healthy(false);
     ctx.backend.set_slot(ctx.slot as usize, None);
     ctx.update(|i| i.health = Health::Stopped);
+}
+
+/// TLS to an `https://` upstream: the system's CAs and the release's
+/// `upstream_ca`, SNI and verification by the address's host.
+fn upstream_tls(address: &UpstreamAddress, run: &RunSpec) -> Result<UpstreamTls, String> {
+    let ca_pem = match run {
+        RunSpec::External { upstream_ca, .. } => upstream_ca.clone(),
+        _ => None,
+    };
+    let trust = crate::tls::ClientTrust {
+        ca_files: Vec::new(),
+        ca_pem,
+    };
+    let config = crate::tls::client_config(&trust, &[b"http/1.1"])
+        .map_err(|e| format!("cannot set up TLS to {address}: {e}"))?;
+    let server_name = rustls::pki_types::ServerName::try_from(address.host.clone())
+        .map_err(|e| format!("{} is no name TLS can verify: {e}", address.host))?;
+    Ok(UpstreamTls {
+        connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        server_name,
+    })
 }

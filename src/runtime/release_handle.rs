@@ -167,7 +167,7 @@ impl ReleaseHandle {
     fn command_line(&self) -> String {
         match &self.release.spec.run {
             RunSpec::Process { command, .. } => command.join(" "),
-            RunSpec::External { upstreams } => upstreams.join(" "),
+            RunSpec::External { upstreams, .. } => upstreams.join(" "),
             RunSpec::Container(spec) => spec.image.clone(),
         }
     }

@@ -39,6 +39,47 @@ impl CapturedResponse {
     }
 }
 
+/// Headers Switchyard itself sets on what it forwards or answers: the
+/// marker of a mirrored copy, its own answer headers, the request id and
+/// the forwarding headers. A shadow that echoes its request (a debugging
+/// endpoint, httpbin's `/headers`) sees the marker that main never sees,
+/// which is no difference the release made. So wherever the answers name
+/// one of these (a JSON key in any case, a `Name: value` line of a text
+/// body, a compared response header), it is left out of the comparison.
+pub const OWN_HEADERS: &[&str] = &[
+    "x-switchyard-shadow",
+    "x-switchyard-version",
+    "x-switchyard-error",
+    "x-request-id",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-prefix",
+    "x-real-ip",
+];
+
+/// Whether `name` is one of [`OWN_HEADERS`] (any `x-switchyard-` name
+/// counts), in any case.
+pub fn is_own_header(name: &str) -> bool {
+    let prefix = "x-switchyard-";
+    name.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        || OWN_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// A text body without the lines that show one of [`OWN_HEADERS`]
+/// (`X-Switchyard-Shadow: 1`).
+fn without_own_header_lines(body: &str) -> String {
+    body.lines()
+        .filter(|line| {
+            line.split_once(':')
+                .is_none_or(|(name, _)| !is_own_header(name.trim()))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// What to compare and what to leave out, per service.
 #[derive(Debug, Clone)]
 pub struct CompareRules {
@@ -135,7 +176,7 @@ pub fn compare(
             shadow: shadow.status.to_string(),
         });
     }
-    for name in &rules.headers {
+    for name in rules.headers.iter().filter(|h| !is_own_header(h)) {
         let (a, b) = (main.header(name), shadow.header(name));
         if a != b {
             out.push(Difference {
@@ -169,6 +210,16 @@ fn compare_bodies(
         if let (Ok(a), Ok(b)) = parsed {
             diff_values(&JsonPath::default(), Some(&a), Some(&b), rules, out);
             return;
+        }
+    }
+    if complete {
+        if let (Ok(a), Ok(b)) = (
+            std::str::from_utf8(&main.body),
+            std::str::from_utf8(&shadow.body),
+        ) {
+            if without_own_header_lines(a) == without_own_header_lines(b) {
+                return;
+            }
         }
     }
     let text = |c: &CapturedResponse| match std::str::from_utf8(&c.body) {
@@ -219,10 +270,11 @@ fn diff_values(
         (Some(_), None) => push(DiffKind::Missing, out),
         (None, Some(_)) => push(DiffKind::Extra, out),
         (Some(Value::Object(x)), Some(Value::Object(y))) => {
-            for (key, xv) in x {
+            for (key, xv) in x.iter().filter(|(k, _)| !is_own_header(k)) {
                 diff_values(&path.child_key(key), Some(xv), y.get(key), rules, out);
             }
-            for (key, yv) in y.iter().filter(|(k, _)| !x.contains_key(*k)) {
+            let extra = |k: &String| !x.contains_key(k) && !is_own_header(k);
+            for (key, yv) in y.iter().filter(|(k, _)| extra(k)) {
                 diff_values(&path.child_key(key), None, Some(yv), rules, out);
             }
         }
@@ -330,6 +382,46 @@ mod tests {
         };
         assert!(compare(&a, &b, &rules).is_empty());
         assert_eq!(compare(&a, &b, &CompareRules::default()).len(), 2);
+    }
+
+    #[test]
+    fn switchyards_own_headers_are_not_differences() {
+        let a = json(
+            200,
+            r#"{"headers":{"Host":"a","X-Request-Id":"1","Forwarded":"for=1"},"n":1}"#,
+        );
+        let b = json(
+            200,
+            r#"{"headers":{"Host":"a","X-Switchyard-Shadow":"1","x-request-id":"2"},"n":1}"#,
+        );
+        assert!(compare(&a, &b, &CompareRules::default()).is_empty());
+        let c = json(200, r#"{"headers":{"Host":"b","X-Switchyard-Shadow":"1"}}"#);
+        let f = fields(&compare(&a, &c, &CompareRules::default()));
+        assert_eq!(
+            f,
+            vec![
+                ("$.headers.Host".into(), DiffKind::Changed),
+                ("$.n".into(), DiffKind::Missing)
+            ]
+        );
+        let text = |body: &'static str| CapturedResponse {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/plain".into()),
+                ("x-switchyard-version".into(), body.into()),
+            ],
+            body: Bytes::from_static(body.as_bytes()),
+            truncated: false,
+        };
+        let rules = CompareRules {
+            headers: vec!["content-type".into(), "x-switchyard-version".into()],
+            ..CompareRules::default()
+        };
+        let main = text("GET / HTTP/1.1\nhost: a\n");
+        let copy = text("GET / HTTP/1.1\nhost: a\nx-switchyard-shadow: 1\n");
+        assert!(compare(&main, &copy, &rules).is_empty());
+        let other = text("GET / HTTP/1.1\nhost: b\nx-switchyard-shadow: 1\n");
+        assert_eq!(fields(&compare(&main, &other, &rules)).len(), 1);
     }
 
     #[test]

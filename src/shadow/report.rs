@@ -57,7 +57,16 @@ pub struct ShadowStats {
     /// Requests not mirrored because their body was over the size limit.
     pub too_large: u64,
     /// Copies the shadow failed to answer (connect error, timeout, reset).
-    pub shadow_errors: u64,
+    /// Stored under its old name, which counted only these.
+    #[serde(alias = "shadow_errors")]
+    pub shadow_failed: u64,
+    /// Copies the shadow answered with a 5xx status (compared as well).
+    #[serde(default)]
+    pub shadow_5xx: u64,
+    /// When this window of counts began (unix ms; 0: before windows were
+    /// kept). `shadow report --reset` starts a new one.
+    #[serde(default)]
+    pub since: u64,
     /// Main-vs-main comparisons made for noise cancellation.
     pub noise_compared: u64,
     pub fields: HashMap<String, FieldStats>,
@@ -90,13 +99,44 @@ pub struct ShadowReport {
     pub match_rate: Option<f64>,
     pub dropped: u64,
     pub too_large: u64,
+    /// Copies the shadow answered with a 5xx or failed to answer.
     pub shadow_errors: u64,
+    /// Of these: answered with a 5xx status.
+    #[serde(default)]
+    pub shadow_5xx: u64,
+    /// Of these: no answer (connection refused or reset, timeout).
+    #[serde(default)]
+    pub shadow_failed: u64,
     pub noise_compared: u64,
+    /// When the window these counts cover began (unix ms; 0: unknown).
+    #[serde(default)]
+    pub since: u64,
+    /// When the window ended (`shadow report --reset`); `None` for the
+    /// current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// Headers Switchyard itself sets: differences in them, where the
+    /// answers echo them, are not compared (see [`super::OWN_HEADERS`]).
+    #[serde(default)]
+    pub own_headers_ignored: Vec<String>,
     /// Most differing first.
     pub fields: Vec<FieldReport>,
 }
 
 impl ShadowStats {
+    /// Empty counts of a window that begins at `since` (unix ms).
+    pub fn starting(since: u64) -> Self {
+        Self {
+            since,
+            ..Self::default()
+        }
+    }
+
+    /// Copies the shadow answered with a 5xx or failed to answer.
+    pub fn shadow_errors(&self) -> u64 {
+        self.shadow_failed + self.shadow_5xx
+    }
+
     fn field(&mut self, name: &str) -> &mut FieldStats {
         let key = if self.fields.contains_key(name) || self.fields.len() < MAX_FIELDS {
             name
@@ -186,8 +226,13 @@ impl ShadowStats {
             match_rate: (self.compared > 0).then(|| self.matched as f64 / self.compared as f64),
             dropped: self.dropped,
             too_large: self.too_large,
-            shadow_errors: self.shadow_errors,
+            shadow_errors: self.shadow_errors(),
+            shadow_5xx: self.shadow_5xx,
+            shadow_failed: self.shadow_failed,
             noise_compared: self.noise_compared,
+            since: self.since,
+            until: None,
+            own_headers_ignored: super::OWN_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
             fields,
         }
     }

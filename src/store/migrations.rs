@@ -68,6 +68,26 @@ CREATE TABLE IF NOT EXISTS shadow_stats (
     PRIMARY KEY (service, version)
 );
 ",
+    // 2: TLS certificates per host pattern, and the ended windows of shadow
+    // reports. (Databases of serves between the two releases that made
+    // these tables already have them.)
+    "
+CREATE TABLE IF NOT EXISTS certificates (
+    host TEXT PRIMARY KEY,
+    cert_pem TEXT NOT NULL,
+    key_pem TEXT NOT NULL,
+    source TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shadow_windows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    ended INTEGER NOT NULL,
+    report TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_windows_by_service ON shadow_windows (service, id);
+",
 ];
 
 /// The version a database has once every migration ran.

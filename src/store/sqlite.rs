@@ -4,7 +4,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::migrations;
 use super::{
-    Commit, InstanceRecord, NodeStore, PauseRecord, ServiceStore, StateDir, StoreError, StoreResult,
+    CertificateRecord, Commit, InstanceRecord, NodeStore, PauseRecord, ServiceStore, StateDir,
+    StoreError, StoreResult,
 };
 use crate::model::{Event, Release, Revision, RolloutState, ServiceName, UpgradeState, now_millis};
 
@@ -226,6 +227,18 @@ impl ServiceStore for SqliteStore {
         Ok(true)
     }
 
+    fn unregister_release(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+    ) -> StoreResult<bool> {
+        let removed = self.conn().execute(
+            "DELETE FROM releases WHERE service = ?1 AND version = ?2",
+            params![service.as_str(), version.to_string()],
+        )?;
+        Ok(removed > 0)
+    }
+
     fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT release FROM releases WHERE service = ?1")?;
@@ -243,6 +256,38 @@ impl ServiceStore for SqliteStore {
 
     fn rollouts(&self) -> StoreResult<Vec<RolloutState>> {
         self.states("rollouts")
+    }
+
+    fn save_certificate(&self, c: &CertificateRecord) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO certificates (host, cert_pem, key_pem, source, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![c.host, c.cert_pem, c.key_pem, c.source, c.updated_at as i64],
+        )?;
+        Ok(())
+    }
+
+    fn delete_certificate(&self, host: &str) -> StoreResult<()> {
+        self.conn()
+            .execute("DELETE FROM certificates WHERE host = ?1", params![host])?;
+        Ok(())
+    }
+
+    fn certificates(&self) -> StoreResult<Vec<CertificateRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT host, cert_pem, key_pem, source, updated_at FROM certificates ORDER BY host",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(CertificateRecord {
+                host: row.get(0)?,
+                cert_pem: row.get(1)?,
+                key_pem: row.get(2)?,
+                source: row.get(3)?,
+                updated_at: row.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn save_pause(&self, pause: &PauseRecord) -> StoreResult<()> {
@@ -407,6 +452,31 @@ impl NodeStore for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT service, version, stats FROM shadow_stats")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT INTO shadow_windows (service, version, ended, report) VALUES (?1, ?2, ?3, ?4)",
+            params![service, version, now_millis() as i64, json],
+        )?;
+        Ok(())
+    }
+
+    fn shadow_windows(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT report FROM shadow_windows WHERE service = ?1 AND (?2 IS NULL OR version = ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![service, version, limit as i64], |row| {
+            row.get::<_, String>(0)
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{SendRequest, handshake};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::load::Answer;
@@ -30,6 +31,8 @@ pub struct Http1 {
     wait: Duration,
     conn: Option<SendRequest<Full<Bytes>>>,
     connections: u64,
+    /// TLS to the server, by this name (SNI and `Host`).
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
 }
 
 impl Http1 {
@@ -39,6 +42,17 @@ impl Http1 {
             wait: WAIT,
             conn: None,
             connections: 0,
+            tls: None,
+        }
+    }
+
+    /// A client of the TLS server at `addr` (`host:port`) that asks for
+    /// `host` (SNI and `Host`), with `config`'s trust.
+    pub fn tls(addr: &str, host: &str, config: std::sync::Arc<rustls::ClientConfig>) -> Http1 {
+        let name = ServerName::try_from(host.to_owned()).expect("a server name");
+        Http1 {
+            tls: Some((tokio_rustls::TlsConnector::from(config), name)),
+            ..Http1::new(addr)
         }
     }
 
@@ -74,7 +88,11 @@ impl Http1 {
     /// the answer whole.
     pub async fn send(&mut self, mut request: http::Request<Full<Bytes>>) -> Answer {
         if !request.headers().contains_key(http::header::HOST) {
-            let host = http::HeaderValue::from_str(&self.addr)
+            let host = match &self.tls {
+                Some((_, name)) => name.to_str().into_owned(),
+                None => self.addr.clone(),
+            };
+            let host = http::HeaderValue::from_str(&host)
                 .map_err(|e| format!("bad address {}: {e}", self.addr))?;
             request.headers_mut().insert(http::header::HOST, host);
         }
@@ -121,13 +139,31 @@ impl Http1 {
                 .await
                 .map_err(|e| format!("connect to {}: {e}", self.addr))?;
             let _ = stream.set_nodelay(true);
-            let (sender, connection) = handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("handshake with {}: {e}", self.addr))?;
-            // Ends when the connection does (or the sender is dropped).
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let sender = match &self.tls {
+                None => {
+                    let (sender, connection) = handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| format!("handshake with {}: {e}", self.addr))?;
+                    // Ends when the connection does (or the sender is dropped).
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    sender
+                }
+                Some((connector, name)) => {
+                    let stream = connector
+                        .connect(name.clone(), stream)
+                        .await
+                        .map_err(|e| format!("TLS handshake with {}: {e}", self.addr))?;
+                    let (sender, connection) = handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| format!("handshake with {}: {e}", self.addr))?;
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    sender
+                }
+            };
             self.connections += 1;
             self.conn = Some(sender);
         }

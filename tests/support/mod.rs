@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod own_server;
 pub mod raw_http;
 pub mod serves;
+pub mod tls;
 pub mod tmpfs;
 
 use std::net::SocketAddr;
@@ -155,6 +156,12 @@ impl Run {
     }
 }
 
+/// A reqwest client builder with rustls's provider (`ring`) installed:
+/// the crate's reqwest has TLS without a provider of its own.
+pub fn http_client() -> reqwest::ClientBuilder {
+    switchyard::tls::http_client()
+}
+
 /// A running serve.
 pub struct Serve {
     child: Child,
@@ -162,6 +169,8 @@ pub struct Serve {
     pub admin: String,
     pub proxy_addr: String,
     pub admin_addr: String,
+    /// The TLS proxy listener's `host:port` (serve --tls-listen).
+    pub tls_addr: Option<String>,
     /// serve's stderr (its logs), collected in the background.
     log: std::sync::Arc<std::sync::Mutex<String>>,
     /// What serve printed on stdout up to its addresses.
@@ -180,6 +189,8 @@ pub struct Env {
     extra_args: Vec<String>,
     /// A command serve is started through (`prlimit …`), or none.
     launcher: Vec<String>,
+    /// Environment variables serve is started with, beside the test's own.
+    pub serve_vars: Vec<(String, String)>,
     /// Set by [`Env::kill9`] until serve is launched again: its instances
     /// outlive it on purpose.
     orphaned: bool,
@@ -219,7 +230,7 @@ impl Env {
             .canonicalize()
             .expect("canonical temp dir")
             .join("state");
-        let http = reqwest::Client::builder()
+        let http = http_client()
             .no_proxy()
             .pool_max_idle_per_host(64)
             .build()
@@ -232,6 +243,7 @@ impl Env {
             token: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             launcher: Vec::new(),
+            serve_vars: Vec::new(),
             orphaned: false,
         }
     }
@@ -263,6 +275,7 @@ impl Env {
             .arg(&self.state_dir)
             .args(&self.extra_args)
             .env("SWITCHYARD_LOG", "info")
+            .envs(self.serve_vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -281,6 +294,7 @@ impl Env {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (mut proxy, mut admin_url, mut banner) = (None, None, Vec::new());
+        let mut tls_addr = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         while proxy.is_none() || admin_url.is_none() {
             let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await;
@@ -288,6 +302,10 @@ impl Env {
                 Ok(Ok(Some(line))) => {
                     if let Some(url) = line.strip_prefix("switchyard: proxy listening on ") {
                         proxy = Some(url.to_owned());
+                    } else if let Some(url) =
+                        line.strip_prefix("switchyard: TLS proxy listening on https://")
+                    {
+                        tls_addr = Some(url.to_owned());
                     } else if let Some(url) =
                         line.strip_prefix("switchyard: admin API listening on ")
                     {
@@ -319,7 +337,11 @@ impl Env {
         Ok(Serve {
             child,
             proxy_addr: proxy.trim_start_matches("http://").to_owned(),
-            admin_addr: admin.trim_start_matches("http://").to_owned(),
+            admin_addr: admin
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .to_owned(),
+            tls_addr,
             proxy,
             admin,
             log,

@@ -36,6 +36,10 @@ pub struct LimitArgs {
     /// answer within 20s is closed); 0s: never.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub http2_keep_alive: Duration,
+    /// A TLS client must finish its handshake within this (counted from
+    /// the accept); otherwise the connection is closed.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub tls_handshake_timeout: Duration,
 }
 
 impl LimitArgs {
@@ -48,6 +52,7 @@ impl LimitArgs {
             admin_max_connections: self.admin_max_connections,
             http2_max_streams: self.http2_max_streams,
             http2_keep_alive: (!self.http2_keep_alive.is_zero()).then_some(self.http2_keep_alive),
+            tls_handshake_timeout: self.tls_handshake_timeout,
         }
     }
 }
