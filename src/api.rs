@@ -190,6 +190,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/services/{name}/rollout/resume", post(rollout::resume))
         .route("/v1/services/{name}/rollout/abort", post(rollout::abort))
+        .route("/v1/services/{name}/rollout/pause", post(rollout::pause))
+        .route(
+            "/v1/services/{name}/rollout/promote",
+            post(rollout::promote),
+        )
+        .route("/v1/services/{name}/rollout/retry", post(rollout::retry))
         .route("/v1/services/{name}/events", get(rollout::events))
         .route("/v1/services/{name}/trends", get(trends::show))
         .route("/v1/tls/certificates", get(tls::list))

@@ -44,7 +44,7 @@ pub use leader::LeaderOnly;
 pub use pause::{PauseRequest, PauseView, ResumeReport};
 pub use publication::RoutesHeld;
 pub use registry::{RegisterRequest, Registered, RegisteredView, RegistryError, Unregistered};
-pub use rollout::RolloutView;
+pub use rollout::{HandChange, RolloutView};
 pub use shadow::ShadowLedger;
 pub use upgrade::UpgradeRequest;
 pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
@@ -94,10 +94,25 @@ pub enum ControllerError {
         "{service} already has a rollout of {version} running; `switchyard rollout abort {service}` first"
     )]
     RolloutRunning { service: String, version: String },
-    #[error("{0} has no rollout; start one with `switchyard rollout {0} VERSION --steps …`")]
+    #[error(
+        "{0} has no rollout running; start one with `switchyard rollout {0} VERSION --steps …`"
+    )]
     NoRollout(String),
     #[error("the rollout of {0} is not paused")]
     NotPaused(String),
+    #[error("{service} has a rollout of {version} running, {what}; {instead}")]
+    RolloutInTheWay {
+        service: String,
+        version: String,
+        what: String,
+        instead: String,
+    },
+    #[error("the rollout of {service} is paused already ({reason})")]
+    RolloutPaused { service: String, reason: String },
+    #[error(
+        "the last rollout of {service} ({version}) ended with {version} as main; nothing to retry. Start a new one with `switchyard rollout {service} VERSION --steps …`"
+    )]
+    NothingToRetry { service: String, version: String },
     #[error("release {service} {version} is not in the store; it cannot be started again")]
     MissingRelease { service: String, version: String },
     #[error(
@@ -170,6 +185,9 @@ impl Classify for ControllerError {
             | ControllerError::NothingToRollBack { .. }
             | ControllerError::RolloutRunning { .. }
             | ControllerError::NotPaused(_)
+            | ControllerError::RolloutInTheWay { .. }
+            | ControllerError::RolloutPaused { .. }
+            | ControllerError::NothingToRetry { .. }
             | ControllerError::UpgradeInProgress(_)
             | ControllerError::UpgradeNotWaiting { .. }
             | ControllerError::WrongSchema { .. }

@@ -31,7 +31,8 @@ pub use release::{ContainerSpec, Release, ReleaseSpec, RunSpec, parse_version};
 pub use revision::{Revision, now_millis};
 pub use role::Role;
 pub use rollout::{
-    AnalysisSpec, CheckResult, Event, LatencyLimit, RolloutPlan, RolloutState, RolloutStatus, Step,
+    AnalysisSpec, CheckResult, Comparison, DEFAULT_STUCK_LIMIT_SECONDS, Event, LatencyLimit,
+    PrometheusCheck, RolloutPlan, RolloutState, RolloutStatus, Step,
 };
 pub use service_name::ServiceName;
 pub use service_state::{DeployAs, ReleaseEntry, ServiceState, normalize_host};

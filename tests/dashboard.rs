@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::Env;
 use support::browser::{Browser, FOREIGN_HOST};
+use support::http1::Http1;
 use support::listing::{release, roles};
 use support::load::{Clients, CountingLoad};
 
@@ -497,7 +498,8 @@ async fn values_from_the_api_show_as_text_never_as_markup() {
     browser.close().await;
 }
 
-/// A rollout plan that pauses after its first analysis, for the operator.
+/// A rollout plan that pauses after its first analysis, for the operator,
+/// then waits long enough at 50% for the operator's pause and promotions.
 const PLAN: &str = r#"
 version = "1.1.0"
 sticky_header = "x-user-id"
@@ -506,6 +508,8 @@ steps = [
     { step = "analysis" },
     { step = "pause" },
     { step = "set-weight", percent = 50 },
+    { step = "pause", seconds = 600 },
+    { step = "pause", seconds = 600 },
     { step = "analysis" },
 ]
 [analysis]
@@ -516,7 +520,7 @@ max_latency = { quantile = 0.99, ms = 500.0 }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_page_follows_a_rollout_and_resumes_it() {
+async fn service_page_follows_a_rollout_and_resumes_pauses_and_promotes_it() {
     let env = Env::start().await;
     env.deploy(
         "shop",
@@ -583,7 +587,7 @@ async fn service_page_follows_a_rollout_and_resumes_it() {
         return;
     };
     let rollout = browser.wait_for_text(".rollout", "paused").await;
-    assert!(rollout.contains("Step 3 of 5"), "{rollout}");
+    assert!(rollout.contains("Step 3 of 7"), "{rollout}");
     let checks = browser.wait_for_text(".checks", "pass").await;
     assert!(
         checks.contains("at most 20"),
@@ -610,12 +614,125 @@ async fn service_page_follows_a_rollout_and_resumes_it() {
         .await;
     browser.click("dialog[open] button[type='submit']").await;
     browser
-        .wait_for_text("#notice", "resumed at step 4 of 5")
+        .wait_for_text("#notice", "resumed at step 4 of 7")
         .await;
+
+    // Pause it in the ten-minute wait at 50%.
+    browser.wait_for_text(".rollout", "Step 5 of 7").await;
+    browser
+        .click(".rollout button[data-action='rollout-pause']")
+        .await;
+    let dialog = browser
+        .wait_for_text("dialog[open]", "Pause the rollout of shop 1.1.0?")
+        .await;
+    assert!(
+        dialog.contains("holds at step 5 of 7") && dialog.contains("stuck limit"),
+        "the dialog says what will happen: {dialog}"
+    );
+    browser.click("dialog[open] button[type='submit']").await;
+    browser
+        .wait_for_text("#notice", "paused at step 5 of 7")
+        .await;
+    let view: serde_json::Value = serde_json::from_str(
+        &env.cli(&["rollout", "status", "shop", "--json"])
+            .await
+            .ok()
+            .stdout,
+    )
+    .expect("rollout status JSON");
+    assert_eq!(view["state"]["status"]["by_hand"], true, "{view:#}");
+
+    // Promote to the next step: the second wait.
+    browser
+        .wait_for(".rollout button[data-action='rollout-resume']")
+        .await;
+    browser.wait_until_gone("#notice p").await;
+    browser
+        .click(".rollout button[data-action='rollout-promote']")
+        .await;
+    let dialog = browser
+        .wait_for_text("dialog[open]", "Skip step 5 of the rollout of shop 1.1.0?")
+        .await;
+    assert!(dialog.contains("goes on with step 6 of 7"), "{dialog}");
+    browser.click("dialog[open] button[type='submit']").await;
+    browser
+        .wait_for_text("#notice", "skipped to step 6 of 7")
+        .await;
+
+    // Promote fully: 1.1.0 is main now, for every client.
+    browser.wait_for_text(".rollout", "Step 6 of 7").await;
+    // The notice floats over the page's corner until it goes.
+    browser.wait_until_gone("#notice p").await;
+    browser
+        .click(".rollout button[data-action='rollout-promote-full']")
+        .await;
+    let dialog = browser
+        .wait_for_text("dialog[open]", "Make shop 1.1.0 main now?")
+        .await;
+    assert!(dialog.contains("promoted by hand"), "{dialog}");
+    browser.click("dialog[open] button[type='submit']").await;
+    browser
+        .wait_for_text(
+            "#notice",
+            "1.1.0 is main; the rollout ended, promoted by hand",
+        )
+        .await;
+    browser.wait_for_text(".rollout", "promoted-by-hand").await;
+    let answer = Http1::new(env.proxy())
+        .get_with("/services/shop/", &[("x-user-id", "anyone")])
+        .await
+        .expect("an answer through the proxy");
+    assert_eq!(answer.1, "1.1.0", "main now answers: {answer:?}");
     let (passed, failures) = load.finish().await;
     assert!(passed > 0);
     let failed_not_500: Vec<&String> = failures.iter().filter(|f| !f.starts_with("500 ")).collect();
     assert!(failed_not_500.is_empty(), "{failed_not_500:?}");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inconclusive_rollout_shows_every_measured_value_in_the_page() {
+    let env = Env::start().await;
+    env.deploy("shop", "1.0.0", &[], &[]).await.ok();
+    env.deploy("shop", "1.1.0", &["--standby"], &[]).await.ok();
+    // Nobody calls it: the analysis cannot judge, but measures all.
+    env.cli(&[
+        "rollout",
+        "shop",
+        "1.1.0",
+        "--steps",
+        "20",
+        "--interval",
+        "1s",
+        "--min-requests",
+        "5",
+        "--max-latency",
+        "0.99:250",
+    ])
+    .await
+    .ok();
+    let Some(browser) = browse_service(&env, "shop").await else {
+        return;
+    };
+    browser.wait_for_text(".rollout", "inconclusive").await;
+    let checks = browser
+        .wait_for_text(".checks", "0.00% (0 of 0 requests)")
+        .await;
+    for shown in [
+        "requests",
+        "at least 5",
+        "error rate",
+        "at most 1%",
+        "latency p99",
+        "at most 250ms",
+    ] {
+        assert!(checks.contains(shown), "`{shown}` in {checks}");
+    }
+    assert_eq!(
+        browser.count(".checks .verdict.inconclusive").await,
+        3,
+        "every check is marked inconclusive: {checks}"
+    );
     browser.close().await;
 }
 

@@ -25,6 +25,7 @@ const GUIDES: &[&str] = &[
     "docs/proxy.md",
     "docs/operating.md",
     "docs/dashboard.md",
+    "docs/api.md",
 ];
 
 fn root() -> PathBuf {
@@ -110,6 +111,11 @@ async fn operating_guide_runs_as_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_guide_runs_as_written() {
     run_guide("docs/dashboard.md").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_reference_examples_run_as_written() {
+    run_guide("docs/api.md").await;
 }
 
 /// A page with runnable blocks that no test runs would be a guide that

@@ -1131,3 +1131,626 @@ async fn metrics_count_requests_by_release_and_class_with_latency() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------- judging below the minimum
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidate_failing_half_its_few_requests_fails_before_the_minimum_is_reached() {
+    let env = Env::start().await;
+    main_and_candidate(&env, &[], &["--fail-rate", "0.5"]).await;
+    let traffic = start_traffic(&env, 1);
+    // A minimum no interval reaches (at most ~100 requests a second in
+    // all): only the early rule can fail it.
+    env.cli(&[
+        "rollout",
+        "hello",
+        "2.0.0",
+        "--steps",
+        "50,100",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "500",
+        "--max-error-rate",
+        "1",
+        "--max-latency",
+        "0.99:5000",
+        "--failure-limit",
+        "1",
+        "--sticky-header",
+        "x-user-id",
+    ])
+    .await
+    .ok();
+    let view = wait_for_state(&env, "failed", ROLLOUT_WAIT).await;
+    traffic.finish_within(WAIT).await;
+
+    let error_rate = check(&view, "error rate");
+    assert_eq!(error_rate["verdict"], "fail", "{view:#}");
+    let threshold = error_rate["threshold"].as_str().unwrap_or_default();
+    assert!(
+        threshold.contains("1% of 500 requests")
+            && threshold.contains("no outcome of the")
+            && threshold.contains("could pass"),
+        "the check states the rule: {error_rate}"
+    );
+    // The other values were measured and shown, but not judged.
+    assert_eq!(check(&view, "requests")["verdict"], "inconclusive");
+    let latency = check(&view, "latency p99");
+    assert_eq!(latency["verdict"], "inconclusive", "{view:#}");
+    assert!(
+        latency["measured"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("ms"),
+        "{latency}"
+    );
+    let reason = view["state"]["status"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("no outcome of the"), "{view:#}");
+    let kinds = kinds(&events(&env).await);
+    assert_eq!(kinds.last().map(String::as_str), Some("rolled-back"));
+    assert!(service(&env.ls().await, "hello")["policy"]["canary"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inconclusive_step_shows_every_measured_value() {
+    let env = Env::start().await;
+    main_and_candidate(&env, &[], &[]).await;
+    // A few requests only: measured, but far from the minimum.
+    env.cli(&[
+        "rollout",
+        "hello",
+        "2.0.0",
+        "--steps",
+        "100",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "1000",
+        "--max-latency",
+        "0.99:5000",
+        "--max-relative-p99",
+        "100",
+    ])
+    .await
+    .ok();
+    env.eventually("the analysis begins", WAIT, || async {
+        rollout_view(&env).await["state"]["step"] == 1
+    })
+    .await;
+    let mut client = Http1::new(env.proxy());
+    let view = loop {
+        let answer = client
+            .get_with("/services/hello/", &[("x-user-id", "u1")])
+            .await
+            .expect("an answer");
+        assert_eq!((answer.0, answer.1.as_str()), (200, "2.0.0"));
+        let view = rollout_view(&env).await;
+        if state_of(&view) == "paused" {
+            break view;
+        }
+        assert_eq!(state_of(&view), "running", "{view:#}");
+    };
+    let requests = check(&view, "requests")["measured"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(requests.parse::<u64>().is_ok_and(|n| n > 0), "{view:#}");
+    for name in [
+        "requests",
+        "error rate",
+        "latency p99",
+        "p99 relative to main",
+    ] {
+        let c = check(&view, name);
+        assert_eq!(c["verdict"], "inconclusive", "{name}: {view:#}");
+        assert!(!c["measured"].as_str().unwrap_or_default().is_empty());
+    }
+    assert!(
+        check(&view, "error rate")["measured"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("0.00%")),
+        "{view:#}"
+    );
+    // The CLI's status, the pause's reason and the analysis event carry them all.
+    let text = env.cli(&["rollout", "status", "hello"]).await.ok().stdout;
+    for name in [
+        "requests",
+        "error rate",
+        "latency p99",
+        "p99 relative to main",
+    ] {
+        assert!(text.contains(name), "{text}");
+    }
+    let reason = view["state"]["status"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("error rate 0.00%") && reason.contains("latency p99"),
+        "{reason}"
+    );
+    let events = events(&env).await;
+    let analysis = events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "analysis")
+        .expect("an analysis event");
+    let message = analysis["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("inconclusive")
+            && message.contains(&format!("error rate 0.00% (0 of {requests} requests)")),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_paused_past_its_stuck_limit_rolls_back() {
+    let env = Env::start().await;
+    main_and_candidate(&env, &[], &[]).await;
+    env.cli(&[
+        "rollout",
+        "hello",
+        "2.0.0",
+        "--steps",
+        "30",
+        "--interval",
+        "1s",
+        "--min-requests",
+        "5",
+        "--stuck-limit",
+        "2s",
+    ])
+    .await
+    .ok();
+    wait_for_state(&env, "paused", WAIT).await;
+    assert_eq!(
+        service(&env.ls().await, "hello")["policy"]["canary"]["percent"],
+        30
+    );
+    let view = wait_for_state(&env, "failed", WAIT).await;
+    let reason = view["state"]["status"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("paused longer than the stuck limit of 2s")
+            && reason.contains("inconclusive"),
+        "{view:#}"
+    );
+    let events = events(&env).await;
+    let last = events.last().expect("events");
+    assert_eq!(last["kind"], "rolled-back", "{last:#}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stuck limit")),
+        "{last:#}"
+    );
+    // It really rolled back: every client on main, the candidate standby.
+    let ls = env.ls().await;
+    assert!(
+        service(&ls, "hello")["policy"]["canary"].is_null(),
+        "{ls:#}"
+    );
+    assert_eq!(
+        roles(&ls, "hello"),
+        vec![pair("1.0.0", "main"), pair("2.0.0", "standby")]
+    );
+    // A bad limit is refused, with nothing started.
+    let refused = env
+        .cli(&[
+            "rollout",
+            "hello",
+            "2.0.0",
+            "--steps",
+            "30",
+            "--stuck-limit",
+            "30d",
+        ])
+        .await
+        .failed();
+    assert!(refused.stderr.contains("stuck limit"), "{}", refused.stderr);
+    assert_eq!(state_of(&rollout_view(&env).await), "failed");
+}
+
+// ---------------------------------------------------------------- changes by hand
+
+/// A plan that waits for `resume` at 20%, then for ten minutes at 50%.
+fn waiting_plan(env: &Env, name: &str) -> String {
+    let plan = env.dir.path().join(name);
+    std::fs::write(
+        &plan,
+        r#"
+        version = "2.0.0"
+        steps = [
+            { step = "set-weight", percent = 20 },
+            { step = "pause" },
+            { step = "set-weight", percent = 50 },
+            { step = "pause", seconds = 600 },
+            { step = "set-weight", percent = 100 },
+        ]
+        "#,
+    )
+    .expect("write the plan");
+    plan.to_str().expect("utf-8 path").to_owned()
+}
+
+/// `events SERVICE --json`, oldest first.
+async fn events_of(env: &Env, name: &str) -> Vec<Value> {
+    let run = env.cli(&["events", name, "--json"]).await.ok();
+    let mut events: Vec<Value> = serde_json::from_str(&run.stdout).expect("events JSON");
+    events.reverse();
+    events
+}
+
+/// What the CLI said when it refused, which must name `instead`.
+async fn refused_with(env: &Env, args: &[&str], instead: &str) {
+    let run = env.cli(args).await.failed();
+    assert!(
+        run.stderr.contains(instead),
+        "`{}` is refused naming `{instead}`: {}",
+        args.join(" "),
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbs_during_a_rollout_are_refused_or_end_it_truthfully() {
+    let env = Env::start().await;
+    main_and_candidate(&env, &[], &[]).await;
+    let plan = waiting_plan(&env, "plan.toml");
+    env.cli(&["rollout", "hello", "2.0.0", "--plan", &plan])
+        .await
+        .ok();
+    wait_for_state(&env, "paused", WAIT).await;
+
+    // What would fight the rollout is refused with the command to use.
+    refused_with(
+        &env,
+        &["kill", "hello", "2.0.0"],
+        "switchyard rollout abort hello",
+    )
+    .await;
+    refused_with(
+        &env,
+        &["canary", "hello", "2.0.0", "--percent", "70"],
+        "switchyard rollout pause hello",
+    )
+    .await;
+    // A plain deploy enters beside it as shadow; making it main is refused.
+    env.deploy("hello", "3.0.0", &[], &[]).await.ok();
+    assert!(roles(&env.ls().await, "hello").contains(&pair("3.0.0", "shadow")));
+    refused_with(
+        &env,
+        &["promote", "hello", "3.0.0"],
+        "switchyard rollout abort hello",
+    )
+    .await;
+    refused_with(
+        &env,
+        &["assign", "hello", "3.0.0", "--yes"],
+        "rollout promote hello --full",
+    )
+    .await;
+    refused_with(
+        &env,
+        &["deploy", "hello", "4.0.0", "--promote", "--", "true"],
+        "switchyard rollout abort hello",
+    )
+    .await;
+    let view = rollout_view(&env).await;
+    assert_eq!(state_of(&view), "paused", "nothing changed: {view:#}");
+    assert_eq!(view["state"]["step"], 1);
+
+    // `rollout promote` skips the pause: 50%, then the ten-minute pause.
+    env.cli(&["rollout", "promote", "hello"]).await.ok();
+    env.eventually("the rollout reaches 50%", WAIT, || async {
+        service(&env.ls().await, "hello")["policy"]["canary"]["percent"] == 50
+    })
+    .await;
+    env.eventually("the rollout waits in its timed pause", WAIT, || async {
+        let view = rollout_view(&env).await;
+        view["state"]["step"] == 3 && state_of(&view) == "running"
+    })
+    .await;
+
+    // `rollout pause` holds it there; `resume` runs the same step again.
+    env.cli(&["rollout", "pause", "hello"]).await.ok();
+    let view = rollout_view(&env).await;
+    assert_eq!(state_of(&view), "paused", "{view:#}");
+    assert_eq!(view["state"]["step"], 3, "{view:#}");
+    assert_eq!(view["state"]["status"]["by_hand"], true, "{view:#}");
+    refused_with(&env, &["rollout", "pause", "hello"], "paused already").await;
+    env.cli(&["resume", "hello"]).await.ok();
+    let view = rollout_view(&env).await;
+    assert_eq!(state_of(&view), "running", "{view:#}");
+    assert_eq!(view["state"]["step"], 3, "the same step: {view:#}");
+
+    // Promoting the candidate by hand ends the rollout as promoted by hand.
+    env.cli(&["promote", "hello", "2.0.0"]).await.ok();
+    let view = rollout_view(&env).await;
+    assert_eq!(state_of(&view), "promoted-by-hand", "{view:#}");
+    assert_eq!(service(&env.ls().await, "hello")["main"], "2.0.0");
+    let events = events(&env).await;
+    let kinds = kinds(&events);
+    assert_eq!(count(&kinds, "rolled-back"), 0, "{kinds:?}");
+    let last = events.last().expect("events");
+    assert_eq!(last["kind"], "promoted", "{last:#}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("promoted by hand (`promote`) at step 4 of 5")),
+        "{last:#}"
+    );
+    assert!(
+        kinds.contains(&"skipped".to_owned()) && count(&kinds, "paused") == 2,
+        "{kinds:?}"
+    );
+    // It stays ended: no task of it acts any more.
+    refused_with(&env, &["rollout", "retry", "hello"], "nothing to retry").await;
+    env.cli(&["canary", "hello", "3.0.0", "--percent", "10"])
+        .await
+        .ok();
+    assert_eq!(state_of(&rollout_view(&env).await), "promoted-by-hand");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_rollout_is_retried_from_the_start_and_promoted_in_full() {
+    let env = Env::start().await;
+    main_and_candidate(&env, &[], &[]).await;
+    let plan = waiting_plan(&env, "plan.toml");
+    env.cli(&["rollout", "hello", "2.0.0", "--plan", &plan])
+        .await
+        .ok();
+    wait_for_state(&env, "paused", WAIT).await;
+    env.cli(&["abort", "hello"]).await.ok();
+    let view = rollout_view(&env).await;
+    assert_eq!(state_of(&view), "aborted", "{view:#}");
+    let events = events(&env).await;
+    let last = events.last().expect("events");
+    assert_eq!(last["kind"], "aborted", "{last:#}");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("aborted by hand at step 2 of 5")),
+        "{last:#}"
+    );
+    assert_eq!(count(&kinds(&events), "rolled-back"), 0);
+
+    // Retry: the same plan from its first step.
+    env.cli(&["rollout", "retry", "hello"]).await.ok();
+    let view = wait_for_state(&env, "paused", WAIT).await;
+    assert_eq!(view["state"]["step"], 1, "{view:#}");
+    assert_eq!(
+        service(&env.ls().await, "hello")["policy"]["canary"]["percent"],
+        20
+    );
+    let started = events_of(&env, "hello").await;
+    assert!(
+        started.iter().any(|e| e["kind"] == "rollout-started"
+            && e["message"].as_str().is_some_and(|m| m.contains("retry"))),
+        "{started:#?}"
+    );
+    refused_with(&env, &["rollout", "retry", "hello"], "rollout abort hello").await;
+
+    // --full: main now, the rollout ends promoted by hand.
+    env.cli(&["rollout", "promote", "hello", "--full"])
+        .await
+        .ok();
+    let view = rollout_view(&env).await;
+    assert_eq!(state_of(&view), "promoted-by-hand", "{view:#}");
+    let ls = env.ls().await;
+    assert_eq!(service(&ls, "hello")["main"], "2.0.0");
+    assert!(
+        service(&ls, "hello")["policy"]["canary"].is_null(),
+        "{ls:#}"
+    );
+    let after = burst(&env, 20).await;
+    assert!(
+        after
+            .iter()
+            .all(|s| s.version == "2.0.0" && s.status == 200)
+    );
+    let last = events_of(&env, "hello").await.pop().expect("events");
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("promoted by hand (`rollout promote --full`)")),
+        "{last:#}"
+    );
+    // Nothing runs any more to pause or promote.
+    refused_with(&env, &["rollout", "pause", "hello"], "has no rollout").await;
+}
+
+// ---------------------------------------------------------------- Prometheus analysis
+
+/// Clients calling `path` without a break until stopped.
+fn start_traffic_to(env: &Env, path: &'static str, workers: usize) -> Load<Sample> {
+    let conns = Clients::new(env.proxy(), workers);
+    Load::start(workers, move |worker, n| {
+        let user = format!("user-{}", (n * workers + worker) % USERS);
+        let conns = conns.clone();
+        async move {
+            let answer = conns.get_with(worker, path, &[("x-user-id", &user)]).await;
+            tokio::time::sleep(PACE).await;
+            sample(user, answer)
+        }
+    })
+}
+
+/// The 5xx answers per second of `version` over the last 10 s.
+fn errors_per_second(version: &str) -> String {
+    format!(
+        r#"sum(rate(switchyard_requests_total{{service="hello",version="{version}",class="5xx"}}[10s]))"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_checks_roll_back_a_failing_candidate_pause_on_bad_answers_and_pass_a_good_one()
+{
+    let test =
+        "prometheus_checks_roll_back_a_failing_candidate_pause_on_bad_answers_and_pass_a_good_one";
+    let env = Env::start().await;
+    let Some(prometheus) = support::prometheus::Prometheus::start(
+        test,
+        env.dir.path(),
+        env.admin().trim_start_matches("http://"),
+    )
+    .await
+    else {
+        return;
+    };
+    main_and_candidate(&env, &[], &["--fail-rate", "0.5"]).await;
+    // The candidate's own address gets traffic before the rollout, so
+    // Prometheus has its error rate from the first interval on.
+    let direct = start_traffic_to(&env, "/services/hello_2.0.0/", 1);
+    let traffic = start_traffic(&env, 1);
+    let query = errors_per_second("2.0.0");
+    env.eventually("Prometheus sees the candidate's errors", WAIT, || async {
+        prometheus.value(&query).await.is_some_and(|v| v > 1.0)
+    })
+    .await;
+
+    // A failing candidate: the query's value is over the bound.
+    env.cli(&[
+        "rollout",
+        "hello",
+        "2.0.0",
+        "--steps",
+        "20",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "1",
+        "--max-error-rate",
+        "100",
+        "--failure-limit",
+        "1",
+        "--check-prometheus",
+        &prometheus.url,
+        &query,
+        "<",
+        "1",
+    ])
+    .await
+    .ok();
+    let view = wait_for_state(&env, "failed", ROLLOUT_WAIT).await;
+    let name = format!("prometheus {query}");
+    let judged = check(&view, &name);
+    assert_eq!(judged["verdict"], "fail", "{view:#}");
+    assert_eq!(judged["threshold"], "< 1", "{view:#}");
+    assert!(
+        numbers(judged["measured"].as_str().unwrap_or_default())
+            .first()
+            .is_some_and(|v| *v > 1.0),
+        "{judged}"
+    );
+    assert!(
+        view["state"]["status"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("prometheus")),
+        "{view:#}"
+    );
+    assert!(service(&env.ls().await, "hello")["policy"]["canary"].is_null());
+
+    // Answers that are not one number make the step inconclusive, each
+    // with its reason: no series, several series, nobody listening.
+    let closed = {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", held.local_addr().expect("addr"))
+    };
+    env.cli(&[
+        "rollout",
+        "hello",
+        "2.0.0",
+        "--steps",
+        "20",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "1",
+        "--max-error-rate",
+        "100",
+        "--check-prometheus",
+        &prometheus.url,
+        "switchyard_no_such_metric",
+        "<",
+        "1",
+        "--check-prometheus",
+        &prometheus.url,
+        "switchyard_requests_total",
+        "<",
+        "1",
+        "--check-prometheus",
+        &closed,
+        "up",
+        "==",
+        "1",
+    ])
+    .await
+    .ok();
+    let view = wait_for_state(&env, "paused", ROLLOUT_WAIT).await;
+    let reasons = [
+        ("prometheus switchyard_no_such_metric", "no data"),
+        (
+            "prometheus switchyard_requests_total",
+            "series; the query must give one",
+        ),
+        ("prometheus up", "cannot ask"),
+    ];
+    for (name, reason) in reasons {
+        let c = check(&view, name);
+        assert_eq!(c["verdict"], "inconclusive", "{name}: {view:#}");
+        assert!(
+            c["measured"].as_str().is_some_and(|m| m.contains(reason)),
+            "{name} says `{reason}`: {c}"
+        );
+    }
+    let status = env.cli(&["rollout", "status", "hello"]).await.ok().stdout;
+    assert!(
+        status.contains("no data") && status.contains("cannot ask"),
+        "{status}"
+    );
+    env.cli(&["rollout", "abort", "hello"]).await.ok();
+    direct.finish_within(WAIT).await;
+
+    // A healthy candidate passes its check and is promoted.
+    env.deploy("hello", "3.0.0", &["--standby"], &[]).await.ok();
+    env.cli(&[
+        "rollout",
+        "hello",
+        "3.0.0",
+        "--steps",
+        "50",
+        "--interval",
+        "2s",
+        "--min-requests",
+        "1",
+        "--sticky-header",
+        "x-user-id",
+        "--check-prometheus",
+        &prometheus.url,
+        &format!("{} or vector(0)", errors_per_second("3.0.0")),
+        "<=",
+        "0.1",
+    ])
+    .await
+    .ok();
+    let view = wait_for_state(&env, "succeeded", ROLLOUT_WAIT).await;
+    traffic.finish_within(WAIT).await;
+    let passed = view["state"]["checks"]
+        .as_array()
+        .and_then(|checks| {
+            checks.iter().find(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("prometheus"))
+            })
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(passed["verdict"], "pass", "{view:#}");
+    assert_eq!(passed["measured"], "0", "{view:#}");
+    assert_eq!(service(&env.ls().await, "hello")["main"], "3.0.0");
+}

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::services::{ApiResult, BaseQuery, Change, actor, body, change, query, service_name};
+use crate::controller::HandChange;
 use crate::model::{Rule, Stickiness, TrafficPolicy};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,16 +73,18 @@ pub async fn canary(
 ) -> ApiResult<Change> {
     let service = service_name(&name)?;
     let req = body(req)?;
+    let actor = actor(&headers);
+    let set = state.controller.set_canary(
+        &service,
+        &req.version,
+        req.percent,
+        req.sticky,
+        req.base_revision,
+        &actor,
+    );
     let revision = state
         .controller
-        .set_canary(
-            &service,
-            &req.version,
-            req.percent,
-            req.sticky,
-            req.base_revision,
-            &actor(&headers),
-        )
+        .by_hand(&service, HandChange::SetCanary, set)
         .await?;
     change(&state, revision)
 }
@@ -94,9 +97,11 @@ pub async fn abort(
 ) -> ApiResult<Change> {
     let service = service_name(&name)?;
     let req = body(req)?;
+    let actor = actor(&headers);
+    let abort = state.controller.abort(&service, req.base_revision, &actor);
     let revision = state
         .controller
-        .abort(&service, req.base_revision, &actor(&headers))
+        .by_hand(&service, HandChange::EndCanary, abort)
         .await?;
     change(&state, revision)
 }
@@ -129,10 +134,15 @@ pub async fn promote(
 ) -> ApiResult<Change> {
     let service = service_name(&name)?;
     let req = body(req)?;
-    let revision = state
+    let actor = actor(&headers);
+    let hand = HandChange::MakeMain {
+        version: &req.version,
+        verb: "promote",
+    };
+    let promote = state
         .controller
-        .promote(&service, &req.version, req.base_revision, &actor(&headers))
-        .await?;
+        .promote(&service, &req.version, req.base_revision, &actor);
+    let revision = state.controller.by_hand(&service, hand, promote).await?;
     change(&state, revision)
 }
 

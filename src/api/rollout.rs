@@ -1,16 +1,24 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::services::{ApiResult, body, query, service_name};
+use super::services::{ApiResult, actor, body, query, service_name};
 use crate::controller::RolloutView;
 use crate::model::{Event, RolloutPlan, RolloutState};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RolloutRequest {
     pub plan: RolloutPlan,
+}
+
+/// `rollout promote`: without `full`, skip the current step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PromoteRequest {
+    #[serde(default)]
+    pub full: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,11 +55,58 @@ pub async fn resume(
 pub async fn abort(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<RolloutState> {
     Ok(Json(
         state
             .controller
-            .abort_rollout(&service_name(&name)?)
+            .abort_rollout(&service_name(&name)?, &actor(&headers))
+            .await?,
+    ))
+}
+
+/// `POST …/rollout/pause`: hold at the current step until resumed.
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<RolloutState> {
+    Ok(Json(
+        state
+            .controller
+            .pause_rollout(&service_name(&name)?)
+            .await?,
+    ))
+}
+
+/// `POST …/rollout/promote {full}`: skip the current step, or (full)
+/// make the candidate main now.
+pub async fn promote(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<PromoteRequest>, JsonRejection>,
+) -> ApiResult<RolloutState> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let controller = &state.controller;
+    Ok(Json(if req.full {
+        controller
+            .promote_rollout_full(&service, &actor(&headers))
+            .await?
+    } else {
+        controller.promote_rollout_step(&service).await?
+    }))
+}
+
+/// `POST …/rollout/retry`: run a failed or aborted rollout again.
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<RolloutState> {
+    Ok(Json(
+        state
+            .controller
+            .retry_rollout(&service_name(&name)?)
             .await?,
     ))
 }

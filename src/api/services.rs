@@ -8,7 +8,7 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{ACTOR_HEADER, ApiError, AppState};
-use crate::controller::{DeployRequest, ReleaseStatusView, ServiceView};
+use crate::controller::{DeployRequest, HandChange, ReleaseStatusView, ServiceView};
 use crate::error::Error;
 use crate::model::{Revision, ServiceName};
 use crate::runtime::LogChunk;
@@ -155,8 +155,23 @@ pub async fn deploy(
     // The deploy runs to its end even if the client goes away, so it never
     // leaves half-started instances behind.
     let controller = Arc::clone(&state.controller);
-    let revision =
-        run_to_end(async move { controller.deploy(&service, req, &actor).await }).await?;
+    let revision = run_to_end(async move {
+        // A plain deploy enters as shadow or standby beside a rollout;
+        // `--promote` would fight it.
+        let promote = req.promote.then(|| req.version.clone());
+        let deploy = controller.deploy(&service, req, &actor);
+        match &promote {
+            Some(version) => {
+                let hand = HandChange::MakeMain {
+                    version,
+                    verb: "deploy --promote",
+                };
+                controller.by_hand(&service, hand, deploy).await
+            }
+            None => deploy.await,
+        }
+    })
+    .await?;
     change(&state, revision)
 }
 
@@ -168,10 +183,15 @@ pub async fn assign(
 ) -> ApiResult<Change> {
     let service = service_name(&name)?;
     let req = body(req)?;
-    let revision = state
+    let actor = actor(&headers);
+    let hand = HandChange::MakeMain {
+        version: &req.version,
+        verb: "assign",
+    };
+    let assign = state
         .controller
-        .assign(&service, &req.version, req.base_revision, &actor(&headers))
-        .await?;
+        .assign(&service, &req.version, req.base_revision, &actor);
+    let revision = state.controller.by_hand(&service, hand, assign).await?;
     change(&state, revision)
 }
 
@@ -186,9 +206,9 @@ pub async fn kill(
     let controller = Arc::clone(&state.controller);
     let actor = actor(&headers);
     let revision = run_to_end(async move {
-        controller
-            .kill(&service, &version, q.base_revision, &actor)
-            .await
+        let kill = controller.kill(&service, &version, q.base_revision, &actor);
+        let hand = HandChange::Kill { version: &version };
+        controller.by_hand(&service, hand, kill).await
     })
     .await?;
     change(&state, revision)
@@ -204,9 +224,13 @@ pub async fn kill_all(
     let q = query(q)?;
     let controller = Arc::clone(&state.controller);
     let actor = actor(&headers);
-    let revision =
-        run_to_end(async move { controller.kill_all(&service, q.base_revision, &actor).await })
-            .await?;
+    let revision = run_to_end(async move {
+        let kill = controller.kill_all(&service, q.base_revision, &actor);
+        controller
+            .by_hand(&service, HandChange::KillAll, kill)
+            .await
+    })
+    .await?;
     change(&state, revision)
 }
 
@@ -235,8 +259,9 @@ pub async fn rollback(
     let controller = Arc::clone(&state.controller);
     let actor = actor(&headers);
     let revision = run_to_end(async move {
+        let rollback = controller.rollback(&service, req.revision, req.base_revision, &actor);
         controller
-            .rollback(&service, req.revision, req.base_revision, &actor)
+            .by_hand(&service, HandChange::Rollback, rollback)
             .await
     })
     .await?;

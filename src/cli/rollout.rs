@@ -7,10 +7,11 @@ use clap::{Args, Subcommand};
 use super::output::{json, table};
 use super::progress::Progress;
 use super::{AdminClient, ClientArgs, service_path};
-use crate::api::rollout::RolloutRequest;
+use crate::api::rollout::{PromoteRequest, RolloutRequest};
 use crate::controller::RolloutView;
 use crate::model::{
-    AnalysisSpec, LatencyLimit, RolloutPlan, RolloutState, RolloutStatus, parse_version,
+    AnalysisSpec, LatencyLimit, PrometheusCheck, RolloutPlan, RolloutState, RolloutStatus,
+    parse_version,
 };
 
 #[derive(Debug, Args)]
@@ -28,6 +29,22 @@ pub enum RolloutCommand {
     Status(StatusArgs),
     /// Stop the rollout: every client back on main.
     Abort(NameArgs),
+    /// Hold the rollout at the step it is on until `switchyard resume`.
+    Pause(NameArgs),
+    /// Skip the step the rollout is on (a pause or an analysis); with --full make the candidate main now.
+    Promote(PromoteArgs),
+    /// Run a failed or aborted rollout again from its first step, with the same plan.
+    Retry(NameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub name: String,
+    /// Skip every step left: the candidate becomes main now and the rollout ends.
+    #[arg(long)]
+    pub full: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +103,13 @@ pub struct StartArgs {
     /// Header that carries the client key, e.g. x-user-id.
     #[arg(long)]
     pub sticky_header: Option<String>,
+    /// A PromQL check each interval: URL QUERY OP VALUE, e.g.
+    /// http://127.0.0.1:9090 'sum(rate(errors[1m]))' '<' 0.5 (repeatable).
+    #[arg(long, num_args = 4, value_names = ["URL", "QUERY", "OP", "VALUE"], action = clap::ArgAction::Append)]
+    pub check_prometheus: Vec<String>,
+    /// A rollout paused longer than this rolls back (default 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub stuck_limit: Option<Duration>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -149,15 +173,44 @@ impl StartArgs {
         if self.sticky_header.is_some() {
             plan.sticky_header = self.sticky_header.clone();
         }
+        plan.analysis
+            .prometheus
+            .extend(prometheus_checks(&self.check_prometheus)?);
+        if let Some(limit) = self.stuck_limit {
+            plan.stuck_limit_seconds = limit.as_secs().max(1);
+        }
         plan.validate()?;
         Ok(plan)
     }
+}
+
+/// `--check-prometheus` values, four per check.
+fn prometheus_checks(values: &[String]) -> anyhow::Result<Vec<PrometheusCheck>> {
+    values
+        .chunks(4)
+        .map(|c| {
+            let [url, query, op, value] = c else {
+                bail!("--check-prometheus takes URL QUERY OP VALUE");
+            };
+            Ok(PrometheusCheck {
+                url: url.clone(),
+                query: query.clone(),
+                op: op.parse()?,
+                value: value.parse().with_context(|| {
+                    format!("--check-prometheus: the bound `{value}` is not a number")
+                })?,
+            })
+        })
+        .collect()
 }
 
 pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
     match args.command {
         Some(RolloutCommand::Status(a)) => status(a).await,
         Some(RolloutCommand::Abort(a)) => abort(a).await,
+        Some(RolloutCommand::Pause(a)) => pause(a).await,
+        Some(RolloutCommand::Promote(a)) => promote(a).await,
+        Some(RolloutCommand::Retry(a)) => retry(a).await,
         None => start(args.start).await,
     }
 }
@@ -165,10 +218,11 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
 fn status_text(s: &RolloutStatus) -> String {
     match s {
         RolloutStatus::Running => "running".into(),
-        RolloutStatus::Paused { reason } => format!("paused ({reason})"),
+        RolloutStatus::Paused { reason, .. } => format!("paused ({reason})"),
         RolloutStatus::Succeeded => "succeeded".into(),
         RolloutStatus::Failed { reason } => format!("failed: {reason}"),
         RolloutStatus::Aborted => "aborted".into(),
+        RolloutStatus::PromotedByHand { reason } => format!("ended: {reason}"),
     }
 }
 
@@ -249,7 +303,7 @@ async fn follow(
                 .unwrap_or_default()
         ));
         match &view.state.status {
-            RolloutStatus::Succeeded => return Ok(()),
+            RolloutStatus::Succeeded | RolloutStatus::PromotedByHand { .. } => return Ok(()),
             RolloutStatus::Failed { reason } => bail!("the rollout failed: {reason}"),
             RolloutStatus::Aborted => bail!("the rollout was aborted"),
             RolloutStatus::Running | RolloutStatus::Paused { .. } => {}
@@ -309,6 +363,78 @@ async fn abort(args: NameArgs) -> anyhow::Result<()> {
     println!(
         "rollout of {} {} aborted; every client is on main",
         args.name, state.plan.version
+    );
+    Ok(())
+}
+
+/// Where the rollout is now, in one line.
+fn step_line(state: &RolloutState) -> String {
+    format!(
+        "step {} of {}",
+        (state.step + 1).min(state.plan.steps.len()),
+        state.plan.steps.len()
+    )
+}
+
+async fn pause(args: NameArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
+    let client = AdminClient::new(&args.client)?;
+    let state: RolloutState = client
+        .post(&format!("{path}/rollout/pause"), &serde_json::json!({}))
+        .await?;
+    if args.client.json {
+        return json(&state);
+    }
+    println!(
+        "rollout of {} {} paused at {}; `switchyard resume {}` runs that step again",
+        args.name,
+        state.plan.version,
+        step_line(&state),
+        args.name
+    );
+    Ok(())
+}
+
+async fn promote(args: PromoteArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
+    let client = AdminClient::new(&args.client)?;
+    let state: RolloutState = client
+        .post(
+            &format!("{path}/rollout/promote"),
+            &PromoteRequest { full: args.full },
+        )
+        .await?;
+    if args.client.json {
+        return json(&state);
+    }
+    if args.full {
+        println!(
+            "{} {} is main; the rollout ended, promoted by hand",
+            args.name, state.plan.version
+        );
+    } else {
+        println!(
+            "rollout of {} {} skipped to {}",
+            args.name,
+            state.plan.version,
+            step_line(&state)
+        );
+    }
+    Ok(())
+}
+
+async fn retry(args: NameArgs) -> anyhow::Result<()> {
+    let path = service_path(&args.name)?;
+    let client = AdminClient::new(&args.client)?;
+    let state: RolloutState = client
+        .post(&format!("{path}/rollout/retry"), &serde_json::json!({}))
+        .await?;
+    if args.client.json {
+        return json(&state);
+    }
+    println!(
+        "rollout of {} {} started again from its first step; `switchyard rollout status {} --follow` follows it",
+        args.name, state.plan.version, args.name
     );
     Ok(())
 }

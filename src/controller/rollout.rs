@@ -26,10 +26,20 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 /// Who the rollout's changes are recorded as.
 const ACTOR: &str = "rollout";
 
+mod hand;
+mod prometheus;
+
+pub use hand::HandChange;
+
 /// The task driving one service's rollout.
 pub(super) struct Driver {
     cancel: CancellationToken,
     resume: Arc<Notify>,
+    /// Held by the task while it drives; a change by hand takes it (after
+    /// `interrupt`), so the task stands still until the change is done and
+    /// then goes on from the stored state.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    interrupt: Arc<Notify>,
 }
 
 impl Drop for Driver {
@@ -102,6 +112,16 @@ impl Controller {
         service: &ServiceName,
         plan: RolloutPlan,
     ) -> Result<RolloutState> {
+        self.launch_rollout(service, plan, None).await
+    }
+
+    /// Starts a rollout; `note` says why, when it is not a new one.
+    async fn launch_rollout(
+        self: &Arc<Self>,
+        service: &ServiceName,
+        plan: RolloutPlan,
+        note: Option<&str>,
+    ) -> Result<RolloutState> {
         plan.validate()?;
         let current = self.require(service)?;
         if current.state.main() == Some(&plan.version) {
@@ -152,9 +172,10 @@ impl Controller {
             service.as_str(),
             "rollout-started",
             &format!(
-                "rollout of {} started: {} steps",
+                "rollout of {} started: {} steps{}",
                 state.plan.version,
-                state.plan.steps.len()
+                state.plan.steps.len(),
+                note.map(|n| format!("; {n}")).unwrap_or_default()
             ),
             serde_json::to_value(&state.plan).unwrap_or_default(),
         );
@@ -166,17 +187,30 @@ impl Controller {
         let driver = Driver {
             cancel: CancellationToken::new(),
             resume: Arc::new(Notify::new()),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+            interrupt: Arc::new(Notify::new()),
         };
         let this = Arc::clone(self);
-        let (cancel, resume, name) = (
+        let (cancel, resume, gate, interrupt, name) = (
             driver.cancel.clone(),
             Arc::clone(&driver.resume),
+            Arc::clone(&driver.gate),
+            Arc::clone(&driver.interrupt),
             service.clone(),
         );
         tokio::spawn(async move {
-            tokio::select! {
-                () = this.drive(&name, &resume) => {}
-                () = cancel.cancelled() => {}
+            loop {
+                let _turn = tokio::select! {
+                    turn = Arc::clone(&gate).lock_owned() => turn,
+                    () = cancel.cancelled() => return,
+                };
+                tokio::select! {
+                    () = this.drive(&name, &resume) => return,
+                    () = cancel.cancelled() => return,
+                    // A change by hand: stop where it is, let the change
+                    // through, then go on from what is stored.
+                    () = interrupt.notified() => {}
+                }
             }
         });
         self.drivers().insert(service.clone(), driver);
@@ -206,62 +240,34 @@ impl Controller {
         let mut state = self
             .rollout_state(service)?
             .ok_or_else(|| ControllerError::NoRollout(service.to_string()))?;
-        if !matches!(state.status, RolloutStatus::Paused { .. }) {
+        let RolloutStatus::Paused { by_hand, .. } = state.status else {
             return Err(ControllerError::NotPaused(service.to_string()).into());
-        }
+        };
         state.status = RolloutStatus::Running;
-        state.step += 1;
+        // A step paused by hand runs again; a pause step or an
+        // inconclusive analysis is over.
+        if !by_hand {
+            state.step += 1;
+            state.failures = 0;
+        }
         state.step_started_at = now_millis();
-        state.failures = 0;
         self.save_rollout(&state);
+        let message = format!(
+            "rollout resumed at step {} of {}: {}",
+            (state.step + 1).min(state.plan.steps.len()),
+            state.plan.steps.len(),
+            describe(state.plan.steps.get(state.step), &state.plan.analysis)
+        );
         self.record_event(
             service.as_str(),
             "resumed",
-            "rollout resumed",
+            &message,
             serde_json::Value::Null,
         );
         if let Some(driver) = self.drivers().get(service) {
             driver.resume.notify_one();
         }
         Ok(state)
-    }
-
-    /// A canary aborted by hand ends its rollout.
-    pub(super) fn stop_rollout_by_hand(&self, service: &ServiceName) {
-        // Dropping the driver cancels its task.
-        self.drivers().remove(service);
-        if let Ok(Some(mut state)) = self.rollout_state(service) {
-            if state.status.is_active() {
-                state.status = RolloutStatus::Aborted;
-                self.save_rollout(&state);
-                self.record_event(
-                    service.as_str(),
-                    "aborted",
-                    "canary aborted by hand",
-                    serde_json::Value::Null,
-                );
-            }
-        }
-    }
-
-    /// Stops a rollout by hand: every client back on main.
-    pub async fn abort_rollout(&self, service: &ServiceName) -> Result<RolloutState> {
-        let state = self
-            .rollout_state(service)?
-            .filter(|s| s.status.is_active())
-            .ok_or_else(|| ControllerError::NoRollout(service.to_string()))?;
-        let has_canary = self
-            .current(service)
-            .is_some_and(|r| r.state.policy.canary.is_some());
-        if has_canary {
-            self.abort(service, None, "cli").await?;
-        } else {
-            self.stop_rollout_by_hand(service);
-        }
-        Ok(RolloutState {
-            status: RolloutStatus::Aborted,
-            ..state
-        })
     }
 
     pub fn rollout_view(&self, service: &ServiceName) -> Result<RolloutView> {
@@ -295,7 +301,10 @@ impl Controller {
                 _ => return,
             };
             if let RolloutStatus::Paused { .. } = state.status {
-                resume.notified().await;
+                if let Err(reason) = self.wait_while_paused(&mut state, resume).await {
+                    self.roll_back(service, state, reason).await;
+                    return;
+                }
                 continue;
             }
             let version = state.plan.version.to_string();
@@ -321,9 +330,11 @@ impl Controller {
                     self.watch(service, &version, ends).await
                 }
                 Step::Pause { seconds: None } => {
-                    state.status = RolloutStatus::Paused {
-                        reason: "waiting for `switchyard resume`".into(),
-                    };
+                    state.status = RolloutStatus::paused(
+                        "waiting for `switchyard resume`".into(),
+                        now_millis(),
+                        false,
+                    );
                     self.save_rollout(&state);
                     self.record_event(
                         service.as_str(),
@@ -337,9 +348,11 @@ impl Controller {
                     Err(reason) => Err(reason),
                     Ok(Verdict::Pass) => Ok(()),
                     Ok(Verdict::Inconclusive(why)) => {
-                        state.status = RolloutStatus::Paused {
-                            reason: format!("inconclusive: {why}; `switchyard resume` to go on"),
-                        };
+                        state.status = RolloutStatus::paused(
+                            format!("inconclusive: {why}; `switchyard resume` to go on"),
+                            now_millis(),
+                            false,
+                        );
                         self.save_rollout(&state);
                         self.record_event(
                             service.as_str(),
@@ -385,6 +398,34 @@ impl Controller {
                     return;
                 }
             }
+        }
+    }
+
+    /// Waits for `resume` while the rollout is paused; past the plan's
+    /// stuck limit it answers why the rollout must roll back.
+    async fn wait_while_paused(
+        &self,
+        state: &mut RolloutState,
+        resume: &Notify,
+    ) -> std::result::Result<(), String> {
+        let RolloutStatus::Paused { reason, since, .. } = &mut state.status else {
+            return Ok(());
+        };
+        // A pause stored before pauses had a start counts from now.
+        let since = *since.get_or_insert_with(now_millis);
+        let reason = reason.clone();
+        self.save_rollout(state);
+        let limit = state.plan.stuck_limit_seconds;
+        let deadline = since + limit * 1000;
+        let left = Duration::from_millis(deadline.saturating_sub(now_millis()));
+        tokio::select! {
+            () = resume.notified() => Ok(()),
+            () = tokio::time::sleep(left) => Err(format!(
+                "paused longer than the stuck limit of {} at step {} of {} ({reason})",
+                humantime::format_duration(Duration::from_secs(limit)),
+                (state.step + 1).min(state.plan.steps.len()),
+                state.plan.steps.len(),
+            )),
         }
     }
 
@@ -500,6 +541,9 @@ impl Controller {
             .map(|s| s.report(service.as_str(), &version).match_rate)
             .unwrap_or(None);
         let mut checks = analysis_checks(&spec, &candidate, main_p99, match_rate);
+        for query in &spec.prometheus {
+            checks.push(prometheus::judge(query).await);
+        }
         if let Some(url) = &spec.webhook {
             checks
                 .push(webhook_check(url, service, &version, state.step, &candidate, &checks).await);
@@ -509,16 +553,13 @@ impl Controller {
                 "{}: {} (threshold {})",
                 failed.name, failed.measured, failed.threshold
             ))
-        } else if let Some(unsure) = checks.iter().find(|c| c.verdict == "inconclusive") {
-            Verdict::Inconclusive(format!(
-                "{}: {} (needs {})",
-                unsure.name, unsure.measured, unsure.threshold
-            ))
+        } else if checks.iter().any(|c| c.verdict == "inconclusive") {
+            Verdict::Inconclusive(checks_line(&checks))
         } else {
             Verdict::Pass
         };
         let summary = match &verdict {
-            Verdict::Pass => "passed".to_owned(),
+            Verdict::Pass => format!("passed: {}", checks_line(&checks)),
             Verdict::Fail(why) => format!("failed: {why}"),
             Verdict::Inconclusive(why) => format!("inconclusive: {why}"),
         };
@@ -536,7 +577,19 @@ impl Controller {
     /// Every step passed: the candidate becomes main.
     async fn finish(&self, service: &ServiceName, mut state: RolloutState) {
         let version = state.plan.version.to_string();
-        match self.promote(service, &version, None, ACTOR).await {
+        // Main already (a promotion stopped by a change by hand after it
+        // committed): nothing is left but to say so.
+        let is_main = self
+            .current(service)
+            .is_some_and(|r| r.state.main() == Some(&state.plan.version));
+        let promoted = if is_main {
+            Ok(())
+        } else {
+            self.promote(service, &version, None, ACTOR)
+                .await
+                .map(|_| ())
+        };
+        match promoted {
             Ok(_) => {
                 state.status = RolloutStatus::Succeeded;
                 self.save_rollout(&state);
@@ -614,8 +667,42 @@ fn p99_ms(snapshot: &MetricsSnapshot) -> Option<f64> {
         .map(|d| d.as_secs_f64() * 1000.0)
 }
 
+/// Whether `errors` alone exceed `max` percent of the `min` requests an
+/// interval needs: then no outcome of the requests still missing could
+/// bring the rate at or under `max`, so the step fails without them.
+fn fails_whatever_the_rest(errors: u64, max: f64, min: u64) -> bool {
+    errors as f64 * 100.0 > max * min as f64
+}
+
+/// The error-rate check; below the minimum request count it fails early
+/// by [`fails_whatever_the_rest`], else it cannot judge.
+fn error_rate_check(spec: &AnalysisSpec, candidate: &MetricsSnapshot, max: f64) -> CheckResult {
+    let (requests, errors) = (candidate.requests(), candidate.errors());
+    let rate = pct(errors, requests);
+    let measured = format!("{rate:.2}% ({errors} of {requests} requests)");
+    let threshold = format!("at most {max}%");
+    if requests >= spec.min_requests {
+        return check("error rate", Some(rate <= max), measured, threshold);
+    }
+    if fails_whatever_the_rest(errors, max, spec.min_requests) {
+        let missing = spec.min_requests - requests;
+        return check(
+            "error rate",
+            Some(false),
+            measured,
+            format!(
+                "{threshold}; failed before the {} requests: {errors} errors already exceed {max}% of {} requests, so no outcome of the {missing} missing ones could pass",
+                spec.min_requests, spec.min_requests
+            ),
+        );
+    }
+    check("error rate", None, measured, threshold)
+}
+
 /// The metric checks of one interval. `main_p99` is main's p99 (ms) to
-/// compare with, and what it was measured over.
+/// compare with, and what it was measured over. Below the minimum
+/// request count every value is still measured and shown, but only an
+/// error rate that fails whatever the missing requests do is judged.
 fn analysis_checks(
     spec: &AnalysisSpec,
     candidate: &MetricsSnapshot,
@@ -623,23 +710,17 @@ fn analysis_checks(
     match_rate: Option<f64>,
 ) -> Vec<CheckResult> {
     let requests = candidate.requests();
+    let enough = requests >= spec.min_requests;
+    // Too few requests to judge: measured, not judged.
+    let judged = |pass: Option<bool>| pass.filter(|_| enough);
     let mut checks = vec![check(
         "requests",
-        (requests >= spec.min_requests).then_some(true),
+        enough.then_some(true),
         requests.to_string(),
         format!("at least {}", spec.min_requests),
     )];
-    if requests < spec.min_requests {
-        return checks;
-    }
     if let Some(max) = spec.max_error_rate {
-        let rate = pct(candidate.errors(), requests);
-        checks.push(check(
-            "error rate",
-            Some(rate <= max),
-            format!("{rate:.2}%"),
-            format!("at most {max}%"),
-        ));
+        checks.push(error_rate_check(spec, candidate, max));
     }
     if let Some(limit) = &spec.max_latency {
         let measured = candidate
@@ -648,7 +729,7 @@ fn analysis_checks(
             .map(|d| d.as_secs_f64() * 1000.0);
         checks.push(check(
             &format!("latency p{}", limit.quantile * 100.0),
-            measured.map(|m| m <= limit.ms),
+            judged(measured.map(|m| m <= limit.ms)),
             measured.map_or("-".into(), |m| format!("{m:.1}ms")),
             format!("at most {}ms", limit.ms),
         ));
@@ -661,7 +742,7 @@ fn analysis_checks(
         };
         checks.push(check(
             "p99 relative to main",
-            pass,
+            judged(pass),
             format!(
                 "{} vs {} {}",
                 c.map_or("-".into(), |c| format!("{c:.1}ms")),
@@ -675,12 +756,21 @@ fn analysis_checks(
         let rate = match_rate.map(|r| r * 100.0);
         checks.push(check(
             "shadow match rate",
-            rate.map(|r| r >= min),
+            judged(rate.map(|r| r >= min)),
             rate.map_or("no comparisons".into(), |r| format!("{r:.1}%")),
             format!("at least {min}%"),
         ));
     }
     checks
+}
+
+/// Every check in one line: `requests 17 (at least 20: inconclusive); …`.
+fn checks_line(checks: &[CheckResult]) -> String {
+    checks
+        .iter()
+        .map(|c| format!("{} {} ({}: {})", c.name, c.measured, c.threshold, c.verdict))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// POSTs the analysis context; a 2xx answer passes.
@@ -742,14 +832,49 @@ mod tests {
     }
 
     #[test]
-    fn too_few_requests_are_inconclusive() {
-        let checks = analysis_checks(
-            &AnalysisSpec::default(),
-            &traffic(5, 0, 1),
-            main_p99(&traffic(5, 0, 1)),
-            None,
+    fn too_few_requests_are_inconclusive_with_every_value_measured() {
+        let spec = AnalysisSpec {
+            max_latency: Some(LatencyLimit {
+                quantile: 0.99,
+                ms: 50.0,
+            }),
+            ..AnalysisSpec::default()
+        };
+        let checks = analysis_checks(&spec, &traffic(5, 0, 1), main_p99(&traffic(5, 0, 1)), None);
+        assert_eq!(
+            verdicts(&checks),
+            vec![
+                ("requests", "inconclusive"),
+                ("error rate", "inconclusive"),
+                ("latency p99", "inconclusive")
+            ]
         );
-        assert_eq!(verdicts(&checks), vec![("requests", "inconclusive")]);
+        assert_eq!(checks[1].measured, "0.00% (0 of 5 requests)");
+    }
+
+    #[test]
+    fn errors_that_no_missing_request_could_outweigh_fail_below_the_minimum() {
+        // 1% of the 20-request minimum is 0.2 errors: one error is too many.
+        let spec = AnalysisSpec::default();
+        let checks = analysis_checks(&spec, &traffic(17, 1, 1), None, None);
+        assert_eq!(
+            verdicts(&checks),
+            vec![("requests", "inconclusive"), ("error rate", "fail")]
+        );
+        assert!(
+            checks[1]
+                .threshold
+                .contains("no outcome of the 3 missing ones")
+        );
+        // 10% of 20 is 2 errors: two are not more, a third is.
+        let spec = AnalysisSpec {
+            max_error_rate: Some(10.0),
+            ..AnalysisSpec::default()
+        };
+        let two = analysis_checks(&spec, &traffic(10, 2, 1), None, None);
+        assert_eq!(two[1].verdict, "inconclusive");
+        let three = analysis_checks(&spec, &traffic(10, 3, 1), None, None);
+        assert_eq!(three[1].verdict, "fail");
     }
 
     #[test]

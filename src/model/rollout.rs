@@ -19,6 +19,18 @@ pub struct RolloutPlan {
     /// service's stickiness settings apply).
     #[serde(default)]
     pub sticky_header: Option<String>,
+    /// A rollout paused (by a pause step, an inconclusive analysis or by
+    /// hand) longer than this rolls back.
+    #[serde(default = "default_stuck_limit")]
+    pub stuck_limit_seconds: u64,
+}
+
+/// One hour: long enough to look at a paused rollout, short enough that
+/// a forgotten one does not leave clients on the candidate for days.
+pub const DEFAULT_STUCK_LIMIT_SECONDS: u64 = 3600;
+
+fn default_stuck_limit() -> u64 {
+    DEFAULT_STUCK_LIMIT_SECONDS
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +77,92 @@ pub struct AnalysisSpec {
     pub webhook: Option<String>,
     /// Failed analyses in a row that roll back.
     pub failure_limit: u32,
+    /// PromQL queries asked of a Prometheus server each interval.
+    pub prometheus: Vec<PrometheusCheck>,
+}
+
+/// A PromQL instant query whose one value is compared with a bound:
+/// `error_ratio < 0.05`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusCheck {
+    /// The Prometheus server, e.g. `http://127.0.0.1:9090`.
+    pub url: String,
+    pub query: String,
+    pub op: Comparison,
+    pub value: f64,
+}
+
+/// How a measured value must compare with its bound to pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparison {
+    #[serde(rename = "<")]
+    Less,
+    #[serde(rename = "<=")]
+    AtMost,
+    #[serde(rename = ">")]
+    Greater,
+    #[serde(rename = ">=")]
+    AtLeast,
+    #[serde(rename = "==")]
+    Equal,
+    #[serde(rename = "!=")]
+    NotEqual,
+}
+
+impl Comparison {
+    pub const ALL: [Comparison; 6] = [
+        Comparison::Less,
+        Comparison::AtMost,
+        Comparison::Greater,
+        Comparison::AtLeast,
+        Comparison::Equal,
+        Comparison::NotEqual,
+    ];
+
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Comparison::Less => "<",
+            Comparison::AtMost => "<=",
+            Comparison::Greater => ">",
+            Comparison::AtLeast => ">=",
+            Comparison::Equal => "==",
+            Comparison::NotEqual => "!=",
+        }
+    }
+
+    /// Whether `measured OP bound` holds.
+    pub fn holds(self, measured: f64, bound: f64) -> bool {
+        match self {
+            Comparison::Less => measured < bound,
+            Comparison::AtMost => measured <= bound,
+            Comparison::Greater => measured > bound,
+            Comparison::AtLeast => measured >= bound,
+            Comparison::Equal => measured == bound,
+            Comparison::NotEqual => measured != bound,
+        }
+    }
+}
+
+impl std::str::FromStr for Comparison {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.symbol() == s)
+            .ok_or_else(|| {
+                ModelError::InvalidPlan(format!(
+                    "`{s}` is not a comparison; use one of < <= > >= == !="
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.symbol())
+    }
 }
 
 impl Default for AnalysisSpec {
@@ -78,6 +176,7 @@ impl Default for AnalysisSpec {
             min_requests: 20,
             webhook: None,
             failure_limit: 2,
+            prometheus: Vec::new(),
         }
     }
 }
@@ -94,6 +193,7 @@ impl RolloutPlan {
             steps,
             analysis,
             sticky_header: None,
+            stuck_limit_seconds: DEFAULT_STUCK_LIMIT_SECONDS,
         }
     }
 
@@ -143,12 +243,33 @@ impl RolloutPlan {
             return bad("the relative p99 limit must be positive".into());
         }
         if let Some(url) = &a.webhook {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if !is_http_url(url) {
                 return bad(format!("webhook `{url}` is not an http(s) URL"));
             }
         }
+        for check in &a.prometheus {
+            if !is_http_url(&check.url) {
+                return bad(format!(
+                    "Prometheus `{}` is not an http(s) URL, e.g. http://127.0.0.1:9090",
+                    check.url
+                ));
+            }
+            if check.query.trim().is_empty() {
+                return bad("a Prometheus check needs a PromQL query".into());
+            }
+            if !check.value.is_finite() {
+                return bad(format!("the bound of `{}` must be a number", check.query));
+            }
+        }
+        if self.stuck_limit_seconds == 0 || self.stuck_limit_seconds > 7 * 86_400 {
+            return bad("the stuck limit must be 1 s to 7 days".into());
+        }
         Ok(())
     }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 /// Where a rollout stands.
@@ -156,13 +277,37 @@ impl RolloutPlan {
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum RolloutStatus {
     Running,
-    Paused { reason: String },
+    Paused {
+        reason: String,
+        /// Since when (unix ms); the stuck limit counts from here.
+        #[serde(default)]
+        since: Option<u64>,
+        /// Paused by hand in the middle of a step: resuming runs that
+        /// step again rather than go on to the next.
+        #[serde(default)]
+        by_hand: bool,
+    },
     Succeeded,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     Aborted,
+    /// The candidate was made main by hand before the plan's end.
+    PromotedByHand {
+        reason: String,
+    },
 }
 
 impl RolloutStatus {
+    /// Paused from now, for `reason`.
+    pub fn paused(reason: String, now: u64, by_hand: bool) -> Self {
+        RolloutStatus::Paused {
+            reason,
+            since: Some(now),
+            by_hand,
+        }
+    }
+
     pub fn is_active(&self) -> bool {
         matches!(self, RolloutStatus::Running | RolloutStatus::Paused { .. })
     }
@@ -247,10 +392,33 @@ mod tests {
             max_error_rate = 5.0
             max_latency = { quantile = 0.99, ms = 250.0 }
             max_relative_p99 = 1.5
+
+            [[analysis.prometheus]]
+            url = "http://127.0.0.1:9090"
+            query = 'sum(rate(errors[1m]))'
+            op = "<="
+            value = 0.5
             "#,
         )
         .expect("plan");
         plan.validate().expect("valid");
+        assert_eq!(plan.stuck_limit_seconds, DEFAULT_STUCK_LIMIT_SECONDS);
+        let prometheus = &plan.analysis.prometheus[0];
+        assert_eq!(prometheus.op, Comparison::AtMost);
+        assert!(prometheus.op.holds(0.5, prometheus.value));
+        let mut bad = plan.clone();
+        bad.analysis.prometheus[0].url = "127.0.0.1:9090".into();
+        assert!(bad.validate().is_err(), "a URL needs its scheme");
+        let mut bad = plan.clone();
+        bad.stuck_limit_seconds = 0;
+        assert!(bad.validate().is_err());
+        assert!(
+            RolloutPlan::from_toml(
+                "version = \"2.0.0\"\nsteps = [{ step = \"analysis\" }]\n[[analysis.prometheus]]\nurl = \"http://p\"\nquery = \"up\"\nop = \"=<\"\nvalue = 1.0"
+            )
+            .is_err(),
+            "an unknown comparison is refused"
+        );
         assert_eq!(plan.steps[3], Step::Pause { seconds: None });
         let mut bad = plan.clone();
         bad.steps[0] = Step::SetWeight { percent: 101 };

@@ -9,7 +9,14 @@ pub const SKIP_VAR: &str = "SWITCHYARD_TEST_SKIP";
 
 /// Every component a test may need, by the name the skip list uses.
 pub const KNOWN: &[&str] = &[
-    "docker", "python3", "sqlite3", "httpbin", "etcd", "pebble", "chromium",
+    "docker",
+    "python3",
+    "sqlite3",
+    "httpbin",
+    "etcd",
+    "pebble",
+    "chromium",
+    "prometheus",
 ];
 
 /// Whether the test may go on: true when `probe` found `name`. When it

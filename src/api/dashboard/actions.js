@@ -7,6 +7,7 @@
 import { change } from './api.js';
 import { ask } from './dialog.js';
 import { seg } from './dom.js';
+import { duration } from './format.js';
 
 /** What the service page shows now: { service, history, rollout, upgrade }. */
 let shown = {};
@@ -144,6 +145,62 @@ const ACTIONS = {
       run: async () => {
         const state = await change('POST', path(service.name, 'rollout', 'resume'), {});
         return `${service.name}: rollout of ${version} resumed at step ${state.step + 1} of ${state.plan.steps.length}.`;
+      },
+    };
+  },
+
+  'rollout-pause'({ service, rollout }) {
+    const { state } = rollout;
+    const version = state.plan.version;
+    const at = Math.min(state.step + 1, state.plan.steps.length);
+    return {
+      title: `Pause the rollout of ${service.name} ${version}?`,
+      lines: [
+        `The rollout holds at step ${at} of ${state.plan.steps.length} (${rollout.current}); clients keep the share they have now.`,
+        `Resume runs that step again. Paused longer than its stuck limit (${duration(state.plan.stuck_limit_seconds)}), it rolls back.`,
+      ],
+      confirmLabel: 'Pause the rollout',
+      run: async () => {
+        const paused = await change('POST', path(service.name, 'rollout', 'pause'), {});
+        return `${service.name}: rollout of ${version} paused at step ${paused.step + 1} of ${paused.plan.steps.length}.`;
+      },
+    };
+  },
+
+  'rollout-promote'({ service, rollout }) {
+    const { state } = rollout;
+    const version = state.plan.version;
+    const at = Math.min(state.step + 1, state.plan.steps.length);
+    const last = state.step + 1 >= state.plan.steps.length;
+    return {
+      title: `Skip step ${at} of the rollout of ${service.name} ${version}?`,
+      lines: [
+        `Step ${at} (${rollout.current}) is skipped without waiting or judging it.`,
+        last
+          ? `It is the last step: ${version} becomes main.`
+          : `The rollout goes on with step ${at + 1} of ${state.plan.steps.length}.`,
+      ],
+      confirmLabel: 'Skip to the next step',
+      run: async () => {
+        const next = await change('POST', path(service.name, 'rollout', 'promote'), { full: false });
+        return `${service.name}: rollout of ${version} skipped to step ${Math.min(next.step + 1, next.plan.steps.length)} of ${next.plan.steps.length}.`;
+      },
+    };
+  },
+
+  'rollout-promote-full'({ service, rollout }) {
+    const version = rollout.state.plan.version;
+    return {
+      title: `Make ${service.name} ${version} main now?`,
+      lines: [
+        `Every step left is skipped: ${version} becomes main for every client once all its instances are healthy, and main ${service.main ?? ''} stays running as standby.`,
+        'The rollout ends, recorded as promoted by hand.',
+      ],
+      confirmLabel: `Promote ${version} fully`,
+      danger: true,
+      run: async () => {
+        await change('POST', path(service.name, 'rollout', 'promote'), { full: true });
+        return `${service.name}: ${version} is main; the rollout ended, promoted by hand.`;
       },
     };
   },

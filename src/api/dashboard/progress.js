@@ -18,7 +18,7 @@ function stepLabel(step, analysis) {
 
 function statusBadge(status) {
   const state = status.state;
-  const kind = { running: 'ok', paused: 'warn', succeeded: 'ok', failed: 'bad', aborted: 'bad' }[state] ?? 'warn';
+  const kind = { running: 'ok', paused: 'warn', succeeded: 'ok', 'promoted-by-hand': 'ok', failed: 'bad', aborted: 'bad' }[state] ?? 'warn';
   return h('span', { class: `badge state-${kind}` }, state);
 }
 
@@ -66,7 +66,9 @@ function rolloutPanel(rollout) {
       ? h('div', { class: 'actions' },
         state.status.state === 'paused'
           ? h('button', { type: 'button', 'data-action': 'rollout-resume' }, 'Resume rollout')
-          : null,
+          : h('button', { type: 'button', 'data-action': 'rollout-pause' }, 'Pause rollout'),
+        h('button', { type: 'button', 'data-action': 'rollout-promote' }, 'Promote to next step'),
+        h('button', { type: 'button', 'data-action': 'rollout-promote-full' }, 'Promote fully'),
         h('button', { type: 'button', class: 'danger-text', 'data-action': 'rollout-abort' }, 'Abort rollout'))
       : null);
 }
