@@ -66,6 +66,23 @@ pub enum TlsError {
     Store(#[from] StoreError),
 }
 
+impl From<TlsError> for crate::Error {
+    fn from(e: TlsError) -> Self {
+        crate::Error::part(e)
+    }
+}
+
+impl crate::error_kind::Classify for TlsError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            TlsError::NotFound(_) => ErrorKind::NotFound,
+            TlsError::Store(_) => ErrorKind::Internal,
+            _ => ErrorKind::BadRequest,
+        }
+    }
+}
+
 /// The crypto every TLS part of serve and the CLI uses: `ring` (see
 /// DESIGN.md: the default `aws-lc-rs` is a heavy C build, and two
 /// providers in one process make rustls panic unless one is installed).
