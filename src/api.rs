@@ -14,6 +14,7 @@
 
 mod admin_hosts;
 mod auth;
+mod change_gate;
 mod cross_site;
 mod dashboard;
 mod error;
@@ -28,7 +29,11 @@ pub mod tls;
 pub mod trends;
 mod upgrade_guard;
 
+#[cfg(test)]
+mod tests;
+
 pub use admin_hosts::{AdminHosts, BadAdminHost};
+pub use change_gate::hold_changes;
 pub use cross_site::CLIENT_HEADER;
 pub use error::{ApiError, ErrorBody};
 pub use trends::Trends;

@@ -1,17 +1,29 @@
 //! The release lifecycle: deploy → ready → role → assign / kill / rollback.
 //!
-//! Every change follows one pattern: work that takes time (starting
+//! The [`Controller`] coordinates parts that own their state, each in its
+//! own file with its own lock: the services' revisions and change locks
+//! (`change`), releases being deployed (`deploy`), pauses (`pause`), pinned
+//! addresses (`pin`), shadow mirrors (`mirrors`), shadow counts (`shadow`),
+//! the publication of routing tables (`publication`); and, leader only
+//! ([`LeaderOnly`]), rollouts, upgrades (with their hooks) and event
+//! webhooks. Parts that run tasks stop them when they drop.
+//!
+//! Every change of a service goes through one transaction,
+//! `Controller::change` (in `change`): work that takes time (starting
 //! instances, waiting for readiness) happens first, outside any lock; then,
 //! under the service's lock, the change is checked against the current
-//! revision, committed to the store as a new revision, and the routing
-//! table is recompiled and swapped. Releases that leave are drained after
-//! the swap. A change that fails leaves state and routing as they were.
+//! revision, validated, committed to the store as a new revision, and the
+//! routing table is recompiled and swapped. Releases that leave are drained
+//! after the swap. A change that fails leaves state and routing as they were.
 
 mod assign;
+mod change;
 mod deploy;
 mod events;
 mod hook;
 mod kill;
+mod leader;
+mod mirrors;
 mod pause;
 mod pin;
 mod policy;
@@ -28,6 +40,7 @@ mod view;
 pub use deploy::DeployRequest;
 pub use events::Notifier;
 pub use hook::HookError;
+pub use leader::LeaderOnly;
 pub use pause::{PauseRequest, PauseView, ResumeReport};
 pub use publication::RoutesHeld;
 pub use registry::{RegisterRequest, Registered, RegisteredView, RegistryError, Unregistered};
@@ -36,16 +49,15 @@ pub use shadow::ShadowLedger;
 pub use upgrade::UpgradeRequest;
 pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use crate::error::{ErrorKind, Result};
-use crate::model::{ComparePolicy, ShadowSettings};
+use crate::error::{Classify, ErrorKind, Result};
 use crate::model::{ModelError, Release, Revision, ServiceName, ServiceState, now_millis};
-use crate::proxy::{Backend, Mirror, MirrorSettings, SharedPauses, SharedTable};
+use crate::proxy::{Backend, MirrorSettings, SharedPauses, SharedTable};
 use crate::routing::{ApiRouting, CompiledPolicy, RoutingTable, Served, ServiceRoutes};
 use crate::runtime::{LogChunk, Runtime};
-use crate::store::{Commit, Store};
+use crate::store::{Commit, NodeStore, ServiceStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -151,8 +163,21 @@ pub enum ControllerError {
     },
 }
 
-impl ControllerError {
-    pub fn kind(&self) -> ErrorKind {
+impl From<ControllerError> for crate::Error {
+    fn from(e: ControllerError) -> Self {
+        crate::Error::part(e)
+    }
+}
+
+impl Classify for ControllerError {
+    fn current_revision(&self) -> Option<u64> {
+        match self {
+            ControllerError::StaleRevision { current, .. } => Some(*current),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
         match self {
             ControllerError::StaleRevision { .. }
             | ControllerError::DeployInProgress { .. }
@@ -183,44 +208,36 @@ impl ControllerError {
 }
 
 pub struct Controller {
-    store: Arc<dyn Store>,
+    /// The services' desired state (shared by a fleet).
+    store: Arc<dyn ServiceStore>,
+    /// What this node keeps for itself: instance records, shadow counts.
+    node_store: Arc<dyn NodeStore>,
     runtime: Runtime,
     /// Where compiled routing tables go (to the proxy, unless held).
     routes: publication::Publication,
-    /// Gates of paused services, shared with the proxy.
-    pauses: SharedPauses,
-    /// Serializes pause and resume, so that the gates and the store agree.
-    pause_changes: Mutex<()>,
-    /// Listeners of pinned addresses, by address.
-    pins: Mutex<HashMap<std::net::SocketAddr, pin::PinnedListener>>,
-    /// Addresses bound by a pin change about to commit.
-    pending_pins: Mutex<HashMap<std::net::SocketAddr, std::net::TcpListener>>,
-    /// The current revision of every service, as committed.
-    current: Mutex<BTreeMap<ServiceName, Revision>>,
-    locks: Mutex<HashMap<ServiceName, Arc<tokio::sync::Mutex<()>>>>,
-    deploying: Mutex<HashSet<(ServiceName, String)>>,
+    /// Paused services' gates, shared with the proxy.
+    pauses: pause::Pauses,
+    /// Pinned addresses and their listeners.
+    pins: pin::Pins,
+    /// The current revision of every service and its change lock.
+    revisions: change::Revisions,
+    /// Releases being deployed right now.
+    deploying: deploy::Deploying,
     shadows: ShadowLedger,
-    /// Each mirrored shadow's mirror, kept across recompiles while its
-    /// backend and settings stay the same (so its queue and workers do).
-    mirrors: Mutex<HashMap<(String, String), MirrorEntry>>,
-    mirror_settings: MirrorSettings,
-    notifier: Notifier,
-    /// Rollouts driven by this serve, by service.
-    rollouts: Mutex<HashMap<ServiceName, rollout::Driver>>,
-    /// Upgrades running in this serve, by service.
-    upgrades: Mutex<HashMap<ServiceName, Arc<upgrade::UpgradeControl>>>,
-}
-
-struct MirrorEntry {
-    backend: Arc<Backend>,
-    shadow: ShadowSettings,
-    compare: ComparePolicy,
-    mirror: Arc<Mirror>,
+    /// Each mirrored shadow's mirror.
+    mirrors: mirrors::Mirrors,
+    /// Posts events to webhooks (leader only).
+    notifier: LeaderOnly<Notifier>,
+    /// Rollouts driven by this serve (leader only).
+    rollouts: LeaderOnly<rollout::Rollouts>,
+    /// Upgrades running in this serve (leader only).
+    upgrades: LeaderOnly<upgrade::Upgrades>,
 }
 
 impl Controller {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ServiceStore>,
+        node_store: Arc<dyn NodeStore>,
         runtime: Runtime,
         table: SharedTable,
         pauses: SharedPauses,
@@ -229,21 +246,18 @@ impl Controller {
     ) -> Self {
         Self {
             store,
+            node_store,
             runtime,
             routes: publication::Publication::new(table),
-            pauses,
-            pause_changes: Mutex::new(()),
-            pins: Mutex::new(HashMap::new()),
-            pending_pins: Mutex::new(HashMap::new()),
-            current: Mutex::new(BTreeMap::new()),
-            locks: Mutex::new(HashMap::new()),
-            deploying: Mutex::new(HashSet::new()),
+            pauses: pause::Pauses::new(pauses),
+            pins: pin::Pins::default(),
+            revisions: change::Revisions::default(),
+            deploying: deploy::Deploying::default(),
             shadows: ShadowLedger::default(),
-            mirrors: Mutex::new(HashMap::new()),
-            mirror_settings,
-            notifier,
-            rollouts: Mutex::new(HashMap::new()),
-            upgrades: Mutex::new(HashMap::new()),
+            mirrors: mirrors::Mirrors::new(mirror_settings),
+            notifier: LeaderOnly::leading(notifier),
+            rollouts: LeaderOnly::leading(rollout::Rollouts::default()),
+            upgrades: LeaderOnly::leading(upgrade::Upgrades::default()),
         }
     }
 
@@ -259,7 +273,7 @@ impl Controller {
     }
 
     fn current_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServiceName, Revision>> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner())
+        self.revisions.map()
     }
 
     /// The service's current revision, if it was ever deployed.
@@ -294,15 +308,6 @@ impl Controller {
             .into());
         }
         Ok(())
-    }
-
-    /// Serializes changes of one service.
-    async fn lock(&self, service: &ServiceName) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(locks.entry(service.clone()).or_default())
-        };
-        lock.lock_owned().await
     }
 
     fn check_base(service: &ServiceName, current: u64, base: Option<u64>) -> Result<()> {
@@ -365,8 +370,7 @@ impl Controller {
     /// releases, and swaps it in.
     fn recompile(&self) {
         let current = self.current_map();
-        let mut mirrors = self.mirrors.lock().unwrap_or_else(|p| p.into_inner());
-        let mut kept = HashMap::new();
+        let mut mirrors = self.mirrors.rebuild();
         let mut table = RoutingTable::new();
         for (name, revision) in current.iter() {
             let mut routes = ServiceRoutes {
@@ -385,37 +389,14 @@ impl Controller {
                 let Some(handle) = self.runtime.get(&key.0, &key.1) else {
                     continue;
                 };
-                let entry = match mirrors.remove(&key) {
-                    Some(e)
-                        if Arc::ptr_eq(&e.backend, &handle.backend)
-                            && e.shadow == *shadow
-                            && e.compare == revision.state.compare =>
-                    {
-                        e
-                    }
-                    old => {
-                        // Same shadow, new settings: the old mirror's
-                        // queued copies still go out.
-                        if let Some(old) = old.filter(|e| Arc::ptr_eq(&e.backend, &handle.backend))
-                        {
-                            old.mirror.retire();
-                        }
-                        MirrorEntry {
-                            backend: Arc::clone(&handle.backend),
-                            shadow: shadow.clone(),
-                            compare: revision.state.compare.clone(),
-                            mirror: Mirror::start(
-                                Arc::clone(&handle.backend),
-                                shadow,
-                                &revision.state.compare,
-                                self.shadows.stats(&key.0, &key.1),
-                                &self.mirror_settings,
-                            ),
-                        }
-                    }
-                };
-                routes.shadows.push(Arc::clone(&entry.mirror));
-                kept.insert(key, entry);
+                let mirror = mirrors.mirror(
+                    key,
+                    &handle.backend,
+                    shadow,
+                    &revision.state.compare,
+                    || self.shadows.stats(name.as_str(), &version.to_string()),
+                );
+                routes.shadows.push(mirror);
             }
             let mut served = Vec::new();
             for (version, entry) in &revision.state.releases {
@@ -445,10 +426,8 @@ impl Controller {
             );
             table.insert(routes, revision.state.hosts.iter().cloned());
         }
-        // Mirrors left behind stop their workers as they drop.
-        *mirrors = kept;
+        mirrors.finish();
         self.routes.publish(Arc::new(table));
-        drop(mirrors);
         drop(current);
         self.reconcile_pins();
     }
@@ -528,20 +507,5 @@ impl Controller {
     /// Stops every release (serve is shutting down).
     pub async fn shutdown(&self) {
         self.runtime.stop_all().await;
-    }
-}
-
-/// Removes a release from the "being deployed" set when dropped.
-struct DeployingGuard<'a> {
-    set: &'a Mutex<HashSet<(ServiceName, String)>>,
-    key: (ServiceName, String),
-}
-
-impl Drop for DeployingGuard<'_> {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
     }
 }

@@ -1,83 +1,84 @@
-//! The crate's error: one variant per part, each of which says what went
-//! wrong and what to do. [`Error::kind`] tells the API which status to use.
+//! The crate's error: one variant per lower part (model, store, runtime),
+//! each of which says what went wrong and what to do, and one for the
+//! parts above them (the controller's refusals), boxed so that this file
+//! names none of them. Every error classifies itself ([`Classify`]);
+//! [`Error::kind`] tells the API which status to use.
 
-use crate::controller::{ControllerError, RegistryError};
+pub use crate::error_kind::{Classify, ErrorKind};
 use crate::model::ModelError;
 use crate::runtime::RuntimeError;
 use crate::store::StoreError;
-use crate::tls::{AcmeError, TlsError};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error(transparent)]
-    Controller(#[from] ControllerError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error(transparent)]
-    Acme(#[from] AcmeError),
+    Model(ModelError),
+    Store(StoreError),
+    Runtime(RuntimeError),
+    /// An error of a part above these; see [`Error::downcast_ref`].
+    Part(Box<dyn Classify>),
+}
+
+impl From<ModelError> for Error {
+    fn from(e: ModelError) -> Self {
+        Error::Model(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl From<RuntimeError> for Error {
+    fn from(e: RuntimeError) -> Self {
+        Error::Runtime(e)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.classified(), f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // Transparent: the wrapped error speaks for itself.
+        self.classified().source()
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How a caller should read an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request itself is wrong; fix it and retry.
-    BadRequest,
-    /// It names something that does not exist.
-    NotFound,
-    /// It conflicts with the current state (stale revision, existing release).
-    Conflict,
-    /// The release could not be made ready (crash loop, deadline, bad command).
-    Unprocessable,
-    /// Switchyard itself failed.
-    Internal,
-}
-
 impl Error {
-    pub fn kind(&self) -> ErrorKind {
+    /// Wraps the error of a part above the model, store and runtime.
+    pub fn part(error: impl Classify) -> Self {
+        Error::Part(Box::new(error))
+    }
+
+    fn classified(&self) -> &dyn Classify {
         match self {
-            Error::Model(e) => match e {
-                ModelError::UnknownRelease { .. }
-                | ModelError::UnknownService(_)
-                | ModelError::UnknownHost { .. } => ErrorKind::NotFound,
-                ModelError::ReleaseExists { .. }
-                | ModelError::MainHasOthers { .. }
-                | ModelError::AlreadyMain { .. }
-                | ModelError::HostTaken { .. }
-                | ModelError::HostAlreadyHere { .. } => ErrorKind::Conflict,
-                _ => ErrorKind::BadRequest,
-            },
-            Error::Store(StoreError::Conflict { .. } | StoreError::ReleaseMismatch { .. }) => {
-                ErrorKind::Conflict
-            }
-            Error::Store(_) => ErrorKind::Internal,
-            Error::Runtime(_) => ErrorKind::Unprocessable,
-            Error::Controller(e) => e.kind(),
-            Error::Tls(TlsError::NotFound(_)) => ErrorKind::NotFound,
-            Error::Tls(TlsError::Store(_)) => ErrorKind::Internal,
-            Error::Tls(_) => ErrorKind::BadRequest,
-            Error::Registry(e) => e.kind(),
-            Error::Acme(AcmeError::BadRequest(_)) => ErrorKind::BadRequest,
-            Error::Acme(AcmeError::NotFound(_)) => ErrorKind::NotFound,
-            Error::Acme(AcmeError::Busy(_)) => ErrorKind::Conflict,
-            Error::Acme(_) => ErrorKind::Internal,
+            Error::Model(e) => e,
+            Error::Store(e) => e,
+            Error::Runtime(e) => e,
+            Error::Part(e) => e.as_ref(),
         }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.classified().kind()
     }
 
     /// The current revision, for a conflict on a stale one.
     pub fn current_revision(&self) -> Option<u64> {
+        self.classified().current_revision()
+    }
+
+    /// The part's error, when it is one of type `T`.
+    pub fn downcast_ref<T: Classify>(&self) -> Option<&T> {
         match self {
-            Error::Store(StoreError::Conflict { current })
-            | Error::Controller(ControllerError::StaleRevision { current, .. }) => Some(*current),
+            Error::Part(e) => (e.as_ref() as &dyn std::error::Error).downcast_ref(),
             _ => None,
         }
     }

@@ -1,4 +1,4 @@
-//! Self-upgrade: a running serve hands its listening sockets and its
+//! Handover (a self-upgrade of serve): a running serve hands its listening sockets and its
 //! instances to a new serve process (usually a new binary) without failing
 //! a request. The old serve (O) and the new one (N):
 //!
@@ -29,7 +29,7 @@
 mod gate;
 mod socket;
 
-pub use gate::{ChangeGate, hold_changes};
+pub use gate::ChangeGate;
 
 use std::ffi::OsString;
 use std::io;

@@ -5,6 +5,8 @@
 //! request by request, which version answers. The parts (see `DESIGN.md`):
 //!
 //! - [`proxy`]: the data plane; forwards client traffic to healthy instances.
+//! - [`backend`]: a release and its instances as the data plane sees them,
+//!   filled by the runtime, read by the proxy.
 //! - [`routing`]: pure code; the compiled, immutable [`routing::RoutingTable`].
 //! - [`runtime`]: starts, health-checks, restarts and stops instances.
 //! - [`controller`]: the release lifecycle (deploy, assign, kill, rollback).
@@ -18,10 +20,12 @@
 //! - [`model`]: the domain nouns, their validation and state transitions.
 
 pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod error_kind;
 pub mod handover;
 pub mod listener;
 pub mod metrics;

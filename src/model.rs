@@ -117,3 +117,20 @@ pub enum ModelError {
     #[error("{service} has no rule `{selector}`; `switchyard route ls {service}` lists them")]
     UnknownRule { service: String, selector: String },
 }
+
+impl crate::error_kind::Classify for ModelError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            ModelError::UnknownRelease { .. }
+            | ModelError::UnknownService(_)
+            | ModelError::UnknownHost { .. } => ErrorKind::NotFound,
+            ModelError::ReleaseExists { .. }
+            | ModelError::MainHasOthers { .. }
+            | ModelError::AlreadyMain { .. }
+            | ModelError::HostTaken { .. }
+            | ModelError::HostAlreadyHere { .. } => ErrorKind::Conflict,
+            _ => ErrorKind::BadRequest,
+        }
+    }
+}

@@ -3,7 +3,6 @@
 //! forwards to its least-busy healthy instance over a pooled connection.
 
 mod access_log;
-mod backend;
 mod body;
 mod data_plane;
 mod error_page;
@@ -12,15 +11,15 @@ mod headers;
 mod listener;
 mod mirror;
 mod pause;
+mod pool;
 mod progress;
 mod request_body;
 mod request_id;
 mod rewrite;
-mod upgrade;
-mod upstream;
+mod tunnel;
 
+pub use crate::backend::{Backend, Upstream, UpstreamTls};
 pub use access_log::{AccessLog, AccessLogStats, AccessLogTarget, AccessLogWriter};
-pub use backend::Backend;
 pub use body::{ResponseBody, ResponseBodyError};
 pub use data_plane::DataPlane;
 pub use error_page::ProxyError;
@@ -28,7 +27,6 @@ pub use listener::{ClientTls, serve};
 pub use mirror::{Mirror, MirrorSettings};
 pub use pause::{PauseGate, SharedPauses};
 pub use progress::MinRate;
-pub use upstream::{Upstream, UpstreamTls};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{ContainerSpec, Release, RunSpec};
-use crate::store::{InstanceRecord, Store};
+use crate::store::{InstanceRecord, NodeStore};
 
 /// Why a release could not be made to run.
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +78,18 @@ pub enum RuntimeError {
     },
 }
 
+impl crate::error_kind::Classify for RuntimeError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        crate::error_kind::ErrorKind::Unprocessable
+    }
+}
+
 type Key = (String, String);
 
 /// Every release this node runs, by service and version.
 pub struct Runtime {
     settings: Arc<RuntimeSettings>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn NodeStore>,
     health_client: reqwest::Client,
     releases: Mutex<HashMap<Key, Arc<ReleaseHandle>>>,
     /// The Docker Engine (at `DOCKER_HOST`), reached when a container
@@ -94,7 +100,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(settings: RuntimeSettings, store: Arc<dyn Store>) -> Self {
+    pub fn new(settings: RuntimeSettings, store: Arc<dyn NodeStore>) -> Self {
         let health_client = crate::tls::http_client()
             .no_proxy()
             .pool_max_idle_per_host(1)

@@ -1,14 +1,29 @@
-//! Desired state and revision history behind one trait, so that the
-//! embedded SQLite file and a fleet store are interchangeable.
+//! The state Switchyard keeps, behind two traits, so that the embedded
+//! SQLite file and a fleet store are interchangeable:
+//!
+//! - [`ServiceStore`]: the desired state of the services (revisions,
+//!   registered releases, rollouts, upgrades, pauses, events); what every
+//!   node of a fleet shares.
+//! - [`NodeStore`]: what one node keeps for itself: where the instances it
+//!   runs are (pids, ports) and its shadows' counts.
 //!
 //! Every change of a service is a [`Commit`]: the releases it registers and
 //! the revision it makes, written together or not at all. A commit names the
 //! revision number it creates; when that number is not current + 1 the store
 //! refuses it with [`StoreError::Conflict`] (compare-and-swap on revision).
+//!
+//! Both traits are synchronous and called only from the control plane: the
+//! controller and the runtime's instance tasks, on serve's admin thread.
+//! The data plane (proxy, routing, backend) never reaches the store; it
+//! reads the compiled routing table and the instances' slots. A store call
+//! that waits therefore delays other changes and health checks, never
+//! client traffic.
 
+mod migrations;
 mod sqlite;
 mod state_dir;
 
+pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
 pub use state_dir::{LOCK_FILE, StateDir};
 
@@ -91,12 +106,37 @@ pub enum StoreError {
          Restore the file from a backup; or, if nothing in it is needed, remove it and start serve again with an empty state"
     )]
     EmptyDatabase { path: String, signs: String },
+    #[error(
+        "the state database {path} is at schema version {found}, written by a newer Switchyard (this one knows up to {known}); run that newer serve, or restore a backup this one wrote"
+    )]
+    NewerSchema {
+        path: String,
+        found: u32,
+        known: u32,
+    },
+}
+
+impl crate::error_kind::Classify for StoreError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            StoreError::Conflict { .. } | StoreError::ReleaseMismatch { .. } => ErrorKind::Conflict,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    fn current_revision(&self) -> Option<u64> {
+        match self {
+            StoreError::Conflict { current } => Some(*current),
+            _ => None,
+        }
+    }
 }
 
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
-/// The store as the controller sees it.
-pub trait Store: Send + Sync + 'static {
+/// The desired state of the services, which every node of a fleet shares.
+pub trait ServiceStore: Send + Sync + 'static {
     /// The newest revision of every service ever deployed.
     fn current_revisions(&self) -> StoreResult<Vec<Revision>>;
     fn current_revision(&self, service: &ServiceName) -> StoreResult<Option<Revision>>;
@@ -123,27 +163,6 @@ pub trait Store: Send + Sync + 'static {
     /// Every registered release of a service, oldest version first.
     fn releases(&self, service: &ServiceName) -> StoreResult<Vec<Release>>;
 
-    fn record_instance(&self, record: &InstanceRecord) -> StoreResult<()>;
-    fn forget_instance(&self, service: &str, version: &str, slot: u32, pid: u32)
-    -> StoreResult<()>;
-    fn instances(&self) -> StoreResult<Vec<InstanceRecord>>;
-
-    /// Keeps a shadow's summary counts (JSON) across restarts.
-    fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
-    /// Every saved shadow summary: (service, version, JSON).
-    fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>>;
-
-    /// Keeps an ended window of a shadow's report (JSON).
-    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
-    /// Ended windows of a service's shadow reports (one version, or every
-    /// one), newest first, at most `limit`.
-    fn shadow_windows(
-        &self,
-        service: &str,
-        version: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<String>>;
-
     /// Keeps a rollout's progress (one per service).
     fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()>;
     fn rollouts(&self) -> StoreResult<Vec<RolloutState>>;
@@ -154,7 +173,7 @@ pub trait Store: Send + Sync + 'static {
     /// The latest upgrade of one service.
     fn upgrade(&self, service: &str) -> StoreResult<Option<UpgradeState>>;
 
-    /// Keeps a service's pause (one per service) until [`Store::delete_pause`].
+    /// Keeps a service's pause (one per service) until [`ServiceStore::delete_pause`].
     fn save_pause(&self, pause: &PauseRecord) -> StoreResult<()>;
     fn delete_pause(&self, service: &str) -> StoreResult<()>;
     /// Every paused service.
@@ -187,4 +206,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Event>;
     /// A service's events, newest first.
     fn events(&self, service: &str, limit: usize) -> StoreResult<Vec<Event>>;
+}
+
+/// What one node keeps for itself: the instances it runs, so that a
+/// restarted serve adopts them, and its shadows' summary counts.
+pub trait NodeStore: Send + Sync + 'static {
+    fn record_instance(&self, record: &InstanceRecord) -> StoreResult<()>;
+    fn forget_instance(&self, service: &str, version: &str, slot: u32, pid: u32)
+    -> StoreResult<()>;
+    fn instances(&self) -> StoreResult<Vec<InstanceRecord>>;
+
+    /// Keeps a shadow's summary counts (JSON) across restarts.
+    fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
+    /// Every saved shadow summary: (service, version, JSON).
+    fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>>;
+
+    /// Keeps an ended window of a shadow's report (JSON).
+    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()>;
+    /// Ended windows of a service's shadow reports (one version, or every
+    /// one), newest first, at most `limit`.
+    fn shadow_windows(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>>;
 }

@@ -73,6 +73,41 @@ pub enum TlsError {
     Store(#[from] StoreError),
 }
 
+impl From<TlsError> for crate::Error {
+    fn from(e: TlsError) -> Self {
+        crate::Error::part(e)
+    }
+}
+
+impl From<AcmeError> for crate::Error {
+    fn from(e: AcmeError) -> Self {
+        crate::Error::part(e)
+    }
+}
+
+impl crate::error_kind::Classify for AcmeError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            AcmeError::BadRequest(_) => ErrorKind::BadRequest,
+            AcmeError::NotFound(_) => ErrorKind::NotFound,
+            AcmeError::Busy(_) => ErrorKind::Conflict,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+impl crate::error_kind::Classify for TlsError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            TlsError::NotFound(_) => ErrorKind::NotFound,
+            TlsError::Store(_) => ErrorKind::Internal,
+            _ => ErrorKind::BadRequest,
+        }
+    }
+}
+
 /// The crypto every TLS part of serve and the CLI uses: `ring` (see
 /// DESIGN.md: the default `aws-lc-rs` is a heavy C build, and two
 /// providers in one process make rustls panic unless one is installed).

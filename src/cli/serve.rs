@@ -15,10 +15,11 @@ use clap::Args;
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::hold_changes;
 use crate::api::{AdminHosts, AppState, router};
 use crate::config::ServeConfig;
 use crate::controller::{Controller, Notifier};
-use crate::handover::{ChangeGate, Handover, Successor, hold_changes};
+use crate::handover::{ChangeGate, Handover, Successor};
 use crate::listener::{Connections, Drain, FileLimit, Listeners};
 use crate::proxy::{
     self, AccessLog, AccessLogTarget, AccessLogWriter, DataPlane, MinRate, MirrorSettings, Proxy,
@@ -278,6 +279,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let pauses: crate::proxy::SharedPauses = Arc::default();
     let controller = Arc::new(Controller::new(
+        store.clone(),
         store,
         runtime,
         Arc::clone(&table),

@@ -1,5 +1,6 @@
 use semver::Version;
 
+use super::change::Change;
 use super::{Controller, ControllerError};
 use crate::error::Result;
 use crate::model::{Revision, ServiceName, now_millis, parse_version};
@@ -16,24 +17,20 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(version)?;
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let next = current.state.assign(service, &version, now_millis())?;
-        self.ensure_ready(service, &version)?;
-        self.check_runs_on(service, &version, current.state.schema.as_ref())?;
-        let old = current
-            .state
-            .main()
-            .map_or_else(|| "none".to_owned(), |v| v.to_string());
-        self.commit(
-            service,
-            Some(&current),
-            next,
-            format!("assign {version} as main (was {old})"),
-            actor,
-            Vec::new(),
-        )
+        self.change(service, base_revision, actor, |current| {
+            let next = current.state.assign(service, &version, now_millis())?;
+            self.ensure_ready(service, &version)?;
+            self.check_runs_on(service, &version, current.state.schema.as_ref())?;
+            let old = current
+                .state
+                .main()
+                .map_or_else(|| "none".to_owned(), |v| v.to_string());
+            Ok(Change::new(
+                format!("assign {version} as main (was {old})"),
+                next,
+            ))
+        })
+        .await
     }
 
     /// Refuses a release as main that cannot run against the schema the

@@ -3,7 +3,8 @@ use std::time::Duration;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{Controller, ControllerError, DeployingGuard};
+use super::change::Change;
+use super::{Controller, ControllerError};
 use crate::error::Result;
 use crate::model::{
     DeployAs, ModelError, Release, ReleaseSpec, Revision, Role, ServiceName, ServiceState,
@@ -36,6 +37,56 @@ pub struct DeployRequest {
     /// keep their defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_methods: Option<Vec<String>>,
+}
+
+/// The releases being deployed right now, so that the same one is not
+/// deployed twice at once.
+#[derive(Default)]
+pub(super) struct Deploying {
+    set: std::sync::Mutex<std::collections::HashSet<(ServiceName, String)>>,
+}
+
+impl Deploying {
+    /// Whether the release is being deployed right now.
+    pub(super) fn contains(&self, service: &ServiceName, version: &Version) -> bool {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(service.clone(), version.to_string()))
+    }
+
+    /// Marks the release as being deployed until the guard drops; `None`
+    /// when it already is.
+    fn begin(&self, service: &ServiceName, version: &Version) -> Option<DeployingGuard<'_>> {
+        let key = (service.clone(), version.to_string());
+        // The set's lock is let go before a guard exists: a guard dropped
+        // while it was held would wait on it forever.
+        let inserted = self
+            .set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        inserted.then(|| DeployingGuard {
+            deploying: self,
+            key,
+        })
+    }
+}
+
+/// Removes a release from the "being deployed" set when dropped.
+struct DeployingGuard<'a> {
+    deploying: &'a Deploying,
+    key: (ServiceName, String),
+}
+
+impl Drop for DeployingGuard<'_> {
+    fn drop(&mut self) {
+        self.deploying
+            .set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl Controller {
@@ -77,7 +128,7 @@ impl Controller {
                 super::assign::ensure_runs_on(service, &version, &spec.versioning, &at)?;
             }
         }
-        self.deployed_state(
+        self.check_deployable(
             service,
             &version,
             how,
@@ -96,22 +147,12 @@ impl Controller {
                 .into());
             }
         }
-        let key = (service.clone(), version.to_string());
-        if !self
-            .deploying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone())
-        {
+        let Some(_deploying) = self.deploying.begin(service, &version) else {
             return Err(ControllerError::DeployInProgress {
                 service: service.to_string(),
                 version: version.to_string(),
             }
             .into());
-        }
-        let _deploying = DeployingGuard {
-            set: &self.deploying,
-            key,
         };
 
         let release = Release {
@@ -129,32 +170,25 @@ impl Controller {
             return Err(error.into());
         }
 
-        let committed = {
-            let _lock = self.lock(service).await;
-            self.deployed_state(
-                service,
-                &version,
-                how,
-                &hosts,
-                req.base_revision,
-                now_millis(),
-                &schema,
-                req.shadow_methods.as_deref(),
-            )
-            .and_then(|(current, state)| {
+        let committed = self
+            .change_or_create(service, req.base_revision, actor, |current| {
+                let state = deployed_state(
+                    current,
+                    service,
+                    &version,
+                    how,
+                    &hosts,
+                    now_millis(),
+                    &schema,
+                    req.shadow_methods.as_deref(),
+                )?;
                 let role = state
                     .role_of(&version)
                     .map_or("?".into(), |r| r.to_string());
-                self.commit(
-                    service,
-                    current.as_ref(),
-                    state,
-                    format!("deploy {version} as {role}"),
-                    actor,
-                    vec![release],
-                )
+                Ok(Change::new(format!("deploy {version} as {role}"), state)
+                    .registering(vec![release]))
             })
-        };
+            .await;
         if committed.is_err() {
             self.runtime
                 .stop(service.as_str(), &version.to_string(), false)
@@ -164,11 +198,9 @@ impl Controller {
     }
 
     /// The service's current revision and the state it would have with the
-    /// release added, after every check that needs no running instance. A
-    /// release that becomes main of a service with no recorded schema
-    /// records its own (the database is taken to be at it).
+    /// release added, after every check that needs no running instance.
     #[allow(clippy::too_many_arguments)]
-    fn deployed_state(
+    fn check_deployable(
         &self,
         service: &ServiceName,
         version: &Version,
@@ -185,32 +217,80 @@ impl Controller {
             current.as_ref().map_or(0, |r| r.number),
             base_revision,
         )?;
-        let state = current
-            .as_ref()
-            .map(|r| r.state.clone())
-            .unwrap_or_default();
-        let mut next = state
-            .deploy(service, version, how, now)?
-            .with_hosts(hosts)?;
-        if next.schema.is_none() && next.main() == Some(version) {
-            next = next.with_schema(schema.clone());
-        }
-        if let Some(methods) = shadow_methods {
-            let role = next.role_of(version);
-            if role != Some(Role::Shadow) {
-                return Err(ModelError::InvalidSpec(format!(
-                    "--shadow-methods applies to a release that enters as a shadow, and {service} {version} would enter as {}; drop it",
-                    role.map_or_else(|| "?".to_owned(), |r| r.to_string())
-                ))
-                .into());
-            }
-            let settings = ShadowSettings {
-                methods: methods.to_vec(),
-                ..ShadowSettings::default()
-            };
-            next = next.set_shadow(service, version, settings)?;
-        }
+        let next = deployed_state(
+            current.as_ref(),
+            service,
+            version,
+            how,
+            hosts,
+            now,
+            schema,
+            shadow_methods,
+        )?;
         self.check_hosts(service, &next)?;
         Ok((current, next))
+    }
+}
+
+/// The state a service has with the release added (a new service's first
+/// state when there is no `current`). A release that becomes main of a
+/// service with no recorded schema records its own (the database is taken
+/// to be at it). `shadow_methods` limits a release entering as a shadow to
+/// those methods.
+#[allow(clippy::too_many_arguments)]
+fn deployed_state(
+    current: Option<&Revision>,
+    service: &ServiceName,
+    version: &Version,
+    how: DeployAs,
+    hosts: &[String],
+    now: u64,
+    schema: &Option<Version>,
+    shadow_methods: Option<&[String]>,
+) -> Result<ServiceState> {
+    let state = current.map(|r| r.state.clone()).unwrap_or_default();
+    let mut next = state
+        .deploy(service, version, how, now)?
+        .with_hosts(hosts)?;
+    if next.schema.is_none() && next.main() == Some(version) {
+        next = next.with_schema(schema.clone());
+    }
+    if let Some(methods) = shadow_methods {
+        let role = next.role_of(version);
+        if role != Some(Role::Shadow) {
+            return Err(ModelError::InvalidSpec(format!(
+                "--shadow-methods applies to a release that enters as a shadow, and {service} {version} would enter as {}; drop it",
+                role.map_or_else(|| "?".to_owned(), |r| r.to_string())
+            ))
+            .into());
+        }
+        let settings = ShadowSettings {
+            methods: methods.to_vec(),
+            ..ShadowSettings::default()
+        };
+        next = next.set_shadow(service, version, settings)?;
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_being_deployed_is_refused_a_second_time_until_the_first_ends() {
+        let deploying = Deploying::default();
+        let service: ServiceName = "hello".parse().expect("a name");
+        let version = Version::new(2, 0, 0);
+        let first = deploying
+            .begin(&service, &version)
+            .expect("the first begins");
+        assert!(deploying.begin(&service, &version).is_none());
+        assert!(
+            deploying.begin(&service, &version).is_none(),
+            "a refused second deploy leaves the first's mark"
+        );
+        drop(first);
+        assert!(deploying.begin(&service, &version).is_some());
     }
 }

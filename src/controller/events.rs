@@ -84,7 +84,7 @@ impl Controller {
         match self.store.add_event(service, kind, message, detail) {
             Ok(event) => {
                 tracing::info!(service, kind, message, "event");
-                self.notifier.send(event);
+                self.notifier.part().send(event);
             }
             Err(error) => tracing::error!(%error, service, kind, "cannot record event"),
         }

@@ -1,6 +1,7 @@
 use semver::Version;
 
 use super::Controller;
+use super::change::Change;
 use crate::error::Result;
 use crate::model::{Revision, ServiceName, parse_version};
 
@@ -16,20 +17,12 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(version)?;
-        let revision = {
-            let _lock = self.lock(service).await;
-            let current = self.require(service)?;
-            Self::check_base(service, current.number, base_revision)?;
-            let next = current.state.kill(service, &version)?;
-            self.commit(
-                service,
-                Some(&current),
-                next,
-                format!("kill {version}"),
-                actor,
-                Vec::new(),
-            )?
-        };
+        let revision = self
+            .change(service, base_revision, actor, |current| {
+                let next = current.state.kill(service, &version)?;
+                Ok(Change::new(format!("kill {version}"), next))
+            })
+            .await?;
         self.runtime
             .stop(service.as_str(), &version.to_string(), true)
             .await;
@@ -43,21 +36,13 @@ impl Controller {
         base_revision: Option<u64>,
         actor: &str,
     ) -> Result<Revision> {
-        let (revision, gone) = {
-            let _lock = self.lock(service).await;
-            let current = self.require(service)?;
-            Self::check_base(service, current.number, base_revision)?;
-            let gone: Vec<Version> = current.state.releases.keys().cloned().collect();
-            let revision = self.commit(
-                service,
-                Some(&current),
-                current.state.kill_all(),
-                "kill --all".into(),
-                actor,
-                Vec::new(),
-            )?;
-            (revision, gone)
-        };
+        let mut gone: Vec<Version> = Vec::new();
+        let revision = self
+            .change(service, base_revision, actor, |current| {
+                gone = current.state.releases.keys().cloned().collect();
+                Ok(Change::new("kill --all", current.state.kill_all()))
+            })
+            .await?;
         self.stop_drained(service, &gone).await;
         Ok(revision)
     }

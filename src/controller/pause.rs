@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Controller, ControllerError};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{RolloutState, ServiceName, now_millis};
-use crate::proxy::PauseGate;
+use crate::proxy::{PauseGate, SharedPauses};
 use crate::store::PauseRecord;
 
 /// The longest hold one may ask for.
@@ -48,6 +48,27 @@ pub struct ResumeReport {
     pub rollout: Option<RolloutState>,
 }
 
+/// Paused services: the gates the proxy holds their requests at (shared
+/// with it), and the lock that keeps the gates and the store in step.
+pub(super) struct Pauses {
+    pub(super) gates: SharedPauses,
+    changes: std::sync::Mutex<()>,
+}
+
+impl Pauses {
+    pub(super) fn new(gates: SharedPauses) -> Self {
+        Self {
+            gates,
+            changes: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Serializes pause and resume.
+    fn changing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Controller {
     /// Holds the service's new requests until resumed.
     pub fn pause(&self, service: &ServiceName, req: PauseRequest) -> Result<PauseView> {
@@ -56,8 +77,8 @@ impl Controller {
         if max_hold.is_zero() || max_hold > MAX_HOLD_LIMIT {
             return Err(ControllerError::BadHold.into());
         }
-        let _changing = self.pause_changes.lock().unwrap_or_else(|p| p.into_inner());
-        if self.pauses.load().contains_key(service.as_str()) {
+        let _changing = self.pauses.changing();
+        if self.pauses.gates.load().contains_key(service.as_str()) {
             return Err(ControllerError::AlreadyPaused(service.to_string()).into());
         }
         let record = PauseRecord {
@@ -83,7 +104,7 @@ impl Controller {
 
     /// The service's pause, when it is paused.
     pub(super) fn pause_view(&self, service: &str) -> Option<PauseView> {
-        self.pauses.load().get(service).map(|gate| PauseView {
+        self.pauses.gates.load().get(service).map(|gate| PauseView {
             service: service.to_owned(),
             max_hold_ms: gate.max_hold.as_millis() as u64,
             since: gate.since,
@@ -95,7 +116,7 @@ impl Controller {
     /// starting; call after the revisions are loaded). A pause of a
     /// service that is gone is forgotten.
     pub(super) fn restore_pauses(&self) -> Result<()> {
-        let _changing = self.pause_changes.lock().unwrap_or_else(|p| p.into_inner());
+        let _changing = self.pauses.changing();
         for record in self.store.pauses()? {
             let known = record
                 .service
@@ -118,7 +139,7 @@ impl Controller {
             Duration::from_millis(record.max_hold_ms),
             record.since,
         ));
-        self.pauses.rcu(|current| {
+        self.pauses.gates.rcu(|current| {
             let mut next = HashMap::clone(current);
             next.insert(record.service.clone(), Arc::clone(&gate));
             next
@@ -129,8 +150,8 @@ impl Controller {
     /// opens it: how many held requests went, or `None` when it was not
     /// paused. When the store cannot forget it, nothing changes.
     fn try_open_gate(&self, service: &ServiceName) -> Result<Option<usize>> {
-        let _changing = self.pause_changes.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.pauses.load().contains_key(service.as_str()) {
+        let _changing = self.pauses.changing();
+        if !self.pauses.gates.load().contains_key(service.as_str()) {
             return Ok(None);
         }
         self.store.delete_pause(service.as_str())?;
@@ -145,7 +166,7 @@ impl Controller {
             Ok(released) => released,
             Err(error) => {
                 tracing::error!(%service, %error, "cannot forget the pause in the store; a restarted serve would hold the traffic again until `switchyard resume`");
-                let _changing = self.pause_changes.lock().unwrap_or_else(|p| p.into_inner());
+                let _changing = self.pauses.changing();
                 self.remove_gate(service)
             }
         }
@@ -155,7 +176,7 @@ impl Controller {
     /// held.
     fn remove_gate(&self, service: &ServiceName) -> Option<usize> {
         let mut gate = None;
-        self.pauses.rcu(|current| {
+        self.pauses.gates.rcu(|current| {
             let mut next = HashMap::clone(current);
             gate = next.remove(service.as_str());
             next
@@ -179,9 +200,14 @@ impl Controller {
         let released = self.try_open_gate(service)?;
         let rollout = match self.resume(service) {
             Ok(state) => Some(state),
-            Err(Error::Controller(
-                ControllerError::NoRollout(_) | ControllerError::NotPaused(_),
-            )) => None,
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<ControllerError>(),
+                    Some(ControllerError::NoRollout(_) | ControllerError::NotPaused(_))
+                ) =>
+            {
+                None
+            }
             Err(other) if released.is_none() => return Err(other),
             Err(_) => None,
         };

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::change::Change;
 use super::{Controller, ControllerError};
 use crate::error::Result;
 use crate::model::{ModelError, Revision, ServiceName, parse_version};
@@ -32,6 +33,25 @@ impl Drop for PinnedListener {
     }
 }
 
+/// Pinned addresses: a listener per address, serving one release, and
+/// the addresses bound for a pin about to commit. Dropping it closes
+/// every pinned listener (each stops as its `PinnedListener` drops).
+#[derive(Default)]
+pub(super) struct Pins {
+    listeners: std::sync::Mutex<HashMap<SocketAddr, PinnedListener>>,
+    pending: std::sync::Mutex<HashMap<SocketAddr, std::net::TcpListener>>,
+}
+
+impl Pins {
+    fn listeners(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, PinnedListener>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, std::net::TcpListener>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Controller {
     /// Pins `version` to `address` (or unpins it with `None`). The address
     /// is bound before anything is committed: one that cannot be bound
@@ -44,9 +64,28 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(version)?;
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        let next = current.state.pin(service, &version, address)?;
+        let committed = self
+            .change(service, None, actor, |current| {
+                self.bind_pin(service, &version, current, address)
+            })
+            .await;
+        // A listener bound for a change that did not commit is closed.
+        if let Some(addr) = address {
+            self.pins.pending().remove(&addr);
+        }
+        committed
+    }
+
+    /// The pinned state, once `address` (if any) is free for `version`
+    /// and bound, held for the commit in `pending_pins`.
+    fn bind_pin(
+        &self,
+        service: &ServiceName,
+        version: &semver::Version,
+        current: &crate::model::Revision,
+        address: Option<SocketAddr>,
+    ) -> Result<Change> {
+        let next = current.state.pin(service, version, address)?;
         if let Some(addr) = address {
             for (name, revision) in self.current_map().iter() {
                 if name == service {
@@ -59,34 +98,21 @@ impl Controller {
                     .into());
                 }
             }
-            let ours = self
-                .pins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&addr)
-                .is_some_and(|l| l.service == service.as_str() && l.version == version.to_string());
+            let ours =
+                self.pins.listeners().get(&addr).is_some_and(|l| {
+                    l.service == service.as_str() && l.version == version.to_string()
+                });
             if !ours {
                 let listener = std::net::TcpListener::bind(addr)
                     .map_err(|e| ControllerError::PinBind(addr, e.to_string()))?;
-                self.pending_pins
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(addr, listener);
+                self.pins.pending().insert(addr, listener);
             }
         }
         let action = match address {
             Some(addr) => format!("pin {version} to {addr}"),
             None => format!("unpin {version}"),
         };
-        let committed = self.commit(service, Some(&current), next, action, actor, Vec::new());
-        // A listener bound for a change that did not commit is closed.
-        if let Some(addr) = address {
-            self.pending_pins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&addr);
-        }
-        committed
+        Ok(Change::new(action, next))
     }
 
     /// Runs a listener for every pinned address in the current state and
@@ -103,7 +129,7 @@ impl Controller {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pins = self.pins.listeners();
         pins.retain(|addr, l| {
             desired
                 .get(addr)
@@ -113,11 +139,7 @@ impl Controller {
             if pins.contains_key(&addr) {
                 continue;
             }
-            let pending = self
-                .pending_pins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&addr);
+            let pending = self.pins.pending().remove(&addr);
             let listener = match pending.map_or_else(|| std::net::TcpListener::bind(addr), Ok) {
                 Ok(l) => l,
                 Err(error) => {
@@ -128,9 +150,9 @@ impl Controller {
             let stop = CancellationToken::new();
             let proxy = Arc::new(Proxy {
                 table: Arc::clone(self.routes.shared()),
-                pauses: Arc::clone(&self.pauses),
+                pauses: Arc::clone(&self.pauses.gates),
                 pinned: Some((service.clone(), version.clone())),
-                settings: self.mirror_settings.proxy.clone(),
+                settings: self.mirrors.settings.proxy.clone(),
             });
             tokio::spawn(crate::proxy::serve(
                 listener,

@@ -4,6 +4,7 @@ use std::time::Duration;
 use semver::Version;
 
 use super::Controller;
+use super::change::Change;
 use crate::error::Result;
 use crate::model::{
     ModelError, Revision, Rule, ServiceName, ServiceState, Stickiness, TrafficPolicy, now_millis,
@@ -22,17 +23,17 @@ impl Controller {
         action: String,
         change: impl FnOnce(&ServiceState, u64) -> Result<ServiceState, ModelError>,
     ) -> Result<Revision> {
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let next = change(&current.state, now_millis())?;
-        let before: BTreeSet<&Version> = current.state.policy.targets().into_iter().collect();
-        for target in next.policy.targets() {
-            if !before.contains(target) {
-                self.ensure_ready(service, target)?;
+        self.change(service, base_revision, actor, |current| {
+            let next = change(&current.state, now_millis())?;
+            let before: BTreeSet<&Version> = current.state.policy.targets().into_iter().collect();
+            for target in next.policy.targets() {
+                if !before.contains(target) {
+                    self.ensure_ready(service, target)?;
+                }
             }
-        }
-        self.commit(service, Some(&current), next, action, actor, Vec::new())
+            Ok(Change::new(action, next))
+        })
+        .await
     }
 
     /// Sends `percent` of the service's clients to a release, sticky per client.

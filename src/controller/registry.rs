@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::change::Change;
 use super::{Controller, ControllerError};
-use crate::error::{ErrorKind, Result};
+use crate::error::{Classify, ErrorKind, Result};
 use crate::model::{
     ApiVersionSource, ModelError, Plan, Release, ReleaseSpec, Revision, Role, ServiceName,
     Versioning, now_millis, parse_version, plan, plan_first,
@@ -42,8 +43,14 @@ pub enum RegistryError {
     },
 }
 
-impl RegistryError {
-    pub fn kind(&self) -> ErrorKind {
+impl From<RegistryError> for crate::Error {
+    fn from(e: RegistryError) -> Self {
+        crate::Error::part(e)
+    }
+}
+
+impl Classify for RegistryError {
+    fn kind(&self) -> ErrorKind {
         match self {
             RegistryError::NotRegistered { .. } => ErrorKind::NotFound,
             RegistryError::Ran { .. } | RegistryError::PlannedByUpgrade { .. } => {
@@ -120,12 +127,12 @@ impl Controller {
         base_revision: Option<u64>,
         actor: &str,
     ) -> Result<Revision> {
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let action = format!("read the API version from the {source}");
-        let next = current.state.with_api_version(source)?;
-        self.commit(service, Some(&current), next, action, actor, Vec::new())
+        self.change(service, base_revision, actor, |current| {
+            let action = format!("read the API version from the {source}");
+            let next = current.state.with_api_version(source)?;
+            Ok(Change::new(action, next))
+        })
+        .await
     }
 
     /// Every registered release of a service, oldest version first.
@@ -215,13 +222,9 @@ impl Controller {
         actor: &str,
     ) -> Result<Unregistered> {
         let version = parse_version(version)?;
-        let _lock = self.lock(service).await;
+        let _lock = self.revisions.lock(service).await;
         self.registered_spec(service, &version)?;
-        let deploying = self
-            .deploying
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(service.clone(), version.to_string()));
+        let deploying = self.deploying.contains(service, &version);
         if deploying {
             return Err(ControllerError::DeployInProgress {
                 service: service.to_string(),

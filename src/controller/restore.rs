@@ -12,9 +12,9 @@ impl Controller {
     /// Paused services stay paused. Routing is ready when this returns; instances join as they pass
     /// their health checks.
     pub fn restore(&self) -> Result<()> {
-        self.shadows.load(self.store.shadow_stats()?);
+        self.shadows.load(self.node_store.shadow_stats()?);
         let revisions = self.store.current_revisions()?;
-        let mut records = self.store.instances()?;
+        let mut records = self.node_store.instances()?;
         // Before any release starts: its new processes are no strays.
         self.runtime.stop_unrecorded_processes(&records);
         for revision in &revisions {
@@ -36,7 +36,7 @@ impl Controller {
         }
         for orphan in records {
             // Started by an earlier serve for a deploy that never committed.
-            let _ = self.store.forget_instance(
+            let _ = self.node_store.forget_instance(
                 &orphan.service,
                 &orphan.version,
                 orphan.slot,

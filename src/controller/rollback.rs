@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use semver::Version;
 
+use super::change::Change;
 use super::{Controller, ControllerError};
 use crate::error::{Error, Result};
 use crate::model::{Revision, ServiceName, ServiceState, now_millis, step_label};
@@ -50,37 +51,24 @@ impl Controller {
 
         let started = self.start_needed(service, &target.state).await?;
 
-        let committed = {
-            let _lock = self.lock(service).await;
-            let current = self.require(service)?;
-            let state = with_role_times(&current.state, &target.state)
-                .with_schema(current.state.schema.clone());
-            Self::check_base(service, current.number, Some(based_on.number))
-                .and_then(|()| match (state.main(), &state.schema) {
-                    (Some(main), Some(_)) => {
-                        self.check_runs_on(service, main, state.schema.as_ref())
-                    }
-                    _ => Ok(()),
-                })
-                .and_then(|()| self.check_hosts(service, &state))
-                .and_then(|()| {
-                    self.commit(
-                        service,
-                        Some(&current),
-                        state,
-                        format!("rollback to {number}"),
-                        actor,
-                        Vec::new(),
-                    )
-                })
-                .map(|revision| (revision, current))
-        };
+        let mut previous = None;
+        let committed = self
+            .change(service, Some(based_on.number), actor, |current| {
+                let state = with_role_times(&current.state, &target.state)
+                    .with_schema(current.state.schema.clone());
+                if let (Some(main), Some(_)) = (state.main(), &state.schema) {
+                    self.check_runs_on(service, main, state.schema.as_ref())?;
+                }
+                previous = Some(current.clone());
+                Ok(Change::new(format!("rollback to {number}"), state))
+            })
+            .await
+            .map(|revision| (revision, previous));
         match committed {
             Ok((revision, previous)) => {
                 let gone: Vec<Version> = previous
-                    .state
-                    .releases
-                    .keys()
+                    .iter()
+                    .flat_map(|p| p.state.releases.keys())
                     .filter(|v| !revision.state.releases.contains_key(*v))
                     .cloned()
                     .collect();

@@ -48,6 +48,19 @@ impl Drop for Driver {
     }
 }
 
+/// The rollouts this serve drives, one driver task per service. Leader
+/// only; dropping it stops every driver (their progress is in the store).
+#[derive(Default)]
+pub(super) struct Rollouts {
+    drivers: std::sync::Mutex<std::collections::HashMap<ServiceName, Driver>>,
+}
+
+impl Rollouts {
+    fn drivers(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Driver>> {
+        self.drivers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A rollout as `switchyard rollout status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RolloutView {
@@ -90,7 +103,7 @@ impl Controller {
     }
 
     fn drivers(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Driver>> {
-        self.rollouts.lock().unwrap_or_else(|p| p.into_inner())
+        self.rollouts.part().drivers()
     }
 
     /// Starts a rollout of `plan` (the candidate must run and be healthy).

@@ -3,6 +3,7 @@
 //! revision, made the way every other verb makes one.
 
 use super::Controller;
+use super::change::Change;
 use crate::error::Result;
 use crate::model::{ErrorPage, HttpsPolicy, PrefixRewrite, Revision, ServiceName, ServiceState};
 
@@ -93,11 +94,10 @@ impl Controller {
         actor: &str,
         change: impl FnOnce(&ServiceState) -> Result<(String, ServiceState)>,
     ) -> Result<Revision> {
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let (action, next) = change(&current.state)?;
-        self.check_hosts(service, &next)?;
-        self.commit(service, Some(&current), next, action, actor, Vec::new())
+        self.change(service, base_revision, actor, |current| {
+            let (action, next) = change(&current.state)?;
+            Ok(Change::new(action, next))
+        })
+        .await
     }
 }

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::Controller;
+use super::change::Change;
 use crate::error::Result;
 use crate::model::{
     ComparePolicy, ModelError, Revision, Role, ServiceName, ShadowSettings, now_millis,
@@ -125,22 +126,15 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(version)?;
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let describe = settings.describe();
-        let next = current.state.set_shadow(service, &version, settings)?;
-        if next.role_of(&version) != Some(Role::Shadow) {
-            tracing::info!(%service, %version, "shadow settings stored; they apply while the release is a shadow");
-        }
-        self.commit(
-            service,
-            Some(&current),
-            next,
-            format!("shadow {version}: {describe}"),
-            actor,
-            Vec::new(),
-        )
+        self.change(service, base_revision, actor, |current| {
+            let describe = settings.describe();
+            let next = current.state.set_shadow(service, &version, settings)?;
+            if next.role_of(&version) != Some(Role::Shadow) {
+                tracing::info!(%service, %version, "shadow settings stored; they apply while the release is a shadow");
+            }
+            Ok(Change::new(format!("shadow {version}: {describe}"), next))
+        })
+        .await
     }
 
     /// Changes how the service's shadows are compared with main.
@@ -151,18 +145,11 @@ impl Controller {
         base_revision: Option<u64>,
         actor: &str,
     ) -> Result<Revision> {
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        Self::check_base(service, current.number, base_revision)?;
-        let next = current.state.set_compare(policy)?;
-        self.commit(
-            service,
-            Some(&current),
-            next,
-            "shadow comparison settings".into(),
-            actor,
-            Vec::new(),
-        )
+        self.change(service, base_revision, actor, |current| {
+            let next = current.state.set_compare(policy)?;
+            Ok(Change::new("shadow comparison settings", next))
+        })
+        .await
     }
 
     /// The shadow reports of a service (one version, or every one).
@@ -197,7 +184,7 @@ impl Controller {
             match serde_json::to_string(report) {
                 Ok(json) => {
                     if let Err(error) =
-                        self.store
+                        self.node_store
                             .add_shadow_window(service.as_str(), &report.version, &json)
                     {
                         tracing::warn!(%service, version = %report.version, %error, "cannot keep the ended shadow window");
@@ -233,9 +220,9 @@ impl Controller {
         limit: usize,
     ) -> Result<Vec<ShadowReport>> {
         let version = self.known_shadow_version(service, version)?;
-        let windows = self
-            .store
-            .shadow_windows(service.as_str(), version.as_deref(), limit)?;
+        let windows =
+            self.node_store
+                .shadow_windows(service.as_str(), version.as_deref(), limit)?;
         Ok(windows
             .iter()
             .filter_map(|json| match serde_json::from_str(json) {
@@ -279,7 +266,7 @@ impl Controller {
     /// Saves the shadow summaries that changed.
     pub fn save_shadow_stats(&self) {
         for (service, version, json) in self.shadows.changed() {
-            if let Err(error) = self.store.save_shadow_stats(&service, &version, &json) {
+            if let Err(error) = self.node_store.save_shadow_stats(&service, &version, &json) {
                 tracing::warn!(%service, %version, %error, "cannot save shadow summary");
             }
         }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::change::Change;
 use super::hook::HookError;
 use super::{Controller, ControllerError, DeployRequest};
 use crate::error::{Error, Result};
@@ -60,12 +61,31 @@ pub(super) struct UpgradeControl {
     wake: Notify,
 }
 
+/// The upgrades running in this serve, by service, with the handle the
+/// operator's `--continue` and `--abort` reach them through. Leader only
+/// (upgrades run hooks, which must run once for the fleet). An upgrade's
+/// task holds the controller until it ends (done, failed, aborted, or
+/// interrupted by a stopping serve: `interrupt_upgrades`).
+#[derive(Default)]
+pub(super) struct Upgrades {
+    controls: std::sync::Mutex<std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>,
+}
+
+impl Upgrades {
+    fn controls(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>
+    {
+        self.controls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Controller {
     fn upgrade_controls(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>
     {
-        self.upgrades.lock().unwrap_or_else(|p| p.into_inner())
+        self.upgrades.part().controls()
     }
 
     /// Checks the plan and starts it in the background; answers with the
@@ -699,10 +719,10 @@ impl Controller {
         action: String,
         actor: &str,
     ) -> Result<crate::model::Revision> {
-        let _lock = self.lock(service).await;
-        let current = self.require(service)?;
-        let next = current.state.with_schema(schema);
-        self.commit(service, Some(&current), next, action, actor, Vec::new())
+        self.change(service, None, actor, |current| {
+            Ok(Change::new(action, current.state.with_schema(schema)))
+        })
+        .await
     }
 
     /// Starts `release` as standby (unless it runs) and makes it main; on

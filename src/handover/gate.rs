@@ -1,18 +1,14 @@
 //! Holds changes back while serve hands over: changes already in progress
 //! finish first, new ones are refused until the handover ends (for good
 //! once it succeeded: the serve that handed over makes no more changes).
+//! The admin API's middleware that holds requests at this gate is
+//! `api::change_gate`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use http::{Method, StatusCode};
 use tokio::sync::Notify;
-
-use crate::api::ApiError;
 
 /// Counts the changes in progress and, when closed, lets none begin.
 #[derive(Clone, Default)]
@@ -76,24 +72,6 @@ impl ChangeGate {
 
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
-    }
-}
-
-/// Admin API middleware: a request that may change something (any method
-/// but GET, HEAD and OPTIONS; the handover itself excepted) counts as a
-/// change in progress, and is refused with 503 while the gate is closed.
-pub async fn hold_changes(State(gate): State<ChangeGate>, req: Request, next: Next) -> Response {
-    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if reads || req.uri().path() == super::API_PATH {
-        return next.run(req).await;
-    }
-    match gate.enter() {
-        Some(_change) => next.run(req).await,
-        None => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "serve is handing over to a new serve process; retry in a moment",
-        )
-        .into_response(),
     }
 }
 

@@ -10,10 +10,11 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::Upstream;
 use super::access_log::Pending;
-use super::backend::InFlight;
 use super::mirror::{MainAnswer, MainSender, header_pairs};
+use super::pool::Connections;
 use super::progress::{MinRate, Progress};
 use super::request_body::{RequestBody, Upload};
+use crate::backend::InFlight;
 use crate::metrics::UpstreamPhase;
 use crate::shadow::CapturedResponse;
 

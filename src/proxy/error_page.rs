@@ -1,3 +1,5 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
@@ -15,7 +17,7 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// (the status, a short sentence and the request's id, or the service's
 /// own page); what an operator needs (the message below) goes to serve's
 /// log with the request's id, and its code to `x-switchyard-error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("no service `{0}` here; deployed services are listed by `switchyard ls`")]
     UnknownService(String),
@@ -39,13 +41,15 @@ pub enum ProxyError {
     ConnectFailed {
         service: String,
         version: String,
-        cause: String,
+        #[source]
+        cause: Cause,
     },
     #[error("upstream {service} {version} failed: {cause}")]
     UpstreamFailed {
         service: String,
         version: String,
-        cause: String,
+        #[source]
+        cause: Cause,
     },
     #[error(
         "upstream {service} {version} did not answer within {} (serve --upstream-timeout)",
@@ -70,7 +74,71 @@ pub enum ProxyError {
     ClientGone,
 }
 
+/// The error under a [`ProxyError`], kept whole so that its chain can be
+/// read (`source()`), with the instance it happened at when known.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    at: Option<SocketAddr>,
+    error: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl Cause {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            at: None,
+            error: Arc::new(error),
+        }
+    }
+
+    /// The error, as it happened at the instance `at`.
+    pub fn at(at: SocketAddr, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            at: Some(at),
+            error: Arc::new(error),
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.at {
+            Some(at) => write!(f, "{at}: {}", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error.as_ref())
+    }
+}
+
 impl ProxyError {
+    /// Whether sending the request again can do no harm: it reached no
+    /// instance (nothing was routed, none was healthy, none took the
+    /// connection, or it was held at a pause), so no application can have
+    /// acted on it. An upstream that failed or timed out may have acted on
+    /// it; a client's own fault is not cured by sending it again.
+    pub fn retry_is_safe(&self) -> bool {
+        match self {
+            ProxyError::UnknownService(_)
+            | ProxyError::UnknownRelease { .. }
+            | ProxyError::NoCandidate(_)
+            | ProxyError::NoMain(_)
+            | ProxyError::Paused(_)
+            | ProxyError::NoRoute
+            | ProxyError::NoHealthyInstance { .. }
+            | ProxyError::ConnectFailed { .. } => true,
+            ProxyError::UpstreamFailed { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadBody(_)
+            | ProxyError::SlowBody { .. }
+            | ProxyError::ClientGone => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::UnknownService(_)
@@ -192,6 +260,48 @@ fn sentence(status: StatusCode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_failure_keeps_its_io_error_and_is_safe_to_retry() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        let error = ProxyError::ConnectFailed {
+            service: "shop".into(),
+            version: "1.0.0".into(),
+            cause: Cause::at(
+                addr,
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+            ),
+        };
+        assert_eq!(
+            error.to_string(),
+            "could not connect to any instance of shop 1.0.0: 127.0.0.1:9: refused"
+        );
+        let cause = std::error::Error::source(&error).expect("the cause");
+        let io = cause
+            .source()
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .expect("the io error under the cause");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(error.retry_is_safe());
+    }
+
+    #[test]
+    fn an_upstream_that_failed_or_timed_out_may_have_acted_so_no_retry() {
+        let failed = ProxyError::UpstreamFailed {
+            service: "shop".into(),
+            version: "1.0.0".into(),
+            cause: Cause::new(std::io::Error::other("reset")),
+        };
+        let timed_out = ProxyError::UpstreamTimeout {
+            service: "shop".into(),
+            version: "1.0.0".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!failed.retry_is_safe());
+        assert!(!timed_out.retry_is_safe());
+        assert!(!ProxyError::ClientGone.retry_is_safe());
+        assert!(ProxyError::NoRoute.retry_is_safe());
+    }
 
     #[test]
     fn the_neutral_page_has_no_operator_hint() {

@@ -6,17 +6,19 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::backend::InFlight;
-use super::headers::{is_upgrade, set_forwarded, strip_hop_by_hop};
+use super::headers::{is_tunnel_request, set_forwarded, strip_hop_by_hop};
+use super::pool::Connections;
+use crate::backend::InFlight;
 use hyper::client::conn::http1::SendRequest;
 
 use super::Mirror;
 use super::body::ResponseCapture;
+use super::error_page::Cause;
 use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
 use super::request_body::{RequestBody, Upload};
 use super::rewrite::{self, Links};
 use super::{
-    Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, request_id, upgrade,
+    Backend, Proxy, ProxyError, ProxySettings, ResponseBody, Upstream, request_id, tunnel,
 };
 use crate::metrics::{ClientFault, UpstreamPhase};
 use crate::routing::{FixedResponse, RequestView, Route, RoutingTable};
@@ -101,6 +103,9 @@ impl Proxy {
         error.into_response(request_id, page.as_deref())
     }
 
+    /// The request path, phase by phase: route the request to a release,
+    /// pick an instance of it and forward (with retries where safe, in
+    /// [`deliver`]), record the outcome against the release, and answer.
     async fn dispatch(
         &self,
         mut req: Request<Incoming>,
@@ -109,19 +114,7 @@ impl Proxy {
         exchange: &mut Exchange,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let started = Instant::now();
-        let mut hosts = req.headers().get_all(header::HOST).iter();
-        let host = hosts.next().cloned();
-        if hosts.next().is_some() {
-            // Which one names the service would be a guess (RFC 9112 3.2).
-            return Err(ProxyError::BadRequest(
-                "more than one Host header: send exactly one".into(),
-            ));
-        }
-        let host = host.or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let host = request_host(&req)?;
         let https = req.extensions().get::<super::ClientTls>().is_some();
         if !https && req.uri().path().starts_with(crate::tls::CHALLENGE_PREFIX) {
             if let Some(answer) = self.settings.acme_challenges.answer(req.uri().path()) {
@@ -131,115 +124,46 @@ impl Proxy {
         if !self.pauses.load().is_empty() {
             self.hold_if_paused(&req, client, host.as_ref()).await?;
         }
-        let (backend, upstream_uri, (route_path, prefix_len), rewrite, shadows, set_cookie, hsts) = {
-            let table = self.table.load();
-            let view = RequestView {
-                method: req.method(),
-                host: host.as_ref().and_then(|h| h.to_str().ok()),
-                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                headers: req.headers(),
-                client: client.ip(),
-            };
-            let route = match &self.pinned {
-                Some((service, version)) => {
-                    pinned_route(&table, service, version, view.path_and_query)
-                }
-                None => table.route(&view),
-            };
-            match route {
-                Route::Release { https: policy, .. }
-                    if policy.redirect && !https && self.settings.https_port.is_some() =>
-                {
-                    if let Some(response) =
-                        https_redirect(host.as_ref(), view.path_and_query, self.settings.https_port)
-                    {
-                        return Ok(response);
-                    }
-                    return Err(ProxyError::BadRequest(
-                        "this service is served over HTTPS only; send a Host header".into(),
-                    ));
-                }
-                Route::Release {
-                    service: _,
-                    backend,
-                    upstream_path,
-                    prefix,
-                    rewrite,
-                    shadows,
-                    set_cookie,
-                    https: policy,
-                } => (
-                    Arc::clone(backend),
-                    upstream_uri(upstream_path)?,
-                    // With links to rewrite, the path the application is
-                    // asked for is kept too (in the same allocation).
-                    if rewrite {
-                        (format!("{prefix}{upstream_path}"), prefix.len())
-                    } else {
-                        (prefix.to_owned(), prefix.len())
-                    },
-                    rewrite,
-                    // Cloned only when there are shadows to mirror to.
-                    (!shadows.is_empty()).then(|| shadows.to_vec()),
-                    set_cookie.map(|(name, value)| sticky_cookie(name, &value)),
-                    policy.hsts_header().filter(|_| https),
-                ),
-                Route::Respond(fixed) => return Ok(fixed_response(fixed)),
-                Route::NoCandidate { service } => {
-                    return Err(ProxyError::NoCandidate(service.to_owned()));
-                }
-                Route::UnknownService { name } => {
-                    return Err(ProxyError::UnknownService(name.to_owned()));
-                }
-                Route::UnknownRelease { service, version } => {
-                    return Err(ProxyError::UnknownRelease {
-                        service: service.to_owned(),
-                        version: version.to_owned(),
-                    });
-                }
-                Route::NoMain { service } => return Err(ProxyError::NoMain(service.to_owned())),
-                Route::NoMatch => return Err(ProxyError::NoRoute),
-            }
+        let routed = match self.route(&req, client, host.as_ref(), https)? {
+            Routing::Release(routed) => routed,
+            Routing::Respond(fixed) => return Ok(fixed),
         };
-
         if exchange.recorded {
-            exchange.backend = Some(Arc::clone(&backend));
+            exchange.backend = Some(Arc::clone(&routed.backend));
         }
-        let upgrading = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        let Routed {
+            backend,
+            upstream_uri,
+            route_path,
+            prefix_len,
+            rewrite,
+            shadows,
+            set_cookie,
+            hsts,
+        } = routed;
         let (prefix, asked) = route_path.split_at(prefix_len);
-        *req.uri_mut() = upstream_uri;
-        *req.version_mut() = Version::HTTP_11;
-        let headers = req.headers_mut();
-        strip_hop_by_hop(headers, upgrading);
-        set_forwarded(headers, client, host.as_ref(), prefix, https);
-        headers.insert(request_id::X_REQUEST_ID, request_id.clone());
-        // A client cannot pass for a mirrored copy.
-        headers.remove(X_SWITCHYARD_SHADOW);
-        if !headers.contains_key(header::HOST) {
-            if let Some(h) = &host {
-                headers.insert(header::HOST, h.clone());
-            }
-        }
+        let tunnelling = req.version() == Version::HTTP_11 && is_tunnel_request(req.headers());
+        address_upstream(
+            &mut req,
+            upstream_uri,
+            tunnelling,
+            client,
+            host.as_ref(),
+            prefix,
+            https,
+            request_id,
+        );
 
-        let answered = if upgrading {
-            upgrade::forward(self, &backend, req).await
+        let answered = if tunnelling {
+            tunnel::forward(self, &backend, req).await
         } else {
             let capture = shadows.and_then(|s| fan_out(&s, &req, &backend));
             self.forward(&backend, req, capture, exchange).await
         };
-        match &answered {
-            Ok(r) => backend
-                .metrics
-                .record(r.status().as_u16(), false, started.elapsed()),
-            Err(e) => match e.client_fault() {
-                Some(fault) => backend.metrics.record_client_fault(fault),
-                None => backend
-                    .metrics
-                    .record(e.status().as_u16(), true, started.elapsed()),
-            },
-        }
+        record(&backend, &answered, started);
+
         let mut response = answered?;
-        let switching = upgrading && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let switching = tunnelling && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
         if rewrite && rewrite::has_links(response.headers()) {
             let instances: Vec<SocketAddr> = backend.upstreams().iter().map(|u| u.addr).collect();
@@ -267,6 +191,87 @@ impl Proxy {
         Ok(response)
     }
 
+    /// Phase one: the release that answers the request (by the routing
+    /// table, or the pinned release), or the answer the table gives itself.
+    fn route(
+        &self,
+        req: &Request<Incoming>,
+        client: SocketAddr,
+        host: Option<&HeaderValue>,
+        https: bool,
+    ) -> Result<Routing, ProxyError> {
+        let table = self.table.load();
+        match self.decide(&table, req, client, host) {
+            Route::Release { https: policy, .. }
+                if policy.redirect && !https && self.settings.https_port.is_some() =>
+            {
+                let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                match https_redirect(host, path_and_query, self.settings.https_port) {
+                    Some(response) => Ok(Routing::Respond(response)),
+                    None => Err(ProxyError::BadRequest(
+                        "this service is served over HTTPS only; send a Host header".into(),
+                    )),
+                }
+            }
+            Route::Release {
+                service: _,
+                backend,
+                upstream_path,
+                prefix,
+                rewrite,
+                shadows,
+                set_cookie,
+                https: policy,
+            } => Ok(Routing::Release(Routed {
+                backend: Arc::clone(backend),
+                upstream_uri: upstream_uri(upstream_path)?,
+                // With links to rewrite, the path the application is
+                // asked for is kept too (in the same allocation).
+                route_path: if rewrite {
+                    format!("{prefix}{upstream_path}")
+                } else {
+                    prefix.to_owned()
+                },
+                prefix_len: prefix.len(),
+                rewrite,
+                // Cloned only when there are shadows to mirror to.
+                shadows: (!shadows.is_empty()).then(|| shadows.to_vec()),
+                set_cookie: set_cookie.map(|(name, value)| sticky_cookie(name, &value)),
+                hsts: policy.hsts_header().filter(|_| https),
+            })),
+            Route::Respond(fixed) => Ok(Routing::Respond(fixed_response(fixed))),
+            Route::NoCandidate { service } => Err(ProxyError::NoCandidate(service.to_owned())),
+            Route::UnknownService { name } => Err(ProxyError::UnknownService(name.to_owned())),
+            Route::UnknownRelease { service, version } => Err(ProxyError::UnknownRelease {
+                service: service.to_owned(),
+                version: version.to_owned(),
+            }),
+            Route::NoMain { service } => Err(ProxyError::NoMain(service.to_owned())),
+            Route::NoMatch => Err(ProxyError::NoRoute),
+        }
+    }
+
+    /// What `table` (or the pinned release) says of the request.
+    fn decide<'t>(
+        &'t self,
+        table: &'t RoutingTable<Backend, Mirror>,
+        req: &'t Request<Incoming>,
+        client: SocketAddr,
+        host: Option<&'t HeaderValue>,
+    ) -> Route<'t, Backend, Mirror> {
+        let view = RequestView {
+            method: req.method(),
+            host: host.and_then(|h| h.to_str().ok()),
+            path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            headers: req.headers(),
+            client: client.ip(),
+        };
+        match &self.pinned {
+            Some((service, version)) => pinned_route(table, service, version, view.path_and_query),
+            None => table.route(&view),
+        }
+    }
+
     /// Waits at the service's gate while it is paused, so that the request
     /// is routed with the table as it is when the service resumes.
     async fn hold_if_paused(
@@ -277,20 +282,7 @@ impl Proxy {
     ) -> Result<(), ProxyError> {
         let gate = {
             let table = self.table.load();
-            let view = RequestView {
-                method: req.method(),
-                host: host.and_then(|h| h.to_str().ok()),
-                path_and_query: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                headers: req.headers(),
-                client: client.ip(),
-            };
-            let route = match &self.pinned {
-                Some((service, version)) => {
-                    pinned_route(&table, service, version, view.path_and_query)
-                }
-                None => table.route(&view),
-            };
-            match route {
+            match self.decide(&table, req, client, host) {
                 Route::Release { service, .. } => self
                     .pauses
                     .load()
@@ -345,6 +337,102 @@ impl Proxy {
     }
 }
 
+/// What routing decided for a request.
+enum Routing {
+    /// Forward it to a release.
+    Release(Routed),
+    /// Answer it with this (a rule's fixed response).
+    Respond(Response<ResponseBody>),
+}
+
+/// A request routed to a release: what the later phases need of the route.
+struct Routed {
+    backend: Arc<Backend>,
+    /// The request target as the release is asked for it.
+    upstream_uri: Uri,
+    /// The service's prefix, then (when links are rewritten) the path the
+    /// application is asked for.
+    route_path: String,
+    prefix_len: usize,
+    /// Whether the answer's links are rewritten to the prefix.
+    rewrite: bool,
+    /// Where copies go, when the service mirrors.
+    shadows: Option<Vec<Arc<Mirror>>>,
+    /// The cookie that keeps a new client in its population.
+    set_cookie: Option<HeaderValue>,
+    /// `Strict-Transport-Security` for an answer over HTTPS, if the
+    /// service asks for it.
+    hsts: Option<String>,
+}
+
+/// The host the request is for: its one Host header, or the authority of
+/// its target. More than one Host header is refused.
+fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
+        // Which one names the service would be a guess (RFC 9112 3.2).
+        return Err(ProxyError::BadRequest(
+            "more than one Host header: send exactly one".into(),
+        ));
+    }
+    Ok(host.or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    }))
+}
+
+/// Readies the request for the release: its target there, HTTP/1.1, no
+/// hop-by-hop headers (but a tunnel's `Upgrade` pair), the forwarding
+/// headers, the request's id.
+#[allow(clippy::too_many_arguments)]
+fn address_upstream(
+    req: &mut Request<Incoming>,
+    upstream_uri: Uri,
+    tunnelling: bool,
+    client: SocketAddr,
+    host: Option<&HeaderValue>,
+    prefix: &str,
+    https: bool,
+    request_id: &HeaderValue,
+) {
+    *req.uri_mut() = upstream_uri;
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, tunnelling);
+    set_forwarded(headers, client, host, prefix, https);
+    headers.insert(request_id::X_REQUEST_ID, request_id.clone());
+    // A client cannot pass for a mirrored copy.
+    headers.remove(X_SWITCHYARD_SHADOW);
+    if !headers.contains_key(header::HOST) {
+        if let Some(h) = host {
+            headers.insert(header::HOST, h.clone());
+        }
+    }
+}
+
+/// Records the outcome against the release: its answer's status and
+/// latency, or the error (a client's fault is counted apart, never
+/// against the release).
+fn record(
+    backend: &Backend,
+    answered: &Result<Response<ResponseBody>, ProxyError>,
+    started: Instant,
+) {
+    match answered {
+        Ok(r) => backend
+            .metrics
+            .record(r.status().as_u16(), false, started.elapsed()),
+        Err(e) => match e.client_fault() {
+            Some(fault) => backend.metrics.record_client_fault(fault),
+            None => backend
+                .metrics
+                .record(e.status().as_u16(), true, started.elapsed()),
+        },
+    }
+}
+
 /// What the request path learned of a request, for its access-log line
 /// (filled only when there is one: `recorded`).
 #[derive(Default)]
@@ -392,11 +480,9 @@ pub(crate) async fn deliver(
     let mut last_error: Option<ProxyError> = None;
     let upload = req.body().upload();
     loop {
-        let Some(upstream) = backend.pick(&tried) else {
-            return Err(last_error.unwrap_or_else(|| ProxyError::NoHealthyInstance {
-                service: backend.service.clone(),
-                version: backend.version.clone(),
-            }));
+        let upstream = match pick_instance(backend, &tried) {
+            Ok(upstream) => upstream,
+            Err(none_left) => return Err(last_error.unwrap_or(none_left)),
         };
         let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
         // A pooled connection first; if it turns out closed before the
@@ -420,7 +506,7 @@ pub(crate) async fn deliver(
                         last_error = Some(ProxyError::ConnectFailed {
                             service: backend.service.clone(),
                             version: backend.version.clone(),
-                            cause: format!("{}: {e}", upstream.addr),
+                            cause: Cause::at(upstream.addr, e),
                         });
                         break;
                     }
@@ -466,7 +552,7 @@ pub(crate) async fn deliver(
                         last_error = Some(ProxyError::ConnectFailed {
                             service: backend.service.clone(),
                             version: backend.version.clone(),
-                            cause: format!("{}: {}", upstream.addr, error.error()),
+                            cause: Cause::at(upstream.addr, error.into_error()),
                         });
                         break;
                     }
@@ -475,13 +561,14 @@ pub(crate) async fn deliver(
                             return Err(client_error(fault, error.error(), settings));
                         }
                         let error = error.into_error();
+                        let lost = lost_before_response(&error);
                         let failed = ProxyError::UpstreamFailed {
                             service: backend.service.clone(),
                             version: backend.version.clone(),
-                            cause: error.to_string(),
+                            cause: Cause::new(error),
                         };
                         match replay.as_ref().and_then(|r| r.request()) {
-                            Some(again) if lost_before_response(&error) => {
+                            Some(again) if lost => {
                                 req = again;
                                 if fresh {
                                     last_error = Some(failed);
@@ -496,6 +583,20 @@ pub(crate) async fn deliver(
         }
         tried.push(upstream.addr);
     }
+}
+
+/// Phase two: the instance of the release that gets the request, the
+/// least busy healthy one not among `tried`.
+pub(crate) fn pick_instance(
+    backend: &Backend,
+    tried: &[SocketAddr],
+) -> Result<Arc<Upstream>, ProxyError> {
+    backend
+        .pick(tried)
+        .ok_or_else(|| ProxyError::NoHealthyInstance {
+            service: backend.service.clone(),
+            version: backend.version.clone(),
+        })
 }
 
 /// A request that is safe to send again, kept so it can be: a safe method

@@ -17,7 +17,7 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Whether the request asks to switch protocols (WebSocket and the like).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub fn is_tunnel_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
 }
 
@@ -43,9 +43,9 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Removes the headers that belong to one connection only. With `upgrade`
+/// Removes the headers that belong to one connection only. With `tunnel`
 /// the `Connection: upgrade` and `Upgrade` pair is kept for the next hop.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
     // One pass over the names first: most messages carry none of these,
     // and a removal costs a hash lookup each.
     let mut connection = false;
@@ -72,12 +72,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             .map(str::trim)
             .filter(|t| !t.is_empty() && headers.contains_key(*t))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .filter(|n| !(tunnel && n == header::UPGRADE))
             .collect();
         for name in named {
             headers.remove(name);
         }
-        if !upgrade {
+        if !tunnel {
             headers.remove(header::CONNECTION);
         }
     }
@@ -86,7 +86,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(name);
         }
     }
-    if !upgrade {
+    if !tunnel {
         if upgrade_header {
             headers.remove(header::UPGRADE);
         }
@@ -190,11 +190,11 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_keeps_its_pair() {
+    fn tunnel_request_keeps_its_upgrade_pair() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h));
+        assert!(is_tunnel_request(&h));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(
             h.get(header::UPGRADE).map(|v| v.as_bytes()),
@@ -234,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn connection_named_headers_and_upgrade_do_not_travel() {
+    fn connection_named_headers_and_upgrade_header_do_not_travel() {
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static("close"));
         h.append(header::CONNECTION, HeaderValue::from_static("X-A, ,x-b"));

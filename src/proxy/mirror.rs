@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, ProxySettings};
 use crate::model::{ComparePolicy, ShadowSettings};

@@ -19,9 +19,9 @@ use super::restart_backoff::RestartBackoff;
 use super::{
     ExitRecord, Health, InstanceStatus, LogFiles, ReleaseStatus, RuntimeSettings, StartError,
 };
+use crate::backend::{Backend, Upstream, UpstreamTls};
 use crate::model::{Release, RunSpec, UpstreamAddress, now_millis};
-use crate::proxy::{Backend, Upstream, UpstreamTls};
-use crate::store::{InstanceRecord, Store};
+use crate::store::{InstanceRecord, NodeStore};
 
 /// Probe interval until an instance is healthy for the first time.
 const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -35,7 +35,7 @@ pub(super) struct InstanceCtx {
     pub slot: u32,
     pub release: Arc<Release>,
     pub settings: Arc<RuntimeSettings>,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn NodeStore>,
     pub health_client: reqwest::Client,
     pub backend: Arc<Backend>,
     pub logs: LogFiles,

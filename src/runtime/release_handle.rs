@@ -9,9 +9,9 @@ use tokio_util::task::TaskTracker;
 use super::docker::Engine;
 use super::instance::{self, InstanceCtx};
 use super::{LogFiles, ReleasePhase, ReleaseStatus, RuntimeError, StartError};
+use crate::backend::Backend;
 use crate::model::{Release, RunSpec};
-use crate::proxy::Backend;
-use crate::store::{InstanceRecord, Store};
+use crate::store::{InstanceRecord, NodeStore};
 
 /// How the runtime runs instances.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ impl ReleaseHandle {
     pub(super) fn start(
         release: Release,
         settings: Arc<RuntimeSettings>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn NodeStore>,
         health_client: reqwest::Client,
         engine: Engine,
         handed_over: CancellationToken,

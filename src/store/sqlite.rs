@@ -2,86 +2,12 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::migrations;
 use super::{
-    CertificateRecord, Commit, InstanceRecord, PauseRecord, StateDir, Store, StoreError,
-    StoreResult,
+    CertificateRecord, Commit, InstanceRecord, NodeStore, PauseRecord, ServiceStore, StateDir,
+    StoreError, StoreResult,
 };
 use crate::model::{Event, Release, Revision, RolloutState, ServiceName, UpgradeState, now_millis};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS releases (
-    service TEXT NOT NULL,
-    version TEXT NOT NULL,
-    release TEXT NOT NULL,
-    PRIMARY KEY (service, version)
-);
-CREATE TABLE IF NOT EXISTS revisions (
-    service TEXT NOT NULL,
-    number INTEGER NOT NULL,
-    revision TEXT NOT NULL,
-    PRIMARY KEY (service, number)
-);
-CREATE TABLE IF NOT EXISTS instances (
-    service TEXT NOT NULL,
-    version TEXT NOT NULL,
-    slot INTEGER NOT NULL,
-    pid INTEGER NOT NULL,
-    start_ticks INTEGER NOT NULL,
-    port INTEGER NOT NULL,
-    PRIMARY KEY (service, version, slot)
-);
-CREATE TABLE IF NOT EXISTS rollouts (
-    service TEXT PRIMARY KEY,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS upgrades (
-    service TEXT PRIMARY KEY,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS paused_services (
-    service TEXT PRIMARY KEY,
-    max_hold_ms INTEGER NOT NULL,
-    since INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    service TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    message TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_service ON events (service, id);
-CREATE TABLE IF NOT EXISTS certificates (
-    host TEXT PRIMARY KEY,
-    cert_pem TEXT NOT NULL,
-    key_pem TEXT NOT NULL,
-    source TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS acme_orders (
-    host TEXT PRIMARY KEY,
-    state TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS acme_accounts (
-    directory TEXT PRIMARY KEY,
-    credentials TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS shadow_windows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    service TEXT NOT NULL,
-    version TEXT NOT NULL,
-    ended INTEGER NOT NULL,
-    report TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shadow_windows_by_service ON shadow_windows (service, id);
-CREATE TABLE IF NOT EXISTS shadow_stats (
-    service TEXT NOT NULL,
-    version TEXT NOT NULL,
-    stats TEXT NOT NULL,
-    PRIMARY KEY (service, version)
-);
-";
 
 /// The database file in the state directory.
 const DB_FILE: &str = "switchyard.db";
@@ -140,7 +66,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrations::run(&conn, &path)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -157,7 +83,7 @@ fn parse_revision(json: String) -> StoreResult<Revision> {
     Ok(serde_json::from_str(&json)?)
 }
 
-impl Store for SqliteStore {
+impl ServiceStore for SqliteStore {
     fn current_revisions(&self) -> StoreResult<Vec<Revision>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
@@ -322,93 +248,6 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         releases.sort_by(|a, b| a.version.cmp(&b.version));
         Ok(releases)
-    }
-
-    fn record_instance(&self, r: &InstanceRecord) -> StoreResult<()> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO instances (service, version, slot, pid, start_ticks, port)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                r.service,
-                r.version,
-                r.slot,
-                r.pid,
-                r.start_ticks as i64,
-                r.port
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn forget_instance(
-        &self,
-        service: &str,
-        version: &str,
-        slot: u32,
-        pid: u32,
-    ) -> StoreResult<()> {
-        self.conn().execute(
-            "DELETE FROM instances WHERE service = ?1 AND version = ?2 AND slot = ?3 AND pid = ?4",
-            params![service, version, slot, pid],
-        )?;
-        Ok(())
-    }
-
-    fn instances(&self) -> StoreResult<Vec<InstanceRecord>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT service, version, slot, pid, start_ticks, port FROM instances")?;
-        let rows = stmt.query_map([], |row| {
-            Ok(InstanceRecord {
-                service: row.get(0)?,
-                version: row.get(1)?,
-                slot: row.get(2)?,
-                pid: row.get(3)?,
-                start_ticks: row.get::<_, i64>(4)? as u64,
-                port: row.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO shadow_stats (service, version, stats) VALUES (?1, ?2, ?3)",
-            params![service, version, json],
-        )?;
-        Ok(())
-    }
-
-    fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT service, version, stats FROM shadow_stats")?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()> {
-        self.conn().execute(
-            "INSERT INTO shadow_windows (service, version, ended, report) VALUES (?1, ?2, ?3, ?4)",
-            params![service, version, now_millis() as i64, json],
-        )?;
-        Ok(())
-    }
-
-    fn shadow_windows(
-        &self,
-        service: &str,
-        version: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT report FROM shadow_windows WHERE service = ?1 AND (?2 IS NULL OR version = ?2)
-             ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![service, version, limit as i64], |row| {
-            row.get::<_, String>(0)
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn save_rollout(&self, rollout: &RolloutState) -> StoreResult<()> {
@@ -590,6 +429,95 @@ impl Store for SqliteStore {
             })
         })
         .collect()
+    }
+}
+
+impl NodeStore for SqliteStore {
+    fn record_instance(&self, r: &InstanceRecord) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO instances (service, version, slot, pid, start_ticks, port)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                r.service,
+                r.version,
+                r.slot,
+                r.pid,
+                r.start_ticks as i64,
+                r.port
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn forget_instance(
+        &self,
+        service: &str,
+        version: &str,
+        slot: u32,
+        pid: u32,
+    ) -> StoreResult<()> {
+        self.conn().execute(
+            "DELETE FROM instances WHERE service = ?1 AND version = ?2 AND slot = ?3 AND pid = ?4",
+            params![service, version, slot, pid],
+        )?;
+        Ok(())
+    }
+
+    fn instances(&self) -> StoreResult<Vec<InstanceRecord>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT service, version, slot, pid, start_ticks, port FROM instances")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(InstanceRecord {
+                service: row.get(0)?,
+                version: row.get(1)?,
+                slot: row.get(2)?,
+                pid: row.get(3)?,
+                start_ticks: row.get::<_, i64>(4)? as u64,
+                port: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_shadow_stats(&self, service: &str, version: &str, json: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO shadow_stats (service, version, stats) VALUES (?1, ?2, ?3)",
+            params![service, version, json],
+        )?;
+        Ok(())
+    }
+
+    fn shadow_stats(&self) -> StoreResult<Vec<(String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT service, version, stats FROM shadow_stats")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn add_shadow_window(&self, service: &str, version: &str, json: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT INTO shadow_windows (service, version, ended, report) VALUES (?1, ?2, ?3, ?4)",
+            params![service, version, now_millis() as i64, json],
+        )?;
+        Ok(())
+    }
+
+    fn shadow_windows(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT report FROM shadow_windows WHERE service = ?1 AND (?2 IS NULL OR version = ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![service, version, limit as i64], |row| {
+            row.get::<_, String>(0)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

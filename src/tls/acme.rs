@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CertificateSource, Certificates, ClientTrust, HostPattern, client_config};
 use crate::model::now_millis;
-use crate::store::Store;
+use crate::store::ServiceStore;
 
 /// Let's Encrypt's production directory, the default CA.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -135,7 +135,7 @@ pub enum AcmeError {
 
 /// Orders and renews the ACME certificates of a serve.
 pub struct Acme {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ServiceStore>,
     certificates: Arc<Certificates>,
     challenges: AcmeChallenges,
     orders: Mutex<HashMap<String, AcmeOrder>>,
@@ -152,7 +152,7 @@ impl Acme {
     /// Loads the kept orders; an order interrupted by a stop is taken
     /// up again by the next renewal check.
     pub fn load(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ServiceStore>,
         certificates: Arc<Certificates>,
         challenges: AcmeChallenges,
     ) -> Result<Arc<Acme>, AcmeError> {

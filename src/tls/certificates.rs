@@ -10,11 +10,11 @@ use super::{
     Certificate, CertificateInfo, CertificateResolver, CertificateSource, HostPattern, TlsError,
 };
 use crate::model::now_millis;
-use crate::store::{CertificateRecord, Store};
+use crate::store::{CertificateRecord, ServiceStore};
 
 /// The stored certificates and the resolver that serves them.
 pub struct Certificates {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ServiceStore>,
     resolver: Arc<CertificateResolver>,
     /// The parsed certificates; held while a change is written, so the
     /// store and the resolver agree.
@@ -24,7 +24,7 @@ pub struct Certificates {
 impl Certificates {
     /// Loads the stored certificates. One that no longer parses is left
     /// out (and logged), not fatal: the others are still served.
-    pub fn load(store: Arc<dyn Store>) -> Result<Arc<Certificates>, TlsError> {
+    pub fn load(store: Arc<dyn ServiceStore>) -> Result<Arc<Certificates>, TlsError> {
         let mut current = BTreeMap::new();
         for record in store.certificates()? {
             match parse_record(&record) {

@@ -1,6 +1,8 @@
-//! Protocol upgrades (WebSocket and the like): the request goes over a
-//! connection of its own; on `101 Switching Protocols` both sides are taken
-//! over and bytes are copied until either closes.
+//! Tunnels: a request that asks for another protocol (`Upgrade:`, as
+//! WebSocket does) goes over a connection of its own; on `101 Switching
+//! Protocols` both sides are taken over and bytes are copied until either
+//! closes. (HTTP calls this an upgrade; here it is a tunnel, to keep the
+//! word apart from `switchyard upgrade` and from a serve's handover.)
 
 use std::sync::Arc;
 
@@ -8,21 +10,19 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::backend::InFlight;
+use super::error_page::Cause;
+use super::forward::pick_instance;
+use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ResponseBody};
+use crate::backend::InFlight;
 
 pub(super) async fn forward(
     proxy: &Proxy,
     backend: &Arc<Backend>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let upstream = backend
-        .pick(&[])
-        .ok_or_else(|| ProxyError::NoHealthyInstance {
-            service: backend.service.clone(),
-            version: backend.version.clone(),
-        })?;
+    let upstream = pick_instance(backend, &[])?;
     let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
     let mut sender = upstream
         .connect(proxy.settings.connect_timeout, true)
@@ -30,13 +30,13 @@ pub(super) async fn forward(
         .map_err(|e| ProxyError::ConnectFailed {
             service: backend.service.clone(),
             version: backend.version.clone(),
-            cause: format!("{}: {e}", upstream.addr),
+            cause: Cause::at(upstream.addr, e),
         })?;
     let client_side = hyper::upgrade::on(&mut req);
-    let failed = |cause: String| ProxyError::UpstreamFailed {
+    let failed = |cause: hyper::Error| ProxyError::UpstreamFailed {
         service: backend.service.clone(),
         version: backend.version.clone(),
-        cause,
+        cause: Cause::new(cause),
     };
     let mut response = tokio::time::timeout(
         proxy.settings.upstream_timeout,
@@ -50,7 +50,7 @@ pub(super) async fn forward(
         version: backend.version.clone(),
         timeout: proxy.settings.upstream_timeout,
     })?
-    .map_err(|e| failed(e.to_string()))?;
+    .map_err(failed)?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = response.into_parts();
         return Ok(Response::from_parts(

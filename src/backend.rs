@@ -1,3 +1,11 @@
+//! A release and its instances as the data plane sees them: shared by the
+//! runtime, which fills the slots and flips health, and the proxy, which
+//! picks an instance per request. Neither knows the other through it.
+
+mod upstream;
+
+pub use upstream::{ConnectionPool, Upstream, UpstreamTls};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -5,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use super::Upstream;
 use crate::metrics::ReleaseMetrics;
 
 /// A release as the data plane sees it: its instances (one slot per
@@ -92,20 +99,20 @@ impl Backend {
 }
 
 /// Counts a request against a backend and an instance until dropped.
-pub(crate) struct InFlight {
+pub struct InFlight {
     backend: Arc<Backend>,
     upstream: Arc<Upstream>,
 }
 
 impl InFlight {
-    pub(crate) fn new(backend: Arc<Backend>, upstream: Arc<Upstream>) -> Self {
+    pub fn new(backend: Arc<Backend>, upstream: Arc<Upstream>) -> Self {
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
         upstream.enter();
         Self { backend, upstream }
     }
 
     /// The release the request counts against.
-    pub(crate) fn backend(&self) -> &Backend {
+    pub fn backend(&self) -> &Backend {
         &self.backend
     }
 }
