@@ -73,7 +73,17 @@ async fn metrics(
     State(state): State<AppState>,
     listeners: Option<Extension<Listeners>>,
     access_log: Option<Extension<Arc<AccessLogStats>>>,
+    certificates: Option<Extension<Arc<crate::tls::Certificates>>>,
+    acme: Option<Extension<Arc<crate::tls::Acme>>>,
 ) -> impl IntoResponse {
+    let tls = certificates.map(|Extension(certificates)| crate::metrics::TlsSample {
+        acme_failures: acme.map_or(0, |Extension(acme)| acme.failures()),
+        expiries: certificates
+            .list()
+            .into_iter()
+            .map(|c| (c.host, c.not_after))
+            .collect(),
+    });
     let connections = listeners
         .map(|Extension(listeners)| listeners.0.iter().map(|c| c.sample()).collect())
         .unwrap_or_default();
@@ -90,6 +100,7 @@ async fn metrics(
                 written: stats.written.load(Ordering::Relaxed),
                 dropped: stats.dropped.load(Ordering::Relaxed),
             }),
+            tls,
         ),
     )
 }
@@ -199,6 +210,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/events", get(rollout::events))
         .route("/v1/services/{name}/trends", get(trends::show))
         .route("/v1/tls/certificates", get(tls::list))
+        .route("/v1/tls/acme", get(tls::acme_list).post(tls::acme_order))
+        .route("/v1/tls/acme/{host}", get(tls::acme_show))
         .route(
             "/v1/tls/certificates/{host}",
             axum::routing::put(tls::put).delete(tls::remove),

@@ -10,6 +10,7 @@ mod connections;
 mod latency;
 mod prometheus;
 mod release;
+mod tls;
 mod trend;
 
 pub use access_log::AccessLogSample;
@@ -17,4 +18,5 @@ pub use connections::ConnectionSample;
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};
 pub use release::{ClientFault, MetricsSnapshot, ReleaseMetrics, UpstreamPhase, WindowSummary};
+pub use tls::TlsSample;
 pub use trend::{Trend, TrendPoint};

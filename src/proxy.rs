@@ -61,6 +61,9 @@ pub struct ProxySettings {
     /// The TLS listener's port, where services that want HTTPS redirect
     /// cleartext requests (`None`: no TLS listener, no redirect).
     pub https_port: Option<u16>,
+    /// HTTP-01 answers of pending ACME orders, given on the cleartext
+    /// listener before any routing.
+    pub acme_challenges: crate::tls::AcmeChallenges,
 }
 
 /// Everything a request handler needs.

@@ -185,6 +185,17 @@ pub trait ServiceStore: Send + Sync + 'static {
     /// Every stored certificate, by host.
     fn certificates(&self) -> StoreResult<Vec<CertificateRecord>>;
 
+    /// Keeps what serve orders from an ACME CA for a host (JSON), so that
+    /// it renews it; one per host.
+    fn save_acme_order(&self, host: &str, json: &str) -> StoreResult<()>;
+    fn delete_acme_order(&self, host: &str) -> StoreResult<()>;
+    /// Every ACME order kept, as `(host, json)`.
+    fn acme_orders(&self) -> StoreResult<Vec<(String, String)>>;
+    /// The ACME account (credentials JSON) used with a CA directory, shared
+    /// by every serve of the store.
+    fn save_acme_account(&self, directory: &str, credentials: &str) -> StoreResult<()>;
+    fn acme_account(&self, directory: &str) -> StoreResult<Option<String>>;
+
     /// Records an event and returns it with its id.
     fn add_event(
         &self,

@@ -9,15 +9,22 @@
 //!   so a replacement never disturbs a handshake in progress).
 //! - [`Certificates`]: the store's certificates and the resolver kept in
 //!   agreement; what the admin API changes.
+//! - [`Acme`]: certificates ordered from an ACME CA (HTTP-01 answered by
+//!   the proxy's cleartext listener) and renewed before they expire.
 //! - [`server_config`]: rustls settings of the TLS listeners (TLS 1.2 and
 //!   1.3, ALPN `h2` and `http/1.1`), on the `ring` provider.
 
+mod acme;
 mod certificate;
 mod certificates;
 mod client;
 mod host_pattern;
 mod resolver;
 
+pub use acme::{
+    Acme, AcmeChallenges, AcmeError, AcmeOrder, AcmeRequest, AcmeState, CHALLENGE_PREFIX,
+    EventSink as AcmeEventSink, LETS_ENCRYPT,
+};
 pub use certificate::{Certificate, CertificateInfo, CertificateSource, format_time};
 pub use certificates::Certificates;
 pub use client::{ClientTrust, client_config};
@@ -69,6 +76,24 @@ pub enum TlsError {
 impl From<TlsError> for crate::Error {
     fn from(e: TlsError) -> Self {
         crate::Error::part(e)
+    }
+}
+
+impl From<AcmeError> for crate::Error {
+    fn from(e: AcmeError) -> Self {
+        crate::Error::part(e)
+    }
+}
+
+impl crate::error_kind::Classify for AcmeError {
+    fn kind(&self) -> crate::error_kind::ErrorKind {
+        use crate::error_kind::ErrorKind;
+        match self {
+            AcmeError::BadRequest(_) => ErrorKind::BadRequest,
+            AcmeError::NotFound(_) => ErrorKind::NotFound,
+            AcmeError::Busy(_) => ErrorKind::Conflict,
+            _ => ErrorKind::Internal,
+        }
     }
 }
 

@@ -78,6 +78,7 @@ impl Api {
             access_log: None,
             connections: Connections::new("proxy", limits),
             https_port: None,
+            acme_challenges: Default::default(),
         };
         let runtime = Runtime::new(
             RuntimeSettings {

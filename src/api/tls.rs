@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::services::{ApiResult, body};
-use crate::tls::{CertificateInfo, CertificateSource, Certificates, HostPattern};
+use crate::tls::{
+    Acme, AcmeError, AcmeOrder, AcmeRequest, CertificateInfo, CertificateSource, Certificates,
+    HostPattern,
+};
 
 /// A certificate to store, as PEM text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,8 +32,42 @@ fn pattern(host: &str) -> Result<HostPattern, ApiError> {
 
 pub async fn list(
     Extension(certificates): Extension<Arc<Certificates>>,
+    Extension(acme): Extension<Arc<Acme>>,
 ) -> ApiResult<Vec<CertificateInfo>> {
-    Ok(Json(certificates.list()))
+    let orders = acme.list();
+    let mut list = certificates.list();
+    for info in &mut list {
+        info.last_error = orders
+            .iter()
+            .find(|o| o.host() == info.host)
+            .and_then(|o| o.last_error.clone());
+    }
+    Ok(Json(list))
+}
+
+/// Starts an ACME order (`POST /v1/tls/acme`); its progress is at
+/// `GET /v1/tls/acme/{host}`.
+pub async fn acme_order(
+    Extension(acme): Extension<Arc<Acme>>,
+    req: Result<Json<AcmeRequest>, JsonRejection>,
+) -> ApiResult<AcmeOrder> {
+    let req = body(req)?;
+    Ok(Json(acme.start(req).map_err(crate::Error::from)?))
+}
+
+pub async fn acme_list(Extension(acme): Extension<Arc<Acme>>) -> ApiResult<Vec<AcmeOrder>> {
+    Ok(Json(acme.list()))
+}
+
+pub async fn acme_show(
+    Extension(acme): Extension<Arc<Acme>>,
+    Path(host): Path<String>,
+) -> ApiResult<AcmeOrder> {
+    let host = host.to_ascii_lowercase();
+    match acme.order_of(&host) {
+        Some(order) => Ok(Json(order)),
+        None => Err(crate::Error::from(AcmeError::NotFound(host)).into()),
+    }
 }
 
 pub async fn put(
@@ -53,9 +90,12 @@ pub async fn put(
 
 pub async fn remove(
     Extension(certificates): Extension<Arc<Certificates>>,
+    Extension(acme): Extension<Arc<Acme>>,
     Path(host): Path<String>,
 ) -> ApiResult<CertificateInfo> {
     let pattern = pattern(&host)?;
     let info = certificates.remove(&pattern).map_err(crate::Error::from)?;
+    // An ACME certificate removed is not renewed either.
+    acme.forget(&info.host).map_err(crate::Error::from)?;
     Ok(Json(info))
 }

@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// beside --listen. Certificates: `switchyard tls add`.
     #[arg(long, value_name = "ADDR")]
     pub tls_listen: Option<SocketAddr>,
+    /// How often ACME certificates are checked for renewal (each is
+    /// renewed when a third of its lifetime is left).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1m")]
+    pub acme_renew_check: Duration,
     /// Serve the admin API over TLS with this PEM certificate (chain)
     /// (needs --admin-tls-key).
     #[arg(long, value_name = "FILE", requires = "admin_tls_key")]
@@ -202,6 +206,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state_dir = held.path().to_path_buf();
     let certificates =
         Certificates::load(store.clone()).context("cannot read the stored TLS certificates")?;
+    let acme_challenges = crate::tls::AcmeChallenges::default();
+    let acme = crate::tls::Acme::load(
+        store.clone(),
+        Arc::clone(&certificates),
+        acme_challenges.clone(),
+    )
+    .context("cannot read the stored ACME orders")?;
     let admin_tls = match (&args.admin_tls_cert, &args.admin_tls_key) {
         (Some(cert), Some(key)) => Some(admin_tls(cert, key)?),
         _ => None,
@@ -258,6 +269,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         access_log,
         connections: Arc::clone(&proxy_connections),
         https_port,
+        acme_challenges,
     };
     let mirror_settings = MirrorSettings {
         queue: config.shadow_queue,
@@ -275,6 +287,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         mirror_settings,
         Notifier::start(args.webhooks.clone()),
     ));
+    {
+        let controller = Arc::clone(&controller);
+        acme.set_events(Box::new(move |host, kind, message, detail| {
+            controller.record_host_event(host, kind, message, detail)
+        }));
+    }
     controller
         .restore()
         .context("cannot restore the committed state")?;
@@ -374,6 +392,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .layer(axum::middleware::from_fn_with_state(gate, hold_changes))
     .layer(Extension(Arc::clone(&handover)))
     .layer(Extension(Arc::clone(&certificates)))
+    .layer(Extension(Arc::clone(&acme)))
     .layer(Extension(Listeners(vec![
         proxy_connections,
         Arc::clone(&admin_connections),
@@ -394,6 +413,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_tls,
         move |_client| TowerToHyperService::new(app.clone()),
     ));
+    acme.start_renewals(args.acme_renew_check);
     if let Some(old_serve) = old_serve {
         // Should the old serve be gone, this one carries on: it holds the
         // sockets and the instances now.

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::output;
 use super::{AdminClient, ClientArgs};
 use crate::api::tls::CertificateUpload;
-use crate::tls::{CertificateInfo, HostPattern};
+use crate::tls::{AcmeOrder, AcmeRequest, AcmeState, CertificateInfo, HostPattern};
 
 #[derive(Debug, Args)]
 pub struct TlsArgs {
@@ -26,6 +26,34 @@ pub enum TlsCommand {
     Ls(LsArgs),
     /// Remove a host's certificate.
     Rm(RmArgs),
+    /// Order a certificate from an ACME CA (Let's Encrypt by default),
+    /// validated over HTTP-01 by serve's cleartext listener, stored and
+    /// served at once, and renewed by serve when a third of its lifetime
+    /// is left. Waits for the order and shows its progress.
+    Acme(AcmeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AcmeArgs {
+    /// The host names the certificate is for (the first is the one it is
+    /// kept under). The CA must reach serve at http://HOST/ for each.
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// The contact address given to the CA (expiry notices).
+    #[arg(long)]
+    pub email: String,
+    /// The CA's ACME directory URL.
+    #[arg(long, value_name = "URL", default_value = crate::tls::LETS_ENCRYPT)]
+    pub directory: String,
+    /// PEM file of the CA certificate the directory's HTTPS certificate is
+    /// signed by, for a private ACME CA.
+    #[arg(long, value_name = "FILE")]
+    pub directory_ca: Option<PathBuf>,
+    /// Start the order and return without waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// Which certificate: a host name, a wildcard, or the default one.
@@ -82,6 +110,7 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
         TlsCommand::Add(args) => add(args).await,
         TlsCommand::Ls(args) => ls(args).await,
         TlsCommand::Rm(args) => rm(args).await,
+        TlsCommand::Acme(args) => acme(args).await,
     }
 }
 
@@ -137,10 +166,14 @@ async fn ls(args: LsArgs) -> anyhow::Result<()> {
                 crate::tls::format_time(c.not_after),
                 c.source.to_string(),
                 c.names.join(","),
+                c.last_error.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    output::table(&["HOST", "ISSUER", "EXPIRES", "SOURCE", "NAMES"], &rows);
+    output::table(
+        &["HOST", "ISSUER", "EXPIRES", "SOURCE", "NAMES", "LAST ERROR"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -152,6 +185,67 @@ async fn rm(args: RmArgs) -> anyhow::Result<()> {
         return output::json(&info);
     }
     println!("certificate for {} removed", shown(&info.host));
+    Ok(())
+}
+
+/// How long `tls acme` waits for an order before it gives up waiting
+/// (serve's own limit per order is shorter).
+const ACME_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+async fn acme(args: AcmeArgs) -> anyhow::Result<()> {
+    let directory_ca_pem = match &args.directory_ca {
+        Some(path) => Some(read(path, "directory CA")?),
+        None => None,
+    };
+    let request = AcmeRequest {
+        hosts: args.hosts.clone(),
+        email: args.email.clone(),
+        directory: args.directory.clone(),
+        directory_ca_pem,
+    };
+    let client = AdminClient::new(&args.client)?;
+    let mut order: AcmeOrder = client.post("/v1/tls/acme", &request).await?;
+    let host = order.host().to_owned();
+    let path = format!("/v1/tls/acme/{host}");
+    let deadline = tokio::time::Instant::now() + ACME_WAIT;
+    let mut shown_step = String::new();
+    while order.state == AcmeState::Ordering && !args.no_wait {
+        if order.step != shown_step && !args.client.json {
+            eprintln!("{host}: {}", order.step);
+            shown_step = order.step.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the order for {host} is still running after {}s; `switchyard tls ls` shows when it is done",
+                ACME_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        order = client.get(&path).await?;
+    }
+    if args.client.json {
+        return output::json(&order);
+    }
+    match order.state {
+        AcmeState::Ordering => println!(
+            "order for {host} started; `switchyard tls ls` shows the certificate when it is stored"
+        ),
+        AcmeState::Valid => {
+            let certificates: Vec<CertificateInfo> = client.get("/v1/tls/certificates").await?;
+            match certificates.iter().find(|c| c.host == host) {
+                Some(info) => println!(
+                    "certificate for {host} stored: issued by {}, expires {}",
+                    info.issuer,
+                    crate::tls::format_time(info.not_after)
+                ),
+                None => println!("certificate for {host} stored"),
+            }
+        }
+        AcmeState::Failed => anyhow::bail!(
+            "the order for {host} failed: {}",
+            order.last_error.as_deref().unwrap_or("no reason given")
+        ),
+    }
     Ok(())
 }
 

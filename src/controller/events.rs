@@ -90,6 +90,26 @@ impl Controller {
         }
     }
 
+    /// Records an event for every service that answers for `host` (what
+    /// happens to the host's certificate, say); none when no service does.
+    pub fn record_host_event(
+        &self,
+        host: &str,
+        kind: &str,
+        message: &str,
+        detail: serde_json::Value,
+    ) {
+        let services: Vec<String> = self
+            .current_map()
+            .iter()
+            .filter(|(_, revision)| revision.state.hosts.contains(host))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        for service in services {
+            self.record_event(&service, kind, message, detail.clone());
+        }
+    }
+
     /// A service's events, newest first.
     pub fn events(
         &self,

@@ -11,6 +11,7 @@ use prometheus_client::metrics::MetricType;
 
 use super::access_log::{AccessLogCollector, AccessLogSample};
 use super::connections::{ConnectionCollector, ConnectionSample};
+use super::tls::{TlsCollector, TlsSample};
 use super::{ClientFault, MetricsSnapshot, UpstreamPhase};
 use crate::shadow::ShadowReport;
 
@@ -270,6 +271,7 @@ pub fn render(
     shadow_reports: Vec<ShadowReport>,
     connections: Vec<ConnectionSample>,
     access_log: Option<AccessLogSample>,
+    tls: Option<TlsSample>,
 ) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ReleaseCollector { samples: releases }));
@@ -281,6 +283,9 @@ pub fn render(
     }));
     if let Some(sample) = access_log {
         registry.register_collector(Box::new(AccessLogCollector { sample }));
+    }
+    if let Some(sample) = tls {
+        registry.register_collector(Box::new(TlsCollector { sample }));
     }
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -311,7 +316,7 @@ mod tests {
             healthy: 1,
             instances: 1,
         };
-        let text = render(vec![sample], vec![], vec![], None);
+        let text = render(vec![sample], vec![], vec![], None, None);
         for line in [
             r#"switchyard_requests_total{service="hello",version="1.0.0",class="2xx"} 1"#,
             r#"switchyard_requests_total{service="hello",version="1.0.0",class="5xx"} 1"#,
@@ -334,7 +339,13 @@ mod tests {
             ..ShadowStats::default()
         };
         stats.record("GET /", &[]);
-        let text = render(vec![], vec![stats.report("hello", "2.0.0")], vec![], None);
+        let text = render(
+            vec![],
+            vec![stats.report("hello", "2.0.0")],
+            vec![],
+            None,
+            None,
+        );
         assert!(
             text.contains(r#"switchyard_shadow_mirrored_total{service="hello",version="2.0.0"} 7"#),
             "{text}"
@@ -366,7 +377,7 @@ mod tests {
             tls_handshake_timeouts: 8,
             tls_handshake_failures: 9,
         };
-        let text = render(vec![], vec![], vec![sample], None);
+        let text = render(vec![], vec![], vec![sample], None, None);
         for line in [
             r#"switchyard_connections_open{listener="proxy"} 3"#,
             r#"switchyard_connections_max{listener="proxy",scope="per_client"} 88"#,

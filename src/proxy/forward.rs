@@ -115,10 +115,15 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let started = Instant::now();
         let host = request_host(&req)?;
+        let https = req.extensions().get::<super::ClientTls>().is_some();
+        if !https && req.uri().path().starts_with(crate::tls::CHALLENGE_PREFIX) {
+            if let Some(answer) = self.settings.acme_challenges.answer(req.uri().path()) {
+                return Ok(acme_answer(answer));
+            }
+        }
         if !self.pauses.load().is_empty() {
             self.hold_if_paused(&req, client, host.as_ref()).await?;
         }
-        let https = req.extensions().get::<super::ClientTls>().is_some();
         let routed = match self.route(&req, client, host.as_ref(), https)? {
             Routing::Release(routed) => routed,
             Routing::Respond(fixed) => return Ok(fixed),
@@ -775,6 +780,16 @@ fn https_redirect(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     Some(response)
+}
+
+/// The key authorization of a pending ACME HTTP-01 challenge.
+fn acme_answer(answer: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(bytes::Bytes::from(answer)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
 }
 
 fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {

@@ -88,6 +88,18 @@ CREATE TABLE IF NOT EXISTS shadow_windows (
 );
 CREATE INDEX IF NOT EXISTS shadow_windows_by_service ON shadow_windows (service, id);
 ",
+    // 2: ACME orders (renewed by serve) and accounts (one per CA directory,
+    // shared by every serve of the store).
+    "
+CREATE TABLE IF NOT EXISTS acme_orders (
+    host TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acme_accounts (
+    directory TEXT PRIMARY KEY,
+    credentials TEXT NOT NULL
+);
+",
 ];
 
 /// The version a database has once every migration ran.

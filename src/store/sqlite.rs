@@ -267,6 +267,46 @@ impl ServiceStore for SqliteStore {
         Ok(())
     }
 
+    fn save_acme_order(&self, host: &str, json: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO acme_orders (host, state) VALUES (?1, ?2)",
+            params![host, json],
+        )?;
+        Ok(())
+    }
+
+    fn delete_acme_order(&self, host: &str) -> StoreResult<()> {
+        self.conn()
+            .execute("DELETE FROM acme_orders WHERE host = ?1", params![host])?;
+        Ok(())
+    }
+
+    fn acme_orders(&self) -> StoreResult<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT host, state FROM acme_orders ORDER BY host")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_acme_account(&self, directory: &str, credentials: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO acme_accounts (directory, credentials) VALUES (?1, ?2)",
+            params![directory, credentials],
+        )?;
+        Ok(())
+    }
+
+    fn acme_account(&self, directory: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT credentials FROM acme_accounts WHERE directory = ?1",
+                params![directory],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
     fn delete_certificate(&self, host: &str) -> StoreResult<()> {
         self.conn()
             .execute("DELETE FROM certificates WHERE host = ?1", params![host])?;

@@ -64,6 +64,9 @@ pub struct CertificateInfo {
     pub source: CertificateSource,
     /// When it was stored (ms since the Unix epoch).
     pub updated_at: u64,
+    /// Why its last ACME renewal failed (the certificate is still served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A checked certificate: its chain and key parsed, the key matching the
@@ -118,6 +121,7 @@ impl Certificate {
                 not_after,
                 source,
                 updated_at,
+                last_error: None,
             },
             pattern,
             key: Arc::new(key),

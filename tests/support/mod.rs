@@ -20,6 +20,7 @@ pub mod listing;
 pub mod load;
 pub mod metrics;
 pub mod own_server;
+pub mod pebble;
 pub mod prometheus;
 pub mod raw_http;
 pub mod serves;

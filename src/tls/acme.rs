@@ -1,0 +1,679 @@
+//! Certificates ordered from an ACME CA (Let's Encrypt by default): the
+//! account kept in the store (every serve of a fleet shares it), HTTP-01
+//! answered by the proxy's cleartext listener, the certificate stored
+//! with source `acme` and served by SNI at once, and renewed when a third
+//! of its lifetime is left. A failed order or renewal keeps the old
+//! certificate; its error is shown by `tls ls`, logged and counted.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
+    HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{CertificateSource, Certificates, ClientTrust, HostPattern, client_config};
+use crate::model::now_millis;
+use crate::store::ServiceStore;
+
+/// Let's Encrypt's production directory, the default CA.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// The path prefix of HTTP-01 challenges (RFC 8555 8.3).
+pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// A failed order or renewal is tried again after this many checks.
+const FAILED_RETRY_CHECKS: u32 = 10;
+
+/// How long one order may take, from the first request to the certificate.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What to order: the names (the first is the host the certificate is
+/// kept under), the contact, the CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeRequest {
+    pub hosts: Vec<String>,
+    pub email: String,
+    #[serde(default = "default_directory")]
+    pub directory: String,
+    /// PEM of the CA that signs the directory's HTTPS certificate, when it
+    /// is a private one (a test CA such as pebble).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_ca_pem: Option<String>,
+}
+
+fn default_directory() -> String {
+    LETS_ENCRYPT.to_owned()
+}
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcmeState {
+    /// Being ordered (or renewed) now.
+    Ordering,
+    /// The certificate is stored and served.
+    Valid,
+    /// The last order failed (an older certificate, if any, is still served).
+    Failed,
+}
+
+/// An order as the store keeps it and the admin API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AcmeOrder {
+    pub request: AcmeRequest,
+    pub state: AcmeState,
+    /// What is being done now (while ordering).
+    #[serde(default)]
+    pub step: String,
+    /// Why the last order or renewal failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the state last changed (ms since the Unix epoch).
+    pub updated_at: u64,
+}
+
+impl AcmeOrder {
+    pub fn host(&self) -> &str {
+        self.request.hosts.first().map_or("", String::as_str)
+    }
+}
+
+/// The key authorizations of pending HTTP-01 challenges, by token.
+#[derive(Debug, Clone, Default)]
+pub struct AcmeChallenges {
+    tokens: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl AcmeChallenges {
+    fn tokens(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The answer to `GET /.well-known/acme-challenge/TOKEN`, when `path`
+    /// is such a request for a token of a pending order.
+    pub fn answer(&self, path: &str) -> Option<String> {
+        let token = path.strip_prefix(CHALLENGE_PREFIX)?;
+        self.tokens().get(token).cloned()
+    }
+}
+
+/// Why an order failed, as the operator reads it.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    #[error(
+        "bad ACME request: {0}; give host names such as app.example.com and an --email address"
+    )]
+    BadRequest(String),
+    #[error(
+        "cannot reach the ACME CA at {directory}: {reason}; check the address and that it is up"
+    )]
+    Unreachable { directory: String, reason: String },
+    #[error("the ACME CA refused {what}: {detail}")]
+    Refused { what: String, detail: String },
+    #[error(
+        "the CA could not validate {host} over HTTP-01: {detail}; the CA must reach this serve's cleartext listener on port 80 at http://{host}/.well-known/acme-challenge/"
+    )]
+    ChallengeFailed { host: String, detail: String },
+    #[error("the certificate the CA issued cannot be used: {0}")]
+    BadCertificate(String),
+    #[error("an order for {0} is already running; wait for it (`switchyard tls ls`)")]
+    Busy(String),
+    #[error("no ACME order for {0}; start one with `switchyard tls acme`")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Orders and renews the ACME certificates of a serve.
+pub struct Acme {
+    store: Arc<dyn ServiceStore>,
+    certificates: Arc<Certificates>,
+    challenges: AcmeChallenges,
+    orders: Mutex<HashMap<String, AcmeOrder>>,
+    running: Mutex<HashSet<String>>,
+    failures: AtomicU64,
+    events: std::sync::OnceLock<EventSink>,
+}
+
+/// Where an order's outcome is recorded as an event: `(host, kind,
+/// message, detail)`.
+pub type EventSink = Box<dyn Fn(&str, &str, &str, serde_json::Value) + Send + Sync>;
+
+impl Acme {
+    /// Loads the kept orders; an order interrupted by a stop is taken
+    /// up again by the next renewal check.
+    pub fn load(
+        store: Arc<dyn ServiceStore>,
+        certificates: Arc<Certificates>,
+        challenges: AcmeChallenges,
+    ) -> Result<Arc<Acme>, AcmeError> {
+        let mut orders = HashMap::new();
+        for (host, json) in store.acme_orders()? {
+            match serde_json::from_str::<AcmeOrder>(&json) {
+                Ok(order) => {
+                    orders.insert(host, order);
+                }
+                Err(error) => tracing::error!(host, %error, "a stored ACME order cannot be read"),
+            }
+        }
+        Ok(Arc::new(Acme {
+            store,
+            certificates,
+            challenges,
+            orders: Mutex::new(orders),
+            running: Mutex::default(),
+            failures: AtomicU64::new(0),
+            events: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// Sends each order's outcome to `sink` too (set once, by serve).
+    pub fn set_events(&self, sink: EventSink) {
+        let _ = self.events.set(sink);
+    }
+
+    fn event(&self, host: &str, kind: &str, message: &str, detail: serde_json::Value) {
+        if let Some(sink) = self.events.get() {
+            sink(host, kind, message, detail);
+        }
+    }
+
+    fn orders(&self) -> MutexGuard<'_, HashMap<String, AcmeOrder>> {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every order, by host.
+    pub fn list(&self) -> Vec<AcmeOrder> {
+        let mut orders: Vec<_> = self.orders().values().cloned().collect();
+        orders.sort_by(|a, b| a.host().cmp(b.host()));
+        orders
+    }
+
+    pub fn order_of(&self, host: &str) -> Option<AcmeOrder> {
+        self.orders().get(host).cloned()
+    }
+
+    /// Orders and renewals that failed since serve started.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Checks a request and starts its order in the background.
+    pub fn start(self: &Arc<Self>, mut request: AcmeRequest) -> Result<AcmeOrder, AcmeError> {
+        if request.hosts.is_empty() {
+            return Err(AcmeError::BadRequest("no host name".into()));
+        }
+        for host in &mut request.hosts {
+            match host.parse::<HostPattern>() {
+                Ok(HostPattern::Exact(name)) => *host = name,
+                _ => {
+                    return Err(AcmeError::BadRequest(format!(
+                        "`{host}` is not a host name HTTP-01 can validate (no wildcards)"
+                    )));
+                }
+            }
+        }
+        let email = request.email.trim();
+        if !email.contains('@') || email.contains(char::is_whitespace) {
+            return Err(AcmeError::BadRequest(format!(
+                "`{email}` is not an email address"
+            )));
+        }
+        request.email = email.to_owned();
+        if url::Url::parse(&request.directory)
+            .map_or(true, |u| !matches!(u.scheme(), "https" | "http"))
+        {
+            return Err(AcmeError::BadRequest(format!(
+                "`{}` is not an https:// directory URL",
+                request.directory
+            )));
+        }
+        if let Some(pem) = &request.directory_ca_pem {
+            ClientTrust {
+                ca_files: Vec::new(),
+                ca_pem: Some(pem.clone()),
+            }
+            .roots()
+            .map_err(|e| AcmeError::BadRequest(e.to_string()))?;
+        }
+        let host = request.hosts[0].clone();
+        let order = AcmeOrder {
+            request,
+            state: AcmeState::Ordering,
+            step: "starting".into(),
+            last_error: self.order_of(&host).and_then(|o| o.last_error),
+            updated_at: now_millis(),
+        };
+        self.claim(&host)?;
+        if let Err(error) = self.save(&order) {
+            self.release(&host);
+            return Err(error);
+        }
+        let acme = Arc::clone(self);
+        let request = order.request.clone();
+        tokio::spawn(async move { acme.run(request).await });
+        Ok(order)
+    }
+
+    fn claim(&self, host: &str) -> Result<(), AcmeError> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if !running.insert(host.to_owned()) {
+            return Err(AcmeError::Busy(host.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn release(&self, host: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host);
+    }
+
+    /// Forgets the order of `host` (its certificate was removed), so that
+    /// it is not renewed. One running now still ends.
+    pub fn forget(&self, host: &str) -> Result<(), AcmeError> {
+        self.store.delete_acme_order(host)?;
+        self.orders().remove(host);
+        Ok(())
+    }
+
+    fn save(&self, order: &AcmeOrder) -> Result<(), AcmeError> {
+        let json = serde_json::to_string(order).map_err(crate::store::StoreError::from)?;
+        self.store.save_acme_order(order.host(), &json)?;
+        self.orders().insert(order.host().to_owned(), order.clone());
+        Ok(())
+    }
+
+    fn step(&self, host: &str, step: &str) {
+        let mut orders = self.orders();
+        if let Some(order) = orders.get_mut(host) {
+            order.step = step.to_owned();
+            order.updated_at = now_millis();
+        }
+        drop(orders);
+        tracing::info!(host, step, "ACME order");
+    }
+
+    /// Runs one claimed order to its end and records the outcome.
+    async fn run(self: Arc<Self>, request: AcmeRequest) {
+        let host = request.hosts[0].clone();
+        let outcome = tokio::time::timeout(ORDER_TIMEOUT, self.order(&request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AcmeError::Refused {
+                    what: "the order".into(),
+                    detail: format!("it took longer than {}s", ORDER_TIMEOUT.as_secs()),
+                })
+            });
+        let mut order = self.order_of(&host).unwrap_or(AcmeOrder {
+            request: request.clone(),
+            state: AcmeState::Ordering,
+            step: String::new(),
+            last_error: None,
+            updated_at: 0,
+        });
+        order.updated_at = now_millis();
+        match outcome {
+            Ok(()) => {
+                self.event(
+                    &host,
+                    "certificate-issued",
+                    &format!("ACME certificate for {host} stored and served"),
+                    serde_json::json!({ "host": host, "directory": request.directory }),
+                );
+                order.state = AcmeState::Valid;
+                order.step = "certificate stored".into();
+                order.last_error = None;
+            }
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let kept = self.certificates.list().iter().any(|c| c.host == host);
+                tracing::warn!(
+                    host,
+                    %error,
+                    old_certificate_kept = kept,
+                    "ACME order failed"
+                );
+                self.event(
+                    &host,
+                    "certificate-failed",
+                    &format!("ACME order for {host} failed: {error}"),
+                    serde_json::json!({
+                        "host": host,
+                        "directory": request.directory,
+                        "error": error.to_string(),
+                        "old_certificate_kept": kept,
+                    }),
+                );
+                order.state = AcmeState::Failed;
+                order.step = "failed".into();
+                order.last_error = Some(error.to_string());
+            }
+        }
+        if let Err(error) = self.save(&order) {
+            tracing::error!(host, %error, "cannot record the ACME order's outcome");
+        }
+        self.release(&host);
+    }
+
+    /// The account for a directory: the stored one, else a new one
+    /// (stored, so that the fleet and later orders use it).
+    async fn account(&self, request: &AcmeRequest) -> Result<Account, AcmeError> {
+        let unreachable = |e: instant_acme::Error| match e {
+            instant_acme::Error::Api(problem) => AcmeError::Refused {
+                what: "the account".into(),
+                detail: problem.to_string(),
+            },
+            other => AcmeError::Unreachable {
+                directory: request.directory.clone(),
+                reason: error_chain(&other),
+            },
+        };
+        let http = || -> Result<Box<dyn HttpClient>, AcmeError> {
+            Ok(Box::new(ReqwestHttp::new(
+                request.directory_ca_pem.clone(),
+            )?))
+        };
+        if let Some(json) = self.store.acme_account(&request.directory)? {
+            if let Ok(credentials) = serde_json::from_str::<AccountCredentials>(&json) {
+                return Account::builder_with_http(http()?)
+                    .from_credentials(credentials)
+                    .await
+                    .map_err(unreachable);
+            }
+            tracing::warn!(
+                directory = request.directory,
+                "the stored ACME account cannot be read; making a new one"
+            );
+        }
+        let contact = format!("mailto:{}", request.email);
+        let (account, credentials) = Account::builder_with_http(http()?)
+            .create(
+                &NewAccount {
+                    contact: &[&contact],
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                request.directory.clone(),
+                None,
+            )
+            .await
+            .map_err(unreachable)?;
+        let json = serde_json::to_string(&credentials).map_err(crate::store::StoreError::from)?;
+        self.store.save_acme_account(&request.directory, &json)?;
+        Ok(account)
+    }
+
+    async fn order(&self, request: &AcmeRequest) -> Result<(), AcmeError> {
+        let host = request.hosts[0].as_str();
+        let refused = |what: &str| {
+            let what = what.to_owned();
+            let directory = request.directory.clone();
+            move |e: instant_acme::Error| match e {
+                instant_acme::Error::Api(problem) => AcmeError::Refused {
+                    what,
+                    detail: problem.to_string(),
+                },
+                other => AcmeError::Unreachable {
+                    directory,
+                    reason: error_chain(&other),
+                },
+            }
+        };
+        self.step(host, "reaching the CA");
+        let account = self.account(request).await?;
+        let identifiers: Vec<Identifier> = request
+            .hosts
+            .iter()
+            .map(|h| Identifier::Dns(h.clone()))
+            .collect();
+        self.step(host, "placing the order");
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .map_err(refused("the order"))?;
+        let mut tokens = Vec::new();
+        let result = async {
+            let mut authorizations = order.authorizations();
+            while let Some(authorization) = authorizations.next().await {
+                let mut authorization = authorization.map_err(refused("the authorization"))?;
+                match authorization.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => continue,
+                    other => {
+                        return Err(AcmeError::Refused {
+                            what: "the authorization".into(),
+                            detail: format!("it is {other:?}"),
+                        });
+                    }
+                }
+                let name = authorization.identifier().to_string();
+                let mut challenge =
+                    authorization
+                        .challenge(ChallengeType::Http01)
+                        .ok_or_else(|| AcmeError::Refused {
+                            what: format!("HTTP-01 for {name}"),
+                            detail: "the CA offers no HTTP-01 challenge".into(),
+                        })?;
+                let token = challenge.token.clone();
+                self.challenges
+                    .tokens()
+                    .insert(token.clone(), challenge.key_authorization().as_str().into());
+                tokens.push(token);
+                challenge
+                    .set_ready()
+                    .await
+                    .map_err(refused("the challenge"))?;
+            }
+            self.step(host, "waiting for the CA to validate");
+            let retries = RetryPolicy::new()
+                .initial_delay(Duration::from_millis(250))
+                .timeout(Duration::from_secs(60));
+            let status = order.poll_ready(&retries).await.map_err(|e| match e {
+                instant_acme::Error::Api(problem) => AcmeError::ChallengeFailed {
+                    host: host.to_owned(),
+                    detail: problem.to_string(),
+                },
+                other => refused("the order")(other),
+            })?;
+            if status != OrderStatus::Ready {
+                let detail = challenge_errors(&mut order).await;
+                return Err(AcmeError::ChallengeFailed {
+                    host: host.to_owned(),
+                    detail,
+                });
+            }
+            Ok(())
+        }
+        .await;
+        {
+            let mut pending = self.challenges.tokens();
+            for token in &tokens {
+                pending.remove(token);
+            }
+        }
+        result?;
+        self.step(host, "finalizing");
+        let key = rcgen::KeyPair::generate()
+            .map_err(|e| AcmeError::BadCertificate(format!("cannot make a key: {e}")))?;
+        let csr = rcgen::CertificateParams::new(request.hosts.clone())
+            .and_then(|params| params.serialize_request(&key))
+            .map_err(|e| AcmeError::BadCertificate(format!("cannot make the request: {e}")))?;
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(refused("the certificate request"))?;
+        self.step(host, "downloading the certificate");
+        let chain = order
+            .poll_certificate(&RetryPolicy::new().timeout(Duration::from_secs(60)))
+            .await
+            .map_err(refused("the certificate"))?;
+        let pattern: HostPattern = host
+            .parse()
+            .map_err(|e: super::TlsError| AcmeError::BadRequest(e.to_string()))?;
+        self.certificates
+            .add(
+                pattern,
+                &chain,
+                &key.serialize_pem(),
+                CertificateSource::Acme,
+            )
+            .map_err(|e| AcmeError::BadCertificate(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Starts a renewal for every ACME certificate with a third of its
+    /// lifetime left or less (and every order with no certificate yet
+    /// that is not running).
+    /// A failed one is tried again no sooner than `retry_after` after it
+    /// failed, so that a CA's rate limits are not spent on a cause that
+    /// has not changed.
+    pub fn renew_due(self: &Arc<Self>, retry_after: Duration) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let certificates = self.certificates.list();
+        for order in self.list() {
+            let host = order.host().to_owned();
+            let due = match certificates.iter().find(|c| c.host == host) {
+                Some(c) => {
+                    let lifetime = (c.not_after - c.not_before).max(0);
+                    c.not_after - now <= lifetime / 3
+                }
+                None => true,
+            };
+            let retry_at = order.updated_at + u64::try_from(retry_after.as_millis()).unwrap_or(0);
+            if order.state == AcmeState::Failed && now_millis() < retry_at {
+                continue;
+            }
+            if !due || self.claim(&host).is_err() {
+                continue;
+            }
+            tracing::info!(host, "renewing the ACME certificate");
+            let mut order = order;
+            order.state = AcmeState::Ordering;
+            order.step = "renewing".into();
+            order.updated_at = now_millis();
+            if let Err(error) = self.save(&order) {
+                tracing::error!(host, %error, "cannot record the renewal");
+            }
+            let acme = Arc::clone(self);
+            tokio::spawn(async move { acme.run(order.request).await });
+        }
+    }
+
+    /// Checks for renewals every `every`, from now on, until serve stops
+    /// (a failed one is tried again ten checks later).
+    pub fn start_renewals(self: &Arc<Self>, every: Duration) {
+        let acme = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(acme) = acme.upgrade() else { return };
+                acme.renew_due(every * FAILED_RETRY_CHECKS);
+            }
+        });
+    }
+}
+
+/// The errors of an order's failed challenges, as the CA gave them.
+async fn challenge_errors(order: &mut instant_acme::Order) -> String {
+    let mut details = Vec::new();
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authorization)) = authorizations.next().await {
+        let Ok(state) = authorization.refresh().await else {
+            continue;
+        };
+        for challenge in &state.challenges {
+            if let Some(problem) = &challenge.error {
+                details.push(problem.to_string());
+            }
+        }
+    }
+    if details.is_empty() {
+        "the order became invalid".into()
+    } else {
+        details.join("; ")
+    }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The ACME client's HTTP, over reqwest with serve's own TLS settings
+/// (ring, the system's roots plus a private CA when given).
+struct ReqwestHttp {
+    client: reqwest::Client,
+}
+
+impl ReqwestHttp {
+    fn new(ca_pem: Option<String>) -> Result<ReqwestHttp, AcmeError> {
+        let trust = ClientTrust {
+            ca_files: Vec::new(),
+            ca_pem,
+        };
+        let config = client_config(&trust, &[b"http/1.1"])
+            .map_err(|e| AcmeError::BadRequest(e.to_string()))?;
+        let client = super::http_client()
+            .tls_backend_preconfigured(config)
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| AcmeError::BadRequest(e.to_string()))?;
+        Ok(ReqwestHttp { client })
+    }
+}
+
+impl HttpClient for ReqwestHttp {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let body = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(never) => match never {},
+            };
+            let response = client
+                .request(parts.method, parts.uri.to_string())
+                .headers(parts.headers)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| instant_acme::Error::Other(Box::new(e)))?;
+            let mut out = http::Response::new(Full::new(bytes));
+            *out.status_mut() = status;
+            *out.headers_mut() = headers;
+            Ok(BytesResponse::from(out))
+        })
+    }
+}
