@@ -339,11 +339,18 @@ impl Acme {
             last_error: self.order_of(&host).and_then(|o| o.last_error),
             updated_at: now_millis(),
         };
-        let claim = self.claim(&host)?;
-        if let Err(error) = self.save(&order) {
-            self.release(&host, &claim);
-            return Err(error);
-        }
+        // Claimed and saved under one lock, so that a `tls rm` comes
+        // wholly before (and this order is new) or after (and cancels it).
+        let claim = {
+            let mut running = self.running();
+            if running.contains_key(&host) {
+                return Err(AcmeError::Busy(host));
+            }
+            self.save(&order)?;
+            let claim = self.new_claim();
+            running.insert(host.clone(), claim.clone());
+            claim
+        };
         let acme = Arc::clone(self);
         let request = order.request.clone();
         tokio::spawn(async move { acme.run(request, claim).await });
@@ -354,24 +361,21 @@ impl Acme {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn new_claim(&self) -> Claim {
+        Claim {
+            id: self.next_claim.fetch_add(1, Ordering::Relaxed),
+            cancel: CancellationToken::new(),
+        }
+    }
+
     fn claim(&self, host: &str) -> Result<Claim, AcmeError> {
         let mut running = self.running();
         if running.contains_key(host) {
             return Err(AcmeError::Busy(host.to_owned()));
         }
-        let claim = Claim {
-            id: self.next_claim.fetch_add(1, Ordering::Relaxed),
-            cancel: CancellationToken::new(),
-        };
+        let claim = self.new_claim();
         running.insert(host.to_owned(), claim.clone());
         Ok(claim)
-    }
-
-    fn release(&self, host: &str, claim: &Claim) {
-        let mut running = self.running();
-        if running.get(host).is_some_and(|c| c.id == claim.id) {
-            running.remove(host);
-        }
     }
 
     /// Forgets the order of `host` (its certificate was removed), so that
