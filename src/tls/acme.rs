@@ -341,15 +341,8 @@ impl Acme {
         };
         // Claimed and saved under one lock, so that a `tls rm` comes
         // wholly before (and this order is new) or after (and cancels it).
-        let claim = {
-            let mut running = self.running();
-            if running.contains_key(&host) {
-                return Err(AcmeError::Busy(host));
-            }
-            self.save(&order)?;
-            let claim = self.new_claim();
-            running.insert(host.clone(), claim.clone());
-            claim
+        let Some(claim) = self.claim_and_save(&order, false)? else {
+            return Err(AcmeError::Busy(host));
         };
         let acme = Arc::clone(self);
         let request = order.request.clone();
@@ -368,14 +361,20 @@ impl Acme {
         }
     }
 
-    fn claim(&self, host: &str) -> Result<Claim, AcmeError> {
+    /// Claims the order's host and saves the order, under the lock `tls rm`
+    /// takes, so that a removal comes wholly before or after. `None` when
+    /// another order holds the host, or, for a renewal (`known`), when the
+    /// order was forgotten meanwhile (its certificate was removed).
+    fn claim_and_save(&self, order: &AcmeOrder, known: bool) -> Result<Option<Claim>, AcmeError> {
+        let host = order.host();
         let mut running = self.running();
-        if running.contains_key(host) {
-            return Err(AcmeError::Busy(host.to_owned()));
+        if running.contains_key(host) || (known && !self.orders().contains_key(host)) {
+            return Ok(None);
         }
+        self.save(order)?;
         let claim = self.new_claim();
         running.insert(host.to_owned(), claim.clone());
-        Ok(claim)
+        Ok(Some(claim))
     }
 
     /// Forgets the order of `host` (its certificate was removed), so that
@@ -706,17 +705,19 @@ impl Acme {
             if !due {
                 continue;
             }
-            let Ok(claim) = self.claim(&host) else {
-                continue;
-            };
-            tracing::info!(host, "renewing the ACME certificate");
             let mut order = order;
             order.state = AcmeState::Ordering;
             order.step = "renewing".into();
             order.updated_at = now_millis();
-            if let Err(error) = self.save(&order) {
-                tracing::error!(host, %error, "cannot record the renewal");
-            }
+            let claim = match self.claim_and_save(&order, true) {
+                Ok(Some(claim)) => claim,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(host, %error, "cannot record the renewal; it is tried again later");
+                    continue;
+                }
+            };
+            tracing::info!(host, "renewing the ACME certificate");
             let acme = Arc::clone(self);
             tokio::spawn(async move { acme.run(order.request, claim).await });
         }
