@@ -49,6 +49,13 @@ impl Controller {
 
     /// Drains and stops releases that left the routing table, together.
     pub(super) async fn stop_drained(&self, service: &ServiceName, versions: &[Version]) {
+        if let Some(limit) = self.tcp_drain(service) {
+            for v in versions {
+                self.runtime
+                    .stop_when_closed(service.as_str(), &v.to_string(), limit);
+            }
+            return;
+        }
         let stops = versions.iter().map(|v| {
             let version = v.to_string();
             async move { self.runtime.stop(service.as_str(), &version, true).await }
