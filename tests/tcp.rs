@@ -485,3 +485,46 @@ async fn a_release_that_asks_for_it_gets_the_proxy_protocol_header() {
         http.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_keeps_open_connections_while_the_new_serve_takes_new_ones() {
+    if !support::component::redis("a_handover_keeps_open_connections") {
+        return;
+    }
+    let env = Env::start().await;
+    let (listen, pinned) = two_releases(&env).await;
+    let old_pid = env.serve_pid();
+    let mut held = Resp::connect(listen).await;
+    assert_eq!(held.release().await, "1.0.0");
+
+    let run = env.cli(&["handover", "--json"]).await.ok();
+    let report: Value = serde_json::from_str(&run.stdout).expect("handover --json is JSON");
+    let new_pid = u32::try_from(report["new_pid"].as_u64().expect("new pid")).expect("pid");
+    assert_ne!(new_pid, old_pid);
+
+    // The new serve has the addresses; the old one still forwards the
+    // connection it holds.
+    assert_eq!(Resp::connect(listen).await.release().await, "1.0.0");
+    assert_eq!(Resp::connect(pinned).await.release().await, "2.0.0");
+    env.cli(&["assign", "cache", "2.0.0", "--yes"]).await.ok();
+    assert_eq!(Resp::connect(listen).await.release().await, "2.0.0");
+    assert_eq!(
+        held.release().await,
+        "1.0.0",
+        "the held connection is alive"
+    );
+    assert!(
+        support::pid_alive(old_pid),
+        "the old serve stays while it forwards a connection"
+    );
+
+    drop(held);
+    env.eventually(
+        "the old serve exits once its last connection closed",
+        WAIT,
+        || async { !support::pid_alive(old_pid) },
+    )
+    .await;
+    assert!(support::pid_alive(new_pid), "{}", env.serve_log());
+    assert_eq!(Resp::connect(listen).await.release().await, "2.0.0");
+}

@@ -31,6 +31,8 @@ struct Serves {
 struct Running {
     serves: Serves,
     stop: CancellationToken,
+    /// A duplicate of its listening socket, for a handover to pass on.
+    socket: Option<std::net::TcpListener>,
 }
 
 impl Drop for Running {
@@ -185,6 +187,7 @@ impl Controller {
                 connect_timeout: settings.proxy.connect_timeout,
             });
             let stop = CancellationToken::new();
+            let socket = listener.try_clone().ok();
             settings.runtime.spawn(crate::listener::serve_tcp(
                 listener,
                 Arc::clone(&settings.proxy.connections),
@@ -195,12 +198,56 @@ impl Controller {
                 },
             ));
             tracing::info!(%addr, service = %serves.service, version = serves.version.as_deref().unwrap_or("main"), "serving TCP address");
-            running.insert(addr, Running { serves, stop });
+            running.insert(
+                addr,
+                Running {
+                    serves,
+                    stop,
+                    socket,
+                },
+            );
         }
     }
 
     /// TCP connections open right now, over every listener.
     pub fn tcp_connections_open(&self) -> usize {
         self.tcp.connections.len()
+    }
+
+    /// Duplicates of the TCP listening sockets, each with its address,
+    /// for a handover to pass to the new serve.
+    pub fn tcp_listening_sockets(&self) -> Vec<(SocketAddr, std::os::fd::OwnedFd)> {
+        self.tcp
+            .running()
+            .iter()
+            .filter_map(|(addr, r)| {
+                let socket = r.socket.as_ref()?.try_clone().ok()?;
+                Some((*addr, std::os::fd::OwnedFd::from(socket)))
+            })
+            .collect()
+    }
+
+    /// Listening sockets an old serve passed in a handover: the TCP
+    /// listeners of the state about to be restored take them rather than
+    /// binding their addresses again.
+    pub fn adopt_tcp_listening_sockets(&self, sockets: Vec<(SocketAddr, std::net::TcpListener)>) {
+        for (addr, socket) in sockets {
+            self.pins.pending_insert(addr, socket);
+        }
+    }
+
+    /// Stops accepting TCP connections (another serve accepts them now);
+    /// connections open go on.
+    pub fn stop_tcp_accepting(&self) {
+        self.tcp.running().clear();
+    }
+
+    /// Waits until every TCP connection forwarded has closed, at most
+    /// `limit`; true when they all did.
+    pub async fn tcp_connections_closed(&self, limit: Duration) -> bool {
+        self.tcp.connections.close();
+        tokio::time::timeout(limit, self.tcp.connections.wait())
+            .await
+            .is_ok()
     }
 }
