@@ -528,3 +528,100 @@ async fn a_handover_keeps_open_connections_while_the_new_serve_takes_new_ones() 
     assert!(support::pid_alive(new_pid), "{}", env.serve_log());
     assert_eq!(Resp::connect(listen).await.release().await, "2.0.0");
 }
+
+#[tokio::test]
+async fn a_killed_release_keeps_its_open_connections_up_to_the_drain_limit() {
+    if !support::component::redis("a_killed_release_keeps_its_open_connections") {
+        return;
+    }
+    let env = Env::start().await;
+    let (listen, pinned) = two_releases(&env).await;
+    env.cli(&["listen", "cache", &listen.to_string(), "--drain", "3s"])
+        .await
+        .ok();
+    let mut held = Resp::connect(pinned).await;
+    assert_eq!(held.release().await, "2.0.0");
+
+    let started = std::time::Instant::now();
+    env.cli(&["kill", "cache", "2.0.0", "--yes"]).await.ok();
+    assert_eq!(
+        held.release().await,
+        "2.0.0",
+        "the connection outlives the kill"
+    );
+    // Then the drain limit runs out: its instance stops and the connection ends.
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            let stream = held.reader.get_mut();
+            if stream.write_all(b"*1\r\n$4\r\nPING\r\n").await.is_err() {
+                return;
+            }
+            let mut line = String::new();
+            match held.reader.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection ended after the drain limit");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "not before the limit: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(Resp::connect(listen).await.release().await, "1.0.0");
+}
+
+/// A server that reads until its client stops sending, then answers how
+/// many bytes it got: it needs the client's half-close to come through.
+async fn counter_until_eof() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let local = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                if stream.read_to_end(&mut all).await.is_ok() && !all.is_empty() {
+                    let _ = stream
+                        .write_all(format!("got {}\n", all.len()).as_bytes())
+                        .await;
+                }
+            });
+        }
+    });
+    local
+}
+
+#[tokio::test]
+async fn a_half_closed_connection_still_gets_its_answer() {
+    let env = Env::start().await;
+    let server = counter_until_eof().await;
+    env.cli(&[
+        "deploy",
+        "counter",
+        "1.0.0",
+        "--protocol",
+        "tcp",
+        "--upstream",
+        &server.to_string(),
+    ])
+    .await
+    .ok();
+    let listen = addr(free_port());
+    env.cli(&["listen", "counter", &listen.to_string()])
+        .await
+        .ok();
+    let mut stream = TcpStream::connect(listen).await.expect("connect");
+    stream.write_all(&[b'x'; 100_000]).await.expect("send");
+    stream.shutdown().await.expect("half-close");
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut answer))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    assert_eq!(answer, "got 100000\n");
+}

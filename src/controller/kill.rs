@@ -23,9 +23,7 @@ impl Controller {
                 Ok(Change::new(format!("kill {version}"), next))
             })
             .await?;
-        self.runtime
-            .stop(service.as_str(), &version.to_string(), true)
-            .await;
+        self.stop_drained(service, &[version]).await;
         Ok(revision)
     }
 
