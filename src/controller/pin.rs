@@ -25,6 +25,8 @@ pub(super) struct PinnedListener {
     service: String,
     version: String,
     stop: CancellationToken,
+    /// A duplicate of its listening socket, for a handover to pass on.
+    socket: Option<std::net::TcpListener>,
 }
 
 impl Drop for PinnedListener {
@@ -54,6 +56,22 @@ impl Pins {
     /// Holds a listener bound for a change about to commit.
     pub(super) fn pending_insert(&self, addr: SocketAddr, listener: std::net::TcpListener) {
         self.pending().insert(addr, listener);
+    }
+
+    /// Duplicates of the pinned listening sockets, each with its address.
+    pub(super) fn sockets(&self) -> Vec<(SocketAddr, std::os::fd::OwnedFd)> {
+        self.listeners()
+            .iter()
+            .filter_map(|(addr, l)| {
+                let socket = l.socket.as_ref()?.try_clone().ok()?;
+                Some((*addr, std::os::fd::OwnedFd::from(socket)))
+            })
+            .collect()
+    }
+
+    /// Stops accepting on every pinned address (another serve does now).
+    pub(super) fn stop_accepting(&self) {
+        self.listeners().clear();
     }
 
     /// Takes back a listener bound for a change (closed when dropped).
@@ -146,6 +164,7 @@ impl Controller {
                 }
             };
             let stop = CancellationToken::new();
+            let socket = listener.try_clone().ok();
             let proxy = Arc::new(Proxy {
                 table: Arc::clone(self.routes.shared()),
                 pauses: Arc::clone(&self.pauses.gates),
@@ -170,6 +189,7 @@ impl Controller {
                     service,
                     version,
                     stop,
+                    socket,
                 },
             );
         }

@@ -214,32 +214,38 @@ impl Controller {
         self.tcp.connections.len()
     }
 
-    /// Duplicates of the TCP listening sockets, each with its address,
-    /// for a handover to pass to the new serve.
+    /// Duplicates of the listening sockets of TCP services and pinned
+    /// addresses, each with its address, for a handover to pass to the new
+    /// serve.
     pub fn tcp_listening_sockets(&self) -> Vec<(SocketAddr, std::os::fd::OwnedFd)> {
-        self.tcp
+        let mut sockets: Vec<_> = self
+            .tcp
             .running()
             .iter()
             .filter_map(|(addr, r)| {
                 let socket = r.socket.as_ref()?.try_clone().ok()?;
                 Some((*addr, std::os::fd::OwnedFd::from(socket)))
             })
-            .collect()
+            .collect();
+        sockets.extend(self.pins.sockets());
+        sockets
     }
 
-    /// Listening sockets an old serve passed in a handover: the TCP
-    /// listeners of the state about to be restored take them rather than
-    /// binding their addresses again.
+    /// Listening sockets an old serve passed in a handover: the TCP and
+    /// pinned listeners of the state about to be restored take them rather
+    /// than binding their addresses again.
     pub fn adopt_tcp_listening_sockets(&self, sockets: Vec<(SocketAddr, std::net::TcpListener)>) {
         for (addr, socket) in sockets {
             self.pins.pending_insert(addr, socket);
         }
     }
 
-    /// Stops accepting TCP connections (another serve accepts them now);
-    /// connections open go on.
+    /// Stops accepting TCP connections and pinned addresses' (another
+    /// serve accepts them now); TCP connections open go on, pinned HTTP
+    /// connections are drained.
     pub fn stop_tcp_accepting(&self) {
         self.tcp.running().clear();
+        self.pins.stop_accepting();
     }
 
     /// Waits until every TCP connection forwarded has closed, at most
