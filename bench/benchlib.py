@@ -380,6 +380,33 @@ backend backend
     return port, proc
 
 
+def start_haproxy_tcp(procs, workdir, backend_port, workers):
+    """HAProxy `mode tcp`: each connection forwarded whole to the backend,
+    as a Switchyard TCP service forwards it."""
+    os.makedirs(workdir, exist_ok=True)
+    port = free_port()
+    conf = os.path.join(workdir, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(f"""global
+  nbthread {workers}
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend tcp
+  bind 127.0.0.1:{port}
+  default_backend backend
+backend backend
+  server b1 127.0.0.1:{backend_port}
+""")
+    proc = procs.start("haproxy tcp", ["haproxy", "-db", "-f", conf],
+                       stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return port, proc
+
+
 class Serve:
     """A `switchyard serve` this benchmark started, and its CLI."""
 

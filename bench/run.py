@@ -7,13 +7,15 @@ with a 10% sticky canary (when `switchyard canary` exists) and with every
 request mirrored to one shadow. Each proxy gets the same number of worker
 threads. Runs are interleaved (A B C … A B C …) so that whatever else the
 machine does falls on every target alike; the table holds the median of
-the rounds. Then serve's memory: idle with 10 services × 3 releases, and
-under 1,000 concurrent keep-alive connections. Then HTTPS: nginx, HAProxy
-and Switchyard each terminating TLS with the same certificate (a
-self-signed EC P-256 one), measured for new TLS connections per second (a
-full handshake per request: `Connection: close`) and for keep-alive
-throughput over TLS, interleaved the same way (`--tls-only` runs just
-these).
+the rounds. A TCP service is measured apart: HTTP over connections that
+Switchyard (`deploy --protocol tcp`, `listen`) and HAProxy `mode tcp`
+forward whole, without reading a request. Then serve's memory: idle with
+10 services × 3 releases, and under 1,000 concurrent keep-alive
+connections. Then HTTPS: nginx, HAProxy and Switchyard each terminating
+TLS with the same certificate (a self-signed EC P-256 one), measured for
+new TLS connections per second (a full handshake per request:
+`Connection: close`) and for keep-alive throughput over TLS, interleaved
+the same way (`--tls-only` runs just these).
 
 Prints the tables and writes them into BENCHMARKS.md (between markers; the
 rest of the file is left alone). Everything it starts, it stops by PID.
@@ -120,6 +122,31 @@ def tables(targets, bodies):
             cells += [ratio(s["cpu_us"], nginx["cpu_us"]), ratio(s["cpu_us"], haproxy["cpu_us"])]
             out.append(f"| {t.name} | " + " | ".join(cells) + " |")
         out.append("")
+    return "\n".join(out)
+
+
+def tcp_table(targets, bodies):
+    """The TCP forwarders side by side: each connection forwarded whole
+    (wrk's keep-alive HTTP/1.1 through it), throughput and CPU per request
+    and per MB moved."""
+    out = ["| target | body | req/s | ÷ HAProxy | p99 ms | errors | proxy CPU µs/req "
+           "| proxy CPU ms/MB | ÷ HAProxy |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for body in bodies:
+        size = len(b.SMALL_BODY.rstrip()) if body == "/small" else b.LARGE_SIZE
+        by_name = {t.name: summary(t, body) for t in targets}
+        haproxy = by_name["HAProxy mode tcp"]
+
+        def per_mb(s):
+            return None if s["cpu_us"] is None else s["cpu_us"] / 1e3 / (size / 1e6)
+
+        for t in targets:
+            s = by_name[t.name]
+            out.append(
+                f"| {t.name} | `{body}` | {fmt(s['rps'], ',.0f')} | {ratio(s['rps'], haproxy['rps'])} | "
+                f"{fmt(s['p99'], '.2f')} | {s['errors']} | {fmt(s['cpu_us'], '.1f')} | "
+                f"{fmt(per_mb(s), '.1f')} | {ratio(per_mb(s), per_mb(haproxy))} |")
+    out.append("")
     return "\n".join(out)
 
 
@@ -348,12 +375,17 @@ def main():
                                                 backend_port, args.workers)
         HAPROXY_PORT, haproxy = b.start_haproxy(procs, os.path.join(workdir, "haproxy"),
                                                 backend_port, args.workers)
+        haproxy_tcp_port, haproxy_tcp = b.start_haproxy_tcp(
+            procs, os.path.join(workdir, "haproxy-tcp"), backend_port, args.workers)
         serve = b.Serve(procs, os.path.join(workdir, "switchyard"), workers=args.workers)
         serve.deploy_upstream("bench", "1.0.0", backend_port)
         # The second release of a service is a shadow: it gets every request.
         serve.deploy_upstream("mirror", "1.0.0", backend_port)
         serve.deploy_upstream("mirror", "2.0.0", backend_port)
         canary_ok, canary_note = setup_canary(serve, backend_port)
+        tcp_port = b.free_port()
+        serve.deploy_upstream("tcp", "1.0.0", backend_port, "--protocol", "tcp")
+        serve.cli("listen", "tcp", f"127.0.0.1:{tcp_port}")
 
         nginx_pids = lambda: b.descendants(nginx.pid)  # noqa: E731
         haproxy_pids = lambda: b.descendants(haproxy.pid)  # noqa: E731
@@ -373,8 +405,13 @@ def main():
             targets.append(Target("Switchyard, 10% sticky canary", None, note=canary_note))
         targets.append(Target("Switchyard, 100% mirrored to one shadow",
                               f"{base}{serve.port}/services/mirror", serve_pids))
+        tcp_targets = [
+            Target("HAProxy mode tcp", f"{base}{haproxy_tcp_port}",
+                   lambda: b.descendants(haproxy_tcp.pid)),
+            Target("Switchyard, TCP service", f"{base}{tcp_port}", serve_pids),
+        ]
         bodies = ["/small", "/large"]
-        measured = [t for t in targets if t.url is not None]
+        measured = [t for t in targets + tcp_targets if t.url is not None]
 
         b.log(f"warming up {len(measured)} targets")
         for t in measured:
@@ -428,6 +465,8 @@ def main():
         f"- canary row: {canary_note}",
         "",
         tables(targets, bodies),
+        "#### TCP services (connections forwarded whole)\n",
+        tcp_table(tcp_targets, bodies),
         f"Mirroring at the end (`switchyard shadow report mirror`; under full load copies beyond "
         f"the shadow's queue are dropped and counted): `{shadow}`",
         "",

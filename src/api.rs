@@ -163,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/services/{name}/pause", post(registry::pause))
         .route("/v1/services/{name}/pins/{version}", post(registry::pin))
+        .route("/v1/services/{name}/listen", post(registry::listen))
         .route("/v1/services/{name}/resume", post(registry::resume))
         .route(
             "/v1/services/{name}/releases/{version}",

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::metrics::ReleaseMetrics;
+use crate::metrics::{ReleaseMetrics, TcpMetrics};
+use crate::model::ProxyHeader;
 
 /// A release as the data plane sees it: its instances (one slot per
 /// replica, replaced when an instance restarts) and its requests in flight,
@@ -28,6 +29,10 @@ pub struct Backend {
     rotation: AtomicUsize,
     /// What the proxy measured of this release's answers.
     pub metrics: ReleaseMetrics,
+    /// What the TCP forwarder measured of this release's connections.
+    pub tcp: TcpMetrics,
+    /// The PROXY protocol header a TCP release's connections start with.
+    pub proxy_header: Option<ProxyHeader>,
 }
 
 impl Backend {
@@ -41,6 +46,16 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             rotation: AtomicUsize::new(0),
             metrics: ReleaseMetrics::default(),
+            tcp: TcpMetrics::default(),
+            proxy_header: None,
+        }
+    }
+
+    /// The same backend, whose TCP connections start with `header`.
+    pub fn with_proxy_header(self, header: Option<ProxyHeader>) -> Self {
+        Self {
+            proxy_header: header,
+            ..self
         }
     }
 

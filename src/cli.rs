@@ -18,6 +18,7 @@ mod host;
 mod https;
 mod init;
 mod kill;
+mod listen;
 mod logs;
 mod ls;
 mod output;
@@ -102,6 +103,8 @@ pub enum Command {
     Pause(pause::PauseArgs),
     /// Give a release its own listen port, served for as long as it runs.
     Pin(pin::PinArgs),
+    /// Give a TCP service its own listen address: new connections go to main.
+    Listen(listen::ListenArgs),
     /// Rollout events: steps, checks, promotions, rollbacks.
     Events(events::EventsArgs),
     /// Registered releases: add one from its manifest without starting it.
@@ -211,6 +214,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Resume(args) => resume::run(args).await,
             Command::Pause(args) => pause::run(args).await,
             Command::Pin(args) => pin::run(args).await,
+            Command::Listen(args) => listen::run(args).await,
             Command::Events(args) => events::run(args).await,
             Command::Release(args) => release::run(args).await,
             Command::Releases(args) => releases::run(args).await,

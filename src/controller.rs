@@ -34,6 +34,7 @@ mod rollback;
 mod rollout;
 mod settings;
 mod shadow;
+mod tcp;
 mod upgrade;
 mod view;
 
@@ -219,6 +220,8 @@ pub struct Controller {
     pauses: pause::Pauses,
     /// Pinned addresses and their listeners.
     pins: pin::Pins,
+    /// TCP services' listeners and the connections they forwarded.
+    tcp: tcp::TcpListeners,
     /// The current revision of every service and its change lock.
     revisions: change::Revisions,
     /// Releases being deployed right now.
@@ -254,6 +257,7 @@ impl Controller {
             routes: publication::Publication::new(table),
             pauses: pause::Pauses::new(pauses),
             pins: pin::Pins::default(),
+            tcp: tcp::TcpListeners::default(),
             revisions: change::Revisions::default(),
             deploying: deploy::Deploying::default(),
             shadows: ShadowLedger::default(),
@@ -410,6 +414,7 @@ impl Controller {
                 rewrite: revision.state.rewrite.is_on(),
                 error_page: revision.state.error_page.clone().map(Arc::new),
                 https: revision.state.https,
+                tcp: revision.state.protocol.is_tcp(),
             };
             for (version, shadow) in revision.state.mirrored() {
                 let key = (name.to_string(), version.to_string());
@@ -457,6 +462,7 @@ impl Controller {
         self.routes.publish(Arc::new(table));
         drop(current);
         self.reconcile_pins();
+        self.reconcile_tcp();
     }
 
     /// The service's policy for the proxy (always: even with no rule and no

@@ -194,6 +194,7 @@ impl Handover {
         match self.pass_to_successor(&binary).await {
             Ok(new_pid) => {
                 tracing::info!(new_pid, "the new serve took over; draining and exiting");
+                self.controller.stop_tcp_accepting();
                 self.done.cancel();
                 Ok(HandoverReport {
                     old_pid: std::process::id(),
@@ -278,13 +279,16 @@ impl Handover {
                 .map(OwnedFd::try_clone)
                 .transpose()
                 .map_err(|e| format!("cannot pass the TLS listening socket: {e}"))?;
-            socket::send(
-                &stream,
-                [proxy.as_fd(), admin.as_fd(), self.state_dir.lock_fd()],
-                tls.as_ref().map(AsFd::as_fd),
-            )
-            .await
-            .map_err(|e| format!("cannot pass the listening sockets and the state lock: {e}"))?;
+            let tcp = self.controller.tcp_listening_sockets();
+            let fds = [proxy.as_fd(), admin.as_fd(), self.state_dir.lock_fd()];
+            let tls = tls.as_ref().map(AsFd::as_fd);
+            let sent = if tcp.is_empty() {
+                socket::send(&stream, fds, tls).await
+            } else {
+                let tcp: Vec<_> = tcp.iter().map(|(addr, fd)| (*addr, fd.as_fd())).collect();
+                socket::send_with_tcp(&stream, fds, tls, &tcp).await
+            };
+            sent.map_err(|e| format!("cannot pass the listening sockets and the state lock: {e}"))?;
             tokio::time::timeout(READY_WAIT, socket::hear_ready(&mut stream))
                 .await
                 .map_err(|_| format!("it was not ready within {READY_WAIT:?}"))?
@@ -354,6 +358,8 @@ pub struct Successor {
     pub lock: Option<OwnedFd>,
     /// The TLS listening socket, from a serve that had one.
     pub tls: Option<std::net::TcpListener>,
+    /// The TCP services' listening sockets, by address.
+    pub tcp: Vec<(std::net::SocketAddr, std::net::TcpListener)>,
     pub old: OldServe,
 }
 
@@ -368,7 +374,17 @@ impl Successor {
     pub async fn connect(socket: &Path) -> io::Result<Self> {
         let stream = UnixStream::connect(socket).await?;
         let passed = socket::receive(&stream).await?;
+        let tcp = if passed.tcp_follows {
+            socket::receive_tcp(&stream)
+                .await?
+                .into_iter()
+                .map(|(addr, fd)| (addr, std::net::TcpListener::from(fd)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Self {
+            tcp,
             proxy: std::net::TcpListener::from(passed.proxy),
             admin: std::net::TcpListener::from(passed.admin),
             lock: passed.lock,

@@ -364,3 +364,94 @@ async fn run_connection<C>(
         }
     }
 }
+
+/// A TCP connection's hold on its budget: the slot it takes until it is
+/// dropped, and whether the budget asked it to close (shed, or its
+/// listener's connections are being cut).
+pub struct Admitted {
+    _slot: connections::Slot,
+    watch: Arc<Watch>,
+}
+
+impl Admitted {
+    /// Completes once the connection was asked to close.
+    pub async fn close_asked(&self) {
+        self.watch.close_asked().await;
+    }
+}
+
+/// Accepts TCP connections on `listener` until `stop`, under the caps of
+/// `connections`, handing each to `handle` on a task of `tasks`. A TCP
+/// connection carries a protocol of its own, so no HTTP timer watches it
+/// and it is never shed as idle; it keeps its slot until `handle` is done.
+/// Connections outlive the accept loop: whoever holds `tasks` waits for
+/// (or cuts) them.
+pub async fn serve_tcp<H, F>(
+    listener: std::net::TcpListener,
+    connections: Arc<Connections>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    handle: H,
+) where
+    H: Fn(TcpStream, SocketAddr, Admitted) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let name = connections.name();
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(listener))
+    {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(listener = name, %error, "cannot register the listening socket");
+            return;
+        }
+    };
+    let id = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
+    let limits = connections.limits().clone();
+    let mut failures = Throttle::new(REPORT_EVERY);
+    let mut refusals = Throttle::new(REPORT_EVERY);
+    let mut backoff = Backoff::default();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let (stream, client) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                connections.accept_failed();
+                if let Some(more) = failures.note(Instant::now()) {
+                    tracing::warn!(
+                        listener = name,
+                        %error,
+                        "accept failed ({more} more failed accepts since the last report); retrying after a pause"
+                    );
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff.next()) => continue,
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
+        backoff.reset();
+        let (slot, watch) = match connections.admit(client.ip(), id) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if let Some(more) = refusals.note(Instant::now()) {
+                    tracing::warn!(
+                        listener = name,
+                        client = %client.ip(),
+                        "{} ({more} more refused since the last report)",
+                        refusal_message(refusal, &limits)
+                    );
+                }
+                continue;
+            }
+        };
+        // Its bytes are its protocol's: neither timed as HTTP nor shed.
+        watch.upgraded(None);
+        let _ = stream.set_nodelay(true);
+        tasks.spawn(handle(stream, client, Admitted { _slot: slot, watch }));
+    }
+}

@@ -10,6 +10,7 @@ mod connections;
 mod latency;
 mod prometheus;
 mod release;
+mod tcp;
 mod tls;
 mod trend;
 
@@ -18,5 +19,6 @@ pub use connections::ConnectionSample;
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};
 pub use release::{ClientFault, MetricsSnapshot, ReleaseMetrics, UpstreamPhase, WindowSummary};
+pub use tcp::{DURATION_BOUNDS_SECS, TcpMetrics, TcpSnapshot};
 pub use tls::TlsSample;
 pub use trend::{Trend, TrendPoint};

@@ -8,6 +8,7 @@ mod https_policy;
 mod manifest;
 mod plan;
 mod policy;
+mod protocol;
 mod release;
 mod revision;
 mod role;
@@ -29,6 +30,7 @@ pub use policy::{
     Action, Canary, DEFAULT_STICKY_COOKIE, Matcher, OptIn, REGEX_SIZE_LIMIT, Rule, Stickiness,
     StringMatch, TrafficPolicy, parse_cidr, rule_label,
 };
+pub use protocol::{Protocol, ProxyHeader};
 pub use release::{ContainerSpec, Release, ReleaseSpec, RunSpec, parse_version};
 pub use revision::{Revision, now_millis};
 pub use role::Role;
@@ -118,6 +120,19 @@ pub enum ModelError {
     },
     #[error("{service} has no rule `{selector}`; `switchyard route ls {service}` lists them")]
     UnknownRule { service: String, selector: String },
+    #[error(
+        "{service} is a {service_protocol} service and {version} speaks {release_protocol}; deploy it with --protocol {service_protocol} (a service's protocol is its first release's)"
+    )]
+    ProtocolMismatch {
+        service: String,
+        version: String,
+        service_protocol: Protocol,
+        release_protocol: Protocol,
+    },
+    #[error("{service} is a TCP service: {what}")]
+    NotForTcp { service: String, what: String },
+    #[error("{service} is an HTTP service: {what}")]
+    NotForHttp { service: String, what: String },
 }
 
 impl crate::error_kind::Classify for ModelError {

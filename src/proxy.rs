@@ -13,9 +13,11 @@ mod mirror;
 mod pause;
 mod pool;
 mod progress;
+mod proxy_header;
 mod request_body;
 mod request_id;
 mod rewrite;
+mod tcp;
 mod tunnel;
 
 pub use crate::backend::{Backend, Upstream, UpstreamTls};
@@ -27,6 +29,7 @@ pub use listener::{ClientTls, serve};
 pub use mirror::{Mirror, MirrorSettings};
 pub use pause::{PauseGate, SharedPauses};
 pub use progress::MinRate;
+pub use tcp::{TcpRoute, forward as forward_tcp};
 
 use std::sync::Arc;
 use std::time::Duration;

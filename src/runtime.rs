@@ -172,6 +172,21 @@ impl Runtime {
         }
     }
 
+    /// Stops a TCP release once its connections closed (at most `limit`;
+    /// none: however long they stay), in the background: its connections
+    /// may last for days, and whoever removed it need not wait.
+    pub fn stop_when_closed(&self, service: &str, version: &str, limit: Option<Duration>) {
+        let handle = self.map().remove(&(service.to_owned(), version.to_owned()));
+        if let Some(handle) = handle {
+            tokio::spawn(async move {
+                // Ten years stands for "no limit" without overflowing a deadline.
+                let limit = limit.unwrap_or(Duration::from_secs(10 * 365 * 86_400));
+                handle.drain(limit).await;
+                handle.stop().await;
+            });
+        }
+    }
+
     /// Stops every release (serve is shutting down).
     pub async fn stop_all(&self) {
         let handles: Vec<_> = self.map().drain().map(|(_, h)| h).collect();

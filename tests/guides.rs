@@ -27,6 +27,7 @@ const GUIDES: &[&str] = &[
     "docs/dashboard.md",
     "docs/api.md",
     "docs/tls.md",
+    "docs/tcp.md",
 ];
 
 fn root() -> PathBuf {
@@ -121,6 +122,14 @@ async fn operating_guide_runs_as_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_guide_runs_as_written() {
     run_guide("docs/dashboard.md").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_guide_runs_as_written() {
+    if !component::redis("tcp_guide_runs_as_written") {
+        return;
+    }
+    run_guide("docs/tcp.md").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

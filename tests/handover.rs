@@ -177,3 +177,29 @@ async fn failed_handover_leaves_the_old_serve_in_charge_without_a_failed_request
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_address_is_served_by_the_new_serve_after_a_handover() {
+    let env = Env::start().await;
+    env.deploy("hub", "1.0.0", &[], &[]).await.ok();
+    env.deploy("hub", "2.0.0", &["--standby"], &[]).await.ok();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    env.cli(&["pin", "hub", "2.0.0", "--port", &port.to_string()])
+        .await
+        .ok();
+    let old_pid = env.serve_pid();
+    env.cli(&["handover"]).await.ok();
+    env.eventually("the old serve exits", WAIT, || async {
+        !pid_alive(old_pid)
+    })
+    .await;
+    let pinned = format!("127.0.0.1:{port}");
+    let answer = support::http1::Http1::new(&pinned)
+        .get("/")
+        .await
+        .unwrap_or_else(|e| panic!("the pinned address answers: {e}\n{}", env.serve_log()));
+    assert_eq!(answer.1, "2.0.0");
+}

@@ -183,3 +183,33 @@ pub async fn pin(
         .await?;
     change(&state, revision)
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListenRequest {
+    /// `IP:PORT` of a TCP service's own listener, or `None` to stop it.
+    pub address: Option<std::net::SocketAddr>,
+    /// How long connections to a release that left may stay open (ms);
+    /// none: until they close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_ms: Option<u64>,
+}
+
+pub async fn listen(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<ListenRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let req = body(req)?;
+    let revision = state
+        .controller
+        .listen(
+            &service,
+            req.address,
+            req.drain_ms.map(std::time::Duration::from_millis),
+            &actor(&headers),
+        )
+        .await?;
+    change(&state, revision)
+}

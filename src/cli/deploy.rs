@@ -106,6 +106,24 @@ pub struct DeployArgs {
     /// Failures in a row that take an instance out of rotation [default: 3].
     #[arg(long)]
     pub unhealthy_threshold: Option<u32>,
+    /// What the service's clients speak: http, or tcp for a server with its
+    /// own wire protocol (connections forwarded whole, from the service's
+    /// listen address). A service's protocol is its first release's.
+    #[arg(long, value_name = "http|tcp")]
+    pub protocol: Option<crate::model::Protocol>,
+    /// A TCP release's health check over HTTP on another port of the
+    /// instance: `GET --health` there [default for TCP: connect to the
+    /// instance's port].
+    #[arg(long, value_name = "PORT", conflicts_with = "health_command")]
+    pub health_port: Option<u16>,
+    /// A TCP release's health check as a command run through `sh -c`
+    /// (exit 0 passes), with `{port}` and $PORT the instance's port.
+    #[arg(long, value_name = "COMMAND")]
+    pub health_command: Option<String>,
+    /// Start each connection to a TCP release's instances with a PROXY
+    /// protocol header (v1 or v2), so it sees the client's address.
+    #[arg(long, value_name = "v1|v2")]
+    pub proxy_protocol: Option<crate::model::ProxyHeader>,
     /// How long to wait for every replica to become healthy [default: 60s].
     #[arg(long, value_parser = humantime::parse_duration)]
     pub ready_timeout: Option<Duration>,
@@ -136,6 +154,11 @@ impl DeployArgs {
             timeout_ms: self.health_timeout.map_or(base.timeout_ms, ms),
             healthy_threshold: self.healthy_threshold.unwrap_or(base.healthy_threshold),
             unhealthy_threshold: self.unhealthy_threshold.unwrap_or(base.unhealthy_threshold),
+            port: self.health_port.or(base.port),
+            command: match &self.health_command {
+                Some(c) => vec!["sh".into(), "-c".into(), c.clone()],
+                None => base.command,
+            },
         })
     }
 
@@ -169,6 +192,10 @@ impl DeployArgs {
             ("--healthy-threshold", self.healthy_threshold.is_some()),
             ("--unhealthy-threshold", self.unhealthy_threshold.is_some()),
             ("--ready-timeout", self.ready_timeout.is_some()),
+            ("--protocol", self.protocol.is_some()),
+            ("--health-port", self.health_port.is_some()),
+            ("--health-command", self.health_command.is_some()),
+            ("--proxy-protocol", self.proxy_protocol.is_some()),
             ("--port", self.container_port.is_some()),
             ("--memory", self.memory.is_some()),
             ("--cpus", self.cpus.is_some()),
@@ -320,6 +347,8 @@ impl DeployArgs {
                     health,
                     ready_timeout_ms: self.ready_timeout_ms(),
                     versioning,
+                    protocol: self.protocol.unwrap_or_default(),
+                    proxy_protocol: self.proxy_protocol,
                 });
             }
             (None, None) => {
@@ -348,6 +377,8 @@ impl DeployArgs {
             health,
             ready_timeout_ms: self.ready_timeout_ms(),
             versioning,
+            protocol: self.protocol.unwrap_or_default(),
+            proxy_protocol: self.proxy_protocol,
         })
     }
 
@@ -428,6 +459,23 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         },
         change.revision.number
     );
+    if change.service.protocol.is_tcp() {
+        println!(
+            "  {}",
+            match change.service.listen {
+                Some(addr) if role == "main" => format!("new connections to {addr} reach it"),
+                Some(addr) => format!(
+                    "connections to {addr} go to main; `switchyard pin {} {} --port PORT` gives it an address of its own",
+                    args.name, args.version
+                ),
+                None => format!(
+                    "give {} an address for its clients: `switchyard listen {} IP:PORT`",
+                    args.name, args.name
+                ),
+            }
+        );
+        return Ok(());
+    }
     println!(
         "  reach it at /services/{}_{}/{}",
         args.name,

@@ -58,6 +58,9 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
         &rows,
     );
     for service in &services {
+        if service.protocol.is_tcp() {
+            println!("{}", tcp_line(service));
+        }
         if let Some(upgrade) = &service.upgrading {
             println!(
                 "{} is held by its {upgrade}; `switchyard upgrade {} --status` follows it",
@@ -76,4 +79,34 @@ pub async fn run(args: LsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A TCP service's addresses and each release's connections, under the table.
+fn tcp_line(service: &ServiceView) -> String {
+    let listen = service.listen.map_or_else(
+        || {
+            format!(
+                "no listen address yet (`switchyard listen {} IP:PORT`)",
+                service.name
+            )
+        },
+        |a| format!("listens on {a}"),
+    );
+    let mut line = format!("{} is a TCP service: {listen}", service.name);
+    for r in &service.releases {
+        let pinned = r
+            .pinned
+            .map_or_else(String::new, |a| format!(", pinned to {a}"));
+        let counts = r.tcp.as_ref().map_or_else(String::new, |t| {
+            format!(
+                ": {} open, {} total, {} B in, {} B out, {} connect failures",
+                t.open, t.total, t.bytes_in, t.bytes_out, t.connect_failures
+            )
+        });
+        line.push_str(&format!(
+            "\n  {} {}{pinned}{counts}",
+            service.name, r.version
+        ));
+    }
+    line
 }

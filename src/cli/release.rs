@@ -196,6 +196,8 @@ async fn run_add(args: AddArgs) -> anyhow::Result<()> {
         health: manifest.health_check()?,
         ready_timeout_ms: args.ready_timeout.as_millis() as u64,
         versioning: manifest.versioning()?,
+        protocol: crate::model::Protocol::Http,
+        proxy_protocol: None,
     };
     let client = AdminClient::new(&args.client)?;
     let request = RegisterRequest {

@@ -130,6 +130,11 @@ pub struct ServeArgs {
     /// without dashes); flags given on the command line win.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// After a handover, how long this serve keeps forwarding the TCP
+    /// connections it holds (each until it closes) before it exits and
+    /// cuts those still open; the new serve takes every new connection.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub handover_tcp_wait: Duration,
     /// Take over from the serve handing over at this socket (set by that
     /// serve when it starts this one).
     #[arg(long = "handover-from", hide = true)]
@@ -304,6 +309,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             controller.record_host_event(host, kind, message, detail)
         }));
     }
+    if let Some(successor) = successor.as_mut() {
+        controller.adopt_tcp_listening_sockets(std::mem::take(&mut successor.tcp));
+    }
     controller
         .restore()
         .context("cannot restore the committed state")?;
@@ -454,6 +462,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let _ = admin_task.await;
+    if handed_over && controller.tcp_connections_open() > 0 {
+        tracing::info!(
+            open = controller.tcp_connections_open(),
+            "forwarding the open TCP connections until they close (at most {})",
+            humantime::format_duration(args.handover_tcp_wait)
+        );
+        if !controller
+            .tcp_connections_closed(args.handover_tcp_wait)
+            .await
+        {
+            tracing::warn!(
+                open = controller.tcp_connections_open(),
+                "TCP connections still open after serve --handover-tcp-wait; closing them"
+            );
+        }
+    }
     if !handed_over {
         controller.save_shadow_stats();
         controller.shutdown().await;

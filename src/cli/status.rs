@@ -24,6 +24,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     if args.client.json {
         return json(&releases);
     }
+    if releases.iter().any(|r| r.tcp.is_some()) {
+        tcp_table(&releases);
+        return Ok(());
+    }
     let rows: Vec<Vec<String>> = releases
         .iter()
         .map(|r| {
@@ -50,4 +54,48 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         &rows,
     );
     Ok(())
+}
+
+/// A TCP service's releases: connections, bytes, connect failures and the
+/// mean duration of closed connections, since each release started.
+fn tcp_table(releases: &[ReleaseStatusView]) {
+    let rows: Vec<Vec<String>> = releases
+        .iter()
+        .map(|r| {
+            let t = r.tcp.clone().unwrap_or_default();
+            let closed: u64 = t.durations.iter().sum();
+            vec![
+                r.version.clone(),
+                match (r.role, r.canary_percent) {
+                    (Role::Canary, Some(p)) => format!("canary {p}%"),
+                    (role, _) => role.to_string(),
+                },
+                format!("{}/{}", r.healthy, r.instances),
+                t.open.to_string(),
+                t.total.to_string(),
+                t.bytes_in.to_string(),
+                t.bytes_out.to_string(),
+                t.connect_failures.to_string(),
+                if closed == 0 {
+                    "-".to_owned()
+                } else {
+                    format!("{:.1}s", t.duration_sum_ms as f64 / 1e3 / closed as f64)
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "VERSION",
+            "ROLE",
+            "HEALTHY",
+            "OPEN",
+            "CONNECTIONS",
+            "BYTES IN",
+            "BYTES OUT",
+            "CONNECT FAILED",
+            "MEAN DURATION",
+        ],
+        &rows,
+    );
 }

@@ -137,6 +137,7 @@ impl Controller {
             0,
             &schema,
             req.shadow_methods.as_deref(),
+            spec.protocol,
         )?;
         if let Some(stored) = self.store.release(service, &version)? {
             if stored.spec != spec {
@@ -181,6 +182,7 @@ impl Controller {
                     now_millis(),
                     &schema,
                     req.shadow_methods.as_deref(),
+                    release.spec.protocol,
                 )?;
                 let role = state
                     .role_of(&version)
@@ -210,6 +212,7 @@ impl Controller {
         now: u64,
         schema: &Option<Version>,
         shadow_methods: Option<&[String]>,
+        protocol: crate::model::Protocol,
     ) -> Result<(Option<Revision>, ServiceState)> {
         let current = self.current(service);
         Self::check_base(
@@ -226,6 +229,7 @@ impl Controller {
             now,
             schema,
             shadow_methods,
+            protocol,
         )?;
         self.check_hosts(service, &next)?;
         Ok((current, next))
@@ -247,9 +251,11 @@ fn deployed_state(
     now: u64,
     schema: &Option<Version>,
     shadow_methods: Option<&[String]>,
+    protocol: crate::model::Protocol,
 ) -> Result<ServiceState> {
     let state = current.map(|r| r.state.clone()).unwrap_or_default();
     let mut next = state
+        .for_protocol(service, version, protocol)?
         .deploy(service, version, how, now)?
         .with_hosts(hosts)?;
     if next.schema.is_none() && next.main() == Some(version) {

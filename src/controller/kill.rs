@@ -23,9 +23,7 @@ impl Controller {
                 Ok(Change::new(format!("kill {version}"), next))
             })
             .await?;
-        self.runtime
-            .stop(service.as_str(), &version.to_string(), true)
-            .await;
+        self.stop_drained(service, &[version]).await;
         Ok(revision)
     }
 
@@ -49,6 +47,13 @@ impl Controller {
 
     /// Drains and stops releases that left the routing table, together.
     pub(super) async fn stop_drained(&self, service: &ServiceName, versions: &[Version]) {
+        if let Some(limit) = self.tcp_drain(service) {
+            for v in versions {
+                self.runtime
+                    .stop_when_closed(service.as_str(), &v.to_string(), limit);
+            }
+            return;
+        }
         let stops = versions.iter().map(|v| {
             let version = v.to_string();
             async move { self.runtime.stop(service.as_str(), &version, true).await }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::change::Change;
 use super::{Controller, ControllerError};
 use crate::error::Result;
-use crate::model::{ModelError, Revision, ServiceName, parse_version};
+use crate::model::{Revision, ServiceName, parse_version};
 use crate::proxy::Proxy;
 
 /// How long a pinned listener that stops lets open connections finish.
@@ -25,6 +25,8 @@ pub(super) struct PinnedListener {
     service: String,
     version: String,
     stop: CancellationToken,
+    /// A duplicate of its listening socket, for a handover to pass on.
+    socket: Option<std::net::TcpListener>,
 }
 
 impl Drop for PinnedListener {
@@ -49,6 +51,32 @@ impl Pins {
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, std::net::TcpListener>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds a listener bound for a change about to commit.
+    pub(super) fn pending_insert(&self, addr: SocketAddr, listener: std::net::TcpListener) {
+        self.pending().insert(addr, listener);
+    }
+
+    /// Duplicates of the pinned listening sockets, each with its address.
+    pub(super) fn sockets(&self) -> Vec<(SocketAddr, std::os::fd::OwnedFd)> {
+        self.listeners()
+            .iter()
+            .filter_map(|(addr, l)| {
+                let socket = l.socket.as_ref()?.try_clone().ok()?;
+                Some((*addr, std::os::fd::OwnedFd::from(socket)))
+            })
+            .collect()
+    }
+
+    /// Stops accepting on every pinned address (another serve does now).
+    pub(super) fn stop_accepting(&self) {
+        self.listeners().clear();
+    }
+
+    /// Takes back a listener bound for a change (closed when dropped).
+    pub(super) fn pending_remove(&self, addr: SocketAddr) -> Option<std::net::TcpListener> {
+        self.pending().remove(&addr)
     }
 }
 
@@ -87,21 +115,8 @@ impl Controller {
     ) -> Result<Change> {
         let next = current.state.pin(service, version, address)?;
         if let Some(addr) = address {
-            for (name, revision) in self.current_map().iter() {
-                if name == service {
-                    continue;
-                }
-                if let Some((_, other)) = revision.state.pins().find(|(a, _)| *a == addr) {
-                    return Err(ModelError::InvalidSpec(format!(
-                        "{addr} is pinned to {name} {other} already"
-                    ))
-                    .into());
-                }
-            }
-            let ours =
-                self.pins.listeners().get(&addr).is_some_and(|l| {
-                    l.service == service.as_str() && l.version == version.to_string()
-                });
+            self.check_address_free(service, addr)?;
+            let ours = current.state.pins().any(|(a, v)| a == addr && v == version);
             if !ours {
                 let listener = std::net::TcpListener::bind(addr)
                     .map_err(|e| ControllerError::PinBind(addr, e.to_string()))?;
@@ -121,6 +136,7 @@ impl Controller {
         let desired: HashMap<SocketAddr, (String, String)> = self
             .current_map()
             .iter()
+            .filter(|(_, revision)| revision.state.protocol.is_http())
             .flat_map(|(name, revision)| {
                 revision
                     .state
@@ -148,6 +164,7 @@ impl Controller {
                 }
             };
             let stop = CancellationToken::new();
+            let socket = listener.try_clone().ok();
             let proxy = Arc::new(Proxy {
                 table: Arc::clone(self.routes.shared()),
                 pauses: Arc::clone(&self.pauses.gates),
@@ -172,6 +189,7 @@ impl Controller {
                     service,
                     version,
                     stop,
+                    socket,
                 },
             );
         }

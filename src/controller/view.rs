@@ -2,10 +2,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Controller, PauseView};
 use crate::error::Result;
-use crate::metrics::{ReleaseSample, WindowSummary};
+use crate::metrics::{ReleaseSample, TcpSnapshot, WindowSummary};
 use crate::model::{
-    ComparePolicy, HttpsPolicy, PrefixRewrite, Revision, Role, ServiceName, ShadowSettings,
-    TrafficPolicy,
+    ComparePolicy, HttpsPolicy, PrefixRewrite, Protocol, Revision, Role, ServiceName,
+    ShadowSettings, TrafficPolicy,
 };
 use crate::runtime::InstanceStatus;
 
@@ -41,6 +41,15 @@ pub struct ServiceView {
     /// Redirect to HTTPS and HSTS (`switchyard https`).
     #[serde(default)]
     pub https: HttpsPolicy,
+    /// What its clients speak.
+    #[serde(default, skip_serializing_if = "Protocol::is_http")]
+    pub protocol: Protocol,
+    /// A TCP service's own listen address (`switchyard listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// How long a TCP connection to a release that left may stay open (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_drain_ms: Option<u64>,
 }
 
 /// A release of a service, with what its instances are doing.
@@ -61,6 +70,9 @@ pub struct ReleaseView {
     /// Its own listen address, when pinned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<std::net::SocketAddr>,
+    /// A TCP release's connections and bytes since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpSnapshot>,
 }
 
 impl Controller {
@@ -73,6 +85,10 @@ impl Controller {
                 let handle = self
                     .runtime
                     .get(revision.service.as_str(), &version.to_string());
+                let tcp = handle
+                    .as_ref()
+                    .filter(|h| h.release.spec.protocol.is_tcp())
+                    .map(|h| h.backend.tcp.snapshot());
                 let (status, kind, instances) = match handle {
                     Some(h) => {
                         let s = h.status();
@@ -90,6 +106,7 @@ impl Controller {
                     instances,
                     shadow: entry.shadow.clone(),
                     pinned: entry.pinned,
+                    tcp,
                 }
             })
             .collect();
@@ -115,6 +132,9 @@ impl Controller {
             rewrite: revision.state.rewrite,
             error_page: revision.state.error_page.is_some(),
             https: revision.state.https,
+            protocol: revision.state.protocol,
+            listen: revision.state.listen,
+            tcp_drain_ms: revision.state.tcp_drain_ms,
         }
     }
 
@@ -149,6 +169,12 @@ impl Controller {
                     version: version.to_string(),
                     role: entry.role.to_string(),
                     metrics: handle.backend.metrics.snapshot(),
+                    tcp: handle
+                        .release
+                        .spec
+                        .protocol
+                        .is_tcp()
+                        .then(|| handle.backend.tcp.snapshot()),
                     in_flight: handle.backend.in_flight(),
                     healthy: handle.backend.healthy_count(),
                     instances: handle.release.spec.replicas as usize,
@@ -181,6 +207,10 @@ impl Controller {
                     instances: handle
                         .as_ref()
                         .map_or(0, |h| h.release.spec.replicas as usize),
+                    tcp: handle
+                        .as_ref()
+                        .filter(|h| h.release.spec.protocol.is_tcp())
+                        .map(|h| h.backend.tcp.snapshot()),
                     last_minute: handle
                         .map(|h| h.backend.metrics.last_minute())
                         .unwrap_or_default(),
@@ -199,4 +229,7 @@ pub struct ReleaseStatusView {
     pub healthy: usize,
     pub instances: usize,
     pub last_minute: WindowSummary,
+    /// A TCP release's connections and bytes since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpSnapshot>,
 }

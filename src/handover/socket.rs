@@ -19,6 +19,12 @@ use tokio::net::UnixStream;
 const GREETING: &[u8] = b"switchyard handover 2: proxy, admin, state lock\n";
 /// What a serve with a TLS listener sends: its socket comes last.
 const GREETING_WITH_TLS: &[u8] = b"switchyard handover 3: proxy, admin, state lock, tls\n";
+/// What a serve with TCP services sends: as versions 2 and 3, and a
+/// second message follows with its TCP listening sockets.
+const GREETING_TCP: &[u8] = b"switchyard handover 4: proxy, admin, state lock; tcp\n";
+const GREETING_TCP_WITH_TLS: &[u8] = b"switchyard handover 5: proxy, admin, state lock, tls; tcp\n";
+/// The most TCP listening sockets one handover passes.
+pub const MAX_TCP: usize = 64;
 /// What a serve from before the state lock sends: the two sockets only.
 const GREETING_WITHOUT_LOCK: &[u8] = b"switchyard handover 1: proxy, admin\n";
 /// What the new serve answers once it accepts on them.
@@ -33,6 +39,8 @@ pub struct Passed {
     pub lock: Option<OwnedFd>,
     /// The TLS listening socket (`serve --tls-listen`), if there is one.
     pub tls: Option<OwnedFd>,
+    /// Whether a message with TCP listening sockets follows ([`receive_tcp`]).
+    pub tcp_follows: bool,
 }
 
 /// Sends the proxy and admin listening sockets and the lock file, and the
@@ -48,6 +56,104 @@ pub async fn send(
             send_with(stream, GREETING_WITH_TLS, &[proxy, admin, lock, tls]).await
         }
         None => send_with(stream, GREETING, &fds).await,
+    }
+}
+
+/// As [`send`], then the TCP services' listening sockets with their
+/// addresses (at most [`MAX_TCP`]), for a new serve that reads them with
+/// [`receive_tcp`].
+pub async fn send_with_tcp(
+    stream: &UnixStream,
+    fds: [BorrowedFd<'_>; 3],
+    tls: Option<BorrowedFd<'_>>,
+    tcp: &[(std::net::SocketAddr, BorrowedFd<'_>)],
+) -> io::Result<()> {
+    if tcp.len() > MAX_TCP {
+        return Err(io::Error::other(format!(
+            "{} TCP listening sockets, more than the {MAX_TCP} a handover passes",
+            tcp.len()
+        )));
+    }
+    match tls {
+        Some(tls) => {
+            let [proxy, admin, lock] = fds;
+            send_with(stream, GREETING_TCP_WITH_TLS, &[proxy, admin, lock, tls]).await?;
+        }
+        None => send_with(stream, GREETING_TCP, &fds).await?,
+    }
+    let mut text = tcp
+        .iter()
+        .map(|(addr, _)| addr.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    text.push('\n');
+    let fds: Vec<BorrowedFd<'_>> = tcp.iter().map(|(_, fd)| *fd).collect();
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_TCP))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+                return Err(io::Error::other("no room for the file descriptors"));
+            }
+            let iov = [IoSlice::new(text.as_bytes())];
+            Ok(rustix::net::sendmsg(
+                stream,
+                &iov,
+                &mut control,
+                SendFlags::empty(),
+            )?)
+        });
+        match sent {
+            Ok(n) if n == text.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::other("the TCP addresses went out in part")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives the TCP listening sockets [`send_with_tcp`] passes, each with
+/// the address it listens on.
+pub async fn receive_tcp(stream: &UnixStream) -> io::Result<Vec<(std::net::SocketAddr, OwnedFd)>> {
+    loop {
+        stream.readable().await?;
+        let received = stream.try_io(Interest::READABLE, || {
+            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_TCP))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut text = vec![0u8; MAX_TCP * 64];
+            let mut iov = [IoSliceMut::new(&mut text)];
+            let msg =
+                rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
+            let mut fds = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = message {
+                    fds.extend(rights);
+                }
+            }
+            Ok((text[..msg.bytes].to_vec(), fds))
+        });
+        let (text, fds) = match received {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        let text = String::from_utf8_lossy(&text);
+        let addrs = text
+            .split_whitespace()
+            .map(|a| {
+                a.parse::<std::net::SocketAddr>()
+                    .map_err(|e| io::Error::other(format!("bad TCP address {a:?}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        if addrs.len() != fds.len() {
+            return Err(io::Error::other(format!(
+                "{} TCP addresses came with {} file descriptors",
+                addrs.len(),
+                fds.len()
+            )));
+        }
+        return Ok(addrs.into_iter().zip(fds).collect());
     }
 }
 
@@ -102,9 +208,10 @@ pub async fn receive(stream: &UnixStream) -> io::Result<Passed> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
-        let expected = if greeting == GREETING_WITH_TLS {
+        let tcp_follows = greeting == GREETING_TCP || greeting == GREETING_TCP_WITH_TLS;
+        let expected = if greeting == GREETING_WITH_TLS || greeting == GREETING_TCP_WITH_TLS {
             4
-        } else if greeting == GREETING {
+        } else if greeting == GREETING || greeting == GREETING_TCP {
             3
         } else if greeting == GREETING_WITHOUT_LOCK {
             2
@@ -129,6 +236,7 @@ pub async fn receive(stream: &UnixStream) -> io::Result<Passed> {
             admin,
             lock: fds.next(),
             tls: fds.next(),
+            tcp_follows,
         });
     }
 }
@@ -225,6 +333,36 @@ mod tests {
             got_tls.local_addr().expect("addr"),
             tls.local_addr().expect("addr")
         );
+    }
+
+    #[tokio::test]
+    async fn tcp_listeners_cross_with_their_addresses_after_the_rest() {
+        let (old, new) = UnixStream::pair().expect("socket pair");
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let one = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let two = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let lock = tempfile::tempfile().expect("lock file");
+        let addrs = [
+            one.local_addr().expect("addr"),
+            two.local_addr().expect("addr"),
+        ];
+        send_with_tcp(
+            &old,
+            [proxy.as_fd(), admin.as_fd(), lock.as_fd()],
+            None,
+            &[(addrs[0], one.as_fd()), (addrs[1], two.as_fd())],
+        )
+        .await
+        .expect("sent");
+        let passed = receive(&new).await.expect("received");
+        assert!(passed.tcp_follows && passed.tls.is_none());
+        let tcp = receive_tcp(&new).await.expect("TCP received");
+        assert_eq!(tcp.len(), 2);
+        for (addr, fd) in tcp {
+            let listener = std::net::TcpListener::from(fd);
+            assert_eq!(listener.local_addr().expect("addr"), addr);
+        }
     }
 
     #[tokio::test]

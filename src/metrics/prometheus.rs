@@ -25,6 +25,8 @@ pub struct ReleaseSample {
     pub in_flight: usize,
     pub healthy: usize,
     pub instances: usize,
+    /// A TCP release's connection counters.
+    pub tcp: Option<super::TcpSnapshot>,
 }
 
 /// A gauge family: name, help, and how to read it off a sample.
@@ -208,6 +210,111 @@ impl Collector for ReleaseCollector {
                     .encode_gauge(&(value(s) as i64))?;
             }
         }
+        self.encode_tcp(&mut encoder)
+    }
+}
+
+/// A TCP counter family: name, help, and its values by label.
+type TcpCounters = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&super::TcpSnapshot) -> Vec<(&'static str, u64)>,
+);
+
+const TCP_COUNTERS: [TcpCounters; 3] = [
+    (
+        "switchyard_tcp_connections",
+        "TCP connections forwarded to the release",
+        "",
+        |t| vec![("", t.total)],
+    ),
+    (
+        "switchyard_tcp_bytes",
+        "Bytes forwarded: in (client to release) and out (release to client), counted when a connection closes",
+        "direction",
+        |t| vec![("in", t.bytes_in), ("out", t.bytes_out)],
+    ),
+    (
+        "switchyard_tcp_connect_failures",
+        "Connections to an instance that could not be opened",
+        "",
+        |t| vec![("", t.connect_failures)],
+    ),
+];
+
+impl ReleaseCollector {
+    /// The TCP releases' families (none when no release speaks TCP).
+    fn encode_tcp(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let tcp: Vec<(&ReleaseSample, &super::TcpSnapshot)> = self
+            .samples
+            .iter()
+            .filter_map(|s| s.tcp.as_ref().map(|t| (s, t)))
+            .collect();
+        if tcp.is_empty() {
+            return Ok(());
+        }
+        for (name, help, label, values) in TCP_COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (s, t) in &tcp {
+                for (value, count) in values(t) {
+                    let release = [
+                        ("service", s.service.as_str()),
+                        ("version", s.version.as_str()),
+                    ];
+                    let counter = ConstCounter::new(count);
+                    if label.is_empty() {
+                        counter.encode(family.encode_family(&release)?)?;
+                    } else {
+                        let labels = [release[0], release[1], (label, value)];
+                        counter.encode(family.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "switchyard_tcp_connections_open",
+                "TCP connections open to the release",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (s, t) in &tcp {
+                let labels = [
+                    ("service", s.service.as_str()),
+                    ("version", s.version.as_str()),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_gauge(&i64::try_from(t.open).unwrap_or(i64::MAX))?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "switchyard_tcp_connection_duration_seconds",
+            "How long closed TCP connections lasted",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (s, t) in &tcp {
+            let labels = [
+                ("service", s.service.as_str()),
+                ("version", s.version.as_str()),
+            ];
+            let buckets: Vec<(f64, u64)> = super::DURATION_BOUNDS_SECS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(t.durations.iter().copied())
+                .collect();
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    t.duration_sum_ms as f64 / 1e3,
+                    t.durations.iter().sum(),
+                    &buckets,
+                    None,
+                )?;
+        }
         Ok(())
     }
 }
@@ -315,6 +422,7 @@ mod tests {
             in_flight: 0,
             healthy: 1,
             instances: 1,
+            tcp: None,
         };
         let text = render(vec![sample], vec![], vec![], None, None);
         for line in [

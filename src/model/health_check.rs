@@ -24,6 +24,15 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Failures in a row that take an instance out of rotation.
     pub unhealthy_threshold: u32,
+    /// Probe `GET path` on this port of the instance's host instead of its
+    /// own port (a TCP release's HTTP health endpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// A TCP release's probe as a command (exit 0 passes), run with the
+    /// instance's port in `PORT` and `{port}` replaced by it. Without a
+    /// command or a port, a TCP release is probed by connecting.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
 }
 
 impl Default for HealthCheck {
@@ -34,6 +43,8 @@ impl Default for HealthCheck {
             timeout_ms: 2_000,
             healthy_threshold: 2,
             unhealthy_threshold: 3,
+            port: None,
+            command: Vec::new(),
         }
     }
 }
@@ -60,6 +71,15 @@ impl HealthCheck {
         }
         if self.healthy_threshold == 0 || self.unhealthy_threshold == 0 {
             return bad("health check thresholds must be at least 1");
+        }
+        if self.port == Some(0) {
+            return bad("the health check port must be between 1 and 65535");
+        }
+        if self.port.is_some() && !self.command.is_empty() {
+            return bad("give a health check port or a health check command, not both");
+        }
+        if self.command.first().is_some_and(|c| c.is_empty()) {
+            return bad("the health check command is empty");
         }
         Ok(())
     }

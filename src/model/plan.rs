@@ -386,6 +386,8 @@ mod tests {
                 health: HealthCheck::default(),
                 ready_timeout_ms: 1000,
                 versioning,
+                protocol: crate::model::Protocol::Http,
+                proxy_protocol: None,
             },
             registered_at: 0,
         }

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::{HealthCheck, ModelError, ServiceName, UpstreamAddress, Versioning};
+use super::{
+    HealthCheck, ModelError, Protocol, ProxyHeader, ServiceName, UpstreamAddress, Versioning,
+};
 
 /// The most replicas one release may ask for.
 pub const MAX_REPLICAS: u32 = 64;
@@ -22,6 +24,13 @@ pub struct ReleaseSpec {
     /// absent in specs stored before versioned releases.
     #[serde(default, skip_serializing_if = "Versioning::is_empty")]
     pub versioning: Versioning,
+    /// What its clients speak (`deploy --protocol`); HTTP unless set.
+    #[serde(default, skip_serializing_if = "Protocol::is_http")]
+    pub protocol: Protocol,
+    /// For a TCP release: the PROXY protocol header each connection to an
+    /// instance starts with (`deploy --proxy-protocol v1|v2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyHeader>,
 }
 
 /// Where a release's instances come from.
@@ -158,6 +167,13 @@ impl ReleaseSpec {
         let bad = |m: String| Err(ModelError::InvalidSpec(m));
         self.health.validate()?;
         self.versioning.validate()?;
+        if self.proxy_protocol.is_some() && self.protocol.is_http() {
+            return bad("--proxy-protocol applies to TCP releases: add --protocol tcp (HTTP releases get X-Forwarded-For instead)".into());
+        }
+        if self.protocol.is_http() && self.health.port.is_none() && !self.health.command.is_empty()
+        {
+            return bad("a health command applies to TCP releases: HTTP releases are checked with GET of --health".into());
+        }
         if self.ready_timeout_ms == 0 {
             return bad("the ready timeout must be more than zero".into());
         }
@@ -282,6 +298,8 @@ mod tests {
             health: HealthCheck::default(),
             ready_timeout_ms: 1000,
             versioning: Versioning::default(),
+            protocol: Protocol::Http,
+            proxy_protocol: None,
         }
     }
 

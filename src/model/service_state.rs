@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ApiVersionSource, AutoCertificates, Canary, ComparePolicy, ErrorPage, HttpsPolicy, ModelError,
-    PrefixRewrite, Role, Rule, ServiceName, ShadowSettings, Stickiness, TrafficPolicy, rule_label,
+    PrefixRewrite, Protocol, Role, Rule, ServiceName, ShadowSettings, Stickiness, TrafficPolicy,
+    rule_label,
 };
 
 /// A release's place in its service's desired state.
@@ -73,6 +74,37 @@ pub struct ServiceState {
     /// unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<AutoCertificates>,
+    /// What the service's clients speak: set by its first release.
+    #[serde(default, skip_serializing_if = "Protocol::is_http")]
+    pub protocol: Protocol,
+    /// A TCP service's own listen address (`switchyard listen`): each new
+    /// connection there goes to main (or the canary, by client address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// How long a TCP connection to a release that left may stay open
+    /// before it is cut (ms); none: until it closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_drain_ms: Option<u64>,
+}
+
+/// What a TCP service's policy may hold: a canary share, by client
+/// address. Headers, cookies and rules are HTTP's.
+fn check_tcp_policy(policy: &TrafficPolicy) -> Result<(), ModelError> {
+    let refuse = |what: &str| {
+        Err(ModelError::InvalidPolicy(format!(
+            "{what} of HTTP requests, and a TCP service routes whole connections: it has main, a canary share by client address, and pinned addresses"
+        )))
+    };
+    if !policy.rules.is_empty() {
+        return refuse("rules match parts");
+    }
+    if policy.green.is_some() {
+        return refuse("opt-in (green) reads a header or cookie");
+    }
+    if policy.sticky.header.is_some() || policy.sticky.cookie.is_some() {
+        return refuse("a sticky key reads a header or cookie");
+    }
+    Ok(())
 }
 
 impl ServiceState {
@@ -107,6 +139,38 @@ impl ServiceState {
         }
     }
 
+    /// The state ready for a release speaking `protocol`: a service with
+    /// no release takes the protocol of its first; later releases must
+    /// speak the same.
+    pub fn for_protocol(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+        protocol: Protocol,
+    ) -> Result<ServiceState, ModelError> {
+        if self.releases.is_empty() {
+            if protocol.is_tcp() && !self.hosts.is_empty() {
+                return Err(ModelError::NotForTcp {
+                    service: service.to_string(),
+                    what: "host names route HTTP requests; drop --host (TCP clients connect to the service's listen address, `switchyard listen`)".into(),
+                });
+            }
+            return Ok(ServiceState {
+                protocol,
+                ..self.clone()
+            });
+        }
+        if self.protocol != protocol {
+            return Err(ModelError::ProtocolMismatch {
+                service: service.to_string(),
+                version: version.to_string(),
+                service_protocol: self.protocol,
+                release_protocol: protocol,
+            });
+        }
+        Ok(self.clone())
+    }
+
     /// Adds a release; the first release of a service becomes main.
     pub fn deploy(
         &self,
@@ -123,6 +187,8 @@ impl ServiceState {
         }
         let role = match (self.main(), how) {
             (None, _) => Role::Main,
+            // A TCP service has no shadows: its connections cannot be copied.
+            (Some(_), DeployAs::Auto) if self.protocol.is_tcp() => Role::Standby,
             (Some(_), DeployAs::Auto) => Role::Shadow,
             (Some(_), DeployAs::Standby | DeployAs::Main) => Role::Standby,
         };
@@ -233,6 +299,12 @@ impl ServiceState {
         settings: ShadowSettings,
     ) -> Result<ServiceState, ModelError> {
         settings.validate()?;
+        if self.protocol.is_tcp() {
+            return Err(ModelError::NotForTcp {
+                service: service.to_string(),
+                what: "shadows get copies of HTTP requests, and a TCP connection cannot be copied; try a new release on a pinned address (`switchyard pin`) or a canary share instead".into(),
+            });
+        }
         let mut next = self.clone();
         match next.releases.get_mut(version) {
             Some(entry) => entry.shadow = settings,
@@ -257,6 +329,7 @@ impl ServiceState {
             .filter(|(_, e)| {
                 e.role == Role::Shadow && e.shadow.enabled && e.shadow.sample_percent > 0
             })
+            .filter(|_| self.protocol.is_http())
             .map(|(v, e)| (v, &e.shadow))
     }
 
@@ -266,6 +339,9 @@ impl ServiceState {
     pub fn with_policy(&self, policy: TrafficPolicy, now: u64) -> Result<ServiceState, ModelError> {
         let running: Vec<&Version> = self.releases.keys().collect();
         policy.validate(&running, self.main())?;
+        if self.protocol.is_tcp() {
+            check_tcp_policy(&policy)?;
+        }
         let mut next = self.clone();
         for (version, entry) in next.releases.iter_mut() {
             let role = if policy
@@ -421,6 +497,11 @@ impl ServiceState {
                     "a pinned address needs a port other than 0".into(),
                 ));
             }
+            if self.listen == Some(addr) {
+                return Err(ModelError::InvalidSpec(format!(
+                    "{addr} is {service}'s own listen address already"
+                )));
+            }
             if let Some((other, _)) = self
                 .releases
                 .iter()
@@ -436,6 +517,39 @@ impl ServiceState {
             entry.pinned = address;
         }
         Ok(next)
+    }
+
+    /// Sets a TCP service's own listen address (or takes it away) and how
+    /// long connections to releases that left may stay open.
+    pub fn listen(
+        &self,
+        service: &ServiceName,
+        address: Option<std::net::SocketAddr>,
+        drain_ms: Option<u64>,
+    ) -> Result<ServiceState, ModelError> {
+        if self.protocol.is_http() {
+            return Err(ModelError::NotForHttp {
+                service: service.to_string(),
+                what: "its requests come through serve's proxy listener (by host or /services/NAME/); a listen address is for TCP services (deploy their first release with --protocol tcp)".into(),
+            });
+        }
+        if let Some(addr) = address {
+            if addr.port() == 0 {
+                return Err(ModelError::InvalidSpec(
+                    "a listen address needs a port other than 0".into(),
+                ));
+            }
+            if let Some((_, v)) = self.pins().find(|(a, _)| *a == addr) {
+                return Err(ModelError::InvalidSpec(format!(
+                    "{addr} is pinned to {service} {v} already"
+                )));
+            }
+        }
+        Ok(ServiceState {
+            listen: address,
+            tcp_drain_ms: drain_ms,
+            ..self.clone()
+        })
     }
 
     /// Pinned addresses of the service's releases.
@@ -464,6 +578,11 @@ impl ServiceState {
 
     /// Adds host names routed to this service.
     pub fn with_hosts(&self, hosts: &[String]) -> Result<ServiceState, ModelError> {
+        if self.protocol.is_tcp() && !hosts.is_empty() {
+            return Err(ModelError::InvalidSpec(
+                "host names route HTTP requests, and this is a TCP service: drop --host (its clients connect to its listen address, `switchyard listen`)".into(),
+            ));
+        }
         let mut next = self.clone();
         for h in hosts {
             next.hosts.insert(normalize_host(h)?);

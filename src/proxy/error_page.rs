@@ -31,6 +31,10 @@ pub enum ProxyError {
     NoCandidate(String),
     #[error("service {0} has no main release")]
     NoMain(String),
+    #[error(
+        "service {0} speaks TCP, not HTTP: its clients connect to its listen address (`switchyard ls` shows it)"
+    )]
+    TcpService(String),
     #[error("service {0} is paused and this request waited its maximum hold; retry later")]
     Paused(String),
     #[error("no route: use /services/NAME/ or a host name routed to a service")]
@@ -126,6 +130,7 @@ impl ProxyError {
             | ProxyError::UnknownRelease { .. }
             | ProxyError::NoCandidate(_)
             | ProxyError::NoMain(_)
+            | ProxyError::TcpService(_)
             | ProxyError::Paused(_)
             | ProxyError::NoRoute
             | ProxyError::NoHealthyInstance { .. }
@@ -144,6 +149,7 @@ impl ProxyError {
             ProxyError::UnknownService(_)
             | ProxyError::UnknownRelease { .. }
             | ProxyError::NoCandidate(_)
+            | ProxyError::TcpService(_)
             | ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoMain(_)
             | ProxyError::Paused(_)
@@ -176,6 +182,7 @@ impl ProxyError {
             ProxyError::UnknownRelease { .. } => "unknown-release",
             ProxyError::NoCandidate(_) => "no-candidate",
             ProxyError::NoMain(_) => "no-main",
+            ProxyError::TcpService(_) => "tcp-service",
             ProxyError::Paused(_) => "paused",
             ProxyError::NoRoute => "no-route",
             ProxyError::NoHealthyInstance { .. } => "no-healthy-instance",
@@ -198,6 +205,7 @@ impl ProxyError {
             | ProxyError::UpstreamFailed { service, .. }
             | ProxyError::UpstreamTimeout { service, .. } => Some(service),
             ProxyError::NoCandidate(service)
+            | ProxyError::TcpService(service)
             | ProxyError::NoMain(service)
             | ProxyError::Paused(service) => Some(service),
             ProxyError::UnknownService(_)

@@ -247,6 +247,7 @@ impl Proxy {
                 version: version.to_owned(),
             }),
             Route::NoMain { service } => Err(ProxyError::NoMain(service.to_owned())),
+            Route::TcpService { service } => Err(ProxyError::TcpService(service.to_owned())),
             Route::NoMatch => Err(ProxyError::NoRoute),
         }
     }

@@ -255,6 +255,19 @@ impl<B> CompiledPolicy<B> {
         Decision::Main { set_cookie: None }
     }
 
+    /// Where a new TCP connection from `client` goes when not to main: the
+    /// canary's release, when the client's address falls in its share.
+    /// The key is the token an HTTP client known only by its address gets,
+    /// so an address is in the same population over TCP and HTTP.
+    pub fn canary_for(&self, client: std::net::IpAddr) -> Option<&Arc<B>> {
+        let (percent, target) = self.canary.as_ref()?;
+        if bucket(&self.group, &client_token(client)) <= *percent {
+            target.backend.as_ref()
+        } else {
+            None
+        }
+    }
+
     /// The effective table in evaluation order, for `switchyard routes`.
     pub fn describe(&self, main: Option<&str>) -> Vec<(String, String)> {
         let main = main.unwrap_or("(no main)");

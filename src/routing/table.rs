@@ -32,6 +32,9 @@ pub struct ServiceRoutes<B, S = ()> {
     pub error_page: Option<Arc<ErrorPage>>,
     /// Redirect of cleartext requests to HTTPS, and HSTS.
     pub https: HttpsPolicy,
+    /// A TCP service: its connections come to its own addresses, and an
+    /// HTTP request for it is refused.
+    pub tcp: bool,
 }
 
 /// The compiled, immutable routing table. `B` is whatever the data plane
@@ -83,6 +86,8 @@ pub enum Route<'t, B, S = ()> {
     UnknownRelease { service: &'t str, version: &'t str },
     /// The service exists but has no main release.
     NoMain { service: &'t str },
+    /// The service speaks TCP, not HTTP.
+    TcpService { service: &'t str },
     /// `x-client-mode: green` and the service has no candidate.
     NoCandidate { service: &'t str },
     /// Neither a known host nor a `/services/` path.
@@ -134,6 +139,11 @@ impl<B, S> RoutingTable<B, S> {
         let Some(service) = self.services.get(name) else {
             return Route::UnknownService { name: segment };
         };
+        if service.tcp {
+            return Route::TcpService {
+                service: &service.name,
+            };
+        }
         match version {
             Some(v) => match service.versions.get(v) {
                 Some(backend) => Route::Release {
@@ -272,6 +282,7 @@ mod tests {
                 rewrite: true,
                 error_page: None,
                 https: HttpsPolicy::default(),
+                tcp: false,
             },
             ["hello.example.com".to_string()],
         );
@@ -286,6 +297,7 @@ mod tests {
                 rewrite: true,
                 error_page: None,
                 https: HttpsPolicy::default(),
+                tcp: false,
             },
             [],
         );

@@ -95,6 +95,94 @@ fn failure(url: &str, error: &reqwest::Error) -> String {
     }
 }
 
+/// How an instance's health is asked.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// `GET` of the health check's path.
+    Http(HealthTarget),
+    /// A TCP release with no other check: a connection that opens passes.
+    Connect(SocketAddr),
+    /// A TCP release's own command: exit status 0 within the timeout passes.
+    Command { argv: Vec<String>, port: u16 },
+}
+
+impl Probe {
+    /// The probe `check` asks for, for an instance at `addr` of a release
+    /// speaking `protocol`; `http` is the HTTP target of its own port.
+    pub fn of(
+        check: &HealthCheck,
+        protocol: crate::model::Protocol,
+        addr: SocketAddr,
+        client: &reqwest::Client,
+        http: impl FnOnce() -> HealthTarget,
+    ) -> Probe {
+        if let Some(port) = check.port {
+            return Probe::Http(HealthTarget::plain(
+                client,
+                SocketAddr::new(addr.ip(), port),
+            ));
+        }
+        if protocol.is_http() {
+            return Probe::Http(http());
+        }
+        if check.command.is_empty() {
+            Probe::Connect(addr)
+        } else {
+            let port = addr.port().to_string();
+            Probe::Command {
+                argv: check
+                    .command
+                    .iter()
+                    .map(|a| a.replace("{port}", &port))
+                    .collect(),
+                port: addr.port(),
+            }
+        }
+    }
+
+    /// One probe: why it failed, if it did.
+    pub async fn run(&self, check: &HealthCheck) -> Result<(), String> {
+        match self {
+            Probe::Http(target) => probe(target, check).await,
+            Probe::Connect(addr) => {
+                match tokio::time::timeout(check.timeout(), tokio::net::TcpStream::connect(addr))
+                    .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(format!("connect to {addr}: {error}")),
+                    Err(_) => Err(format!(
+                        "connect to {addr}: no answer within {:?}",
+                        check.timeout()
+                    )),
+                }
+            }
+            Probe::Command { argv, port } => {
+                let Some((program, args)) = argv.split_first() else {
+                    return Err("the health command is empty".into());
+                };
+                let child = tokio::process::Command::new(program)
+                    .args(args)
+                    .env("PORT", port.to_string())
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .status();
+                match tokio::time::timeout(check.timeout(), child).await {
+                    Ok(Ok(status)) if status.success() => Ok(()),
+                    Ok(Ok(status)) => Err(format!("{} {status}", argv.join(" "))),
+                    Ok(Err(error)) => Err(format!("cannot run {program}: {error}")),
+                    Err(_) => Err(format!(
+                        "{} did not finish within {:?}",
+                        argv.join(" "),
+                        check.timeout()
+                    )),
+                }
+            }
+        }
+    }
+}
+
 /// Consecutive results, turned into a health verdict with hysteresis.
 #[derive(Debug, Default)]
 pub struct Verdict {

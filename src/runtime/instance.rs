@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::docker::{self, ContainerRun, Engine, InstanceLabels};
-use super::health::{HealthTarget, Verdict, probe};
+use super::health::{HealthTarget, Probe, Verdict};
 use super::port::free_loopback_port;
 use super::process::{Launch, Proc, kill_group, spawn, start_ticks};
 use super::restart_backoff::RestartBackoff;
@@ -363,7 +363,7 @@ async fn watch_health(ctx: &InstanceCtx, upstream: &Upstream, adopted: bool) {
     };
     let mut ever_healthy = false;
     let mut last_rotate = Instant::now();
-    let target = match &upstream.tls {
+    let tls_target = || match &upstream.tls {
         None => HealthTarget::plain(&ctx.health_client, upstream.addr),
         Some(tls) => {
             let config = (**tls.connector.config()).clone();
@@ -376,8 +376,15 @@ async fn watch_health(ctx: &InstanceCtx, upstream: &Upstream, adopted: bool) {
             }
         }
     };
+    let target = Probe::of(
+        check,
+        ctx.release.spec.protocol,
+        upstream.addr,
+        &ctx.health_client,
+        tls_target,
+    );
     loop {
-        let outcome = probe(&target, check).await;
+        let outcome = target.run(check).await;
         let ok = outcome.is_ok();
         if let Some(healthy) = verdict.record(ok, upstream.is_healthy(), check) {
             upstream.set_healthy(healthy);

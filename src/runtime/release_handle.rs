@@ -59,7 +59,10 @@ impl ReleaseHandle {
         let replicas = release.spec.replicas;
         let service = release.service.to_string();
         let version = release.version.to_string();
-        let backend = Arc::new(Backend::new(&service, &version, replicas as usize));
+        let backend = Arc::new(
+            Backend::new(&service, &version, replicas as usize)
+                .with_proxy_header(release.spec.proxy_protocol),
+        );
         let logs = LogFiles::new(&settings.state_dir, &service, &version);
         let (status, _) = watch::channel(ReleaseStatus::new(replicas));
         let handle = Arc::new(Self {

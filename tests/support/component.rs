@@ -19,6 +19,7 @@ pub const KNOWN: &[&str] = &[
     "prometheus",
     "openssl",
     "curl",
+    "redis",
 ];
 
 /// Whether the test may go on: true when `probe` found `name`. When it
@@ -68,6 +69,24 @@ pub fn command(test: &str, name: &str) -> bool {
         Err(e) => Err(format!("cannot run `{name}`: {e}")),
     };
     available(test, name, probe)
+}
+
+/// Whether Debian's `redis-server` and `redis-cli` run here (apt packages
+/// redis-server and redis-tools); see [`available`].
+pub fn redis(test: &str) -> bool {
+    let probe =
+        ["redis-server", "redis-cli"]
+            .iter()
+            .try_for_each(|name| {
+                match std::process::Command::new(name).arg("--version").output() {
+                    Ok(out) if out.status.success() => Ok(()),
+                    Ok(_) => Err(format!("`{name} --version` failed")),
+                    Err(e) => Err(format!(
+                        "cannot run `{name}` ({e}): `apt-get install redis-server redis-tools`"
+                    )),
+                }
+            });
+    available(test, "redis", probe)
 }
 
 /// The components this run may do without; a name no test knows is a
