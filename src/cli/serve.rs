@@ -287,6 +287,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         mirror_settings,
         Notifier::start(args.webhooks.clone()),
     ));
+    acme.set_tls_listener(tls_listener.is_some());
+    {
+        let hosts = Arc::clone(&controller);
+        acme.set_automatic(Box::new(move || hosts.auto_certificate_hosts()));
+        let woken = Arc::downgrade(&acme);
+        controller.set_on_commit(Box::new(move || {
+            if let Some(acme) = woken.upgrade() {
+                acme.wake();
+            }
+        }));
+    }
     {
         let controller = Arc::clone(&controller);
         acme.set_events(Box::new(move |host, kind, message, detail| {
