@@ -287,11 +287,16 @@ def make_certificate(workdir):
     return cert, key, both
 
 
-def start_nginx_proxy(procs, workdir, backend_port, workers, tls=None):
+def start_nginx_proxy(procs, workdir, backend_port, workers, tls=None, prefix=(), master=True,
+                      mirror_port=None):
     """nginx as a reverse proxy: keep-alive upstream pool larger than the
     connection count (nginx's pool is per worker), the prefix stripped and
     X-Forwarded-* set as Switchyard does, one response header added.
-    `tls=(cert, key)`: over HTTPS instead (TLS 1.2 and 1.3)."""
+    `tls=(cert, key)`: over HTTPS instead (TLS 1.2 and 1.3). `prefix` runs
+    it through a command that execs it (valgrind), `master` False keeps it
+    to one process. With `mirror_port`, `/services/mirror/` does the same
+    and copies every request to that port (nginx's own `mirror`
+    directive), as Switchyard's mirrored row does."""
     os.makedirs(workdir, exist_ok=True)
     port = free_port()
     if tls:
@@ -303,7 +308,7 @@ def start_nginx_proxy(procs, workdir, backend_port, workers, tls=None):
     conf = os.path.join(workdir, "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""daemon off;
-master_process on;
+master_process {"on" if master else "off"};
 worker_processes {workers};
 pid {workdir}/nginx.pid;
 error_log stderr error;
@@ -320,6 +325,16 @@ http {{
     keepalive_requests 10000000;
     keepalive_timeout 300s;
   }}
+  upstream shadow {{
+    server 127.0.0.1:{mirror_port or backend_port};
+    keepalive 2048;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+  }}
+  map $request_uri $shadow_uri {{
+    ~^/services/mirror(?<rest>/.*)$ $rest;
+    default $request_uri;
+  }}
   server {{
     {listen}
     location /services/bench/ {{
@@ -333,16 +348,43 @@ http {{
       proxy_set_header X-Forwarded-Prefix /services/bench;
       add_header x-proxy nginx;
     }}
+{_nginx_mirror(mirror_port)}
   }}
 }}
 """)
-    proc = procs.start("nginx proxy", ["nginx", "-c", conf, "-p", workdir],
+    proc = procs.start("nginx proxy", [*prefix, "nginx", "-c", conf, "-p", workdir],
                        stdout=subprocess.DEVNULL)
     wait_port(port)
     return port, proc
 
 
-def start_haproxy(procs, workdir, backend_port, workers, tls=None):
+def _nginx_mirror(mirror_port):
+    """`/services/mirror/`: proxied like `/services/bench/`, and every
+    request copied to a second backend whose answer nginx discards."""
+    if mirror_port is None:
+        return ""
+    return f"""    location /services/mirror/ {{
+      mirror /shadow;
+      proxy_pass http://backend/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Prefix /services/mirror;
+      add_header x-proxy nginx;
+    }}
+    location = /shadow {{
+      internal;
+      proxy_pass http://shadow$shadow_uri;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+    }}"""
+
+
+def start_haproxy(procs, workdir, backend_port, workers, tls=None, prefix=()):
     """HAProxy with `http-reuse always`, doing the same header work.
     `tls=PEM` (certificate and key): over HTTPS instead."""
     os.makedirs(workdir, exist_ok=True)
@@ -374,7 +416,7 @@ frontend proxy
 backend backend
   server b1 127.0.0.1:{backend_port}
 """)
-    proc = procs.start("haproxy", ["haproxy", "-db", "-f", conf],
+    proc = procs.start("haproxy", [*prefix, "haproxy", "-db", "-f", conf],
                        stdout=subprocess.DEVNULL)
     wait_port(port)
     return port, proc

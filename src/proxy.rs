@@ -4,6 +4,7 @@
 
 mod access_log;
 mod body;
+mod connection;
 mod data_plane;
 mod error_page;
 mod forward;

@@ -4,6 +4,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -165,6 +166,71 @@ async fn closes_reused_connections() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         }
     });
     (addr, log)
+}
+
+/// An upstream that answers every request with the same bytes, `answer`
+/// (read from the request: its head, and its body by `content-length`),
+/// and with `close` shuts each connection right after its first answer,
+/// without saying so. Returns its address, how many connections carried a
+/// request other than `/healthz`, and one `METHOD PATH` line per request.
+async fn scripted_upstream(
+    answer: &'static [u8],
+    close: bool,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (counter, sink) = (Arc::clone(&connections), Arc::clone(&log));
+    // Runs until the test's runtime shuts down.
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (counter, sink) = (Arc::clone(&counter), Arc::clone(&sink));
+            tokio::spawn(async move {
+                let mut conn = BufReader::new(stream);
+                let mut counted = false;
+                loop {
+                    let mut request_line = String::new();
+                    if conn.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if conn.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let mut words = request_line.split_whitespace();
+                    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    if path != "/healthz" {
+                        if !counted {
+                            counted = true;
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                        sink.lock().expect("log").push(format!("{method} {path}"));
+                    }
+                    if conn.get_mut().write_all(answer).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections, log)
 }
 
 // ---------------------------------------------------------- forwarding
@@ -906,6 +972,88 @@ async fn safe_requests_are_sent_again_when_a_reused_connection_breaks() {
         .filter(|l| l.starts_with("POST"))
         .count();
     assert_eq!(posts, 1, "{:?}", log.lock().expect("log"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_answers_with_trailers_after_an_early_hint_arrive_whole_on_one_connection() {
+    let env = Env::start().await;
+    let answer: &[u8] = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+        HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+        6\r\nhello \r\n6\r\nworld\n\r\n0\r\nx-checksum: 12\r\n\r\n";
+    let (addr, connections, log) = scripted_upstream(answer, false).await;
+    env.deploy_external("chunky", "1.0.0", &[addr], &[])
+        .await
+        .ok();
+
+    for path in ["/one", "/two", "/three"] {
+        let r = get(&env, &format!("/services/chunky{path}")).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "hello world\n"),
+            "{path}"
+        );
+    }
+    // Each answer (hint, chunks, trailer) was read to its very end, or
+    // the connection could not have carried the next request.
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one upstream connection for all: {:?}",
+        log.lock().expect("log")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_instance_closes_after_answering_cost_no_request() {
+    let env = Env::start().await;
+    let (addr, connections, log) =
+        scripted_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n", true).await;
+    env.deploy_external("closer", "1.0.0", &[addr], &[])
+        .await
+        .ok();
+
+    // Every connection is closed by the instance once it answered, without
+    // a word: a POST must still go out once, on a live connection.
+    for (i, post) in [false, true, false, true, true].into_iter().enumerate() {
+        let url = format!("{}/services/closer/{i}", env.proxy());
+        let request = if post {
+            env.http.post(url).body("once")
+        } else {
+            env.http.get(url)
+        };
+        let r = reply(request).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"), "request {i}");
+    }
+    let seen = log.lock().expect("log").clone();
+    assert_eq!(
+        seen.len(),
+        5,
+        "each request reached the instance once: {seen:?}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 5, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_end_when_the_instance_closes_arrive_whole() {
+    let env = Env::start().await;
+    let (addr, _, log) = scripted_upstream(
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nread until the end\n",
+        true,
+    )
+    .await;
+    env.deploy_external("until", "1.0.0", &[addr], &[])
+        .await
+        .ok();
+
+    for path in ["/one", "/two"] {
+        let r = get(&env, &format!("/services/until{path}")).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "read until the end\n"),
+            "{path}"
+        );
+    }
+    assert_eq!(log.lock().expect("log").len(), 2);
 }
 
 // ---------------------------------------------------------------- external

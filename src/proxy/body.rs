@@ -6,14 +6,14 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use super::Upstream;
 use super::access_log::Pending;
+use super::connection::UpstreamConnection;
 use super::mirror::{MainAnswer, MainSender, header_pairs};
 use super::pool::Connections;
 use super::progress::{MinRate, Progress};
-use super::request_body::{RequestBody, Upload};
+use super::request_body::Upload;
 use crate::backend::InFlight;
 use crate::metrics::UpstreamPhase;
 use crate::shadow::CapturedResponse;
@@ -35,7 +35,7 @@ pub struct ResponseBody {
 enum Kind {
     Upstream {
         body: Incoming,
-        conn: Option<(SendRequest<RequestBody>, Arc<Upstream>)>,
+        conn: Option<(UpstreamConnection, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
         capture: Option<Box<ResponseCapture>>,
         progress: Progress,
@@ -143,7 +143,7 @@ impl ResponseBody {
     /// ends; `upload` is the request's upload when it had a body.
     pub(crate) fn upstream(
         body: Incoming,
-        conn: Option<(SendRequest<RequestBody>, Arc<Upstream>)>,
+        conn: Option<(UpstreamConnection, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
         capture: Option<Box<ResponseCapture>>,
         rate: MinRate,
@@ -186,8 +186,8 @@ impl Drop for ResponseBody {
         self.finish_capture_if_ended();
         if let Kind::Upstream { body, conn, .. } = &mut self.kind {
             if body.is_end_stream() {
-                if let Some((sender, upstream)) = conn.take() {
-                    upstream.give_back(sender);
+                if let Some((conn, upstream)) = conn.take() {
+                    upstream.give_back(conn);
                 }
             }
         }
@@ -246,7 +246,13 @@ impl ResponseBody {
                 progress,
                 upload,
             } => {
-                let broken = match Pin::new(&mut *body).poll_frame(cx) {
+                // The answer's bytes come in as this task drives its
+                // connection (a tunnel's connection has a task of its own).
+                let polled = match conn {
+                    Some((c, _)) => c.poll_body(body, cx),
+                    None => Pin::new(&mut *body).poll_frame(cx),
+                };
+                let broken = match polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(data) = frame.data_ref() {
                             progress.moved(data.len());
@@ -254,10 +260,17 @@ impl ResponseBody {
                                 c.keep(data);
                             }
                         }
-                        if body.is_end_stream() {
+                        // Trailers are an answer's last part: hyper's server
+                        // side writes them and drops the body without asking
+                        // for its end, so the end is taken here.
+                        if frame.is_trailers() || body.is_end_stream() {
                             if let Some(c) = capture.take() {
                                 (*c).finish();
                             }
+                            if let Some((conn, upstream)) = conn.take() {
+                                upstream.give_back(conn);
+                            }
+                            in_flight.take();
                         }
                         return Poll::Ready(Some(Ok(frame)));
                     }
@@ -265,8 +278,8 @@ impl ResponseBody {
                         if let Some(capture) = capture.take() {
                             (*capture).finish();
                         }
-                        if let Some((sender, upstream)) = conn.take() {
-                            upstream.give_back(sender);
+                        if let Some((conn, upstream)) = conn.take() {
+                            upstream.give_back(conn);
                         }
                         in_flight.take();
                         return Poll::Ready(None);

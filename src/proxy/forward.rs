@@ -9,10 +9,10 @@ use hyper::body::Incoming;
 use super::headers::{is_tunnel_request, set_forwarded, strip_hop_by_hop};
 use super::pool::Connections;
 use crate::backend::InFlight;
-use hyper::client::conn::http1::SendRequest;
 
 use super::Mirror;
 use super::body::ResponseCapture;
+use super::connection::UpstreamConnection;
 use super::error_page::Cause;
 use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
 use super::request_body::{RequestBody, Upload};
@@ -122,7 +122,7 @@ impl Proxy {
             }
         }
         if !self.pauses.load().is_empty() {
-            self.hold_if_paused(&req, client, host.as_ref()).await?;
+            Box::pin(self.hold_if_paused(&req, client, host.as_ref())).await?;
         }
         let routed = match self.route(&req, client, host.as_ref(), https)? {
             Routing::Release(routed) => routed,
@@ -155,7 +155,7 @@ impl Proxy {
         );
 
         let answered = if tunnelling {
-            tunnel::forward(self, &backend, req).await
+            Box::pin(tunnel::forward(self, &backend, req)).await
         } else {
             let capture = shadows.and_then(|s| fan_out(&s, &req, &backend));
             self.forward(&backend, req, capture, exchange).await
@@ -328,7 +328,7 @@ impl Proxy {
         let (parts, body) = delivered.response.into_parts();
         let body = ResponseBody::upstream(
             body,
-            Some((delivered.sender, delivered.upstream)),
+            Some((delivered.conn, delivered.upstream)),
             Some(delivered.in_flight),
             capture,
             self.settings.upstream_body,
@@ -453,7 +453,7 @@ pub(crate) struct Exchange {
 /// it holds until its body is read.
 pub(crate) struct Delivered {
     pub response: Response<Incoming>,
-    pub sender: SendRequest<RequestBody>,
+    pub conn: UpstreamConnection,
     pub upstream: Arc<Upstream>,
     pub in_flight: InFlight,
 }
@@ -491,9 +491,11 @@ pub(crate) async fn deliver(
         let mut pooled = upstream.take_idle(settings.connect_timeout).await;
         loop {
             let fresh = pooled.is_none();
-            let mut sender = match pooled.take() {
+            let mut conn = match pooled.take() {
                 Some(s) => s,
-                None => match upstream.connect(settings.connect_timeout, false).await {
+                // Boxed: rare, and large (TLS), it would make every
+                // request's state larger, which costs a copy at each step.
+                None => match Box::pin(upstream.connect(settings.connect_timeout, false)).await {
                     Ok(s) => s,
                     Err(e) => {
                         if e.kind() == std::io::ErrorKind::TimedOut {
@@ -513,7 +515,7 @@ pub(crate) async fn deliver(
                     }
                 },
             };
-            let sending = sender.try_send_request(req);
+            let sending = conn.send(req);
             let sent = match &upload {
                 None => tokio::time::timeout(settings.upstream_timeout, sending).await,
                 Some(upload) => {
@@ -541,7 +543,7 @@ pub(crate) async fn deliver(
                 Ok(Ok(response)) => {
                     return Ok(Delivered {
                         response,
-                        sender,
+                        conn,
                         upstream,
                         in_flight,
                     });

@@ -13,11 +13,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::connection::UpstreamConnection;
 use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, ProxySettings};
@@ -371,16 +371,17 @@ impl Shared {
             .await
             .ok()?;
         let from = delivered.upstream.addr;
+        let mut conn = delivered.conn;
         let read = tokio::time::timeout(
             self.proxy.upstream_timeout,
-            capture(delivered.response, self.body_limit),
+            capture(delivered.response, &mut conn, self.body_limit),
         )
         .await
         .ok()?
         .ok()?;
         if !read.1 {
             // Read to its end: the connection can serve the next copy.
-            delivered.upstream.give_back(delivered.sender);
+            delivered.upstream.give_back(conn);
         }
         Some(MainAnswer {
             response: read.0,
@@ -402,15 +403,17 @@ pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Reads a response up to `limit` body bytes; the flag says it was cut.
+/// Reads a response that came on `conn` up to `limit` body bytes; the flag
+/// says it was cut.
 async fn capture(
     response: Response<Incoming>,
+    conn: &mut UpstreamConnection,
     limit: usize,
 ) -> Result<(CapturedResponse, bool), hyper::Error> {
     let (parts, mut body) = response.into_parts();
     let mut buf = BytesMut::new();
     let mut truncated = false;
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = std::future::poll_fn(|cx| conn.poll_body(&mut body, cx)).await {
         if let Some(data) = frame?.data_ref() {
             if buf.len() + data.len() > limit {
                 truncated = true;

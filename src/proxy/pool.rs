@@ -6,11 +6,14 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
+use std::future::poll_fn;
+use std::task::Poll;
+
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::request_body::RequestBody;
+use super::connection::UpstreamConnection;
 use crate::backend::{ConnectionPool, Upstream};
 
 /// Idle connections kept per instance; more are closed when returned.
@@ -19,11 +22,11 @@ const MAX_IDLE: usize = 256;
 /// The proxy's idle HTTP/1.1 connections to one instance.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    idle: Mutex<Vec<SendRequest<RequestBody>>>,
+    idle: Mutex<Vec<UpstreamConnection>>,
 }
 
 impl Pool {
-    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<RequestBody>>> {
+    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<UpstreamConnection>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -42,60 +45,47 @@ impl ConnectionPool for Pool {
 pub(crate) trait Connections {
     /// A pooled connection ready for the next request, if any. Connections
     /// that closed meanwhile, or are not ready within `timeout`, are dropped.
-    async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<RequestBody>>;
+    async fn take_idle(&self, timeout: Duration) -> Option<UpstreamConnection>;
     /// Gives a connection back once its response has been read to the end.
-    fn give_back(&self, sender: SendRequest<RequestBody>);
+    fn give_back(&self, conn: UpstreamConnection);
     /// Opens a new HTTP/1.1 connection. With `tunnels` the connection can
     /// be taken over after a 101 answer (and is never pooled).
-    async fn connect(
-        &self,
-        timeout: Duration,
-        tunnels: bool,
-    ) -> io::Result<SendRequest<RequestBody>>;
+    async fn connect(&self, timeout: Duration, tunnels: bool) -> io::Result<UpstreamConnection>;
 }
 
 impl Connections for Upstream {
-    async fn take_idle(&self, timeout: Duration) -> Option<SendRequest<RequestBody>> {
+    async fn take_idle(&self, timeout: Duration) -> Option<UpstreamConnection> {
         let pool = self.pool::<Pool>();
         loop {
-            let mut sender = {
-                // A connection that is ready at once needs no waiting (and
-                // no timer); the one given back last may not be yet.
-                let mut idle = pool.idle_lock();
-                let mut i = idle.len();
-                while i > 0 {
-                    i -= 1;
-                    if idle[i].is_closed() {
-                        idle.swap_remove(i);
-                    } else if idle[i].is_ready() {
-                        return Some(idle.swap_remove(i));
-                    }
-                }
-                idle.pop()?
-            };
+            let mut conn = pool.idle_lock().pop()?;
+            // Nobody polled it while it was idle: moving its bytes now tells
+            // whether the instance closed it meanwhile, or whether the end
+            // of its last answer still has to be taken in. One that is
+            // ready at once needs no waiting (and no timer).
+            match poll_fn(|cx| Poll::Ready(conn.poll_ready_now(cx))).await {
+                Poll::Ready(true) => return Some(conn),
+                Poll::Ready(false) => continue,
+                Poll::Pending => {}
+            }
             // Given back as soon as its response body ended, a connection may
             // need a moment before it takes another request.
-            if let Ok(Ok(())) = tokio::time::timeout(timeout, sender.ready()).await {
-                return Some(sender);
+            if let Ok(true) = tokio::time::timeout(timeout, conn.ready()).await {
+                return Some(conn);
             }
         }
     }
 
-    fn give_back(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() || !self.is_healthy() {
+    fn give_back(&self, conn: UpstreamConnection) {
+        if conn.is_closed() || !self.is_healthy() {
             return;
         }
         let mut idle = self.pool::<Pool>().idle_lock();
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 
-    async fn connect(
-        &self,
-        timeout: Duration,
-        tunnels: bool,
-    ) -> io::Result<SendRequest<RequestBody>> {
+    async fn connect(&self, timeout: Duration, tunnels: bool) -> io::Result<UpstreamConnection> {
         let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
         let started = tokio::time::Instant::now();
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
@@ -116,8 +106,10 @@ impl Connections for Upstream {
     }
 }
 
-/// HTTP/1.1 on a connected stream; its connection runs in a task of its own.
-async fn handshake<T>(io: T, tunnels: bool) -> io::Result<SendRequest<RequestBody>>
+/// HTTP/1.1 on a connected stream, driven by the requests that use it; one
+/// that may become a tunnel runs in a task of its own, which hands the
+/// stream over on `101 Switching Protocols`.
+async fn handshake<T>(io: T, tunnels: bool) -> io::Result<UpstreamConnection>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -127,10 +119,10 @@ where
         .map_err(io::Error::other)?;
     if tunnels {
         tokio::spawn(conn.with_upgrades());
+        Ok(UpstreamConnection::driven_elsewhere(sender))
     } else {
-        tokio::spawn(conn);
+        Ok(UpstreamConnection::driven_in_place(sender, conn))
     }
-    Ok(sender)
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub(super) async fn forward(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream = pick_instance(backend, &[])?;
     let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
-    let mut sender = upstream
+    let mut conn = upstream
         .connect(proxy.settings.connect_timeout, true)
         .await
         .map_err(|e| ProxyError::ConnectFailed {
@@ -40,9 +40,7 @@ pub(super) async fn forward(
     };
     let mut response = tokio::time::timeout(
         proxy.settings.upstream_timeout,
-        sender.send_request(
-            req.map(|body| RequestBody::client(body, proxy.settings.client_body, None)),
-        ),
+        conn.send(req.map(|body| RequestBody::client(body, proxy.settings.client_body, None))),
     )
     .await
     .map_err(|_| ProxyError::UpstreamTimeout {
@@ -50,7 +48,7 @@ pub(super) async fn forward(
         version: backend.version.clone(),
         timeout: proxy.settings.upstream_timeout,
     })?
-    .map_err(failed)?;
+    .map_err(|e| failed(e.into_error()))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = response.into_parts();
         return Ok(Response::from_parts(
