@@ -32,6 +32,9 @@ pub struct ServeConfig {
     /// How long the proxy waits to connect to an upstream instance (then
     /// it tries another; 502 when none connects).
     pub connect_timeout: Duration,
+    /// How long a forwarded TCP connection may carry nothing either way
+    /// before it is closed.
+    pub tcp_idle_timeout: Duration,
     /// The least a client's request body must bring in every interval
     /// (then 408, counted as the client's fault).
     pub client_body_min_rate: MinRate,
@@ -77,6 +80,12 @@ impl ServeConfig {
                     .into(),
             );
         }
+        if self.tcp_idle_timeout.is_zero() {
+            return Err(
+                "--tcp-idle-timeout must be longer than zero, e.g. 1h; make it long for protocols whose clients stay quiet between requests"
+                    .into(),
+            );
+        }
         if self.crash_limit < 2 {
             return Err("the crash-loop limit must be at least 2 exits".into());
         }
@@ -95,6 +104,7 @@ impl ServeConfig {
             stop_grace: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(2),
+            tcp_idle_timeout: Duration::from_secs(3600),
             client_body_min_rate: MinRate {
                 bytes: 1024,
                 interval: Duration::from_secs(10),

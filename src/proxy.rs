@@ -52,6 +52,9 @@ pub struct ProxySettings {
     /// From the end of the request body to the response headers.
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A forwarded TCP connection that carries nothing for this long is
+    /// closed.
+    pub tcp_idle_timeout: Duration,
     /// The floor a client's request body must keep to (else 408).
     pub client_body: MinRate,
     /// The floor an upstream's response body must keep to (else cut).

@@ -203,7 +203,7 @@ async fn new_connections_follow_assign_while_open_ones_keep_their_server() {
 
     // Counted per release: every connection above (1.0.0: the one that
     // wrote its data, `before`, the one after the rollback), open ones and
-    // bytes once closed.
+    // the bytes they carried.
     let releases = status(&env, "cache").await;
     let one = &releases[0]["tcp"];
     assert_eq!(one["total"], 3, "{releases}");
@@ -304,6 +304,16 @@ async fn a_tcp_service_refuses_what_only_http_has_and_changes_nothing() {
             && shadow.stderr.contains("cannot be copied"),
         "{}",
         shadow.stderr
+    );
+    let rollout = env
+        .cli(&["rollout", "cache", "2.0.0", "--steps", "50"])
+        .await
+        .failed();
+    assert!(
+        rollout.stderr.contains("cache is a TCP service")
+            && rollout.stderr.contains("switchyard canary cache 2.0.0"),
+        "{}",
+        rollout.stderr
     );
     let over_http = env.get("/services/cache/").await;
     assert_eq!(over_http.0, 404, "{over_http:?}");
@@ -624,4 +634,54 @@ async fn a_half_closed_connection_still_gets_its_answer() {
         .expect("an answer in time")
         .expect("read");
     assert_eq!(answer, "got 100000\n");
+}
+
+#[tokio::test]
+async fn a_connection_quiet_longer_than_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
+    if !support::component::redis("a_connection_quiet_longer_than_the_idle_timeout") {
+        return;
+    }
+    let env = Env::start_with(&["--tcp-idle-timeout", "2s"]).await;
+    deploy_redis(&env, "cache", "1.0.0", &[]).await.ok();
+    let listen = addr(free_port());
+    env.cli(&["listen", "cache", &listen.to_string()])
+        .await
+        .ok();
+    let mut quiet = Resp::connect(listen).await;
+    let mut busy = Resp::connect(listen).await;
+    assert_eq!(quiet.call(&["PING"]).await.as_deref(), Some("+PONG"));
+
+    // The busy one talks every half second, for longer than the limit;
+    // the quiet one says nothing and is closed by serve (it reads EOF).
+    let opened = std::time::Instant::now();
+    let closed = tokio::spawn(async move {
+        let mut line = String::new();
+        let n = quiet.reader.read_line(&mut line).await.unwrap_or(0);
+        (n, opened.elapsed())
+    });
+    for _ in 0..8 {
+        assert_eq!(busy.call(&["PING"]).await.as_deref(), Some("+PONG"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (read, after) = tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("the quiet connection closes")
+        .expect("the reader ends");
+    assert_eq!(read, 0, "serve closed the quiet connection");
+    assert!(
+        after >= Duration::from_secs(2),
+        "not before the limit: {after:?}"
+    );
+    assert_eq!(
+        busy.call(&["PING"]).await.as_deref(),
+        Some("+PONG"),
+        "the busy connection outlived the limit"
+    );
+
+    // Bytes are counted while a connection is open, not only when it
+    // closes: the busy one's PINGs (14 bytes each) are in already.
+    let stats = status(&env, "cache").await;
+    let tcp = &stats[0]["tcp"];
+    assert_eq!(tcp["open"], 1, "{stats:#}");
+    assert!(tcp["bytes_in"].as_u64() >= Some(9 * 14 + 14), "{stats:#}");
 }

@@ -72,6 +72,7 @@ impl Api {
         let proxy = ProxySettings {
             upstream_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            tcp_idle_timeout: Duration::from_secs(3600),
             client_body: "1/10s".parse().expect("a rate"),
             upstream_body: "1/60s".parse().expect("a rate"),
             version_header: true,

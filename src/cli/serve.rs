@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// tried; 502 when none connects).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub connect_timeout: Duration,
+    /// How long a connection to a TCP service may carry nothing either
+    /// way before it is closed (both ends see it close). Long, for
+    /// protocols whose clients stay quiet between requests.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub tcp_idle_timeout: Duration,
     /// BYTES/INTERVAL: the least a client's request body must bring in
     /// every interval, else 408 (a floor, not a deadline: large uploads
     /// take as long as they need).
@@ -163,6 +168,7 @@ impl ServeArgs {
             stop_grace: self.stop_grace,
             upstream_timeout: self.upstream_timeout,
             connect_timeout: self.connect_timeout,
+            tcp_idle_timeout: self.tcp_idle_timeout,
             client_body_min_rate: self.client_body_min_rate,
             upstream_body_min_rate: self.upstream_body_min_rate,
             version_header: !self.no_version_header,
@@ -268,6 +274,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let proxy_settings = ProxySettings {
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.connect_timeout,
+        tcp_idle_timeout: config.tcp_idle_timeout,
         client_body: config.client_body_min_rate,
         upstream_body: config.upstream_body_min_rate,
         version_header: config.version_header,

@@ -124,6 +124,13 @@ impl Controller {
     ) -> Result<RolloutState> {
         plan.validate()?;
         let current = self.require(service)?;
+        if current.state.protocol.is_tcp() {
+            return Err(ModelError::InvalidPlan(format!(
+                "{service} is a TCP service, and a rollout's analysis judges HTTP answers (error rates, latency) that a forwarded connection does not have. Move it by hand: `switchyard canary {service} {} --percent P` for a share of client addresses, then `switchyard assign {service} {}`",
+                plan.version, plan.version
+            ))
+            .into());
+        }
         if current.state.main() == Some(&plan.version) {
             return Err(
                 ModelError::InvalidPlan(format!("{} is already main", plan.version)).into(),

@@ -185,6 +185,7 @@ impl Controller {
                 service: serves.service.clone(),
                 pinned: serves.version.clone(),
                 connect_timeout: settings.proxy.connect_timeout,
+                idle_timeout: settings.proxy.tcp_idle_timeout,
             });
             let stop = CancellationToken::new();
             let socket = listener.try_clone().ok();

@@ -48,11 +48,10 @@ impl TcpMetrics {
         self.total.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A connection closed after `lasted`, having carried these bytes.
-    pub fn closed(&self, lasted: Duration, bytes_in: u64, bytes_out: u64) {
+    /// A connection closed after `lasted` (its bytes were counted as
+    /// they passed: `carried`).
+    pub fn closed(&self, lasted: Duration) {
         self.open.fetch_sub(1, Ordering::Relaxed);
-        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         let secs = lasted.as_secs_f64();
         let bucket = DURATION_BOUNDS_SECS
             .iter()
@@ -107,11 +106,12 @@ mod tests {
         let m = TcpMetrics::default();
         m.opened();
         m.opened();
-        m.closed(Duration::from_millis(500), 10, 20);
+        m.carried(10, 20);
+        m.closed(Duration::from_millis(500));
         let s = m.snapshot();
         assert_eq!((s.open, s.total, s.bytes_in, s.bytes_out), (1, 2, 10, 20));
         assert_eq!(s.durations[2], 1, "0.5 s is at most 1 s");
-        m.closed(Duration::from_secs(200_000), 0, 0);
+        m.closed(Duration::from_secs(200_000));
         assert_eq!(m.snapshot().durations[DURATION_BOUNDS_SECS.len()], 1);
     }
 }

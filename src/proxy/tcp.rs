@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+mod activity;
+
+use activity::{Activity, Metered, Side};
+
 use super::{Backend, SharedTable};
 use crate::backend::InFlight;
 use crate::listener::Admitted;
@@ -21,6 +25,9 @@ pub struct TcpRoute {
     /// The release of a pinned address; `None`: the service's own address.
     pub pinned: Option<String>,
     pub connect_timeout: Duration,
+    /// A connection that carries nothing either way for this long is
+    /// closed (`serve --tcp-idle-timeout`).
+    pub idle_timeout: Duration,
 }
 
 impl TcpRoute {
@@ -92,15 +99,31 @@ pub async fn forward(
     }
     backend.tcp.opened();
     let started = Instant::now();
-    let (bytes_in, bytes_out) = tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut client, &mut server) => match copied {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::debug!(%error, client = %peer, "TCP connection ended with an error");
-                (0, 0)
-            }
+    let activity = Activity::new();
+    let (mut from_client, mut from_release) = (
+        Metered {
+            stream: &mut client,
+            side: Side::Client,
+            activity: &activity,
+            metrics: &backend.tcp,
         },
-        () = admitted.close_asked() => (0, 0),
-    };
-    backend.tcp.closed(started.elapsed(), bytes_in, bytes_out);
+        Metered {
+            stream: &mut server,
+            side: Side::Release,
+            activity: &activity,
+            metrics: &backend.tcp,
+        },
+    );
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut from_client, &mut from_release) => {
+            if let Err(error) = copied {
+                tracing::debug!(%error, client = %peer, "TCP connection ended with an error");
+            }
+        }
+        () = activity.idle_for(route.idle_timeout) => {
+            tracing::debug!(client = %peer, idle = ?route.idle_timeout, "TCP connection idle too long; closed");
+        }
+        () = admitted.close_asked() => {}
+    }
+    backend.tcp.closed(started.elapsed());
 }
