@@ -1,0 +1,268 @@
+//! A fleet: several real serves sharing their desired state in a real
+//! etcd cluster (3 members on loopback). A change made through any node
+//! is routed by every node; a stale base is refused across nodes; the
+//! nodes list each other and elect one leader, another when it dies; the
+//! loss of one etcd member changes nothing.
+
+mod support;
+
+/// The error `serve --store etcd://…` gives when it cannot use that
+/// store: without the feature it says how to build with it; with it, that
+/// nothing answers there, naming the store.
+#[tokio::test]
+async fn serve_refuses_an_etcd_store_it_cannot_use_saying_why() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Nothing listens on port 1.
+    let run = support::serves::serve_exits(
+        &dir.path().join("state"),
+        &["--store", "etcd://127.0.0.1:1/x"],
+    )
+    .await;
+    let run = run.failed();
+    if cfg!(feature = "etcd") {
+        assert!(
+            run.stderr.contains("etcd://127.0.0.1:1/x") && run.stderr.contains("cannot be reached"),
+            "{}",
+            run.stderr
+        );
+    } else {
+        assert!(
+            run.stderr.contains("--features etcd") && run.stderr.contains("protobuf-compiler"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod on_etcd {
+    use std::time::Duration;
+
+    use super::support;
+    use support::Env;
+    use support::etcd::EtcdCluster;
+
+    /// How long a node may take to follow a change another node made (the
+    /// release starts and gets ready on it first).
+    const FOLLOW: Duration = Duration::from_secs(30);
+
+    /// A serve of the fleet at `url`, named `name`, with a short lease.
+    async fn node(url: &str, name: &str) -> Env {
+        let mut env = Env::new(&["--store", url, "--node", name, "--lease-ttl", "2s"]);
+        env.launch("127.0.0.1:0", "127.0.0.1:0").await;
+        env
+    }
+
+    /// Waits until `env`'s proxy answers `/services/NAME/` from `version`.
+    async fn routes_to(env: &Env, service: &str, version: &str) {
+        let path = format!("/services/{service}/");
+        env.eventually(
+            &format!("{} routes {service} to {version}", env.admin()),
+            FOLLOW,
+            || async {
+                let (status, served, _) = env.get(&path).await;
+                status == 200 && served == version
+            },
+        )
+        .await;
+    }
+
+    /// The service's current revision as `env` has it.
+    async fn revision(env: &Env, service: &str) -> u64 {
+        let ls = env.ls().await;
+        support::listing::service(&ls, service)["revision"]
+            .as_u64()
+            .expect("a revision number")
+    }
+
+    /// `nodes --json` through `env`.
+    async fn nodes(env: &Env) -> Vec<serde_json::Value> {
+        let run = env.cli(&["nodes", "--json"]).await.ok();
+        serde_json::from_str(&run.stdout).expect("nodes --json is JSON")
+    }
+
+    fn leaders(nodes: &[serde_json::Value]) -> Vec<String> {
+        nodes
+            .iter()
+            .filter(|n| n["leader"] == true)
+            .map(|n| n["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// POST a host for `service` through `env`'s admin API, based on `base`.
+    async fn add_host(env: &Env, service: &str, host: &str, base: u64) -> (u16, serde_json::Value) {
+        let reply = support::reply(
+            env.http
+                .post(format!("{}/v1/services/{service}/hosts", env.admin()))
+                .json(&serde_json::json!({ "host": host, "base_revision": base })),
+            Duration::from_secs(30),
+        )
+        .await;
+        (reply.status, reply.json())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deploy_through_one_node_and_an_assign_through_another_are_routed_by_every_node() {
+        let Some(etcd) = EtcdCluster::start("fleet_routes_every_change", 3) else {
+            return;
+        };
+        let url = etcd.url("/routes");
+        let one = node(&url, "one").await;
+        let two = node(&url, "two").await;
+
+        one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+        routes_to(&one, "hello", "1.0.0").await;
+        routes_to(&two, "hello", "1.0.0").await;
+
+        // 2.0.0 enters as a shadow through node one; node two starts its
+        // own instances of it, then assigns it.
+        one.deploy("hello", "2.0.0", &[], &[]).await.ok();
+        two.eventually("node two runs 2.0.0 ready", FOLLOW, || async {
+            let ls = two.ls().await;
+            support::listing::roles(&ls, "hello")
+                .contains(&support::listing::pair("2.0.0", "shadow"))
+                && support::listing::all_ready(&ls)
+        })
+        .await;
+        two.cli(&["assign", "hello", "2.0.0", "-y"]).await.ok();
+        routes_to(&two, "hello", "2.0.0").await;
+        routes_to(&one, "hello", "2.0.0").await;
+
+        // Both nodes tell one history.
+        let (h1, h2) = (one.history("hello").await, two.history("hello").await);
+        assert_eq!(
+            support::listing::numbered_actions(&h1),
+            support::listing::numbered_actions(&h2)
+        );
+        assert_eq!(revision(&one, "hello").await, 3);
+
+        // A kill through node two stops node one's instances of 1.0.0 too.
+        two.cli(&["kill", "hello", "1.0.0", "-y"]).await.ok();
+        one.eventually("node one no longer runs 1.0.0", FOLLOW, || async {
+            let (status, _, _) = one.get("/services/hello_1.0.0/").await;
+            status == 404
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_base_is_refused_across_nodes_and_one_of_two_racing_changes_wins() {
+        let Some(etcd) = EtcdCluster::start("fleet_stale_base", 3) else {
+            return;
+        };
+        let url = etcd.url("/stale");
+        let one = node(&url, "one").await;
+        let two = node(&url, "two").await;
+        one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+        routes_to(&two, "hello", "1.0.0").await;
+        let base = revision(&two, "hello").await;
+
+        let (status, _) = add_host(&two, "hello", "b.test", base).await;
+        assert_eq!(status, 200);
+        let (status, body) = add_host(&one, "hello", "a.test", base).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["current_revision"], base + 1, "{body}");
+
+        // Two changes on one base through two nodes at once: one wins.
+        let base = base + 1;
+        let (first, second) = tokio::join!(
+            add_host(&one, "hello", "c.test", base),
+            add_host(&two, "hello", "d.test", base)
+        );
+        let mut statuses = [first.0, second.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "{first:?} {second:?}");
+        one.eventually("both nodes at the same revision", FOLLOW, || async {
+            revision(&one, "hello").await == base + 1 && revision(&two, "hello").await == base + 1
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_list_each_other_with_one_leader_and_another_leads_when_it_dies() {
+        let Some(etcd) = EtcdCluster::start("fleet_nodes_and_leader", 3) else {
+            return;
+        };
+        let url = etcd.url("/nodes");
+        let mut envs = [node(&url, "one").await, node(&url, "two").await];
+        envs[0]
+            .eventually("both nodes listed, one leading", FOLLOW, || async {
+                let listed = nodes(&envs[0]).await;
+                listed.len() == 2 && leaders(&listed).len() == 1
+            })
+            .await;
+        let listed = nodes(&envs[1]).await;
+        let names: Vec<&str> = listed.iter().filter_map(|n| n["name"].as_str()).collect();
+        assert_eq!(names, ["one", "two"]);
+        let this: Vec<&str> = listed
+            .iter()
+            .filter(|n| n["this"] == true)
+            .filter_map(|n| n["name"].as_str())
+            .collect();
+        assert_eq!(this, ["two"]);
+        assert!(
+            listed
+                .iter()
+                .all(|n| n["version"] == env!("CARGO_PKG_VERSION")),
+            "{listed:?}"
+        );
+        let table = envs[0].cli(&["nodes"]).await.ok().stdout;
+        assert!(
+            table.contains("leader") && table.contains("(this)"),
+            "{table}"
+        );
+
+        // The leader refuses nothing; the other refuses a rollout, naming it.
+        let leader = leaders(&listed).remove(0);
+        let (dead, alive) = if leader == "one" { (0, 1) } else { (1, 0) };
+        envs[alive].deploy("hello", "1.0.0", &[], &[]).await.ok();
+        envs[alive].deploy("hello", "2.0.0", &[], &[]).await.ok();
+        let refused = envs[alive]
+            .cli(&["rollout", "hello", "2.0.0", "--steps", "50"])
+            .await
+            .failed();
+        assert!(
+            refused.stderr.contains(&format!("{leader} (admin API")),
+            "{}",
+            refused.stderr
+        );
+
+        // The leader dies: within its lease another node leads.
+        envs[dead].kill9().await;
+        let survivor = if alive == 0 { "one" } else { "two" };
+        envs[alive]
+            .eventually("the survivor leads alone", FOLLOW, || async {
+                let listed = nodes(&envs[alive]).await;
+                listed.len() == 1 && leaders(&listed) == [survivor]
+            })
+            .await;
+        // The dead node's instances were orphaned by kill -9.
+        for pid in envs[dead].instance_pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_one_of_three_etcd_members_stopped_changes_still_work() {
+        let Some(mut etcd) = EtcdCluster::start("fleet_one_member_down", 3) else {
+            return;
+        };
+        let url = etcd.url("/quorum");
+        let one = node(&url, "one").await;
+        let two = node(&url, "two").await;
+        one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+        routes_to(&two, "hello", "1.0.0").await;
+
+        etcd.stop_member(0);
+        one.deploy("hello", "2.0.0", &["--promote"], &[]).await.ok();
+        routes_to(&one, "hello", "2.0.0").await;
+        routes_to(&two, "hello", "2.0.0").await;
+
+        etcd.restart_member(0);
+        two.cli(&["assign", "hello", "1.0.0", "-y"]).await.ok();
+        routes_to(&one, "hello", "1.0.0").await;
+    }
+}
