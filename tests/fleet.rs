@@ -265,4 +265,106 @@ mod on_etcd {
         two.cli(&["assign", "hello", "1.0.0", "-y"]).await.ok();
         routes_to(&one, "hello", "1.0.0").await;
     }
+
+    /// The rollout of hello's state as `env` tells it: `running`,
+    /// `paused`, `succeeded`, …
+    async fn rollout_state(env: &Env) -> String {
+        let run = env
+            .cli(&["rollout", "status", "hello", "--json"])
+            .await
+            .ok();
+        let view: serde_json::Value =
+            serde_json::from_str(&run.stdout).expect("rollout status --json is JSON");
+        view["state"]["status"]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The index of the node that leads, once one does.
+    async fn leader_of(envs: &[Env; 2]) -> usize {
+        envs[0]
+            .eventually("a node leads", FOLLOW, || async {
+                let listed = nodes(&envs[0]).await;
+                listed.len() == 2 && leaders(&listed).len() == 1
+            })
+            .await;
+        let leader = leaders(&nodes(&envs[0]).await);
+        if leader == ["one"] { 0 } else { 1 }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rollout_the_leader_left_is_finished_once_by_the_next_leader() {
+        let Some(etcd) = EtcdCluster::start("fleet_rollout_takeover", 3) else {
+            return;
+        };
+        let url = etcd.url("/takeover");
+        let mut envs = [node(&url, "one").await, node(&url, "two").await];
+        let lead = leader_of(&envs).await;
+        let next = 1 - lead;
+        envs[lead].deploy("hello", "1.0.0", &[], &[]).await.ok();
+        envs[lead].deploy("hello", "2.0.0", &[], &[]).await.ok();
+
+        // A rollout that stops at a pause step, driven by the leader.
+        let plan = envs[lead].dir.path().join("plan.toml");
+        std::fs::write(
+            &plan,
+            r#"
+            version = "2.0.0"
+            steps = [
+                { step = "set-weight", percent = 30 },
+                { step = "pause" },
+                { step = "set-weight", percent = 100 },
+            ]
+            "#,
+        )
+        .expect("write the plan");
+        let plan = plan.display().to_string();
+        envs[lead]
+            .cli(&["rollout", "hello", "2.0.0", "--plan", &plan])
+            .await
+            .ok();
+        envs[next]
+            .eventually("the rollout waits at its pause", FOLLOW, || async {
+                rollout_state(&envs[next]).await == "paused"
+            })
+            .await;
+
+        // The leader dies in the middle of the rollout.
+        envs[lead].kill9().await;
+        let survivor = if next == 0 { "one" } else { "two" };
+        envs[next]
+            .eventually("the other node leads", FOLLOW, || async {
+                leaders(&nodes(&envs[next]).await) == [survivor]
+            })
+            .await;
+        envs[next].cli(&["resume", "hello"]).await.ok();
+        envs[next]
+            .eventually("the rollout succeeds", FOLLOW, || async {
+                rollout_state(&envs[next]).await == "succeeded"
+            })
+            .await;
+        routes_to(&envs[next], "hello", "2.0.0").await;
+
+        // Each step ran once, and the promotion happened once.
+        let run = envs[next].cli(&["events", "hello", "--json"]).await.ok();
+        let events: Vec<serde_json::Value> =
+            serde_json::from_str(&run.stdout).expect("events --json is JSON");
+        let of = |kind: &str| -> Vec<String> {
+            events
+                .iter()
+                .filter(|e| e["kind"] == kind)
+                .filter_map(|e| e["message"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let mut steps = of("step");
+        steps.sort();
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert!(
+            steps[0].starts_with("step 1 done") && steps[1].starts_with("step 3 done"),
+            "{steps:?}"
+        );
+        assert_eq!(of("promoted").len(), 1, "{events:?}");
+        assert_eq!(of("rollout-started").len(), 1, "{events:?}");
+    }
 }
