@@ -367,4 +367,46 @@ mod on_etcd {
         assert_eq!(of("promoted").len(), 1, "{events:?}");
         assert_eq!(of("rollout-started").len(), 1, "{events:?}");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_an_etcd_quorum_writes_are_refused_naming_the_store_and_every_node_keeps_routing()
+     {
+        let Some(mut etcd) = EtcdCluster::start("fleet_quorum_lost", 3) else {
+            return;
+        };
+        let url = etcd.url("/lost");
+        let one = node(&url, "one").await;
+        let two = node(&url, "two").await;
+        one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+        routes_to(&two, "hello", "1.0.0").await;
+        let base = revision(&one, "hello").await;
+
+        etcd.stop_member(0);
+        etcd.stop_member(1);
+        let (status, body) = add_host(&one, "hello", "a.test", base).await;
+        assert_eq!(status, 503, "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("/lost") && error.contains("cannot be reached"),
+            "{body}"
+        );
+        // Both nodes still route with what they had.
+        for env in [&one, &two] {
+            let (status, served, _) = env.get("/services/hello/").await;
+            assert_eq!((status, served.as_str()), (200, "1.0.0"));
+        }
+        assert_eq!(revision(&two, "hello").await, base);
+
+        // With the quorum back, a change through one node reaches the other.
+        etcd.restart_member(0);
+        etcd.restart_member(1);
+        one.eventually("writes work again", FOLLOW, || async {
+            add_host(&one, "hello", "a.test", base).await.0 == 200
+        })
+        .await;
+        two.eventually("node two took the change", FOLLOW, || async {
+            revision(&two, "hello").await == base + 1
+        })
+        .await;
+    }
 }
