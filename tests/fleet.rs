@@ -136,6 +136,28 @@ mod on_etcd {
         );
         assert_eq!(revision(&one, "hello").await, 3);
 
+        // A pause through node one holds node two's traffic too, and a
+        // resume through node two lets node one's go.
+        one.cli(&["pause", "hello"]).await.ok();
+        two.eventually("node two holds hello's traffic", FOLLOW, || async {
+            two.cli(&["ls", "hello"])
+                .await
+                .ok()
+                .stdout
+                .contains("paused")
+        })
+        .await;
+        two.cli(&["resume", "hello"]).await.ok();
+        one.eventually("node one lets hello's traffic go", FOLLOW, || async {
+            !one.cli(&["ls", "hello"])
+                .await
+                .ok()
+                .stdout
+                .contains("paused")
+        })
+        .await;
+        routes_to(&one, "hello", "2.0.0").await;
+
         // A kill through node two stops node one's instances of 1.0.0 too.
         two.cli(&["kill", "hello", "1.0.0", "-y"]).await.ok();
         one.eventually("node one no longer runs 1.0.0", FOLLOW, || async {

@@ -110,11 +110,12 @@ impl Controller {
         Ok(())
     }
 
-    /// Follows every service of the store (after a lost watch, when changes
-    /// may have been missed).
+    /// Follows every service of the store, its pause too (after a lost
+    /// watch, when changes may have been missed).
     pub async fn follow_all(&self) -> Result<()> {
         for revision in self.store.current_revisions()? {
             self.follow(&revision.service).await?;
+            self.follow_pause(&revision.service)?;
         }
         Ok(())
     }

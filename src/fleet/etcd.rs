@@ -33,6 +33,8 @@ pub struct FleetSettings {
 enum Signal {
     /// A service's head changed.
     Changed(ServiceName),
+    /// A service was paused or resumed.
+    Paused(ServiceName),
     /// Changes may have been missed (a watch started again).
     Resync,
     /// This node won the election.
@@ -75,7 +77,7 @@ impl Fleet {
         let (tx, rx) = mpsc::unbounded_channel();
         store.spawn(watch_heads(
             store.clients(),
-            store.key("head/"),
+            store.key(""),
             tx.clone(),
             stop.clone(),
         ));
@@ -164,6 +166,11 @@ async fn apply(
                     }
                 });
             }
+            Signal::Paused(service) => {
+                if let Err(error) = controller.follow_pause(&service) {
+                    tracing::warn!(%service, %error, "cannot follow a pause from the fleet");
+                }
+            }
             Signal::Resync => {
                 let controller = Arc::clone(&controller);
                 tokio::spawn(async move {
@@ -182,8 +189,8 @@ async fn apply(
     }
 }
 
-/// Watches the services' heads and reports each change; after a lost
-/// watch, starts again and asks for a full catch-up.
+/// Watches the fleet's prefix and reports each change of a service's head
+/// or pause; after a lost watch, starts again and asks for a full catch-up.
 async fn watch_heads(
     clients: EtcdClients,
     prefix: String,
@@ -212,14 +219,20 @@ async fn watch_heads(
                         }
                     };
                     for event in response.events() {
-                        if event.event_type() != EventType::Put {
-                            continue;
-                        }
                         let Some(kv) = event.kv() else { continue };
                         let key = String::from_utf8_lossy(kv.key());
-                        let name = key.strip_prefix(&prefix).unwrap_or(&key);
-                        if let Ok(service) = name.parse::<ServiceName>() {
-                            let _ = signals.send(Signal::Changed(service));
+                        let Some(rest) = key.strip_prefix(&prefix) else {
+                            continue;
+                        };
+                        let signal = match rest.split_once('/') {
+                            Some(("head", name)) if event.event_type() == EventType::Put => {
+                                name.parse().ok().map(Signal::Changed)
+                            }
+                            Some(("pause", name)) => name.parse().ok().map(Signal::Paused),
+                            _ => None,
+                        };
+                        if let Some(signal) = signal {
+                            let _ = signals.send(signal);
                         }
                     }
                 }
