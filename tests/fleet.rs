@@ -431,4 +431,55 @@ mod on_etcd {
         })
         .await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn switches_through_either_node_fail_no_request_through_any_node() {
+        let Some(etcd) = EtcdCluster::start("fleet_switches_under_load", 3) else {
+            return;
+        };
+        let url = etcd.url("/switches");
+        let one = node(&url, "one").await;
+        let two = node(&url, "two").await;
+        one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+        one.deploy("hello", "2.0.0", &["--standby"], &[]).await.ok();
+        two.eventually("node two runs both releases ready", FOLLOW, || async {
+            let ls = two.ls().await;
+            support::listing::roles(&ls, "hello").len() == 2 && support::listing::all_ready(&ls)
+        })
+        .await;
+
+        // Clients that never retry, through both nodes, during 20 switches
+        // made alternately through each node.
+        let loads = [
+            support::load::counting_gets(one.proxy(), "/services/hello/", 2),
+            support::load::counting_gets(two.proxy(), "/services/hello/", 2),
+        ];
+        let mut number = revision(&one, "hello").await;
+        for switch in 0..20 {
+            let (through, version) = if switch % 2 == 0 {
+                (&two, "2.0.0")
+            } else {
+                (&one, "1.0.0")
+            };
+            through
+                .eventually("the node took the last switch", FOLLOW, || async {
+                    revision(through, "hello").await == number
+                })
+                .await;
+            through.cli(&["assign", "hello", version, "-y"]).await.ok();
+            number += 1;
+        }
+        routes_to(&one, "hello", "1.0.0").await;
+        routes_to(&two, "hello", "1.0.0").await;
+        for load in loads {
+            load.run_for(20, Duration::from_secs(30)).await;
+            let (passed, failures) = load.finish().await;
+            assert!(passed > 0);
+            assert!(
+                failures.is_empty(),
+                "{} failed: {failures:?}",
+                failures.len()
+            );
+        }
+    }
 }
