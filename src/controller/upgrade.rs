@@ -277,6 +277,11 @@ impl Controller {
             let Ok(service) = state.service.parse::<ServiceName>() else {
                 continue;
             };
+            // One this node runs goes on (a node that led, lost its lease
+            // for a moment and leads again).
+            if self.upgrade_controls().contains_key(&service) {
+                continue;
+            }
             let main = self
                 .current(&service)
                 .and_then(|r| r.state.main().map(ToString::to_string))
