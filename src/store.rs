@@ -1,5 +1,6 @@
 //! The state Switchyard keeps, behind two traits, so that the embedded
-//! SQLite file and a fleet store are interchangeable:
+//! SQLite file and a fleet store (etcd, `EtcdStore` with the `etcd`
+//! feature) are interchangeable:
 //!
 //! - [`ServiceStore`]: the desired state of the services (revisions,
 //!   registered releases, rollouts, upgrades, pauses, events); what every

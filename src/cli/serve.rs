@@ -37,6 +37,8 @@ const RESTORE_WAIT: Duration = Duration::from_secs(5);
 /// After a handover, how long a keep-alive connection may stay idle
 /// before it is closed: a busy one ends after its next answer.
 const HANDOVER_LINGER: Duration = Duration::from_secs(2);
+/// The shortest lease a node of a fleet may ask etcd for.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 /// How long admin requests in progress may take to finish at shutdown.
 const ADMIN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -195,6 +197,13 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    if args.store.is_some() && args.lease_ttl < MIN_LEASE_TTL {
+        anyhow::bail!(
+            "--lease-ttl {} is too short for etcd to keep; give {} or more",
+            humantime::format_duration(args.lease_ttl),
+            humantime::format_duration(MIN_LEASE_TTL)
+        );
+    }
     let files = FileLimit::raise();
     let caps = config.listeners.resolve(&files);
     for warning in &caps.warnings {
@@ -652,12 +661,6 @@ impl SharedStore {
             }
             #[cfg(feature = "etcd")]
             Self::Etcd(store) => {
-                if lease_ttl < Duration::from_secs(2) {
-                    anyhow::bail!(
-                        "--lease-ttl {} is too short for etcd to keep; give 2s or more",
-                        humantime::format_duration(lease_ttl)
-                    );
-                }
                 tracing::info!(node = %node.name, "joining the fleet");
                 Ok(crate::fleet::Fleet::join(
                     Arc::clone(store),
