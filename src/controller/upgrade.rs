@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::change::Change;
 use super::hook::HookError;
@@ -64,11 +65,16 @@ pub(super) struct UpgradeControl {
 /// The upgrades running in this serve, by service, with the handle the
 /// operator's `--continue` and `--abort` reach them through. Leader only
 /// (upgrades run hooks, which must run once for the fleet). An upgrade's
-/// task holds the controller until it ends (done, failed, aborted, or
-/// interrupted by a stopping serve: `interrupt_upgrades`).
+/// task runs until it ends (done, failed, aborted) or until the part stops
+/// it (`stop_upgrades`, or the part's drop): then the task ends where it
+/// is, a hook that runs is killed, and the stored upgrade stays as it was
+/// for the next serve to find interrupted (`interrupt_upgrades`).
 #[derive(Default)]
 pub(super) struct Upgrades {
     controls: std::sync::Mutex<std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>,
+    /// Cancelled to stop every running upgrade's task; a fresh one
+    /// replaces it, for the upgrades started afterwards.
+    stop: std::sync::Mutex<CancellationToken>,
 }
 
 impl Upgrades {
@@ -77,6 +83,43 @@ impl Upgrades {
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ServiceName, Arc<UpgradeControl>>>
     {
         self.controls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The token an upgrade started now stops on.
+    fn stop_token(&self) -> CancellationToken {
+        self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs an upgrade's driver as a task that ends early when the part
+    /// stops; dropping the driver there kills a hook it runs.
+    fn spawn(
+        &self,
+        service: &ServiceName,
+        driver: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let stop = self.stop_token();
+        let service = service.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = driver => {}
+                () = stop.cancelled() => {
+                    tracing::warn!(%service, "upgrade stopped where it was; its progress is stored");
+                }
+            }
+        })
+    }
+
+    /// Ends every running upgrade's task where it is.
+    fn stop_all(&self) {
+        let old = std::mem::take(&mut *self.stop.lock().unwrap_or_else(|p| p.into_inner()));
+        old.cancel();
+        self.controls().clear();
+    }
+}
+
+impl Drop for Upgrades {
+    fn drop(&mut self) {
+        self.stop_token().cancel();
     }
 }
 
@@ -172,7 +215,9 @@ impl Controller {
         );
         let this = Arc::clone(self);
         let (name, first, mine) = (service.clone(), state.clone(), Arc::clone(&control));
-        let driver = tokio::spawn(async move { this.drive_upgrade(&name, first, &control).await });
+        let driver = self.upgrades.part().spawn(service, async move {
+            this.drive_upgrade(&name, first, &control).await;
+        });
         let this = Arc::clone(self);
         let name = service.clone();
         tokio::spawn(async move {
@@ -265,6 +310,13 @@ impl Controller {
             Some(state) => Ok(state),
             None => Err(ControllerError::NoUpgrade(service.to_string()).into()),
         }
+    }
+
+    /// Stops every upgrade this serve runs, where it is, without changing
+    /// what is stored: a hook that runs is killed, and the serve that runs
+    /// upgrades next marks them interrupted (`interrupt_upgrades`).
+    pub fn stop_upgrades(&self) {
+        self.upgrades.part().stop_all();
     }
 
     /// At startup: upgrades stored as running were cut off when serve
@@ -782,4 +834,83 @@ fn shown(schema: &Option<semver::Version>) -> String {
 
 fn hook_error(e: HookError) -> Error {
     ControllerError::Hook(e).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    /// Waits (bounded) until the process is gone or a zombie: a killed
+    /// child dies when the kernel delivers the signal, not at once.
+    async fn gone(pid: u32) -> bool {
+        for _ in 0..200 {
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// A driver in the middle of a hook: a child that would run a minute.
+    fn hook_running() -> (impl std::future::Future<Output = ()> + Send + 'static, u32) {
+        let mut child = tokio::process::Command::new("sleep")
+            .arg("60")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sleep");
+        let pid = child.id().expect("a pid");
+        (
+            async move {
+                let _ = child.wait().await;
+            },
+            pid,
+        )
+    }
+
+    #[tokio::test]
+    async fn stopping_the_part_ends_every_upgrade_task_and_kills_its_hook() {
+        let upgrades = Upgrades::default();
+        let service: ServiceName = "hub".parse().expect("a name");
+        let (driver, pid) = hook_running();
+        let task = upgrades.spawn(&service, driver);
+        upgrades
+            .controls()
+            .insert(service.clone(), Arc::new(UpgradeControl::default()));
+        assert!(alive(pid), "the hook runs while the upgrade does");
+
+        upgrades.stop_all();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the task ends once the part stops")
+            .expect("the task ends without a panic");
+        assert!(gone(pid).await, "the hook that ran was killed");
+        assert!(
+            upgrades.controls().is_empty(),
+            "no upgrade is held any more"
+        );
+
+        // Upgrades started afterwards run again.
+        let (driver, pid) = hook_running();
+        let task = upgrades.spawn(&service, driver);
+        assert!(alive(pid));
+        assert!(!task.is_finished());
+        drop(upgrades);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("dropping the part ends its tasks")
+            .expect("no panic");
+        assert!(gone(pid).await, "the hook was killed with the part");
+    }
 }
