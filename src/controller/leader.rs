@@ -104,8 +104,9 @@ impl super::Controller {
         Ok(())
     }
 
-    /// This node does not lead (any more): its rollout drivers stop where
-    /// they are; the leader goes on from the stored state.
+    /// This node does not lead (any more): its rollout drivers and its
+    /// upgrades stop where they are (a hook that runs is killed); the
+    /// leader goes on from the stored state.
     pub fn follow_leader(&self, leader: Option<String>) {
         let changed = self.leadership().set(LeaderState {
             leading: false,
@@ -114,6 +115,7 @@ impl super::Controller {
         if changed {
             tracing::warn!("this node does not lead the fleet any more");
             self.stop_rollout_drivers();
+            self.stop_upgrades();
         }
     }
 }
