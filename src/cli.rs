@@ -39,6 +39,7 @@ mod routes;
 mod serve;
 mod shadow;
 mod status;
+mod store;
 mod tls;
 mod upgrade;
 
@@ -97,6 +98,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// The nodes of the fleet: addresses, which one leads, leases, versions.
     Nodes(nodes::NodesArgs),
+    /// Copy a stopped serve's state into a fleet's etcd.
+    Store(store::StoreArgs),
     /// Step a canary up by plan, judging its metrics; promote or roll back.
     Rollout(Box<rollout::RolloutArgs>),
     /// Let paused traffic through (held requests in order) and a paused rollout go on.
@@ -195,6 +198,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Deploy(args) => deploy::run(*args).await,
             Command::Ls(args) => ls::run(args).await,
             Command::Nodes(args) => nodes::run(args).await,
+            Command::Store(args) => store::run(args),
             Command::Assign(args) => assign::run(args).await,
             Command::Kill(args) => kill::run(args).await,
             Command::History(args) => history::run(args).await,

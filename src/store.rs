@@ -20,6 +20,7 @@
 //! that waits therefore delays other changes and health checks, never
 //! client traffic.
 
+mod copy;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod location;
@@ -27,6 +28,7 @@ mod migrations;
 mod sqlite;
 mod state_dir;
 
+pub use copy::{CopyReport, copy};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdClients, EtcdStore};
 pub use location::{EtcdLocation, StoreLocation};

@@ -444,7 +444,12 @@ mod on_etcd {
         one.deploy("hello", "2.0.0", &["--standby"], &[]).await.ok();
         two.eventually("node two runs both releases ready", FOLLOW, || async {
             let ls = two.ls().await;
-            support::listing::roles(&ls, "hello").len() == 2 && support::listing::all_ready(&ls)
+            let known = ls
+                .as_array()
+                .is_some_and(|services| services.iter().any(|s| s["name"] == "hello"));
+            known
+                && support::listing::roles(&ls, "hello").len() == 2
+                && support::listing::all_ready(&ls)
         })
         .await;
 
@@ -481,5 +486,58 @@ mod on_etcd {
                 failures.len()
             );
         }
+    }
+
+    /// `switchyard store copy --state-dir DIR --to URL`.
+    fn store_copy(state_dir: &std::path::Path, url: &str) -> support::Run {
+        let out = std::process::Command::new(support::SWITCHYARD)
+            .args(["store", "copy", "--state-dir"])
+            .arg(state_dir)
+            .args(["--to", url])
+            .output()
+            .expect("run store copy");
+        support::Run::from(out)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_state_directory_copied_into_etcd_becomes_the_first_node_of_a_fleet() {
+        let Some(etcd) = EtcdCluster::start("fleet_store_copy", 1) else {
+            return;
+        };
+        let url = etcd.url("/moved");
+        let mut single = Env::start().await;
+        single.deploy("hello", "1.0.0", &[], &[]).await.ok();
+        single
+            .deploy("hello", "2.0.0", &["--standby"], &[])
+            .await
+            .ok();
+        single.cli(&["assign", "hello", "2.0.0", "-y"]).await.ok();
+        let before = support::listing::numbered_actions(&single.history("hello").await);
+        single.stop().await;
+
+        let copied = store_copy(&single.state_dir, &url).ok();
+        assert!(
+            copied
+                .stdout
+                .contains("copied 1 services (3 revisions, 2 releases"),
+            "{}",
+            copied.stdout
+        );
+        // Into a prefix that holds services, nothing is copied.
+        let again = store_copy(&single.state_dir, &url).failed();
+        assert!(
+            again.stderr.contains("holds services already (hello)"),
+            "{}",
+            again.stderr
+        );
+
+        let one = node(&url, "one").await;
+        routes_to(&one, "hello", "2.0.0").await;
+        let (status, served, _) = one.get("/services/hello_1.0.0/").await;
+        assert_eq!((status, served.as_str()), (200, "1.0.0"));
+        assert_eq!(
+            support::listing::numbered_actions(&one.history("hello").await),
+            before
+        );
     }
 }
