@@ -207,9 +207,11 @@ def parse_wrk(out):
     return result
 
 
-def wrk(url, connections, seconds, threads=1, script=None, timeout="5s"):
+def wrk(url, connections, seconds, threads=1, script=None, timeout="5s", headers=()):
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s",
             "--latency", "--timeout", timeout]
+    for header in headers:
+        argv += ["-H", header]
     if script:
         argv += ["-s", script]
     argv.append(url)
@@ -269,12 +271,35 @@ http {{
     return port, proc
 
 
-def start_nginx_proxy(procs, workdir, backend_port, workers):
+def make_certificate(workdir):
+    """A self-signed EC P-256 certificate for 127.0.0.1 and bench.test
+    (openssl), the one every proxy serves in the HTTPS rows: (cert, key,
+    both in one file for HAProxy)."""
+    os.makedirs(workdir, exist_ok=True)
+    cert, key = os.path.join(workdir, "bench.crt"), os.path.join(workdir, "bench.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "7", "-subj", "/CN=bench.test",
+                    "-addext", "subjectAltName=DNS:bench.test,IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    both = os.path.join(workdir, "bench.pem")
+    with open(both, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return cert, key, both
+
+
+def start_nginx_proxy(procs, workdir, backend_port, workers, tls=None):
     """nginx as a reverse proxy: keep-alive upstream pool larger than the
     connection count (nginx's pool is per worker), the prefix stripped and
-    X-Forwarded-* set as Switchyard does, one response header added."""
+    X-Forwarded-* set as Switchyard does, one response header added.
+    `tls=(cert, key)`: over HTTPS instead (TLS 1.2 and 1.3)."""
     os.makedirs(workdir, exist_ok=True)
     port = free_port()
+    if tls:
+        listen = (f"listen 127.0.0.1:{port} ssl backlog=4096;\n"
+                  f"    ssl_certificate {tls[0]};\n    ssl_certificate_key {tls[1]};\n"
+                  "    ssl_protocols TLSv1.2 TLSv1.3;")
+    else:
+        listen = f"listen 127.0.0.1:{port} backlog=4096;"
     conf = os.path.join(workdir, "nginx.conf")
     with open(conf, "w") as f:
         f.write(f"""daemon off;
@@ -296,7 +321,7 @@ http {{
     keepalive_timeout 300s;
   }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
+    {listen}
     location /services/bench/ {{
       proxy_pass http://backend/;
       proxy_http_version 1.1;
@@ -317,10 +342,13 @@ http {{
     return port, proc
 
 
-def start_haproxy(procs, workdir, backend_port, workers):
-    """HAProxy with `http-reuse always`, doing the same header work."""
+def start_haproxy(procs, workdir, backend_port, workers, tls=None):
+    """HAProxy with `http-reuse always`, doing the same header work.
+    `tls=PEM` (certificate and key): over HTTPS instead."""
     os.makedirs(workdir, exist_ok=True)
     port = free_port()
+    bind = f"127.0.0.1:{port} ssl crt {tls}" if tls else f"127.0.0.1:{port}"
+    proto = "https" if tls else "http"
     conf = os.path.join(workdir, "haproxy.cfg")
     with open(conf, "w") as f:
         f.write(f"""global
@@ -335,9 +363,9 @@ defaults
   timeout server 300s
   timeout http-keep-alive 300s
 frontend proxy
-  bind 127.0.0.1:{port}
+  bind {bind}
   option forwardfor
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto {proto}
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Forwarded-Prefix /services/bench
   http-request replace-path /services/bench(/.*) \\1

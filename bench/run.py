@@ -8,7 +8,12 @@ request mirrored to one shadow. Each proxy gets the same number of worker
 threads. Runs are interleaved (A B C … A B C …) so that whatever else the
 machine does falls on every target alike; the table holds the median of
 the rounds. Then serve's memory: idle with 10 services × 3 releases, and
-under 1,000 concurrent keep-alive connections.
+under 1,000 concurrent keep-alive connections. Then HTTPS: nginx, HAProxy
+and Switchyard each terminating TLS with the same certificate (a
+self-signed EC P-256 one), measured for new TLS connections per second (a
+full handshake per request: `Connection: close`) and for keep-alive
+throughput over TLS, interleaved the same way (`--tls-only` runs just
+these).
 
 Prints the tables and writes them into BENCHMARKS.md (between markers; the
 rest of the file is left alone). Everything it starts, it stops by PID.
@@ -39,11 +44,12 @@ class Target:
         self.runs = {}  # body -> [result]
 
 
-def measure(target, body, connections, seconds):
+def measure(target, body, connections, seconds, headers=()):
     pids = target.pids() if target.pids else []
     backend = BACKEND_PIDS()
     cpu0, bcpu0 = b.cpu_seconds(pids), b.cpu_seconds(backend)
-    result = b.wrk(target.url + body, connections, seconds, script=target.script)
+    result = b.wrk(target.url + body, connections, seconds, script=target.script,
+                   headers=headers)
     cpu1, bcpu1 = b.cpu_seconds(pids), b.cpu_seconds(backend)
     n = max(result["requests"], 1)
     result["cpu_us"] = (cpu1 - cpu0) / n * 1e6 if pids else None
@@ -217,6 +223,85 @@ def memory(procs, workdir, backend_port, nginx_pids, haproxy_pids, workers, seco
     return "\n".join(lines)
 
 
+TLS_MODES = (
+    ("new", "new TLS connection per request (`Connection: close`)", ("Connection: close",)),
+    ("keepalive", "keep-alive over TLS", ()),
+)
+
+
+def https_rows(procs, workdir, backend_port, workers, rounds, seconds, connections):
+    """nginx, HAProxy and Switchyard over HTTPS with one certificate; the
+    small body, new connections and keep-alive, interleaved rounds."""
+    cert, key, both = b.make_certificate(os.path.join(workdir, "tls"))
+    nginx_port, nginx = b.start_nginx_proxy(procs, os.path.join(workdir, "nginx-tls"),
+                                            backend_port, workers, tls=(cert, key))
+    haproxy_port, haproxy = b.start_haproxy(procs, os.path.join(workdir, "haproxy-tls"),
+                                            backend_port, workers, tls=both)
+    tls_port = b.free_port()
+    serve = b.Serve(procs, os.path.join(workdir, "switchyard-tls"), workers=workers,
+                    extra=("--tls-listen", f"127.0.0.1:{tls_port}"))
+    b.wait_port(tls_port, 30)
+    serve.cli("tls", "add", "--default", "--cert", cert, "--key", key)
+    serve.deploy_upstream("bench", "1.0.0", backend_port)
+    base = "https://127.0.0.1:"
+    targets = [
+        Target("nginx", f"{base}{nginx_port}/services/bench",
+               lambda: b.descendants(nginx.pid)),
+        Target("HAProxy", f"{base}{haproxy_port}/services/bench",
+               lambda: b.descendants(haproxy.pid)),
+        Target("Switchyard", f"{base}{tls_port}/services/bench", lambda: [serve.pid]),
+    ]
+    b.log("HTTPS: warming up")
+    for t in targets:
+        b.wrk(t.url + "/small", connections, 1)
+    for round_ in range(1, rounds + 1):
+        for mode, _, headers in TLS_MODES:
+            for t in targets:
+                r = measure(t, "/small", connections, seconds, headers=headers)
+                t.runs.setdefault(mode, []).append(r)
+                b.log(f"HTTPS round {round_} {mode:9} {t.name:12} {r['rps']:>10,.0f} req/s  "
+                      f"p99 {r['p99']:.2f} ms  errors {r['errors']}  "
+                      f"cpu {fmt(r['cpu_us'], '.1f')} µs/req")
+    return targets
+
+
+def https_table(targets, rounds, seconds, connections, versions):
+    out = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/run`: "
+        f"{rounds} interleaved round(s) of `wrk -t1 -c{connections} -d{seconds}s` per proxy and "
+        "mode, small body (`GET /small`), medians shown, errors summed. Every proxy terminates "
+        "TLS with the same self-signed EC P-256 certificate (TLS 1.3 chosen by wrk's OpenSSL) "
+        "and forwards in cleartext to the same backend, doing the header work of the table "
+        f"above; one worker thread each. {versions}",
+        "",
+        "**The machine was shared with other work while this ran** (2 cores, other builds and "
+        "tests): absolute numbers move between runs; compare the ratios, which come from this "
+        "one interleaved run only.",
+        "",
+        "| proxy | mode | req/s | p50 ms | p99 ms | errors | proxy CPU µs/req |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    by = {(t.name, mode): summary(t, mode) for t in targets for mode, _, _ in TLS_MODES}
+    for mode, label, _ in TLS_MODES:
+        for t in targets:
+            s = by[(t.name, mode)]
+            out.append(f"| {t.name} | {label} | {fmt(s['rps'], ',.0f')} | {fmt(s['p50'], '.2f')} "
+                       f"| {fmt(s['p99'], '.2f')} | {s['errors']} | {fmt(s['cpu_us'], '.1f')} |")
+    out += ["", "Ratios (req/s: higher is better; p99 and CPU: lower is better):", "",
+            "| proxy | mode | req/s ÷ nginx | ÷ HAProxy | p99 ÷ nginx | ÷ HAProxy "
+            "| CPU/req ÷ nginx | ÷ HAProxy |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for mode, label, _ in TLS_MODES:
+        nginx, haproxy = by[("nginx", mode)], by[("HAProxy", mode)]
+        for t in targets:
+            s = by[(t.name, mode)]
+            cells = []
+            for key in ("rps", "p99", "cpu_us"):
+                cells += [ratio(s[key], nginx[key]), ratio(s[key], haproxy[key])]
+            out.append(f"| {t.name} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -226,6 +311,9 @@ def main():
                         help="worker threads of every proxy (nginx worker_processes, HAProxy "
                              "nbthread, serve --workers)")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--no-tls", action="store_true", help="skip the HTTPS rows")
+    parser.add_argument("--tls-only", action="store_true",
+                        help="only the HTTPS rows (written to their own section)")
     parser.add_argument("--output", default=os.path.join(b.ROOT, "BENCHMARKS.md"))
     args = parser.parse_args()
     if args.rounds < 1:
@@ -236,6 +324,23 @@ def main():
     procs = b.Procs()
     workdir = tempfile.mkdtemp(prefix="switchyard-bench-")
     global BACKEND_PIDS, NGINX_PORT, HAPROXY_PORT
+    if args.tls_only:
+        try:
+            backend_port, backend = b.start_backend(procs, os.path.join(workdir, "backend"))
+            BACKEND_PIDS = lambda: b.descendants(backend.pid)  # noqa: E731
+            targets = https_rows(procs, workdir, backend_port, args.workers, args.rounds,
+                                 args.seconds, args.connections)
+        finally:
+            procs.stop_all()
+            b.remove_workdir(workdir)
+        versions = f"{machine['switchyard']}; {machine['nginx']}; {machine['haproxy']}; " \
+                   f"{machine['wrk']}; load average {machine['load']} before."
+        text = https_table(targets, args.rounds, args.seconds, args.connections, versions)
+        print(text)
+        b.replace_section(args.output, "bench/run tls", text)
+        b.log(f"wrote {args.output}")
+        return
+    tls_text = None
     try:
         backend_port, backend = b.start_backend(procs, os.path.join(workdir, "backend"))
         BACKEND_PIDS = lambda: b.descendants(backend.pid)  # noqa: E731
@@ -289,6 +394,14 @@ def main():
             b.log("memory: 10 services × 3 releases, then 1,000 connections")
             mem = memory(procs, workdir, backend_port, nginx_pids, haproxy_pids, args.workers,
                          max(args.seconds, 5))
+        if not args.no_tls:
+            b.log("HTTPS: nginx, HAProxy and Switchyard with one certificate")
+            tls_targets = https_rows(procs, workdir, backend_port, args.workers, args.rounds,
+                                     args.seconds, args.connections)
+            versions = f"{machine['switchyard']}; {machine['nginx']}; {machine['haproxy']}; " \
+                       f"{machine['wrk']}."
+            tls_text = https_table(tls_targets, args.rounds, args.seconds, args.connections,
+                                   versions)
         with open("/proc/loadavg") as f:
             load_after = " ".join(f.read().split()[:3])
     finally:
@@ -328,6 +441,10 @@ def main():
         print()
         print(mem)
         b.replace_section(args.output, "bench/run memory", mem)
+    if tls_text:
+        print()
+        print(tls_text)
+        b.replace_section(args.output, "bench/run tls", tls_text)
     b.log(f"wrote {args.output}")
 
 

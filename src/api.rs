@@ -152,6 +152,10 @@ pub fn router(state: AppState) -> Router {
             get(settings::get_https).put(settings::set_https),
         )
         .route(
+            "/v1/services/{name}/certificates",
+            get(settings::get_certificates).put(settings::set_certificates),
+        )
+        .route(
             "/v1/services/{name}/rewrite",
             get(settings::get_rewrite).put(settings::set_rewrite),
         )

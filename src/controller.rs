@@ -241,6 +241,9 @@ pub struct Controller {
     upgrades: LeaderOnly<upgrade::Upgrades>,
     /// Whether this node leads: the switch of the three parts above.
     leadership: Leadership,
+    /// Told after every committed revision (serve: ACME orders for new
+    /// host names of services marked for automatic certificates).
+    on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Controller {
@@ -294,6 +297,7 @@ impl Controller {
             rollouts: LeaderOnly::new(rollout::Rollouts::default(), leadership.clone()),
             upgrades: LeaderOnly::new(upgrade::Upgrades::default(), leadership.clone()),
             leadership,
+            on_commit: std::sync::OnceLock::new(),
         }
     }
 
@@ -316,6 +320,26 @@ impl Controller {
             }),
         }
         .into())
+    }
+
+    /// Calls `hook` after every committed revision (set once).
+    pub fn set_on_commit(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_commit.set(hook);
+    }
+
+    /// The host names of services marked for automatic certificates, and
+    /// where each service orders them.
+    pub fn auto_certificate_hosts(&self) -> Vec<(String, crate::model::AutoCertificates)> {
+        let current = self.current_map();
+        let mut hosts = Vec::new();
+        for revision in current.values() {
+            if let Some(auto) = &revision.state.certificates {
+                for host in &revision.state.hosts {
+                    hosts.push((host.clone(), auto.clone()));
+                }
+            }
+        }
+        hosts
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -420,6 +444,9 @@ impl Controller {
         tracing::info!(service = %service, revision = revision.number, action = %revision.action, actor, "committed");
         self.current_map().insert(service.clone(), revision.clone());
         self.recompile();
+        if let Some(hook) = self.on_commit.get() {
+            hook();
+        }
         Ok(revision)
     }
 

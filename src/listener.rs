@@ -253,6 +253,12 @@ async fn handshake(
         done = &mut accepting => done,
     };
     match done {
+        // An ACME CA validating TLS-ALPN-01 has what it came for: the
+        // handshake's certificate (RFC 8737 3: no data follows).
+        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) => {
+            tracing::debug!(%client, "TLS-ALPN-01 validation handshake answered");
+            None
+        }
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(error)) => {
             connections.tls_handshake_failed();

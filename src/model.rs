@@ -1,6 +1,7 @@
 //! The domain nouns every part of Switchyard speaks: services, releases,
 //! roles, desired state and revisions. Pure data and validation; no I/O.
 
+mod auto_certificates;
 mod error_page;
 mod health_check;
 mod https_policy;
@@ -18,6 +19,7 @@ mod upgrade;
 mod upstream_address;
 mod versioning;
 
+pub use auto_certificates::{AcmeChallenge, AutoCertificates};
 pub use error_page::{ERROR_PAGE_MAX_BYTES, ErrorPage, PrefixRewrite};
 pub use health_check::HealthCheck;
 pub use https_policy::HttpsPolicy;

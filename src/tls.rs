@@ -29,7 +29,7 @@ pub use certificate::{Certificate, CertificateInfo, CertificateSource, format_ti
 pub use certificates::Certificates;
 pub use client::{ClientTrust, client_config};
 pub use host_pattern::HostPattern;
-pub use resolver::CertificateResolver;
+pub use resolver::{ACME_TLS_ALPN, CertificateResolver};
 
 use std::sync::Arc;
 
@@ -38,8 +38,9 @@ use rustls::crypto::CryptoProvider;
 
 use crate::store::StoreError;
 
-/// The protocols the TLS listeners offer, most preferred first.
-pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+/// The protocols the TLS listeners offer, most preferred first (a client
+/// that offers only `acme-tls/1` is an ACME CA validating a challenge).
+pub const ALPN: [&[u8]; 3] = [b"h2", b"http/1.1", ACME_TLS_ALPN];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

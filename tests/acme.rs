@@ -3,18 +3,20 @@
 //! serve's own cleartext listener, serve stores it and serves it by SNI
 //! at once; short-lived certificates are renewed by serve with no request
 //! failed; with the CA down the old certificate is kept and the failure is
-//! shown by `tls ls` and /metrics.
+//! shown by `tls ls` and /metrics. TLS-ALPN-01 is answered by the TLS
+//! listener; a service marked with `https NAME --acme on` gets a
+//! certificate for each host name as it is added; `tls rm` cancels an
+//! order under way.
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::Env;
 use support::http1::Http1;
-use support::load::{Load, failures};
+use support::load::failures;
 use support::pebble::Pebble;
-use support::tls::client_config_trusting;
+use support::tls::{https_load, https1};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -28,26 +30,13 @@ async fn acme_env() -> Env {
     env
 }
 
-fn tls_addr(env: &Env) -> SocketAddr {
-    env.serve()
-        .tls_addr
-        .as_deref()
-        .expect("serve printed its TLS listener")
-        .parse()
-        .expect("a socket address")
-}
-
-fn proxy_port(env: &Env) -> u16 {
-    env.serve()
-        .proxy_addr
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .expect("the proxy's port")
-}
-
 async fn order(env: &Env, pebble: &Pebble) -> support::Run {
+    order_with(env, pebble, &[]).await
+}
+
+async fn order_with(env: &Env, pebble: &Pebble, extra: &[&str]) -> support::Run {
     let ca = pebble.directory_ca.display().to_string();
-    env.cli(&[
+    let mut args = vec![
         "tls",
         "acme",
         "app.test",
@@ -57,8 +46,29 @@ async fn order(env: &Env, pebble: &Pebble) -> support::Run {
         &pebble.directory,
         "--directory-ca",
         &ca,
-    ])
-    .await
+    ];
+    args.extend_from_slice(extra);
+    env.cli(&args).await
+}
+
+/// A port where nothing listens.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The ACME orders serve has (`GET /v1/tls/acme`).
+async fn orders(env: &Env) -> serde_json::Value {
+    env.http
+        .get(format!("{}/v1/tls/acme", env.admin()))
+        .send()
+        .await
+        .expect("the admin API answers")
+        .json()
+        .await
+        .expect("orders JSON")
 }
 
 /// The kinds and messages of hello's events (the service of app.test).
@@ -78,10 +88,14 @@ async fn events(env: &Env) -> Vec<(String, String)> {
 }
 
 async fn certificate(env: &Env) -> serde_json::Value {
+    certificate_of(env, "app.test").await
+}
+
+async fn certificate_of(env: &Env, host: &str) -> serde_json::Value {
     let run = env.cli(&["tls", "ls", "--json"]).await.ok();
     let list: serde_json::Value = serde_json::from_str(&run.stdout).expect("tls ls JSON");
     list.as_array()
-        .and_then(|l| l.iter().find(|c| c["host"] == "app.test").cloned())
+        .and_then(|l| l.iter().find(|c| c["host"] == host).cloned())
         .unwrap_or(serde_json::Value::Null)
 }
 
@@ -91,7 +105,7 @@ async fn an_acme_certificate_is_validated_over_http01_stored_and_served_by_sni_a
         return;
     }
     let env = acme_env().await;
-    let pebble = Pebble::start(env.dir.path(), proxy_port(&env), Duration::from_secs(3600)).await;
+    let pebble = Pebble::start(env.dir.path(), env.proxy_port(), Duration::from_secs(3600)).await;
 
     let run = order(&env, &pebble).await;
     assert_eq!(
@@ -122,12 +136,8 @@ async fn an_acme_certificate_is_validated_over_http01_stored_and_served_by_sni_a
         "{events:?}"
     );
 
-    let addr = tls_addr(&env);
-    let mut client = Http1::tls(
-        &addr.to_string(),
-        "app.test",
-        client_config_trusting(&pebble.root_pem, &[b"http/1.1"]),
-    );
+    let addr = env.tls_addr();
+    let mut client = https1(addr, "app.test", &pebble.root_pem);
     let (status, version, body) = client
         .get("/echo")
         .await
@@ -147,16 +157,7 @@ async fn an_acme_certificate_is_validated_over_http01_stored_and_served_by_sni_a
 
     // A removed ACME certificate is not renewed: its order goes with it.
     env.cli(&["tls", "rm", "app.test"]).await.ok();
-    let orders: serde_json::Value = env
-        .http
-        .get(format!("{}/v1/tls/acme", env.admin()))
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("orders JSON");
-    assert_eq!(orders, serde_json::json!([]));
+    assert_eq!(orders(&env).await, serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,35 +167,17 @@ async fn a_short_lived_acme_certificate_is_renewed_under_load_with_no_request_fa
     }
     let env = acme_env().await;
     // Renewed when a third is left: some 20s after it is issued.
-    let pebble = Pebble::start(env.dir.path(), proxy_port(&env), Duration::from_secs(30)).await;
+    let pebble = Pebble::start(env.dir.path(), env.proxy_port(), Duration::from_secs(30)).await;
     order(&env, &pebble).await.ok();
     let first = certificate(&env).await;
 
-    let addr = tls_addr(&env).to_string();
-    let config = client_config_trusting(&pebble.root_pem, &[b"http/1.1"]);
-    let clients: Vec<_> = (0..4)
-        .map(|_| tokio::sync::Mutex::new(Http1::tls(&addr, "app.test", config.clone())))
-        .collect();
-    let clients = std::sync::Arc::new(clients);
-    let load = Load::start_until(4, Instant::now() + Duration::from_secs(180), {
-        let clients = clients.clone();
-        move |client, _| {
-            let clients = clients.clone();
-            async move {
-                // Every other client makes a new handshake each request.
-                let headers: &[(&str, &str)] = if client % 2 == 0 {
-                    &[]
-                } else {
-                    &[("connection", "close")]
-                };
-                clients[client]
-                    .lock()
-                    .await
-                    .get_with("/echo", headers)
-                    .await
-            }
-        }
-    });
+    let (load, _clients) = https_load(
+        env.tls_addr(),
+        "app.test",
+        &pebble.root_pem,
+        4,
+        Instant::now() + Duration::from_secs(180),
+    );
     load.run_for(20, WAIT).await;
     let first_updated = first["updated_at"].clone();
     env.eventually(
@@ -234,7 +217,7 @@ async fn with_the_ca_down_a_renewal_fails_keeps_the_old_certificate_and_says_why
         return;
     }
     let env = acme_env().await;
-    let mut pebble = Pebble::start(env.dir.path(), proxy_port(&env), Duration::from_secs(30)).await;
+    let mut pebble = Pebble::start(env.dir.path(), env.proxy_port(), Duration::from_secs(30)).await;
     order(&env, &pebble).await.ok();
     let before = certificate(&env).await;
     pebble.kill();
@@ -285,12 +268,8 @@ async fn with_the_ca_down_a_renewal_fails_keeps_the_old_certificate_and_says_why
     );
 
     // Still served, with the old certificate.
-    let addr = tls_addr(&env);
-    let mut client = Http1::tls(
-        &addr.to_string(),
-        "app.test",
-        client_config_trusting(&pebble.root_pem, &[b"http/1.1"]),
-    );
+    let addr = env.tls_addr();
+    let mut client = https1(addr, "app.test", &pebble.root_pem);
     let (status, _, body) = client.get("/echo").await.expect("HTTPS still answered");
     assert_eq!(status, 200, "{body}");
 }
@@ -301,7 +280,7 @@ async fn an_acme_order_with_bad_input_is_refused_and_changes_nothing() {
     for (args, says) in [
         (
             vec!["tls", "acme", "*.app.test", "--email", "ops@app.test"],
-            "not a host name HTTP-01 can validate",
+            "not a host name HTTP-01 or TLS-ALPN-01 can validate",
         ),
         (
             vec!["tls", "acme", "app.test", "--email", "nobody"],
@@ -323,16 +302,7 @@ async fn an_acme_order_with_bad_input_is_refused_and_changes_nothing() {
         let run = env.cli(&args).await.failed();
         assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
     }
-    let orders: serde_json::Value = env
-        .http
-        .get(format!("{}/v1/tls/acme", env.admin()))
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("orders JSON");
-    assert_eq!(orders, serde_json::json!([]));
+    assert_eq!(orders(&env).await, serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,11 +312,7 @@ async fn a_challenge_the_ca_cannot_validate_fails_the_order_with_the_cas_detail(
     }
     let env = acme_env().await;
     // Pebble validates HTTP-01 against a port where nothing listens.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let pebble = Pebble::start(env.dir.path(), closed, Duration::from_secs(3600)).await;
+    let pebble = Pebble::start(env.dir.path(), closed_port(), Duration::from_secs(3600)).await;
     let run = order(&env, &pebble).await.failed();
     assert!(
         run.stderr
@@ -363,5 +329,246 @@ async fn a_challenge_the_ca_cannot_validate_fails_the_order_with_the_cas_detail(
         certificate(&env).await,
         serde_json::Value::Null,
         "nothing stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_is_answered_by_the_tls_listener_alone_and_only_during_the_order() {
+    if !Pebble::available("acme") {
+        return;
+    }
+    let env = acme_env().await;
+    // Pebble validates HTTP-01 where nothing listens and TLS-ALPN-01 on
+    // serve's TLS listener: only the latter can pass.
+    let pebble = Pebble::start_validating(
+        env.dir.path(),
+        closed_port(),
+        env.tls_addr().port(),
+        Duration::from_secs(3600),
+    )
+    .await;
+    let validator = support::tls::client_config_trusting(&pebble.root_pem, &[b"acme-tls/1"]);
+    assert!(
+        support::tls::handshake(env.tls_addr(), "app.test", validator.clone())
+            .await
+            .is_err(),
+        "no order runs: a TLS-ALPN-01 handshake gets no certificate"
+    );
+
+    let run = order_with(&env, &pebble, &["--challenge", "tls-alpn-01"]).await;
+    assert_eq!(
+        run.code,
+        0,
+        "tls acme failed:\n{}\n{}\npebble:\n{}\nserve:\n{}",
+        run.stdout,
+        run.stderr,
+        pebble.log(),
+        env.serve_log()
+    );
+    let stored = certificate(&env).await;
+    assert_eq!(stored["source"], "acme", "{stored}");
+    // (HTTP-01 could not have passed: nothing listens where pebble
+    // would look for it.)
+    assert_eq!(orders(&env).await[0]["request"]["challenge"], "tls-alpn-01");
+
+    // Ordinary clients get the issued certificate (the challenge one is
+    // self-signed and would fail verification against pebble's root).
+    let mut client = https1(env.tls_addr(), "app.test", &pebble.root_pem);
+    let (status, version, body) = client.get("/echo").await.expect("an HTTPS answer");
+    assert_eq!((status, version.as_str()), (200, "1.0.0"), "{body}");
+    assert!(
+        support::tls::handshake(env.tls_addr(), "app.test", validator)
+            .await
+            .is_err(),
+        "the order is over: no challenge certificate any more"
+    );
+
+    // TLS-ALPN-01 needs a TLS listener: a serve without one refuses.
+    let cleartext = Env::start().await;
+    let run = cleartext
+        .cli(&[
+            "tls",
+            "acme",
+            "app.test",
+            "--email",
+            "ops@app.test",
+            "--challenge",
+            "tls-alpn-01",
+        ])
+        .await
+        .failed();
+    assert!(
+        run.stderr.contains("no TLS listener to answer TLS-ALPN-01"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_marked_for_acme_gets_a_certificate_for_each_host_name_as_it_is_added() {
+    if !Pebble::available("acme") {
+        return;
+    }
+    let env = acme_env().await;
+    let pebble = Pebble::start(env.dir.path(), env.proxy_port(), Duration::from_secs(3600)).await;
+    let ca = pebble.directory_ca.display().to_string();
+
+    let refused = env.cli(&["https", "hello", "--acme", "on"]).await.failed();
+    assert!(refused.stderr.contains("--email"), "{}", refused.stderr);
+    let refused = env
+        .cli(&["https", "hello", "--acme", "on", "--email", "nobody"])
+        .await
+        .failed();
+    assert!(
+        refused.stderr.contains("not an email address"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(orders(&env).await, serde_json::json!([]), "nothing changed");
+
+    env.cli(&[
+        "https",
+        "hello",
+        "--acme",
+        "on",
+        "--email",
+        "ops@app.test",
+        "--directory",
+        &pebble.directory,
+        "--directory-ca",
+        &ca,
+    ])
+    .await
+    .ok();
+    let shown = env.cli(&["https", "hello"]).await.ok().stdout;
+    assert!(shown.contains("certificates from"), "{shown}");
+    // The host name it has gets one.
+    env.eventually(
+        "app.test gets a certificate",
+        Duration::from_secs(90),
+        || async { certificate_of(&env, "app.test").await["source"] == "acme" },
+    )
+    .await;
+
+    // And one added later gets its own.
+    env.cli(&["host", "add", "hello", "www.app.test"])
+        .await
+        .ok();
+    env.eventually(
+        "www.app.test gets a certificate",
+        Duration::from_secs(90),
+        || async { certificate_of(&env, "www.app.test").await["source"] == "acme" },
+    )
+    .await;
+    let mut client = https1(env.tls_addr(), "www.app.test", &pebble.root_pem);
+    let (status, _, body) = client.get("/echo").await.expect("an HTTPS answer");
+    assert_eq!(status, 200, "{body}");
+    let events = events(&env).await;
+    assert!(
+        events
+            .iter()
+            .any(|(kind, message)| kind == "certificate-issued" && message.contains("www.app.test")),
+        "{events:?}"
+    );
+
+    // Turned off, no more are ordered; the stored ones stay.
+    env.cli(&["https", "hello", "--acme", "off"]).await.ok();
+    let shown = env.cli(&["https", "hello"]).await.ok().stdout;
+    assert!(!shown.contains("certificates from"), "{shown}");
+    assert_eq!(certificate_of(&env, "app.test").await["source"], "acme");
+}
+
+/// A TCP port that holds each connection until opened, then passes it
+/// to `to`: a CA's validation request is held while the test acts.
+struct Gate {
+    port: u16,
+    arrived: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn start(to: String) -> Gate {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let arrived = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let count = arrived.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut opened = opened.clone();
+                let to = to.clone();
+                tokio::spawn(async move {
+                    if opened.wait_for(|open| *open).await.is_err() {
+                        return;
+                    }
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(&to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Gate {
+            port,
+            arrived,
+            open,
+            task,
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_rm_during_an_order_cancels_it_and_nothing_is_stored_after() {
+    if !Pebble::available("acme") {
+        return;
+    }
+    let env = acme_env().await;
+    let gate = Gate::start(env.serve().proxy_addr.clone()).await;
+    let pebble = Pebble::start(env.dir.path(), gate.port, Duration::from_secs(3600)).await;
+    order_with(&env, &pebble, &["--no-wait"]).await.ok();
+    env.eventually(
+        "pebble's validation request arrives (held)",
+        WAIT,
+        || async { gate.arrived.load(std::sync::atomic::Ordering::SeqCst) > 0 },
+    )
+    .await;
+    assert_eq!(orders(&env).await[0]["state"], "ordering");
+
+    let run = env.cli(&["tls", "rm", "app.test"]).await.ok();
+    assert!(
+        run.stdout.contains("ACME order for app.test forgotten"),
+        "{}",
+        run.stdout
+    );
+    env.eventually("the cancelled order ends", WAIT, || async {
+        env.serve_log()
+            .contains("the cancelled ACME order ended; nothing kept of it")
+    })
+    .await;
+    // The CA's request goes through now: the answer is no longer there.
+    let _ = gate.open.send(true);
+    assert_eq!(orders(&env).await, serde_json::json!([]));
+    assert_eq!(certificate(&env).await, serde_json::Value::Null);
+    let (status, _, _) = Http1::new(&env.serve().proxy_addr)
+        .get_with("/.well-known/acme-challenge/any", &[("host", "app.test")])
+        .await
+        .expect("an answer");
+    assert_ne!(status, 200, "no challenge is answered any more");
+
+    // A removed host without an order or a certificate is an error still.
+    let run = env.cli(&["tls", "rm", "app.test"]).await.failed();
+    assert!(
+        run.stderr.contains("no certificate for app.test"),
+        "{}",
+        run.stderr
     );
 }

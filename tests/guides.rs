@@ -26,6 +26,7 @@ const GUIDES: &[&str] = &[
     "docs/operating.md",
     "docs/dashboard.md",
     "docs/api.md",
+    "docs/tls.md",
 ];
 
 fn root() -> PathBuf {
@@ -39,7 +40,12 @@ fn read(page: &str) -> String {
 /// A serve like the one the guides start: the guide's folder as working
 /// directory and its state in `./.switchyard`.
 async fn serve_for_guides() -> Env {
-    let mut env = Env::new(&[]);
+    serve_for_guides_with(&[]).await
+}
+
+/// The same, with extra arguments for serve.
+async fn serve_for_guides_with(extra: &[&str]) -> Env {
+    let mut env = Env::new(extra);
     env.state_dir = env.state_dir.with_file_name(".switchyard");
     env.serve_vars
         .push(("PATH".to_owned(), guide::path_with_binaries()));
@@ -48,7 +54,11 @@ async fn serve_for_guides() -> Env {
 }
 
 async fn run_guide(page: &str) {
-    let env = serve_for_guides().await;
+    run_guide_with(page, &[]).await;
+}
+
+async fn run_guide_with(page: &str, serve_args: &[&str]) {
+    let env = serve_for_guides_with(serve_args).await;
     let text = read(page);
     let mut run = GuideRun::new(&env, page);
     if let Err(e) = run.run(&text).await {
@@ -116,6 +126,18 @@ async fn dashboard_guide_runs_as_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_reference_examples_run_as_written() {
     run_guide("docs/api.md").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_guide_runs_as_written() {
+    let test = "tls_guide_runs_as_written";
+    if !component::openssl(test) || !component::command(test, "curl") {
+        return;
+    }
+    if !support::pebble::Pebble::available(test) {
+        return;
+    }
+    run_guide_with("docs/tls.md", &["--tls-listen", "127.0.0.1:0"]).await;
 }
 
 /// A page with runnable blocks that no test runs would be a guide that

@@ -7,13 +7,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::http1::Http1;
-use support::load::{Load, failures};
+use support::load::failures;
 use support::metrics::Metrics;
-use support::tls::{TestCa, der_of, handshake, peer_certificate};
+use support::tls::{TestCa, der_of, handshake, https_load, https1, peer_certificate};
 use support::{Env, Run};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,15 +20,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 async fn tls_env() -> Env {
     Env::start_with(&["--tls-listen", "127.0.0.1:0"]).await
-}
-
-fn tls_addr(env: &Env) -> SocketAddr {
-    env.serve()
-        .tls_addr
-        .as_deref()
-        .expect("serve printed its TLS listener")
-        .parse()
-        .expect("a socket address")
 }
 
 async fn tls_add(env: &Env, host: &str, issued: &support::tls::Issued) -> Run {
@@ -49,7 +39,7 @@ async fn tls_add(env: &Env, host: &str, issued: &support::tls::Issued) -> Run {
 
 /// The certificate the TLS listener presents to a client asking for `name`.
 async fn served_certificate(env: &Env, ca: &TestCa, name: &str) -> Result<Vec<u8>, String> {
-    let stream = handshake(tls_addr(env), name, ca.client_config(&[b"http/1.1"])).await?;
+    let stream = handshake(env.tls_addr(), name, ca.client_config(&[b"http/1.1"])).await?;
     Ok(peer_certificate(&stream))
 }
 
@@ -70,7 +60,7 @@ async fn https_is_answered_by_sni_over_http2_and_upstreams_are_told_it_was_https
     let ca = TestCa::new("Switchyard Test CA");
     let issued = ca.issue(&["app.test"], env.dir.path(), "app");
     tls_add(&env, "app.test", &issued).await.ok();
-    let addr = tls_addr(&env);
+    let addr = env.tls_addr();
 
     let client = ca.reqwest("app.test", addr);
     let response = client
@@ -83,11 +73,7 @@ async fn https_is_answered_by_sni_over_http2_and_upstreams_are_told_it_was_https
     let body = response.text().await.expect("body");
     assert_eq!(forwarded_proto(&body), "https", "{body}");
 
-    let mut http1 = Http1::tls(
-        &addr.to_string(),
-        "app.test",
-        ca.client_config(&[b"http/1.1"]),
-    );
+    let mut http1 = https1(addr, "app.test", ca.pem());
     let (status, version, body) = http1.get("/echo").await.expect("HTTP/1.1 over TLS");
     assert_eq!((status, version.as_str()), (200, "1.0.0"), "{body}");
     assert_eq!(forwarded_proto(&body), "https", "{body}");
@@ -254,32 +240,13 @@ async fn replacing_a_certificate_under_load_fails_no_request() {
     tls_add(&env, "app.test", &ca.issue(&["app.test"], &dir, "first"))
         .await
         .ok();
-    let addr = tls_addr(&env).to_string();
-    let config = ca.client_config(&[b"http/1.1"]);
-    // Half the clients keep their connection; the other half make a new
-    // one (a new handshake) for every request.
-    let clients: Vec<_> = (0..6)
-        .map(|_| tokio::sync::Mutex::new(Http1::tls(&addr, "app.test", config.clone())))
-        .collect();
-    let clients = std::sync::Arc::new(clients);
-    let load = Load::start_until(6, Instant::now() + Duration::from_secs(120), {
-        let clients = clients.clone();
-        move |client, _| {
-            let clients = clients.clone();
-            async move {
-                let headers: &[(&str, &str)] = if client % 2 == 0 {
-                    &[]
-                } else {
-                    &[("connection", "close")]
-                };
-                clients[client]
-                    .lock()
-                    .await
-                    .get_with("/echo", headers)
-                    .await
-            }
-        }
-    });
+    let (load, clients) = https_load(
+        env.tls_addr(),
+        "app.test",
+        ca.pem(),
+        6,
+        Instant::now() + Duration::from_secs(120),
+    );
     load.run_for(50, WAIT).await;
     let mut last = None;
     for round in 0..5 {
@@ -297,10 +264,7 @@ async fn replacing_a_certificate_under_load_fails_no_request() {
         answers.len(),
         &failed[..failed.len().min(5)]
     );
-    let mut handshakes = 0;
-    for client in clients.iter() {
-        handshakes += client.lock().await.connections();
-    }
+    let handshakes = clients.connections().await;
     assert!(
         handshakes > 100,
         "new connections made during the replacements: {handshakes}"
@@ -334,7 +298,7 @@ async fn a_stalled_handshake_is_closed_after_the_handshake_timeout_while_others_
     )
     .await
     .ok();
-    let addr = tls_addr(&env);
+    let addr = env.tls_addr();
 
     // The start of a TLS record (a handshake record of 512 bytes), then
     // nothing more.
@@ -346,11 +310,7 @@ async fn a_stalled_handshake_is_closed_after_the_handshake_timeout_while_others_
         .expect("write the first bytes");
 
     // Meanwhile another client's handshake and request go through.
-    let mut client = Http1::tls(
-        &addr.to_string(),
-        "app.test",
-        ca.client_config(&[b"http/1.1"]),
-    );
+    let mut client = https1(addr, "app.test", ca.pem());
     let (status, _, body) = client.get("/echo").await.expect("served meanwhile");
     assert_eq!(status, 200, "{body}");
 
@@ -434,7 +394,7 @@ async fn a_service_can_send_cleartext_clients_to_https_and_tell_browsers_to_stay
     )
     .await
     .ok();
-    let addr = tls_addr(&env);
+    let addr = env.tls_addr();
     let plain = support::http_client()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -505,7 +465,8 @@ async fn an_external_release_over_https_is_verified_health_checked_and_reached_b
     let upstream = support::tls::HttpsUpstream::start(&ca, &["localhost"], env.dir.path()).await;
     let address = format!("https://localhost:{}", upstream.addr.port());
 
-    // Without its CA the upstream cannot be verified: never healthy.
+    // Without its CA the upstream cannot be verified: never healthy, and
+    // the deploy's error gives the verification error and the way out.
     let refused = env
         .cli(&[
             "deploy",
@@ -525,6 +486,13 @@ async fn an_external_release_over_https_is_verified_health_checked_and_reached_b
         "{}",
         refused.stderr
     );
+    for says in [
+        "the upstream's TLS certificate cannot be verified",
+        "UnknownIssuer",
+        "--upstream-ca FILE",
+    ] {
+        assert!(refused.stderr.contains(says), "{says}: {}", refused.stderr);
+    }
 
     let bad_ca = env.dir.path().join("not-a-ca.pem");
     std::fs::write(&bad_ca, "nothing here").expect("write");
@@ -579,30 +547,13 @@ async fn a_handover_passes_the_tls_listener_on_and_fails_no_https_request() {
     )
     .await
     .ok();
-    let addr = tls_addr(&env).to_string();
-    let config = ca.client_config(&[b"http/1.1"]);
-    let clients: Vec<_> = (0..4)
-        .map(|_| tokio::sync::Mutex::new(Http1::tls(&addr, "app.test", config.clone())))
-        .collect();
-    let clients = std::sync::Arc::new(clients);
-    let load = Load::start_until(4, Instant::now() + Duration::from_secs(120), {
-        let clients = clients.clone();
-        move |client, _| {
-            let clients = clients.clone();
-            async move {
-                let headers: &[(&str, &str)] = if client % 2 == 0 {
-                    &[]
-                } else {
-                    &[("connection", "close")]
-                };
-                clients[client]
-                    .lock()
-                    .await
-                    .get_with("/echo", headers)
-                    .await
-            }
-        }
-    });
+    let (load, _clients) = https_load(
+        env.tls_addr(),
+        "app.test",
+        ca.pem(),
+        4,
+        Instant::now() + Duration::from_secs(120),
+    );
     load.run_for(50, WAIT).await;
     let old_pid = env.serve_pid();
     let run = env.cli(&["handover", "--json"]).await.ok();

@@ -1,17 +1,21 @@
 //! Service settings that need no release: host names (`POST …/hosts`,
 //! `DELETE …/hosts/{host}`), the rewriting of links through the path
 //! prefix (`GET`/`PUT …/rewrite`) and the error page (`GET`/`PUT
-//! …/error-page`). Each change is a revision.
+//! …/error-page`), HTTPS (`…/https`) and automatic certificates
+//! (`…/certificates`). Each change is a revision.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::services::{ApiResult, BaseQuery, Change, actor, body, change, query, service_name};
-use crate::model::{ErrorPage, HttpsPolicy, PrefixRewrite};
+use crate::model::{AutoCertificates, ErrorPage, HttpsPolicy, PrefixRewrite};
+use crate::tls::{Acme, AcmeRequest};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostRequest {
@@ -144,5 +148,50 @@ pub async fn set_error_page(
         .controller
         .set_error_page(&service, req.page, req.base_revision, &actor(&headers))
         .await?;
+    change(&state, revision)
+}
+
+/// A service's automatic certificates (`PUT …/certificates`): `null`
+/// stops ordering them (the certificates already stored stay).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificatesRequest {
+    pub certificates: Option<AutoCertificates>,
+    #[serde(default)]
+    pub base_revision: Option<u64>,
+}
+
+pub async fn get_certificates(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Option<AutoCertificates>> {
+    let service = state.controller.service_state(&service_name(&name)?)?;
+    Ok(Json(service.certificates))
+}
+
+pub async fn set_certificates(
+    State(state): State<AppState>,
+    Extension(acme): Extension<Arc<Acme>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Result<Json<CertificatesRequest>, JsonRejection>,
+) -> ApiResult<Change> {
+    let service = service_name(&name)?;
+    let mut req = body(req)?;
+    if let Some(auto) = &mut req.certificates {
+        // Checked as an order for a name would be, before anything changes.
+        let mut probe = AcmeRequest::automatic("example.com", auto);
+        acme.check(&mut probe).map_err(crate::Error::from)?;
+        auto.email = probe.email;
+    }
+    let revision = state
+        .controller
+        .set_auto_certificates(
+            &service,
+            req.certificates,
+            req.base_revision,
+            &actor(&headers),
+        )
+        .await?;
+    acme.wake();
     change(&state, revision)
 }

@@ -88,14 +88,34 @@ pub async fn put(
     Ok(Json(info))
 }
 
+/// What `DELETE /v1/tls/certificates/{host}` removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Removed {
+    pub host: String,
+    /// The certificate, when there was one.
+    pub certificate: Option<CertificateInfo>,
+    /// Whether the host's ACME order was forgotten (not renewed; one
+    /// running is cancelled and stores nothing).
+    pub order_cancelled: bool,
+}
+
 pub async fn remove(
     Extension(certificates): Extension<Arc<Certificates>>,
     Extension(acme): Extension<Arc<Acme>>,
     Path(host): Path<String>,
-) -> ApiResult<CertificateInfo> {
+) -> ApiResult<Removed> {
     let pattern = pattern(&host)?;
-    let info = certificates.remove(&pattern).map_err(crate::Error::from)?;
-    // An ACME certificate removed is not renewed either.
-    acme.forget(&info.host).map_err(crate::Error::from)?;
-    Ok(Json(info))
+    let host = pattern.to_string();
+    // The order first: once it is forgotten, a running one stores nothing.
+    let order_cancelled = acme.forget(&host).map_err(crate::Error::from)?;
+    let certificate = match certificates.remove(&pattern) {
+        Ok(info) => Some(info),
+        Err(crate::tls::TlsError::NotFound(_)) if order_cancelled => None,
+        Err(error) => return Err(crate::Error::from(error).into()),
+    };
+    Ok(Json(Removed {
+        host,
+        certificate,
+        order_cancelled,
+    }))
 }

@@ -318,6 +318,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Notifier::start(args.webhooks.clone()),
         shared.leadership(),
     ));
+    acme.set_tls_listener(tls_listener.is_some());
+    {
+        let hosts = Arc::clone(&controller);
+        acme.set_automatic(Box::new(move || hosts.auto_certificate_hosts()));
+        let woken = Arc::downgrade(&acme);
+        controller.set_on_commit(Box::new(move || {
+            if let Some(acme) = woken.upgrade() {
+                acme.wake();
+            }
+        }));
+    }
     {
         let controller = Arc::clone(&controller);
         acme.set_events(Box::new(move |host, kind, message, detail| {

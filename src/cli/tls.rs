@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::output;
 use super::{AdminClient, ClientArgs};
-use crate::api::tls::CertificateUpload;
+use crate::api::tls::{CertificateUpload, Removed};
+use crate::model::AcmeChallenge;
 use crate::tls::{AcmeOrder, AcmeRequest, AcmeState, CertificateInfo, HostPattern};
 
 #[derive(Debug, Args)]
@@ -27,7 +28,8 @@ pub enum TlsCommand {
     /// Remove a host's certificate.
     Rm(RmArgs),
     /// Order a certificate from an ACME CA (Let's Encrypt by default),
-    /// validated over HTTP-01 by serve's cleartext listener, stored and
+    /// validated over HTTP-01 by serve's cleartext listener (or
+    /// TLS-ALPN-01 by its TLS listener), stored and
     /// served at once, and renewed by serve when a third of its lifetime
     /// is left. Waits for the order and shows its progress.
     Acme(AcmeArgs),
@@ -36,7 +38,8 @@ pub enum TlsCommand {
 #[derive(Debug, Args)]
 pub struct AcmeArgs {
     /// The host names the certificate is for (the first is the one it is
-    /// kept under). The CA must reach serve at http://HOST/ for each.
+    /// kept under). The CA must reach serve at http://HOST/ for each
+    /// (https://HOST/ for tls-alpn-01).
     #[arg(required = true, value_name = "HOST")]
     pub hosts: Vec<String>,
     /// The contact address given to the CA (expiry notices).
@@ -49,6 +52,11 @@ pub struct AcmeArgs {
     /// signed by, for a private ACME CA.
     #[arg(long, value_name = "FILE")]
     pub directory_ca: Option<PathBuf>,
+    /// How the CA validates the names: `http-01` (a request to the
+    /// cleartext listener, port 80) or `tls-alpn-01` (a TLS handshake
+    /// with the TLS listener, port 443; for a serve with no port 80).
+    #[arg(long, value_name = "http-01|tls-alpn-01", default_value = "http-01")]
+    pub challenge: AcmeChallenge,
     /// Start the order and return without waiting for it.
     #[arg(long)]
     pub no_wait: bool,
@@ -180,11 +188,19 @@ async fn ls(args: LsArgs) -> anyhow::Result<()> {
 async fn rm(args: RmArgs) -> anyhow::Result<()> {
     let pattern = args.which.pattern()?;
     let client = AdminClient::new(&args.client)?;
-    let info: CertificateInfo = client.delete(&certificate_path(&pattern)).await?;
+    let removed: Removed = client.delete(&certificate_path(&pattern)).await?;
     if args.client.json {
-        return output::json(&info);
+        return output::json(&removed);
     }
-    println!("certificate for {} removed", shown(&info.host));
+    if removed.certificate.is_some() {
+        println!("certificate for {} removed", shown(&removed.host));
+    }
+    if removed.order_cancelled {
+        println!(
+            "ACME order for {} forgotten: it is not renewed, and nothing it was doing is stored",
+            removed.host
+        );
+    }
     Ok(())
 }
 
@@ -202,6 +218,7 @@ async fn acme(args: AcmeArgs) -> anyhow::Result<()> {
         email: args.email.clone(),
         directory: args.directory.clone(),
         directory_ca_pem,
+        challenge: args.challenge,
     };
     let client = AdminClient::new(&args.client)?;
     let mut order: AcmeOrder = client.post("/v1/tls/acme", &request).await?;

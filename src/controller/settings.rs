@@ -5,7 +5,9 @@
 use super::Controller;
 use super::change::Change;
 use crate::error::Result;
-use crate::model::{ErrorPage, HttpsPolicy, PrefixRewrite, Revision, ServiceName, ServiceState};
+use crate::model::{
+    AutoCertificates, ErrorPage, HttpsPolicy, PrefixRewrite, Revision, ServiceName, ServiceState,
+};
 
 impl Controller {
     /// Routes `host` to the service too (`routed`), refused when another
@@ -42,6 +44,25 @@ impl Controller {
     ) -> Result<Revision> {
         self.change_setting(service, base_revision, actor, |state| {
             Ok((format!("https: {https}"), state.with_https(https)))
+        })
+        .await
+    }
+
+    /// Orders certificates for the service's host names from an ACME CA
+    /// as they are added (`Some`), or stops.
+    pub async fn set_auto_certificates(
+        &self,
+        service: &ServiceName,
+        certificates: Option<AutoCertificates>,
+        base_revision: Option<u64>,
+        actor: &str,
+    ) -> Result<Revision> {
+        self.change_setting(service, base_revision, actor, |state| {
+            let action = match &certificates {
+                Some(auto) => format!("https: {auto}"),
+                None => "https: no automatic certificates".to_owned(),
+            };
+            Ok((action, state.with_certificates(certificates)))
         })
         .await
     }

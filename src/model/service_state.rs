@@ -4,8 +4,8 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApiVersionSource, Canary, ComparePolicy, ErrorPage, HttpsPolicy, ModelError, PrefixRewrite,
-    Role, Rule, ServiceName, ShadowSettings, Stickiness, TrafficPolicy, rule_label,
+    ApiVersionSource, AutoCertificates, Canary, ComparePolicy, ErrorPage, HttpsPolicy, ModelError,
+    PrefixRewrite, Role, Rule, ServiceName, ShadowSettings, Stickiness, TrafficPolicy, rule_label,
 };
 
 /// A release's place in its service's desired state.
@@ -69,6 +69,10 @@ pub struct ServiceState {
     /// Redirect to HTTPS and HSTS (both off unless set).
     #[serde(default, skip_serializing_if = "HttpsPolicy::is_default")]
     pub https: HttpsPolicy,
+    /// Certificates ordered from an ACME CA for every host name (none
+    /// unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<AutoCertificates>,
 }
 
 impl ServiceState {
@@ -512,6 +516,15 @@ impl ServiceState {
     pub fn with_https(&self, https: HttpsPolicy) -> ServiceState {
         ServiceState {
             https,
+            ..self.clone()
+        }
+    }
+
+    /// Orders certificates for the service's host names from an ACME CA
+    /// (`Some`), or stops doing so.
+    pub fn with_certificates(&self, certificates: Option<AutoCertificates>) -> ServiceState {
+        ServiceState {
+            certificates,
             ..self.clone()
         }
     }

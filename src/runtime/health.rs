@@ -49,14 +49,49 @@ impl HealthTarget {
 }
 
 /// One probe: `GET BASE/PATH`; a 2xx or 3xx within the timeout passes.
-pub async fn probe(target: &HealthTarget, check: &HealthCheck) -> bool {
+/// A failure says why, as the deploy error shows it (a TLS upstream whose
+/// certificate cannot be verified: the verification error, and how to
+/// trust a private CA).
+pub async fn probe(target: &HealthTarget, check: &HealthCheck) -> Result<(), String> {
     let (client, url) = (&target.client, format!("{}{}", target.base, check.path));
-    match client.get(url).timeout(check.timeout()).send().await {
+    match client.get(&url).timeout(check.timeout()).send().await {
         Ok(response) => {
             let s = response.status();
-            s.is_success() || s.is_redirection()
+            if s.is_success() || s.is_redirection() {
+                Ok(())
+            } else {
+                Err(format!("GET {url} answered {s}"))
+            }
         }
-        Err(_) => false,
+        Err(error) => Err(failure(&url, &error)),
+    }
+}
+
+/// Why a health check request failed, on one line.
+fn failure(url: &str, error: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.iter().any(|c: &String| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let chain = causes.join(": ");
+    if error.is_timeout() {
+        return format!("GET {url} got no answer in time");
+    }
+    let certificate = causes.iter().any(|c| {
+        c.contains("invalid peer certificate") || c.contains("certificate") && c.contains("verif")
+    });
+    if certificate {
+        format!(
+            "GET {url}: the upstream's TLS certificate cannot be verified ({chain}); \
+             if a private CA signed it, give that CA with --upstream-ca FILE"
+        )
+    } else {
+        format!("GET {url}: {chain}")
     }
 }
 

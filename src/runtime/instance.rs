@@ -377,7 +377,8 @@ async fn watch_health(ctx: &InstanceCtx, upstream: &Upstream, adopted: bool) {
         }
     };
     loop {
-        let ok = probe(&target, check).await;
+        let outcome = probe(&target, check).await;
+        let ok = outcome.is_ok();
         if let Some(healthy) = verdict.record(ok, upstream.is_healthy(), check) {
             upstream.set_healthy(healthy);
         }
@@ -389,10 +390,18 @@ async fn watch_health(ctx: &InstanceCtx, upstream: &Upstream, adopted: bool) {
             (false, false) => Health::Starting,
         };
         let slot = ctx.slot as usize;
-        let changed = ctx.status.borrow().instances.get(slot).map(|i| i.health) != Some(shown);
+        let error = outcome.err();
+        let changed = ctx
+            .status
+            .borrow()
+            .instances
+            .get(slot)
+            .map(|i| (i.health, &i.last_check_error) != (shown, &error))
+            .unwrap_or(true);
         if changed {
             ctx.update(|i| {
                 i.health = shown;
+                i.last_check_error = error;
                 if healthy {
                     i.crash_loop = false;
                 }

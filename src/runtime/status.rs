@@ -54,6 +54,9 @@ pub struct InstanceStatus {
     /// Exited too often within the crash window; cleared once healthy.
     pub crash_loop: bool,
     pub last_exits: Vec<ExitRecord>,
+    /// Why the last health check failed, while it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_error: Option<String>,
 }
 
 /// A release's condition, summed up from its instances.
@@ -129,6 +132,7 @@ impl ReleaseStatus {
                     adopted: false,
                     crash_loop: false,
                     last_exits: Vec::new(),
+                    last_check_error: None,
                 })
                 .collect(),
             ..Self::default()
@@ -181,7 +185,12 @@ impl ReleaseStatus {
     pub fn health_summary(&self) -> String {
         self.instances
             .iter()
-            .map(|i| format!("instance {}: {}", i.slot, i.health))
+            .map(|i| match &i.last_check_error {
+                Some(error) if i.health != Health::Healthy => {
+                    format!("instance {}: {} (last check: {error})", i.slot, i.health)
+                }
+                _ => format!("instance {}: {}", i.slot, i.health),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }

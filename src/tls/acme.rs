@@ -1,15 +1,19 @@
 //! Certificates ordered from an ACME CA (Let's Encrypt by default): the
 //! account kept in the store (every serve of a fleet shares it), HTTP-01
-//! answered by the proxy's cleartext listener, the certificate stored
+//! answered by the proxy's cleartext listener or TLS-ALPN-01 by its TLS
+//! listener (RFC 8737), the certificate stored
 //! with source `acme` and served by SNI at once, and renewed when a third
 //! of its lifetime is left. A failed order or renewal keeps the old
 //! certificate; its error is shown by `tls ls`, logged and counted.
+//! `tls rm` of a host whose order runs cancels the order: nothing is
+//! stored for it afterwards. The host names of services marked for
+//! automatic certificates are ordered as they appear.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,9 +23,11 @@ use instant_acme::{
     HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use super::{CertificateSource, Certificates, ClientTrust, HostPattern, client_config};
-use crate::model::now_millis;
+use super::{CertificateSource, Certificates, ClientTrust, HostPattern, client_config, provider};
+use crate::model::{AcmeChallenge, AutoCertificates, now_millis};
 use crate::store::ServiceStore;
 
 /// Let's Encrypt's production directory, the default CA.
@@ -48,6 +54,23 @@ pub struct AcmeRequest {
     /// is a private one (a test CA such as pebble).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory_ca_pem: Option<String>,
+    /// How the CA validates the names (HTTP-01 unless told).
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+}
+
+impl AcmeRequest {
+    /// The order a service marked for automatic certificates makes for
+    /// one of its host names.
+    pub fn automatic(host: &str, auto: &AutoCertificates) -> AcmeRequest {
+        AcmeRequest {
+            hosts: vec![host.to_owned()],
+            email: auto.email.clone(),
+            directory: auto.directory.clone(),
+            directory_ca_pem: auto.directory_ca_pem.clone(),
+            challenge: auto.challenge,
+        }
+    }
 }
 
 fn default_directory() -> String {
@@ -120,9 +143,19 @@ pub enum AcmeError {
     #[error("the ACME CA refused {what}: {detail}")]
     Refused { what: String, detail: String },
     #[error(
-        "the CA could not validate {host} over HTTP-01: {detail}; the CA must reach this serve's cleartext listener on port 80 at http://{host}/.well-known/acme-challenge/"
+        "the CA could not validate {host} over {}: {detail}; the CA must reach this serve's {} as {host}", challenge.as_str().to_uppercase(), challenge.listener()
     )]
-    ChallengeFailed { host: String, detail: String },
+    ChallengeFailed {
+        host: String,
+        challenge: AcmeChallenge,
+        detail: String,
+    },
+    #[error(
+        "serve has no TLS listener to answer TLS-ALPN-01 on: start it with --tls-listen, or order with --challenge http-01"
+    )]
+    NoTlsListener,
+    #[error("the order for {0} was cancelled: its certificate was removed (`switchyard tls rm`)")]
+    Cancelled(String),
     #[error("the certificate the CA issued cannot be used: {0}")]
     BadCertificate(String),
     #[error("an order for {0} is already running; wait for it (`switchyard tls ls`)")]
@@ -139,10 +172,30 @@ pub struct Acme {
     certificates: Arc<Certificates>,
     challenges: AcmeChallenges,
     orders: Mutex<HashMap<String, AcmeOrder>>,
-    running: Mutex<HashSet<String>>,
+    /// The orders running now, by host; `tls rm` takes one out and
+    /// cancels it. A certificate is stored, and an outcome saved, only
+    /// while the order's claim is still here (under this lock).
+    running: Mutex<HashMap<String, Claim>>,
+    next_claim: AtomicU64,
     failures: AtomicU64,
-    events: std::sync::OnceLock<EventSink>,
+    events: OnceLock<EventSink>,
+    /// Whether serve has a TLS listener (for TLS-ALPN-01).
+    tls_listener: AtomicBool,
+    /// The host names of services marked for automatic certificates.
+    automatic: OnceLock<AutomaticHosts>,
+    /// Wakes the renewal loop (a service's host names changed).
+    wake: Notify,
 }
+
+/// A running order's hold on its host.
+#[derive(Debug, Clone)]
+struct Claim {
+    id: u64,
+    cancel: CancellationToken,
+}
+
+/// The host names that should have ACME certificates, and where from.
+pub type AutomaticHosts = Box<dyn Fn() -> Vec<(String, AutoCertificates)> + Send + Sync>;
 
 /// Where an order's outcome is recorded as an event: `(host, kind,
 /// message, detail)`.
@@ -171,9 +224,30 @@ impl Acme {
             challenges,
             orders: Mutex::new(orders),
             running: Mutex::default(),
+            next_claim: AtomicU64::new(1),
             failures: AtomicU64::new(0),
-            events: std::sync::OnceLock::new(),
+            events: OnceLock::new(),
+            tls_listener: AtomicBool::new(false),
+            automatic: OnceLock::new(),
+            wake: Notify::new(),
         }))
+    }
+
+    /// Whether serve has a TLS listener to answer TLS-ALPN-01 on.
+    pub fn set_tls_listener(&self, present: bool) {
+        self.tls_listener.store(present, Ordering::Relaxed);
+    }
+
+    /// Where the host names of services marked for automatic certificates
+    /// are read (set once, by serve).
+    pub fn set_automatic(&self, hosts: AutomaticHosts) {
+        let _ = self.automatic.set(hosts);
+    }
+
+    /// Looks for host names that need a certificate now, not at the next
+    /// check (a service's settings changed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Sends each order's outcome to `sink` too (set once, by serve).
@@ -207,8 +281,9 @@ impl Acme {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Checks a request and starts its order in the background.
-    pub fn start(self: &Arc<Self>, mut request: AcmeRequest) -> Result<AcmeOrder, AcmeError> {
+    /// Checks a request (and puts its names and address in their usual
+    /// form): what an order or a service's automatic certificates need.
+    pub fn check(&self, request: &mut AcmeRequest) -> Result<(), AcmeError> {
         if request.hosts.is_empty() {
             return Err(AcmeError::BadRequest("no host name".into()));
         }
@@ -217,10 +292,15 @@ impl Acme {
                 Ok(HostPattern::Exact(name)) => *host = name,
                 _ => {
                     return Err(AcmeError::BadRequest(format!(
-                        "`{host}` is not a host name HTTP-01 can validate (no wildcards)"
+                        "`{host}` is not a host name HTTP-01 or TLS-ALPN-01 can validate (no wildcards)"
                     )));
                 }
             }
+        }
+        if request.challenge == AcmeChallenge::TlsAlpn01
+            && !self.tls_listener.load(Ordering::Relaxed)
+        {
+            return Err(AcmeError::NoTlsListener);
         }
         let email = request.email.trim();
         if !email.contains('@') || email.contains(char::is_whitespace) {
@@ -245,6 +325,12 @@ impl Acme {
             .roots()
             .map_err(|e| AcmeError::BadRequest(e.to_string()))?;
         }
+        Ok(())
+    }
+
+    /// Checks a request and starts its order in the background.
+    pub fn start(self: &Arc<Self>, mut request: AcmeRequest) -> Result<AcmeOrder, AcmeError> {
+        self.check(&mut request)?;
         let host = request.hosts[0].clone();
         let order = AcmeOrder {
             request,
@@ -253,38 +339,59 @@ impl Acme {
             last_error: self.order_of(&host).and_then(|o| o.last_error),
             updated_at: now_millis(),
         };
-        self.claim(&host)?;
-        if let Err(error) = self.save(&order) {
-            self.release(&host);
-            return Err(error);
-        }
+        // Claimed and saved under one lock, so that a `tls rm` comes
+        // wholly before (and this order is new) or after (and cancels it).
+        let claim = {
+            let mut running = self.running();
+            if running.contains_key(&host) {
+                return Err(AcmeError::Busy(host));
+            }
+            self.save(&order)?;
+            let claim = self.new_claim();
+            running.insert(host.clone(), claim.clone());
+            claim
+        };
         let acme = Arc::clone(self);
         let request = order.request.clone();
-        tokio::spawn(async move { acme.run(request).await });
+        tokio::spawn(async move { acme.run(request, claim).await });
         Ok(order)
     }
 
-    fn claim(&self, host: &str) -> Result<(), AcmeError> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if !running.insert(host.to_owned()) {
-            return Err(AcmeError::Busy(host.to_owned()));
-        }
-        Ok(())
+    fn running(&self) -> MutexGuard<'_, HashMap<String, Claim>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn release(&self, host: &str) {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(host);
+    fn new_claim(&self) -> Claim {
+        Claim {
+            id: self.next_claim.fetch_add(1, Ordering::Relaxed),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn claim(&self, host: &str) -> Result<Claim, AcmeError> {
+        let mut running = self.running();
+        if running.contains_key(host) {
+            return Err(AcmeError::Busy(host.to_owned()));
+        }
+        let claim = self.new_claim();
+        running.insert(host.to_owned(), claim.clone());
+        Ok(claim)
     }
 
     /// Forgets the order of `host` (its certificate was removed), so that
-    /// it is not renewed. One running now still ends.
-    pub fn forget(&self, host: &str) -> Result<(), AcmeError> {
+    /// it is not renewed; one running now is cancelled and stores
+    /// nothing. Whether there was an order.
+    pub fn forget(&self, host: &str) -> Result<bool, AcmeError> {
+        let mut running = self.running();
+        let cancelled = running.remove(host);
+        if let Some(claim) = &cancelled {
+            claim.cancel.cancel();
+            tracing::info!(host, "ACME order cancelled: its certificate was removed");
+        }
         self.store.delete_acme_order(host)?;
-        self.orders().remove(host);
-        Ok(())
+        let known = self.orders().remove(host).is_some();
+        drop(running);
+        Ok(known || cancelled.is_some())
     }
 
     fn save(&self, order: &AcmeOrder) -> Result<(), AcmeError> {
@@ -305,16 +412,26 @@ impl Acme {
     }
 
     /// Runs one claimed order to its end and records the outcome.
-    async fn run(self: Arc<Self>, request: AcmeRequest) {
+    async fn run(self: Arc<Self>, request: AcmeRequest, claim: Claim) {
         let host = request.hosts[0].clone();
-        let outcome = tokio::time::timeout(ORDER_TIMEOUT, self.order(&request))
-            .await
-            .unwrap_or_else(|_| {
-                Err(AcmeError::Refused {
-                    what: "the order".into(),
-                    detail: format!("it took longer than {}s", ORDER_TIMEOUT.as_secs()),
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(ORDER_TIMEOUT, self.order(&request, &claim)) => {
+                outcome.unwrap_or_else(|_| {
+                    Err(AcmeError::Refused {
+                        what: "the order".into(),
+                        detail: format!("it took longer than {}s", ORDER_TIMEOUT.as_secs()),
+                    })
                 })
-            });
+            }
+            () = claim.cancel.cancelled() => Err(AcmeError::Cancelled(host.clone())),
+        };
+        // The outcome counts only while the order still holds its claim
+        // (`tls rm` takes it out): kept under the lock to the end.
+        let running = self.running();
+        if running.get(&host).is_none_or(|c| c.id != claim.id) {
+            tracing::info!(host, "the cancelled ACME order ended; nothing kept of it");
+            return;
+        }
         let mut order = self.order_of(&host).unwrap_or(AcmeOrder {
             request: request.clone(),
             state: AcmeState::Ordering,
@@ -363,7 +480,8 @@ impl Acme {
         if let Err(error) = self.save(&order) {
             tracing::error!(host, %error, "cannot record the ACME order's outcome");
         }
-        self.release(&host);
+        let mut running = running;
+        running.remove(&host);
     }
 
     /// The account for a directory: the stored one, else a new one
@@ -414,7 +532,7 @@ impl Acme {
         Ok(account)
     }
 
-    async fn order(&self, request: &AcmeRequest) -> Result<(), AcmeError> {
+    async fn order(&self, request: &AcmeRequest, claim: &Claim) -> Result<(), AcmeError> {
         let host = request.hosts[0].as_str();
         let refused = |what: &str| {
             let what = what.to_owned();
@@ -442,7 +560,15 @@ impl Acme {
             .new_order(&NewOrder::new(&identifiers))
             .await
             .map_err(refused("the order"))?;
-        let mut tokens = Vec::new();
+        // Answered while the order runs, and no longer once it ends, also
+        // when it is cancelled or runs out of time (dropped).
+        let mut answering = Answering {
+            challenges: &self.challenges,
+            resolver: self.certificates.resolver(),
+            tokens: Vec::new(),
+            names: Vec::new(),
+        };
+        let kind = request.challenge;
         let result = async {
             let mut authorizations = order.authorizations();
             while let Some(authorization) = authorizations.next().await {
@@ -457,19 +583,36 @@ impl Acme {
                         });
                     }
                 }
-                let name = authorization.identifier().to_string();
+                let name = match &authorization.identifier().identifier {
+                    Identifier::Dns(name) => name.clone(),
+                    other => format!("{other:?}"),
+                };
+                let wanted = match kind {
+                    AcmeChallenge::Http01 => ChallengeType::Http01,
+                    AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                };
                 let mut challenge =
                     authorization
-                        .challenge(ChallengeType::Http01)
+                        .challenge(wanted)
                         .ok_or_else(|| AcmeError::Refused {
-                            what: format!("HTTP-01 for {name}"),
-                            detail: "the CA offers no HTTP-01 challenge".into(),
+                            what: format!("{} for {name}", kind.as_str().to_uppercase()),
+                            detail: format!("the CA offers no {kind} challenge"),
                         })?;
-                let token = challenge.token.clone();
-                self.challenges
-                    .tokens()
-                    .insert(token.clone(), challenge.key_authorization().as_str().into());
-                tokens.push(token);
+                let answer = challenge.key_authorization();
+                match kind {
+                    AcmeChallenge::Http01 => {
+                        let token = challenge.token.clone();
+                        self.challenges
+                            .tokens()
+                            .insert(token.clone(), answer.as_str().into());
+                        answering.tokens.push(token);
+                    }
+                    AcmeChallenge::TlsAlpn01 => {
+                        let key = challenge_certificate(&name, answer.digest().as_ref())?;
+                        answering.resolver.start_challenge(&name, key);
+                        answering.names.push(name.clone());
+                    }
+                }
                 challenge
                     .set_ready()
                     .await
@@ -482,6 +625,7 @@ impl Acme {
             let status = order.poll_ready(&retries).await.map_err(|e| match e {
                 instant_acme::Error::Api(problem) => AcmeError::ChallengeFailed {
                     host: host.to_owned(),
+                    challenge: kind,
                     detail: problem.to_string(),
                 },
                 other => refused("the order")(other),
@@ -490,18 +634,14 @@ impl Acme {
                 let detail = challenge_errors(&mut order).await;
                 return Err(AcmeError::ChallengeFailed {
                     host: host.to_owned(),
+                    challenge: kind,
                     detail,
                 });
             }
             Ok(())
         }
         .await;
-        {
-            let mut pending = self.challenges.tokens();
-            for token in &tokens {
-                pending.remove(token);
-            }
-        }
+        drop(answering);
         result?;
         self.step(host, "finalizing");
         let key = rcgen::KeyPair::generate()
@@ -521,6 +661,12 @@ impl Acme {
         let pattern: HostPattern = host
             .parse()
             .map_err(|e: super::TlsError| AcmeError::BadRequest(e.to_string()))?;
+        // Stored only while the order holds its claim: a `tls rm` that
+        // came first cancelled it, one that comes after removes this.
+        let running = self.running();
+        if running.get(host).is_none_or(|c| c.id != claim.id) {
+            return Err(AcmeError::Cancelled(host.to_owned()));
+        }
         self.certificates
             .add(
                 pattern,
@@ -529,6 +675,7 @@ impl Acme {
                 CertificateSource::Acme,
             )
             .map_err(|e| AcmeError::BadCertificate(e.to_string()))?;
+        drop(running);
         Ok(())
     }
 
@@ -556,9 +703,12 @@ impl Acme {
             if order.state == AcmeState::Failed && now_millis() < retry_at {
                 continue;
             }
-            if !due || self.claim(&host).is_err() {
+            if !due {
                 continue;
             }
+            let Ok(claim) = self.claim(&host) else {
+                continue;
+            };
             tracing::info!(host, "renewing the ACME certificate");
             let mut order = order;
             order.state = AcmeState::Ordering;
@@ -568,7 +718,35 @@ impl Acme {
                 tracing::error!(host, %error, "cannot record the renewal");
             }
             let acme = Arc::clone(self);
-            tokio::spawn(async move { acme.run(order.request).await });
+            tokio::spawn(async move { acme.run(order.request, claim).await });
+        }
+    }
+
+    /// Starts an order for every host name of a service marked for
+    /// automatic certificates that has neither a certificate nor an order.
+    pub fn order_automatic(self: &Arc<Self>) {
+        let Some(automatic) = self.automatic.get() else {
+            return;
+        };
+        let wanted = automatic();
+        if wanted.is_empty() {
+            return;
+        }
+        let certificates = self.certificates.list();
+        let orders = self.list();
+        for (host, auto) in wanted {
+            let has_certificate = certificates.iter().any(|c| c.host == host);
+            let has_order = orders.iter().any(|o| o.request.hosts.contains(&host));
+            if has_certificate || has_order || !matches!(host.parse(), Ok(HostPattern::Exact(_))) {
+                continue;
+            }
+            match self.start(AcmeRequest::automatic(&host, &auto)) {
+                Ok(_) => tracing::info!(host, "ordering a certificate for a new host name"),
+                Err(AcmeError::Busy(_)) => {}
+                Err(error) => {
+                    tracing::warn!(host, %error, "cannot order a certificate for the host name")
+                }
+            }
         }
     }
 
@@ -580,12 +758,74 @@ impl Acme {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
+                let woken = {
+                    let Some(acme) = acme.upgrade() else { return };
+                    let wake = async { acme.wake.notified().await };
+                    tokio::select! {
+                        _ = ticks.tick() => false,
+                        () = wake => true,
+                    }
+                };
                 let Some(acme) = acme.upgrade() else { return };
-                acme.renew_due(every * FAILED_RETRY_CHECKS);
+                if !woken {
+                    acme.renew_due(every * FAILED_RETRY_CHECKS);
+                }
+                acme.order_automatic();
             }
         });
     }
+}
+
+/// The challenges an order answers; they are answered no more once it
+/// is dropped.
+struct Answering<'a> {
+    challenges: &'a AcmeChallenges,
+    resolver: Arc<super::CertificateResolver>,
+    /// HTTP-01 tokens.
+    tokens: Vec<String>,
+    /// Names validated over TLS-ALPN-01.
+    names: Vec<String>,
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.challenges.tokens();
+        for token in &self.tokens {
+            pending.remove(token);
+        }
+        drop(pending);
+        for name in &self.names {
+            self.resolver.end_challenge(name);
+        }
+    }
+}
+
+/// The certificate a TLS-ALPN-01 validation of `name` is answered with
+/// (RFC 8737 3): self-signed, for the name only, carrying the digest of
+/// the key authorization in the critical acmeIdentifier extension.
+fn challenge_certificate(
+    name: &str,
+    digest: &[u8],
+) -> Result<Arc<rustls::sign::CertifiedKey>, AcmeError> {
+    let bad = |e: &dyn std::fmt::Display| {
+        AcmeError::BadCertificate(format!("cannot make the TLS-ALPN-01 certificate: {e}"))
+    };
+    let key = rcgen::KeyPair::generate().map_err(|e| bad(&e))?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| bad(&e))?;
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+    let cert = params.self_signed(&key).map_err(|e| bad(&e))?;
+    let private =
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| bad(&e))?;
+    // Not `CertifiedKey::from_der`: its check of the certificate refuses
+    // the critical acmeIdentifier extension the CA requires.
+    let signer = provider()
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| bad(&e))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
 }
 
 /// The errors of an order's failed challenges, as the CA gave them.

@@ -5,9 +5,14 @@
 //! The whole map is swapped at once: a handshake reads one map from start
 //! to end, so replacing a certificate never disturbs one in progress, and
 //! connections already open keep the certificate they were made with.
+//!
+//! A handshake that offers only the ALPN protocol `acme-tls/1` is an ACME
+//! CA validating a TLS-ALPN-01 challenge (RFC 8737): it gets the challenge
+//! certificate of the name while an order for it runs, and nothing
+//! otherwise; the listener closes such a connection after the handshake.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -19,7 +24,12 @@ use super::{Certificate, HostPattern};
 #[derive(Debug, Default)]
 pub struct CertificateResolver {
     current: ArcSwap<Chosen>,
+    /// TLS-ALPN-01 challenge certificates of orders under way, by name.
+    challenges: Mutex<HashMap<String, Arc<CertifiedKey>>>,
 }
+
+/// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 #[derive(Debug, Default)]
 struct Chosen {
@@ -48,6 +58,26 @@ impl CertificateResolver {
         self.current.store(Arc::new(chosen));
     }
 
+    fn challenges(&self) -> MutexGuard<'_, HashMap<String, Arc<CertifiedKey>>> {
+        self.challenges.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Answers TLS-ALPN-01 validation of `host` with `key` (until
+    /// [`CertificateResolver::end_challenge`]).
+    pub fn start_challenge(&self, host: &str, key: Arc<CertifiedKey>) {
+        self.challenges().insert(host.to_ascii_lowercase(), key);
+    }
+
+    pub fn end_challenge(&self, host: &str) {
+        self.challenges().remove(&host.to_ascii_lowercase());
+    }
+
+    /// The challenge certificate for a validation of `server_name`.
+    fn challenge(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let name = server_name?.trim_end_matches('.').to_ascii_lowercase();
+        self.challenges().get(&name).cloned()
+    }
+
     /// The certificate for a client that asked for `server_name`.
     pub fn choose(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let chosen = self.current.load();
@@ -69,6 +99,19 @@ impl CertificateResolver {
 
 impl ResolvesServerCert for CertificateResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let validation = client_hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        if validation {
+            let challenge = self.challenge(client_hello.server_name());
+            if challenge.is_none() {
+                tracing::debug!(
+                    server_name = client_hello.server_name().unwrap_or("(none)"),
+                    "TLS-ALPN-01 validation refused: no ACME order for this name is under way"
+                );
+            }
+            return challenge;
+        }
         let chosen = self.choose(client_hello.server_name());
         if chosen.is_none() {
             tracing::debug!(

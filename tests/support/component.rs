@@ -17,6 +17,8 @@ pub const KNOWN: &[&str] = &[
     "pebble",
     "chromium",
     "prometheus",
+    "openssl",
+    "curl",
 ];
 
 /// Whether the test may go on: true when `probe` found `name`. When it
@@ -36,6 +38,22 @@ pub fn available(test: &str, name: &str, probe: Result<(), String>) -> bool {
         "{test} needs {name}, which is missing: {error}\n\
          Install it (.ci/run shows how), or run with {SKIP_VAR}={name} to skip the tests that need it."
     );
+}
+
+/// Whether `openssl` runs here (it has `version`, not `--version`).
+pub fn openssl(test: &str) -> bool {
+    let probe = match std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`openssl version` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run `openssl`: {e}")),
+    };
+    available(test, "openssl", probe)
 }
 
 /// Whether the program `name` runs here (`name --version` succeeds);

@@ -270,6 +270,12 @@ impl<'a> GuideRun<'a> {
     /// The guide's addresses replaced by those of the serve under test.
     fn addresses(&self, text: &str) -> String {
         let serve = self.env.serve();
+        let text = match &serve.tls_addr {
+            Some(tls) => text
+                .replace("localhost:8443", tls)
+                .replace("127.0.0.1:8443", tls),
+            None => text.to_owned(),
+        };
         text.replace("localhost:8080", &serve.proxy_addr)
             .replace("127.0.0.1:8080", &serve.proxy_addr)
             .replace("localhost:8081", &serve.admin_addr)

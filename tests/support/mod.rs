@@ -353,6 +353,25 @@ impl Env {
         })
     }
 
+    /// The TLS proxy listener's address (serve --tls-listen).
+    pub fn tls_addr(&self) -> std::net::SocketAddr {
+        self.serve()
+            .tls_addr
+            .as_deref()
+            .expect("serve printed its TLS listener")
+            .parse()
+            .expect("a socket address")
+    }
+
+    /// The cleartext proxy listener's port.
+    pub fn proxy_port(&self) -> u16 {
+        self.serve()
+            .proxy_addr
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .expect("the proxy's port")
+    }
+
     /// What serve printed on stdout after its addresses.
     pub fn serve_stdout(&self) -> String {
         self.serve().stdout.lock().expect("stdout lock").clone()

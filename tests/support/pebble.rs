@@ -1,6 +1,6 @@
 //! A real ACME CA for tests: pebble, with pebble-challtestsrv as its DNS
 //! (every name is 127.0.0.1), validating HTTP-01 against a serve's
-//! cleartext listener. Pebble's own HTTPS certificate comes from a CA the
+//! cleartext listener and TLS-ALPN-01 against its TLS listener. Pebble's own HTTPS certificate comes from a CA the
 //! test makes; its issuing root is fetched from its management interface.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -60,6 +60,17 @@ impl Pebble {
     /// Starts pebble validating HTTP-01 on `http_port` (serve's cleartext
     /// listener), issuing certificates valid for `validity`.
     pub async fn start(dir: &Path, http_port: u16, validity: Duration) -> Pebble {
+        Self::start_validating(dir, http_port, free_tcp_port(), validity).await
+    }
+
+    /// Starts pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on
+    /// `tls_port` (serve's TLS listener).
+    pub async fn start_validating(
+        dir: &Path,
+        http_port: u16,
+        tls_port: u16,
+        validity: Duration,
+    ) -> Pebble {
         let https_ca = TestCa::new("Pebble HTTPS Test CA");
         let issued = https_ca.issue(&["127.0.0.1", "localhost"], dir, "pebble-https");
         let directory_ca = https_ca.write(dir, "pebble-https-ca.pem");
@@ -98,7 +109,7 @@ impl Pebble {
                 "certificate": issued.cert_file,
                 "privateKey": issued.key_file,
                 "httpPort": http_port,
-                "tlsPort": free_tcp_port(),
+                "tlsPort": tls_port,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false,
                 "certificateValidityPeriod": validity.as_secs(),

@@ -1,6 +1,7 @@
 //! TLS for tests: a private CA made here with rcgen that issues host
 //! certificates, and clients that trust only it (reqwest, and the
-//! never-retrying [`Http1`](super::http1::Http1) over TLS).
+//! never-retrying [`Http1`](super::http1::Http1) over TLS), alone or as
+//! a load that makes new handshakes and keeps connections.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,60 @@ pub fn client_config_trusting(pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientCo
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
+}
+
+/// A never-retrying HTTP/1.1 client of `host` at `addr` over TLS,
+/// trusting only the CA certificates in `ca_pem`.
+pub fn https1(addr: SocketAddr, host: &str, ca_pem: &str) -> super::http1::Http1 {
+    super::http1::Http1::tls(
+        &addr.to_string(),
+        host,
+        client_config_trusting(ca_pem, &[b"http/1.1"]),
+    )
+}
+
+/// `clients` never-retrying HTTPS clients of `host` at `addr` asking for
+/// `/echo` until `until`, trusting the CA certificates in `ca_pem`: half
+/// keep their connection, the other half make a new one (a new
+/// handshake) for every request.
+pub fn https_load(
+    addr: SocketAddr,
+    host: &str,
+    ca_pem: &str,
+    clients: usize,
+    until: std::time::Instant,
+) -> (super::load::Load<super::load::Answer>, HttpsClients) {
+    let list: Vec<_> = (0..clients)
+        .map(|_| tokio::sync::Mutex::new(https1(addr, host, ca_pem)))
+        .collect();
+    let list = Arc::new(list);
+    let kept = list.clone();
+    let load = super::load::Load::start_until(clients, until, move |client, _| {
+        let list = list.clone();
+        async move {
+            let headers: &[(&str, &str)] = if client % 2 == 0 {
+                &[]
+            } else {
+                &[("connection", "close")]
+            };
+            list[client].lock().await.get_with("/echo", headers).await
+        }
+    });
+    (load, HttpsClients(kept))
+}
+
+/// The clients of an [`https_load`].
+pub struct HttpsClients(Arc<Vec<tokio::sync::Mutex<super::http1::Http1>>>);
+
+impl HttpsClients {
+    /// The connections (so handshakes) they made so far.
+    pub async fn connections(&self) -> u64 {
+        let mut total = 0;
+        for client in self.0.iter() {
+            total += client.lock().await.connections();
+        }
+        total
+    }
 }
 
 /// A TLS client connection: the certificate the server chose, or why the
