@@ -19,6 +19,7 @@ mod cross_site;
 mod dashboard;
 mod error;
 mod handover;
+pub mod nodes;
 pub mod policy;
 pub mod registry;
 pub mod rollout;
@@ -108,6 +109,7 @@ async fn metrics(
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/status", get(services::status))
+        .route("/v1/nodes", get(nodes::list))
         .route("/metrics", get(metrics))
         .route("/v1/services", get(services::list))
         .route(

@@ -21,6 +21,7 @@ mod kill;
 mod listen;
 mod logs;
 mod ls;
+mod nodes;
 mod output;
 mod pause;
 mod pin;
@@ -39,6 +40,7 @@ mod routes;
 mod serve;
 mod shadow;
 mod status;
+mod store;
 mod tls;
 mod upgrade;
 
@@ -57,7 +59,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy, admin API and controller in one process.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Start a release and wait until every replica is healthy.
     Deploy(Box<deploy::DeployArgs>),
     /// List services and their releases.
@@ -95,8 +97,12 @@ pub enum Command {
     Routes(routes::RoutesArgs),
     /// Rate, errors and latency of every release over the last minute.
     Status(status::StatusArgs),
+    /// The nodes of the fleet: addresses, which one leads, leases, versions.
+    Nodes(nodes::NodesArgs),
+    /// Copy a stopped serve's state into a fleet's etcd.
+    Store(store::StoreArgs),
     /// Step a canary up by plan, judging its metrics; promote or roll back.
-    Rollout(rollout::RolloutArgs),
+    Rollout(Box<rollout::RolloutArgs>),
     /// Let paused traffic through (held requests in order) and a paused rollout go on.
     Resume(resume::ResumeArgs),
     /// Hold a service's new requests (in-flight ones finish) until resume, across restarts.
@@ -191,9 +197,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     crate::tls::install_default_provider();
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Deploy(args) => deploy::run(*args).await,
             Command::Ls(args) => ls::run(args).await,
+            Command::Nodes(args) => nodes::run(args).await,
+            Command::Store(args) => store::run(args),
             Command::Assign(args) => assign::run(args).await,
             Command::Kill(args) => kill::run(args).await,
             Command::History(args) => history::run(args).await,
@@ -210,7 +218,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Apply(args) => apply::run(args).await,
             Command::Routes(args) => routes::run(args).await,
             Command::Status(args) => status::run(args).await,
-            Command::Rollout(args) => rollout::run(args).await,
+            Command::Rollout(args) => rollout::run(*args).await,
             Command::Resume(args) => resume::run(args).await,
             Command::Pause(args) => pause::run(args).await,
             Command::Pin(args) => pin::run(args).await,

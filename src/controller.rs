@@ -20,6 +20,7 @@ mod assign;
 mod change;
 mod deploy;
 mod events;
+mod follow;
 mod hook;
 mod kill;
 mod leader;
@@ -41,7 +42,7 @@ mod view;
 pub use deploy::DeployRequest;
 pub use events::Notifier;
 pub use hook::HookError;
-pub use leader::LeaderOnly;
+pub use leader::{LeaderOnly, LeaderState, Leadership};
 pub use pause::{PauseRequest, PauseView, ResumeReport};
 pub use publication::RoutesHeld;
 pub use registry::{RegisterRequest, Registered, RegisteredView, RegistryError, Unregistered};
@@ -151,6 +152,10 @@ pub enum ControllerError {
     BadHold,
     #[error("cannot listen on {0}: {1}; pick another port")]
     PinBind(std::net::SocketAddr, String),
+    #[error(
+        "{what} run on the node that leads the fleet, and this one does not: {leader} leads. Run it against that node's admin API"
+    )]
+    NotLeader { what: String, leader: String },
     #[error(transparent)]
     Hook(HookError),
     #[error(
@@ -196,7 +201,7 @@ impl Classify for ControllerError {
             | ControllerError::AlreadyPaused(_)
             | ControllerError::NothingToResume(_) => ErrorKind::Conflict,
             ControllerError::BadHold => ErrorKind::BadRequest,
-            ControllerError::PinBind(..) => ErrorKind::Conflict,
+            ControllerError::PinBind(..) | ControllerError::NotLeader { .. } => ErrorKind::Conflict,
             ControllerError::Hook(_)
             | ControllerError::UpgradeStopped { .. }
             | ControllerError::StepFailed(_) => ErrorKind::Unprocessable,
@@ -226,6 +231,8 @@ pub struct Controller {
     revisions: change::Revisions,
     /// Releases being deployed right now.
     deploying: deploy::Deploying,
+    /// Changes of other nodes being followed, one at a time per service.
+    following: follow::Following,
     shadows: ShadowLedger,
     /// Each mirrored shadow's mirror.
     mirrors: mirrors::Mirrors,
@@ -235,6 +242,8 @@ pub struct Controller {
     rollouts: LeaderOnly<rollout::Rollouts>,
     /// Upgrades running in this serve (leader only).
     upgrades: LeaderOnly<upgrade::Upgrades>,
+    /// Whether this node leads: the switch of the three parts above.
+    leadership: Leadership,
     /// Told after every committed revision (serve: ACME orders for new
     /// host names of services marked for automatic certificates).
     on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
@@ -250,6 +259,31 @@ impl Controller {
         mirror_settings: MirrorSettings,
         notifier: Notifier,
     ) -> Self {
+        Self::with_leadership(
+            store,
+            node_store,
+            runtime,
+            table,
+            pauses,
+            mirror_settings,
+            notifier,
+            Leadership::single(),
+        )
+    }
+
+    /// A controller whose leader-only parts follow `leadership` (a node of
+    /// a fleet).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_leadership(
+        store: Arc<dyn ServiceStore>,
+        node_store: Arc<dyn NodeStore>,
+        runtime: Runtime,
+        table: SharedTable,
+        pauses: SharedPauses,
+        mirror_settings: MirrorSettings,
+        notifier: Notifier,
+        leadership: Leadership,
+    ) -> Self {
         Self {
             store,
             node_store,
@@ -260,13 +294,36 @@ impl Controller {
             tcp: tcp::TcpListeners::default(),
             revisions: change::Revisions::default(),
             deploying: deploy::Deploying::default(),
+            following: follow::Following::default(),
             shadows: ShadowLedger::default(),
             mirrors: mirrors::Mirrors::new(mirror_settings),
-            notifier: LeaderOnly::leading(notifier),
-            rollouts: LeaderOnly::leading(rollout::Rollouts::default()),
-            upgrades: LeaderOnly::leading(upgrade::Upgrades::default()),
+            notifier: LeaderOnly::new(notifier, leadership.clone()),
+            rollouts: LeaderOnly::new(rollout::Rollouts::default(), leadership.clone()),
+            upgrades: LeaderOnly::new(upgrade::Upgrades::default(), leadership.clone()),
+            leadership,
             on_commit: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether this node leads (a single serve always does).
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    /// Refuses work only the leading node does (rollouts, upgrades) on a
+    /// node that does not lead, naming the one that does.
+    fn ensure_leading(&self, what: &str) -> Result<()> {
+        let state = self.leadership.state();
+        if state.leading {
+            return Ok(());
+        }
+        Err(ControllerError::NotLeader {
+            what: what.to_owned(),
+            leader: state.leader.unwrap_or_else(|| {
+                "no node (an election is under way; retry in a few seconds)".to_owned()
+            }),
+        }
+        .into())
     }
 
     /// Calls `hook` after every committed revision (set once).

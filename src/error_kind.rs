@@ -17,6 +17,9 @@ pub enum ErrorKind {
     Unprocessable,
     /// Switchyard itself failed.
     Internal,
+    /// Something it depends on (the fleet's store) cannot be reached now;
+    /// retry when it is back.
+    Unavailable,
 }
 
 /// An error that says how to read it.

@@ -10,7 +10,10 @@
 //! - [`routing`]: pure code; the compiled, immutable [`routing::RoutingTable`].
 //! - [`runtime`]: starts, health-checks, restarts and stops instances.
 //! - [`controller`]: the release lifecycle (deploy, assign, kill, rollback).
-//! - [`store`]: desired state and revision history (SQLite by default).
+//! - [`store`]: desired state and revision history (SQLite by default; etcd
+//!   for a fleet, with the `etcd` feature).
+//! - [`fleet`]: several serves sharing one desired state: membership,
+//!   following each other's changes, the leading node.
 //! - [`api`]: the admin REST API; [`cli`]: the `switchyard` command.
 //! - [`handover`]: a running serve replaced by a new process (self-upgrade).
 //! - [`listener`]: how every listening socket is run: connection caps,
@@ -26,6 +29,7 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod error_kind;
+pub mod fleet;
 pub mod handover;
 pub mod listener;
 pub mod metrics;

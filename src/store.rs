@@ -1,5 +1,6 @@
 //! The state Switchyard keeps, behind two traits, so that the embedded
-//! SQLite file and a fleet store are interchangeable:
+//! SQLite file and a fleet store (etcd, `EtcdStore` with the `etcd`
+//! feature) are interchangeable:
 //!
 //! - [`ServiceStore`]: the desired state of the services (revisions,
 //!   registered releases, rollouts, upgrades, pauses, events); what every
@@ -19,10 +20,18 @@
 //! that waits therefore delays other changes and health checks, never
 //! client traffic.
 
+mod copy;
+#[cfg(feature = "etcd")]
+mod etcd;
+mod location;
 mod migrations;
 mod sqlite;
 mod state_dir;
 
+pub use copy::{CopyReport, copy};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdClients, EtcdStore};
+pub use location::{EtcdLocation, StoreLocation};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
 pub use state_dir::{LOCK_FILE, StateDir};
@@ -48,6 +57,24 @@ pub struct InstanceRecord {
     /// which tells a reused pid from the process we started.
     pub start_ticks: u64,
     pub port: u16,
+}
+
+/// A node of the fleet as it describes itself under its lease.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// The proxy's address clients reach it at.
+    pub proxy: String,
+    /// The admin API's address.
+    pub admin: String,
+    /// The Switchyard version it runs.
+    pub version: String,
+    /// When it started (unix ms).
+    pub started_at: u64,
+    /// When its current lease was granted (unix ms).
+    pub lease_granted_at: u64,
+    /// The lease's time to live (seconds).
+    pub lease_ttl: u64,
 }
 
 /// A paused service, so that a restarted serve holds its traffic again.
@@ -83,6 +110,12 @@ pub enum StoreError {
         "release {service} {version} is already registered with another spec; releases are immutable, deploy a new version"
     )]
     ReleaseMismatch { service: String, version: String },
+    #[error(
+        "the store {store} cannot be reached ({cause}); nothing was changed. Check that it runs and that this node reaches it, then retry"
+    )]
+    Unreachable { store: String, cause: String },
+    #[error("the store {store} refused the request: {cause}")]
+    Refused { store: String, cause: String },
     #[error("state database error: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("state database holds unreadable data: {0}")]
@@ -121,6 +154,7 @@ impl crate::error_kind::Classify for StoreError {
         use crate::error_kind::ErrorKind;
         match self {
             StoreError::Conflict { .. } | StoreError::ReleaseMismatch { .. } => ErrorKind::Conflict,
+            StoreError::Unreachable { .. } => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         }
     }

@@ -19,6 +19,7 @@ use crate::api::hold_changes;
 use crate::api::{AdminHosts, AppState, router};
 use crate::config::ServeConfig;
 use crate::controller::{Controller, Notifier};
+use crate::fleet::{Members, SingleNode};
 use crate::handover::{ChangeGate, Handover, Successor};
 use crate::listener::{Connections, Drain, FileLimit, Listeners};
 use crate::proxy::{
@@ -27,7 +28,7 @@ use crate::proxy::{
 };
 use crate::routing::RoutingTable;
 use crate::runtime::{Runtime, RuntimeSettings};
-use crate::store::{SqliteStore, StateDir};
+use crate::store::{NodeRecord, ServiceStore, SqliteStore, StateDir, StoreLocation};
 use crate::tls::{Certificate, CertificateResolver, CertificateSource, Certificates, HostPattern};
 use tokio_rustls::TlsAcceptor;
 
@@ -36,6 +37,8 @@ const RESTORE_WAIT: Duration = Duration::from_secs(5);
 /// After a handover, how long a keep-alive connection may stay idle
 /// before it is closed: a busy one ends after its next answer.
 const HANDOVER_LINGER: Duration = Duration::from_secs(2);
+/// The shortest lease a node of a fleet may ask etcd for.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 /// How long admin requests in progress may take to finish at shutdown.
 const ADMIN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -62,9 +65,27 @@ pub struct ServeArgs {
     /// Address of the admin API. Anything but loopback needs --token-file.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub admin: SocketAddr,
-    /// Directory for the state database and instance logs.
+    /// Directory for the state database and instance logs. With --store,
+    /// it keeps what this node alone runs (its instances' records, logs).
     #[arg(long, env = "SWITCHYARD_STATE_DIR", default_value = ".switchyard")]
     pub state_dir: PathBuf,
+    /// Keep the services' desired state in an etcd cluster shared by a
+    /// fleet of serves: etcd://HOST:PORT[,HOST:PORT…][/PREFIX] (needs a
+    /// switchyard built with `--features etcd`). Without it, the state is
+    /// in --state-dir.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<StoreLocation>,
+    /// This node's name in its fleet (default: the host name).
+    #[arg(long, value_name = "NAME", requires = "store")]
+    pub node: Option<String>,
+    /// The host or IP other nodes and operators reach this node at, given
+    /// in its record instead of the listeners' own addresses.
+    #[arg(long, value_name = "HOST", requires = "store")]
+    pub advertise: Option<String>,
+    /// How long this node's lease in the fleet lives without renewal: a
+    /// node silent that long drops out, and if it led, another leads.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub lease_ttl: Duration,
     /// File holding the bearer token the admin API requires.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -187,6 +208,13 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
+    if args.store.is_some() && args.lease_ttl < MIN_LEASE_TTL {
+        anyhow::bail!(
+            "--lease-ttl {} is too short for etcd to keep; give {} or more",
+            humantime::format_duration(args.lease_ttl),
+            humantime::format_duration(MIN_LEASE_TTL)
+        );
+    }
     let files = FileLimit::raise();
     let caps = config.listeners.resolve(&files);
     for warning in &caps.warnings {
@@ -210,10 +238,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(lock) => StateDir::take_over(&config.state_dir, lock)?,
         None => StateDir::lock(&config.state_dir)?,
     });
-    let store = Arc::new(
+    let node_store = Arc::new(
         SqliteStore::open(&held)
             .with_context(|| format!("cannot open the state in {}", config.state_dir.display()))?,
     );
+    let shared = SharedStore::open(args.store.clone().unwrap_or_default(), &node_store)?;
+    let store = shared.services();
     let state_dir = held.path().to_path_buf();
     let certificates =
         Certificates::load(store.clone()).context("cannot read the stored TLS certificates")?;
@@ -251,7 +281,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             crash_window: config.crash_window,
             crash_limit: config.crash_limit,
         },
-        store.clone(),
+        node_store.clone(),
     );
     // Bound before the proxy settings, which need its port (accepts wait
     // until the proxy is ready, like the other listeners').
@@ -290,14 +320,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         runtime: data_plane.handle().clone(),
     };
     let pauses: crate::proxy::SharedPauses = Arc::default();
-    let controller = Arc::new(Controller::new(
-        store.clone(),
+    let controller = Arc::new(Controller::with_leadership(
         store,
+        node_store,
         runtime,
         Arc::clone(&table),
         Arc::clone(&pauses),
         mirror_settings,
         Notifier::start(args.webhooks.clone()),
+        shared.leadership(),
     ));
     acme.set_tls_listener(tls_listener.is_some());
     {
@@ -323,12 +354,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .restore()
         .context("cannot restore the committed state")?;
     controller.wait_restored(RESTORE_WAIT).await;
-    controller
-        .resume_rollouts()
-        .context("cannot resume the stored rollouts")?;
-    controller
-        .interrupt_upgrades()
-        .context("cannot mark the interrupted upgrades")?;
+    // A node of a fleet picks these up when it comes to lead.
+    if controller.leadership().is_leading() {
+        controller
+            .resume_rollouts()
+            .context("cannot resume the stored rollouts")?;
+        controller
+            .interrupt_upgrades()
+            .context("cannot mark the interrupted upgrades")?;
+    }
 
     let (proxy_listener, admin_listener, old_serve) = match successor {
         Some(Successor {
@@ -362,6 +396,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_listener.local_addr()?
     );
     println!("switchyard: state in {}", state_dir.display());
+    let node = NodeRecord {
+        name: args.node.clone().unwrap_or_else(crate::fleet::host_name),
+        proxy: advertised(proxy_listener.local_addr()?, args.advertise.as_deref()),
+        admin: advertised(admin_listener.local_addr()?, args.advertise.as_deref()),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: crate::model::now_millis(),
+        lease_granted_at: 0,
+        lease_ttl: 0,
+    };
+    let members = shared.join(&controller, node, args.lease_ttl)?;
 
     let gate = ChangeGate::default();
     let handover = Arc::new(Handover::new(
@@ -419,6 +463,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .layer(Extension(Arc::clone(&handover)))
     .layer(Extension(Arc::clone(&certificates)))
     .layer(Extension(Arc::clone(&acme)))
+    .layer(Extension(members))
     .layer(Extension(Listeners(vec![
         proxy_connections,
         Arc::clone(&admin_connections),
@@ -584,4 +629,87 @@ async fn wait_for_exit(handover: &Arc<Handover>, access_log: Option<&AccessLogWr
     // instances to nobody.
     handover.settled().await;
     handover.done().is_cancelled()
+}
+
+/// `addr` as the node's record gives it: with `--advertise HOST`, that
+/// host and the listener's port.
+fn advertised(addr: SocketAddr, host: Option<&str>) -> String {
+    match host {
+        Some(host) if host.contains(':') && !host.starts_with('[') => {
+            format!("[{host}]:{}", addr.port())
+        }
+        Some(host) => format!("{host}:{}", addr.port()),
+        None => addr.to_string(),
+    }
+}
+
+/// Where the services' desired state is kept: the state directory's
+/// database, or a fleet's etcd.
+enum SharedStore {
+    StateDir(Arc<SqliteStore>),
+    #[cfg(feature = "etcd")]
+    Etcd(Arc<crate::store::EtcdStore>),
+}
+
+impl SharedStore {
+    fn open(location: StoreLocation, state_dir: &Arc<SqliteStore>) -> anyhow::Result<Self> {
+        match location {
+            StoreLocation::StateDir => Ok(Self::StateDir(Arc::clone(state_dir))),
+            #[cfg(feature = "etcd")]
+            StoreLocation::Etcd(location) => {
+                let store = crate::store::EtcdStore::open(&location)
+                    .with_context(|| format!("cannot open the fleet's store {location}"))?;
+                println!("switchyard: fleet state in {location}");
+                Ok(Self::Etcd(Arc::new(store)))
+            }
+            #[cfg(not(feature = "etcd"))]
+            StoreLocation::Etcd(location) => anyhow::bail!(
+                "--store {location}: this switchyard was built without etcd. Build one with it: \
+                 `cargo build --release --features etcd` (building it needs protoc: \
+                 `apt-get install protobuf-compiler`)"
+            ),
+        }
+    }
+
+    fn services(&self) -> Arc<dyn ServiceStore> {
+        match self {
+            Self::StateDir(store) => store.clone(),
+            #[cfg(feature = "etcd")]
+            Self::Etcd(store) => store.clone(),
+        }
+    }
+
+    /// A single serve always leads; a node of a fleet waits for its election.
+    fn leadership(&self) -> crate::controller::Leadership {
+        match self {
+            Self::StateDir(_) => crate::controller::Leadership::single(),
+            #[cfg(feature = "etcd")]
+            Self::Etcd(_) => crate::controller::Leadership::follower(),
+        }
+    }
+
+    /// Joins the fleet (a node of one joins nothing); returns the nodes the
+    /// admin API lists.
+    fn join(
+        &self,
+        controller: &Arc<Controller>,
+        node: NodeRecord,
+        lease_ttl: Duration,
+    ) -> anyhow::Result<Arc<dyn Members>> {
+        match self {
+            Self::StateDir(_) => {
+                let _ = (controller, lease_ttl);
+                Ok(Arc::new(SingleNode { record: node }))
+            }
+            #[cfg(feature = "etcd")]
+            Self::Etcd(store) => {
+                tracing::info!(node = %node.name, "joining the fleet");
+                Ok(crate::fleet::Fleet::join(
+                    Arc::clone(store),
+                    Arc::clone(controller),
+                    crate::fleet::FleetSettings { node, lease_ttl },
+                ))
+            }
+        }
+    }
 }

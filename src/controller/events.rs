@@ -84,7 +84,10 @@ impl Controller {
         match self.store.add_event(service, kind, message, detail) {
             Ok(event) => {
                 tracing::info!(service, kind, message, "event");
-                self.notifier.part().send(event);
+                // Webhooks are posted by the node that leads.
+                if self.notifier.is_on() {
+                    self.notifier.part().send(event);
+                }
             }
             Err(error) => tracing::error!(%error, service, kind, "cannot record event"),
         }

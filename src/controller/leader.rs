@@ -1,23 +1,121 @@
 //! Parts that act for the whole fleet and so may run on one node only, the
 //! one that leads: rollouts (their drivers), upgrades (and the hooks they
-//! run) and event webhooks. Today every serve leads itself. Wrapping such
-//! a part in [`LeaderOnly`] says so in the types: a node that is not the
-//! leader will hold it switched off (the fleet's election decides), while
-//! the other parts (pins, pauses, mirrors, revisions) run on every node.
+//! run) and event webhooks. Wrapping such a part in [`LeaderOnly`] says so
+//! in the types, and its switch is the node's [`Leadership`]: a single
+//! serve always leads; a node of a fleet leads while it holds the fleet's
+//! election, and holds these parts off otherwise. The other parts (pins,
+//! pauses, mirrors, revisions) run on every node.
+
+use std::sync::Arc;
+
+/// Whether this node leads, and which node does (as far as it knows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderState {
+    pub leading: bool,
+    /// The leading node's name, when known (a fleet's election says it).
+    pub leader: Option<String>,
+}
+
+/// The switch every [`LeaderOnly`] part of a controller reads.
+#[derive(Clone)]
+pub struct Leadership {
+    state: Arc<tokio::sync::watch::Sender<LeaderState>>,
+}
+
+impl Leadership {
+    /// A single serve: it always leads.
+    pub fn single() -> Self {
+        Self::starting(true)
+    }
+
+    /// A node of a fleet: it does not lead until its election says so.
+    pub fn follower() -> Self {
+        Self::starting(false)
+    }
+
+    fn starting(leading: bool) -> Self {
+        let (state, _) = tokio::sync::watch::channel(LeaderState {
+            leading,
+            leader: None,
+        });
+        Self {
+            state: Arc::new(state),
+        }
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.state.borrow().leading
+    }
+
+    pub fn state(&self) -> LeaderState {
+        self.state.borrow().clone()
+    }
+
+    /// Sets the state; returns whether `leading` changed.
+    pub fn set(&self, next: LeaderState) -> bool {
+        let mut changed = false;
+        self.state.send_modify(|state| {
+            changed = state.leading != next.leading;
+            *state = next;
+        });
+        changed
+    }
+}
 
 /// A part that runs only on the leading node.
 pub struct LeaderOnly<T> {
     part: T,
+    leadership: Leadership,
 }
 
 impl<T> LeaderOnly<T> {
-    /// The part, on a node that leads (a single serve always does).
-    pub fn leading(part: T) -> Self {
-        Self { part }
+    /// The part, switched on while `leadership` leads.
+    pub fn new(part: T, leadership: Leadership) -> Self {
+        Self { part, leadership }
     }
 
-    /// The part, to act through. Only the leader holds one that acts.
+    /// The part, to act through. Only the leader acts through it: check
+    /// [`LeaderOnly::is_on`] before starting work.
     pub fn part(&self) -> &T {
         &self.part
+    }
+
+    /// Whether this node leads, so that the part may act.
+    pub fn is_on(&self) -> bool {
+        self.leadership.is_leading()
+    }
+}
+
+impl super::Controller {
+    /// This node now leads the fleet: it picks up what the last leader
+    /// left, from the stored state, as a restarted serve does: rollouts
+    /// go on from their stored step, upgrades that were running are
+    /// marked interrupted (their hooks are never run twice).
+    pub fn take_lead(self: &Arc<Self>, leader: String) -> crate::error::Result<()> {
+        let changed = self.leadership().set(LeaderState {
+            leading: true,
+            leader: Some(leader),
+        });
+        if changed {
+            tracing::info!("this node leads the fleet now");
+            self.interrupt_upgrades()?;
+            self.resume_rollouts()?;
+        }
+        Ok(())
+    }
+
+    /// This node does not lead (any more): its rollout drivers and its
+    /// upgrades stop where they are (a hook that runs is killed); the
+    /// leader goes on from the stored state.
+    pub fn follow_leader(&self, leader: Option<String>) {
+        let changed = self.leadership().set(LeaderState {
+            leading: false,
+            leader,
+        });
+        if changed {
+            tracing::warn!("this node does not lead the fleet any more");
+            self.stop_rollout_drivers();
+            self.stop_upgrades();
+        }
     }
 }

@@ -112,6 +112,39 @@ impl Controller {
         })
     }
 
+    /// Takes the store's pause of `service` when another node paused or
+    /// resumed it: its gate here closes, or opens letting the requests it
+    /// held go (the node that resumed it recorded the event).
+    pub fn follow_pause(&self, service: &ServiceName) -> Result<()> {
+        let record = self
+            .store
+            .pauses()?
+            .into_iter()
+            .find(|p| p.service == service.as_str());
+        let _changing = self.pauses.changing();
+        let here = self.pauses.gates.load().contains_key(service.as_str());
+        match record {
+            Some(record) if !here && self.current(service).is_some() => {
+                tracing::info!(%service, "traffic paused through another node");
+                self.close_gate(&record);
+            }
+            None if here => {
+                let mut gate = None;
+                self.pauses.gates.rcu(|current| {
+                    let mut next = HashMap::clone(current);
+                    gate = next.remove(service.as_str());
+                    next
+                });
+                if let Some(gate) = gate {
+                    let released = gate.open();
+                    tracing::info!(%service, released, "traffic resumed through another node");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Closes the gates of the services paused in the store (serve is
     /// starting; call after the revisions are loaded). A pause of a
     /// service that is gone is forgotten.

@@ -18,19 +18,7 @@ impl Controller {
         // Before any release starts: its new processes are no strays.
         self.runtime.stop_unrecorded_processes(&records);
         for revision in &revisions {
-            for version in revision.state.releases.keys() {
-                let Some(release) = self.store.release(&revision.service, version)? else {
-                    tracing::error!(service = %revision.service, %version, "release missing from the store; not started");
-                    continue;
-                };
-                let (service, version) = (revision.service.to_string(), version.to_string());
-                let (mine, rest): (Vec<_>, Vec<_>) = records
-                    .into_iter()
-                    .partition(|r| r.service == service && r.version == version);
-                records = rest;
-                tracing::info!(%service, %version, adopt = mine.len(), "restoring release");
-                self.runtime.start(&release, mine);
-            }
+            self.run_releases(revision, &mut records, "restoring")?;
             self.current_map()
                 .insert(revision.service.clone(), revision.clone());
         }

@@ -122,6 +122,7 @@ impl Controller {
         plan: RolloutPlan,
         note: Option<&str>,
     ) -> Result<RolloutState> {
+        self.ensure_leading("rollouts")?;
         plan.validate()?;
         let current = self.require(service)?;
         if current.state.protocol.is_tcp() {
@@ -223,10 +224,19 @@ impl Controller {
         self.drivers().insert(service.clone(), driver);
     }
 
-    /// Picks up the rollouts that were running when serve stopped.
+    /// Picks up the rollouts that were running when serve stopped (or
+    /// when the node that led a fleet went away); ones driven here already
+    /// go on as they are.
     pub fn resume_rollouts(self: &Arc<Self>) -> Result<()> {
+        if !self.rollouts.is_on() {
+            return Ok(());
+        }
         for state in self.store.rollouts()? {
-            if state.status.is_active() {
+            let driven = state
+                .service
+                .parse::<ServiceName>()
+                .is_ok_and(|s| self.drivers().contains_key(&s));
+            if state.status.is_active() && !driven {
                 if let Ok(service) = state.service.parse::<ServiceName>() {
                     tracing::info!(%service, step = state.step, "resuming rollout");
                     self.spawn_driver(&service);
@@ -244,6 +254,7 @@ impl Controller {
 
     /// Lets a paused rollout go on to its next step.
     pub fn resume(&self, service: &ServiceName) -> Result<RolloutState> {
+        self.ensure_leading("rollouts")?;
         let mut state = self
             .rollout_state(service)?
             .ok_or_else(|| ControllerError::NoRollout(service.to_string()))?;

@@ -140,6 +140,7 @@ impl Controller {
         req: UpgradeRequest,
         actor: &str,
     ) -> Result<UpgradeState> {
+        self.ensure_leading("upgrades")?;
         if let BetweenSteps::Wait { ms } = req.between {
             if ms == 0 || Duration::from_millis(ms) > MAX_WAIT {
                 return Err(ModelError::InvalidUpgrade(
@@ -272,6 +273,7 @@ impl Controller {
     /// Lets an upgrade that waits between steps go on (also cuts a timed
     /// wait short).
     pub fn continue_upgrade(&self, service: &ServiceName) -> Result<UpgradeState> {
+        self.ensure_leading("upgrades")?;
         let state = self.held_upgrade(service)?;
         if state.status != UpgradeStatus::Waiting && state.waiting_until.is_none() {
             return Err(ControllerError::UpgradeNotWaiting {
@@ -292,6 +294,7 @@ impl Controller {
     /// Stops the upgrade at the next step boundary (at once when it waits
     /// between steps); the step that runs finishes or fails as usual.
     pub fn abort_upgrade(&self, service: &ServiceName) -> Result<UpgradeState> {
+        self.ensure_leading("upgrades")?;
         let mut state = self.held_upgrade(service)?;
         if let Some(control) = self.upgrade_controls().get(service) {
             control.abort.store(true, Ordering::SeqCst);
@@ -326,6 +329,11 @@ impl Controller {
             let Ok(service) = state.service.parse::<ServiceName>() else {
                 continue;
             };
+            // One this node runs goes on (a node that led, lost its lease
+            // for a moment and leads again).
+            if self.upgrade_controls().contains_key(&service) {
+                continue;
+            }
             let main = self
                 .current(&service)
                 .and_then(|r| r.state.main().map(ToString::to_string))

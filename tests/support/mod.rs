@@ -13,6 +13,7 @@
 pub mod abuse;
 pub mod browser;
 pub mod component;
+pub mod etcd;
 pub mod file_limit;
 pub mod http1;
 pub mod httpbin;

@@ -201,6 +201,7 @@ impl Controller {
 
     /// Stops a rollout by hand: every client back on main.
     pub async fn abort_rollout(&self, service: &ServiceName, actor: &str) -> Result<RolloutState> {
+        self.ensure_leading("rollouts")?;
         let _hold = self.hold_driver(service).await;
         let state = self
             .active_rollout(service)?
@@ -222,6 +223,7 @@ impl Controller {
     /// Holds a running rollout at the step it is on until `resume`, which
     /// runs that step again (the stuck limit counts meanwhile).
     pub async fn pause_rollout(&self, service: &ServiceName) -> Result<RolloutState> {
+        self.ensure_leading("rollouts")?;
         let _hold = self.hold_driver(service).await;
         let mut state = self
             .active_rollout(service)?
@@ -253,6 +255,7 @@ impl Controller {
     /// Argo's promote: skips the step the rollout is on (a pause or an
     /// analysis, paused or not) and goes on with the next.
     pub async fn promote_rollout_step(&self, service: &ServiceName) -> Result<RolloutState> {
+        self.ensure_leading("rollouts")?;
         let hold = self.hold_driver(service).await;
         let mut state = self
             .active_rollout(service)?
@@ -293,6 +296,7 @@ impl Controller {
         service: &ServiceName,
         actor: &str,
     ) -> Result<RolloutState> {
+        self.ensure_leading("rollouts")?;
         let state = self
             .active_rollout(service)?
             .ok_or_else(|| ControllerError::NoRollout(service.to_string()))?;
@@ -313,6 +317,7 @@ impl Controller {
     /// Runs a failed or aborted rollout again from its first step, with
     /// the same plan.
     pub async fn retry_rollout(self: &Arc<Self>, service: &ServiceName) -> Result<RolloutState> {
+        self.ensure_leading("rollouts")?;
         let last = self
             .rollout_state(service)?
             .ok_or_else(|| ControllerError::NoRollout(service.to_string()))?;

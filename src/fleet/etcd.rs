@@ -1,0 +1,357 @@
+//! A node's part in a fleet on etcd: its lease and record, the watch on
+//! the services' heads, and the election of the leading node. These run
+//! on the etcd store's own thread; what they find is handed to the
+//! control plane, which follows changes ([`Controller::follow`]) and takes
+//! or gives up the lead ([`Controller::take_lead`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, PutOptions, WatchOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Members, NodeView};
+use crate::controller::Controller;
+use crate::model::{ServiceName, now_millis};
+use crate::store::{EtcdClients, EtcdStore, NodeRecord, StoreResult};
+
+/// How long to wait before trying etcd again after a lost watch or lease.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// How a node joins its fleet.
+pub struct FleetSettings {
+    /// Its record (the lease fields are filled in as leases are granted).
+    pub node: NodeRecord,
+    /// The time to live of its lease: a node silent that long drops out
+    /// (and, if it led, another node leads).
+    pub lease_ttl: Duration,
+}
+
+/// What the tasks on the store's thread tell the control plane.
+enum Signal {
+    /// A service's head changed.
+    Changed(ServiceName),
+    /// A service was paused or resumed.
+    Paused(ServiceName),
+    /// Changes may have been missed (a watch started again).
+    Resync,
+    /// This node won the election.
+    Leading(String),
+    /// This node does not lead; the leader, when known.
+    Following(Option<String>),
+}
+
+/// The value a candidate puts in the election.
+#[derive(Serialize, Deserialize)]
+struct Candidate {
+    name: String,
+    admin: String,
+}
+
+impl Candidate {
+    fn describe(&self) -> String {
+        format!("{} (admin API {})", self.name, self.admin)
+    }
+}
+
+/// This node in its fleet. Dropping it stops its tasks and revokes its
+/// lease, so that it leaves the fleet at once.
+pub struct Fleet {
+    store: Arc<EtcdStore>,
+    name: String,
+    stop: CancellationToken,
+}
+
+impl Fleet {
+    /// Joins the fleet: starts the lease, the watch and the election, and
+    /// the task on the control plane (call it there) that follows what they
+    /// report.
+    pub fn join(
+        store: Arc<EtcdStore>,
+        controller: Arc<Controller>,
+        settings: FleetSettings,
+    ) -> Arc<Self> {
+        let stop = CancellationToken::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        store.spawn(watch_heads(
+            store.clients(),
+            store.key(""),
+            tx.clone(),
+            stop.clone(),
+        ));
+        store.spawn(hold_lease(
+            store.clients(),
+            store.key(&format!("node/{}", settings.node.name)),
+            store.key("leader"),
+            settings.node.clone(),
+            settings.lease_ttl,
+            tx,
+            stop.clone(),
+        ));
+        tokio::spawn(apply(controller, rx, stop.clone()));
+        Arc::new(Self {
+            name: settings.node.name,
+            store,
+            stop,
+        })
+    }
+
+    /// The leading node's name, if one leads.
+    fn leader(&self) -> StoreResult<Option<String>> {
+        let election = self.store.key("leader");
+        let value = self.store.call(move |mut c| {
+            let election = election.clone();
+            async move {
+                match c.leader(election).await {
+                    Ok(response) => Ok(response.kv().map(|kv| kv.value().to_vec())),
+                    // "no leader" comes as an error status.
+                    Err(etcd_client::Error::GRpcStatus(s))
+                        if s.code() != tonic::Code::Unavailable =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<Candidate>(&v).ok())
+            .map(|c| c.name))
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Members for Fleet {
+    fn nodes(&self) -> StoreResult<Vec<NodeView>> {
+        let leader = self.leader()?;
+        let mut nodes: Vec<NodeView> = self
+            .store
+            .nodes()?
+            .into_iter()
+            .map(|record| NodeView::of(record, leader.as_deref(), &self.name, true))
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nodes)
+    }
+}
+
+/// On the control plane: follows each reported change (side by side for
+/// different services) and switches the leader-only parts.
+async fn apply(
+    controller: Arc<Controller>,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+    stop: CancellationToken,
+) {
+    loop {
+        let signal = tokio::select! {
+            () = stop.cancelled() => return,
+            signal = signals.recv() => match signal {
+                Some(signal) => signal,
+                None => return,
+            },
+        };
+        match signal {
+            Signal::Changed(service) => {
+                let controller = Arc::clone(&controller);
+                tokio::spawn(async move {
+                    if let Err(error) = controller.follow(&service).await {
+                        tracing::warn!(%service, %error, "cannot follow a change from the fleet");
+                    }
+                });
+            }
+            Signal::Paused(service) => {
+                if let Err(error) = controller.follow_pause(&service) {
+                    tracing::warn!(%service, %error, "cannot follow a pause from the fleet");
+                }
+            }
+            Signal::Resync => {
+                let controller = Arc::clone(&controller);
+                tokio::spawn(async move {
+                    if let Err(error) = controller.follow_all().await {
+                        tracing::warn!(%error, "cannot catch up with the fleet");
+                    }
+                });
+            }
+            Signal::Leading(me) => {
+                if let Err(error) = controller.take_lead(me) {
+                    tracing::error!(%error, "cannot pick up the rollouts and upgrades of the last leader");
+                }
+            }
+            Signal::Following(leader) => controller.follow_leader(leader),
+        }
+    }
+}
+
+/// Watches the fleet's prefix and reports each change of a service's head
+/// or pause; after a lost watch, starts again and asks for a full catch-up.
+async fn watch_heads(
+    clients: EtcdClients,
+    prefix: String,
+    signals: mpsc::UnboundedSender<Signal>,
+    stop: CancellationToken,
+) {
+    loop {
+        let mut client = clients.current();
+        match client
+            .watch(prefix.clone(), Some(WatchOptions::new().with_prefix()))
+            .await
+        {
+            Ok(mut stream) => {
+                let _ = signals.send(Signal::Resync);
+                loop {
+                    let message = tokio::select! {
+                        () = stop.cancelled() => return,
+                        message = stream.message() => message,
+                    };
+                    let response = match message {
+                        Ok(Some(response)) if !response.canceled() => response,
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "lost the watch on the fleet's services");
+                            break;
+                        }
+                    };
+                    for event in response.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let key = String::from_utf8_lossy(kv.key());
+                        let Some(rest) = key.strip_prefix(&prefix) else {
+                            continue;
+                        };
+                        let signal = match rest.split_once('/') {
+                            Some(("head", name)) if event.event_type() == EventType::Put => {
+                                name.parse().ok().map(Signal::Changed)
+                            }
+                            Some(("pause", name)) => name.parse().ok().map(Signal::Paused),
+                            _ => None,
+                        };
+                        if let Some(signal) = signal {
+                            let _ = signals.send(signal);
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot watch the fleet's services"),
+        }
+        clients.move_on();
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Keeps this node's lease (and its record under it) and takes part in
+/// the election; a lost lease is granted anew.
+#[allow(clippy::too_many_arguments)]
+async fn hold_lease(
+    clients: EtcdClients,
+    node_key: String,
+    election: String,
+    record: NodeRecord,
+    ttl: Duration,
+    signals: mpsc::UnboundedSender<Signal>,
+    stop: CancellationToken,
+) {
+    loop {
+        let round = lease_round(
+            clients.current(),
+            &node_key,
+            &election,
+            record.clone(),
+            ttl,
+            &signals,
+            &stop,
+        )
+        .await;
+        if let Err(error) = round {
+            clients.move_on();
+            tracing::warn!(%error, "lost this node's lease in the fleet; it does not lead until it has one again");
+        }
+        let _ = signals.send(Signal::Following(None));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// One lease: granted, the record put under it, kept alive every third of
+/// its time to live while this node campaigns (or leads). Ends with an
+/// error when the lease is lost, or when the node stops (revoking it).
+async fn lease_round(
+    mut client: Client,
+    node_key: &str,
+    election: &str,
+    mut record: NodeRecord,
+    ttl: Duration,
+    signals: &mpsc::UnboundedSender<Signal>,
+    stop: &CancellationToken,
+) -> Result<(), etcd_client::Error> {
+    let seconds = ttl.as_secs().max(1) as i64;
+    let lease = client.lease_grant(seconds, None).await?.id();
+    record.lease_granted_at = now_millis();
+    record.lease_ttl = seconds as u64;
+    client
+        .put(
+            node_key,
+            serde_json::to_vec(&record).unwrap_or_default(),
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await?;
+    let me = Candidate {
+        name: record.name.clone(),
+        admin: record.admin.clone(),
+    };
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+    let mut campaigner = client.clone();
+    let value = serde_json::to_vec(&me).unwrap_or_default();
+    let campaign = campaigner.campaign(election, value, lease);
+    tokio::pin!(campaign);
+    let mut leading = false;
+    let mut told: Option<Option<String>> = None;
+    let mut tick = tokio::time::interval(ttl / 3);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                let _ = client.lease_revoke(lease).await;
+                return Ok(());
+            }
+            won = &mut campaign, if !leading => {
+                won?;
+                leading = true;
+                let _ = signals.send(Signal::Leading(me.describe()));
+            }
+            _ = tick.tick() => {
+                keeper.keep_alive().await?;
+                match tokio::time::timeout(ttl, answers.message()).await {
+                    Ok(Ok(Some(answer))) if answer.ttl() > 0 => {}
+                    _ => {
+                        return Err(etcd_client::Error::LeaseKeepAliveError(
+                            "the lease expired or etcd did not answer".into(),
+                        ));
+                    }
+                }
+                if !leading {
+                    let leader = match client.leader(election).await {
+                        Ok(response) => response
+                            .kv()
+                            .and_then(|kv| serde_json::from_slice::<Candidate>(kv.value()).ok())
+                            .map(|c| c.describe()),
+                        Err(_) => None,
+                    };
+                    if told.as_ref() != Some(&leader) {
+                        told = Some(leader.clone());
+                        let _ = signals.send(Signal::Following(leader));
+                    }
+                }
+            }
+        }
+    }
+}
