@@ -449,6 +449,38 @@ backend backend
     return port, proc
 
 
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
+def start_nginx_stream(procs, workdir, backend_port, workers):
+    """nginx's `stream` module: each connection forwarded whole to the
+    backend, as HAProxy `mode tcp` and a Switchyard TCP service do."""
+    os.makedirs(workdir, exist_ok=True)
+    port = free_port()
+    conf = os.path.join(workdir, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""load_module {NGINX_STREAM_MODULE};
+daemon off;
+worker_processes {workers};
+pid {workdir}/nginx.pid;
+error_log stderr error;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 16384; }}
+stream {{
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    proxy_pass 127.0.0.1:{backend_port};
+    proxy_connect_timeout 5s;
+    proxy_timeout 300s;
+  }}
+}}
+""")
+    proc = procs.start("nginx stream", ["nginx", "-p", workdir, "-c", conf],
+                       stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return port, proc
+
+
 class Serve:
     """A `switchyard serve` this benchmark started, and its CLI."""
 

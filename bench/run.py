@@ -9,8 +9,8 @@ second backend with its own `mirror` directive. Each proxy gets the same number 
 threads. Runs are interleaved (A B C … A B C …) so that whatever else the
 machine does falls on every target alike; the table holds the median of
 the rounds. A TCP service is measured apart: HTTP over connections that
-Switchyard (`deploy --protocol tcp`, `listen`) and HAProxy `mode tcp`
-forward whole, without reading a request. Then serve's memory: idle with
+Switchyard (`deploy --protocol tcp`, `listen`), nginx `stream` and HAProxy
+`mode tcp` forward whole, without reading a request. Then serve's memory: idle with
 10 services × 3 releases, and under 1,000 concurrent keep-alive
 connections. Then HTTPS: nginx, HAProxy and Switchyard each terminating
 TLS with the same certificate (a self-signed EC P-256 one), measured for
@@ -35,6 +35,8 @@ import benchlib as b
 CANARY_NA = "n/a (canary not available yet)"
 NGINX_MIRROR = "nginx, 100% mirrored (`mirror` directive)"
 SWITCHYARD_MIRROR = "Switchyard, 100% mirrored to one shadow"
+NGINX_STREAM = "nginx stream"
+HAPROXY_TCP = "HAProxy mode tcp"
 
 
 class Target:
@@ -131,14 +133,14 @@ def tables(targets, bodies):
 def tcp_table(targets, bodies):
     """The TCP forwarders side by side: each connection forwarded whole
     (wrk's keep-alive HTTP/1.1 through it), throughput and CPU per request
-    and per MB moved."""
-    out = ["| target | body | req/s | ÷ HAProxy | p99 ms | errors | proxy CPU µs/req "
-           "| proxy CPU ms/MB | ÷ HAProxy |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    and per MB moved, against nginx `stream` and HAProxy `mode tcp`."""
+    out = ["| target | body | req/s | ÷ nginx stream | ÷ HAProxy | p99 ms | errors "
+           "| proxy CPU µs/req | proxy CPU ms/MB | ÷ nginx stream | ÷ HAProxy |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for body in bodies:
         size = len(b.SMALL_BODY.rstrip()) if body == "/small" else b.LARGE_SIZE
         by_name = {t.name: summary(t, body) for t in targets}
-        haproxy = by_name["HAProxy mode tcp"]
+        nginx, haproxy = by_name[NGINX_STREAM], by_name[HAPROXY_TCP]
 
         def per_mb(s):
             return None if s["cpu_us"] is None else s["cpu_us"] / 1e3 / (size / 1e6)
@@ -146,9 +148,11 @@ def tcp_table(targets, bodies):
         for t in targets:
             s = by_name[t.name]
             out.append(
-                f"| {t.name} | `{body}` | {fmt(s['rps'], ',.0f')} | {ratio(s['rps'], haproxy['rps'])} | "
+                f"| {t.name} | `{body}` | {fmt(s['rps'], ',.0f')} | {ratio(s['rps'], nginx['rps'])} | "
+                f"{ratio(s['rps'], haproxy['rps'])} | "
                 f"{fmt(s['p99'], '.2f')} | {s['errors']} | {fmt(s['cpu_us'], '.1f')} | "
-                f"{fmt(per_mb(s), '.1f')} | {ratio(per_mb(s), per_mb(haproxy))} |")
+                f"{fmt(per_mb(s), '.1f')} | {ratio(per_mb(s), per_mb(nginx))} | "
+                f"{ratio(per_mb(s), per_mb(haproxy))} |")
     out.append("")
     return "\n".join(out)
 
@@ -390,6 +394,8 @@ def main():
                                                 backend_port, args.workers)
         haproxy_tcp_port, haproxy_tcp = b.start_haproxy_tcp(
             procs, os.path.join(workdir, "haproxy-tcp"), backend_port, args.workers)
+        nginx_stream_port, nginx_stream = b.start_nginx_stream(
+            procs, os.path.join(workdir, "nginx-stream"), backend_port, args.workers)
         serve = b.Serve(procs, os.path.join(workdir, "switchyard"), workers=args.workers)
         serve.deploy_upstream("bench", "1.0.0", backend_port)
         # The second release of a service is a shadow: it gets every request.
@@ -420,7 +426,9 @@ def main():
         targets.append(Target(SWITCHYARD_MIRROR,
                               f"{base}{serve.port}/services/mirror", serve_pids))
         tcp_targets = [
-            Target("HAProxy mode tcp", f"{base}{haproxy_tcp_port}",
+            Target(NGINX_STREAM, f"{base}{nginx_stream_port}",
+                   lambda: b.descendants(nginx_stream.pid)),
+            Target(HAPROXY_TCP, f"{base}{haproxy_tcp_port}",
                    lambda: b.descendants(haproxy_tcp.pid)),
             Target("Switchyard, TCP service", f"{base}{tcp_port}", serve_pids),
         ]
