@@ -21,6 +21,7 @@
 //!   10 ms to 1 s and are logged at most once a second, with a count.
 //! - **Drain**: see [`Drain`].
 
+mod accepting;
 mod connections;
 mod file_limit;
 mod io;
@@ -37,7 +38,7 @@ pub use watch::Timeouts;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -45,14 +46,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use connections::Refusal;
-use throttle::{Backoff, Throttle};
+use accepting::{Accepting, Admission};
 use watch::{Check, Watch};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -106,78 +106,36 @@ pub async fn serve<M, S, B>(
     B::Error: Into<BoxError>,
 {
     let name = connections.name();
-    let listener = match listener
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(listener))
-    {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(listener = name, %error, "cannot register the listening socket");
-            return;
-        }
+    let Some(mut accepting) = Accepting::new(listener, Arc::clone(&connections)) else {
+        return;
     };
-    let id = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
+    let id = accepting.id;
     let limits = connections.limits().clone();
     let builder = builder(&limits);
     let answer = io::timeout_answer(limits.timeouts.header);
     let tasks = TaskTracker::new();
-    let mut failures = Throttle::new(REPORT_EVERY);
-    let mut refusals = Throttle::new(REPORT_EVERY);
-    let mut backoff = Backoff::default();
     let mut closing = false;
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = drain.stop.cancelled() => break,
+        let admission = tokio::select! {
+            next = accepting.next(&drain.stop) => match next {
+                Some(admission) => admission,
+                None => break,
+            },
             () = drain.close.cancelled(), if !closing => {
                 closing = true;
                 connections.close_all(id);
                 continue;
             }
         };
-        let (stream, client) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                connections.accept_failed();
-                if let Some(more) = failures.note(Instant::now()) {
-                    tracing::warn!(
-                        listener = name,
-                        %error,
-                        "accept failed ({more} more failed accepts since the last report); retrying after a pause"
-                    );
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.next()) => continue,
-                    () = drain.stop.cancelled() => break,
-                }
-            }
-        };
-        backoff.reset();
-        let unreported = failures.take_unreported();
-        if unreported > 0 {
-            tracing::warn!(
-                listener = name,
-                "accepting again, after {unreported} more failed accepts"
-            );
-        }
-        let (slot, watch) = match connections.admit(client.ip(), id) {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                if let Some(more) = refusals.note(Instant::now()) {
-                    tracing::warn!(
-                        listener = name,
-                        client = %client.ip(),
-                        "{} ({more} more refused since the last report)",
-                        refusal_message(refusal, &limits)
-                    );
-                }
-                continue;
-            }
-        };
+        let Admission {
+            stream,
+            client,
+            slot,
+            watch,
+        } = admission;
         if closing {
             watch.ask_to_close();
         }
-        let _ = stream.set_nodelay(true);
         let service = tracked::tracked(
             make_service(client),
             Arc::clone(&watch),
@@ -213,7 +171,7 @@ pub async fn serve<M, S, B>(
             run_connection(conn, watch, connections, timeouts, client).await;
         });
     }
-    drop(listener);
+    drop(accepting);
     tasks.close();
     tokio::select! {
         () = tasks.wait() => return,
@@ -284,19 +242,6 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(limits.http2_max_streams)
         .keep_alive_interval(limits.http2_keep_alive);
     builder
-}
-
-fn refusal_message(refusal: Refusal, limits: &Limits) -> String {
-    match refusal {
-        Refusal::Total => format!(
-            "refused a connection: {} are open, none idle (serve --max-connections)",
-            limits.connections
-        ),
-        Refusal::PerClient => format!(
-            "refused a connection: its address has {} open, none idle (serve --max-connections-per-client)",
-            limits.per_client
-        ),
-    }
 }
 
 /// Serves one connection until it ends, closing it when a timer of its
@@ -396,62 +341,18 @@ pub async fn serve_tcp<H, F>(
     H: Fn(TcpStream, SocketAddr, Admitted) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let name = connections.name();
-    let listener = match listener
-        .set_nonblocking(true)
-        .and_then(|()| TcpListener::from_std(listener))
-    {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(listener = name, %error, "cannot register the listening socket");
-            return;
-        }
+    let Some(mut accepting) = Accepting::new(listener, connections) else {
+        return;
     };
-    let id = NEXT_LISTENER.fetch_add(1, Ordering::Relaxed);
-    let limits = connections.limits().clone();
-    let mut failures = Throttle::new(REPORT_EVERY);
-    let mut refusals = Throttle::new(REPORT_EVERY);
-    let mut backoff = Backoff::default();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = stop.cancelled() => break,
-        };
-        let (stream, client) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                connections.accept_failed();
-                if let Some(more) = failures.note(Instant::now()) {
-                    tracing::warn!(
-                        listener = name,
-                        %error,
-                        "accept failed ({more} more failed accepts since the last report); retrying after a pause"
-                    );
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.next()) => continue,
-                    () = stop.cancelled() => break,
-                }
-            }
-        };
-        backoff.reset();
-        let (slot, watch) = match connections.admit(client.ip(), id) {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                if let Some(more) = refusals.note(Instant::now()) {
-                    tracing::warn!(
-                        listener = name,
-                        client = %client.ip(),
-                        "{} ({more} more refused since the last report)",
-                        refusal_message(refusal, &limits)
-                    );
-                }
-                continue;
-            }
-        };
+    while let Some(Admission {
+        stream,
+        client,
+        slot,
+        watch,
+    }) = accepting.next(&stop).await
+    {
         // Its bytes are its protocol's: neither timed as HTTP nor shed.
         watch.upgraded(None);
-        let _ = stream.set_nodelay(true);
         tasks.spawn(handle(stream, client, Admitted { _slot: slot, watch }));
     }
 }
