@@ -116,13 +116,40 @@ pub async fn send_with_tcp(
 /// Receives the TCP listening sockets [`send_with_tcp`] passes, each with
 /// the address it listens on.
 pub async fn receive_tcp(stream: &UnixStream) -> io::Result<Vec<(std::net::SocketAddr, OwnedFd)>> {
+    let (text, fds) = receive_message(stream, MAX_TCP * 64, MAX_TCP).await?;
+    let text = String::from_utf8_lossy(&text);
+    let addrs = text
+        .split_whitespace()
+        .map(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|e| io::Error::other(format!("bad TCP address {a:?}: {e}")))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    if addrs.len() != fds.len() {
+        return Err(io::Error::other(format!(
+            "{} TCP addresses came with {} file descriptors",
+            addrs.len(),
+            fds.len()
+        )));
+    }
+    Ok(addrs.into_iter().zip(fds).collect())
+}
+
+/// One message of at most `max_bytes` with at most `max_fds` file
+/// descriptors (received close-on-exec, so the processes this serve starts
+/// do not inherit them).
+async fn receive_message(
+    stream: &UnixStream,
+    max_bytes: usize,
+    max_fds: usize,
+) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     loop {
         stream.readable().await?;
         let received = stream.try_io(Interest::READABLE, || {
-            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_TCP))];
+            let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(max_fds))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
-            let mut text = vec![0u8; MAX_TCP * 64];
-            let mut iov = [IoSliceMut::new(&mut text)];
+            let mut bytes = vec![0u8; max_bytes];
+            let mut iov = [IoSliceMut::new(&mut bytes)];
             let msg =
                 rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
             let mut fds = Vec::new();
@@ -131,29 +158,13 @@ pub async fn receive_tcp(stream: &UnixStream) -> io::Result<Vec<(std::net::Socke
                     fds.extend(rights);
                 }
             }
-            Ok((text[..msg.bytes].to_vec(), fds))
+            bytes.truncate(msg.bytes);
+            Ok((bytes, fds))
         });
-        let (text, fds) = match received {
-            Ok(got) => got,
+        match received {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        let text = String::from_utf8_lossy(&text);
-        let addrs = text
-            .split_whitespace()
-            .map(|a| {
-                a.parse::<std::net::SocketAddr>()
-                    .map_err(|e| io::Error::other(format!("bad TCP address {a:?}: {e}")))
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        if addrs.len() != fds.len() {
-            return Err(io::Error::other(format!(
-                "{} TCP addresses came with {} file descriptors",
-                addrs.len(),
-                fds.len()
-            )));
+            other => return other,
         }
-        return Ok(addrs.into_iter().zip(fds).collect());
     }
 }
 
@@ -186,59 +197,37 @@ async fn send_with(stream: &UnixStream, greeting: &[u8], fds: &[BorrowedFd<'_>])
 /// Receives what the old serve passes (close-on-exec, so the processes
 /// this serve starts do not inherit it).
 pub async fn receive(stream: &UnixStream) -> io::Result<Passed> {
-    loop {
-        stream.readable().await?;
-        let received = stream.try_io(Interest::READABLE, || {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
-            let mut control = RecvAncillaryBuffer::new(&mut space);
-            let mut greeting = [0u8; 64];
-            let mut iov = [IoSliceMut::new(&mut greeting)];
-            let msg =
-                rustix::net::recvmsg(stream, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
-            let mut fds = Vec::new();
-            for message in control.drain() {
-                if let RecvAncillaryMessage::ScmRights(rights) = message {
-                    fds.extend(rights);
-                }
-            }
-            Ok((greeting[..msg.bytes].to_vec(), fds))
-        });
-        let (greeting, fds) = match received {
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        let tcp_follows = greeting == GREETING_TCP || greeting == GREETING_TCP_WITH_TLS;
-        let expected = if greeting == GREETING_WITH_TLS || greeting == GREETING_TCP_WITH_TLS {
-            4
-        } else if greeting == GREETING || greeting == GREETING_TCP {
-            3
-        } else if greeting == GREETING_WITHOUT_LOCK {
-            2
-        } else {
-            return Err(io::Error::other(format!(
-                "unexpected greeting {:?}: is the running serve another version of the handover?",
-                String::from_utf8_lossy(&greeting)
-            )));
-        };
-        if fds.len() != expected {
-            return Err(io::Error::other(format!(
-                "expected {expected} file descriptors, got {}",
-                fds.len()
-            )));
-        }
-        let mut fds = fds.into_iter();
-        let (Some(proxy), Some(admin)) = (fds.next(), fds.next()) else {
-            return Err(io::Error::other("the listening sockets are missing"));
-        };
-        return Ok(Passed {
-            proxy,
-            admin,
-            lock: fds.next(),
-            tls: fds.next(),
-            tcp_follows,
-        });
+    let (greeting, fds) = receive_message(stream, 64, 4).await?;
+    let tcp_follows = greeting == GREETING_TCP || greeting == GREETING_TCP_WITH_TLS;
+    let expected = if greeting == GREETING_WITH_TLS || greeting == GREETING_TCP_WITH_TLS {
+        4
+    } else if greeting == GREETING || greeting == GREETING_TCP {
+        3
+    } else if greeting == GREETING_WITHOUT_LOCK {
+        2
+    } else {
+        return Err(io::Error::other(format!(
+            "unexpected greeting {:?}: is the running serve another version of the handover?",
+            String::from_utf8_lossy(&greeting)
+        )));
+    };
+    if fds.len() != expected {
+        return Err(io::Error::other(format!(
+            "expected {expected} file descriptors, got {}",
+            fds.len()
+        )));
     }
+    let mut fds = fds.into_iter();
+    let (Some(proxy), Some(admin)) = (fds.next(), fds.next()) else {
+        return Err(io::Error::other("the listening sockets are missing"));
+    };
+    Ok(Passed {
+        proxy,
+        admin,
+        lock: fds.next(),
+        tls: fds.next(),
+        tcp_follows,
+    })
 }
 
 /// Tells the old serve that this one accepts on the sockets now.
