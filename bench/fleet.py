@@ -223,6 +223,8 @@ def main():
     parser.add_argument("--switches", type=int, default=100)
     parser.add_argument("--clients", type=int, default=2, help="connections per node")
     parser.add_argument("--rate", type=int, default=100, help="requests a second per node")
+    parser.add_argument("--every", type=float, default=0.2,
+                        help="seconds from one switch's start to the next's, at least")
     parser.add_argument("--lease-ttl", default="2s")
     parser.add_argument("--output", default=os.path.join(b.ROOT, "BENCHMARKS.md"))
     args = parser.parse_args()
@@ -260,9 +262,11 @@ def main():
 
         loads = [Load(node.port, args.clients, args.rate) for node in nodes]
         pollers = [Poller(node.port) for node in nodes]
-        current = "1.0.0"
+        current, t0 = "1.0.0", 0.0
         for n in range(args.switches):
             target = "2.0.0" if current == "1.0.0" else "1.0.0"
+            if n:
+                time.sleep(max(0.0, t0 + args.every - time.time()))
             t0 = time.time()
             for poller in pollers:
                 poller.watch(target, t0)
@@ -304,7 +308,8 @@ def main():
         f"(`serve --store etcd://… --lease-ttl {args.lease_ttl}`) on loopback, `web` with "
         "1.0.0 and 2.0.0 (one `hello-server` each, on every node). "
         f"{len(times_ms)} switches of main through node 1's admin API "
-        "(`POST /v1/services/web/assign`), one after the other; propagation is the time "
+        f"(`POST /v1/services/web/assign`), one after the other, at most one every {args.every:g} s; "
+        "propagation is the time "
         "from sending the request to every node's proxy answering from the new main "
         "(one poller per node asking back to back).",
         "",
