@@ -4,7 +4,7 @@
 //! control plane, which follows changes ([`Controller::follow`]) and takes
 //! or gives up the lead ([`Controller::take_lead`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, PutOptions, WatchOptions};
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Members, NodeView};
 use crate::controller::Controller;
 use crate::model::{ServiceName, now_millis};
-use crate::store::{EtcdClients, EtcdStore, NodeRecord, StoreResult};
+use crate::store::{EtcdClients, EtcdStore, Fence, NodeRecord, StoreResult};
 
 /// How long to wait before trying etcd again after a lost watch or lease.
 const RETRY: Duration = Duration::from_millis(500);
@@ -37,10 +37,17 @@ enum Signal {
     Paused(ServiceName),
     /// Changes may have been missed (a watch started again).
     Resync,
-    /// This node won the election.
-    Leading(String),
+    /// This node won the election (described), holding that election key.
+    Leading(String, Option<ElectionKey>),
     /// This node does not lead; the leader, when known.
     Following(Option<String>),
+}
+
+/// The election key a node won: its name, create revision and lease.
+struct ElectionKey {
+    key: String,
+    revision: i64,
+    lease: i64,
 }
 
 /// The value a candidate puts in the election.
@@ -90,7 +97,7 @@ impl Fleet {
             tx,
             stop.clone(),
         ));
-        tokio::spawn(apply(controller, rx, stop.clone()));
+        tokio::spawn(apply(controller, Arc::downgrade(&store), rx, stop.clone()));
         Arc::new(Self {
             name: settings.node.name,
             store,
@@ -146,6 +153,7 @@ impl Members for Fleet {
 /// different services) and switches the leader-only parts.
 async fn apply(
     controller: Arc<Controller>,
+    store: Weak<EtcdStore>,
     mut signals: mpsc::UnboundedReceiver<Signal>,
     stop: CancellationToken,
 ) {
@@ -179,14 +187,35 @@ async fn apply(
                     }
                 });
             }
-            Signal::Leading(me) => {
-                if let Err(error) = controller.take_lead(me) {
+            Signal::Leading(me, key) => {
+                let fence = key.map(|key| fence(&controller, &store, key));
+                if let Err(error) = controller.take_lead(me, fence) {
                     tracing::error!(%error, "cannot pick up the rollouts and upgrades of the last leader");
                 }
             }
             Signal::Following(leader) => controller.follow_leader(leader),
         }
     }
+}
+
+/// The fence of the leader's work, for `key`: a write it refuses stops
+/// the leader-only parts at once and revokes the lease the key was under,
+/// so that the node starts a lease again and campaigns anew.
+fn fence(controller: &Arc<Controller>, store: &Weak<EtcdStore>, key: ElectionKey) -> Fence {
+    let (controller, store) = (Arc::downgrade(controller), store.clone());
+    Fence::new(key.key, key.revision, key.lease, move |fence: &Fence| {
+        let (Some(controller), Some(store)) = (controller.upgrade(), store.upgrade()) else {
+            return;
+        };
+        if !controller.fenced_out(fence) {
+            return;
+        }
+        tracing::warn!(election = %fence.key, "another node leads the fleet now; this node stopped its rollouts and upgrades where they were and joins again with a new lease");
+        let (mut client, lease) = (store.clients().current(), fence.lease);
+        store.spawn(async move {
+            let _ = client.lease_revoke(lease).await;
+        });
+    })
 }
 
 /// Watches the fleet's prefix and reports each change of a service's head
@@ -324,9 +353,13 @@ async fn lease_round(
                 return Ok(());
             }
             won = &mut campaign, if !leading => {
-                won?;
+                let key = won?.leader().map(|key| ElectionKey {
+                    key: String::from_utf8_lossy(key.key()).into_owned(),
+                    revision: key.rev(),
+                    lease: key.lease(),
+                });
                 leading = true;
-                let _ = signals.send(Signal::Leading(me.describe()));
+                let _ = signals.send(Signal::Leading(me.describe(), key));
             }
             _ = tick.tick() => {
                 keeper.keep_alive().await?;

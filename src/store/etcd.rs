@@ -24,6 +24,12 @@
 //! A commit is one etcd transaction: it writes the head, the revision and
 //! the releases it registers only if the head is still the one read (its
 //! modification revision) and those releases are still unregistered.
+//!
+//! What the leader's work writes (inside [`fence::scope`]: its rollouts'
+//! and upgrades' steps and their events) is conditioned as well on the
+//! election key the leader won: the transaction compares the key's create
+//! revision, so once the key is gone (its lease expired) the write is
+//! refused as [`StoreError::Fenced`] and the fence is told.
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -38,6 +44,7 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::fence::{self, Fence};
 use super::{
     CertificateRecord, Commit, EtcdLocation, NodeRecord, PauseRecord, ServiceStore, StoreError,
     StoreResult,
@@ -223,11 +230,41 @@ impl EtcdStore {
     }
 
     fn put(&self, key: String, value: Vec<u8>) -> StoreResult<()> {
-        self.call(move |mut c| {
-            let (key, value) = (key.clone(), value.clone());
+        self.write(TxnOp::put(key, value, None)).map(|_| ())
+    }
+
+    /// Writes `op` in one transaction, under the fence of the leader's work
+    /// running now, if any; returns the store's revision after it.
+    fn write(&self, op: TxnOp) -> StoreResult<i64> {
+        let fence = fence::current();
+        let when: Vec<Compare> = fence.iter().map(holds).collect();
+        let (succeeded, revision) = self.call(move |mut c| {
+            let txn = Txn::new().when(when.clone()).and_then([op.clone()]);
             async move {
-                c.put(key, value, None).await?;
-                Ok(())
+                let response = c.txn(txn).await?;
+                Ok((
+                    response.succeeded(),
+                    response.header().map_or(0, |h| h.revision()),
+                ))
+            }
+        })?;
+        match fence {
+            Some(fence) if !succeeded => Err(fenced(&fence)),
+            _ => Ok(revision),
+        }
+    }
+
+    /// Whether the election key of `fence` is still the one it names.
+    fn fence_holds(&self, fence: &Fence) -> StoreResult<bool> {
+        let (key, revision) = (fence.key.clone(), fence.revision);
+        self.call(move |mut c| {
+            let key = key.clone();
+            async move {
+                let response = c.get(key, None).await?;
+                Ok(response
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.create_revision() == revision))
             }
         })
     }
@@ -237,10 +274,24 @@ impl EtcdStore {
     }
 
     fn delete(&self, key: String) -> StoreResult<bool> {
-        self.call(move |mut c| {
-            let key = key.clone();
-            async move { Ok(c.delete(key, None).await?.deleted() > 0) }
-        })
+        let fence = fence::current();
+        let when: Vec<Compare> = fence.iter().map(holds).collect();
+        let (succeeded, deleted) = self.call(move |mut c| {
+            let txn = Txn::new()
+                .when(when.clone())
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            async move {
+                let response = c.txn(txn).await?;
+                let deleted = response.op_responses().into_iter().any(
+                    |op| matches!(op, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0),
+                );
+                Ok((response.succeeded(), deleted))
+            }
+        })?;
+        match fence {
+            Some(fence) if !succeeded => Err(fenced(&fence)),
+            _ => Ok(deleted),
+        }
     }
 
     fn release_key(&self, service: &str, version: &semver::Version) -> String {
@@ -329,6 +380,20 @@ fn classify(location: &EtcdLocation, error: etcd_client::Error) -> StoreError {
     }
 }
 
+/// The comparison that holds while `fence`'s election key is the one won.
+fn holds(fence: &Fence) -> Compare {
+    Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.revision)
+}
+
+/// A write refused by `fence`: the fence is told (the node steps down).
+fn fenced(fence: &Fence) -> StoreError {
+    tracing::error!(election = %fence.key, "a write of the leader was refused: this node does not hold the fleet's election any more");
+    fence.refused();
+    StoreError::Fenced {
+        key: fence.key.clone(),
+    }
+}
+
 /// A nonce that makes an event's key unique among nodes writing at once.
 fn nonce() -> u64 {
     RandomState::new().build_hasher().finish()
@@ -413,6 +478,7 @@ impl ServiceStore for EtcdStore {
             .map(|r| Ok((self.release_key(&service, &r.version), r.clone())))
             .collect::<StoreResult<Vec<_>>>()?;
         let number = commit.revision.number;
+        let fence = fence::current();
         for _ in 0..COMMIT_ATTEMPTS {
             let (read_key, releases, service) =
                 (head_key.clone(), releases.clone(), service.clone());
@@ -479,6 +545,7 @@ impl ServiceStore for EtcdStore {
                 when.push(Compare::version(key.clone(), CompareOp::Equal, 0));
                 then.push(TxnOp::put(key, json, None));
             }
+            when.extend(fence.iter().map(holds));
             let txn = Txn::new().when(when).and_then(then);
             let committed = self.call(move |mut c| {
                 let txn = txn.clone();
@@ -486,6 +553,11 @@ impl ServiceStore for EtcdStore {
             })?;
             if committed {
                 return Ok(());
+            }
+            if let Some(fence) = &fence {
+                if !self.fence_holds(fence)? {
+                    return Err(fenced(fence));
+                }
             }
         }
         let current = self
@@ -691,13 +763,7 @@ impl ServiceStore for EtcdStore {
         };
         let key = self.key(&format!("event/{service}/{at:016}-{:016x}", nonce()));
         let json = serde_json::to_vec(&stored)?;
-        let id = self.call(move |mut c| {
-            let (key, json) = (key.clone(), json.clone());
-            async move {
-                let response = c.put(key, json, None).await?;
-                Ok(response.header().map_or(0, |h| h.revision()))
-            }
-        })?;
+        let id = self.write(TxnOp::put(key, json, None))?;
         Ok(Event {
             id: id as u64,
             service: stored.service,

@@ -1,0 +1,137 @@
+//! A fleet when things go wrong: a leader that lost its election while it
+//! went on (its writes are fenced), nodes cut off from etcd (their reads
+//! answer from what they have and say it may be stale), a watch that
+//! missed compacted changes.
+
+mod support;
+
+#[cfg(feature = "etcd")]
+mod on_etcd {
+    use super::support;
+    use support::etcd::EtcdCluster;
+    use support::fleet::{FOLLOW, events_of, leader_of, leaders, node, nodes, rollout_status};
+
+    /// A rollout of hello to 2.0.0 through `env`: 30%, a timed pause of
+    /// `pause` seconds, 100%.
+    async fn rollout_with_pause(env: &support::Env, pause: u64) {
+        let plan = env.dir.path().join("plan.toml");
+        std::fs::write(
+            &plan,
+            format!(
+                r#"
+                version = "2.0.0"
+                steps = [
+                    {{ step = "set-weight", percent = 30 }},
+                    {{ step = "pause", seconds = {pause} }},
+                    {{ step = "set-weight", percent = 100 }},
+                ]
+                "#
+            ),
+        )
+        .expect("write the plan");
+        let plan = plan.display().to_string();
+        env.cli(&["rollout", "hello", "2.0.0", "--plan", &plan])
+            .await
+            .ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_whose_election_key_is_gone_writes_no_step_and_the_next_leader_finishes_once()
+    {
+        let Some(etcd) = EtcdCluster::start("fleet_outage_fence", 3) else {
+            return;
+        };
+        let url = etcd.url("/fence");
+        let envs = [node(&url, "one").await, node(&url, "two").await];
+        let lead = leader_of(&envs).await;
+        let next = 1 - lead;
+        envs[lead].deploy("hello", "1.0.0", &[], &[]).await.ok();
+        envs[lead].deploy("hello", "2.0.0", &[], &[]).await.ok();
+        rollout_with_pause(&envs[lead], 8).await;
+        envs[next]
+            .eventually("the rollout is in its pause step", FOLLOW, || async {
+                rollout_status(&envs[next], "hello").await["state"]["step"] == 1
+            })
+            .await;
+
+        // The leader's election key goes (as when its lease expires while
+        // it is paused); it does not notice, and its rollout driver goes
+        // on when the pause ends: each of its writes must be refused.
+        let keys = etcd.etcdctl(&[
+            "get",
+            "--prefix",
+            "/fence/leader/",
+            "--keys-only",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+        ]);
+        let key = keys
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .expect("the leader's election key");
+        etcd.etcdctl(&["del", key]);
+        let survivor = if next == 0 { "one" } else { "two" };
+        envs[next]
+            .eventually("the other node leads", FOLLOW, || async {
+                leaders(&nodes(&envs[next]).await) == [survivor]
+            })
+            .await;
+        envs[next]
+            .eventually("the rollout succeeds", FOLLOW, || async {
+                rollout_status(&envs[next], "hello").await["state"]["status"]["state"]
+                    == "succeeded"
+            })
+            .await;
+        envs[lead]
+            .eventually("the old leader's write was refused", FOLLOW, || async {
+                envs[lead]
+                    .serve_log()
+                    .contains("does not hold the fleet's election any more")
+            })
+            .await;
+
+        // Each step was recorded once, by one leader, and nothing rolled back.
+        let mut steps = events_of(&envs[next], "hello", "step").await;
+        steps.sort();
+        assert_eq!(steps.len(), 3, "{steps:?}");
+        for (i, step) in steps.iter().enumerate() {
+            assert!(
+                step.starts_with(&format!("step {} done", i + 1)),
+                "{steps:?}"
+            );
+        }
+        assert_eq!(events_of(&envs[next], "hello", "promoted").await.len(), 1);
+        assert!(
+            events_of(&envs[next], "hello", "rolled-back")
+                .await
+                .is_empty()
+        );
+        // The rollout's revisions: 30% once, 100% once, the promotion once.
+        let history = envs[next].history("hello").await;
+        let actors: Vec<String> = history
+            .as_array()
+            .expect("history is a list")
+            .iter()
+            .filter(|r| r["actor"] == "rollout")
+            .filter_map(|r| r["action"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(actors.len(), 3, "{history}");
+
+        // The old leader joins again, with a new lease, as a follower.
+        envs[next]
+            .eventually("both nodes listed, one leading", FOLLOW, || async {
+                let listed = nodes(&envs[next]).await;
+                listed.len() == 2 && leaders(&listed) == [survivor]
+            })
+            .await;
+        let refused = envs[lead]
+            .cli(&["rollout", "hello", "1.0.0", "--steps", "50"])
+            .await
+            .failed();
+        assert!(
+            refused.stderr.contains(&format!("{survivor} (admin API")),
+            "{}",
+            refused.stderr
+        );
+    }
+}
