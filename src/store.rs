@@ -178,6 +178,13 @@ pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
 /// The desired state of the services, which every node of a fleet shares.
 pub trait ServiceStore: Send + Sync + 'static {
+    /// Since when (unix ms) the store cannot be reached, while it cannot:
+    /// reads then answer what this node read last, which may be stale. A
+    /// store on this machine is never unreachable.
+    fn unreachable_since(&self) -> Option<u64> {
+        None
+    }
+
     /// The newest revision of every service ever deployed.
     fn current_revisions(&self) -> StoreResult<Vec<Revision>>;
     fn current_revision(&self, service: &ServiceName) -> StoreResult<Option<Revision>>;

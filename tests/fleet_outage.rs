@@ -7,9 +7,31 @@ mod support;
 
 #[cfg(feature = "etcd")]
 mod on_etcd {
+    use std::time::Duration;
+
     use super::support;
     use support::etcd::EtcdCluster;
-    use support::fleet::{FOLLOW, events_of, leader_of, leaders, node, nodes, rollout_status};
+    use support::fleet::{
+        FOLLOW, events_of, leader_of, leaders, node, nodes, rollout_status, routes_to,
+    };
+
+    /// GET `path` of `env`'s admin API.
+    async fn admin_get(env: &support::Env, path: &str) -> support::Reply {
+        support::reply(
+            env.http.get(format!("{}{path}", env.admin())),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// The admin API reads a node answers while it may be stale.
+    const READS: [&str; 5] = [
+        "/v1/status",
+        "/v1/services",
+        "/v1/nodes",
+        "/v1/services/hello/history",
+        "/v1/services/hello/events",
+    ];
 
     /// A rollout of hello to 2.0.0 through `env`: 30%, a timed pause of
     /// `pause` seconds, 100%.
@@ -133,5 +155,98 @@ mod on_etcd {
             "{}",
             refused.stderr
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_an_etcd_quorum_reads_answer_the_last_state_saying_it_may_be_stale() {
+        let Some(mut etcd) = EtcdCluster::start("fleet_outage_stale_reads", 3) else {
+            return;
+        };
+        let url = etcd.url("/stale-reads");
+        let envs = [node(&url, "one").await, node(&url, "two").await];
+        envs[0].deploy("hello", "1.0.0", &[], &[]).await.ok();
+        routes_to(&envs[1], "hello", "1.0.0").await;
+        let mut before = Vec::new();
+        for env in &envs {
+            env.eventually("both nodes listed", FOLLOW, || async {
+                nodes(env).await.len() == 2
+            })
+            .await;
+            let mut answers = Vec::new();
+            for path in READS {
+                let reply = admin_get(env, path).await;
+                assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+                assert_eq!(reply.header("x-switchyard-stale"), None, "{path}");
+                answers.push(reply.json());
+            }
+            before.push(answers);
+            env.cli(&["history", "hello"]).await.ok();
+        }
+
+        etcd.stop_member(0);
+        etcd.stop_member(1);
+        for (env, before) in envs.iter().zip(&before) {
+            // Once the node finds the store gone, every read answers what it
+            // had, saying so.
+            env.eventually("the node says the store is unreachable", FOLLOW, || async {
+                admin_get(env, "/v1/status")
+                    .await
+                    .header("x-switchyard-stale")
+                    .is_some()
+            })
+            .await;
+            for (path, was) in READS.iter().zip(before) {
+                let reply = admin_get(env, path).await;
+                assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+                let stale = reply.header("x-switchyard-stale").unwrap_or_default();
+                assert!(
+                    stale.starts_with("store unreachable since ") && stale.contains("may be stale"),
+                    "{path}: {stale:?}"
+                );
+                if path.ends_with("history") || path.ends_with("events") {
+                    assert_eq!(&reply.json(), was, "{path}");
+                }
+            }
+            let nodes = admin_get(env, "/v1/nodes").await.json();
+            assert_eq!(nodes.as_array().map(Vec::len), Some(2), "{nodes}");
+            // The CLI prints what it got, and a warning line on stderr.
+            let run = env.cli(&["history", "hello"]).await.ok();
+            assert!(run.stdout.contains("deploy"), "{}", run.stdout);
+            assert!(
+                run.stderr.contains("answered from the last state it has")
+                    && run.stderr.contains("store unreachable since"),
+                "{}",
+                run.stderr
+            );
+            // A change is refused, naming the store.
+            let reply = support::reply(
+                env.http
+                    .post(format!("{}/v1/services/hello/hosts", env.admin()))
+                    .json(&serde_json::json!({ "host": "a.test" })),
+                Duration::from_secs(30),
+            )
+            .await;
+            assert_eq!(reply.status, 503, "{}", reply.body);
+            assert!(
+                reply.json()["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("/stale-reads") && e.contains("cannot be reached")),
+                "{}",
+                reply.body
+            );
+            let (status, served, _) = env.get("/services/hello/").await;
+            assert_eq!((status, served.as_str()), (200, "1.0.0"));
+        }
+
+        // With the quorum back, answers are fresh again.
+        etcd.restart_member(0);
+        etcd.restart_member(1);
+        for env in &envs {
+            env.eventually("the node answers fresh again", FOLLOW, || async {
+                let reply = admin_get(env, "/v1/services/hello/history").await;
+                reply.status == 200 && reply.header("x-switchyard-stale").is_none()
+            })
+            .await;
+        }
     }
 }

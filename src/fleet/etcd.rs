@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Members, NodeView};
 use crate::controller::Controller;
 use crate::model::{ServiceName, now_millis};
-use crate::store::{EtcdClients, EtcdStore, Fence, NodeRecord, StoreResult};
+use crate::store::{EtcdClients, EtcdStore, Fence, NodeRecord, StoreError, StoreResult};
 
 /// How long to wait before trying etcd again after a lost watch or lease.
 const RETRY: Duration = Duration::from_millis(500);
@@ -69,6 +69,9 @@ pub struct Fleet {
     store: Arc<EtcdStore>,
     name: String,
     stop: CancellationToken,
+    /// The leader the election named last, told while etcd cannot be
+    /// reached (with the nodes read last).
+    last_leader: std::sync::Mutex<Option<String>>,
 }
 
 impl Fleet {
@@ -102,6 +105,7 @@ impl Fleet {
             name: settings.node.name,
             store,
             stop,
+            last_leader: std::sync::Mutex::default(),
         })
     }
 
@@ -122,10 +126,18 @@ impl Fleet {
                     Err(e) => Err(e),
                 }
             }
-        })?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<Candidate>(&v).ok())
-            .map(|c| c.name))
+        });
+        let mut last = self.last_leader.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Ok(value) => {
+                *last = value
+                    .and_then(|v| serde_json::from_slice::<Candidate>(&v).ok())
+                    .map(|c| c.name);
+                Ok(last.clone())
+            }
+            Err(StoreError::Unreachable { .. }) => Ok(last.clone()),
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -233,6 +245,7 @@ async fn watch_heads(
             .await
         {
             Ok(mut stream) => {
+                clients.reached();
                 let _ = signals.send(Signal::Resync);
                 loop {
                     let message = tokio::select! {
@@ -269,6 +282,9 @@ async fn watch_heads(
             Err(error) => tracing::warn!(%error, "cannot watch the fleet's services"),
         }
         clients.move_on();
+        // Whether any member answers (it marks the store unreachable, or
+        // not, for the answers of the admin API).
+        let _ = clients.run(|mut c| async move { c.status().await }).await;
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(RETRY) => {}

@@ -67,9 +67,32 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct EtcdClients {
     clients: Arc<Vec<Client>>,
     preferred: Arc<AtomicUsize>,
+    /// Since when (unix ms) no member answered, while none does.
+    unreachable_since: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl EtcdClients {
+    /// A call, the watch or the lease reached a member that answered.
+    pub fn reached(&self) {
+        *self.since() = None;
+    }
+
+    /// No member answered a call, the watch or the lease.
+    pub fn unreached(&self) {
+        self.since().get_or_insert_with(now_millis);
+    }
+
+    /// Since when no member answers (unix ms), while none does.
+    pub fn unreachable_since(&self) -> Option<u64> {
+        *self.since()
+    }
+
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.unreachable_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The client of the member calls go to now.
     pub fn current(&self) -> Client {
         self.clients[self.preferred.load(Ordering::Relaxed) % self.clients.len()].clone()
@@ -82,7 +105,7 @@ impl EtcdClients {
 
     /// Runs `work` against the preferred member, then each other member in
     /// turn while the member it tried was unreachable.
-    async fn run<T, F>(&self, work: impl Fn(Client) -> F) -> Result<T, etcd_client::Error>
+    pub async fn run<T, F>(&self, work: impl Fn(Client) -> F) -> Result<T, etcd_client::Error>
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -93,9 +116,13 @@ impl EtcdClients {
                     self.move_on();
                     last = Some(error);
                 }
-                done => return done,
+                done => {
+                    self.reached();
+                    return done;
+                }
             }
         }
+        self.unreached();
         Err(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd member".into())))
     }
 }
@@ -104,6 +131,9 @@ impl EtcdClients {
 pub struct EtcdStore {
     location: EtcdLocation,
     clients: EtcdClients,
+    /// What the last successful read of each key (or prefix) found: reads
+    /// answer from it while no member answers (static stability).
+    last_read: std::sync::Mutex<std::collections::HashMap<String, Vec<KeyValue>>>,
     /// The store's own runtime (on its thread): every etcd call runs there.
     handle: tokio::runtime::Handle,
     /// Dropped with the store: its thread then ends, and its runtime with it.
@@ -131,6 +161,7 @@ impl EtcdStore {
             let clients = EtcdClients {
                 clients: Arc::new(clients),
                 preferred: Arc::new(AtomicUsize::new(0)),
+                unreachable_since: Arc::default(),
             };
             clients.run(|mut c| async move { c.status().await }).await?;
             Ok(clients)
@@ -138,6 +169,7 @@ impl EtcdStore {
         Ok(Self {
             location: location.clone(),
             clients,
+            last_read: std::sync::Mutex::default(),
             handle,
             _stop: stop,
         })
@@ -194,15 +226,9 @@ impl EtcdStore {
         &self,
         key: String,
     ) -> StoreResult<Option<T>> {
-        let value = self.call(move |mut c| {
-            let key = key.clone();
-            async move {
-                let response = c.get(key, None).await?;
-                Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
-            }
-        })?;
-        value
-            .map(|v| serde_json::from_slice(&v).map_err(StoreError::from))
+        self.read(key, None)?
+            .first()
+            .map(|kv| serde_json::from_slice(kv.value()).map_err(StoreError::from))
             .transpose()
     }
 
@@ -219,14 +245,29 @@ impl EtcdStore {
 
     /// Every key under `prefix` (ending in `/`), in key order unless sorted.
     fn list(&self, prefix: String, options: Option<GetOptions>) -> StoreResult<Vec<KeyValue>> {
-        self.call(move |mut c| {
-            let (prefix, options) = (prefix.clone(), options.clone());
-            async move {
-                let options = options.unwrap_or_default().with_prefix();
-                let mut response = c.get(prefix, Some(options)).await?;
-                Ok(response.take_kvs())
+        self.read(prefix, Some(options.unwrap_or_default().with_prefix()))
+    }
+
+    /// Reads `key` with `options`. While no member answers, answers what
+    /// the last successful read of the same found, if any: the store then
+    /// says since when it is unreachable ([`ServiceStore::unreachable_since`]).
+    fn read(&self, key: String, options: Option<GetOptions>) -> StoreResult<Vec<KeyValue>> {
+        let remembered = format!("{key}\n{options:?}");
+        let read = self.call(move |mut c| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { Ok(c.get(key, options).await?.take_kvs()) }
+        });
+        let mut last = self.last_read.lock().unwrap_or_else(|p| p.into_inner());
+        match read {
+            Ok(kvs) => {
+                last.insert(remembered, kvs.clone());
+                Ok(kvs)
             }
-        })
+            Err(error @ StoreError::Unreachable { .. }) => {
+                last.get(&remembered).cloned().ok_or(error)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn put(&self, key: String, value: Vec<u8>) -> StoreResult<()> {
@@ -434,6 +475,10 @@ struct CommitPlan {
 }
 
 impl ServiceStore for EtcdStore {
+    fn unreachable_since(&self) -> Option<u64> {
+        self.clients.unreachable_since()
+    }
+
     fn current_revisions(&self) -> StoreResult<Vec<Revision>> {
         self.list_json(self.key("head/"))
     }
@@ -734,16 +779,10 @@ impl ServiceStore for EtcdStore {
 
     fn acme_account(&self, directory: &str) -> StoreResult<Option<String>> {
         let key = self.key(&format!("acme/account/{directory}"));
-        self.call(move |mut c| {
-            let key = key.clone();
-            async move {
-                let response = c.get(key, None).await?;
-                Ok(response
-                    .kvs()
-                    .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
-            }
-        })
+        Ok(self
+            .read(key, None)?
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
     fn add_event(
