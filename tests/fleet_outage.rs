@@ -249,4 +249,70 @@ mod on_etcd {
             .await;
         }
     }
+
+    /// Sends `signal` to `env`'s serve.
+    fn signal(env: &support::Env, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(env.serve_pid() as i32), signal)
+            .expect("signal serve");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_paused_while_etcd_compacted_the_changes_it_missed_catches_up() {
+        let Some(etcd) = EtcdCluster::start("fleet_outage_compacted", 3) else {
+            return;
+        };
+        let url = etcd.url("/compacted");
+        let one = node(&url, "one").await;
+        let two = node(&url, "two").await;
+        one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+        routes_to(&two, "hello", "1.0.0").await;
+
+        // Node two stops running (past its lease) while node one changes
+        // hello several times and etcd compacts every revision before now.
+        signal(&two, nix::sys::signal::Signal::SIGSTOP);
+        for host in ["a.test", "b.test", "c.test"] {
+            one.cli(&["host", "add", "hello", host]).await.ok();
+        }
+        one.deploy("hello", "2.0.0", &["--promote"], &[]).await.ok();
+        // Enough under the fleet's prefix that node two's watch falls
+        // behind (its stream is full while it does not read): etcd then
+        // ends the watch once the revisions it still has to send are
+        // compacted.
+        let big = "x".repeat(100_000);
+        for i in 0..40 {
+            etcd.etcdctl(&["put", &format!("/compacted/noise/big{i}"), &big]);
+        }
+        for i in 0..300 {
+            etcd.etcdctl(&["put", &format!("/compacted/noise/small{i}"), "x"]);
+        }
+        let status = etcd.etcdctl(&["endpoint", "status", "--write-out=json"]);
+        let status: serde_json::Value = serde_json::from_str(&status).expect("etcd status JSON");
+        let revision = status[0]["Status"]["header"]["revision"]
+            .as_i64()
+            .expect("etcd's revision");
+        etcd.etcdctl(&["compact", &revision.to_string(), "--physical"]);
+        let wanted = support::listing::numbered_actions(&one.history("hello").await);
+
+        signal(&two, nix::sys::signal::Signal::SIGCONT);
+        routes_to(&two, "hello", "2.0.0").await;
+        two.eventually("node two has hello's last revision", FOLLOW, || async {
+            support::listing::numbered_actions(&two.history("hello").await) == wanted
+                && support::listing::service(&two.ls().await, "hello")["revision"]
+                    == wanted.len() as u64
+        })
+        .await;
+        assert!(
+            two.serve_log()
+                .contains("etcd ended the watch on the fleet's services"),
+            "{}",
+            two.serve_log()
+        );
+        // And follows what comes after.
+        one.cli(&["host", "add", "hello", "d.test"]).await.ok();
+        two.eventually("node two follows the next change", FOLLOW, || async {
+            support::listing::service(&two.ls().await, "hello")["revision"]
+                == wanted.len() as u64 + 1
+        })
+        .await;
+    }
 }

@@ -231,7 +231,10 @@ fn fence(controller: &Arc<Controller>, store: &Weak<EtcdStore>, key: ElectionKey
 }
 
 /// Watches the fleet's prefix and reports each change of a service's head
-/// or pause; after a lost watch, starts again and asks for a full catch-up.
+/// or pause; after a lost watch (etcd compacted what it had not seen yet,
+/// or its member went away), starts again from the store's current
+/// revision and asks for a full catch-up: it never resumes from an old
+/// revision, which compaction may have removed.
 async fn watch_heads(
     clients: EtcdClients,
     prefix: String,
@@ -254,7 +257,18 @@ async fn watch_heads(
                     };
                     let response = match message {
                         Ok(Some(response)) if !response.canceled() => response,
-                        Ok(_) => break,
+                        // Behind changes etcd compacted meanwhile (this
+                        // node was paused or cut off): the new watch starts
+                        // from now, after a full catch-up (Resync).
+                        Ok(Some(response)) => {
+                            tracing::warn!(
+                                compacted = response.compact_revision(),
+                                reason = response.cancel_reason(),
+                                "etcd ended the watch on the fleet's services; catching up with everything"
+                            );
+                            break;
+                        }
+                        Ok(None) => break,
                         Err(error) => {
                             tracing::warn!(%error, "lost the watch on the fleet's services");
                             break;
