@@ -1,7 +1,8 @@
 //! A fleet when things go wrong: a leader that lost its election while it
 //! went on (its writes are fenced), nodes cut off from etcd (their reads
 //! answer from what they have and say it may be stale), a watch that
-//! missed compacted changes.
+//! missed compacted changes; and certificates changed through one node,
+//! which every node's TLS listener must serve without a restart.
 
 mod support;
 
@@ -314,5 +315,58 @@ mod on_etcd {
                 == wanted.len() as u64 + 1
         })
         .await;
+    }
+
+    /// The certificate `env`'s TLS listener presents for `name`.
+    async fn served(env: &support::Env, ca: &support::tls::TestCa, name: &str) -> Option<Vec<u8>> {
+        let stream =
+            support::tls::handshake(env.tls_addr(), name, ca.client_config(&[b"http/1.1"]))
+                .await
+                .ok()?;
+        Some(support::tls::peer_certificate(&stream))
+    }
+
+    /// `tls add HOST --cert … --key …` through `env`.
+    async fn tls_add(env: &support::Env, host: &str, issued: &support::tls::Issued) {
+        let (cert, key) = (
+            issued.cert_file.display().to_string(),
+            issued.key_file.display().to_string(),
+        );
+        env.cli(&["tls", "add", host, "--cert", &cert, "--key", &key])
+            .await
+            .ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_certificate_added_or_renewed_through_one_node_is_served_by_every_node() {
+        let Some(etcd) = EtcdCluster::start("fleet_outage_certificates", 3) else {
+            return;
+        };
+        let url = etcd.url("/certificates");
+        let tls = ["--tls-listen", "127.0.0.1:0"];
+        let one = support::fleet::node_with(&url, "one", &tls).await;
+        let two = support::fleet::node_with(&url, "two", &tls).await;
+        let ca = support::tls::TestCa::new("Switchyard Fleet CA");
+
+        let first = ca.issue(&["app.test"], one.dir.path(), "first");
+        tls_add(&one, "app.test", &first).await;
+        let want = support::tls::der_of(&first.cert_pem);
+        two.eventually("node two serves the new certificate", FOLLOW, || async {
+            served(&two, &ca, "app.test").await.as_ref() == Some(&want)
+        })
+        .await;
+
+        // Renewed through node two: node one serves the new one.
+        let second = ca.issue(&["app.test"], two.dir.path(), "second");
+        tls_add(&two, "app.test", &second).await;
+        let want = support::tls::der_of(&second.cert_pem);
+        one.eventually(
+            "node one serves the renewed certificate",
+            FOLLOW,
+            || async { served(&one, &ca, "app.test").await.as_ref() == Some(&want) },
+        )
+        .await;
+        let listed = one.cli(&["tls", "ls"]).await.ok().stdout;
+        assert!(listed.contains("app.test"), "{listed}");
     }
 }

@@ -16,6 +16,7 @@ use super::{Members, NodeView};
 use crate::controller::Controller;
 use crate::model::{ServiceName, now_millis};
 use crate::store::{EtcdClients, EtcdStore, Fence, NodeRecord, StoreError, StoreResult};
+use crate::tls::Certificates;
 
 /// How long to wait before trying etcd again after a lost watch or lease.
 const RETRY: Duration = Duration::from_millis(500);
@@ -27,6 +28,9 @@ pub struct FleetSettings {
     /// The time to live of its lease: a node silent that long drops out
     /// (and, if it led, another node leads).
     pub lease_ttl: Duration,
+    /// The certificates its TLS listener serves, read again whenever one
+    /// changes in the store.
+    pub certificates: Arc<Certificates>,
 }
 
 /// What the tasks on the store's thread tell the control plane.
@@ -35,6 +39,8 @@ enum Signal {
     Changed(ServiceName),
     /// A service was paused or resumed.
     Paused(ServiceName),
+    /// A certificate was added, renewed or removed.
+    Certificates,
     /// Changes may have been missed (a watch started again).
     Resync,
     /// This node won the election (described), holding that election key.
@@ -100,7 +106,13 @@ impl Fleet {
             tx,
             stop.clone(),
         ));
-        tokio::spawn(apply(controller, Arc::downgrade(&store), rx, stop.clone()));
+        tokio::spawn(apply(
+            controller,
+            settings.certificates,
+            Arc::downgrade(&store),
+            rx,
+            stop.clone(),
+        ));
         Arc::new(Self {
             name: settings.node.name,
             store,
@@ -165,6 +177,7 @@ impl Members for Fleet {
 /// different services) and switches the leader-only parts.
 async fn apply(
     controller: Arc<Controller>,
+    certificates: Arc<Certificates>,
     store: Weak<EtcdStore>,
     mut signals: mpsc::UnboundedReceiver<Signal>,
     stop: CancellationToken,
@@ -191,7 +204,15 @@ async fn apply(
                     tracing::warn!(%service, %error, "cannot follow a pause from the fleet");
                 }
             }
+            Signal::Certificates => {
+                if let Err(error) = certificates.reload() {
+                    tracing::warn!(%error, "cannot read the certificates changed in the fleet");
+                }
+            }
             Signal::Resync => {
+                if let Err(error) = certificates.reload() {
+                    tracing::warn!(%error, "cannot read the fleet's certificates");
+                }
                 let controller = Arc::clone(&controller);
                 tokio::spawn(async move {
                     if let Err(error) = controller.follow_all().await {
@@ -285,6 +306,7 @@ async fn watch_heads(
                                 name.parse().ok().map(Signal::Changed)
                             }
                             Some(("pause", name)) => name.parse().ok().map(Signal::Paused),
+                            Some(("certificate", _)) => Some(Signal::Certificates),
                             _ => None,
                         };
                         if let Some(signal) = signal {

@@ -11,7 +11,14 @@ pub const FOLLOW: Duration = Duration::from_secs(30);
 
 /// A serve of the fleet at `url`, named `name`, with a short lease.
 pub async fn node(url: &str, name: &str) -> Env {
-    let mut env = Env::new(&["--store", url, "--node", name, "--lease-ttl", "2s"]);
+    node_with(url, name, &[]).await
+}
+
+/// Like [`node`], with more arguments to serve.
+pub async fn node_with(url: &str, name: &str, extra: &[&str]) -> Env {
+    let mut args = vec!["--store", url, "--node", name, "--lease-ttl", "2s"];
+    args.extend_from_slice(extra);
+    let mut env = Env::new(&args);
     env.launch("127.0.0.1:0", "127.0.0.1:0").await;
     env
 }
