@@ -26,6 +26,7 @@ pub mod rollout;
 pub mod services;
 pub mod settings;
 pub mod shadows;
+mod stale;
 pub mod tls;
 pub mod trends;
 mod upgrade_guard;
@@ -37,6 +38,7 @@ pub use admin_hosts::{AdminHosts, BadAdminHost};
 pub use change_gate::hold_changes;
 pub use cross_site::CLIENT_HEADER;
 pub use error::{ApiError, ErrorBody};
+pub use stale::STALE_HEADER;
 pub use trends::Trends;
 
 use std::sync::Arc;
@@ -233,6 +235,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            stale::mark_stale,
         ));
     dashboard::routes()
         .method_not_allowed_fallback(error::method_not_allowed)

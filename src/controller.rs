@@ -305,6 +305,12 @@ impl Controller {
         }
     }
 
+    /// Since when (unix ms) the store cannot be reached, while it cannot:
+    /// what this node answers may be stale meanwhile.
+    pub fn store_unreachable_since(&self) -> Option<u64> {
+        self.store.unreachable_since()
+    }
+
     /// Whether this node leads (a single serve always does).
     pub fn leadership(&self) -> &Leadership {
         &self.leadership

@@ -23,6 +23,7 @@
 mod copy;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod fence;
 mod location;
 mod migrations;
 mod sqlite;
@@ -31,6 +32,7 @@ mod state_dir;
 pub use copy::{CopyReport, copy};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdClients, EtcdStore};
+pub use fence::Fence;
 pub use location::{EtcdLocation, StoreLocation};
 pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
@@ -116,6 +118,10 @@ pub enum StoreError {
     Unreachable { store: String, cause: String },
     #[error("the store {store} refused the request: {cause}")]
     Refused { store: String, cause: String },
+    #[error(
+        "this node does not lead the fleet any more (the election key {key} it held is gone, its lease lost while it could not reach the store); nothing was written: the node that leads now goes on from the stored state. See `switchyard nodes`"
+    )]
+    Fenced { key: String },
     #[error("state database error: {0}")]
     Database(#[from] rusqlite::Error),
     #[error("state database holds unreadable data: {0}")]
@@ -155,6 +161,7 @@ impl crate::error_kind::Classify for StoreError {
         match self {
             StoreError::Conflict { .. } | StoreError::ReleaseMismatch { .. } => ErrorKind::Conflict,
             StoreError::Unreachable { .. } => ErrorKind::Unavailable,
+            StoreError::Fenced { .. } => ErrorKind::Conflict,
             _ => ErrorKind::Internal,
         }
     }
@@ -171,6 +178,13 @@ pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
 /// The desired state of the services, which every node of a fleet shares.
 pub trait ServiceStore: Send + Sync + 'static {
+    /// Since when (unix ms) the store cannot be reached, while it cannot:
+    /// reads then answer what this node read last, which may be stale. A
+    /// store on this machine is never unreachable.
+    fn unreachable_since(&self) -> Option<u64> {
+        None
+    }
+
     /// The newest revision of every service ever deployed.
     fn current_revisions(&self) -> StoreResult<Vec<Revision>>;
     fn current_revision(&self, service: &ServiceName) -> StoreResult<Option<Revision>>;

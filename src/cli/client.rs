@@ -112,6 +112,16 @@ impl AdminClient {
             }
         })?;
         let status = response.status();
+        if let Some(stale) = response
+            .headers()
+            .get(crate::api::STALE_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            eprintln!(
+                "warning: the node at {} answered from the last state it has: {stale}",
+                self.base
+            );
+        }
         let bytes = response
             .bytes()
             .await

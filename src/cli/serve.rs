@@ -405,7 +405,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         lease_granted_at: 0,
         lease_ttl: 0,
     };
-    let members = shared.join(&controller, node, args.lease_ttl)?;
+    let members = shared.join(&controller, &certificates, node, args.lease_ttl)?;
 
     let gate = ChangeGate::default();
     let handover = Arc::new(Handover::new(
@@ -693,12 +693,13 @@ impl SharedStore {
     fn join(
         &self,
         controller: &Arc<Controller>,
+        certificates: &Arc<Certificates>,
         node: NodeRecord,
         lease_ttl: Duration,
     ) -> anyhow::Result<Arc<dyn Members>> {
         match self {
             Self::StateDir(_) => {
-                let _ = (controller, lease_ttl);
+                let _ = (controller, certificates, lease_ttl);
                 Ok(Arc::new(SingleNode { record: node }))
             }
             #[cfg(feature = "etcd")]
@@ -707,7 +708,11 @@ impl SharedStore {
                 Ok(crate::fleet::Fleet::join(
                     Arc::clone(store),
                     Arc::clone(controller),
-                    crate::fleet::FleetSettings { node, lease_ttl },
+                    crate::fleet::FleetSettings {
+                        node,
+                        lease_ttl,
+                        certificates: Arc::clone(certificates),
+                    },
                 ))
             }
         }

@@ -8,12 +8,17 @@
 
 use std::sync::Arc;
 
+use crate::store::Fence;
+
 /// Whether this node leads, and which node does (as far as it knows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderState {
     pub leading: bool,
     /// The leading node's name, when known (a fleet's election says it).
     pub leader: Option<String>,
+    /// While this node leads a fleet: the election key it won, which its
+    /// leader-only work writes under (none for a single serve).
+    pub fence: Option<Fence>,
 }
 
 /// The switch every [`LeaderOnly`] part of a controller reads.
@@ -37,6 +42,7 @@ impl Leadership {
         let (state, _) = tokio::sync::watch::channel(LeaderState {
             leading,
             leader: None,
+            fence: None,
         });
         Self {
             state: Arc::new(state),
@@ -49,6 +55,11 @@ impl Leadership {
 
     pub fn state(&self) -> LeaderState {
         self.state.borrow().clone()
+    }
+
+    /// The fence the leader-only parts write under now.
+    pub fn fence(&self) -> Option<Fence> {
+        self.state.borrow().fence.clone()
     }
 
     /// Sets the state; returns whether `leading` changed.
@@ -90,18 +101,37 @@ impl super::Controller {
     /// This node now leads the fleet: it picks up what the last leader
     /// left, from the stored state, as a restarted serve does: rollouts
     /// go on from their stored step, upgrades that were running are
-    /// marked interrupted (their hooks are never run twice).
-    pub fn take_lead(self: &Arc<Self>, leader: String) -> crate::error::Result<()> {
+    /// marked interrupted (their hooks are never run twice). What they
+    /// write is fenced by `fence`, the election key this node won.
+    pub fn take_lead(
+        self: &Arc<Self>,
+        leader: String,
+        fence: Option<Fence>,
+    ) -> crate::error::Result<()> {
         let changed = self.leadership().set(LeaderState {
             leading: true,
             leader: Some(leader),
+            fence: fence.clone(),
         });
         if changed {
             tracing::info!("this node leads the fleet now");
-            self.interrupt_upgrades()?;
-            self.resume_rollouts()?;
+            crate::store::fence::sync_scope(fence, || {
+                self.interrupt_upgrades()?;
+                self.resume_rollouts()
+            })?;
         }
         Ok(())
+    }
+
+    /// A write of this node's leader-only work was refused by `fence`:
+    /// another node leads since. The parts stop where they are (once per
+    /// fence); returns whether they did.
+    pub fn fenced_out(&self, fence: &Fence) -> bool {
+        if self.leadership().fence().as_ref() != Some(fence) {
+            return false;
+        }
+        self.follow_leader(None);
+        true
     }
 
     /// This node does not lead (any more): its rollout drivers and its
@@ -111,6 +141,7 @@ impl super::Controller {
         let changed = self.leadership().set(LeaderState {
             leading: false,
             leader,
+            fence: None,
         });
         if changed {
             tracing::warn!("this node does not lead the fleet any more");

@@ -112,7 +112,8 @@ impl Controller {
         service: &ServiceName,
         plan: RolloutPlan,
     ) -> Result<RolloutState> {
-        self.launch_rollout(service, plan, None).await
+        let fence = self.leadership().fence();
+        crate::store::fence::scope(fence, self.launch_rollout(service, plan, None)).await
     }
 
     /// Starts a rollout; `note` says why, when it is not a new one.
@@ -206,7 +207,8 @@ impl Controller {
             Arc::clone(&driver.interrupt),
             service.clone(),
         );
-        tokio::spawn(async move {
+        let fence = self.leadership().fence();
+        tokio::spawn(crate::store::fence::scope(fence, async move {
             loop {
                 let _turn = tokio::select! {
                     turn = Arc::clone(&gate).lock_owned() => turn,
@@ -220,7 +222,7 @@ impl Controller {
                     () = interrupt.notified() => {}
                 }
             }
-        });
+        }));
         self.drivers().insert(service.clone(), driver);
     }
 
@@ -254,6 +256,10 @@ impl Controller {
 
     /// Lets a paused rollout go on to its next step.
     pub fn resume(&self, service: &ServiceName) -> Result<RolloutState> {
+        crate::store::fence::sync_scope(self.leadership().fence(), || self.resume_fenced(service))
+    }
+
+    fn resume_fenced(&self, service: &ServiceName) -> Result<RolloutState> {
         self.ensure_leading("rollouts")?;
         let mut state = self
             .rollout_state(service)?
@@ -269,7 +275,7 @@ impl Controller {
             state.failures = 0;
         }
         state.step_started_at = now_millis();
-        self.save_rollout(&state);
+        self.store.save_rollout(&state)?;
         let message = format!(
             "rollout resumed at step {} of {}: {}",
             (state.step + 1).min(state.plan.steps.len()),
@@ -313,7 +319,8 @@ impl Controller {
 
     /// Walks the plan from the stored step until it ends.
     async fn drive(self: &Arc<Self>, service: &ServiceName, resume: &Notify) {
-        loop {
+        // Ends as soon as this node stops leading (a refused fenced write).
+        while self.rollouts.is_on() {
             let mut state = match self.rollout_state(service) {
                 Ok(Some(s)) if s.status.is_active() => s,
                 _ => return,
@@ -411,6 +418,9 @@ impl Controller {
                         serde_json::json!({ "step": state.step, "version": version }),
                     );
                 }
+                // A step refused by the fence: this node stopped leading,
+                // and the next leader goes on from the stored state.
+                Err(_) if !self.rollouts.is_on() => return,
                 Err(reason) => {
                     self.roll_back(service, state, reason).await;
                     return;

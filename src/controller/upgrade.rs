@@ -215,9 +215,13 @@ impl Controller {
         );
         let this = Arc::clone(self);
         let (name, first, mine) = (service.clone(), state.clone(), Arc::clone(&control));
-        let driver = self.upgrades.part().spawn(service, async move {
-            this.drive_upgrade(&name, first, &control).await;
-        });
+        let fence = self.leadership().fence();
+        let driver = self.upgrades.part().spawn(
+            service,
+            crate::store::fence::scope(fence, async move {
+                this.drive_upgrade(&name, first, &control).await;
+            }),
+        );
         let this = Arc::clone(self);
         let name = service.clone();
         tokio::spawn(async move {

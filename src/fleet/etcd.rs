@@ -4,7 +4,7 @@
 //! control plane, which follows changes ([`Controller::follow`]) and takes
 //! or gives up the lead ([`Controller::take_lead`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use etcd_client::{Client, EventType, PutOptions, WatchOptions};
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Members, NodeView};
 use crate::controller::Controller;
 use crate::model::{ServiceName, now_millis};
-use crate::store::{EtcdClients, EtcdStore, NodeRecord, StoreResult};
+use crate::store::{EtcdClients, EtcdStore, Fence, NodeRecord, StoreError, StoreResult};
+use crate::tls::Certificates;
 
 /// How long to wait before trying etcd again after a lost watch or lease.
 const RETRY: Duration = Duration::from_millis(500);
@@ -27,6 +28,9 @@ pub struct FleetSettings {
     /// The time to live of its lease: a node silent that long drops out
     /// (and, if it led, another node leads).
     pub lease_ttl: Duration,
+    /// The certificates its TLS listener serves, read again whenever one
+    /// changes in the store.
+    pub certificates: Arc<Certificates>,
 }
 
 /// What the tasks on the store's thread tell the control plane.
@@ -35,12 +39,21 @@ enum Signal {
     Changed(ServiceName),
     /// A service was paused or resumed.
     Paused(ServiceName),
+    /// A certificate was added, renewed or removed.
+    Certificates,
     /// Changes may have been missed (a watch started again).
     Resync,
-    /// This node won the election.
-    Leading(String),
+    /// This node won the election (described), holding that election key.
+    Leading(String, Option<ElectionKey>),
     /// This node does not lead; the leader, when known.
     Following(Option<String>),
+}
+
+/// The election key a node won: its name, create revision and lease.
+struct ElectionKey {
+    key: String,
+    revision: i64,
+    lease: i64,
 }
 
 /// The value a candidate puts in the election.
@@ -62,6 +75,9 @@ pub struct Fleet {
     store: Arc<EtcdStore>,
     name: String,
     stop: CancellationToken,
+    /// The leader the election named last, told while etcd cannot be
+    /// reached (with the nodes read last).
+    last_leader: std::sync::Mutex<Option<String>>,
 }
 
 impl Fleet {
@@ -90,11 +106,18 @@ impl Fleet {
             tx,
             stop.clone(),
         ));
-        tokio::spawn(apply(controller, rx, stop.clone()));
+        tokio::spawn(apply(
+            controller,
+            settings.certificates,
+            Arc::downgrade(&store),
+            rx,
+            stop.clone(),
+        ));
         Arc::new(Self {
             name: settings.node.name,
             store,
             stop,
+            last_leader: std::sync::Mutex::default(),
         })
     }
 
@@ -115,10 +138,18 @@ impl Fleet {
                     Err(e) => Err(e),
                 }
             }
-        })?;
-        Ok(value
-            .and_then(|v| serde_json::from_slice::<Candidate>(&v).ok())
-            .map(|c| c.name))
+        });
+        let mut last = self.last_leader.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Ok(value) => {
+                *last = value
+                    .and_then(|v| serde_json::from_slice::<Candidate>(&v).ok())
+                    .map(|c| c.name);
+                Ok(last.clone())
+            }
+            Err(StoreError::Unreachable { .. }) => Ok(last.clone()),
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -146,6 +177,8 @@ impl Members for Fleet {
 /// different services) and switches the leader-only parts.
 async fn apply(
     controller: Arc<Controller>,
+    certificates: Arc<Certificates>,
+    store: Weak<EtcdStore>,
     mut signals: mpsc::UnboundedReceiver<Signal>,
     stop: CancellationToken,
 ) {
@@ -171,7 +204,15 @@ async fn apply(
                     tracing::warn!(%service, %error, "cannot follow a pause from the fleet");
                 }
             }
+            Signal::Certificates => {
+                if let Err(error) = certificates.reload() {
+                    tracing::warn!(%error, "cannot read the certificates changed in the fleet");
+                }
+            }
             Signal::Resync => {
+                if let Err(error) = certificates.reload() {
+                    tracing::warn!(%error, "cannot read the fleet's certificates");
+                }
                 let controller = Arc::clone(&controller);
                 tokio::spawn(async move {
                     if let Err(error) = controller.follow_all().await {
@@ -179,8 +220,9 @@ async fn apply(
                     }
                 });
             }
-            Signal::Leading(me) => {
-                if let Err(error) = controller.take_lead(me) {
+            Signal::Leading(me, key) => {
+                let fence = key.map(|key| fence(&controller, &store, key));
+                if let Err(error) = controller.take_lead(me, fence) {
                     tracing::error!(%error, "cannot pick up the rollouts and upgrades of the last leader");
                 }
             }
@@ -189,8 +231,31 @@ async fn apply(
     }
 }
 
+/// The fence of the leader's work, for `key`: a write it refuses stops
+/// the leader-only parts at once and revokes the lease the key was under,
+/// so that the node starts a lease again and campaigns anew.
+fn fence(controller: &Arc<Controller>, store: &Weak<EtcdStore>, key: ElectionKey) -> Fence {
+    let (controller, store) = (Arc::downgrade(controller), store.clone());
+    Fence::new(key.key, key.revision, key.lease, move |fence: &Fence| {
+        let (Some(controller), Some(store)) = (controller.upgrade(), store.upgrade()) else {
+            return;
+        };
+        if !controller.fenced_out(fence) {
+            return;
+        }
+        tracing::warn!(election = %fence.key, "another node leads the fleet now; this node stopped its rollouts and upgrades where they were and joins again with a new lease");
+        let (mut client, lease) = (store.clients().current(), fence.lease);
+        store.spawn(async move {
+            let _ = client.lease_revoke(lease).await;
+        });
+    })
+}
+
 /// Watches the fleet's prefix and reports each change of a service's head
-/// or pause; after a lost watch, starts again and asks for a full catch-up.
+/// or pause; after a lost watch (etcd compacted what it had not seen yet,
+/// or its member went away), starts again from the store's current
+/// revision and asks for a full catch-up: it never resumes from an old
+/// revision, which compaction may have removed.
 async fn watch_heads(
     clients: EtcdClients,
     prefix: String,
@@ -204,6 +269,7 @@ async fn watch_heads(
             .await
         {
             Ok(mut stream) => {
+                clients.reached();
                 let _ = signals.send(Signal::Resync);
                 loop {
                     let message = tokio::select! {
@@ -212,7 +278,18 @@ async fn watch_heads(
                     };
                     let response = match message {
                         Ok(Some(response)) if !response.canceled() => response,
-                        Ok(_) => break,
+                        // Behind changes etcd compacted meanwhile (this
+                        // node was paused or cut off): the new watch starts
+                        // from now, after a full catch-up (Resync).
+                        Ok(Some(response)) => {
+                            tracing::warn!(
+                                compacted = response.compact_revision(),
+                                reason = response.cancel_reason(),
+                                "etcd ended the watch on the fleet's services; catching up with everything"
+                            );
+                            break;
+                        }
+                        Ok(None) => break,
                         Err(error) => {
                             tracing::warn!(%error, "lost the watch on the fleet's services");
                             break;
@@ -229,6 +306,7 @@ async fn watch_heads(
                                 name.parse().ok().map(Signal::Changed)
                             }
                             Some(("pause", name)) => name.parse().ok().map(Signal::Paused),
+                            Some(("certificate", _)) => Some(Signal::Certificates),
                             _ => None,
                         };
                         if let Some(signal) = signal {
@@ -240,6 +318,9 @@ async fn watch_heads(
             Err(error) => tracing::warn!(%error, "cannot watch the fleet's services"),
         }
         clients.move_on();
+        // Whether any member answers (it marks the store unreachable, or
+        // not, for the answers of the admin API).
+        let _ = clients.run(|mut c| async move { c.status().await }).await;
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(RETRY) => {}
@@ -334,9 +415,14 @@ async fn lease_round(
                 return Ok(());
             }
             won = &mut campaign, if !leading => match won {
-                Ok(_) => {
+                Ok(won) => {
+                    let key = won.leader().map(|key| ElectionKey {
+                        key: String::from_utf8_lossy(key.key()).into_owned(),
+                        revision: key.rev(),
+                        lease: key.lease(),
+                    });
                     leading = true;
-                    let _ = signals.send(Signal::Leading(me.describe()));
+                    let _ = signals.send(Signal::Leading(me.describe(), key));
                 }
                 Err(etcd_client::Error::GRpcStatus(status))
                     if status.code() == tonic::Code::Cancelled =>

@@ -24,6 +24,12 @@
 //! A commit is one etcd transaction: it writes the head, the revision and
 //! the releases it registers only if the head is still the one read (its
 //! modification revision) and those releases are still unregistered.
+//!
+//! What the leader's work writes (inside [`fence::scope`]: its rollouts'
+//! and upgrades' steps and their events) is conditioned as well on the
+//! election key the leader won: the transaction compares the key's create
+//! revision, so once the key is gone (its lease expired) the write is
+//! refused as [`StoreError::Fenced`] and the fence is told.
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -38,6 +44,7 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::fence::{self, Fence};
 use super::{
     CertificateRecord, Commit, EtcdLocation, NodeRecord, PauseRecord, ServiceStore, StoreError,
     StoreResult,
@@ -60,9 +67,32 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct EtcdClients {
     clients: Arc<Vec<Client>>,
     preferred: Arc<AtomicUsize>,
+    /// Since when (unix ms) no member answered, while none does.
+    unreachable_since: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl EtcdClients {
+    /// A call, the watch or the lease reached a member that answered.
+    pub fn reached(&self) {
+        *self.since() = None;
+    }
+
+    /// No member answered a call, the watch or the lease.
+    pub fn unreached(&self) {
+        self.since().get_or_insert_with(now_millis);
+    }
+
+    /// Since when no member answers (unix ms), while none does.
+    pub fn unreachable_since(&self) -> Option<u64> {
+        *self.since()
+    }
+
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.unreachable_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The client of the member calls go to now.
     pub fn current(&self) -> Client {
         self.clients[self.preferred.load(Ordering::Relaxed) % self.clients.len()].clone()
@@ -75,7 +105,7 @@ impl EtcdClients {
 
     /// Runs `work` against the preferred member, then each other member in
     /// turn while the member it tried was unreachable.
-    async fn run<T, F>(&self, work: impl Fn(Client) -> F) -> Result<T, etcd_client::Error>
+    pub async fn run<T, F>(&self, work: impl Fn(Client) -> F) -> Result<T, etcd_client::Error>
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
@@ -86,9 +116,13 @@ impl EtcdClients {
                     self.move_on();
                     last = Some(error);
                 }
-                done => return done,
+                done => {
+                    self.reached();
+                    return done;
+                }
             }
         }
+        self.unreached();
         Err(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd member".into())))
     }
 }
@@ -97,6 +131,9 @@ impl EtcdClients {
 pub struct EtcdStore {
     location: EtcdLocation,
     clients: EtcdClients,
+    /// What the last successful read of each key (or prefix) found: reads
+    /// answer from it while no member answers (static stability).
+    last_read: std::sync::Mutex<std::collections::HashMap<String, Vec<KeyValue>>>,
     /// The store's own runtime (on its thread): every etcd call runs there.
     handle: tokio::runtime::Handle,
     /// Dropped with the store: its thread then ends, and its runtime with it.
@@ -124,6 +161,7 @@ impl EtcdStore {
             let clients = EtcdClients {
                 clients: Arc::new(clients),
                 preferred: Arc::new(AtomicUsize::new(0)),
+                unreachable_since: Arc::default(),
             };
             clients.run(|mut c| async move { c.status().await }).await?;
             Ok(clients)
@@ -131,6 +169,7 @@ impl EtcdStore {
         Ok(Self {
             location: location.clone(),
             clients,
+            last_read: std::sync::Mutex::default(),
             handle,
             _stop: stop,
         })
@@ -187,15 +226,9 @@ impl EtcdStore {
         &self,
         key: String,
     ) -> StoreResult<Option<T>> {
-        let value = self.call(move |mut c| {
-            let key = key.clone();
-            async move {
-                let response = c.get(key, None).await?;
-                Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
-            }
-        })?;
-        value
-            .map(|v| serde_json::from_slice(&v).map_err(StoreError::from))
+        self.read(key, None)?
+            .first()
+            .map(|kv| serde_json::from_slice(kv.value()).map_err(StoreError::from))
             .transpose()
     }
 
@@ -212,22 +245,67 @@ impl EtcdStore {
 
     /// Every key under `prefix` (ending in `/`), in key order unless sorted.
     fn list(&self, prefix: String, options: Option<GetOptions>) -> StoreResult<Vec<KeyValue>> {
-        self.call(move |mut c| {
-            let (prefix, options) = (prefix.clone(), options.clone());
-            async move {
-                let options = options.unwrap_or_default().with_prefix();
-                let mut response = c.get(prefix, Some(options)).await?;
-                Ok(response.take_kvs())
+        self.read(prefix, Some(options.unwrap_or_default().with_prefix()))
+    }
+
+    /// Reads `key` with `options`. While no member answers, answers what
+    /// the last successful read of the same found, if any: the store then
+    /// says since when it is unreachable ([`ServiceStore::unreachable_since`]).
+    fn read(&self, key: String, options: Option<GetOptions>) -> StoreResult<Vec<KeyValue>> {
+        let remembered = format!("{key}\n{options:?}");
+        let read = self.call(move |mut c| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { Ok(c.get(key, options).await?.take_kvs()) }
+        });
+        let mut last = self.last_read.lock().unwrap_or_else(|p| p.into_inner());
+        match read {
+            Ok(kvs) => {
+                last.insert(remembered, kvs.clone());
+                Ok(kvs)
             }
-        })
+            Err(error @ StoreError::Unreachable { .. }) => {
+                last.get(&remembered).cloned().ok_or(error)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     fn put(&self, key: String, value: Vec<u8>) -> StoreResult<()> {
-        self.call(move |mut c| {
-            let (key, value) = (key.clone(), value.clone());
+        self.write(TxnOp::put(key, value, None)).map(|_| ())
+    }
+
+    /// Writes `op` in one transaction, under the fence of the leader's work
+    /// running now, if any; returns the store's revision after it.
+    fn write(&self, op: TxnOp) -> StoreResult<i64> {
+        let fence = fence::current();
+        let when: Vec<Compare> = fence.iter().map(holds).collect();
+        let (succeeded, revision) = self.call(move |mut c| {
+            let txn = Txn::new().when(when.clone()).and_then([op.clone()]);
             async move {
-                c.put(key, value, None).await?;
-                Ok(())
+                let response = c.txn(txn).await?;
+                Ok((
+                    response.succeeded(),
+                    response.header().map_or(0, |h| h.revision()),
+                ))
+            }
+        })?;
+        match fence {
+            Some(fence) if !succeeded => Err(fenced(&fence)),
+            _ => Ok(revision),
+        }
+    }
+
+    /// Whether the election key of `fence` is still the one it names.
+    fn fence_holds(&self, fence: &Fence) -> StoreResult<bool> {
+        let (key, revision) = (fence.key.clone(), fence.revision);
+        self.call(move |mut c| {
+            let key = key.clone();
+            async move {
+                let response = c.get(key, None).await?;
+                Ok(response
+                    .kvs()
+                    .first()
+                    .is_some_and(|kv| kv.create_revision() == revision))
             }
         })
     }
@@ -237,10 +315,24 @@ impl EtcdStore {
     }
 
     fn delete(&self, key: String) -> StoreResult<bool> {
-        self.call(move |mut c| {
-            let key = key.clone();
-            async move { Ok(c.delete(key, None).await?.deleted() > 0) }
-        })
+        let fence = fence::current();
+        let when: Vec<Compare> = fence.iter().map(holds).collect();
+        let (succeeded, deleted) = self.call(move |mut c| {
+            let txn = Txn::new()
+                .when(when.clone())
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            async move {
+                let response = c.txn(txn).await?;
+                let deleted = response.op_responses().into_iter().any(
+                    |op| matches!(op, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0),
+                );
+                Ok((response.succeeded(), deleted))
+            }
+        })?;
+        match fence {
+            Some(fence) if !succeeded => Err(fenced(&fence)),
+            _ => Ok(deleted),
+        }
     }
 
     fn release_key(&self, service: &str, version: &semver::Version) -> String {
@@ -329,6 +421,20 @@ fn classify(location: &EtcdLocation, error: etcd_client::Error) -> StoreError {
     }
 }
 
+/// The comparison that holds while `fence`'s election key is the one won.
+fn holds(fence: &Fence) -> Compare {
+    Compare::create_revision(fence.key.clone(), CompareOp::Equal, fence.revision)
+}
+
+/// A write refused by `fence`: the fence is told (the node steps down).
+fn fenced(fence: &Fence) -> StoreError {
+    tracing::error!(election = %fence.key, "a write of the leader was refused: this node does not hold the fleet's election any more");
+    fence.refused();
+    StoreError::Fenced {
+        key: fence.key.clone(),
+    }
+}
+
 /// A nonce that makes an event's key unique among nodes writing at once.
 fn nonce() -> u64 {
     RandomState::new().build_hasher().finish()
@@ -369,6 +475,10 @@ struct CommitPlan {
 }
 
 impl ServiceStore for EtcdStore {
+    fn unreachable_since(&self) -> Option<u64> {
+        self.clients.unreachable_since()
+    }
+
     fn current_revisions(&self) -> StoreResult<Vec<Revision>> {
         self.list_json(self.key("head/"))
     }
@@ -413,6 +523,7 @@ impl ServiceStore for EtcdStore {
             .map(|r| Ok((self.release_key(&service, &r.version), r.clone())))
             .collect::<StoreResult<Vec<_>>>()?;
         let number = commit.revision.number;
+        let fence = fence::current();
         for _ in 0..COMMIT_ATTEMPTS {
             let (read_key, releases, service) =
                 (head_key.clone(), releases.clone(), service.clone());
@@ -479,6 +590,7 @@ impl ServiceStore for EtcdStore {
                 when.push(Compare::version(key.clone(), CompareOp::Equal, 0));
                 then.push(TxnOp::put(key, json, None));
             }
+            when.extend(fence.iter().map(holds));
             let txn = Txn::new().when(when).and_then(then);
             let committed = self.call(move |mut c| {
                 let txn = txn.clone();
@@ -486,6 +598,11 @@ impl ServiceStore for EtcdStore {
             })?;
             if committed {
                 return Ok(());
+            }
+            if let Some(fence) = &fence {
+                if !self.fence_holds(fence)? {
+                    return Err(fenced(fence));
+                }
             }
         }
         let current = self
@@ -662,16 +779,10 @@ impl ServiceStore for EtcdStore {
 
     fn acme_account(&self, directory: &str) -> StoreResult<Option<String>> {
         let key = self.key(&format!("acme/account/{directory}"));
-        self.call(move |mut c| {
-            let key = key.clone();
-            async move {
-                let response = c.get(key, None).await?;
-                Ok(response
-                    .kvs()
-                    .first()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
-            }
-        })
+        Ok(self
+            .read(key, None)?
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
     fn add_event(
@@ -691,13 +802,7 @@ impl ServiceStore for EtcdStore {
         };
         let key = self.key(&format!("event/{service}/{at:016}-{:016x}", nonce()));
         let json = serde_json::to_vec(&stored)?;
-        let id = self.call(move |mut c| {
-            let (key, json) = (key.clone(), json.clone());
-            async move {
-                let response = c.put(key, json, None).await?;
-                Ok(response.header().map_or(0, |h| h.revision()))
-            }
-        })?;
+        let id = self.write(TxnOp::put(key, json, None))?;
         Ok(Event {
             id: id as u64,
             service: stored.service,

@@ -25,19 +25,7 @@ impl Certificates {
     /// Loads the stored certificates. One that no longer parses is left
     /// out (and logged), not fatal: the others are still served.
     pub fn load(store: Arc<dyn ServiceStore>) -> Result<Arc<Certificates>, TlsError> {
-        let mut current = BTreeMap::new();
-        for record in store.certificates()? {
-            match parse_record(&record) {
-                Ok(certificate) => {
-                    current.insert(certificate.pattern.clone(), certificate);
-                }
-                Err(error) => tracing::error!(
-                    host = record.host,
-                    %error,
-                    "a stored certificate cannot be used; add it again with `switchyard tls add`"
-                ),
-            }
-        }
+        let current = read_all(store.as_ref())?;
         let resolver = Arc::new(CertificateResolver::default());
         resolver.replace(current.values());
         Ok(Arc::new(Certificates {
@@ -45,6 +33,16 @@ impl Certificates {
             resolver,
             current: Mutex::new(current),
         }))
+    }
+
+    /// Reads the stored certificates again and serves them (another node
+    /// of the fleet added, renewed or removed one): handshakes after this
+    /// get them.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let mut current = self.current();
+        *current = read_all(self.store.as_ref())?;
+        self.resolver.replace(current.values());
+        Ok(())
     }
 
     pub fn resolver(&self) -> Arc<CertificateResolver> {
@@ -119,4 +117,23 @@ fn parse_record(record: &CertificateRecord) -> Result<Certificate, TlsError> {
         source,
         record.updated_at,
     )
+}
+
+/// The stored certificates, parsed; one that no longer parses is left out
+/// (and logged).
+fn read_all(store: &dyn ServiceStore) -> Result<BTreeMap<HostPattern, Certificate>, TlsError> {
+    let mut current = BTreeMap::new();
+    for record in store.certificates()? {
+        match parse_record(&record) {
+            Ok(certificate) => {
+                current.insert(certificate.pattern.clone(), certificate);
+            }
+            Err(error) => tracing::error!(
+                host = record.host,
+                %error,
+                "a stored certificate cannot be used; add it again with `switchyard tls add`"
+            ),
+        }
+    }
+    Ok(current)
 }

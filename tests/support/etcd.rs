@@ -112,6 +112,27 @@ impl EtcdCluster {
         format!("etcd://{}{prefix}", members.join(","))
     }
 
+    /// Runs `etcdctl` against every member with `args`; panics unless it
+    /// succeeds, returns what it printed.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let endpoints: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect();
+        let out = Command::new("etcdctl")
+            .arg(format!("--endpoints={}", endpoints.join(",")))
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Stops member `i` (SIGTERM, then waits for it).
     pub fn stop_member(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].process.take() {
