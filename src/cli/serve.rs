@@ -698,8 +698,12 @@ impl SharedStore {
     ) -> anyhow::Result<Arc<dyn Members>> {
         match self {
             Self::StateDir(_) => {
-                let _ = (controller, lease_ttl);
-                Ok(Arc::new(SingleNode { record: node }))
+                let _ = lease_ttl;
+                let controller = Arc::clone(controller);
+                Ok(Arc::new(SingleNode {
+                    record: node,
+                    local: Box::new(move || controller.local_readiness().into_values().collect()),
+                }))
             }
             #[cfg(feature = "etcd")]
             Self::Etcd(store) => {

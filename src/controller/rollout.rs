@@ -476,11 +476,28 @@ impl Controller {
                     }
                 }
             }
+            if let Some(failed) = self.failed_on_a_node(service, version) {
+                return Err(failed);
+            }
             let now = now_millis();
             if now >= until {
                 return Ok(());
             }
             tokio::time::sleep(WATCH_EVERY.min(Duration::from_millis(until - now))).await;
+        }
+    }
+
+    /// Why the candidate failed on another node of the fleet, if it did.
+    fn failed_on_a_node(&self, service: &ServiceName, version: &str) -> Option<String> {
+        if !self.reports().shared() {
+            return None;
+        }
+        let parsed = semver::Version::parse(version).ok()?;
+        match self.fleet_verdict(service, &parsed, 0) {
+            Ok(crate::fleet::FleetVerdict::Failed { node, why, .. }) => {
+                Some(format!("{version} failed on node {node}: {why}"))
+            }
+            _ => None,
         }
     }
 

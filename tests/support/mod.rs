@@ -15,6 +15,7 @@ pub mod browser;
 pub mod component;
 pub mod etcd;
 pub mod file_limit;
+pub mod fleet;
 pub mod http1;
 pub mod httpbin;
 pub mod listing;

@@ -1,0 +1,147 @@
+//! Readiness across a fleet: real serves on a real etcd cluster (3
+//! members on loopback). A deploy through one node returns only once every
+//! live node has the release ready and routes by it; a release that fails
+//! on one node only fails the deploy naming that node, with its log lines;
+//! a node killed with `kill -9` drops out within its lease and is no
+//! longer waited for.
+
+#![cfg(feature = "etcd")]
+
+mod support;
+
+use support::etcd::EtcdCluster;
+use support::fleet::{FOLLOW, node, node_with, nodes, reported, wait_for_nodes};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_through_one_node_returns_once_every_node_has_it_ready() {
+    let Some(etcd) = EtcdCluster::start("fleet_ready_deploy", 3) else {
+        return;
+    };
+    let url = etcd.url("/ready");
+    let one = node(&url, "one").await;
+    let two = node(&url, "two").await;
+    wait_for_nodes(&one, &["one", "two"]).await;
+
+    one.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
+        .await
+        .ok();
+    // At the moment deploy returns, node two has both instances healthy
+    // and routes by the new revision.
+    let listed = nodes(&two).await;
+    assert_eq!(
+        reported(&listed, "two", "hello", "1.0.0"),
+        Some((2, 2, "ready".to_owned())),
+        "{listed:#?}"
+    );
+    let (status, served, _) = two.get("/services/hello/").await;
+    assert_eq!((status, served.as_str()), (200, "1.0.0"));
+    let table = one.cli(&["nodes"]).await.ok().stdout;
+    assert!(table.contains("hello@1.0.0 2/2"), "{table}");
+
+    // An emergency release straight to main: on a fleet it waits as
+    // standby until every node has it ready, then becomes main.
+    one.deploy("hello", "2.0.0", &["--promote"], &[]).await.ok();
+    let (status, served, _) = two.get("/services/hello/").await;
+    assert_eq!((status, served.as_str()), (200, "2.0.0"));
+    let history = support::listing::numbered_actions(&two.history("hello").await);
+    let actions: Vec<&str> = history.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(
+        actions[..2],
+        [
+            "assign 2.0.0 as main (was 1.0.0)",
+            "deploy 2.0.0 as standby"
+        ],
+        "{history:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_crash_loops_on_one_node_fails_the_deploy_naming_that_node() {
+    let Some(etcd) = EtcdCluster::start("fleet_ready_crash_loop", 3) else {
+        return;
+    };
+    let url = etcd.url("/crash");
+    let one = node(&url, "one").await;
+    // Only node two's instances lack their database.
+    let two = node_with(&url, "two", &[("HELLO_DATABASE_MISSING", "/srv/db")]).await;
+    wait_for_nodes(&one, &["one", "two"]).await;
+    one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+
+    let script = format!(
+        "if [ -n \"$HELLO_DATABASE_MISSING\" ]; then echo \"no database at $HELLO_DATABASE_MISSING\"; exit 3; fi; exec {} --port \"$PORT\" --version 2.0.0",
+        support::HELLO
+    );
+    let failed = one
+        .cli(&[
+            "deploy", "hello", "2.0.0", "--health", "/healthz", "--", "sh", "-c", &script,
+        ])
+        .await
+        .failed();
+    assert!(
+        failed.stderr.contains("failed on node two")
+            && failed.stderr.contains("crash loop")
+            && failed.stderr.contains("no database at /srv/db"),
+        "{}",
+        failed.stderr
+    );
+    // The release is taken back on every node; main stays.
+    for env in [&one, &two] {
+        env.eventually("2.0.0 is gone from every node", FOLLOW, || async {
+            let listed = nodes(env).await;
+            ["one", "two"]
+                .iter()
+                .all(|n| reported(&listed, n, "hello", "2.0.0").is_none())
+        })
+        .await;
+        let (status, served, _) = env.get("/services/hello/").await;
+        assert_eq!((status, served.as_str()), (200, "1.0.0"));
+    }
+    let history = support::listing::numbered_actions(&one.history("hello").await);
+    assert!(history[0].1.starts_with("withdraw 2.0.0"), "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_drops_out_within_its_lease_and_deploys_stop_waiting_for_it() {
+    let Some(etcd) = EtcdCluster::start("fleet_ready_node_dies", 3) else {
+        return;
+    };
+    let url = etcd.url("/dies");
+    let one = node(&url, "one").await;
+    let two = node(&url, "two").await;
+    let mut three = node(&url, "three").await;
+    wait_for_nodes(&one, &["one", "three", "two"]).await;
+    one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let listed = nodes(&one).await;
+    assert_eq!(
+        reported(&listed, "three", "hello", "1.0.0"),
+        Some((1, 1, "ready".to_owned())),
+        "{listed:#?}"
+    );
+
+    three.kill9().await;
+    for pid in three.instance_pids() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    wait_for_nodes(&one, &["one", "two"]).await;
+
+    // A deploy now waits for the two live nodes only: were it waiting for
+    // node three, it would fail after its ready timeout naming it.
+    one.deploy("hello", "2.0.0", &["--ready-timeout", "5s"], &[])
+        .await
+        .ok();
+    let listed = nodes(&two).await;
+    assert_eq!(
+        reported(&listed, "two", "hello", "2.0.0"),
+        Some((1, 1, "ready".to_owned())),
+        "{listed:#?}"
+    );
+    two.cli(&["assign", "hello", "2.0.0", "-y"]).await.ok();
+    one.eventually("node one routes to 2.0.0", FOLLOW, || async {
+        let (status, served, _) = one.get("/services/hello/").await;
+        status == 200 && served == "2.0.0"
+    })
+    .await;
+}
