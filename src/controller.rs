@@ -50,7 +50,7 @@ pub use registry::{RegisterRequest, Registered, RegisteredView, RegistryError, U
 pub use rollout::{HandChange, RolloutView};
 pub use shadow::ShadowLedger;
 pub use upgrade::UpgradeRequest;
-pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
+pub use view::{ReleaseOnNodeView, ReleaseStatusView, ReleaseView, ServiceView};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

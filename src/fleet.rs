@@ -10,10 +10,12 @@ mod etcd;
 mod readiness;
 #[cfg(feature = "etcd")]
 mod reporting;
+mod traffic;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{Fleet, FleetSettings};
 pub use readiness::{FleetVerdict, NodePhase, ReleaseReadiness, judge};
+pub use traffic::{NodeTraffic, ReleaseTraffic, fleet_delta, fleet_minute};
 
 use std::collections::BTreeMap;
 
@@ -70,12 +72,18 @@ pub struct NodeReport {
     pub node: String,
     /// Every release it runs, by [`ReleaseReadiness::key`].
     pub releases: BTreeMap<String, ReleaseReadiness>,
+    /// Their traffic through it, by the same key (reported apart, less
+    /// often).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub traffic: BTreeMap<String, ReleaseTraffic>,
 }
 
 /// What the controller asks of the fleet: which other nodes are live and
 /// what they report. A single serve has none, so the controller judges a
 /// release with one code path whether it runs alone or in a fleet.
 pub trait Reports: Send + Sync + 'static {
+    /// This node's name.
+    fn this_node(&self) -> &str;
     /// Whether other nodes may share this node's services (a fleet).
     fn shared(&self) -> bool;
     /// Every other live node (its record under a live lease) with what it
@@ -83,10 +91,14 @@ pub trait Reports: Send + Sync + 'static {
     fn others(&self) -> StoreResult<Vec<NodeReport>>;
 }
 
-/// A serve on its own: no other node reports anything.
-pub struct Alone;
+/// A serve on its own, by its node name: no other node reports anything.
+pub struct Alone(pub String);
 
 impl Reports for Alone {
+    fn this_node(&self) -> &str {
+        &self.0
+    }
+
     fn shared(&self) -> bool {
         false
     }

@@ -145,3 +145,67 @@ async fn a_node_killed_drops_out_within_its_lease_and_deploys_stop_waiting_for_i
     })
     .await;
 }
+
+/// `status hello --json` through `env`: (node, requests of its last
+/// minute) of release `version`, and the fleet's total.
+async fn minute_requests(env: &support::Env, version: &str) -> (Vec<(String, u64)>, u64) {
+    let run = env.cli(&["status", "hello", "--json"]).await.ok();
+    let releases: Vec<serde_json::Value> =
+        serde_json::from_str(&run.stdout).expect("status --json is JSON");
+    let release = releases
+        .iter()
+        .find(|r| r["version"] == version)
+        .unwrap_or_else(|| panic!("{version} not in status: {releases:#?}"));
+    let mut nodes: Vec<(String, u64)> = release["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap_or_default().to_owned(),
+                n["last_minute"]["requests"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    nodes.sort();
+    let total = release["last_minute"]["requests"]
+        .as_u64()
+        .unwrap_or_default();
+    (nodes, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_nodes_traffic_and_the_fleet_total_as_their_sum() {
+    let Some(etcd) = EtcdCluster::start("fleet_ready_status", 3) else {
+        return;
+    };
+    let url = etcd.url("/status");
+    let one = node(&url, "one").await;
+    let two = node(&url, "two").await;
+    wait_for_nodes(&one, &["one", "two"]).await;
+    one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+
+    for _ in 0..5 {
+        assert_eq!(one.get("/services/hello/").await.0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(two.get("/services/hello/").await.0, 200);
+    }
+    // Each node reports its traffic every few seconds; either node's
+    // status shows both, and the total is their sum.
+    for env in [&one, &two] {
+        env.eventually("status shows both nodes' requests", FOLLOW, || async {
+            minute_requests(env, "1.0.0").await
+                == (vec![("one".to_owned(), 5), ("two".to_owned(), 3)], 8)
+        })
+        .await;
+    }
+    let table = one.cli(&["status", "hello", "--nodes"]).await.ok().stdout;
+    assert!(
+        table.contains("NODE")
+            && table.contains("one")
+            && table.contains("two")
+            && table.contains("fleet"),
+        "{table}"
+    );
+}

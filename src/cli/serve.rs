@@ -699,6 +699,7 @@ impl SharedStore {
         match self {
             Self::StateDir(_) => {
                 let _ = lease_ttl;
+                controller.set_reports(Arc::new(crate::fleet::Alone(node.name.clone())));
                 let controller = Arc::clone(controller);
                 Ok(Arc::new(SingleNode {
                     record: node,

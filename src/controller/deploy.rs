@@ -250,7 +250,10 @@ impl Controller {
             })
             .await;
         match withdrawn {
-            Ok(_) => self.stop_drained(service, std::slice::from_ref(version)).await,
+            Ok(_) => {
+                self.stop_drained(service, std::slice::from_ref(version))
+                    .await
+            }
             Err(error) => {
                 tracing::error!(%service, %version, %error, "cannot withdraw a release the fleet could not get ready");
             }

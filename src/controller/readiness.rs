@@ -11,7 +11,7 @@ use semver::Version;
 
 use super::{Controller, ControllerError};
 use crate::error::Result;
-use crate::fleet::{Alone, FleetVerdict, ReleaseReadiness, Reports, judge};
+use crate::fleet::{Alone, FleetVerdict, ReleaseReadiness, ReleaseTraffic, Reports, judge};
 use crate::model::ServiceName;
 
 /// How often a wait for the fleet looks at the nodes' reports again.
@@ -29,10 +29,53 @@ impl Controller {
     }
 
     pub(super) fn reports(&self) -> &dyn Reports {
+        /// Until serve says which node this is.
+        static UNNAMED: Alone = Alone(String::new());
         match self.reports.get() {
             Some(reports) => reports.as_ref(),
-            None => &Alone,
+            None => &UNNAMED,
         }
+    }
+
+    /// Every release this node runs, with its traffic through this node.
+    pub fn local_traffic(&self) -> BTreeMap<String, ReleaseTraffic> {
+        self.runtime
+            .running()
+            .iter()
+            .map(|handle| {
+                let traffic = ReleaseTraffic::of(handle);
+                (
+                    ReleaseReadiness::key(&traffic.service, &traffic.version),
+                    traffic,
+                )
+            })
+            .collect()
+    }
+
+    /// A release's traffic through each live node that reports it, this
+    /// node first (its numbers as they are now; the others' as they last
+    /// reported them).
+    pub(super) fn fleet_traffic(
+        &self,
+        service: &ServiceName,
+        version: &str,
+    ) -> Result<Vec<(String, ReleaseTraffic)>> {
+        let key = ReleaseReadiness::key(service.as_str(), version);
+        let mut traffic = Vec::new();
+        if let Some(handle) = self.runtime.get(service.as_str(), version) {
+            traffic.push((
+                self.reports().this_node().to_owned(),
+                ReleaseTraffic::of(&handle),
+            ));
+        }
+        if self.reports().shared() {
+            for mut other in self.reports().others()? {
+                if let Some(t) = other.traffic.remove(&key) {
+                    traffic.push((other.node, t));
+                }
+            }
+        }
+        Ok(traffic)
     }
 
     /// Every release this node runs, as it reports it to the fleet.
@@ -67,7 +110,7 @@ impl Controller {
                 let revision = self.current(service).map_or(0, |r| r.number);
                 ReleaseReadiness::of(&handle, revision)
             });
-        let mut reports = vec![("this node".to_owned(), local)];
+        let mut reports = vec![(self.reports().this_node().to_owned(), local)];
         for mut other in self.reports().others()? {
             let report = other.releases.remove(&key);
             reports.push((other.node, report));

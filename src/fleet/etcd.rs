@@ -83,7 +83,7 @@ impl Fleet {
         }));
         store.spawn(reporting::publish(
             store.clients(),
-            reporting::report_key(&store, &settings.node.name),
+            reporting::ReportKeys::of(&store, &settings.node.name),
             settings.node.name.clone(),
             Arc::clone(&controller),
             leased,
