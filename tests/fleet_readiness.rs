@@ -209,3 +209,56 @@ async fn status_shows_each_nodes_traffic_and_the_fleet_total_as_their_sum() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_not_ready_in_time_on_one_node_fails_the_deploy_naming_that_node() {
+    let Some(etcd) = EtcdCluster::start("fleet_ready_timeout", 3) else {
+        return;
+    };
+    let url = etcd.url("/timeout");
+    let one = node(&url, "one").await;
+    let two = node_with(&url, "two", &[("HELLO_WAITS_FOR", "a database")]).await;
+    wait_for_nodes(&one, &["one", "two"]).await;
+
+    // On node two the instance runs but never answers its health check.
+    let script = format!(
+        "if [ -n \"$HELLO_WAITS_FOR\" ]; then echo \"waiting for $HELLO_WAITS_FOR\"; exec sleep 600; fi; exec {} --port \"$PORT\" --version 1.0.0",
+        support::HELLO
+    );
+    let failed = one
+        .cli(&[
+            "deploy",
+            "hello",
+            "1.0.0",
+            "--health",
+            "/healthz",
+            "--ready-timeout",
+            "3s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .await
+        .failed();
+    assert!(
+        failed.stderr.contains("failed on node two")
+            && failed
+                .stderr
+                .contains("not healthy within its ready timeout of 3s")
+            && failed.stderr.contains("waiting for a database"),
+        "{}",
+        failed.stderr
+    );
+    // Withdrawn from both nodes: no node runs it or routes to it.
+    for env in [&one, &two] {
+        env.eventually("1.0.0 is gone from every node", FOLLOW, || async {
+            let listed = nodes(env).await;
+            ["one", "two"]
+                .iter()
+                .all(|n| reported(&listed, n, "hello", "1.0.0").is_none())
+        })
+        .await;
+        assert_eq!(env.get("/services/hello/").await.0, 503);
+    }
+}

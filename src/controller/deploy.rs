@@ -230,16 +230,10 @@ impl Controller {
         Ok(committed)
     }
 
-    /// Takes back a release the fleet could not get ready (unless it is
-    /// main: a service's first release stays, with nothing else to route
-    /// to), so that no node keeps running it.
+    /// Takes back a release the fleet could not get ready, so that no
+    /// node keeps running it (a service's first release too: the service
+    /// then answers 503 until the next deploy, as after `kill --all`).
     async fn withdraw(&self, service: &ServiceName, version: &Version, actor: &str) {
-        let is_main = self
-            .current(service)
-            .is_some_and(|r| r.state.main() == Some(version));
-        if is_main {
-            return;
-        }
         let withdrawn = self
             .change(service, None, actor, |current| {
                 let next = current.state.kill(service, version)?;
