@@ -3,7 +3,8 @@
 //! live node has the release ready and routes by it; a release that fails
 //! on one node only fails the deploy naming that node, with its log lines;
 //! a node killed with `kill -9` drops out within its lease and is no
-//! longer waited for.
+//! longer waited for; a rollout whose candidate fails on another node rolls
+//! back; status adds up every node's traffic.
 
 #![cfg(feature = "etcd")]
 
@@ -63,7 +64,7 @@ async fn a_release_that_crash_loops_on_one_node_fails_the_deploy_naming_that_nod
     let url = etcd.url("/crash");
     let one = node(&url, "one").await;
     // Only node two's instances lack their database.
-    let two = node_with(&url, "two", &[("HELLO_DATABASE_MISSING", "/srv/db")]).await;
+    let two = node_with(&url, "two", &[], &[("HELLO_DATABASE_MISSING", "/srv/db")]).await;
     wait_for_nodes(&one, &["one", "two"]).await;
     one.deploy("hello", "1.0.0", &[], &[]).await.ok();
 
@@ -217,7 +218,7 @@ async fn a_release_not_ready_in_time_on_one_node_fails_the_deploy_naming_that_no
     };
     let url = etcd.url("/timeout");
     let one = node(&url, "one").await;
-    let two = node_with(&url, "two", &[("HELLO_WAITS_FOR", "a database")]).await;
+    let two = node_with(&url, "two", &[], &[("HELLO_WAITS_FOR", "a database")]).await;
     wait_for_nodes(&one, &["one", "two"]).await;
 
     // On node two the instance runs but never answers its health check.
@@ -260,5 +261,83 @@ async fn a_release_not_ready_in_time_on_one_node_fails_the_deploy_naming_that_no
         })
         .await;
         assert_eq!(env.get("/services/hello/").await.0, 503);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_whose_candidate_fails_on_another_node_rolls_back_naming_it() {
+    let Some(etcd) = EtcdCluster::start("fleet_ready_rollout", 3) else {
+        return;
+    };
+    let url = etcd.url("/rollout");
+    let crash_fast = ["--crash-limit", "2"];
+    // Node one campaigns first, so it leads and drives the rollout.
+    let one = node_with(&url, "one", &crash_fast, &[]).await;
+    one.eventually("node one leads", FOLLOW, || async {
+        nodes(&one)
+            .await
+            .iter()
+            .any(|n| n["name"] == "one" && n["leader"] == true)
+    })
+    .await;
+    // On node two the candidate's instances exit a few seconds after
+    // they start, again and again.
+    let two = node_with(&url, "two", &crash_fast, &[("HELLO_EXIT_AFTER", "6")]).await;
+    wait_for_nodes(&one, &["one", "two"]).await;
+    one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let script = format!(
+        "exec {} --port \"$PORT\" --version 2.0.0 ${{HELLO_EXIT_AFTER:+--exit-after $HELLO_EXIT_AFTER}}",
+        support::HELLO
+    );
+    one.cli(&[
+        "deploy", "hello", "2.0.0", "--health", "/healthz", "--", "sh", "-c", &script,
+    ])
+    .await
+    .ok();
+    one.cli(&[
+        "rollout",
+        "hello",
+        "2.0.0",
+        "--steps",
+        "20,100",
+        "--interval",
+        "60s",
+    ])
+    .await
+    .ok();
+
+    let status = || async {
+        let run = one
+            .cli(&["rollout", "status", "hello", "--json"])
+            .await
+            .ok();
+        let view: serde_json::Value =
+            serde_json::from_str(&run.stdout).expect("rollout status --json is JSON");
+        (
+            view["state"]["status"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            view["state"]["status"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    one.eventually("the rollout rolls back", FOLLOW, || async {
+        status().await.0 == "failed"
+    })
+    .await;
+    let reason = status().await.1;
+    assert!(
+        reason.contains("2.0.0 failed on node two") && reason.contains("crash loop"),
+        "{reason}"
+    );
+    for env in [&one, &two] {
+        env.eventually("main answers through every node", FOLLOW, || async {
+            let (status, served, _) = env.get("/services/hello/").await;
+            status == 200 && served == "1.0.0"
+        })
+        .await;
     }
 }

@@ -25,6 +25,8 @@ use crate::runtime::ReleasePhase;
 
 /// How often the candidate's health is looked at during a step.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How often a step looks at the candidate on the fleet's other nodes.
+const WATCH_FLEET_EVERY: Duration = Duration::from_secs(1);
 /// Who the rollout's changes are recorded as.
 const ACTOR: &str = "rollout";
 
@@ -456,6 +458,7 @@ impl Controller {
         version: &str,
         until: u64,
     ) -> std::result::Result<(), String> {
+        let mut fleet_looked_at = tokio::time::Instant::now();
         loop {
             match self.runtime.get(service.as_str(), version) {
                 None => return Err(format!("{version} no longer runs")),
@@ -478,8 +481,12 @@ impl Controller {
                     }
                 }
             }
-            if let Some(failed) = self.failed_on_a_node(service, version) {
-                return Err(failed);
+            // The other nodes' reports live in etcd: look less often.
+            if fleet_looked_at.elapsed() >= WATCH_FLEET_EVERY {
+                fleet_looked_at = tokio::time::Instant::now();
+                if let Some(failed) = self.failed_on_a_node(service, version) {
+                    return Err(failed);
+                }
             }
             let now = now_millis();
             if now >= until {

@@ -13,13 +13,15 @@ pub const FOLLOW: Duration = Duration::from_secs(30);
 
 /// A serve of the fleet at `url`, named `name`, with a short lease.
 pub async fn node(url: &str, name: &str) -> Env {
-    node_with(url, name, &[]).await
+    node_with(url, name, &[], &[]).await
 }
 
-/// Like [`node`], with environment variables only this serve (and so the
-/// instances it starts) has.
-pub async fn node_with(url: &str, name: &str, vars: &[(&str, &str)]) -> Env {
-    let mut env = Env::new(&["--store", url, "--node", name, "--lease-ttl", "2s"]);
+/// Like [`node`], with more arguments to serve and environment variables
+/// only this serve (and so the instances it starts) has.
+pub async fn node_with(url: &str, name: &str, args: &[&str], vars: &[(&str, &str)]) -> Env {
+    let mut all = vec!["--store", url, "--node", name, "--lease-ttl", "2s"];
+    all.extend_from_slice(args);
+    let mut env = Env::new(&all);
     env.serve_vars = vars
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
