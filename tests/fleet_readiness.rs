@@ -282,7 +282,7 @@ async fn a_rollout_whose_candidate_fails_on_another_node_rolls_back_naming_it() 
     .await;
     // On node two the candidate's instances exit a few seconds after
     // they start, again and again.
-    let two = node_with(&url, "two", &crash_fast, &[("HELLO_EXIT_AFTER", "6")]).await;
+    let two = node_with(&url, "two", &crash_fast, &[("HELLO_EXIT_AFTER", "10")]).await;
     wait_for_nodes(&one, &["one", "two"]).await;
     one.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let script = format!(
@@ -324,7 +324,8 @@ async fn a_rollout_whose_candidate_fails_on_another_node_rolls_back_naming_it() 
                 .to_owned(),
         )
     };
-    one.eventually("the rollout rolls back", FOLLOW, || async {
+    // Two exits, ten seconds apart, make the crash loop.
+    one.eventually("the rollout rolls back", 2 * FOLLOW, || async {
         status().await.0 == "failed"
     })
     .await;
