@@ -124,9 +124,18 @@ pub fn install_default_provider() {
 
 /// A reqwest client builder; every client serve builds starts here, so
 /// that rustls has its provider (`ring`) whatever the client reaches.
+///
+/// It trusts the system's roots that load, none included: reqwest's own
+/// loading fails on a machine without any (a container built `FROM
+/// scratch`), and serve must start there; only `https://` addresses then
+/// fail, each saying its certificate is not trusted.
 pub fn http_client() -> reqwest::ClientBuilder {
     install_default_provider();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder();
+    match client_config(&ClientTrust::default(), &[b"h2", b"http/1.1"]) {
+        Ok(config) => builder.tls_backend_preconfigured(config),
+        Err(_) => builder,
+    }
 }
 
 /// The settings of a TLS listener whose certificates `resolver` chooses.

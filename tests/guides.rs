@@ -28,6 +28,7 @@ const GUIDES: &[&str] = &[
     "docs/api.md",
     "docs/tls.md",
     "docs/tcp.md",
+    "docs/fleet.md",
 ];
 
 fn root() -> PathBuf {
@@ -147,6 +148,49 @@ async fn tls_guide_runs_as_written() {
         return;
     }
     run_guide_with("docs/tls.md", &["--tls-listen", "127.0.0.1:0"]).await;
+}
+
+/// The fleet guide starts its own etcd members and nodes (in the
+/// background of its blocks, on fixed loopback ports below the ephemeral
+/// range, so no test's port 0 takes them); it stops them in its last
+/// block. When it fails before that, the guide's process groups are
+/// killed, and this guard then kills what the nodes started in groups of
+/// their own: their instances.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_guide_runs_as_written() {
+    let test = "fleet_guide_runs_as_written";
+    if !component::command(test, "etcd") || !component::command(test, "curl") {
+        return;
+    }
+    struct NodeLeftovers(PathBuf);
+    impl Drop for NodeLeftovers {
+        fn drop(&mut self) {
+            for node in ["node1", "node2", "node3", "single"] {
+                let dir = self.0.join(node);
+                let dirs = [dir.clone(), std::fs::canonicalize(&dir).unwrap_or(dir)];
+                for dir in &dirs {
+                    let pids = support::serve_pids(dir)
+                        .into_iter()
+                        .chain(support::instance_pids(dir));
+                    for pid in pids {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let env = serve_for_guides().await;
+    let _leftovers = NodeLeftovers(env.dir.path().to_owned());
+    let text = read("docs/fleet.md");
+    let mut run = GuideRun::new(&env, "docs/fleet.md");
+    if let Err(e) = run.run(&text).await {
+        drop(run);
+        panic!("{e}");
+    }
 }
 
 /// A page with runnable blocks that no test runs would be a guide that

@@ -340,10 +340,20 @@ async fn lease_round(
         admin: record.admin.clone(),
     };
     let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
-    let mut campaigner = client.clone();
     let value = serde_json::to_vec(&me).unwrap_or_default();
-    let campaign = campaigner.campaign(election, value, lease);
-    tokio::pin!(campaign);
+    // etcd answers a campaign only once this node leads, and the client
+    // ends every call after its timeout (the store's CALL_TIMEOUT): a
+    // campaign that timed out is made again, with the same lease, which
+    // keeps this node's place in the election. Ending the round instead
+    // would drop a lease that is alive, every few seconds on every node
+    // that does not lead.
+    let campaigner = client.clone();
+    let campaign_once = || {
+        let (mut campaigner, election, value) =
+            (campaigner.clone(), election.to_owned(), value.clone());
+        Box::pin(async move { campaigner.campaign(election, value, lease).await })
+    };
+    let mut campaign = campaign_once();
     let mut leading = false;
     let mut told: Option<Option<String>> = None;
     let mut tick = tokio::time::interval(ttl / 3);
@@ -353,11 +363,18 @@ async fn lease_round(
                 let _ = client.lease_revoke(lease).await;
                 return Ok(());
             }
-            won = &mut campaign, if !leading => {
-                won?;
-                leading = true;
-                let _ = signals.send(Signal::Leading(me.describe()));
-            }
+            won = &mut campaign, if !leading => match won {
+                Ok(_) => {
+                    leading = true;
+                    let _ = signals.send(Signal::Leading(me.describe()));
+                }
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if status.code() == tonic::Code::Cancelled =>
+                {
+                    campaign = campaign_once();
+                }
+                Err(error) => return Err(error),
+            },
             _ = tick.tick() => {
                 keeper.keep_alive().await?;
                 match tokio::time::timeout(ttl, answers.message()).await {

@@ -248,7 +248,7 @@ pub fn hello_shell_context(dir: &Path, last_line: &str) {
 
 /// Copies the shared libraries `ldd` lists for `binary` under `root`, at
 /// their own paths.
-fn copy_with_libraries(binary: &Path, root: &Path) {
+pub fn copy_with_libraries(binary: &Path, root: &Path) {
     let out = std::process::Command::new("ldd")
         .arg(binary)
         .output()
