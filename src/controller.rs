@@ -29,6 +29,7 @@ mod pause;
 mod pin;
 mod policy;
 mod publication;
+mod readiness;
 mod registry;
 mod restore;
 mod rollback;
@@ -49,7 +50,7 @@ pub use registry::{RegisterRequest, Registered, RegisteredView, RegistryError, U
 pub use rollout::{HandChange, RolloutView};
 pub use shadow::ShadowLedger;
 pub use upgrade::UpgradeRequest;
-pub use view::{ReleaseStatusView, ReleaseView, ServiceView};
+pub use view::{ReleaseOnNodeView, ReleaseStatusView, ReleaseView, ServiceView};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -81,6 +82,33 @@ pub enum ControllerError {
         version: String,
         phase: String,
         detail: String,
+    },
+    #[error(
+        "{service} {version} failed on node {node}: {why}; it receives no traffic. Fix what that node lacks (its last log lines below) and deploy again.\n{logs}"
+    )]
+    FailedOnNode {
+        service: String,
+        version: String,
+        node: String,
+        why: String,
+        logs: String,
+    },
+    #[error(
+        "refusing to send traffic to {service} {version}: it is not ready on every node of the fleet ({nodes}); wait until it is (`switchyard nodes` shows each node's releases)"
+    )]
+    NotReadyEverywhere {
+        service: String,
+        version: String,
+        nodes: String,
+    },
+    #[error(
+        "{service} {version} was not ready on every node of the fleet within {waited}: {nodes}. `switchyard nodes` shows each node's releases"
+    )]
+    NotReadyInTime {
+        service: String,
+        version: String,
+        waited: String,
+        nodes: String,
     },
     #[error(
         "{service} has no revision {number}; `switchyard history {service}` lists revisions 1 to {latest}"
@@ -188,6 +216,7 @@ impl Classify for ControllerError {
             ControllerError::StaleRevision { .. }
             | ControllerError::DeployInProgress { .. }
             | ControllerError::NotHealthy { .. }
+            | ControllerError::NotReadyEverywhere { .. }
             | ControllerError::NothingToRollBack { .. }
             | ControllerError::RolloutRunning { .. }
             | ControllerError::NotPaused(_)
@@ -203,6 +232,8 @@ impl Classify for ControllerError {
             ControllerError::BadHold => ErrorKind::BadRequest,
             ControllerError::PinBind(..) | ControllerError::NotLeader { .. } => ErrorKind::Conflict,
             ControllerError::Hook(_)
+            | ControllerError::FailedOnNode { .. }
+            | ControllerError::NotReadyInTime { .. }
             | ControllerError::UpgradeStopped { .. }
             | ControllerError::StepFailed(_) => ErrorKind::Unprocessable,
             ControllerError::UnknownRevision { .. }
@@ -244,6 +275,8 @@ pub struct Controller {
     upgrades: LeaderOnly<upgrade::Upgrades>,
     /// Whether this node leads: the switch of the three parts above.
     leadership: Leadership,
+    /// What the fleet's other live nodes report (none for a serve alone).
+    reports: std::sync::OnceLock<Arc<dyn crate::fleet::Reports>>,
     /// Told after every committed revision (serve: ACME orders for new
     /// host names of services marked for automatic certificates).
     on_commit: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
@@ -301,6 +334,7 @@ impl Controller {
             rollouts: LeaderOnly::new(rollout::Rollouts::default(), leadership.clone()),
             upgrades: LeaderOnly::new(upgrade::Upgrades::default(), leadership.clone()),
             leadership,
+            reports: std::sync::OnceLock::new(),
             on_commit: std::sync::OnceLock::new(),
         }
     }
@@ -377,7 +411,8 @@ impl Controller {
             .ok_or_else(|| ModelError::UnknownService(service.to_string()).into())
     }
 
-    /// Refuses to send traffic to a release unless every instance is healthy.
+    /// Refuses to send traffic to a release unless every instance is
+    /// healthy, here and on every other live node of the fleet.
     fn ensure_ready(&self, service: &ServiceName, version: &semver::Version) -> Result<()> {
         let handle = self
             .runtime
@@ -398,7 +433,7 @@ impl Controller {
             }
             .into());
         }
-        Ok(())
+        self.ensure_ready_everywhere(service, version)
     }
 
     fn check_base(service: &ServiceName, current: u64, base: Option<u64>) -> Result<()> {

@@ -7,9 +7,17 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+mod readiness;
+#[cfg(feature = "etcd")]
+mod reporting;
+mod traffic;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{Fleet, FleetSettings};
+pub use readiness::{FleetVerdict, NodePhase, ReleaseReadiness, judge};
+pub use traffic::{NodeTraffic, ReleaseTraffic, fleet_delta, fleet_minute};
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +43,9 @@ pub struct NodeView {
     pub leader: bool,
     /// Whether it is the node that answered.
     pub this: bool,
+    /// The releases it runs, as it reports them (`hello@1.0.0 2/2`).
+    #[serde(default)]
+    pub releases: Vec<ReleaseReadiness>,
 }
 
 impl NodeView {
@@ -50,7 +61,50 @@ impl NodeView {
             admin: record.admin,
             version: record.version,
             started_at: record.started_at,
+            releases: Vec::new(),
         }
+    }
+}
+
+/// What a live node reports under its lease.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: String,
+    /// Every release it runs, by [`ReleaseReadiness::key`].
+    pub releases: BTreeMap<String, ReleaseReadiness>,
+    /// Their traffic through it, by the same key (reported apart, less
+    /// often).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub traffic: BTreeMap<String, ReleaseTraffic>,
+}
+
+/// What the controller asks of the fleet: which other nodes are live and
+/// what they report. A single serve has none, so the controller judges a
+/// release with one code path whether it runs alone or in a fleet.
+pub trait Reports: Send + Sync + 'static {
+    /// This node's name.
+    fn this_node(&self) -> &str;
+    /// Whether other nodes may share this node's services (a fleet).
+    fn shared(&self) -> bool;
+    /// Every other live node (its record under a live lease) with what it
+    /// reports; a node that reported nothing yet comes with no releases.
+    fn others(&self) -> StoreResult<Vec<NodeReport>>;
+}
+
+/// A serve on its own, by its node name: no other node reports anything.
+pub struct Alone(pub String);
+
+impl Reports for Alone {
+    fn this_node(&self) -> &str {
+        &self.0
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn others(&self) -> StoreResult<Vec<NodeReport>> {
+        Ok(Vec::new())
     }
 }
 
@@ -63,17 +117,16 @@ pub trait Members: Send + Sync + 'static {
 /// A serve on its own: the only node, and so the leader.
 pub struct SingleNode {
     pub record: NodeRecord,
+    /// Its releases as its runtime has them.
+    pub local: Box<dyn Fn() -> Vec<ReleaseReadiness> + Send + Sync>,
 }
 
 impl Members for SingleNode {
     fn nodes(&self) -> StoreResult<Vec<NodeView>> {
         let name = self.record.name.clone();
-        Ok(vec![NodeView::of(
-            self.record.clone(),
-            Some(&name),
-            &name,
-            false,
-        )])
+        let mut view = NodeView::of(self.record.clone(), Some(&name), &name, false);
+        view.releases = (self.local)();
+        Ok(vec![view])
     }
 }
 

@@ -18,7 +18,9 @@ pub use access_log::AccessLogSample;
 pub use connections::ConnectionSample;
 pub use latency::{HistogramSnapshot, LatencyHistogram};
 pub use prometheus::{ReleaseSample, render};
-pub use release::{ClientFault, MetricsSnapshot, ReleaseMetrics, UpstreamPhase, WindowSummary};
+pub use release::{
+    ClientFault, MetricsSnapshot, MinuteCounts, ReleaseMetrics, UpstreamPhase, WindowSummary,
+};
 pub use tcp::{DURATION_BOUNDS_SECS, TcpMetrics, TcpSnapshot};
 pub use tls::TlsSample;
 pub use trend::{Trend, TrendPoint};

@@ -41,17 +41,7 @@ mod on_etcd {
     use super::support;
     use support::Env;
     use support::etcd::EtcdCluster;
-
-    /// How long a node may take to follow a change another node made (the
-    /// release starts and gets ready on it first).
-    const FOLLOW: Duration = Duration::from_secs(30);
-
-    /// A serve of the fleet at `url`, named `name`, with a short lease.
-    async fn node(url: &str, name: &str) -> Env {
-        let mut env = Env::new(&["--store", url, "--node", name, "--lease-ttl", "2s"]);
-        env.launch("127.0.0.1:0", "127.0.0.1:0").await;
-        env
-    }
+    use support::fleet::{FOLLOW, node, nodes};
 
     /// Waits until `env`'s proxy answers `/services/NAME/` from `version`.
     async fn routes_to(env: &Env, service: &str, version: &str) {
@@ -73,12 +63,6 @@ mod on_etcd {
         support::listing::service(&ls, service)["revision"]
             .as_u64()
             .expect("a revision number")
-    }
-
-    /// `nodes --json` through `env`.
-    async fn nodes(env: &Env) -> Vec<serde_json::Value> {
-        let run = env.cli(&["nodes", "--json"]).await.ok();
-        serde_json::from_str(&run.stdout).expect("nodes --json is JSON")
     }
 
     fn leaders(nodes: &[serde_json::Value]) -> Vec<String> {

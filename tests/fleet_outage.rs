@@ -344,8 +344,8 @@ mod on_etcd {
         };
         let url = etcd.url("/certificates");
         let tls = ["--tls-listen", "127.0.0.1:0"];
-        let one = support::fleet::node_with(&url, "one", &tls).await;
-        let two = support::fleet::node_with(&url, "two", &tls).await;
+        let one = support::fleet::node_with(&url, "one", &tls, &[]).await;
+        let two = support::fleet::node_with(&url, "two", &tls, &[]).await;
         let ca = support::tls::TestCa::new("Switchyard Fleet CA");
 
         let first = ca.issue(&["app.test"], one.dir.path(), "first");

@@ -1,5 +1,6 @@
 //! `switchyard nodes`: the nodes of the fleet the serve belongs to, with
-//! their addresses, which one leads, their leases and versions.
+//! their addresses, which one leads, their leases and versions, and the
+//! releases each runs (`hello@1.0.0 2/2`: 2 of its 2 instances healthy).
 
 use clap::Args;
 
@@ -33,14 +34,27 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<()> {
                 },
                 node.version.clone(),
                 ago(node.started_at),
+                releases(node),
             ]
         })
         .collect();
     table(
         &[
-            "NODE", "ROLE", "PROXY", "ADMIN", "LEASE", "VERSION", "STARTED",
+            "NODE", "ROLE", "PROXY", "ADMIN", "LEASE", "VERSION", "STARTED", "RELEASES",
         ],
         &rows,
     );
     Ok(())
+}
+
+/// `hello@1.0.0 2/2, hello@2.0.0 0/2 failed`, or `-`.
+fn releases(node: &NodeView) -> String {
+    if node.releases.is_empty() {
+        return "-".to_owned();
+    }
+    node.releases
+        .iter()
+        .map(|r| format!("{}@{} {}", r.service, r.version, r.counts()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -699,8 +699,13 @@ impl SharedStore {
     ) -> anyhow::Result<Arc<dyn Members>> {
         match self {
             Self::StateDir(_) => {
-                let _ = (controller, certificates, lease_ttl);
-                Ok(Arc::new(SingleNode { record: node }))
+                let _ = (certificates, lease_ttl);
+                controller.set_reports(Arc::new(crate::fleet::Alone(node.name.clone())));
+                let controller = Arc::clone(controller);
+                Ok(Arc::new(SingleNode {
+                    record: node,
+                    local: Box::new(move || controller.local_readiness().into_values().collect()),
+                }))
             }
             #[cfg(feature = "etcd")]
             Self::Etcd(store) => {

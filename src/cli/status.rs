@@ -3,11 +3,16 @@ use clap::Args;
 use super::output::{json, table};
 use super::{AdminClient, ClientArgs, service_path};
 use crate::controller::ReleaseStatusView;
+use crate::metrics::WindowSummary;
 use crate::model::Role;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     pub name: String,
+    /// Each node of the fleet on a row of its own (a single serve: its
+    /// one node), beside the fleet's totals.
+    #[arg(long)]
+    pub nodes: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -28,31 +33,40 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         tcp_table(&releases);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = releases
-        .iter()
-        .map(|r| {
-            let w = &r.last_minute;
-            vec![
-                r.version.clone(),
-                match (r.role, r.canary_percent) {
-                    (Role::Canary, Some(p)) => format!("canary {p}%"),
-                    (role, _) => role.to_string(),
-                },
-                format!("{}/{}", r.healthy, r.instances),
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for r in &releases {
+        let role = match (r.role, r.canary_percent) {
+            (Role::Canary, Some(p)) => format!("canary {p}%"),
+            (role, _) => role.to_string(),
+        };
+        let mut row = |node: &str, healthy: usize, instances: usize, w: &WindowSummary| {
+            let mut row = vec![r.version.clone(), role.clone()];
+            if args.nodes {
+                row.push(node.to_owned());
+            }
+            row.extend([
+                format!("{healthy}/{instances}"),
                 format!("{:.1}", w.rate_per_second),
                 format!("{:.2}%", w.error_rate * 100.0),
                 ms(w.p50_ms),
                 ms(w.p99_ms),
                 ms(w.p999_ms),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "VERSION", "ROLE", "HEALTHY", "REQ/S", "ERRORS", "P50", "P99", "P99.9",
-        ],
-        &rows,
-    );
+            ]);
+            rows.push(row);
+        };
+        if args.nodes {
+            for n in &r.nodes {
+                row(&n.node, n.healthy, n.instances, &n.last_minute);
+            }
+        }
+        row("fleet", r.healthy, r.instances, &r.last_minute);
+    }
+    let mut headers = vec!["VERSION", "ROLE"];
+    if args.nodes {
+        headers.push("NODE");
+    }
+    headers.extend(["HEALTHY", "REQ/S", "ERRORS", "P50", "P99", "P99.9"]);
+    table(&headers, &rows);
     Ok(())
 }
 

@@ -17,6 +17,7 @@ impl Controller {
         actor: &str,
     ) -> Result<Revision> {
         let version = parse_version(version)?;
+        self.await_ready_everywhere(service, &version).await?;
         self.change(service, base_revision, actor, |current| {
             let next = current.state.assign(service, &version, now_millis())?;
             self.ensure_ready(service, &version)?;

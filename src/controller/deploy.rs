@@ -171,13 +171,23 @@ impl Controller {
             return Err(error.into());
         }
 
+        // On a fleet a release enters as main only once every node has it
+        // ready: it enters as standby, and is assigned after the wait.
+        let replaces_main = self
+            .current(service)
+            .is_some_and(|r| r.state.main().is_some());
+        let entering = if how == DeployAs::Main && replaces_main && self.reports().shared() {
+            DeployAs::Standby
+        } else {
+            how
+        };
         let committed = self
             .change_or_create(service, req.base_revision, actor, |current| {
                 let state = deployed_state(
                     current,
                     service,
                     &version,
-                    how,
+                    entering,
                     &hosts,
                     now_millis(),
                     &schema,
@@ -191,12 +201,57 @@ impl Controller {
                     .registering(vec![release]))
             })
             .await;
-        if committed.is_err() {
-            self.runtime
-                .stop(service.as_str(), &version.to_string(), false)
-                .await;
+        let committed = match committed {
+            Ok(committed) => committed,
+            Err(error) => {
+                self.runtime
+                    .stop(service.as_str(), &version.to_string(), false)
+                    .await;
+                return Err(error);
+            }
+        };
+        // Every live node runs it now, or is about to: deploy returns when
+        // each has it ready and routes by this revision.
+        if let Err(error) = self
+            .wait_ready_everywhere(service, &version, committed.number, ready_timeout)
+            .await
+        {
+            self.withdraw(service, &version, actor).await;
+            return Err(error);
         }
-        committed
+        if entering != how {
+            let assigned = self
+                .assign(service, &version.to_string(), None, actor)
+                .await?;
+            self.wait_ready_everywhere(service, &version, assigned.number, ready_timeout)
+                .await?;
+            return Ok(assigned);
+        }
+        Ok(committed)
+    }
+
+    /// Takes back a release the fleet could not get ready, so that no
+    /// node keeps running it (a service's first release too: the service
+    /// then answers 503 until the next deploy, as after `kill --all`).
+    async fn withdraw(&self, service: &ServiceName, version: &Version, actor: &str) {
+        let withdrawn = self
+            .change(service, None, actor, |current| {
+                let next = current.state.kill(service, version)?;
+                Ok(Change::new(
+                    format!("withdraw {version} (not ready on every node of the fleet)"),
+                    next,
+                ))
+            })
+            .await;
+        match withdrawn {
+            Ok(_) => {
+                self.stop_drained(service, std::slice::from_ref(version))
+                    .await
+            }
+            Err(error) => {
+                tracing::error!(%service, %version, %error, "cannot withdraw a release the fleet could not get ready");
+            }
+        }
     }
 
     /// The service's current revision and the state it would have with the

@@ -49,6 +49,7 @@ impl Controller {
         let version = parse_version(version)?;
         if percent > 0 {
             self.ensure_ready(service, &version)?;
+            self.await_ready_everywhere(service, &version).await?;
         }
         self.change_policy(
             service,

@@ -5,6 +5,7 @@
 //! watched the whole time: a crash loop or no healthy instance rolls back
 //! at once, without waiting for the interval.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Controller, ControllerError};
 use crate::error::Result;
-use crate::metrics::MetricsSnapshot;
+use crate::fleet::{fleet_delta, fleet_minute};
+use crate::metrics::{MetricsSnapshot, WindowSummary};
 use crate::model::{
     AnalysisSpec, CheckResult, ModelError, RolloutPlan, RolloutState, RolloutStatus, ServiceName,
     Step, now_millis,
@@ -23,6 +25,8 @@ use crate::runtime::ReleasePhase;
 
 /// How often the candidate's health is looked at during a step.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How often a step looks at the candidate on the fleet's other nodes.
+const WATCH_FLEET_EVERY: Duration = Duration::from_secs(1);
 /// Who the rollout's changes are recorded as.
 const ACTOR: &str = "rollout";
 
@@ -464,6 +468,7 @@ impl Controller {
         version: &str,
         until: u64,
     ) -> std::result::Result<(), String> {
+        let mut fleet_looked_at = tokio::time::Instant::now();
         loop {
             match self.runtime.get(service.as_str(), version) {
                 None => return Err(format!("{version} no longer runs")),
@@ -486,11 +491,32 @@ impl Controller {
                     }
                 }
             }
+            // The other nodes' reports live in etcd: look less often.
+            if fleet_looked_at.elapsed() >= WATCH_FLEET_EVERY {
+                fleet_looked_at = tokio::time::Instant::now();
+                if let Some(failed) = self.failed_on_a_node(service, version) {
+                    return Err(failed);
+                }
+            }
             let now = now_millis();
             if now >= until {
                 return Ok(());
             }
             tokio::time::sleep(WATCH_EVERY.min(Duration::from_millis(until - now))).await;
+        }
+    }
+
+    /// Why the candidate failed on another node of the fleet, if it did.
+    fn failed_on_a_node(&self, service: &ServiceName, version: &str) -> Option<String> {
+        if !self.reports().shared() {
+            return None;
+        }
+        let parsed = semver::Version::parse(version).ok()?;
+        match self.fleet_verdict(service, &parsed, 0) {
+            Ok(crate::fleet::FleetVerdict::Failed { node, why, .. }) => {
+                Some(format!("{version} failed on node {node}: {why}"))
+            }
+            _ => None,
         }
     }
 
@@ -506,15 +532,39 @@ impl Controller {
         Some(sticky)
     }
 
-    fn snapshot_of(
+    /// A release's counts since each live node started it, by node (the
+    /// leader's own as they are now, the others' as last reported).
+    fn snapshots_of(
         &self,
         service: &ServiceName,
-        version: Option<String>,
-    ) -> Option<MetricsSnapshot> {
-        let version = version?;
-        self.runtime
-            .get(service.as_str(), &version)
-            .map(|h| h.backend.metrics.snapshot())
+        version: Option<&str>,
+    ) -> BTreeMap<String, MetricsSnapshot> {
+        let Some(version) = version else {
+            return BTreeMap::new();
+        };
+        match self.fleet_traffic(service, version) {
+            Ok(traffic) => traffic.into_iter().map(|(n, t)| (n, t.total)).collect(),
+            Err(error) => {
+                tracing::warn!(%service, %version, %error, "cannot read the fleet's traffic; analysing this node's alone");
+                self.runtime
+                    .get(service.as_str(), version)
+                    .map(|h| {
+                        let node = self.reports().this_node().to_owned();
+                        BTreeMap::from([(node, h.backend.metrics.snapshot())])
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// The fleet's last minute of a release: its minutes on the live nodes
+    /// added up.
+    fn fleet_last_minute(&self, service: &ServiceName, version: &str) -> Option<WindowSummary> {
+        let traffic = self.fleet_traffic(service, version).ok()?;
+        if traffic.is_empty() {
+            return None;
+        }
+        Some(fleet_minute(traffic.iter().map(|(_, t)| &t.minute)).summary())
     }
 
     /// One analysis interval: measure, then judge.
@@ -527,10 +577,10 @@ impl Controller {
         let main = self
             .current(service)
             .and_then(|r| r.state.main().map(|v| v.to_string()));
-        let candidate_before = self
-            .snapshot_of(service, Some(version.clone()))
-            .unwrap_or_default();
-        let main_before = self.snapshot_of(service, main.clone()).unwrap_or_default();
+        // Each node's counts, before and after: the fleet's interval is
+        // the sum of each node's own difference.
+        let candidate_before = self.snapshots_of(service, Some(&version));
+        let main_before = self.snapshots_of(service, main.as_deref());
         state.step_started_at = now_millis();
         self.save_rollout(state);
         let spec = state.plan.analysis.clone();
@@ -540,14 +590,11 @@ impl Controller {
             state.step_started_at + spec.interval_seconds * 1000,
         )
         .await?;
-        let candidate = self
-            .snapshot_of(service, Some(version.clone()))
-            .unwrap_or_default()
-            .since(&candidate_before);
-        let main_delta = self
-            .snapshot_of(service, main.clone())
-            .unwrap_or_default()
-            .since(&main_before);
+        let candidate = fleet_delta(
+            &candidate_before,
+            &self.snapshots_of(service, Some(&version)),
+        );
+        let main_delta = fleet_delta(&main_before, &self.snapshots_of(service, main.as_deref()));
         // With every client on the candidate (a 100% step) main serves
         // nothing this interval but the stragglers routed before the step:
         // compare with its last minute instead.
@@ -558,8 +605,8 @@ impl Controller {
         let main_p99 = if main_delta.requests() > 0 && !all_on_candidate {
             p99_ms(&main_delta).map(|ms| (ms, "main"))
         } else {
-            main.and_then(|v| self.runtime.get(service.as_str(), &v))
-                .and_then(|h| h.backend.metrics.last_minute().p99_ms)
+            main.and_then(|v| self.fleet_last_minute(service, &v))
+                .and_then(|minute| minute.p99_ms)
                 .map(|ms| (ms, "main's last minute"))
         };
         let match_rate = self

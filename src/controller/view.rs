@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Controller, PauseView};
 use crate::error::Result;
-use crate::metrics::{ReleaseSample, TcpSnapshot, WindowSummary};
+use crate::metrics::{MinuteCounts, ReleaseSample, TcpSnapshot, WindowSummary};
 use crate::model::{
     ComparePolicy, HttpsPolicy, PrefixRewrite, Protocol, Revision, Role, ServiceName,
     ShadowSettings, TrafficPolicy,
@@ -184,15 +184,52 @@ impl Controller {
         samples
     }
 
-    /// The last minute of every release of a service, for `switchyard status`.
+    /// The last minute of every release of a service, for `switchyard
+    /// status`: the fleet's totals, and each live node's own numbers (its
+    /// instances, and its last minute as it last reported it).
     pub fn status(&self, service: &ServiceName) -> Result<Vec<ReleaseStatusView>> {
         let revision = self.require(service)?;
+        let others = if self.reports().shared() {
+            self.reports().others().unwrap_or_else(|error| {
+                tracing::warn!(%service, %error, "cannot read the other nodes' reports; status shows this node's numbers alone");
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
+        let this_node = self.reports().this_node().to_owned();
         Ok(revision
             .state
             .releases
             .iter()
             .map(|(version, entry)| {
                 let handle = self.runtime.get(service.as_str(), &version.to_string());
+                let key =
+                    crate::fleet::ReleaseReadiness::key(service.as_str(), &version.to_string());
+                let mut nodes = vec![NodeNumbers {
+                    node: this_node.clone(),
+                    healthy: handle.as_ref().map_or(0, |h| h.backend.healthy_count()),
+                    instances: handle
+                        .as_ref()
+                        .map_or(0, |h| h.release.spec.replicas as usize),
+                    minute: handle
+                        .as_ref()
+                        .map(|h| h.backend.metrics.minute_counts())
+                        .unwrap_or_default(),
+                }];
+                for other in &others {
+                    let readiness = other.releases.get(&key);
+                    nodes.push(NodeNumbers {
+                        node: other.node.clone(),
+                        healthy: readiness.map_or(0, |r| r.healthy as usize),
+                        instances: readiness.map_or(0, |r| r.expected as usize),
+                        minute: other
+                            .traffic
+                            .get(&key)
+                            .map(|t| t.minute.clone())
+                            .unwrap_or_default(),
+                    });
+                }
                 ReleaseStatusView {
                     version: version.to_string(),
                     role: entry.role,
@@ -203,33 +240,65 @@ impl Controller {
                         .as_ref()
                         .filter(|c| &c.version == version)
                         .map(|c| c.percent),
-                    healthy: handle.as_ref().map_or(0, |h| h.backend.healthy_count()),
-                    instances: handle
-                        .as_ref()
-                        .map_or(0, |h| h.release.spec.replicas as usize),
+                    healthy: nodes.iter().map(|n| n.healthy).sum(),
+                    instances: nodes.iter().map(|n| n.instances).sum(),
                     tcp: handle
                         .as_ref()
                         .filter(|h| h.release.spec.protocol.is_tcp())
                         .map(|h| h.backend.tcp.snapshot()),
-                    last_minute: handle
-                        .map(|h| h.backend.metrics.last_minute())
-                        .unwrap_or_default(),
+                    last_minute: crate::fleet::fleet_minute(nodes.iter().map(|n| &n.minute))
+                        .summary(),
+                    nodes: nodes.into_iter().map(NodeNumbers::into_row).collect(),
                 }
             })
             .collect())
     }
 }
 
-/// One release in `switchyard status`.
+/// One release in `switchyard status`: the fleet's totals (a single
+/// serve's own numbers), and each node's in `nodes`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReleaseStatusView {
     pub version: String,
     pub role: Role,
     pub canary_percent: Option<u8>,
+    /// Healthy instances on every live node together.
     pub healthy: usize,
     pub instances: usize,
+    /// The last minute through every live node together.
     pub last_minute: WindowSummary,
+    /// Each live node's instances and last minute (this node first).
+    #[serde(default)]
+    pub nodes: Vec<ReleaseOnNodeView>,
     /// A TCP release's connections and bytes since it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpSnapshot>,
+}
+
+/// One release on one node, in `switchyard status --nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseOnNodeView {
+    pub node: String,
+    pub healthy: usize,
+    pub instances: usize,
+    pub last_minute: WindowSummary,
+}
+
+/// One node's numbers of a release, before they are summed up.
+struct NodeNumbers {
+    node: String,
+    healthy: usize,
+    instances: usize,
+    minute: MinuteCounts,
+}
+
+impl NodeNumbers {
+    fn into_row(self) -> ReleaseOnNodeView {
+        ReleaseOnNodeView {
+            last_minute: self.minute.summary(),
+            node: self.node,
+            healthy: self.healthy,
+            instances: self.instances,
+        }
+    }
 }

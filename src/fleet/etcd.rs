@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use etcd_client::{Client, EventType, PutOptions, WatchOptions};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::reporting::{self, EtcdReports};
 use super::{Members, NodeView};
 use crate::controller::Controller;
 use crate::model::{ServiceName, now_millis};
@@ -91,6 +92,19 @@ impl Fleet {
     ) -> Arc<Self> {
         let stop = CancellationToken::new();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (lease, leased) = watch::channel(None);
+        controller.set_reports(Arc::new(EtcdReports {
+            store: Arc::clone(&store),
+            node: settings.node.name.clone(),
+        }));
+        store.spawn(reporting::publish(
+            store.clients(),
+            reporting::ReportKeys::of(&store, &settings.node.name),
+            settings.node.name.clone(),
+            Arc::clone(&controller),
+            leased,
+            stop.clone(),
+        ));
         store.spawn(watch_heads(
             store.clients(),
             store.key(""),
@@ -103,6 +117,7 @@ impl Fleet {
             store.key("leader"),
             settings.node.clone(),
             settings.lease_ttl,
+            lease,
             tx,
             stop.clone(),
         ));
@@ -162,11 +177,19 @@ impl Drop for Fleet {
 impl Members for Fleet {
     fn nodes(&self) -> StoreResult<Vec<NodeView>> {
         let leader = self.leader()?;
-        let mut nodes: Vec<NodeView> = self
-            .store
-            .nodes()?
+        let (records, mut reports) = reporting::live_reports(&self.store)?;
+        let mut nodes: Vec<NodeView> = records
             .into_iter()
-            .map(|record| NodeView::of(record, leader.as_deref(), &self.name, true))
+            .map(|record| {
+                let releases = reports
+                    .remove(&record.name)
+                    .map(|r| r.releases.into_values().collect())
+                    .unwrap_or_default();
+                NodeView {
+                    releases,
+                    ..NodeView::of(record, leader.as_deref(), &self.name, true)
+                }
+            })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nodes)
@@ -337,6 +360,7 @@ async fn hold_lease(
     election: String,
     record: NodeRecord,
     ttl: Duration,
+    lease: watch::Sender<Option<i64>>,
     signals: mpsc::UnboundedSender<Signal>,
     stop: CancellationToken,
 ) {
@@ -347,10 +371,12 @@ async fn hold_lease(
             &election,
             record.clone(),
             ttl,
+            &lease,
             &signals,
             &stop,
         )
         .await;
+        lease.send_replace(None);
         if let Err(error) = round {
             clients.move_on();
             tracing::warn!(%error, "lost this node's lease in the fleet; it does not lead until it has one again");
@@ -363,15 +389,18 @@ async fn hold_lease(
     }
 }
 
-/// One lease: granted, the record put under it, kept alive every third of
+/// One lease: granted, the record put under it (and told to `lease`, so
+/// that the node's report goes under it too), kept alive every third of
 /// its time to live while this node campaigns (or leads). Ends with an
 /// error when the lease is lost, or when the node stops (revoking it).
+#[allow(clippy::too_many_arguments)]
 async fn lease_round(
     mut client: Client,
     node_key: &str,
     election: &str,
     mut record: NodeRecord,
     ttl: Duration,
+    lease_id: &watch::Sender<Option<i64>>,
     signals: &mpsc::UnboundedSender<Signal>,
     stop: &CancellationToken,
 ) -> Result<(), etcd_client::Error> {
@@ -386,6 +415,7 @@ async fn lease_round(
             Some(PutOptions::new().with_lease(lease)),
         )
         .await?;
+    lease_id.send_replace(Some(lease));
     let me = Candidate {
         name: record.name.clone(),
         admin: record.admin.clone(),

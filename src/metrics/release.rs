@@ -203,6 +203,39 @@ impl WindowSummary {
     }
 }
 
+/// The counts behind a [`WindowSummary`]: what a node of a fleet reports
+/// of its last minute, so that the minutes of several nodes add up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteCounts {
+    /// How long the window covers (ms).
+    pub millis: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: HistogramSnapshot,
+}
+
+impl MinuteCounts {
+    /// The summary of these counts.
+    pub fn summary(&self) -> WindowSummary {
+        WindowSummary::of(
+            self.millis as f64 / 1000.0,
+            self.requests,
+            self.errors,
+            &self.latency,
+        )
+    }
+
+    /// Adds another node's minute: counts and latencies add up, the
+    /// window is the longer of the two (nodes' windows cover the same
+    /// minute, each from its own start).
+    pub fn merge(&mut self, other: &MinuteCounts) {
+        self.millis = self.millis.max(other.millis);
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latency.merge(&other.latency);
+    }
+}
+
 impl ReleaseMetrics {
     /// Records one answer: its status and the time to its headers.
     pub fn record(&self, status: u16, own_error: bool, elapsed: Duration) {
@@ -278,6 +311,11 @@ impl ReleaseMetrics {
     /// The last minute (the six full 10-second periods before this one,
     /// plus the one being filled).
     pub fn last_minute(&self) -> WindowSummary {
+        self.minute_counts().summary()
+    }
+
+    /// The counts of [`ReleaseMetrics::last_minute`].
+    pub fn minute_counts(&self) -> MinuteCounts {
         let elapsed = self.started.elapsed();
         let now = elapsed.as_secs() / SLOT_SECS;
         let oldest = now.saturating_sub(SLOTS as u64 - 1);
@@ -294,7 +332,12 @@ impl ReleaseMetrics {
             latency.merge(&slot.latency.snapshot());
         }
         let covered = (elapsed.as_secs_f64() - (oldest * SLOT_SECS) as f64).max(1.0);
-        WindowSummary::of(covered, requests, errors, &latency)
+        MinuteCounts {
+            millis: (covered * 1000.0) as u64,
+            requests,
+            errors,
+            latency,
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ReleaseHandle {
     pub release: Release,
     pub backend: Arc<Backend>,
     pub logs: LogFiles,
+    /// When this serve started (or adopted) it.
+    pub started: std::time::Instant,
     status: Arc<watch::Sender<ReleaseStatus>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -69,6 +71,7 @@ impl ReleaseHandle {
             release,
             backend,
             logs,
+            started: std::time::Instant::now(),
             status: Arc::new(status),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -175,7 +178,9 @@ impl ReleaseHandle {
         }
     }
 
-    fn last_log_lines(&self) -> String {
+    /// The last lines of each instance's log, headed by the file they
+    /// come from (what a failed deploy shows).
+    pub fn last_log_lines(&self) -> String {
         let mut out = String::new();
         for slot in self.logs.slots() {
             if let Ok(chunk) = self.logs.tail(slot, FAILURE_LOG_LINES) {

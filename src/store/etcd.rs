@@ -19,6 +19,7 @@
 //! | `P/certificate/HOST`, `P/acme/order/HOST`, `P/acme/account/DIRECTORY` | TLS |
 //! | `P/event/SERVICE/AT-NONCE` | an event (JSON; its id is the key's create revision) |
 //! | `P/node/NAME` | a node's record, under that node's lease |
+//! | `P/ready/NAME`, `P/traffic/NAME` | what a node reports of its releases (readiness; traffic), under its lease |
 //! | `P/leader/…` | the election of the node that leads |
 //!
 //! A commit is one etcd transaction: it writes the head, the revision and

@@ -1,24 +1,31 @@
-//! Nodes of a fleet on a real etcd cluster ([`super::etcd`]), and what
-//! the fleet's tests read of them through the CLI.
+//! Nodes of a fleet on a real etcd cluster ([`super::etcd`]): serves
+//! started with `--store etcd://…`, and what `nodes --json` says of them.
 
 use std::time::Duration;
+
+use serde_json::Value;
 
 use super::Env;
 
 /// How long a node may take to follow a change another node made (the
-/// release starts and gets ready on it first), or a fleet to elect.
+/// release starts and gets ready on it first).
 pub const FOLLOW: Duration = Duration::from_secs(30);
 
 /// A serve of the fleet at `url`, named `name`, with a short lease.
 pub async fn node(url: &str, name: &str) -> Env {
-    node_with(url, name, &[]).await
+    node_with(url, name, &[], &[]).await
 }
 
-/// Like [`node`], with more arguments to serve.
-pub async fn node_with(url: &str, name: &str, extra: &[&str]) -> Env {
-    let mut args = vec!["--store", url, "--node", name, "--lease-ttl", "2s"];
-    args.extend_from_slice(extra);
-    let mut env = Env::new(&args);
+/// Like [`node`], with more arguments to serve and environment variables
+/// only this serve (and so the instances it starts) has.
+pub async fn node_with(url: &str, name: &str, args: &[&str], vars: &[(&str, &str)]) -> Env {
+    let mut all = vec!["--store", url, "--node", name, "--lease-ttl", "2s"];
+    all.extend_from_slice(args);
+    let mut env = Env::new(&all);
+    env.serve_vars = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     env.launch("127.0.0.1:0", "127.0.0.1:0").await;
     env
 }
@@ -38,13 +45,13 @@ pub async fn routes_to(env: &Env, service: &str, version: &str) {
 }
 
 /// `nodes --json` through `env`.
-pub async fn nodes(env: &Env) -> Vec<serde_json::Value> {
+pub async fn nodes(env: &Env) -> Vec<Value> {
     let run = env.cli(&["nodes", "--json"]).await.ok();
     serde_json::from_str(&run.stdout).expect("nodes --json is JSON")
 }
 
 /// The names of the nodes listed as leading.
-pub fn leaders(nodes: &[serde_json::Value]) -> Vec<String> {
+pub fn leaders(nodes: &[Value]) -> Vec<String> {
     nodes
         .iter()
         .filter(|n| n["leader"] == true)
@@ -66,7 +73,7 @@ pub async fn leader_of(envs: &[Env; 2]) -> usize {
 }
 
 /// `rollout status SERVICE --json` through `env`.
-pub async fn rollout_status(env: &Env, service: &str) -> serde_json::Value {
+pub async fn rollout_status(env: &Env, service: &str) -> Value {
     let run = env
         .cli(&["rollout", "status", service, "--json"])
         .await
@@ -77,11 +84,49 @@ pub async fn rollout_status(env: &Env, service: &str) -> serde_json::Value {
 /// The messages of `service`'s events of `kind`, through `env`.
 pub async fn events_of(env: &Env, service: &str, kind: &str) -> Vec<String> {
     let run = env.cli(&["events", service, "--json"]).await.ok();
-    let events: Vec<serde_json::Value> =
-        serde_json::from_str(&run.stdout).expect("events --json is JSON");
+    let events: Vec<Value> = serde_json::from_str(&run.stdout).expect("events --json is JSON");
     events
         .iter()
         .filter(|e| e["kind"] == kind)
         .filter_map(|e| e["message"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// The names of the listed nodes.
+pub fn names(nodes: &[Value]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|n| n["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// What node `name` reports of `service` `version` in `nodes --json`:
+/// (healthy, expected, phase), if it reports it.
+pub fn reported(
+    nodes: &[Value],
+    name: &str,
+    service: &str,
+    version: &str,
+) -> Option<(u64, u64, String)> {
+    let node = nodes.iter().find(|n| n["name"] == name)?;
+    let release = node["releases"]
+        .as_array()?
+        .iter()
+        .find(|r| r["service"] == service && r["version"] == version)?;
+    Some((
+        release["healthy"].as_u64()?,
+        release["expected"].as_u64()?,
+        release["phase"].as_str()?.to_owned(),
+    ))
+}
+
+/// Waits until `env` lists exactly the nodes `names` (sorted), each
+/// under a live lease.
+pub async fn wait_for_nodes(env: &Env, names_: &[&str]) {
+    env.eventually(
+        &format!("{} lists the nodes {names_:?}", env.admin()),
+        FOLLOW,
+        || async { names(&nodes(env).await) == names_ },
+    )
+    .await;
 }
