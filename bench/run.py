@@ -384,7 +384,7 @@ def https_table(targets, rounds, seconds, connections, versions):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    parser.add_argument("--seconds", type=int, default=4, help="per wrk run")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1,
                         help="worker threads of every proxy (nginx worker_processes, HAProxy "
