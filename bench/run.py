@@ -10,13 +10,17 @@ threads. Runs are interleaved (A B C … A B C …) so that whatever else the
 machine does falls on every target alike; the table holds the median of
 the rounds. A TCP service is measured apart: HTTP over connections that
 Switchyard (`deploy --protocol tcp`, `listen`), nginx `stream` and HAProxy
-`mode tcp` forward whole, without reading a request. Then serve's memory: idle with
+`mode tcp` forward whole, without reading a request. With more workers
+(`--more-workers`, default 2): nginx, HAProxy and Switchyard (main only)
+again, each with that many worker threads, small body, in the same
+interleaved rounds. Then serve's memory: idle with
 10 services × 3 releases, and under 1,000 concurrent keep-alive
 connections. Then HTTPS: nginx, HAProxy and Switchyard each terminating
 TLS with the same certificate (a self-signed EC P-256 one), measured for
 new TLS connections per second (a full handshake per request:
 `Connection: close`) and for keep-alive throughput over TLS, interleaved
-the same way (`--tls-only` runs just these).
+the same way (`--tls-only` runs just these; `--memory-only` just the
+memory table).
 
 Prints the tables and writes them into BENCHMARKS.md (between markers; the
 rest of the file is left alone). Everything it starts, it stops by PID.
@@ -197,6 +201,38 @@ def verdicts(targets, canary_available):
     return "\n".join(lines)
 
 
+def more_workers_table(targets, workers):
+    """The proxies with `workers` worker threads each, small body: the
+    rows, their ratios, and the targets' verdicts."""
+    s = {t.name: summary(t, "/small") for t in targets}
+    names = [t.name for t in targets]
+    nginx, haproxy, sy = (s[n] for n in names)
+    out = ["| proxy | req/s | ÷ nginx | ÷ HAProxy | p99 ms | p99 ÷ nginx | errors "
+           "| proxy CPU µs/req | ÷ nginx | ÷ HAProxy |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in names:
+        r = s[name]
+        out.append(
+            f"| {name} | {fmt(r['rps'], ',.0f')} | {ratio(r['rps'], nginx['rps'])} | "
+            f"{ratio(r['rps'], haproxy['rps'])} | {fmt(r['p99'], '.2f')} | "
+            f"{ratio(r['p99'], nginx['p99'])} | {r['errors']} | {fmt(r['cpu_us'], '.1f')} | "
+            f"{ratio(r['cpu_us'], nginx['cpu_us'])} | {ratio(r['cpu_us'], haproxy['cpu_us'])} |")
+    out += ["", f"Targets ({workers} workers each, small body, 50 connections):", ""]
+    for other, o in (("nginx", nginx), ("HAProxy", haproxy)):
+        if sy["rps"] and o["rps"]:
+            r = sy["rps"] / o["rps"]
+            mark = "holds" if r >= 1.0 else "**does not hold**"
+            out.append(f"- throughput ≥ 1.0× {other}: {r:.2f}× — {mark}")
+    for other, o in (("nginx", nginx), ("HAProxy", haproxy)):
+        if sy["cpu_us"] and o["cpu_us"]:
+            r = sy["cpu_us"] / o["cpu_us"]
+            mark = "holds" if r <= 1.0 else "**does not hold**"
+            out.append(f"- CPU per request ≤ {other}'s: {r:.2f}× ({sy['cpu_us']:.1f} vs "
+                       f"{o['cpu_us']:.1f} µs) — {mark}")
+    out.append("")
+    return "\n".join(out)
+
+
 def setup_canary(serve, backend_port):
     """A service with a 10% sticky canary, if this build has `switchyard
     canary`; returns (ok, note)."""
@@ -348,12 +384,18 @@ def https_table(targets, rounds, seconds, connections, versions):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    parser.add_argument("--seconds", type=int, default=4, help="per wrk run")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1,
                         help="worker threads of every proxy (nginx worker_processes, HAProxy "
                              "nbthread, serve --workers)")
+    parser.add_argument("--more-workers", type=int, default=2,
+                        help="also measure nginx, HAProxy and Switchyard (main only, small "
+                             "body) with this many worker threads each; 0 skips those rows")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only serve's memory against nginx's and HAProxy's "
+                             "(written to its own section)")
     parser.add_argument("--no-tls", action="store_true", help="skip the HTTPS rows")
     parser.add_argument("--tls-only", action="store_true",
                         help="only the HTTPS rows (written to their own section)")
@@ -383,6 +425,26 @@ def main():
         b.replace_section(args.output, "bench/run tls", text)
         b.log(f"wrote {args.output}")
         return
+    if args.memory_only:
+        try:
+            backend_port, backend = b.start_backend(procs, os.path.join(workdir, "backend"))
+            BACKEND_PIDS = lambda: b.descendants(backend.pid)  # noqa: E731
+            NGINX_PORT, nginx = b.start_nginx_proxy(procs, os.path.join(workdir, "nginx"),
+                                                    backend_port, args.workers)
+            HAPROXY_PORT, haproxy = b.start_haproxy(procs, os.path.join(workdir, "haproxy"),
+                                                    backend_port, args.workers)
+            mem = memory(procs, workdir, backend_port, lambda: b.descendants(nginx.pid),
+                         lambda: b.descendants(haproxy.pid), args.workers,
+                         max(args.seconds, 5))
+        finally:
+            procs.stop_all()
+            b.remove_workdir(workdir)
+        print(mem)
+        b.replace_section(args.output, "bench/run memory", mem)
+        b.log(f"wrote {args.output}")
+        return
+    more = args.more_workers if args.more_workers not in (0, args.workers) else None
+    more_targets = []
     tls_text = None
     try:
         backend_port, backend = b.start_backend(procs, os.path.join(workdir, "backend"))
@@ -432,16 +494,31 @@ def main():
                    lambda: b.descendants(haproxy_tcp.pid)),
             Target("Switchyard, TCP service", f"{base}{tcp_port}", serve_pids),
         ]
+        if more:
+            more_nginx_port, more_nginx = b.start_nginx_proxy(
+                procs, os.path.join(workdir, "nginx-more"), backend_port, more)
+            more_haproxy_port, more_haproxy = b.start_haproxy(
+                procs, os.path.join(workdir, "haproxy-more"), backend_port, more)
+            more_serve = b.Serve(procs, os.path.join(workdir, "switchyard-more"), workers=more)
+            more_serve.deploy_upstream("bench", "1.0.0", backend_port)
+            more_targets = [
+                Target(f"nginx, {more} workers", f"{base}{more_nginx_port}/services/bench",
+                       lambda: b.descendants(more_nginx.pid)),
+                Target(f"HAProxy, {more} workers", f"{base}{more_haproxy_port}/services/bench",
+                       lambda: b.descendants(more_haproxy.pid)),
+                Target(f"Switchyard, {more} workers, main only",
+                       f"{base}{more_serve.port}/services/bench", lambda: [more_serve.pid]),
+            ]
         bodies = ["/small", "/large"]
         measured = [t for t in targets + tcp_targets if t.url is not None]
 
         b.log(f"warming up {len(measured)} targets")
-        for t in measured:
+        for t in measured + more_targets:
             for body in bodies:
                 b.wrk(t.url + body, args.connections, 1, script=t.script)
         for round_ in range(1, args.rounds + 1):
             for body in bodies:
-                for t in measured:
+                for t in measured + (more_targets if body == "/small" else []):
                     r = measure(t, body, args.connections, args.seconds)
                     t.runs.setdefault(body, []).append(r)
                     b.log(f"round {round_} {body:6} {t.name:40} {r['rps']:>10,.0f} req/s  "
@@ -489,6 +566,10 @@ def main():
         tables(targets, bodies),
         "#### TCP services (connections forwarded whole)\n",
         tcp_table(tcp_targets, bodies),
+        *([f"#### {more} workers each (`GET /small`)\n",
+           f"nginx `worker_processes {more}`, HAProxy `nbthread {more}`, "
+           f"`serve --workers {more}`, measured in the same interleaved rounds as the rows above.\n",
+           more_workers_table(more_targets, more)] if more_targets else []),
         f"Mirroring at the end (`switchyard shadow report mirror`; under full load copies beyond "
         f"the shadow's queue are dropped and counted): `{shadow}`",
         "",

@@ -102,6 +102,43 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     .await;
 }
 
+/// With several workers, each accepts on the same listening socket: the
+/// handover passes it once, and neither serve's workers lose a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_with_two_workers_under_load_fails_no_request() {
+    let env = Env::start_with(&["--workers", "2"]).await;
+    env.deploy("hello", "1.0.0", &["--replicas", "2"], &[])
+        .await
+        .ok();
+    let old_pid = env.serve_pid();
+    let pids_before = env.instance_pids();
+
+    let load = counting_gets(env.proxy(), "/services/hello/", 8);
+    answers(&load, 200).await;
+    let run = env.cli(&["handover", "--json"]).await.ok();
+    let report: Value = serde_json::from_str(&run.stdout).expect("handover --json is JSON");
+    let new_pid = u32::try_from(report["new_pid"].as_u64().expect("new pid")).expect("pid");
+    assert_ne!(new_pid, old_pid);
+    env.eventually("the old serve exits", WAIT, || async {
+        !pid_alive(old_pid)
+    })
+    .await;
+    assert_eq!(serve_pids(&env.state_dir), [new_pid]);
+    answers(&load, 500).await;
+    let (answered, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the handover, e.g. {:?}\nserve log:\n{}",
+        failures.len(),
+        answered + failures.len() as u64,
+        &failures[..failures.len().min(5)],
+        env.serve_log()
+    );
+    assert_eq!(env.instance_pids(), pids_before);
+    let (status, version, _) = env.get("/services/hello/").await;
+    assert_eq!((status, version.as_str()), (200, "1.0.0"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr2_hands_over_to_the_binary_serve_was_started_from() {
     let env = Env::start().await;

@@ -142,9 +142,9 @@ pub struct ServeArgs {
     pub crash_limit: usize,
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub crash_window: Duration,
-    /// Threads that carry client traffic (the admin API and the instances'
-    /// health checks run on a thread of their own). One is the least CPU
-    /// per request; more carry more traffic on a machine with cores to spare.
+    /// Threads that carry client traffic, each a single-threaded runtime
+    /// accepting on the same sockets (the admin API and the instances'
+    /// health checks run on a thread of their own). One per core to spare.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
     /// Write one JSON line per request (time, service, release, instance,
@@ -439,19 +439,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         gate.clone(),
         stop_admin.clone(),
     ));
-    let tls_task = tls_listener.map(|listener| {
+    // Every worker accepts on the same listening sockets, each with a copy
+    // of their descriptors registered with its own runtime.
+    let mut proxy_tasks = Vec::new();
+    if let Some(listener) = &tls_listener {
         let acceptor = TlsAcceptor::from(crate::tls::server_config(certificates.resolver()));
-        data_plane.handle().spawn(proxy::serve(
-            listener,
+        for worker in data_plane.handles() {
+            proxy_tasks.push(worker.spawn(proxy::serve(
+                listener.try_clone()?,
+                Arc::clone(&proxy),
+                drain.clone(),
+                Some(acceptor.clone()),
+            )));
+        }
+    }
+    for worker in data_plane.handles() {
+        proxy_tasks.push(worker.spawn(proxy::serve(
+            proxy_listener.try_clone()?,
             Arc::clone(&proxy),
             drain.clone(),
-            Some(acceptor),
-        ))
-    });
-    let proxy_task =
-        data_plane
-            .handle()
-            .spawn(proxy::serve(proxy_listener, proxy, drain.clone(), None));
+            None,
+        )));
+    }
+    drop((proxy_listener, tls_listener));
     let hosts = AdminHosts::new(admin_listener.local_addr()?, &config.admin_hosts)?;
     let app = router(AppState {
         controller: Arc::clone(&controller),
@@ -509,8 +519,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // After a handover, keep-alive connections end after their next answer
     // (or after the linger), and the instances keep running for the new serve.
     drain.stop.cancel();
-    let _ = proxy_task.await;
-    if let Some(task) = tls_task {
+    for task in proxy_tasks {
         let _ = task.await;
     }
     let _ = admin_task.await;

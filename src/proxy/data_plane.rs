@@ -1,20 +1,49 @@
 //! The threads the data plane runs on, apart from the control plane's, so
 //! that a store write or a burst of admin work never stalls client traffic.
 //!
-//! One worker is a single-threaded runtime: no work stealing and no wake-ups
-//! across threads, the least CPU per request (measured in `BENCHMARKS.md`).
-//! More workers are a work-stealing runtime with that many threads.
+//! Thread per core: each worker is a single-threaded runtime on a thread of
+//! its own, with no work stealing and no wake-ups across threads (the least
+//! CPU per request, measured in `BENCHMARKS.md`). Every worker accepts on
+//! the same listening socket, and keeps its own idle upstream connections
+//! ([`worker`] picks its share of a pool), so a connection is only ever
+//! polled by the runtime that registered it.
 
+use std::cell::Cell;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
-/// The data plane's runtime, on threads of its own; dropping it stops them
-/// (tasks still running are dropped).
+/// How many workers the data plane runs (1 until it starts).
+static WORKERS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// This thread's worker number, on a data-plane thread.
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// How many workers carry client traffic.
+pub(crate) fn workers() -> usize {
+    WORKERS.load(Ordering::Relaxed)
+}
+
+/// The worker running on this thread: `0..workers()`, or `workers()` on any
+/// other thread (the control plane's, which serves pinned addresses, or a
+/// test's).
+pub(crate) fn worker() -> usize {
+    WORKER.with(Cell::get).unwrap_or_else(workers)
+}
+
+/// The data plane's runtimes, one per worker, each on a thread of its own;
+/// dropping it stops them (tasks still running are dropped).
 pub struct DataPlane {
+    workers: Vec<Worker>,
+}
+
+struct Worker {
     handle: Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -22,22 +51,41 @@ pub struct DataPlane {
 
 impl DataPlane {
     pub fn start(workers: usize) -> io::Result<Self> {
-        let mut builder = if workers <= 1 {
-            Builder::new_current_thread()
-        } else {
-            let mut builder = Builder::new_multi_thread();
-            builder.worker_threads(workers);
-            builder
+        let workers = workers.max(1);
+        WORKERS.store(workers, Ordering::Relaxed);
+        let mut started = Self {
+            workers: Vec::with_capacity(workers),
         };
-        let runtime = builder
+        for number in 0..workers {
+            started.workers.push(Worker::start(number)?);
+        }
+        Ok(started)
+    }
+
+    /// The first worker's runtime: where data-plane tasks that are not a
+    /// listener's run (shadow mirrors' workers, TCP services).
+    pub fn handle(&self) -> &Handle {
+        &self.workers[0].handle
+    }
+
+    /// Every worker's runtime: each runs its own accept loop on a listener.
+    pub fn handles(&self) -> impl Iterator<Item = &Handle> {
+        self.workers.iter().map(|w| &w.handle)
+    }
+}
+
+impl Worker {
+    fn start(number: usize) -> io::Result<Self> {
+        let runtime = Builder::new_current_thread()
             .enable_all()
             .thread_name("switchyard-proxy")
             .build()?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("switchyard-proxy".into())
+            .name(format!("switchyard-proxy-{number}"))
             .spawn(move || {
+                WORKER.with(|w| w.set(Some(number)));
                 // A single-threaded runtime runs its tasks while this waits.
                 runtime.block_on(async {
                     let _ = stopped.await;
@@ -50,20 +98,19 @@ impl DataPlane {
             thread: Some(thread),
         })
     }
-
-    /// Where data-plane tasks are spawned.
-    pub fn handle(&self) -> &Handle {
-        &self.handle
-    }
 }
 
 impl Drop for DataPlane {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        for worker in &mut self.workers {
+            if let Some(stop) = worker.stop.take() {
+                let _ = stop.send(());
+            }
         }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }
