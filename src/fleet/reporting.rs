@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{GetOptions, PutOptions};
+use etcd_client::PutOptions;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -129,26 +129,16 @@ async fn put_under<T: serde::Serialize>(
 pub(super) fn live_reports(
     store: &EtcdStore,
 ) -> StoreResult<(Vec<NodeRecord>, BTreeMap<String, NodeReport>)> {
-    let prefixes = [
-        store.key("node/"),
-        store.key("ready/"),
-        store.key("traffic/"),
-    ];
-    let [nodes, reports, traffic] = store.call(move |mut c| {
-        let prefixes = prefixes.clone();
-        async move {
-            let mut values: [Vec<Vec<u8>>; 3] = Default::default();
-            for (prefix, values) in prefixes.into_iter().zip(&mut values) {
-                let mut got = c.get(prefix, Some(GetOptions::new().with_prefix())).await?;
-                *values = got
-                    .take_kvs()
-                    .into_iter()
-                    .map(|kv| kv.value().to_vec())
-                    .collect();
-            }
-            Ok(values)
-        }
-    })?;
+    // Read through the store's remembering reads, so that `nodes` answers
+    // from the last state while etcd cannot be reached.
+    let [nodes, reports, traffic] = ["node/", "ready/", "traffic/"].map(|prefix| {
+        store.list(store.key(prefix), None).map(|kvs| {
+            kvs.into_iter()
+                .map(|kv| kv.value().to_vec())
+                .collect::<Vec<_>>()
+        })
+    });
+    let (nodes, reports, traffic) = (nodes?, reports?, traffic?);
     let nodes = nodes
         .iter()
         .map(|v| serde_json::from_slice::<NodeRecord>(v).map_err(StoreError::from))

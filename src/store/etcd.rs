@@ -245,7 +245,11 @@ impl EtcdStore {
     }
 
     /// Every key under `prefix` (ending in `/`), in key order unless sorted.
-    fn list(&self, prefix: String, options: Option<GetOptions>) -> StoreResult<Vec<KeyValue>> {
+    pub(crate) fn list(
+        &self,
+        prefix: String,
+        options: Option<GetOptions>,
+    ) -> StoreResult<Vec<KeyValue>> {
         self.read(prefix, Some(options.unwrap_or_default().with_prefix()))
     }
 
