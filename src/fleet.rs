@@ -7,6 +7,8 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+mod webhooks;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{Fleet, FleetSettings};
