@@ -3,8 +3,9 @@
 //! It notes the last event posted (`webhooks/posted`, a write fenced by
 //! its election key) after each post, so that the next leader goes on
 //! after it. Delivery is at least once: an event posted by a leader that
-//! stopped (`kill -9`, a lost lease) before it noted it is posted again by
-//! the next leader; no event is posted twice otherwise.
+//! died (`kill -9`) before it noted it is posted again by the next leader,
+//! and a leader paused past its lease may post the event it was at once
+//! more before its note is refused; no event is posted twice otherwise.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
