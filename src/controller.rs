@@ -41,7 +41,7 @@ mod upgrade;
 mod view;
 
 pub use deploy::DeployRequest;
-pub use events::Notifier;
+pub use events::{Notifier, post as post_event, webhook_client};
 pub use hook::HookError;
 pub use leader::{LeaderOnly, LeaderState, Leadership};
 pub use pause::{PauseRequest, PauseView, ResumeReport};

@@ -11,6 +11,8 @@ mod readiness;
 #[cfg(feature = "etcd")]
 mod reporting;
 mod traffic;
+#[cfg(feature = "etcd")]
+mod webhooks;
 
 #[cfg(feature = "etcd")]
 pub use etcd::{Fleet, FleetSettings};

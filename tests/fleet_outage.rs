@@ -1,8 +1,10 @@
 //! A fleet when things go wrong: a leader that lost its election while it
 //! went on (its writes are fenced), nodes cut off from etcd (their reads
 //! answer from what they have and say it may be stale), a watch that
-//! missed compacted changes; and certificates changed through one node,
-//! which every node's TLS listener must serve without a restart.
+//! missed compacted changes; certificates changed through one node,
+//! which every node's TLS listener must serve without a restart; and
+//! events recorded on any node, which the leader posts to the webhooks
+//! once each, a new leader going on after the one killed.
 
 mod support;
 
@@ -13,8 +15,9 @@ mod on_etcd {
     use super::support;
     use support::etcd::EtcdCluster;
     use support::fleet::{
-        FOLLOW, events_of, leader_of, leaders, node, nodes, rollout_status, routes_to,
+        FOLLOW, events_of, leader_of, leaders, node, node_with, nodes, rollout_status, routes_to,
     };
+    use support::webhooks::WebhookReceiver;
 
     /// GET `path` of `env`'s admin API.
     async fn admin_get(env: &support::Env, path: &str) -> support::Reply {
@@ -368,5 +371,87 @@ mod on_etcd {
         .await;
         let listed = one.cli(&["tls", "ls"]).await.ok().stdout;
         assert!(listed.contains("app.test"), "{listed}");
+    }
+
+    /// The ids of `service`'s events stored in the fleet, oldest first.
+    async fn stored_event_ids(env: &support::Env, service: &str) -> Vec<u64> {
+        let run = env.cli(&["events", service, "--json"]).await.ok();
+        let events: Vec<serde_json::Value> =
+            serde_json::from_str(&run.stdout).expect("events --json is JSON");
+        let mut ids: Vec<u64> = events.iter().filter_map(|e| e["id"].as_u64()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_of_every_node_are_posted_once_by_the_leader_and_by_the_next_after_a_kill() {
+        let Some(etcd) = EtcdCluster::start("fleet_outage_webhooks", 3) else {
+            return;
+        };
+        let url = etcd.url("/webhooks");
+        let receiver = WebhookReceiver::start().await;
+        let webhook = ["--webhook", receiver.url.as_str()];
+        let mut envs = [
+            node_with(&url, "one", &webhook, &[]).await,
+            node_with(&url, "two", &webhook, &[]).await,
+        ];
+        let lead = leader_of(&envs).await;
+        let follower = 1 - lead;
+        let survivor = if follower == 0 { "one" } else { "two" };
+
+        // An event recorded through the node that does not lead.
+        envs[follower].deploy("hello", "1.0.0", &[], &[]).await.ok();
+        envs[follower].cli(&["pause", "hello"]).await.ok();
+        assert_eq!(
+            events_of(&envs[follower], "hello", "traffic-paused")
+                .await
+                .len(),
+            1
+        );
+        envs[follower]
+            .eventually("every stored event is posted", FOLLOW, || async {
+                let stored = stored_event_ids(&envs[follower], "hello").await;
+                !stored.is_empty() && receiver.event_ids("hello") == stored
+            })
+            .await;
+        let before_kill = receiver.event_ids("hello");
+
+        // The leader dies; the survivor leads and records more events.
+        envs[lead].kill9().await;
+        envs[follower]
+            .eventually("the survivor leads", FOLLOW, || async {
+                leaders(&nodes(&envs[follower]).await) == [survivor]
+            })
+            .await;
+        envs[follower].cli(&["resume", "hello"]).await.ok();
+        envs[follower].cli(&["pause", "hello"]).await.ok();
+        envs[follower]
+            .eventually("the new events are posted", FOLLOW, || async {
+                let stored = stored_event_ids(&envs[follower], "hello").await;
+                let mut received = receiver.event_ids("hello");
+                received.dedup();
+                stored.len() > before_kill.len() && received == stored
+            })
+            .await;
+
+        // In the order recorded; the only event that may come twice is the
+        // last one posted before the kill (posted, not yet noted as such).
+        let received = receiver.event_ids("hello");
+        assert!(received.is_sorted(), "{received:?}");
+        let last = before_kill.last().copied();
+        let mut twice: Vec<u64> = received
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        twice.dedup();
+        assert!(
+            twice.is_empty() || twice == [last.expect("events before the kill")],
+            "posted more than once: {twice:?} of {received:?}"
+        );
+        assert!(
+            received.iter().filter(|id| Some(**id) == last).count() <= 2,
+            "{received:?}"
+        );
     }
 }

@@ -327,7 +327,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Arc::clone(&table),
         Arc::clone(&pauses),
         mirror_settings,
-        Notifier::start(args.webhooks.clone()),
+        // A fleet's leader posts every node's events from the store.
+        Notifier::start(if shared.is_fleet() {
+            Vec::new()
+        } else {
+            args.webhooks.clone()
+        }),
         shared.leadership(),
     ));
     acme.set_tls_listener(tls_listener.is_some());
@@ -405,7 +410,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         lease_granted_at: 0,
         lease_ttl: 0,
     };
-    let members = shared.join(&controller, &certificates, node, args.lease_ttl)?;
+    let members = shared.join(
+        &controller,
+        &certificates,
+        node,
+        args.lease_ttl,
+        &args.webhooks,
+    )?;
 
     let gate = ChangeGate::default();
     let handover = Arc::new(Handover::new(
@@ -688,6 +699,11 @@ impl SharedStore {
         }
     }
 
+    /// Whether this serve is a node of a fleet (on etcd).
+    fn is_fleet(&self) -> bool {
+        !matches!(self, Self::StateDir(_))
+    }
+
     /// A single serve always leads; a node of a fleet waits for its election.
     fn leadership(&self) -> crate::controller::Leadership {
         match self {
@@ -705,10 +721,11 @@ impl SharedStore {
         certificates: &Arc<Certificates>,
         node: NodeRecord,
         lease_ttl: Duration,
+        webhooks: &[String],
     ) -> anyhow::Result<Arc<dyn Members>> {
         match self {
             Self::StateDir(_) => {
-                let _ = (certificates, lease_ttl);
+                let _ = (certificates, lease_ttl, webhooks);
                 controller.set_reports(Arc::new(crate::fleet::Alone(node.name.clone())));
                 let controller = Arc::clone(controller);
                 Ok(Arc::new(SingleNode {
@@ -726,6 +743,7 @@ impl SharedStore {
                         node,
                         lease_ttl,
                         certificates: Arc::clone(certificates),
+                        webhooks: webhooks.to_vec(),
                     },
                 ))
             }

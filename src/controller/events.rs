@@ -1,6 +1,9 @@
 //! Events: recorded in the store and posted as JSON to the configured
 //! webhooks, retried with backoff by a task of their own, so a slow or
-//! dead receiver never holds up a rollout.
+//! dead receiver never holds up a rollout. A single serve posts each event
+//! as it records it; in a fleet the notifier has no webhooks and the
+//! leading node posts every node's events from the store instead
+//! (`fleet::webhooks`).
 
 use std::time::Duration;
 
@@ -43,28 +46,39 @@ impl Notifier {
 }
 
 async fn post_all(mut rx: mpsc::Receiver<Event>, urls: Vec<String>) {
-    let client = crate::tls::http_client()
+    let client = webhook_client();
+    while let Some(event) = rx.recv().await {
+        post(&client, &urls, &event).await;
+    }
+}
+
+/// The client webhooks are posted with.
+pub fn webhook_client() -> reqwest::Client {
+    crate::tls::http_client()
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()
-        .unwrap_or_default();
-    while let Some(event) = rx.recv().await {
-        for url in &urls {
-            let mut backoff = Duration::from_millis(250);
-            for attempt in 1..=ATTEMPTS {
-                let sent = client.post(url).json(&event).send().await;
-                match sent {
-                    Ok(r) if r.status().is_success() => break,
-                    outcome => {
-                        let why = match outcome {
-                            Ok(r) => format!("answered {}", r.status()),
-                            Err(e) => e.to_string(),
-                        };
-                        tracing::warn!(%url, attempt, %why, "event webhook failed");
-                        if attempt < ATTEMPTS {
-                            tokio::time::sleep(backoff).await;
-                            backoff *= 2;
-                        }
+        .unwrap_or_default()
+}
+
+/// Posts `event` to every one of `urls`, each tried [`ATTEMPTS`] times
+/// with backoff; a webhook that still fails is logged and skipped.
+pub async fn post(client: &reqwest::Client, urls: &[String], event: &Event) {
+    for url in urls {
+        let mut backoff = Duration::from_millis(250);
+        for attempt in 1..=ATTEMPTS {
+            let sent = client.post(url).json(event).send().await;
+            match sent {
+                Ok(r) if r.status().is_success() => break,
+                outcome => {
+                    let why = match outcome {
+                        Ok(r) => format!("answered {}", r.status()),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(%url, attempt, %why, "event webhook failed");
+                    if attempt < ATTEMPTS {
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
                     }
                 }
             }
@@ -84,7 +98,8 @@ impl Controller {
         match self.store.add_event(service, kind, message, detail) {
             Ok(event) => {
                 tracing::info!(service, kind, message, "event");
-                // Webhooks are posted by the node that leads.
+                // Webhooks are posted by the node that leads (a single
+                // serve; a fleet's leader posts them from the store).
                 if self.notifier.is_on() {
                     self.notifier.part().send(event);
                 }

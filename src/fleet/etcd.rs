@@ -32,6 +32,9 @@ pub struct FleetSettings {
     /// The certificates its TLS listener serves, read again whenever one
     /// changes in the store.
     pub certificates: Arc<Certificates>,
+    /// The webhooks every event of the fleet is posted to (by the node
+    /// that leads).
+    pub webhooks: Vec<String>,
 }
 
 /// What the tasks on the store's thread tell the control plane.
@@ -42,6 +45,8 @@ enum Signal {
     Paused(ServiceName),
     /// A certificate was added, renewed or removed.
     Certificates,
+    /// A node recorded an event.
+    Event,
     /// Changes may have been missed (a watch started again).
     Resync,
     /// This node won the election (described), holding that election key.
@@ -121,10 +126,19 @@ impl Fleet {
             tx,
             stop.clone(),
         ));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(super::webhooks::post_events(
+            Arc::downgrade(&controller),
+            Arc::downgrade(&store),
+            settings.webhooks,
+            Arc::clone(&wake),
+            stop.clone(),
+        ));
         tokio::spawn(apply(
             controller,
             settings.certificates,
             Arc::downgrade(&store),
+            wake,
             rx,
             stop.clone(),
         ));
@@ -197,11 +211,13 @@ impl Members for Fleet {
 }
 
 /// On the control plane: follows each reported change (side by side for
-/// different services) and switches the leader-only parts.
+/// different services), switches the leader-only parts and wakes the
+/// posting of events (`events`) when there may be some to post.
 async fn apply(
     controller: Arc<Controller>,
     certificates: Arc<Certificates>,
     store: Weak<EtcdStore>,
+    events: Arc<tokio::sync::Notify>,
     mut signals: mpsc::UnboundedReceiver<Signal>,
     stop: CancellationToken,
 ) {
@@ -232,7 +248,9 @@ async fn apply(
                     tracing::warn!(%error, "cannot read the certificates changed in the fleet");
                 }
             }
+            Signal::Event => events.notify_one(),
             Signal::Resync => {
+                events.notify_one();
                 if let Err(error) = certificates.reload() {
                     tracing::warn!(%error, "cannot read the fleet's certificates");
                 }
@@ -248,6 +266,7 @@ async fn apply(
                 if let Err(error) = controller.take_lead(me, fence) {
                     tracing::error!(%error, "cannot pick up the rollouts and upgrades of the last leader");
                 }
+                events.notify_one();
             }
             Signal::Following(leader) => controller.follow_leader(leader),
         }
@@ -275,7 +294,7 @@ fn fence(controller: &Arc<Controller>, store: &Weak<EtcdStore>, key: ElectionKey
 }
 
 /// Watches the fleet's prefix and reports each change of a service's head
-/// or pause; after a lost watch (etcd compacted what it had not seen yet,
+/// or pause, certificate and each new event; after a lost watch (etcd compacted what it had not seen yet,
 /// or its member went away), starts again from the store's current
 /// revision and asks for a full catch-up: it never resumes from an old
 /// revision, which compaction may have removed.
@@ -330,6 +349,9 @@ async fn watch_heads(
                             }
                             Some(("pause", name)) => name.parse().ok().map(Signal::Paused),
                             Some(("certificate", _)) => Some(Signal::Certificates),
+                            Some(("event", _)) if event.event_type() == EventType::Put => {
+                                Some(Signal::Event)
+                            }
                             _ => None,
                         };
                         if let Some(signal) = signal {

@@ -18,6 +18,7 @@
 //! | `P/rollout/SERVICE`, `P/upgrade/SERVICE`, `P/pause/SERVICE` | their state (JSON) |
 //! | `P/certificate/HOST`, `P/acme/order/HOST`, `P/acme/account/DIRECTORY` | TLS |
 //! | `P/event/SERVICE/AT-NONCE` | an event (JSON; its id is the key's create revision) |
+//! | `P/webhooks/posted` | the id of the last event the leader posted to the webhooks |
 //! | `P/node/NAME` | a node's record, under that node's lease |
 //! | `P/ready/NAME`, `P/traffic/NAME` | what a node reports of its releases (readiness; traffic), under its lease |
 //! | `P/leader/…` | the election of the node that leads |
@@ -836,6 +837,56 @@ impl ServiceStore for EtcdStore {
                 })
             })
             .collect()
+    }
+}
+
+impl EtcdStore {
+    /// The fleet's events after the event `id` (of every service, in the
+    /// order they were recorded), at most `limit`. Read from etcd itself,
+    /// never from what was read last.
+    pub fn events_after(&self, id: u64, limit: usize) -> StoreResult<Vec<Event>> {
+        let prefix = self.key("event/");
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_min_create_revision(id as i64 + 1)
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(limit as i64);
+        let kvs = self.call(move |mut c| {
+            let (prefix, options) = (prefix.clone(), options.clone());
+            async move { Ok(c.get(prefix, Some(options)).await?.take_kvs()) }
+        })?;
+        kvs.iter()
+            .map(|kv| {
+                let stored: StoredEvent = serde_json::from_slice(kv.value())?;
+                Ok(Event {
+                    id: kv.create_revision() as u64,
+                    service: stored.service,
+                    at: stored.at,
+                    kind: stored.kind,
+                    message: stored.message,
+                    detail: stored.detail,
+                })
+            })
+            .collect()
+    }
+
+    /// The id of the last event posted to the webhooks (none yet: 0).
+    pub fn webhooks_posted(&self) -> StoreResult<u64> {
+        let key = self.key("webhooks/posted");
+        let kvs = self.call(move |mut c| {
+            let key = key.clone();
+            async move { Ok(c.get(key, None).await?.take_kvs()) }
+        })?;
+        Ok(kvs
+            .first()
+            .and_then(|kv| String::from_utf8_lossy(kv.value()).parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Notes that the event `id` was posted, under the fence of the
+    /// leader's work running now.
+    pub fn set_webhooks_posted(&self, id: u64) -> StoreResult<()> {
+        self.put(self.key("webhooks/posted"), id.to_string().into_bytes())
     }
 }
 

@@ -28,6 +28,7 @@ pub mod raw_http;
 pub mod serves;
 pub mod tls;
 pub mod tmpfs;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
