@@ -342,3 +342,37 @@ async fn a_rollout_whose_candidate_fails_on_another_node_rolls_back_naming_it() 
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_to_a_stopped_release_returns_once_every_node_routes_it() {
+    let Some(etcd) = EtcdCluster::start("fleet_ready_rollback", 3) else {
+        return;
+    };
+    let url = etcd.url("/rollback");
+    let one = node(&url, "one").await;
+    let two = node(&url, "two").await;
+    wait_for_nodes(&one, &["one", "two"]).await;
+
+    one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    one.deploy("hello", "2.0.0", &["--promote"], &[]).await.ok();
+    // 1.0.0 leaves every node: a rollback to it starts it again everywhere.
+    one.cli(&["kill", "hello", "1.0.0"]).await.ok();
+    two.eventually("node two stops 1.0.0", FOLLOW, || async {
+        reported(&nodes(&two).await, "two", "hello", "1.0.0").is_none()
+    })
+    .await;
+    let history = support::listing::numbered_actions(&one.history("hello").await);
+    let (first, _) = *history.last().expect("the first revision is listed");
+
+    one.cli(&["rollback", "hello", &first.to_string()])
+        .await
+        .ok();
+    // When the rollback returns, node two has started 1.0.0 again, made it
+    // ready and routes by the rollback's revision.
+    let (status, served, _) = two.get("/services/hello/").await;
+    assert_eq!((status, served.as_str()), (200, "1.0.0"));
+    assert_eq!(
+        reported(&nodes(&two).await, "two", "hello", "1.0.0").map(|r| r.2),
+        Some("ready".to_owned())
+    );
+}

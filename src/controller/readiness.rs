@@ -12,7 +12,7 @@ use semver::Version;
 use super::{Controller, ControllerError};
 use crate::error::Result;
 use crate::fleet::{Alone, FleetVerdict, ReleaseReadiness, ReleaseTraffic, Reports, judge};
-use crate::model::ServiceName;
+use crate::model::{Revision, ServiceName};
 
 /// How often a wait for the fleet looks at the nodes' reports again.
 const POLL: Duration = Duration::from_millis(200);
@@ -164,6 +164,30 @@ impl Controller {
             }
             return fleet_error(service, version, verdict, Some(waited)).map_or(Ok(()), Err);
         }
+    }
+
+    /// After a change committed on a fleet that other nodes must start
+    /// releases for (a rollback to a retired release): waits until every
+    /// live node has the revision's main ready and routes by the revision,
+    /// so that the change returns when the fleet routes by it; fails naming
+    /// a node where the main cannot get ready (that node keeps routing by
+    /// the revision before). A serve alone has waited already.
+    pub(super) async fn await_routed_everywhere(&self, revision: &Revision) -> Result<()> {
+        if !self.reports().shared() {
+            return Ok(());
+        }
+        let Some(main) = revision.state.main() else {
+            return Ok(());
+        };
+        let Some(handle) = self
+            .runtime
+            .get(revision.service.as_str(), &main.to_string())
+        else {
+            return Ok(());
+        };
+        let timeout = Duration::from_millis(handle.release.spec.ready_timeout_ms);
+        self.wait_ready_everywhere(&revision.service, main, revision.number, timeout)
+            .await
     }
 
     /// Before a switch to a release on a fleet: waits until every live

@@ -73,6 +73,7 @@ impl Controller {
                     .cloned()
                     .collect();
                 self.stop_drained(service, &gone).await;
+                self.await_routed_everywhere(&revision).await?;
                 Ok(revision)
             }
             Err(error) => {
