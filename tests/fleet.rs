@@ -41,21 +41,7 @@ mod on_etcd {
     use super::support;
     use support::Env;
     use support::etcd::EtcdCluster;
-    use support::fleet::{FOLLOW, node, nodes};
-
-    /// Waits until `env`'s proxy answers `/services/NAME/` from `version`.
-    async fn routes_to(env: &Env, service: &str, version: &str) {
-        let path = format!("/services/{service}/");
-        env.eventually(
-            &format!("{} routes {service} to {version}", env.admin()),
-            FOLLOW,
-            || async {
-                let (status, served, _) = env.get(&path).await;
-                status == 200 && served == version
-            },
-        )
-        .await;
-    }
+    use support::fleet::{FOLLOW, leader_of, leaders, node, nodes, routes_to};
 
     /// The service's current revision as `env` has it.
     async fn revision(env: &Env, service: &str) -> u64 {
@@ -63,14 +49,6 @@ mod on_etcd {
         support::listing::service(&ls, service)["revision"]
             .as_u64()
             .expect("a revision number")
-    }
-
-    fn leaders(nodes: &[serde_json::Value]) -> Vec<String> {
-        nodes
-            .iter()
-            .filter(|n| n["leader"] == true)
-            .map(|n| n["name"].as_str().unwrap_or_default().to_owned())
-            .collect()
     }
 
     /// POST a host for `service` through `env`'s admin API, based on `base`.
@@ -275,28 +253,10 @@ mod on_etcd {
     /// The rollout of hello's state as `env` tells it: `running`,
     /// `paused`, `succeeded`, …
     async fn rollout_state(env: &Env) -> String {
-        let run = env
-            .cli(&["rollout", "status", "hello", "--json"])
-            .await
-            .ok();
-        let view: serde_json::Value =
-            serde_json::from_str(&run.stdout).expect("rollout status --json is JSON");
-        view["state"]["status"]["state"]
+        support::fleet::rollout_status(env, "hello").await["state"]["status"]["state"]
             .as_str()
             .unwrap_or_default()
             .to_owned()
-    }
-
-    /// The index of the node that leads, once one does.
-    async fn leader_of(envs: &[Env; 2]) -> usize {
-        envs[0]
-            .eventually("a node leads", FOLLOW, || async {
-                let listed = nodes(&envs[0]).await;
-                listed.len() == 2 && leaders(&listed).len() == 1
-            })
-            .await;
-        let leader = leaders(&nodes(&envs[0]).await);
-        if leader == ["one"] { 0 } else { 1 }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,36 @@ async fn answers(load: &CountingLoad, more: u64) {
     }
 }
 
+/// Runs `handover` through `env` while `load` runs, and waits until the
+/// old serve has exited; returns the handover's report and the new pid.
+async fn hand_over_under(env: &Env, load: &CountingLoad, old_pid: u32) -> (Value, u32) {
+    answers(load, 200).await;
+    let run = env.cli(&["handover", "--json"]).await.ok();
+    let report: Value = serde_json::from_str(&run.stdout).expect("handover --json is JSON");
+    let new_pid = u32::try_from(report["new_pid"].as_u64().expect("new pid")).expect("pid");
+    assert_ne!(new_pid, old_pid);
+    env.eventually("the old serve exits", WAIT, || async {
+        !pid_alive(old_pid)
+    })
+    .await;
+    (report, new_pid)
+}
+
+/// Lets `load` have more answers from the new serve, stops it and checks
+/// that none of its requests failed.
+async fn no_request_failed(env: &Env, load: CountingLoad) {
+    answers(&load, 500).await;
+    let (answered, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed during the handover, e.g. {:?}\nserve log:\n{}",
+        failures.len(),
+        answered + failures.len() as u64,
+        &failures[..failures.len().min(5)],
+        env.serve_log()
+    );
+}
+
 /// Instance pids by release, from `ls --json`.
 async fn pids_by_release(env: &Env) -> Vec<(String, Value)> {
     let ls = env.ls().await;
@@ -54,34 +84,17 @@ async fn handover_under_load_fails_no_request_and_keeps_the_instances() {
     assert_eq!(pids_before.len(), 3, "{ls_before:?}");
 
     let load = counting_gets(env.proxy(), "/services/hello/", 8);
-    answers(&load, 200).await;
-    let run = env.cli(&["handover", "--json"]).await.ok();
-    let report: Value = serde_json::from_str(&run.stdout).expect("handover --json is JSON");
-    let new_pid = u32::try_from(report["new_pid"].as_u64().expect("new pid")).expect("pid");
+    let (report, new_pid) = hand_over_under(&env, &load, old_pid).await;
     assert_eq!(report["old_pid"], old_pid, "{report}");
-    assert_ne!(new_pid, old_pid);
 
-    // The old serve drains and exits on its own; the new one answers.
-    env.eventually("the old serve exits", WAIT, || async {
-        !pid_alive(old_pid)
-    })
-    .await;
+    // The old serve drained and exited on its own; the new one answers.
     assert!(
         pid_alive(new_pid),
         "the new serve is gone:\n{}",
         env.serve_log()
     );
     assert_eq!(serve_pids(&env.state_dir), [new_pid]);
-    answers(&load, 500).await;
-    let (answered, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed during the handover, e.g. {:?}\nserve log:\n{}",
-        failures.len(),
-        answered + failures.len() as u64,
-        &failures[..failures.len().min(5)],
-        env.serve_log()
-    );
+    no_request_failed(&env, load).await;
 
     // Same instance processes, now managed by the new serve.
     assert_eq!(env.instance_pids(), pids_before);
@@ -114,26 +127,9 @@ async fn handover_with_two_workers_under_load_fails_no_request() {
     let pids_before = env.instance_pids();
 
     let load = counting_gets(env.proxy(), "/services/hello/", 8);
-    answers(&load, 200).await;
-    let run = env.cli(&["handover", "--json"]).await.ok();
-    let report: Value = serde_json::from_str(&run.stdout).expect("handover --json is JSON");
-    let new_pid = u32::try_from(report["new_pid"].as_u64().expect("new pid")).expect("pid");
-    assert_ne!(new_pid, old_pid);
-    env.eventually("the old serve exits", WAIT, || async {
-        !pid_alive(old_pid)
-    })
-    .await;
+    let (_, new_pid) = hand_over_under(&env, &load, old_pid).await;
     assert_eq!(serve_pids(&env.state_dir), [new_pid]);
-    answers(&load, 500).await;
-    let (answered, failures) = load.finish().await;
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed during the handover, e.g. {:?}\nserve log:\n{}",
-        failures.len(),
-        answered + failures.len() as u64,
-        &failures[..failures.len().min(5)],
-        env.serve_log()
-    );
+    no_request_failed(&env, load).await;
     assert_eq!(env.instance_pids(), pids_before);
     let (status, version, _) = env.get("/services/hello/").await;
     assert_eq!((status, version.as_str()), (200, "1.0.0"));

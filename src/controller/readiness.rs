@@ -173,21 +173,13 @@ impl Controller {
     /// a node where the main cannot get ready (that node keeps routing by
     /// the revision before). A serve alone has waited already.
     pub(super) async fn await_routed_everywhere(&self, revision: &Revision) -> Result<()> {
-        if !self.reports().shared() {
-            return Ok(());
+        match revision.state.main() {
+            Some(main) => {
+                self.await_fleet(&revision.service, main, revision.number)
+                    .await
+            }
+            None => Ok(()),
         }
-        let Some(main) = revision.state.main() else {
-            return Ok(());
-        };
-        let Some(handle) = self
-            .runtime
-            .get(revision.service.as_str(), &main.to_string())
-        else {
-            return Ok(());
-        };
-        let timeout = Duration::from_millis(handle.release.spec.ready_timeout_ms);
-        self.wait_ready_everywhere(&revision.service, main, revision.number, timeout)
-            .await
     }
 
     /// Before a switch to a release on a fleet: waits until every live
@@ -198,15 +190,26 @@ impl Controller {
         service: &ServiceName,
         version: &Version,
     ) -> Result<()> {
+        self.await_fleet(service, version, 0).await
+    }
+
+    /// On a fleet, [`Self::wait_ready_everywhere`] within the release's
+    /// own ready timeout; nothing to wait for on a serve alone, nor for a
+    /// release not running here (the change's own check says so).
+    async fn await_fleet(
+        &self,
+        service: &ServiceName,
+        version: &Version,
+        revision: u64,
+    ) -> Result<()> {
         if !self.reports().shared() {
             return Ok(());
         }
         let Some(handle) = self.runtime.get(service.as_str(), &version.to_string()) else {
-            // Not running here: the switch's own check says so.
             return Ok(());
         };
         let timeout = Duration::from_millis(handle.release.spec.ready_timeout_ms);
-        self.wait_ready_everywhere(service, version, 0, timeout)
+        self.wait_ready_everywhere(service, version, revision, timeout)
             .await
     }
 }

@@ -824,19 +824,7 @@ impl ServiceStore for EtcdStore {
             .with_sort(SortTarget::Create, SortOrder::Descend)
             .with_limit(limit as i64);
         let kvs = self.list(self.key(&format!("event/{service}/")), Some(options))?;
-        kvs.iter()
-            .map(|kv| {
-                let stored: StoredEvent = serde_json::from_slice(kv.value())?;
-                Ok(Event {
-                    id: kv.create_revision() as u64,
-                    service: stored.service,
-                    at: stored.at,
-                    kind: stored.kind,
-                    message: stored.message,
-                    detail: stored.detail,
-                })
-            })
-            .collect()
+        kvs.iter().map(stored_event).collect()
     }
 }
 
@@ -855,19 +843,7 @@ impl EtcdStore {
             let (prefix, options) = (prefix.clone(), options.clone());
             async move { Ok(c.get(prefix, Some(options)).await?.take_kvs()) }
         })?;
-        kvs.iter()
-            .map(|kv| {
-                let stored: StoredEvent = serde_json::from_slice(kv.value())?;
-                Ok(Event {
-                    id: kv.create_revision() as u64,
-                    service: stored.service,
-                    at: stored.at,
-                    kind: stored.kind,
-                    message: stored.message,
-                    detail: stored.detail,
-                })
-            })
-            .collect()
+        kvs.iter().map(stored_event).collect()
     }
 
     /// The id of the last event posted to the webhooks (none yet: 0).
@@ -891,6 +867,19 @@ impl EtcdStore {
 }
 
 /// What follows `prefix` in a key.
+/// An event as stored under `event/…` (its id: the key's create revision).
+fn stored_event(kv: &KeyValue) -> StoreResult<Event> {
+    let stored: StoredEvent = serde_json::from_slice(kv.value())?;
+    Ok(Event {
+        id: kv.create_revision() as u64,
+        service: stored.service,
+        at: stored.at,
+        kind: stored.kind,
+        message: stored.message,
+        detail: stored.detail,
+    })
+}
+
 fn key_rest(kv: &KeyValue, prefix: &str) -> String {
     let key = String::from_utf8_lossy(kv.key());
     key.strip_prefix(prefix).unwrap_or(&key).to_owned()
