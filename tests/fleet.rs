@@ -377,6 +377,38 @@ mod on_etcd {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_that_restarts_routes_the_changes_it_missed_from_its_first_answer() {
+        let Some(etcd) = EtcdCluster::start("fleet_restart_catches_up", 3) else {
+            return;
+        };
+        let url = etcd.url("/restart");
+        let one = node(&url, "one").await;
+        let mut two = node(&url, "two").await;
+        one.deploy("hello", "1.0.0", &[], &[]).await.ok();
+        routes_to(&two, "hello", "1.0.0").await;
+        let (proxy, admin) = (
+            two.serve().proxy_addr.clone(),
+            two.serve().admin_addr.clone(),
+        );
+
+        // Node two is down while node one changes the main.
+        two.stop().await;
+        one.deploy("hello", "2.0.0", &["--promote"], &[]).await.ok();
+
+        // Started again, its very first answers already route by the
+        // change it missed.
+        two.launch(&proxy, &admin).await;
+        let (status, served, _) = two.get("/services/hello/").await;
+        assert_eq!(
+            (status, served.as_str()),
+            (200, "2.0.0"),
+            "{}",
+            two.serve_log()
+        );
+        assert_eq!(revision(&two, "hello").await, revision(&one, "hello").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn switches_through_either_node_fail_no_request_through_any_node() {
         let Some(etcd) = EtcdCluster::start("fleet_switches_under_load", 3) else {
             return;
@@ -397,14 +429,14 @@ mod on_etcd {
         })
         .await;
 
-        // Clients that never retry, through both nodes, during 20 switches
-        // made alternately through each node.
+        // Clients that never retry, through both nodes, during 100
+        // switches made alternately through each node.
         let loads = [
             support::load::counting_gets(one.proxy(), "/services/hello/", 2),
             support::load::counting_gets(two.proxy(), "/services/hello/", 2),
         ];
         let mut number = revision(&one, "hello").await;
-        for switch in 0..20 {
+        for switch in 0..100 {
             let (through, version) = if switch % 2 == 0 {
                 (&two, "2.0.0")
             } else {
@@ -420,6 +452,12 @@ mod on_etcd {
         }
         routes_to(&one, "hello", "1.0.0").await;
         routes_to(&two, "hello", "1.0.0").await;
+        let history = support::listing::numbered_actions(&one.history("hello").await);
+        assert_eq!(
+            history.first().map(|(n, _)| *n),
+            Some(number),
+            "{history:?}"
+        );
         for load in loads {
             load.run_for(20, Duration::from_secs(30)).await;
             let (passed, failures) = load.finish().await;
