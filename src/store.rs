@@ -24,6 +24,8 @@ mod copy;
 #[cfg(feature = "etcd")]
 mod etcd;
 pub mod fence;
+#[cfg(feature = "etcd")]
+mod last_reads;
 mod location;
 mod migrations;
 mod sqlite;

@@ -47,6 +47,7 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 
 use super::fence::{self, Fence};
+use super::last_reads::{self, LastReads};
 use super::{
     CertificateRecord, Commit, EtcdLocation, NodeRecord, PauseRecord, ServiceStore, StoreError,
     StoreResult,
@@ -133,9 +134,10 @@ impl EtcdClients {
 pub struct EtcdStore {
     location: EtcdLocation,
     clients: EtcdClients,
-    /// What the last successful read of each key (or prefix) found: reads
-    /// answer from it while no member answers (static stability).
-    last_read: std::sync::Mutex<std::collections::HashMap<String, Vec<KeyValue>>>,
+    /// What the last successful read of each key (or prefix) found, for
+    /// the most recent different reads: reads answer from it while no
+    /// member answers (static stability).
+    last_read: std::sync::Mutex<LastReads<Vec<KeyValue>>>,
     /// The store's own runtime (on its thread): every etcd call runs there.
     handle: tokio::runtime::Handle,
     /// Dropped with the store: its thread then ends, and its runtime with it.
@@ -171,7 +173,7 @@ impl EtcdStore {
         Ok(Self {
             location: location.clone(),
             clients,
-            last_read: std::sync::Mutex::default(),
+            last_read: std::sync::Mutex::new(LastReads::new(last_reads::REMEMBERED)),
             handle,
             _stop: stop,
         })
@@ -266,12 +268,10 @@ impl EtcdStore {
         let mut last = self.last_read.lock().unwrap_or_else(|p| p.into_inner());
         match read {
             Ok(kvs) => {
-                last.insert(remembered, kvs.clone());
+                last.remember(remembered, kvs.clone());
                 Ok(kvs)
             }
-            Err(error @ StoreError::Unreachable { .. }) => {
-                last.get(&remembered).cloned().ok_or(error)
-            }
+            Err(error @ StoreError::Unreachable { .. }) => last.answer(&remembered).ok_or(error),
             Err(error) => Err(error),
         }
     }
