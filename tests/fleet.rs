@@ -459,14 +459,8 @@ mod on_etcd {
             "{history:?}"
         );
         for load in loads {
-            load.run_for(20, Duration::from_secs(30)).await;
-            let (passed, failures) = load.finish().await;
-            assert!(passed > 0);
-            assert!(
-                failures.is_empty(),
-                "{} failed: {failures:?}",
-                failures.len()
-            );
+            load.finish_without_failures(20, Duration::from_secs(30))
+                .await;
         }
     }
 

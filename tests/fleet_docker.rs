@@ -141,14 +141,7 @@ mod in_containers {
             Some("1.0.0")
         );
         for load in loads {
-            load.run_for(20, FOLLOW).await;
-            let (passed, failures) = load.finish().await;
-            assert!(passed > 0);
-            assert!(
-                failures.is_empty(),
-                "{} failed: {failures:?}",
-                failures.len()
-            );
+            load.finish_without_failures(20, FOLLOW).await;
         }
 
         // Back on the network, it catches up: it starts 2.0.0 and routes

@@ -269,4 +269,17 @@ impl CountingLoad {
             .collect();
         (self.ok.load(Ordering::Relaxed), failures)
     }
+
+    /// Lets the clients make `more` requests (within `wait`), stops them
+    /// and checks that some passed and none failed.
+    pub async fn finish_without_failures(self, more: u64, wait: Duration) {
+        self.run_for(more, wait).await;
+        let (passed, failures) = self.finish().await;
+        assert!(passed > 0, "no request passed");
+        assert!(
+            failures.is_empty(),
+            "{} failed: {failures:?}",
+            failures.len()
+        );
+    }
 }
