@@ -366,7 +366,8 @@ impl Controller {
         .into())
     }
 
-    /// Calls `hook` after every committed revision (set once).
+    /// Calls `hook` after every revision this node takes, committed here
+    /// or followed from the fleet (set once).
     pub fn set_on_commit(&self, hook: Box<dyn Fn() + Send + Sync>) {
         let _ = self.on_commit.set(hook);
     }
@@ -489,10 +490,16 @@ impl Controller {
         tracing::info!(service = %service, revision = revision.number, action = %revision.action, actor, "committed");
         self.current_map().insert(service.clone(), revision.clone());
         self.recompile();
+        self.committed();
+        Ok(revision)
+    }
+
+    /// Tells the hook set with [`Controller::set_on_commit`] that a
+    /// revision was taken (committed here, or followed from the fleet).
+    fn committed(&self) {
         if let Some(hook) = self.on_commit.get() {
             hook();
         }
-        Ok(revision)
     }
 
     /// Builds a routing table from the current revisions and the running

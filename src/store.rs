@@ -245,6 +245,23 @@ pub trait ServiceStore: Send + Sync + 'static {
     /// by every serve of the store.
     fn save_acme_account(&self, directory: &str, credentials: &str) -> StoreResult<()>;
     fn acme_account(&self, directory: &str) -> StoreResult<Option<String>>;
+    /// Keeps the answer to a pending HTTP-01 challenge (its key
+    /// authorization, by token) while the order runs, so that every node
+    /// of a fleet answers the CA, whichever node the CA reaches. A store
+    /// that one serve has to itself keeps none: that serve answers from
+    /// memory.
+    fn save_acme_challenge(&self, token: &str, key_authorization: &str) -> StoreResult<()> {
+        let _ = (token, key_authorization);
+        Ok(())
+    }
+    fn delete_acme_challenge(&self, token: &str) -> StoreResult<()> {
+        let _ = token;
+        Ok(())
+    }
+    /// Every pending HTTP-01 challenge kept, as `(token, key authorization)`.
+    fn acme_challenges(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
 
     /// Records an event and returns it with its id.
     fn add_event(

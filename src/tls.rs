@@ -22,8 +22,8 @@ mod host_pattern;
 mod resolver;
 
 pub use acme::{
-    Acme, AcmeChallenges, AcmeError, AcmeOrder, AcmeRequest, AcmeState, CHALLENGE_PREFIX,
-    EventSink as AcmeEventSink, LETS_ENCRYPT,
+    Acme, AcmeChallenges, AcmeError, AcmeFleet, AcmeOrder, AcmeRequest, AcmeState,
+    CHALLENGE_PREFIX, EventSink as AcmeEventSink, LETS_ENCRYPT, OtherNodes as AcmeOtherNodes,
 };
 pub use certificate::{Certificate, CertificateInfo, CertificateSource, format_time};
 pub use certificates::Certificates;

@@ -413,10 +413,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let members = shared.join(
         &controller,
         &certificates,
+        &acme,
         node,
         args.lease_ttl,
         &args.webhooks,
     )?;
+    acme.set_fleet(crate::tls::AcmeFleet {
+        leadership: controller.leadership().clone(),
+        other_nodes: shared.is_fleet().then(|| other_nodes(&members)),
+    });
 
     let gate = ChangeGate::default();
     let handover = Arc::new(Handover::new(
@@ -651,6 +656,23 @@ async fn wait_for_exit(handover: &Arc<Handover>, access_log: Option<&AccessLogWr
     handover.done().is_cancelled()
 }
 
+/// The other live nodes of the fleet, as `(name, proxy address)`, for the
+/// leader's check that every node answers its ACME challenges.
+fn other_nodes(members: &Arc<dyn Members>) -> crate::tls::AcmeOtherNodes {
+    let members = Arc::clone(members);
+    Box::new(move || match members.nodes() {
+        Ok(nodes) => nodes
+            .into_iter()
+            .filter(|n| !n.this)
+            .map(|n| (n.name, n.proxy))
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot list the fleet's nodes");
+            Vec::new()
+        }
+    })
+}
+
 /// `addr` as the node's record gives it: with `--advertise HOST`, that
 /// host and the listener's port.
 fn advertised(addr: SocketAddr, host: Option<&str>) -> String {
@@ -719,13 +741,14 @@ impl SharedStore {
         &self,
         controller: &Arc<Controller>,
         certificates: &Arc<Certificates>,
+        acme: &Arc<crate::tls::Acme>,
         node: NodeRecord,
         lease_ttl: Duration,
         webhooks: &[String],
     ) -> anyhow::Result<Arc<dyn Members>> {
         match self {
             Self::StateDir(_) => {
-                let _ = (certificates, lease_ttl, webhooks);
+                let _ = (certificates, acme, lease_ttl, webhooks);
                 controller.set_reports(Arc::new(crate::fleet::Alone(node.name.clone())));
                 let controller = Arc::clone(controller);
                 Ok(Arc::new(SingleNode {
@@ -743,6 +766,7 @@ impl SharedStore {
                         node,
                         lease_ttl,
                         certificates: Arc::clone(certificates),
+                        acme: Arc::clone(acme),
                         webhooks: webhooks.to_vec(),
                     },
                 ))

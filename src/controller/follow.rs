@@ -96,6 +96,7 @@ impl Controller {
             }
             self.current_map().insert(service.clone(), head.clone());
             self.recompile();
+            self.committed();
             tracing::info!(%service, revision = head.number, action = %head.action, actor = %head.actor, "followed a change from the fleet");
             known.map_or_else(Vec::new, |k| {
                 k.state

@@ -62,6 +62,11 @@ impl Leadership {
         self.state.borrow().fence.clone()
     }
 
+    /// Told of every change of the state from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<LeaderState> {
+        self.state.subscribe()
+    }
+
     /// Sets the state; returns whether `leading` changed.
     pub fn set(&self, next: LeaderState) -> bool {
         let mut changed = false;

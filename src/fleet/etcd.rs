@@ -17,7 +17,7 @@ use super::{Members, NodeView};
 use crate::controller::Controller;
 use crate::model::{ServiceName, now_millis};
 use crate::store::{EtcdClients, EtcdStore, Fence, NodeRecord, StoreError, StoreResult};
-use crate::tls::Certificates;
+use crate::tls::{Acme, Certificates};
 
 /// How long to wait before trying etcd again after a lost watch or lease.
 const RETRY: Duration = Duration::from_millis(500);
@@ -32,6 +32,9 @@ pub struct FleetSettings {
     /// The certificates its TLS listener serves, read again whenever one
     /// changes in the store.
     pub certificates: Arc<Certificates>,
+    /// Its ACME orders, read again whenever the fleet's orders or pending
+    /// challenges change.
+    pub acme: Arc<Acme>,
     /// The webhooks every event of the fleet is posted to (by the node
     /// that leads).
     pub webhooks: Vec<String>,
@@ -45,6 +48,8 @@ enum Signal {
     Paused(ServiceName),
     /// A certificate was added, renewed or removed.
     Certificates,
+    /// An ACME order or pending challenge changed.
+    Acme,
     /// A node recorded an event.
     Event,
     /// Changes may have been missed (a watch started again).
@@ -137,6 +142,7 @@ impl Fleet {
         tokio::spawn(apply(
             controller,
             settings.certificates,
+            settings.acme,
             Arc::downgrade(&store),
             wake,
             rx,
@@ -216,6 +222,7 @@ impl Members for Fleet {
 async fn apply(
     controller: Arc<Controller>,
     certificates: Arc<Certificates>,
+    acme: Arc<Acme>,
     store: Weak<EtcdStore>,
     events: Arc<tokio::sync::Notify>,
     mut signals: mpsc::UnboundedReceiver<Signal>,
@@ -248,9 +255,11 @@ async fn apply(
                     tracing::warn!(%error, "cannot read the certificates changed in the fleet");
                 }
             }
+            Signal::Acme => acme.follow_store(),
             Signal::Event => events.notify_one(),
             Signal::Resync => {
                 events.notify_one();
+                acme.follow_store();
                 if let Err(error) = certificates.reload() {
                     tracing::warn!(%error, "cannot read the fleet's certificates");
                 }
@@ -294,7 +303,7 @@ fn fence(controller: &Arc<Controller>, store: &Weak<EtcdStore>, key: ElectionKey
 }
 
 /// Watches the fleet's prefix and reports each change of a service's head
-/// or pause, certificate and each new event; after a lost watch (etcd compacted what it had not seen yet,
+/// or pause, certificate, ACME order or challenge and each new event; after a lost watch (etcd compacted what it had not seen yet,
 /// or its member went away), starts again from the store's current
 /// revision and asks for a full catch-up: it never resumes from an old
 /// revision, which compaction may have removed.
@@ -349,6 +358,9 @@ async fn watch_heads(
                             }
                             Some(("pause", name)) => name.parse().ok().map(Signal::Paused),
                             Some(("certificate", _)) => Some(Signal::Certificates),
+                            Some(("acme", rest)) if !rest.starts_with("account/") => {
+                                Some(Signal::Acme)
+                            }
                             Some(("event", _)) if event.event_type() == EventType::Put => {
                                 Some(Signal::Event)
                             }

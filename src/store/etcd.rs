@@ -17,6 +17,7 @@
 //! | `P/release/SERVICE/VERSION` | a registered release (JSON) |
 //! | `P/rollout/SERVICE`, `P/upgrade/SERVICE`, `P/pause/SERVICE` | their state (JSON) |
 //! | `P/certificate/HOST`, `P/acme/order/HOST`, `P/acme/account/DIRECTORY` | TLS |
+//! | `P/acme/challenge/TOKEN` | the answer to a pending HTTP-01 challenge (while its order runs) |
 //! | `P/event/SERVICE/AT-NONCE` | an event (JSON; its id is the key's create revision) |
 //! | `P/webhooks/posted` | the id of the last event the leader posted to the webhooks |
 //! | `P/node/NAME` | a node's record, under that node's lease |
@@ -278,6 +279,21 @@ impl EtcdStore {
 
     fn put(&self, key: String, value: Vec<u8>) -> StoreResult<()> {
         self.write(TxnOp::put(key, value, None)).map(|_| ())
+    }
+
+    /// The text values under `P/FOLDER`, as `(rest of the key, value)`.
+    fn texts_under(&self, folder: &str) -> StoreResult<Vec<(String, String)>> {
+        let prefix = self.key(folder);
+        let kvs = self.list(prefix.clone(), None)?;
+        Ok(kvs
+            .iter()
+            .map(|kv| {
+                (
+                    key_rest(kv, &prefix),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
     }
 
     /// Writes `op` in one transaction, under the fence of the leader's work
@@ -763,17 +779,7 @@ impl ServiceStore for EtcdStore {
     }
 
     fn acme_orders(&self) -> StoreResult<Vec<(String, String)>> {
-        let prefix = self.key("acme/order/");
-        let kvs = self.list(prefix.clone(), None)?;
-        Ok(kvs
-            .iter()
-            .map(|kv| {
-                (
-                    key_rest(kv, &prefix),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                )
-            })
-            .collect())
+        self.texts_under("acme/order/")
     }
 
     fn save_acme_account(&self, directory: &str, credentials: &str) -> StoreResult<()> {
@@ -789,6 +795,22 @@ impl ServiceStore for EtcdStore {
             .read(key, None)?
             .first()
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    fn save_acme_challenge(&self, token: &str, key_authorization: &str) -> StoreResult<()> {
+        self.put(
+            self.key(&format!("acme/challenge/{token}")),
+            key_authorization.as_bytes().to_vec(),
+        )
+    }
+
+    fn delete_acme_challenge(&self, token: &str) -> StoreResult<()> {
+        self.delete(self.key(&format!("acme/challenge/{token}")))?;
+        Ok(())
+    }
+
+    fn acme_challenges(&self) -> StoreResult<Vec<(String, String)>> {
+        self.texts_under("acme/challenge/")
     }
 
     fn add_event(

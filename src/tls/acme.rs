@@ -26,6 +26,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+mod challenges;
+mod fleet;
+
+pub use challenges::AcmeChallenges;
+pub use fleet::{AcmeFleet, OtherNodes};
+
 use super::{CertificateSource, Certificates, ClientTrust, HostPattern, client_config, provider};
 use crate::model::{AcmeChallenge, AutoCertificates, now_millis};
 use crate::store::ServiceStore;
@@ -110,25 +116,6 @@ impl AcmeOrder {
     }
 }
 
-/// The key authorizations of pending HTTP-01 challenges, by token.
-#[derive(Debug, Clone, Default)]
-pub struct AcmeChallenges {
-    tokens: Arc<Mutex<HashMap<String, String>>>,
-}
-
-impl AcmeChallenges {
-    fn tokens(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The answer to `GET /.well-known/acme-challenge/TOKEN`, when `path`
-    /// is such a request for a token of a pending order.
-    pub fn answer(&self, path: &str) -> Option<String> {
-        let token = path.strip_prefix(CHALLENGE_PREFIX)?;
-        self.tokens().get(token).cloned()
-    }
-}
-
 /// Why an order failed, as the operator reads it.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
@@ -154,6 +141,10 @@ pub enum AcmeError {
         "serve has no TLS listener to answer TLS-ALPN-01 on: start it with --tls-listen, or order with --challenge http-01"
     )]
     NoTlsListener,
+    #[error(
+        "TLS-ALPN-01 is answered only by the node that orders, and the CA may reach any node of the fleet: order with --challenge http-01"
+    )]
+    TlsAlpnInFleet,
     #[error("the order for {0} was cancelled: its certificate was removed (`switchyard tls rm`)")]
     Cancelled(String),
     #[error("the certificate the CA issued cannot be used: {0}")]
@@ -185,6 +176,8 @@ pub struct Acme {
     automatic: OnceLock<AutomaticHosts>,
     /// Wakes the renewal loop (a service's host names changed).
     wake: Notify,
+    /// Where this serve stands in its fleet (a single serve: not set).
+    fleet: OnceLock<AcmeFleet>,
 }
 
 /// A running order's hold on its host.
@@ -230,6 +223,7 @@ impl Acme {
             tls_listener: AtomicBool::new(false),
             automatic: OnceLock::new(),
             wake: Notify::new(),
+            fleet: OnceLock::new(),
         }))
     }
 
@@ -297,10 +291,13 @@ impl Acme {
                 }
             }
         }
-        if request.challenge == AcmeChallenge::TlsAlpn01
-            && !self.tls_listener.load(Ordering::Relaxed)
-        {
-            return Err(AcmeError::NoTlsListener);
+        if request.challenge == AcmeChallenge::TlsAlpn01 {
+            if !self.tls_listener.load(Ordering::Relaxed) {
+                return Err(AcmeError::NoTlsListener);
+            }
+            if self.in_fleet() {
+                return Err(AcmeError::TlsAlpnInFleet);
+            }
         }
         let email = request.email.trim();
         if !email.contains('@') || email.contains(char::is_whitespace) {
@@ -328,7 +325,8 @@ impl Acme {
         Ok(())
     }
 
-    /// Checks a request and starts its order in the background.
+    /// Checks a request and starts its order in the background (on a
+    /// node of a fleet that does not lead: keeps it for the leader).
     pub fn start(self: &Arc<Self>, mut request: AcmeRequest) -> Result<AcmeOrder, AcmeError> {
         self.check(&mut request)?;
         let host = request.hosts[0].clone();
@@ -339,15 +337,25 @@ impl Acme {
             last_error: self.order_of(&host).and_then(|o| o.last_error),
             updated_at: now_millis(),
         };
+        if !self.leads() {
+            return self.leave_to_leader(order);
+        }
         // Claimed and saved under one lock, so that a `tls rm` comes
         // wholly before (and this order is new) or after (and cancels it).
         let Some(claim) = self.claim_and_save(&order, false)? else {
             return Err(AcmeError::Busy(host));
         };
-        let acme = Arc::clone(self);
-        let request = order.request.clone();
-        tokio::spawn(async move { acme.run(request, claim).await });
+        self.spawn_run(order.request.clone(), claim);
         Ok(order)
+    }
+
+    /// Runs a claimed order in the background, its writes under the
+    /// leader's fence.
+    fn spawn_run(self: &Arc<Self>, request: AcmeRequest, claim: Claim) {
+        let acme = Arc::clone(self);
+        tokio::spawn(crate::store::fence::scope(self.fence(), async move {
+            acme.run(request, claim).await
+        }));
     }
 
     fn running(&self) -> MutexGuard<'_, HashMap<String, Claim>> {
@@ -371,7 +379,8 @@ impl Acme {
         if running.contains_key(host) || (known && !self.orders().contains_key(host)) {
             return Ok(None);
         }
-        self.save(order)?;
+        // Only the leader claims orders: its write goes under its fence.
+        crate::store::fence::sync_scope(self.fence(), || self.save(order))?;
         let claim = self.new_claim();
         running.insert(host.to_owned(), claim.clone());
         Ok(Some(claim))
@@ -563,6 +572,7 @@ impl Acme {
         // when it is cancelled or runs out of time (dropped).
         let mut answering = Answering {
             challenges: &self.challenges,
+            store: self.store.as_ref(),
             resolver: self.certificates.resolver(),
             tokens: Vec::new(),
             names: Vec::new(),
@@ -601,10 +611,11 @@ impl Acme {
                 match kind {
                     AcmeChallenge::Http01 => {
                         let token = challenge.token.clone();
-                        self.challenges
-                            .tokens()
-                            .insert(token.clone(), answer.as_str().into());
-                        answering.tokens.push(token);
+                        self.challenges.add(&token, answer.as_str());
+                        answering.tokens.push(token.clone());
+                        // Kept in a fleet's store for every node to answer.
+                        self.store.save_acme_challenge(&token, answer.as_str())?;
+                        self.preflight(&name, &token, answer.as_str()).await;
                     }
                     AcmeChallenge::TlsAlpn01 => {
                         let key = challenge_certificate(&name, answer.digest().as_ref())?;
@@ -718,8 +729,7 @@ impl Acme {
                 }
             };
             tracing::info!(host, "renewing the ACME certificate");
-            let acme = Arc::clone(self);
-            tokio::spawn(async move { acme.run(order.request, claim).await });
+            self.spawn_run(order.request, claim);
         }
     }
 
@@ -752,28 +762,51 @@ impl Acme {
     }
 
     /// Checks for renewals every `every`, from now on, until serve stops
-    /// (a failed one is tried again ten checks later).
+    /// (a failed one is tried again ten checks later). On a node of a
+    /// fleet, only while it leads.
     pub fn start_renewals(self: &Arc<Self>, every: Duration) {
+        let mut lead_changes = self.lead_changes();
         let acme = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let woken = {
+                let ticked = {
                     let Some(acme) = acme.upgrade() else { return };
                     let wake = async { acme.wake.notified().await };
                     tokio::select! {
-                        _ = ticks.tick() => false,
-                        () = wake => true,
+                        _ = ticks.tick() => true,
+                        () = wake => false,
+                        () = lead_changed(&mut lead_changes) => false,
                     }
                 };
                 let Some(acme) = acme.upgrade() else { return };
-                if !woken {
+                if !acme.leads() {
+                    acme.stand_down();
+                    continue;
+                }
+                if ticked {
                     acme.renew_due(every * FAILED_RETRY_CHECKS);
                 }
+                acme.take_up();
                 acme.order_automatic();
             }
         });
+    }
+}
+
+/// Ends when the leadership changes (never, for a single serve).
+async fn lead_changed(
+    changes: &mut Option<tokio::sync::watch::Receiver<crate::controller::LeaderState>>,
+) {
+    match changes {
+        Some(receiver) => {
+            if receiver.changed().await.is_err() {
+                *changes = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -781,6 +814,7 @@ impl Acme {
 /// is dropped.
 struct Answering<'a> {
     challenges: &'a AcmeChallenges,
+    store: &'a dyn ServiceStore,
     resolver: Arc<super::CertificateResolver>,
     /// HTTP-01 tokens.
     tokens: Vec<String>,
@@ -790,11 +824,12 @@ struct Answering<'a> {
 
 impl Drop for Answering<'_> {
     fn drop(&mut self) {
-        let mut pending = self.challenges.tokens();
         for token in &self.tokens {
-            pending.remove(token);
+            self.challenges.remove(token);
+            if let Err(error) = self.store.delete_acme_challenge(token) {
+                tracing::warn!(token, %error, "cannot remove the answered ACME challenge from the store");
+            }
         }
-        drop(pending);
         for name in &self.names {
             self.resolver.end_challenge(name);
         }
