@@ -263,6 +263,15 @@ pub trait ServiceStore: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Notes that the events up to `id` were posted to the webhooks, where
+    /// a fleet's leader posts them from (under the fence of the leader's
+    /// work running now). A store one serve has to itself keeps no note:
+    /// that serve posts each event as it records it.
+    fn set_webhooks_posted(&self, id: u64) -> StoreResult<()> {
+        let _ = id;
+        Ok(())
+    }
+
     /// Records an event and returns it with its id.
     fn add_event(
         &self,

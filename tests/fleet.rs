@@ -488,6 +488,8 @@ mod on_etcd {
             .await
             .ok();
         single.cli(&["assign", "hello", "2.0.0", "-y"]).await.ok();
+        single.cli(&["pause", "hello"]).await.ok();
+        single.cli(&["resume", "hello"]).await.ok();
         let before = support::listing::numbered_actions(&single.history("hello").await);
         single.stop().await;
 
@@ -507,7 +509,8 @@ mod on_etcd {
             again.stderr
         );
 
-        let one = node(&url, "one").await;
+        let receiver = support::webhooks::WebhookReceiver::start().await;
+        let one = support::fleet::node_with(&url, "one", &["--webhook", &receiver.url], &[]).await;
         routes_to(&one, "hello", "2.0.0").await;
         let (status, served, _) = one.get("/services/hello_1.0.0/").await;
         assert_eq!((status, served.as_str()), (200, "1.0.0"));
@@ -515,5 +518,21 @@ mod on_etcd {
             support::listing::numbered_actions(&one.history("hello").await),
             before
         );
+
+        // The copied events were posted by the serve they come from: the
+        // fleet's leader posts only what happens after.
+        let copied = support::fleet::events_of(&one, "hello", "traffic-resumed").await;
+        assert_eq!(copied.len(), 1, "the events are copied: {copied:?}");
+        one.cli(&["pause", "hello"]).await.ok();
+        one.eventually("the new event is posted", FOLLOW, || async {
+            !receiver.bodies().is_empty()
+        })
+        .await;
+        let kinds: Vec<_> = receiver
+            .bodies()
+            .iter()
+            .map(|b| b["kind"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(kinds, ["traffic-paused"], "only the new event is posted");
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::Controller;
-use crate::store::{EtcdStore, fence};
+use crate::store::{EtcdStore, ServiceStore, fence};
 
 /// Events read from the store at a time.
 const BATCH: usize = 100;

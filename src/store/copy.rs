@@ -4,7 +4,8 @@
 //! order (the same numbers, actions, actors and times), with its releases,
 //! rollouts, upgrades, pauses, certificates and ACME orders. Events are
 //! copied in order with their text and detail; they carry the time of the
-//! copy. ACME accounts are not copied: the fleet registers its own.
+//! copy, and are noted as posted to the webhooks (the serve they come from
+//! posted them). ACME accounts are not copied: the fleet registers its own.
 
 use super::{ServiceStore, StoreResult};
 
@@ -18,6 +19,8 @@ pub struct CopyReport {
     pub revisions: usize,
     pub releases: usize,
     pub events: usize,
+    /// The id of the last event copied, in the store copied into.
+    pub last_event: Option<u64>,
 }
 
 /// Copies everything `from` holds into `to`, which must hold no service
@@ -50,7 +53,8 @@ pub fn copy(
         let mut events = from.events(service.as_str(), ALL)?;
         events.reverse();
         for event in events {
-            to.add_event(&event.service, &event.kind, &event.message, event.detail)?;
+            let copied = to.add_event(&event.service, &event.kind, &event.message, event.detail)?;
+            report.last_event = report.last_event.max(Some(copied.id));
             report.events += 1;
         }
     }
@@ -68,6 +72,9 @@ pub fn copy(
     }
     for (host, order) in from.acme_orders()? {
         to.save_acme_order(&host, &order)?;
+    }
+    if let Some(id) = report.last_event {
+        to.set_webhooks_posted(id)?;
     }
     Ok(Ok(report))
 }

@@ -813,6 +813,10 @@ impl ServiceStore for EtcdStore {
         self.texts_under("acme/challenge/")
     }
 
+    fn set_webhooks_posted(&self, id: u64) -> StoreResult<()> {
+        self.put(self.key("webhooks/posted"), id.to_string().into_bytes())
+    }
+
     fn add_event(
         &self,
         service: &str,
@@ -879,12 +883,6 @@ impl EtcdStore {
             .first()
             .and_then(|kv| String::from_utf8_lossy(kv.value()).parse().ok())
             .unwrap_or(0))
-    }
-
-    /// Notes that the event `id` was posted, under the fence of the
-    /// leader's work running now.
-    pub fn set_webhooks_posted(&self, id: u64) -> StoreResult<()> {
-        self.put(self.key("webhooks/posted"), id.to_string().into_bytes())
     }
 }
 
