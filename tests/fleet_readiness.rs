@@ -4,7 +4,8 @@
 //! on one node only fails the deploy naming that node, with its log lines;
 //! a node killed with `kill -9` drops out within its lease and is no
 //! longer waited for; a rollout whose candidate fails on another node rolls
-//! back; status adds up every node's traffic.
+//! back; status adds up every node's traffic; an external upstream is
+//! health-checked and routed by every node.
 
 #![cfg(feature = "etcd")]
 
@@ -375,4 +376,48 @@ async fn a_rollback_to_a_stopped_release_returns_once_every_node_routes_it() {
         reported(&nodes(&two).await, "two", "hello", "1.0.0").map(|r| r.2),
         Some("ready".to_owned())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_upstream_is_health_checked_and_routed_by_every_node() {
+    let Some(etcd) = EtcdCluster::start("fleet_ready_external", 1) else {
+        return;
+    };
+    let url = etcd.url("/external");
+    let one = node(&url, "one").await;
+    let two = node(&url, "two").await;
+    wait_for_nodes(&one, &["one", "two"]).await;
+    let wait = std::time::Duration::from_secs(10);
+    let mut own = support::own_server::OwnServer::start("1.0.0", 0, wait).await;
+
+    one.deploy_external("ext", "1.0.0", &[own.addr], &["--health-interval", "200ms"])
+        .await
+        .ok();
+    // Deploy returned: node two checked the address itself and routes it.
+    let listed = nodes(&two).await;
+    assert_eq!(
+        reported(&listed, "two", "ext", "1.0.0"),
+        Some((1, 1, "ready".to_owned())),
+        "{listed:#?}"
+    );
+    let (status, served, _) = two.get("/services/ext/").await;
+    assert_eq!((status, served.as_str()), (200, "1.0.0"));
+
+    // The address goes away: each node finds it by its own checks.
+    own.kill().await;
+    for name in ["one", "two"] {
+        two.eventually(&format!("node {name} finds ext down"), FOLLOW, || async {
+            reported(&nodes(&two).await, name, "ext", "1.0.0")
+                .is_some_and(|(healthy, _, _)| healthy == 0)
+        })
+        .await;
+    }
+    // It answers again at the same address: both nodes route to it again.
+    let _back = support::own_server::OwnServer::start("1.0.0", own.addr.port(), wait).await;
+    for env in [&one, &two] {
+        env.eventually("the address is routed to again", FOLLOW, || async {
+            env.get("/services/ext/").await.0 == 200
+        })
+        .await;
+    }
 }
