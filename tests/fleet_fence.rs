@@ -1,6 +1,6 @@
 //! A fleet leader's operator commands are fenced like its drivers: a
 //! rollout's pause (and the other rollout verbs) and an upgrade's
-//! `--continue` run as the leader's work, so a node whose election key
+//! `--continue` and `--abort` run as the leader's work, so a node whose election key
 //! is gone — it has not noticed yet — refuses them with 409, names what
 //! happened and what to do, and writes nothing. Through the node that
 //! leads, the same commands work as on a single serve.
@@ -236,17 +236,22 @@ interval = "200ms"
             .collect()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_leader_whose_election_key_is_gone_refuses_an_upgrade_continue_and_writes_nothing() {
-        let Some(etcd) = EtcdCluster::start("fleet_fence_upgrade_continue", 3) else {
+    /// On a fleet of one node under `prefix` (no other node takes the
+    /// lead and marks the upgrade interrupted before the command reaches
+    /// it), an upgrade of hub waits after its first step; the node's
+    /// election key goes; `upgrade --VERB` through it is refused by the
+    /// fence, and the upgrade never goes on: its event `event` is not
+    /// recorded, its steps stay as they were, hub's main stays, and the
+    /// node, leading again under a new key, finds it cut off and marks it
+    /// interrupted, naming the command that plans again.
+    async fn upgrade_command_is_fenced(test: &str, prefix: &str, verb: &str, event: &str) {
+        let Some(etcd) = EtcdCluster::start(test, 3) else {
             return;
         };
-        if !support::component::etcdctl("fleet_fence_upgrade_continue") {
+        if !support::component::etcdctl(test) {
             return;
         }
-        // One node: no other node takes the lead (and marks the upgrade
-        // interrupted) before the command reaches it.
-        let url = etcd.url("/fence-upgrade");
+        let url = etcd.url(prefix);
         let env = node(&url, "one").await;
         env.eventually("the node leads", FOLLOW, || async {
             leaders(&nodes(&env).await) == ["one"]
@@ -263,32 +268,55 @@ interval = "200ms"
         env.cli(&["upgrade", "hub", "--to", "1.2.0", "--approve"])
             .await
             .ok();
-        let upgrade_key = "/fence-upgrade/upgrade/hub";
-        let before = stored(&etcd, upgrade_key);
+        let upgrade_key = format!("{prefix}/upgrade/hub");
+        let before = stored(&etcd, &upgrade_key);
         assert_eq!(before["status"], "waiting", "{before}");
         assert_eq!(before["steps"].as_array().map(Vec::len), Some(1));
 
-        let key = delete_election_key(&etcd, "/fence-upgrade");
-        let refused = admin_post(&env, "/v1/services/hub/upgrade/continue", json!({})).await;
+        let key = delete_election_key(&etcd, prefix);
+        let path = format!("/v1/services/hub/upgrade/{verb}");
+        let refused = admin_post(&env, &path, json!({})).await;
         assert_fenced(&refused, &key);
 
-        // The upgrade never went on: what is stored is as it was, until the
-        // node, leading again under a new key, finds it cut off and marks
-        // it interrupted, naming the command that plans again.
-        env.eventually("the node leads again", FOLLOW, || async {
-            leaders(&nodes(&env).await) == ["one"]
+        env.eventually("the upgrade is marked interrupted", FOLLOW, || async {
+            stored(&etcd, &upgrade_key)["status"] == "interrupted"
         })
         .await;
-        let after = stored(&etcd, upgrade_key);
+        let after = stored(&etcd, &upgrade_key);
         assert_eq!(after["steps"], before["steps"], "{after}");
-        let status = after["status"].as_str().unwrap_or_default();
-        assert!(status == "waiting" || status == "interrupted", "{after}");
-        assert!(events_of(&env, "hub", "upgrade-continued").await.is_empty());
+        let error = after["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("`switchyard upgrade hub --to 1.2.0` plans again"),
+            "{after}"
+        );
+        assert!(events_of(&env, "hub", event).await.is_empty());
         let ls = env.ls().await;
         assert_eq!(
             support::listing::service(&ls, "hub")["main"],
             "1.1.0",
             "{ls}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_whose_election_key_is_gone_refuses_an_upgrade_continue_and_writes_nothing() {
+        upgrade_command_is_fenced(
+            "fleet_fence_upgrade_continue",
+            "/fence-continue",
+            "continue",
+            "upgrade-continued",
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_whose_election_key_is_gone_refuses_an_upgrade_abort_and_writes_nothing() {
+        upgrade_command_is_fenced(
+            "fleet_fence_upgrade_abort",
+            "/fence-abort",
+            "abort",
+            "upgrade-abort-asked",
+        )
+        .await;
     }
 }
