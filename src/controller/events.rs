@@ -87,7 +87,8 @@ pub async fn post(client: &reqwest::Client, urls: &[String], event: &Event) {
 }
 
 impl Controller {
-    /// Records an event and hands it to the webhooks.
+    /// Records an event and hands it to the webhooks; one the store
+    /// refuses is logged.
     pub(super) fn record_event(
         &self,
         service: &str,
@@ -95,17 +96,28 @@ impl Controller {
         message: &str,
         detail: serde_json::Value,
     ) {
-        match self.store.add_event(service, kind, message, detail) {
-            Ok(event) => {
-                tracing::info!(service, kind, message, "event");
-                // Webhooks are posted by the node that leads (a single
-                // serve; a fleet's leader posts them from the store).
-                if self.notifier.is_on() {
-                    self.notifier.part().send(event);
-                }
-            }
-            Err(error) => tracing::error!(%error, service, kind, "cannot record event"),
+        if let Err(error) = self.try_record_event(service, kind, message, detail) {
+            tracing::error!(%error, service, kind, "cannot record event");
         }
+    }
+
+    /// Records an event and hands it to the webhooks; one the store
+    /// refuses is the caller's error (a command that is its event).
+    pub(super) fn try_record_event(
+        &self,
+        service: &str,
+        kind: &str,
+        message: &str,
+        detail: serde_json::Value,
+    ) -> crate::Result<()> {
+        let event = self.store.add_event(service, kind, message, detail)?;
+        tracing::info!(service, kind, message, "event");
+        // Webhooks are posted by the node that leads (a single serve; a
+        // fleet's leader posts them from the store).
+        if self.notifier.is_on() {
+            self.notifier.part().send(event);
+        }
+        Ok(())
     }
 
     /// Records an event for every service that answers for `host` (what

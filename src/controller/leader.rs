@@ -154,4 +154,19 @@ impl super::Controller {
             self.stop_upgrades();
         }
     }
+
+    /// Runs `work`, an operator's command on what the leader does (a
+    /// rollout's pause, an upgrade's `--continue`, …), as the leader's
+    /// work: what it writes is fenced by the election key this node won,
+    /// so a node that lost the election without noticing yet has the
+    /// command refused ([`crate::store::StoreError::Fenced`]), with nothing
+    /// written, instead of answering that it was done.
+    pub(super) async fn as_leader<F: std::future::Future>(&self, work: F) -> F::Output {
+        crate::store::fence::scope(self.leadership().fence(), work).await
+    }
+
+    /// Like [`Self::as_leader`], for a synchronous command.
+    pub(super) fn as_leader_sync<T>(&self, work: impl FnOnce() -> T) -> T {
+        crate::store::fence::sync_scope(self.leadership().fence(), work)
+    }
 }

@@ -83,7 +83,7 @@ impl Controller {
             )
             .await?;
         // A canary aborted by hand ends its rollout too.
-        self.stop_rollout_by_hand(service);
+        self.stop_rollout_by_hand(service)?;
         Ok(revision)
     }
 

@@ -100,7 +100,17 @@ impl Controller {
             .find(|r| r.service == service.as_str()))
     }
 
-    fn save_rollout(&self, state: &RolloutState) {
+    /// Saves the rollout's state for an operator's command (a start, a
+    /// pause, a promotion): a write the store refuses (fenced, unreachable)
+    /// is the command's answer, and the command changes nothing more.
+    fn save_rollout(&self, state: &RolloutState) -> Result<()> {
+        Ok(self.store.save_rollout(state)?)
+    }
+
+    /// Saves the progress of a rollout's task; a refused write is logged
+    /// and the task goes on from what is stored, or ends: a write refused
+    /// by the fence has stopped this node's rollouts (another node leads).
+    fn save_progress(&self, state: &RolloutState) {
         if let Err(error) = self.store.save_rollout(state) {
             tracing::error!(%error, service = %state.service, "cannot save rollout progress");
         }
@@ -116,8 +126,8 @@ impl Controller {
         service: &ServiceName,
         plan: RolloutPlan,
     ) -> Result<RolloutState> {
-        let fence = self.leadership().fence();
-        crate::store::fence::scope(fence, self.launch_rollout(service, plan, None)).await
+        self.as_leader(self.launch_rollout(service, plan, None))
+            .await
     }
 
     /// Starts a rollout; `note` says why, when it is not a new one.
@@ -180,7 +190,7 @@ impl Controller {
             checks: Vec::new(),
             started_at: now,
         };
-        self.save_rollout(&state);
+        self.save_rollout(&state)?;
         self.record_event(
             service.as_str(),
             "rollout-started",
@@ -260,7 +270,7 @@ impl Controller {
 
     /// Lets a paused rollout go on to its next step.
     pub fn resume(&self, service: &ServiceName) -> Result<RolloutState> {
-        crate::store::fence::sync_scope(self.leadership().fence(), || self.resume_fenced(service))
+        self.as_leader_sync(|| self.resume_fenced(service))
     }
 
     fn resume_fenced(&self, service: &ServiceName) -> Result<RolloutState> {
@@ -279,7 +289,7 @@ impl Controller {
             state.failures = 0;
         }
         state.step_started_at = now_millis();
-        self.store.save_rollout(&state)?;
+        self.save_rollout(&state)?;
         let message = format!(
             "rollout resumed at step {} of {}: {}",
             (state.step + 1).min(state.plan.steps.len()),
@@ -364,7 +374,7 @@ impl Controller {
                         now_millis(),
                         false,
                     );
-                    self.save_rollout(&state);
+                    self.save_progress(&state);
                     self.record_event(
                         service.as_str(),
                         "paused",
@@ -382,7 +392,7 @@ impl Controller {
                             now_millis(),
                             false,
                         );
-                        self.save_rollout(&state);
+                        self.save_progress(&state);
                         self.record_event(
                             service.as_str(),
                             "paused",
@@ -401,7 +411,7 @@ impl Controller {
                         } else {
                             // Stay on this step for another interval.
                             state.step_started_at = now_millis();
-                            self.save_rollout(&state);
+                            self.save_progress(&state);
                             continue;
                         }
                     }
@@ -414,7 +424,7 @@ impl Controller {
                     state.failures = 0;
                     state.step += 1;
                     state.step_started_at = now_millis();
-                    self.save_rollout(&state);
+                    self.save_progress(&state);
                     self.record_event(
                         service.as_str(),
                         "step",
@@ -446,7 +456,7 @@ impl Controller {
         // A pause stored before pauses had a start counts from now.
         let since = *since.get_or_insert_with(now_millis);
         let reason = reason.clone();
-        self.save_rollout(state);
+        self.save_progress(state);
         let limit = state.plan.stuck_limit_seconds;
         let deadline = since + limit * 1000;
         let left = Duration::from_millis(deadline.saturating_sub(now_millis()));
@@ -582,7 +592,7 @@ impl Controller {
         let candidate_before = self.snapshots_of(service, Some(&version));
         let main_before = self.snapshots_of(service, main.as_deref());
         state.step_started_at = now_millis();
-        self.save_rollout(state);
+        self.save_progress(state);
         let spec = state.plan.analysis.clone();
         self.watch(
             service,
@@ -645,7 +655,7 @@ impl Controller {
             serde_json::to_value(&checks).unwrap_or_default(),
         );
         state.checks = checks;
-        self.save_rollout(state);
+        self.save_progress(state);
         Ok(verdict)
     }
 
@@ -667,7 +677,7 @@ impl Controller {
         match promoted {
             Ok(_) => {
                 state.status = RolloutStatus::Succeeded;
-                self.save_rollout(&state);
+                self.save_progress(&state);
                 self.record_event(
                     service.as_str(),
                     "promoted",
@@ -703,7 +713,7 @@ impl Controller {
         state.status = RolloutStatus::Failed {
             reason: reason.clone(),
         };
-        self.save_rollout(&state);
+        self.save_progress(&state);
         self.record_event(
             service.as_str(),
             "rolled-back",

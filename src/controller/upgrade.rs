@@ -140,6 +140,15 @@ impl Controller {
         req: UpgradeRequest,
         actor: &str,
     ) -> Result<UpgradeState> {
+        self.as_leader_sync(|| self.start_upgrade_fenced(service, req, actor))
+    }
+
+    fn start_upgrade_fenced(
+        self: &Arc<Self>,
+        service: &ServiceName,
+        req: UpgradeRequest,
+        actor: &str,
+    ) -> Result<UpgradeState> {
         self.ensure_leading("upgrades")?;
         if let BetweenSteps::Wait { ms } = req.between {
             if ms == 0 || Duration::from_millis(ms) > MAX_WAIT {
@@ -275,8 +284,14 @@ impl Controller {
     }
 
     /// Lets an upgrade that waits between steps go on (also cuts a timed
-    /// wait short).
+    /// wait short). The operator's word is recorded first, as the
+    /// leader's work: a node whose election is gone refuses it and the
+    /// upgrade waits on (see [`Self::as_leader`]).
     pub fn continue_upgrade(&self, service: &ServiceName) -> Result<UpgradeState> {
+        self.as_leader_sync(|| self.continue_upgrade_fenced(service))
+    }
+
+    fn continue_upgrade_fenced(&self, service: &ServiceName) -> Result<UpgradeState> {
         self.ensure_leading("upgrades")?;
         let state = self.held_upgrade(service)?;
         if state.status != UpgradeStatus::Waiting && state.waiting_until.is_none() {
@@ -288,6 +303,17 @@ impl Controller {
             }
             .into());
         }
+        self.try_record_event(
+            service.as_str(),
+            "upgrade-continued",
+            &format!(
+                "the upgrade to {} goes on after step {}/{} (`switchyard upgrade {service} --continue`)",
+                state.to,
+                state.steps.len(),
+                state.plan.steps.len()
+            ),
+            serde_json::Value::Null,
+        )?;
         if let Some(control) = self.upgrade_controls().get(service) {
             control.go_on.store(true, Ordering::SeqCst);
             control.wake.notify_one();
@@ -298,8 +324,23 @@ impl Controller {
     /// Stops the upgrade at the next step boundary (at once when it waits
     /// between steps); the step that runs finishes or fails as usual.
     pub fn abort_upgrade(&self, service: &ServiceName) -> Result<UpgradeState> {
+        self.as_leader_sync(|| self.abort_upgrade_fenced(service))
+    }
+
+    fn abort_upgrade_fenced(&self, service: &ServiceName) -> Result<UpgradeState> {
         self.ensure_leading("upgrades")?;
         let mut state = self.held_upgrade(service)?;
+        self.try_record_event(
+            service.as_str(),
+            "upgrade-abort-asked",
+            &format!(
+                "the upgrade to {} stops at the next step boundary, {} of {} steps done (`switchyard upgrade {service} --abort`)",
+                state.to,
+                state.steps.len(),
+                state.plan.steps.len()
+            ),
+            serde_json::Value::Null,
+        )?;
         if let Some(control) = self.upgrade_controls().get(service) {
             control.abort.store(true, Ordering::SeqCst);
             control.wake.notify_one();

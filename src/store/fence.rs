@@ -1,14 +1,17 @@
 //! The fence of a fleet's leader: what only the leading node writes
-//! (its rollouts' steps, its upgrades' steps, the events they record) is
-//! written only while the election key this node won still exists. A
-//! leader that lost its lease while it could not run (a long pause, a
-//! partition) and goes on where it was finds its writes refused
-//! ([`super::StoreError::Fenced`]) instead of overwriting what the next
-//! leader did meanwhile.
+//! (its rollouts' steps, its upgrades' steps, the events they record, and
+//! the operator's commands on them: a rollout's pause or promotion, an
+//! upgrade's `--continue`, …) is written only while the election key this
+//! node won still exists. A leader that lost its lease while it could not
+//! run (a long pause, a partition) and goes on where it was finds its
+//! writes refused ([`super::StoreError::Fenced`]) instead of overwriting
+//! what the next leader did meanwhile; a command answers with that
+//! refusal.
 //!
-//! The fence travels with the leader's work: a task that acts for the
-//! leader runs inside [`scope`], and the store reads [`current`] when it
-//! writes. A serve on its state directory has no fence (it always leads).
+//! The fence travels with the leader's work: a task or a command that
+//! acts for the leader runs inside [`scope`] (the controller's
+//! `as_leader`), and the store reads [`current`] when it writes. A serve
+//! on its state directory has no fence (it always leads).
 
 use std::fmt;
 use std::future::Future;

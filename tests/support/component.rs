@@ -71,6 +71,23 @@ pub fn command(test: &str, name: &str) -> bool {
     available(test, name, probe)
 }
 
+/// Whether `etcdctl` runs here (it has `version`, not `--version`); it
+/// comes with etcd, so a run that does without etcd skips it too.
+pub fn etcdctl(test: &str) -> bool {
+    let probe = match std::process::Command::new("etcdctl")
+        .arg("version")
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "`etcdctl version` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run `etcdctl` ({e}): it comes with etcd")),
+    };
+    available(test, "etcd", probe)
+}
+
 /// Whether Debian's `redis-server` and `redis-cli` run here (apt packages
 /// redis-server and redis-tools); see [`available`].
 pub fn redis(test: &str) -> bool {

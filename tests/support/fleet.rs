@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Env;
+use super::etcd::EtcdCluster;
 
 /// How long a node may take to follow a change another node made (the
 /// release starts and gets ready on it first).
@@ -129,4 +130,44 @@ pub async fn wait_for_nodes(env: &Env, names_: &[&str]) {
         || async { names(&nodes(env).await) == names_ },
     )
     .await;
+}
+
+/// POSTs `body` to `path` of `env`'s admin API; the answer, whatever its
+/// status.
+pub async fn admin_post(env: &Env, path: &str, body: Value) -> super::Reply {
+    super::reply(
+        env.http.post(format!("{}{path}", env.admin())).json(&body),
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// Deletes the election key of the node that leads the fleet under
+/// `prefix` (the oldest key under `PREFIX/leader/`), as when its lease
+/// expires while the node cannot run; returns the key. Nothing tells the
+/// node: it finds out when a write of its leader's work is refused.
+pub fn delete_election_key(etcd: &EtcdCluster, prefix: &str) -> String {
+    let keys = etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        &format!("{prefix}/leader/"),
+        "--keys-only",
+        "--sort-by=CREATE",
+        "--order=ASCEND",
+    ]);
+    let key = keys
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .expect("the leader's election key")
+        .to_owned();
+    let deleted = etcd.etcdctl(&["del", &key]);
+    assert_eq!(deleted.trim(), "1", "etcdctl del {key} said {deleted}");
+    key
+}
+
+/// The value etcd holds at `key`, as JSON.
+pub fn stored(etcd: &EtcdCluster, key: &str) -> Value {
+    let value = etcd.etcdctl(&["get", key, "--print-value-only"]);
+    serde_json::from_str(value.trim())
+        .unwrap_or_else(|e| panic!("etcd holds no JSON at {key} ({e}): {value:?}"))
 }

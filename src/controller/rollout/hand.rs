@@ -69,7 +69,9 @@ impl Controller {
         Some(gate.lock_owned().await)
     }
 
-    /// Ends the rollout (its task stops) with `status`, recording why.
+    /// Ends the rollout (its task stops) with `status`, recording why. A
+    /// write the store refuses is the answer, and the rollout's task is
+    /// left as it was.
     fn end_by_hand(
         &self,
         service: &ServiceName,
@@ -77,22 +79,24 @@ impl Controller {
         status: RolloutStatus,
         kind: &str,
         message: &str,
-    ) {
-        self.drivers().remove(service);
+    ) -> Result<()> {
         state.status = status;
-        self.save_rollout(&state);
+        self.save_rollout(&state)?;
+        self.drivers().remove(service);
         self.record_event(
             service.as_str(),
             kind,
             message,
             serde_json::json!({ "version": state.plan.version.to_string(), "by_hand": true }),
         );
+        Ok(())
     }
 
     /// Runs `act`, a change by hand, in agreement with a running rollout:
     /// making the candidate main ends the rollout as promoted by hand,
     /// ending the canary ends it as aborted by hand, and what would fight
-    /// the rollout is refused with the command to use.
+    /// the rollout is refused with the command to use. With a rollout
+    /// running, it all runs as the leader's work (fenced).
     pub async fn by_hand<T>(
         &self,
         service: &ServiceName,
@@ -102,6 +106,17 @@ impl Controller {
         let Some(rollout) = self.active_rollout(service)? else {
             return act.await;
         };
+        self.as_leader(self.by_hand_in_rollout(service, rollout, change, act))
+            .await
+    }
+
+    async fn by_hand_in_rollout<T>(
+        &self,
+        service: &ServiceName,
+        rollout: RolloutState,
+        change: HandChange<'_>,
+        act: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let candidate = rollout.plan.version.clone();
         let is_candidate = |v: &str| parse_version(v).is_ok_and(|v| v == candidate);
         let refuse = |what: String, instead: String| -> Result<T> {
@@ -181,26 +196,36 @@ impl Controller {
             },
             "promoted",
             &format!("{reason}; it is main and the rollout ends"),
-        );
+        )?;
         Ok(done)
     }
 
     /// Ends a running rollout as aborted by hand (its canary already gone).
-    pub(in crate::controller) fn stop_rollout_by_hand(&self, service: &ServiceName) {
-        // Dropping the driver cancels its task.
-        self.drivers().remove(service);
-        if let Ok(Some(state)) = self.active_rollout(service) {
-            let message = format!(
-                "rollout of {} aborted by hand at {}; every client is on main",
-                state.plan.version,
-                step_of(&state)
-            );
-            self.end_by_hand(service, state, RolloutStatus::Aborted, "aborted", &message);
-        }
+    pub(in crate::controller) fn stop_rollout_by_hand(&self, service: &ServiceName) -> Result<()> {
+        let Ok(Some(state)) = self.active_rollout(service) else {
+            // Dropping the driver cancels its task.
+            self.drivers().remove(service);
+            return Ok(());
+        };
+        let message = format!(
+            "rollout of {} aborted by hand at {}; every client is on main",
+            state.plan.version,
+            step_of(&state)
+        );
+        self.end_by_hand(service, state, RolloutStatus::Aborted, "aborted", &message)
     }
 
     /// Stops a rollout by hand: every client back on main.
     pub async fn abort_rollout(&self, service: &ServiceName, actor: &str) -> Result<RolloutState> {
+        self.as_leader(self.abort_rollout_fenced(service, actor))
+            .await
+    }
+
+    async fn abort_rollout_fenced(
+        &self,
+        service: &ServiceName,
+        actor: &str,
+    ) -> Result<RolloutState> {
         self.ensure_leading("rollouts")?;
         let _hold = self.hold_driver(service).await;
         let state = self
@@ -212,7 +237,7 @@ impl Controller {
         if has_canary {
             self.abort(service, None, actor).await?;
         } else {
-            self.stop_rollout_by_hand(service);
+            self.stop_rollout_by_hand(service)?;
         }
         Ok(RolloutState {
             status: RolloutStatus::Aborted,
@@ -223,6 +248,10 @@ impl Controller {
     /// Holds a running rollout at the step it is on until `resume`, which
     /// runs that step again (the stuck limit counts meanwhile).
     pub async fn pause_rollout(&self, service: &ServiceName) -> Result<RolloutState> {
+        self.as_leader(self.pause_rollout_fenced(service)).await
+    }
+
+    async fn pause_rollout_fenced(&self, service: &ServiceName) -> Result<RolloutState> {
         self.ensure_leading("rollouts")?;
         let _hold = self.hold_driver(service).await;
         let mut state = self
@@ -242,7 +271,7 @@ impl Controller {
             step_of(&state)
         );
         state.status = RolloutStatus::paused(message.clone(), now_millis(), true);
-        self.save_rollout(&state);
+        self.save_rollout(&state)?;
         self.record_event(
             service.as_str(),
             "paused",
@@ -255,6 +284,11 @@ impl Controller {
     /// Argo's promote: skips the step the rollout is on (a pause or an
     /// analysis, paused or not) and goes on with the next.
     pub async fn promote_rollout_step(&self, service: &ServiceName) -> Result<RolloutState> {
+        self.as_leader(self.promote_rollout_step_fenced(service))
+            .await
+    }
+
+    async fn promote_rollout_step_fenced(&self, service: &ServiceName) -> Result<RolloutState> {
         self.ensure_leading("rollouts")?;
         let hold = self.hold_driver(service).await;
         let mut state = self
@@ -266,7 +300,7 @@ impl Controller {
         state.status = RolloutStatus::Running;
         state.failures = 0;
         state.step_started_at = now_millis();
-        self.save_rollout(&state);
+        self.save_rollout(&state)?;
         let next = describe(state.plan.steps.get(state.step), &state.plan.analysis);
         self.record_event(
             service.as_str(),
@@ -296,6 +330,15 @@ impl Controller {
         service: &ServiceName,
         actor: &str,
     ) -> Result<RolloutState> {
+        self.as_leader(self.promote_rollout_full_fenced(service, actor))
+            .await
+    }
+
+    async fn promote_rollout_full_fenced(
+        &self,
+        service: &ServiceName,
+        actor: &str,
+    ) -> Result<RolloutState> {
         self.ensure_leading("rollouts")?;
         let state = self
             .active_rollout(service)?
@@ -317,6 +360,10 @@ impl Controller {
     /// Runs a failed or aborted rollout again from its first step, with
     /// the same plan.
     pub async fn retry_rollout(self: &Arc<Self>, service: &ServiceName) -> Result<RolloutState> {
+        self.as_leader(self.retry_rollout_fenced(service)).await
+    }
+
+    async fn retry_rollout_fenced(self: &Arc<Self>, service: &ServiceName) -> Result<RolloutState> {
         self.ensure_leading("rollouts")?;
         let last = self
             .rollout_state(service)?
