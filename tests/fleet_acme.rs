@@ -20,20 +20,68 @@ mod on_etcd {
     use support::tls::https1;
 
     /// Two nodes with TLS listeners checking ACME every second, hello
-    /// deployed for app.test; and which of them leads.
-    async fn fleet(etcd: &EtcdCluster, prefix: &str) -> ([Env; 2], usize) {
-        let url = etcd.url(prefix);
-        let args = ["--tls-listen", "127.0.0.1:0", "--acme-renew-check", "1s"];
-        let nodes = [
-            node_with(&url, "one", &args, &[]).await,
-            node_with(&url, "two", &args, &[]).await,
-        ];
-        let leader = leader_of(&nodes).await;
-        nodes[0]
-            .deploy("hello", "1.0.0", &["--host", "app.test"], &[])
-            .await
-            .ok();
-        (nodes, leader)
+    /// deployed for app.test, and pebble validating HTTP-01 through the
+    /// node that does not lead (the leader's challenges must be answered
+    /// there). `None` when etcd or pebble is missing (and the run allows
+    /// it).
+    struct PebbleFleet {
+        etcd: EtcdCluster,
+        nodes: [Env; 2],
+        leader: usize,
+        pebble: Pebble,
+    }
+
+    impl PebbleFleet {
+        async fn start(test: &str, prefix: &str) -> Option<PebbleFleet> {
+            let etcd = EtcdCluster::start(test, 1)?;
+            if !Pebble::available(test) {
+                return None;
+            }
+            let url = etcd.url(prefix);
+            let args = ["--tls-listen", "127.0.0.1:0", "--acme-renew-check", "1s"];
+            let nodes = [
+                node_with(&url, "one", &args, &[]).await,
+                node_with(&url, "two", &args, &[]).await,
+            ];
+            let leader = leader_of(&nodes).await;
+            nodes[0]
+                .deploy("hello", "1.0.0", &["--host", "app.test"], &[])
+                .await
+                .ok();
+            let follower = &nodes[1 - leader];
+            let pebble = Pebble::start(
+                follower.dir.path(),
+                follower.proxy_port(),
+                Duration::from_secs(3600),
+            )
+            .await;
+            Some(PebbleFleet {
+                etcd,
+                nodes,
+                leader,
+                pebble,
+            })
+        }
+
+        fn follower(&self) -> &Env {
+            &self.nodes[1 - self.leader]
+        }
+
+        /// `ARGS… --email … --directory … --directory-ca …` through the
+        /// follower.
+        async fn ask_follower(&self, args: &[&str]) -> support::Run {
+            let ca = self.pebble.directory_ca.display().to_string();
+            let mut all = args.to_vec();
+            all.extend_from_slice(&[
+                "--email",
+                "ops@app.test",
+                "--directory",
+                &self.pebble.directory,
+                "--directory-ca",
+                &ca,
+            ]);
+            self.follower().cli(&all).await
+        }
     }
 
     /// The source of the certificate `env` lists for `host`, if any.
@@ -61,37 +109,13 @@ mod on_etcd {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_order_asked_through_a_follower_is_made_once_by_the_leader_and_validated_through_the_follower()
      {
-        let Some(etcd) = EtcdCluster::start("fleet_acme_order", 1) else {
+        let Some(fleet) = PebbleFleet::start("fleet_acme_order", "/acme").await else {
             return;
         };
-        if !Pebble::available("fleet_acme_order") {
-            return;
-        }
-        let (nodes, leader) = fleet(&etcd, "/acme").await;
-        let follower = &nodes[1 - leader];
-        // The CA reaches the follower only: the leader's challenge must
-        // be answered there.
-        let pebble = Pebble::start(
-            follower.dir.path(),
-            follower.proxy_port(),
-            Duration::from_secs(3600),
-        )
-        .await;
-        let ca = pebble.directory_ca.display().to_string();
-        let order = [
-            "tls",
-            "acme",
-            "app.test",
-            "--email",
-            "ops@app.test",
-            "--directory",
-            &pebble.directory,
-            "--directory-ca",
-            &ca,
-        ];
+        let (nodes, follower, pebble) = (&fleet.nodes, fleet.follower(), &fleet.pebble);
 
-        let refused = follower
-            .cli(&[&order[..], &["--challenge", "tls-alpn-01"]].concat())
+        let refused = fleet
+            .ask_follower(&["tls", "acme", "app.test", "--challenge", "tls-alpn-01"])
             .await
             .failed();
         assert!(
@@ -101,7 +125,7 @@ mod on_etcd {
         );
         assert_eq!(source_of(follower, "app.test").await, None);
 
-        let run = follower.cli(&order).await;
+        let run = fleet.ask_follower(&["tls", "acme", "app.test"]).await;
         assert_eq!(
             run.code,
             0,
@@ -109,35 +133,41 @@ mod on_etcd {
             run.stdout,
             run.stderr,
             pebble.log(),
-            nodes[leader].serve_log()
+            nodes[fleet.leader].serve_log()
         );
         assert!(
             run.stdout.contains("certificate for app.test stored"),
             "{}",
             run.stdout
         );
-        for env in &nodes {
+        for env in nodes {
             env.eventually("every node serves the certificate", FOLLOW, || async {
-                serves(env, "app.test", &pebble).await
+                serves(env, "app.test", pebble).await
             })
             .await;
             assert_eq!(source_of(env, "app.test").await.as_deref(), Some("acme"));
         }
-        assert_eq!(orders_placed(&nodes[leader]), 1, "the leader ordered once");
+        assert_eq!(
+            orders_placed(&nodes[fleet.leader]),
+            1,
+            "the leader ordered once"
+        );
         assert_eq!(orders_placed(follower), 0, "the follower did not order");
         let issued = events_of(follower, "hello", "certificate-issued").await;
         assert_eq!(issued.len(), 1, "{issued:?}");
         // The answered challenge is gone from the store.
-        let pending = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/acme/acme/challenge/"]);
+        let pending =
+            fleet
+                .etcd
+                .etcdctl(&["get", "--prefix", "--keys-only", "/acme/acme/challenge/"]);
         assert_eq!(pending.trim(), "", "{pending}");
 
         // Removed through the follower: no node keeps the order (none
         // renews it) or serves the certificate.
         follower.cli(&["tls", "rm", "app.test"]).await.ok();
-        for env in &nodes {
+        for env in nodes {
             env.eventually("the order and certificate are gone", FOLLOW, || async {
-                orders(env).await == serde_json::json!([])
-                    && !serves(env, "app.test", &pebble).await
+                orders(env).await == serde_json::json!([]) && !serves(env, "app.test", pebble).await
             })
             .await;
         }
@@ -162,37 +192,14 @@ mod on_etcd {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_order_asked_while_the_leader_is_gone_is_kept_and_made_by_the_next_leader() {
-        let Some(etcd) = EtcdCluster::start("fleet_acme_next_leader", 1) else {
+        let Some(fleet) = PebbleFleet::start("fleet_acme_next_leader", "/next").await else {
             return;
         };
-        if !Pebble::available("fleet_acme_next_leader") {
-            return;
-        }
-        let (nodes, leader) = fleet(&etcd, "/next").await;
-        let follower = &nodes[1 - leader];
-        let pebble = Pebble::start(
-            follower.dir.path(),
-            follower.proxy_port(),
-            Duration::from_secs(3600),
-        )
-        .await;
-        let ca = pebble.directory_ca.display().to_string();
+        let (leader, follower) = (&fleet.nodes[fleet.leader], fleet.follower());
         // The leader stops answering (its lease runs out after 2s).
-        signal(&nodes[leader], nix::sys::signal::Signal::SIGSTOP);
-        let run = follower
-            .cli(&[
-                "tls",
-                "acme",
-                "app.test",
-                "--email",
-                "ops@app.test",
-                "--directory",
-                &pebble.directory,
-                "--directory-ca",
-                &ca,
-            ])
-            .await;
-        signal(&nodes[leader], nix::sys::signal::Signal::SIGCONT);
+        signal(leader, nix::sys::signal::Signal::SIGSTOP);
+        let run = fleet.ask_follower(&["tls", "acme", "app.test"]).await;
+        signal(leader, nix::sys::signal::Signal::SIGCONT);
         assert_eq!(
             run.code,
             0,
@@ -207,40 +214,18 @@ mod on_etcd {
             run.stderr
         );
         assert_eq!(orders_placed(follower), 1, "the next leader ordered it");
-        assert!(serves(follower, "app.test", &pebble).await);
+        assert!(serves(follower, "app.test", &fleet.pebble).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_service_marked_for_acme_on_a_fleet_gets_each_host_name_certified_once_by_the_leader()
     {
-        let Some(etcd) = EtcdCluster::start("fleet_acme_automatic", 1) else {
+        let Some(fleet) = PebbleFleet::start("fleet_acme_automatic", "/auto").await else {
             return;
         };
-        if !Pebble::available("fleet_acme_automatic") {
-            return;
-        }
-        let (nodes, leader) = fleet(&etcd, "/auto").await;
-        let follower = &nodes[1 - leader];
-        let pebble = Pebble::start(
-            follower.dir.path(),
-            follower.proxy_port(),
-            Duration::from_secs(3600),
-        )
-        .await;
-        let ca = pebble.directory_ca.display().to_string();
-        follower
-            .cli(&[
-                "https",
-                "hello",
-                "--acme",
-                "on",
-                "--email",
-                "ops@app.test",
-                "--directory",
-                &pebble.directory,
-                "--directory-ca",
-                &ca,
-            ])
+        let (leader, follower) = (&fleet.nodes[fleet.leader], fleet.follower());
+        fleet
+            .ask_follower(&["https", "hello", "--acme", "on"])
             .await
             .ok();
         // A host name added through the follower gets its own, too.
@@ -249,18 +234,18 @@ mod on_etcd {
             .await
             .ok();
         for host in ["app.test", "www.app.test"] {
-            for env in &nodes {
+            for env in &fleet.nodes {
                 env.eventually(
                     &format!("{} serves {host}'s certificate", env.admin()),
                     Duration::from_secs(90),
-                    || async { serves(env, host, &pebble).await },
+                    || async { serves(env, host, &fleet.pebble).await },
                 )
                 .await;
             }
         }
         assert_eq!(orders_placed(follower), 0, "the follower did not order");
-        assert_eq!(orders_placed(&nodes[leader]), 2, "one order per host name");
-        let issued = events_of(&nodes[leader], "hello", "certificate-issued").await;
+        assert_eq!(orders_placed(leader), 2, "one order per host name");
+        let issued = events_of(leader, "hello", "certificate-issued").await;
         assert_eq!(issued.len(), 2, "{issued:?}");
     }
 }

@@ -83,19 +83,7 @@ mod on_etcd {
         // The leader's election key goes (as when its lease expires while
         // it is paused); it does not notice, and its rollout driver goes
         // on when the pause ends: each of its writes must be refused.
-        let keys = etcd.etcdctl(&[
-            "get",
-            "--prefix",
-            "/fence/leader/",
-            "--keys-only",
-            "--sort-by=CREATE",
-            "--order=ASCEND",
-        ]);
-        let key = keys
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .expect("the leader's election key");
-        etcd.etcdctl(&["del", key]);
+        support::fleet::delete_election_key(&etcd, "/fence");
         let survivor = if next == 0 { "one" } else { "two" };
         envs[next]
             .eventually("the other node leads", FOLLOW, || async {
