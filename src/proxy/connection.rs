@@ -28,8 +28,10 @@ pub(crate) use http1::Stream;
 
 /// An upstream HTTP/1.1 connection.
 pub(crate) enum UpstreamConnection {
-    /// The proxy's own client, polled in place by whoever uses it.
-    Http1(http1::Connection),
+    /// The proxy's own client, polled in place by whoever uses it. Boxed
+    /// once per connection, so that handing it along with each answer
+    /// moves a pointer.
+    Http1(Box<http1::Connection>),
     /// hyper's client, run by a task of its own (a connection that may
     /// become a tunnel).
     Tunnel(SendRequest<RequestBody>),
@@ -84,7 +86,7 @@ impl fmt::Debug for UpstreamConnection {
 impl UpstreamConnection {
     /// A connection whose bytes move when its user polls it.
     pub(crate) fn driven_in_place(stream: Stream) -> Self {
-        UpstreamConnection::Http1(http1::Connection::new(stream))
+        UpstreamConnection::Http1(Box::new(http1::Connection::new(stream)))
     }
 
     /// A connection run by a task of its own.

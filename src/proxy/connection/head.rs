@@ -2,6 +2,7 @@
 //! written out by the proxy, and the answer's, parsed with `httparse`.
 
 use std::io::Write;
+use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,6 +18,9 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields an answer head (or a chunked body's trailer
 /// section) may carry.
 const MAX_HEADERS: usize = 100;
+
+/// Header fields the proxy may add to an answer on its way to the client.
+const ADDED_HEADERS: usize = 4;
 
 /// How a request's body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,9 +128,16 @@ pub(crate) enum Parsed {
 /// Parses the answer head at the start of `buf` to a request made with
 /// `method`; a whole head is taken out of `buf`.
 pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    // Slots httparse fills, left uninitialized (100 of them to set up
+    // would cost more than parsing a usual head).
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut fields,
+    );
+    let len = match parsing {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(UpstreamError::HeadTooLarge(MAX_HEAD));
@@ -206,7 +217,8 @@ impl Fields {
     }
 
     fn into_map(self, head: &Bytes) -> Result<HeaderMap, UpstreamError> {
-        let mut headers = HeaderMap::with_capacity(self.count);
+        // Room for the few the proxy adds (request id, version, cookie).
+        let mut headers = HeaderMap::with_capacity(self.count + ADDED_HEADERS);
         for &(name_at, name_len, value_at, value_len) in &self.at[..self.count] {
             let name = &head[name_at as usize..(name_at + name_len) as usize];
             let value = head.slice(value_at as usize..(value_at + value_len) as usize);

@@ -1,7 +1,7 @@
 //! The proxy's own HTTP/1.1 client for one connection to an instance:
 //! the request's head and body written out, the answer's head parsed,
 //! its body framed, all driven by the request's task. The read buffer
-//! starts small and is let go while the connection is idle.
+//! starts small ([`READ_SIZE`]) and is grown only for a large head.
 
 use std::future::poll_fn;
 use std::io;
@@ -47,7 +47,7 @@ enum State {
 /// One HTTP/1.1 connection to an instance.
 pub(crate) struct Connection {
     io: Stream,
-    /// Bytes read and not yet taken; empty (no allocation) while idle.
+    /// Bytes read and not yet taken.
     read: BytesMut,
     /// The bytes on their way out.
     write: Vec<u8>,
@@ -266,15 +266,19 @@ impl Connection {
     }
 
     /// The answer was read to its end: the connection takes the next
-    /// request if both sides let it (and nothing else came), and lets go
-    /// of its read buffer while it waits.
+    /// request if both sides let it (and nothing else came). A read buffer
+    /// grown for a large head is let go; one of the usual size is kept for
+    /// the next answer (allocating it again for every answer costs more
+    /// than the exchange's parsing).
     fn finish(&mut self) {
         if self.state != State::Busy {
             return;
         }
         if self.keep_alive && self.read.is_empty() {
             self.state = State::Idle;
-            self.read = BytesMut::new();
+            if self.read.capacity() > 2 * READ_SIZE {
+                self.read = BytesMut::new();
+            }
         } else {
             self.state = State::Closed;
         }
