@@ -1056,6 +1056,60 @@ async fn answers_that_end_when_the_instance_closes_arrive_whole() {
     assert_eq!(log.lock().expect("log").len(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_instance_cuts_short_break_the_client_response_and_are_not_sent_again() {
+    let env = Env::start().await;
+    let (addr, connections, log) = scripted_upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part of it",
+        true,
+    )
+    .await;
+    env.deploy_external("cut", "1.0.0", &[addr], &[]).await.ok();
+
+    for path in ["/one", "/two"] {
+        // The client never gets a whole answer: the proxy cuts its
+        // connection (before the head if the head had not gone out yet).
+        let sent = within(
+            WAIT,
+            "the answer",
+            env.http
+                .get(format!("{}/services/cut{path}", env.proxy()))
+                .send(),
+        )
+        .await;
+        if let Ok(response) = sent {
+            assert_eq!(response.status(), 200, "{path}");
+            let body = within(WAIT, "the cut body", response.bytes()).await;
+            assert!(
+                body.is_err(),
+                "{path}: the body was cut, not ended: {body:?}"
+            );
+        }
+    }
+    // The answer had begun: a GET is not sent again, and each request
+    // needed a connection of its own (a broken one is never reused).
+    let seen = log.lock().expect("log").clone();
+    assert_eq!(seen, ["GET /one", "GET /two"]);
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_heads_too_large_get_502_naming_the_limit() {
+    let env = Env::start().await;
+    static HUGE: std::sync::LazyLock<&'static [u8]> = std::sync::LazyLock::new(|| {
+        let mut answer = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        answer.resize(200 * 1024, b'a');
+        answer.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+        answer.leak()
+    });
+    let (addr, _, _) = scripted_upstream(*HUGE, false).await;
+    env.deploy_external("big", "1.0.0", &[addr], &[]).await.ok();
+
+    let r = get(&env, "/services/big/").await;
+    r.assert_proxy_error(&env, 502, "upstream-failed", &["big 1.0.0", "larger than"])
+        .await;
+}
+
 // ---------------------------------------------------------------- external
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

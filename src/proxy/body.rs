@@ -5,11 +5,10 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use super::Upstream;
 use super::access_log::Pending;
-use super::connection::UpstreamConnection;
+use super::connection::{UpstreamBody, UpstreamConnection, UpstreamError};
 use super::mirror::{MainAnswer, MainSender, header_pairs};
 use super::pool::Connections;
 use super::progress::{MinRate, Progress};
@@ -34,7 +33,7 @@ pub struct ResponseBody {
 
 enum Kind {
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         conn: Option<(UpstreamConnection, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
         capture: Option<Box<ResponseCapture>>,
@@ -50,7 +49,7 @@ enum Kind {
 #[derive(Debug, thiserror::Error)]
 pub enum ResponseBodyError {
     #[error("the upstream's response body broke off: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] UpstreamError),
     #[error(
         "the upstream's response body came slower than {0} (bytes/interval; serve --upstream-body-min-rate)"
     )]
@@ -69,7 +68,7 @@ pub(crate) struct ResponseCapture {
 
 impl ResponseCapture {
     pub(crate) fn new(
-        response: &http::Response<Incoming>,
+        response: &http::Response<UpstreamBody>,
         from: SocketAddr,
         limit: usize,
         tx: MainSender,
@@ -142,7 +141,7 @@ impl ResponseBody {
     /// An upstream's body, held to `rate`, counted in flight until it
     /// ends; `upload` is the request's upload when it had a body.
     pub(crate) fn upstream(
-        body: Incoming,
+        body: UpstreamBody,
         conn: Option<(UpstreamConnection, Arc<Upstream>)>,
         in_flight: Option<InFlight>,
         capture: Option<Box<ResponseCapture>>,
@@ -250,7 +249,7 @@ impl ResponseBody {
                 // connection (a tunnel's connection has a task of its own).
                 let polled = match conn {
                     Some((c, _)) => c.poll_body(body, cx),
-                    None => Pin::new(&mut *body).poll_frame(cx),
+                    None => body.poll_alone(cx),
                 };
                 let broken = match polled {
                     Poll::Ready(Some(Ok(frame))) => {

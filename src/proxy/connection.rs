@@ -1,143 +1,192 @@
 //! One HTTP/1.1 connection to an instance, driven by the request that uses
-//! it: the request's own task polls hyper's side of the connection while it
-//! waits for the answer and while it reads the answer's body, so no task of
+//! it: the request's own task writes the request and reads the answer
+//! (head and body) with the proxy's own client ([`http1`]), so no task of
 //! the connection's own is woken in between (and none is spawned for it).
-//! A connection idle in the pool is polled by the next request that takes
-//! it, which is when a close by the instance is noticed.
+//! A connection idle in the pool is looked at by the next request that
+//! takes it, which is when a close by the instance is noticed.
+//!
+//! A connection that may become a tunnel (`101 Switching Protocols`) is
+//! hyper's, run by a task of its own, which hands the stream over.
+
+mod framing;
+mod head;
+mod http1;
 
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll, Waker};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 
 use super::request_body::RequestBody;
 
-/// hyper's side of a connection: reads and writes the socket, hands the
-/// answer to the [`SendRequest`] half; done when the connection closes.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+pub(crate) use http1::Stream;
 
-/// An upstream HTTP/1.1 connection: the half that sends requests, and the
-/// half that moves bytes, polled in place by whoever uses the connection.
-pub(crate) struct UpstreamConnection {
-    sender: SendRequest<RequestBody>,
-    /// `None` once the connection ended, or when a task of its own runs
-    /// it (a connection that may become a tunnel).
-    driver: Option<Driver>,
+/// An upstream HTTP/1.1 connection.
+pub(crate) enum UpstreamConnection {
+    /// The proxy's own client, polled in place by whoever uses it. Boxed
+    /// once per connection, so that handing it along with each answer
+    /// moves a pointer.
+    Http1(Box<http1::Connection>),
+    /// hyper's client, run by a task of its own (a connection that may
+    /// become a tunnel).
+    Tunnel(SendRequest<RequestBody>),
+}
+
+/// The body of an answer from an instance, read through the connection it
+/// came on.
+#[derive(Debug)]
+pub(crate) enum UpstreamBody {
+    Http1(http1::Body),
+    Tunnel(Incoming),
+}
+
+/// Why an exchange with an instance failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the instance closed the connection before it answered")]
+    Closed,
+    #[error("the instance closed the connection before the answer's body was complete")]
+    ClosedInBody,
+    #[error("the connection to the instance failed: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("the instance's answer is not valid HTTP/1.1: {0}")]
+    Malformed(String),
+    #[error(
+        "the instance's answer head is larger than {0} bytes (status line and header fields); \
+         the instance must send a smaller head"
+    )]
+    HeadTooLarge(usize),
+    #[error("the request's body could not be sent: {0}")]
+    Upload(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+/// A request that failed: the error, and the request itself when none of
+/// it went out (to be sent elsewhere).
+pub(crate) struct SendError {
+    pub unsent: Option<Request<RequestBody>>,
+    pub error: UpstreamError,
 }
 
 impl fmt::Debug for UpstreamConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamConnection")
-            .field("driven_in_place", &self.driver.is_some())
-            .finish()
+        match self {
+            UpstreamConnection::Http1(_) => f.write_str("UpstreamConnection::Http1"),
+            UpstreamConnection::Tunnel(_) => f.write_str("UpstreamConnection::Tunnel"),
+        }
     }
 }
 
 impl UpstreamConnection {
     /// A connection whose bytes move when its user polls it.
-    pub(crate) fn driven_in_place(
-        sender: SendRequest<RequestBody>,
-        driver: impl Future<Output = hyper::Result<()>> + Send + 'static,
-    ) -> Self {
-        Self {
-            sender,
-            driver: Some(Box::pin(driver)),
-        }
+    pub(crate) fn driven_in_place(stream: Stream) -> Self {
+        UpstreamConnection::Http1(Box::new(http1::Connection::new(stream)))
     }
 
     /// A connection run by a task of its own.
     pub(crate) fn driven_elsewhere(sender: SendRequest<RequestBody>) -> Self {
-        Self {
-            sender,
-            driver: None,
-        }
+        UpstreamConnection::Tunnel(sender)
     }
 
-    /// Sends `req` and waits for the answer's head, driving the connection
-    /// meanwhile. A request the connection could not take comes back in
-    /// the error (to be sent elsewhere).
+    /// Sends `req` and waits for the answer's head. A request the
+    /// connection could not take comes back in the error (to be sent
+    /// elsewhere).
     pub(crate) async fn send(
         &mut self,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
-        let mut sending = pin!(self.sender.try_send_request(req));
-        poll_fn(|cx| after_driving(&mut self.driver, cx, |cx| sending.as_mut().poll(cx))).await
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        match self {
+            UpstreamConnection::Http1(conn) => Ok(conn.send(req).await?.map(UpstreamBody::Http1)),
+            UpstreamConnection::Tunnel(sender) => match sender.try_send_request(req).await {
+                Ok(response) => Ok(response.map(UpstreamBody::Tunnel)),
+                Err(mut error) => Err(SendError {
+                    unsent: error.take_message(),
+                    error: UpstreamError::Hyper(error.into_error()),
+                }),
+            },
+        }
     }
 
-    /// Whether the connection takes a request now, after moving what it
-    /// can (an answer's end it has not noticed yet, or the instance's
-    /// close): ready with `true`, closed (`false`), or not yet.
+    /// Whether the connection takes a request now: ready with `true`,
+    /// closed (`false`), or not yet.
     pub(crate) fn poll_ready_now(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        let sender = &mut self.sender;
-        after_driving(&mut self.driver, cx, |cx| match sender.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(true),
-            Poll::Ready(Err(_)) => Poll::Ready(false),
-            Poll::Pending => Poll::Pending,
-        })
+        match self {
+            UpstreamConnection::Http1(conn) => conn.poll_ready_now(cx),
+            UpstreamConnection::Tunnel(sender) => match sender.poll_ready(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(true),
+                Poll::Ready(Err(_)) => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     /// Waits until the connection takes a request; `false` if it closed.
     pub(crate) async fn ready(&mut self) -> bool {
-        poll_fn(|cx| self.poll_ready_now(cx)).await
+        std::future::poll_fn(|cx| self.poll_ready_now(cx)).await
     }
 
-    /// Whether the connection is known to be closed.
+    /// Whether the connection can take no other request.
     pub(crate) fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        match self {
+            UpstreamConnection::Http1(conn) => conn.is_closed(),
+            UpstreamConnection::Tunnel(sender) => sender.is_closed(),
+        }
     }
 
-    /// Reads the next frame of an answer that came on this connection,
-    /// driving the connection so the frame can arrive.
+    /// Reads the next frame of an answer that came on this connection.
     pub(crate) fn poll_body(
         &mut self,
-        body: &mut Incoming,
+        body: &mut UpstreamBody,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<hyper::Result<http_body::Frame<bytes::Bytes>>>> {
-        use http_body::Body;
-        after_driving(&mut self.driver, cx, |cx| {
-            Pin::new(&mut *body).poll_frame(cx)
-        })
-    }
-}
-
-/// Moves whatever bytes can move now (request out, answer in), and
-/// arranges for the task to be woken when more can.
-fn drive(driver: &mut Option<Driver>, cx: &mut Context<'_>) {
-    if let Some(running) = driver {
-        if running.as_mut().poll(cx).is_ready() {
-            // Closed, cleanly or not: the sender half now says so.
-            *driver = None;
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        match (self, body) {
+            (UpstreamConnection::Http1(conn), UpstreamBody::Http1(body)) => {
+                conn.poll_body(body, cx)
+            }
+            (_, body) => body.poll_alone(cx),
         }
     }
 }
 
-/// Drives the connection, then polls what waits on it. Driven in place,
-/// the connection is the only thing that can make the waiting end, and it
-/// was just polled with the task's waker: the waiting part is polled with
-/// a waker that does nothing, so that handing over the answer does not
-/// wake the task again (a whole extra poll of the client's connection)
-/// while it is already running.
-fn after_driving<T>(
-    driver: &mut Option<Driver>,
-    cx: &mut Context<'_>,
-    mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
-) -> Poll<T> {
-    if driver.is_none() {
-        return poll(cx);
+impl UpstreamBody {
+    /// Reads the next frame of a body that needs no connection of the
+    /// proxy's to read it (hyper's, whose connection has a task of its
+    /// own).
+    pub(crate) fn poll_alone(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
+        match self {
+            UpstreamBody::Tunnel(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(UpstreamError::Hyper))),
+            UpstreamBody::Http1(_) => Poll::Ready(Some(Err(UpstreamError::ClosedInBody))),
+        }
     }
-    // What the last drive brought in (an answer's body behind its head)
-    // is taken without driving again.
-    let mut quiet = Context::from_waker(Waker::noop());
-    if let Poll::Ready(ready) = poll(&mut quiet) {
-        return Poll::Ready(ready);
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(body) => body.is_end_stream(),
+            UpstreamBody::Tunnel(body) => body.is_end_stream(),
+        }
     }
-    drive(driver, cx);
-    // Once the connection ended (its driver dropped just now) whatever
-    // waited on it is ready at once, with the connection's error.
-    poll(&mut quiet)
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(body) => body.size_hint(),
+            UpstreamBody::Tunnel(body) => body.size_hint(),
+        }
+    }
+}
+
+impl From<SendError> for UpstreamError {
+    fn from(error: SendError) -> Self {
+        error.error
+    }
 }

@@ -12,7 +12,7 @@ use crate::backend::InFlight;
 
 use super::Mirror;
 use super::body::ResponseCapture;
-use super::connection::UpstreamConnection;
+use super::connection::{UpstreamBody, UpstreamConnection, UpstreamError};
 use super::error_page::Cause;
 use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
 use super::request_body::{RequestBody, Upload};
@@ -452,7 +452,7 @@ pub(crate) struct Exchange {
 /// A response on its way back, with the connection and the in-flight count
 /// it holds until its body is read.
 pub(crate) struct Delivered {
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
     pub conn: UpstreamConnection,
     pub upstream: Arc<Upstream>,
     pub in_flight: InFlight,
@@ -548,22 +548,22 @@ pub(crate) async fn deliver(
                         in_flight,
                     });
                 }
-                Ok(Err(mut error)) => match error.take_message() {
+                Ok(Err(failed)) => match failed.unsent {
                     Some(unsent) if !fresh => req = unsent,
                     Some(unsent) => {
                         req = unsent;
                         last_error = Some(ProxyError::ConnectFailed {
                             service: backend.service.clone(),
                             version: backend.version.clone(),
-                            cause: Cause::at(upstream.addr, error.into_error()),
+                            cause: Cause::at(upstream.addr, failed.error),
                         });
                         break;
                     }
                     None => {
+                        let error = failed.error;
                         if let Some(fault) = upload.as_ref().and_then(|u| u.fault()) {
-                            return Err(client_error(fault, error.error(), settings));
+                            return Err(client_error(fault, &error, settings));
                         }
-                        let error = error.into_error();
                         let lost = lost_before_response(&error);
                         let failed = ProxyError::UpstreamFailed {
                             service: backend.service.clone(),
@@ -689,7 +689,7 @@ impl<'a> Iterator for Fields<'a> {
 }
 
 /// The answer to a request whose body the client broke.
-fn client_error(fault: ClientFault, error: &hyper::Error, settings: &ProxySettings) -> ProxyError {
+fn client_error(fault: ClientFault, error: &UpstreamError, settings: &ProxySettings) -> ProxyError {
     match fault {
         ClientFault::BadBody => {
             // The innermost cause names what was wrong (hyper's parser).
@@ -709,11 +709,17 @@ fn client_error(fault: ClientFault, error: &hyper::Error, settings: &ProxySettin
 /// Whether the connection broke (closed or reset) before the response
 /// began, as when an instance dies or closes an idle connection just as a
 /// request goes out; not a malformed answer or an error of our own.
-fn lost_before_response(error: &hyper::Error) -> bool {
-    error.is_incomplete_message()
-        || error.is_closed()
-        || error.is_canceled()
-        || std::error::Error::source(error).is_some_and(|e| e.is::<std::io::Error>())
+fn lost_before_response(error: &UpstreamError) -> bool {
+    match error {
+        UpstreamError::Closed | UpstreamError::Io(_) => true,
+        UpstreamError::Hyper(error) => {
+            error.is_incomplete_message()
+                || error.is_closed()
+                || error.is_canceled()
+                || std::error::Error::source(error).is_some_and(|e| e.is::<std::io::Error>())
+        }
+        _ => false,
+    }
 }
 
 /// `Set-Cookie` for the sticky key: a year, every path, not for scripts.

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::connection::UpstreamConnection;
+use super::connection::{UpstreamBody, UpstreamConnection, UpstreamError};
 use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, ProxySettings};
@@ -406,10 +406,10 @@ pub(crate) fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 /// Reads a response that came on `conn` up to `limit` body bytes; the flag
 /// says it was cut.
 async fn capture(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     conn: &mut UpstreamConnection,
     limit: usize,
-) -> Result<(CapturedResponse, bool), hyper::Error> {
+) -> Result<(CapturedResponse, bool), UpstreamError> {
     let (parts, mut body) = response.into_parts();
     let mut buf = BytesMut::new();
     let mut truncated = false;

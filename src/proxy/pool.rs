@@ -16,7 +16,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::connection::UpstreamConnection;
+use super::connection::{Stream, UpstreamConnection};
 use super::data_plane;
 use crate::backend::{ConnectionPool, Upstream};
 
@@ -119,7 +119,10 @@ impl Connections for Upstream {
             .map_err(timed_out)??;
         stream.set_nodelay(true)?;
         let Some(tls) = &self.tls else {
-            return handshake(TokioIo::new(stream), tunnels).await;
+            if tunnels {
+                return tunnel_handshake(TokioIo::new(stream)).await;
+            }
+            return Ok(UpstreamConnection::driven_in_place(Stream::Plain(stream)));
         };
         // The TLS handshake counts against the same connect timeout.
         let stream = tokio::time::timeout_at(
@@ -128,14 +131,19 @@ impl Connections for Upstream {
         )
         .await
         .map_err(timed_out)??;
-        handshake(TokioIo::new(stream), tunnels).await
+        if tunnels {
+            return tunnel_handshake(TokioIo::new(stream)).await;
+        }
+        Ok(UpstreamConnection::driven_in_place(Stream::Tls(Box::new(
+            stream,
+        ))))
     }
 }
 
-/// HTTP/1.1 on a connected stream, driven by the requests that use it; one
-/// that may become a tunnel runs in a task of its own, which hands the
-/// stream over on `101 Switching Protocols`.
-async fn handshake<T>(io: T, tunnels: bool) -> io::Result<UpstreamConnection>
+/// hyper's HTTP/1.1 on a connected stream that may become a tunnel, run
+/// in a task of its own, which hands the stream over on `101 Switching
+/// Protocols`.
+async fn tunnel_handshake<T>(io: T) -> io::Result<UpstreamConnection>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -143,12 +151,8 @@ where
         .handshake(io)
         .await
         .map_err(io::Error::other)?;
-    if tunnels {
-        tokio::spawn(conn.with_upgrades());
-        Ok(UpstreamConnection::driven_elsewhere(sender))
-    } else {
-        Ok(UpstreamConnection::driven_in_place(sender, conn))
-    }
+    tokio::spawn(conn.with_upgrades());
+    Ok(UpstreamConnection::driven_elsewhere(sender))
 }
 
 #[cfg(test)]

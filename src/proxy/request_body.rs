@@ -3,8 +3,8 @@
 //! limit), or a body the proxy holds whole (no body, a request sent again,
 //! a mirrored copy).
 //!
-//! hyper's client streams the body from the upstream connection's task and
-//! reports only that the body failed. So the body itself records how it
+//! The upstream connection streams the body while it waits for the answer,
+//! and reports only that the body failed. So the body itself records how it
 //! ended, in an [`Upload`] the request's forwarder shares: whether the
 //! client's body is whole yet (the upstream's time to answer starts then)
 //! and, when it failed, how the client failed it, so that a bad, slow or

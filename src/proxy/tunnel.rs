@@ -10,6 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use super::connection::UpstreamError;
 use super::error_page::Cause;
 use super::forward::pick_instance;
 use super::pool::Connections;
@@ -33,7 +34,7 @@ pub(super) async fn forward(
             cause: Cause::at(upstream.addr, e),
         })?;
     let client_side = hyper::upgrade::on(&mut req);
-    let failed = |cause: hyper::Error| ProxyError::UpstreamFailed {
+    let failed = |cause: UpstreamError| ProxyError::UpstreamFailed {
         service: backend.service.clone(),
         version: backend.version.clone(),
         cause: Cause::new(cause),
@@ -48,7 +49,7 @@ pub(super) async fn forward(
         version: backend.version.clone(),
         timeout: proxy.settings.upstream_timeout,
     })?
-    .map_err(|e| failed(e.into_error()))?;
+    .map_err(|e| failed(e.error))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = response.into_parts();
         return Ok(Response::from_parts(

@@ -1,0 +1,549 @@
+//! The heads of an HTTP/1.1 exchange with an instance: the request's,
+//! written out by the proxy, and the answer's, parsed with `httparse`.
+
+use std::io::Write;
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+
+use super::UpstreamError;
+use super::framing::Framing;
+
+/// The largest answer head (status line and header fields) taken from an
+/// instance; a larger one is refused (502).
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+
+/// The most header fields an answer head (or a chunked body's trailer
+/// section) may carry.
+const MAX_HEADERS: usize = 100;
+
+/// Header fields the proxy may add to an answer on its way to the client.
+const ADDED_HEADERS: usize = 4;
+
+/// How a request's body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upload {
+    /// No body at all.
+    None,
+    /// As many bytes as the `content-length` written says.
+    Length,
+    /// In chunks, its length unknown in advance.
+    Chunked,
+}
+
+/// Writes the head of a request into `out`: request line, header fields
+/// (the framing ones replaced by what the body calls for), blank line.
+/// `length` is the body's length when known, `empty` whether it has none.
+pub(crate) fn write_request(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    empty: bool,
+    length: Option<u64>,
+    out: &mut Vec<u8>,
+) -> Upload {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(target)) => out.extend_from_slice(target.as_str().as_bytes()),
+        (None, None) => out.push(b'/'),
+        // A request sent in absolute form goes out in absolute form.
+        (Some(_), _) => out.extend_from_slice(uri.to_string().as_bytes()),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let upload = if empty {
+        // Methods that usually carry a body say that this one has none.
+        if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        Upload::None
+    } else if let Some(length) = length {
+        let _ = write!(out, "content-length: {length}\r\n");
+        Upload::Length
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Upload::Chunked
+    };
+    out.extend_from_slice(b"\r\n");
+    upload
+}
+
+/// Writes one chunk of a chunked body.
+pub(crate) fn write_chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        // An empty chunk would end the body.
+        return;
+    }
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the end of a chunked body, with its trailer fields.
+pub(crate) fn write_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An answer's head, read whole.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub response: Response<()>,
+    /// How its body is delimited.
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this
+    /// answer (neither an HTTP/1.0 answer without keep-alive, nor
+    /// `Connection: close`, nor a body that ends with the connection).
+    pub keep_alive: bool,
+}
+
+/// What the bytes read so far hold.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Not a whole head yet: read more.
+    Partial,
+    /// An interim (1xx) answer, taken from the buffer and passed over.
+    Interim,
+    /// The final answer's head, taken from the buffer.
+    Final(Head),
+}
+
+/// Parses the answer head at the start of `buf` to a request made with
+/// `method`; a whole head is taken out of `buf`.
+pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamError> {
+    // Slots httparse fills, left uninitialized (100 of them to set up
+    // would cost more than parsing a usual head).
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let parsing = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut fields,
+    );
+    let len = match parsing {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(UpstreamError::HeadTooLarge(MAX_HEAD));
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::Malformed(format!(
+                "its answer has more than {MAX_HEADERS} header fields"
+            )));
+        }
+        Err(e) => {
+            return Err(UpstreamError::Malformed(format!("its answer's head: {e}")));
+        }
+    };
+    if len > MAX_HEAD {
+        return Err(UpstreamError::HeadTooLarge(MAX_HEAD));
+    }
+    let code = parsed.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| UpstreamError::Malformed(format!("its answer's status {code}")))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(UpstreamError::Malformed(
+                "it switched protocols on a request that asked for none".into(),
+            ));
+        }
+        // 100 Continue, 103 Early Hints: the final answer follows.
+        let _ = buf.split_to(len);
+        return Ok(Parsed::Interim);
+    }
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let fields = Fields::of(parsed.headers, buf);
+    // The header values share the head's bytes (no copy each).
+    let head = buf.split_to(len).freeze();
+    let mut headers = fields.into_map(&head)?;
+    let (framing, keep_alive) = framing_of(&mut headers, status, method, version)?;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Parsed::Final(Head {
+        response,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Where each parsed field's name and value lie in the buffer, so that
+/// the fields can be built once the head is split off it.
+struct Fields {
+    /// Name start, name length, value start, value length.
+    at: [(u32, u32, u32, u32); MAX_HEADERS],
+    count: usize,
+}
+
+impl Fields {
+    fn of(parsed: &[httparse::Header<'_>], buf: &[u8]) -> Self {
+        let base = buf.as_ptr() as usize;
+        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
+        let mut at = [(0, 0, 0, 0); MAX_HEADERS];
+        for (slot, field) in at.iter_mut().zip(parsed) {
+            *slot = (
+                offset(field.name.as_bytes()),
+                field.name.len() as u32,
+                offset(field.value),
+                field.value.len() as u32,
+            );
+        }
+        Self {
+            at,
+            count: parsed.len(),
+        }
+    }
+
+    fn into_map(self, head: &Bytes) -> Result<HeaderMap, UpstreamError> {
+        // Room for the few the proxy adds (request id, version, cookie).
+        let mut headers = HeaderMap::with_capacity(self.count + ADDED_HEADERS);
+        for &(name_at, name_len, value_at, value_len) in &self.at[..self.count] {
+            let name = &head[name_at as usize..(name_at + name_len) as usize];
+            let value = head.slice(value_at as usize..(value_at + value_len) as usize);
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(value),
+            ) else {
+                return Err(UpstreamError::Malformed(format!(
+                    "its header field {:?}",
+                    String::from_utf8_lossy(name)
+                )));
+            };
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// How the answer's body is delimited (RFC 9112 6.3), and whether the
+/// connection can be kept for another request afterwards. A
+/// `content-length` beside `transfer-encoding` is dropped (the latter
+/// wins, and the connection is not reused).
+fn framing_of(
+    headers: &mut HeaderMap,
+    status: StatusCode,
+    method: &Method,
+    version: Version,
+) -> Result<(Framing, bool), UpstreamError> {
+    let mut keep_alive = version == Version::HTTP_11;
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                keep_alive = true;
+            }
+        }
+    }
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::empty(), keep_alive));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back();
+        let chunked = last
+            .map_or(&b""[..], HeaderValue::as_bytes)
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        return Ok(if chunked {
+            (Framing::chunked(), keep_alive)
+        } else {
+            // A coding other than chunked last: the body ends with the
+            // connection.
+            (Framing::UntilClose, false)
+        });
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let parsed = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    UpstreamError::Malformed(format!(
+                        "its answer's content-length {:?}",
+                        String::from_utf8_lossy(value.as_bytes())
+                    ))
+                })?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(UpstreamError::Malformed(
+                    "its answer has content-length values that differ".into(),
+                ));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        Some(length) => (Framing::Length(length), keep_alive),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+/// Parses a chunked body's trailer section at the start of `buf` (after
+/// its last chunk): the fields, once whole, taken out of `buf`.
+pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, UpstreamError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (len, found) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, found))) => (len, Fields::of(found, buf)),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(UpstreamError::HeadTooLarge(MAX_HEAD));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(UpstreamError::Malformed(format!(
+                "its answer's trailer fields: {e}"
+            )));
+        }
+    };
+    let section = buf.split_to(len).freeze();
+    found.into_map(&section).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(wire: &[u8], method: Method) -> (Result<Parsed, UpstreamError>, BytesMut) {
+        let mut buf = BytesMut::from(wire);
+        let parsed = parse_response(&mut buf, &method);
+        (parsed, buf)
+    }
+
+    fn head(wire: &[u8], method: Method) -> (Head, BytesMut) {
+        match parse(wire, method) {
+            (Ok(Parsed::Final(head)), rest) => (head, rest),
+            (other, _) => panic!("not a final head: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_head_with_a_length_is_taken_out_and_its_body_left() {
+        let (head, rest) = head(
+            b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello",
+            Method::GET,
+        );
+        assert_eq!(head.response.status(), StatusCode::CREATED);
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
+        let values: Vec<_> = head.response.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(&rest[..], b"hello");
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(matches!(
+            parse(b"HTTP/1.1 200 OK\r\ncontent-le", Method::GET).0,
+            Ok(Parsed::Partial)
+        ));
+    }
+
+    #[test]
+    fn interim_answers_are_passed_over_but_a_switch_of_protocols_is_refused() {
+        let wire: &[u8] =
+            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+        let (parsed, mut rest) = parse(wire, Method::GET);
+        assert!(matches!(parsed, Ok(Parsed::Interim)));
+        let parsed = parse_response(&mut rest, &Method::GET).expect("final");
+        let Parsed::Final(head) = parsed else {
+            panic!("not final: {parsed:?}")
+        };
+        assert_eq!(head.response.status(), StatusCode::NO_CONTENT);
+        assert!(head.framing.is_done());
+        let (switched, _) = parse(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+            Method::GET,
+        );
+        assert!(matches!(switched, Err(UpstreamError::Malformed(_))));
+    }
+
+    #[test]
+    fn oversized_heads_and_too_many_fields_are_refused() {
+        let mut wire = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        wire.resize(MAX_HEAD + 10, b'a');
+        let (parsed, _) = parse(&wire, Method::GET);
+        let error = parsed.expect_err("too large");
+        assert!(
+            matches!(error, UpstreamError::HeadTooLarge(MAX_HEAD)),
+            "{error}"
+        );
+        assert!(error.to_string().contains("larger than"), "{error}");
+
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let (parsed, _) = parse(&many, Method::GET);
+        assert!(matches!(parsed, Err(UpstreamError::Malformed(_))));
+    }
+
+    #[test]
+    fn bodies_are_framed_by_method_status_and_fields() {
+        let cases: [(&[u8], Method, Framing, bool); 8] = [
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
+                Method::HEAD,
+                Framing::empty(),
+                true,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+                Method::GET,
+                Framing::empty(),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                Method::GET,
+                Framing::chunked(),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n",
+                Method::GET,
+                Framing::chunked(),
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                Method::GET,
+                Framing::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                Method::GET,
+                Framing::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 1\r\n\r\n",
+                Method::GET,
+                Framing::Length(1),
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
+                Method::GET,
+                Framing::Length(1),
+                false,
+            ),
+        ];
+        for (wire, method, framing, keep_alive) in cases {
+            let (head, _) = head(wire, method);
+            let wire = String::from_utf8_lossy(wire);
+            assert_eq!(
+                (head.framing, head.keep_alive),
+                (framing, keep_alive),
+                "{wire}"
+            );
+            if framing == Framing::chunked() {
+                assert!(
+                    !head.response.headers().contains_key(header::CONTENT_LENGTH),
+                    "{wire}"
+                );
+            }
+        }
+        let (kept, _) = head(
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert!(kept.keep_alive);
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad, Method::GET).0, Err(UpstreamError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn request_heads_say_how_their_body_is_framed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        let uri: http::Uri = "/a?b=c".parse().expect("uri");
+        let written = |method: Method, empty, length| {
+            let mut out = Vec::new();
+            let upload = write_request(&method, &uri, &headers, empty, length, &mut out);
+            (upload, String::from_utf8(out).expect("text"))
+        };
+        assert_eq!(
+            written(Method::GET, true, Some(0)),
+            (
+                Upload::None,
+                "GET /a?b=c HTTP/1.1\r\nhost: example.com\r\n\r\n".to_owned()
+            )
+        );
+        assert_eq!(
+            written(Method::POST, true, Some(0)).1,
+            "POST /a?b=c HTTP/1.1\r\nhost: example.com\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            written(Method::PUT, false, Some(12)),
+            (
+                Upload::Length,
+                "PUT /a?b=c HTTP/1.1\r\nhost: example.com\r\ncontent-length: 12\r\n\r\n".to_owned()
+            )
+        );
+        assert_eq!(
+            written(Method::POST, false, None),
+            (
+                Upload::Chunked,
+                "POST /a?b=c HTTP/1.1\r\nhost: example.com\r\ntransfer-encoding: chunked\r\n\r\n"
+                    .to_owned()
+            )
+        );
+        let mut out = Vec::new();
+        write_chunk(b"hello", &mut out);
+        write_chunk(b"", &mut out);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", HeaderValue::from_static("5"));
+        write_last_chunk(Some(&trailers), &mut out);
+        assert_eq!(out, b"5\r\nhello\r\n0\r\nx-sum: 5\r\n\r\n");
+    }
+}
