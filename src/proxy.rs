@@ -9,6 +9,7 @@ mod data_plane;
 mod error_page;
 mod forward;
 mod headers;
+mod idle_sweep;
 mod listener;
 mod mirror;
 mod pause;

@@ -134,6 +134,113 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     assert!(counter(&env, "idle_timeouts", "proxy").await >= 2);
 }
 
+/// An upstream that answers every request with `ok`, keeping the
+/// connection open. `open` counts its connections that carried a request
+/// other than `/healthz` (the proxy's, not the health checker's) and are
+/// still open; `proxied` counts every such connection ever.
+struct CountingUpstream {
+    addr: std::net::SocketAddr,
+    open: tokio::sync::watch::Receiver<usize>,
+    proxied: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingUpstream {
+    async fn start() -> CountingUpstream {
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncBufReadExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (count, open) = tokio::sync::watch::channel(0usize);
+        let count = std::sync::Arc::new(count);
+        let proxied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let all = std::sync::Arc::clone(&proxied);
+        // Runs until the test's runtime shuts down.
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (count, all) = (std::sync::Arc::clone(&count), std::sync::Arc::clone(&all));
+                tokio::spawn(async move {
+                    let mut conn = tokio::io::BufReader::new(stream);
+                    let mut counted = false;
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                if counted {
+                                    count.send_modify(|n| *n -= 1);
+                                }
+                                return;
+                            }
+                            if line.trim_end().is_empty() {
+                                break;
+                            }
+                            head.push_str(&line);
+                        }
+                        if !counted && !head.contains(" /healthz ") {
+                            counted = true;
+                            all.fetch_add(1, Ordering::SeqCst);
+                            count.send_modify(|n| *n += 1);
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                        if conn.get_mut().write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CountingUpstream {
+            addr,
+            open,
+            proxied,
+        }
+    }
+
+    fn proxied(&self) -> usize {
+        self.proxied.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed_after_the_upstream_idle_timeout() {
+    let idle = Duration::from_millis(500);
+    let env = Env::start_with(&["--upstream-idle-timeout", "500ms"]).await;
+    let mut upstream = CountingUpstream::start().await;
+    env.deploy_external("pooled", "1.0.0", &[upstream.addr], &[])
+        .await
+        .ok();
+
+    let sent = Instant::now();
+    let (status, _, body) = env.get("/services/pooled/one").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(
+        *upstream.open.borrow(),
+        1,
+        "the request's connection stays open, pooled"
+    );
+    support::within(
+        WAIT,
+        "the pooled connection to be closed",
+        upstream.open.wait_for(|open| *open == 0),
+    )
+    .await
+    .expect("the upstream runs");
+    // Given back after the request was sent, it idled this long at least.
+    let closed_after = sent.elapsed();
+    assert!(
+        closed_after >= idle,
+        "closed {closed_after:?} after the request, before it was idle for {idle:?}"
+    );
+
+    // The next request opens a new connection and is answered as usual.
+    let (status, _, body) = env.get("/services/pooled/two").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(upstream.proxied(), 2, "a new connection carried it");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_get_at_most_the_configured_streams_per_connection() {
     let env = Env::start_with(&["--http2-max-streams", "3"]).await;

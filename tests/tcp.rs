@@ -636,6 +636,47 @@ async fn a_half_closed_connection_still_gets_its_answer() {
     assert_eq!(answer, "got 100000\n");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_workers_every_connection_to_a_tcp_address_is_forwarded() {
+    // Both workers accept on the address: whichever takes a connection
+    // forwards it whole.
+    let env = Env::start_with(&["--workers", "2"]).await;
+    let server = counter_until_eof().await;
+    env.cli(&[
+        "deploy",
+        "counter",
+        "1.0.0",
+        "--protocol",
+        "tcp",
+        "--upstream",
+        &server.to_string(),
+    ])
+    .await
+    .ok();
+    let listen = addr(free_port());
+    env.cli(&["listen", "counter", &listen.to_string()])
+        .await
+        .ok();
+    let clients = (1..=40usize).map(|n| {
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(listen).await.expect("connect");
+            stream.write_all(&vec![b'x'; n * 1000]).await.expect("send");
+            stream.shutdown().await.expect("half-close");
+            let mut answer = String::new();
+            tokio::time::timeout(WAIT, stream.read_to_string(&mut answer))
+                .await
+                .expect("an answer in time")
+                .expect("read");
+            assert_eq!(answer, format!("got {}\n", n * 1000), "client {n}");
+        })
+    });
+    for client in clients.collect::<Vec<_>>() {
+        client.await.expect("the client ran");
+    }
+    let releases = status(&env, "counter").await;
+    assert_eq!(releases[0]["tcp"]["total"], 40, "{releases}");
+}
+
 #[tokio::test]
 async fn a_connection_quiet_longer_than_the_idle_timeout_is_closed_and_a_busy_one_is_not() {
     if !support::component::redis("a_connection_quiet_longer_than_the_idle_timeout") {

@@ -103,6 +103,7 @@ impl Api {
                 concurrency: 1,
                 proxy,
                 runtime: tokio::runtime::Handle::current(),
+                workers: vec![tokio::runtime::Handle::current()],
             },
             Notifier::start(Vec::new()),
         ));

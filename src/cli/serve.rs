@@ -258,8 +258,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(admin_tls(cert, key)?),
         _ => None,
     };
-    let data_plane =
-        DataPlane::start(usize::from(args.workers)).context("cannot start the proxy's threads")?;
+    let data_plane = DataPlane::start(usize::from(args.workers), args.limits.upstream_idle_timeout)
+        .context("cannot start the proxy's threads")?;
     let table: SharedTable = Arc::new(ArcSwap::from_pointee(RoutingTable::new()));
     let access_log = match &args.access_log {
         Some(target) => Some(AccessLog::start(target.clone()).with_context(|| {
@@ -318,6 +318,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         concurrency: config.shadow_concurrency,
         proxy: proxy_settings.clone(),
         runtime: data_plane.handle().clone(),
+        workers: data_plane.handles().cloned().collect(),
     };
     let pauses: crate::proxy::SharedPauses = Arc::default();
     let controller = Arc::new(Controller::with_leadership(

@@ -189,15 +189,28 @@ impl Controller {
             });
             let stop = CancellationToken::new();
             let socket = listener.try_clone().ok();
-            settings.runtime.spawn(crate::listener::serve_tcp(
-                listener,
-                Arc::clone(&settings.proxy.connections),
-                stop.clone(),
-                self.tcp.connections.clone(),
-                move |stream, client, admitted| {
-                    crate::proxy::forward_tcp(Arc::clone(&route), stream, client, admitted)
-                },
-            ));
+            // Every worker accepts on the address, each with a copy of the
+            // socket registered with its own runtime.
+            for worker in &settings.workers {
+                let listener = match listener.try_clone() {
+                    Ok(l) => l,
+                    Err(error) => {
+                        tracing::error!(%addr, service = %serves.service, %error, "cannot share the TCP address with a worker");
+                        continue;
+                    }
+                };
+                let route = Arc::clone(&route);
+                worker.spawn(crate::listener::serve_tcp(
+                    listener,
+                    Arc::clone(&settings.proxy.connections),
+                    stop.clone(),
+                    self.tcp.connections.clone(),
+                    move |stream, client, admitted| {
+                        crate::proxy::forward_tcp(Arc::clone(&route), stream, client, admitted)
+                    },
+                ));
+            }
+            drop(listener);
             tracing::info!(%addr, service = %serves.service, version = serves.version.as_deref().unwrap_or("main"), "serving TCP address");
             running.insert(
                 addr,

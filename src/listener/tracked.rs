@@ -54,7 +54,12 @@ where
                 }),
                 None => None,
             };
-            let response = inner.call(req).await?;
+            // Boxed: hyper keeps the service's future in a box of its own
+            // for the connection's whole life, sized for the largest state
+            // of the future (the proxy's is several KiB); this way that box
+            // holds a pointer, and the request's state is freed when its
+            // answer is ready.
+            let response = Box::pin(inner.call(req)).await?;
             let permit = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 // The tunnel keeps its upstream connection: the slot stays
                 // taken until the client's connection closes.

@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
+use super::idle_sweep;
+
 /// How many workers the data plane runs (1 until it starts).
 static WORKERS: AtomicUsize = AtomicUsize::new(1);
 
@@ -50,25 +52,32 @@ struct Worker {
 }
 
 impl DataPlane {
-    pub fn start(workers: usize) -> io::Result<Self> {
+    /// Starts `workers` workers; each closes its idle upstream connections
+    /// once they have been idle for `upstream_idle` ([`super::idle_sweep`]).
+    pub fn start(workers: usize, upstream_idle: Duration) -> io::Result<Self> {
         let workers = workers.max(1);
         WORKERS.store(workers, Ordering::Relaxed);
         let mut started = Self {
             workers: Vec::with_capacity(workers),
         };
         for number in 0..workers {
-            started.workers.push(Worker::start(number)?);
+            let worker = Worker::start(number)?;
+            worker
+                .handle
+                .spawn(idle_sweep::run(number, workers, upstream_idle));
+            started.workers.push(worker);
         }
         Ok(started)
     }
 
     /// The first worker's runtime: where data-plane tasks that are not a
-    /// listener's run (shadow mirrors' workers, TCP services).
+    /// listener's run (shadow mirrors' workers).
     pub fn handle(&self) -> &Handle {
         &self.workers[0].handle
     }
 
-    /// Every worker's runtime: each runs its own accept loop on a listener.
+    /// Every worker's runtime: each runs its own accept loop on a listener
+    /// (the proxy's, and every TCP service's address).
     pub fn handles(&self) -> impl Iterator<Item = &Handle> {
         self.workers.iter().map(|w| &w.handle)
     }

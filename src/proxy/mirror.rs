@@ -35,8 +35,11 @@ pub struct MirrorSettings {
     /// Copies in flight per shadow at once.
     pub concurrency: usize,
     pub proxy: ProxySettings,
-    /// Where the mirrors' workers run: the data plane's runtime.
+    /// Where the mirrors' workers run: the data plane's first runtime.
     pub runtime: tokio::runtime::Handle,
+    /// Every runtime of the data plane: a TCP service's address is
+    /// accepted on by each, like the proxy's listener.
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 /// What main answered, for comparison.

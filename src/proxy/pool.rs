@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::io;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use std::future::poll_fn;
@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 
 use super::connection::{Stream, UpstreamConnection};
 use super::data_plane;
+use super::idle_sweep::{IdleList, IdleShares};
 use crate::backend::{ConnectionPool, Upstream};
 
 /// Idle connections kept per instance, over all workers; more are closed
@@ -31,7 +32,8 @@ const MAX_IDLE: usize = 1024;
 /// worker, and one for the control plane's thread (pinned addresses).
 #[derive(Debug)]
 pub(crate) struct Pool {
-    idle: Box<[Mutex<Vec<UpstreamConnection>>]>,
+    /// Closed after `serve --upstream-idle-timeout` by [`super::idle_sweep`].
+    idle: Arc<IdleShares<UpstreamConnection>>,
     /// Idle connections kept in each share.
     max_idle: usize,
 }
@@ -40,7 +42,7 @@ impl Default for Pool {
     fn default() -> Self {
         let workers = data_plane::workers();
         Self {
-            idle: (0..=workers).map(|_| Mutex::default()).collect(),
+            idle: IdleShares::registered(workers + 1),
             max_idle: (MAX_IDLE / workers).max(1),
         }
     }
@@ -48,17 +50,14 @@ impl Default for Pool {
 
 impl Pool {
     /// The calling worker's share.
-    fn idle_lock(&self) -> std::sync::MutexGuard<'_, Vec<UpstreamConnection>> {
-        let share = &self.idle[data_plane::worker().min(self.idle.len() - 1)];
-        share.lock().unwrap_or_else(|p| p.into_inner())
+    fn idle_lock(&self) -> std::sync::MutexGuard<'_, IdleList<UpstreamConnection>> {
+        self.idle.share(data_plane::worker())
     }
 }
 
 impl ConnectionPool for Pool {
     fn clear(&self) {
-        for share in &self.idle {
-            share.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        }
+        self.idle.clear();
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -40,6 +40,10 @@ pub struct LimitArgs {
     /// the accept); otherwise the connection is closed.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub tls_handshake_timeout: Duration,
+    /// An idle connection to an instance, kept for the next request, is
+    /// closed after this long unused.
+    #[arg(long, value_parser = longer_than_zero, default_value = "60s")]
+    pub upstream_idle_timeout: Duration,
 }
 
 impl LimitArgs {
@@ -54,5 +58,14 @@ impl LimitArgs {
             http2_keep_alive: (!self.http2_keep_alive.is_zero()).then_some(self.http2_keep_alive),
             tls_handshake_timeout: self.tls_handshake_timeout,
         }
+    }
+}
+
+/// A duration such as `60s` or `2m`, longer than zero.
+fn longer_than_zero(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be longer than 0s".into()),
+        Ok(duration) => Ok(duration),
+        Err(error) => Err(format!("{error}; give a duration such as 60s or 2m")),
     }
 }
