@@ -606,9 +606,9 @@ async fn counter_until_eof() -> SocketAddr {
     local
 }
 
-#[tokio::test]
-async fn a_half_closed_connection_still_gets_its_answer() {
-    let env = Env::start().await;
+/// A TCP service `counter` (an upstream that answers how many bytes it
+/// read once the client half-closes) listening on an address of its own.
+async fn counter_listening(env: &Env) -> SocketAddr {
     let server = counter_until_eof().await;
     env.cli(&[
         "deploy",
@@ -625,6 +625,13 @@ async fn a_half_closed_connection_still_gets_its_answer() {
     env.cli(&["listen", "counter", &listen.to_string()])
         .await
         .ok();
+    listen
+}
+
+#[tokio::test]
+async fn a_half_closed_connection_still_gets_its_answer() {
+    let env = Env::start().await;
+    let listen = counter_listening(&env).await;
     let mut stream = TcpStream::connect(listen).await.expect("connect");
     stream.write_all(&[b'x'; 100_000]).await.expect("send");
     stream.shutdown().await.expect("half-close");
@@ -641,22 +648,7 @@ async fn with_two_workers_every_connection_to_a_tcp_address_is_forwarded() {
     // Both workers accept on the address: whichever takes a connection
     // forwards it whole.
     let env = Env::start_with(&["--workers", "2"]).await;
-    let server = counter_until_eof().await;
-    env.cli(&[
-        "deploy",
-        "counter",
-        "1.0.0",
-        "--protocol",
-        "tcp",
-        "--upstream",
-        &server.to_string(),
-    ])
-    .await
-    .ok();
-    let listen = addr(free_port());
-    env.cli(&["listen", "counter", &listen.to_string()])
-        .await
-        .ok();
+    let listen = counter_listening(&env).await;
     let clients = (1..=40usize).map(|n| {
         tokio::spawn(async move {
             let mut stream = TcpStream::connect(listen).await.expect("connect");
