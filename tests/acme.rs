@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use support::Env;
 use support::http1::Http1;
 use support::load::failures;
-use support::pebble::Pebble;
+use support::pebble::{Pebble, acme_orders as orders};
 use support::tls::{https_load, https1};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -57,18 +57,6 @@ fn closed_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-/// The ACME orders serve has (`GET /v1/tls/acme`).
-async fn orders(env: &Env) -> serde_json::Value {
-    env.http
-        .get(format!("{}/v1/tls/acme", env.admin()))
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("orders JSON")
 }
 
 /// The kinds and messages of hello's events (the service of app.test).

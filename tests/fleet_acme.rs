@@ -16,7 +16,7 @@ mod on_etcd {
     use support::Env;
     use support::etcd::EtcdCluster;
     use support::fleet::{FOLLOW, events_of, leader_of, node_with};
-    use support::pebble::Pebble;
+    use support::pebble::{Pebble, acme_orders as orders};
     use support::tls::https1;
 
     /// Two nodes with TLS listeners checking ACME every second, hello
@@ -171,18 +171,6 @@ mod on_etcd {
             })
             .await;
         }
-    }
-
-    /// The ACME orders `env` lists (`GET /v1/tls/acme`).
-    async fn orders(env: &Env) -> serde_json::Value {
-        env.http
-            .get(format!("{}/v1/tls/acme", env.admin()))
-            .send()
-            .await
-            .expect("the admin API answers")
-            .json()
-            .await
-            .expect("orders JSON")
     }
 
     fn signal(env: &Env, signal: nix::sys::signal::Signal) {

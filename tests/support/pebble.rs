@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::component;
 use super::tls::TestCa;
+use super::{Env, component};
 
 /// A running pebble and its DNS; both stopped on drop.
 pub struct Pebble {
@@ -192,4 +192,16 @@ impl Drop for Pebble {
             let _ = child.wait();
         }
     }
+}
+
+/// The ACME orders `env` lists (`GET /v1/tls/acme`).
+pub async fn acme_orders(env: &Env) -> serde_json::Value {
+    env.http
+        .get(format!("{}/v1/tls/acme", env.admin()))
+        .send()
+        .await
+        .expect("the admin API answers")
+        .json()
+        .await
+        .expect("orders JSON")
 }
