@@ -31,6 +31,7 @@ pub mod error;
 pub mod error_kind;
 pub mod fleet;
 pub mod handover;
+pub(crate) mod http1;
 pub mod listener;
 pub mod metrics;
 pub mod model;

@@ -22,8 +22,11 @@
 //! - **Drain**: see [`Drain`].
 
 mod accepting;
+mod client_connection;
 mod connections;
 mod file_limit;
+mod http1;
+mod inbound;
 mod io;
 mod limits;
 mod throttle;
@@ -32,6 +35,8 @@ mod watch;
 
 pub use connections::Connections;
 pub use file_limit::FileLimit;
+pub use http1::RequestBody;
+pub use inbound::{Inbound, InboundError};
 pub use limits::{Limits, ListenerSettings, Resolved};
 pub use watch::Timeouts;
 
@@ -41,11 +46,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -53,6 +59,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use accepting::{Accepting, Admission};
+use client_connection::ClientConnection;
+use http1::{ClientIo, Rewind};
 use watch::{Check, Watch};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -87,9 +95,12 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 static NEXT_LISTENER: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts connections on `listener` until the drain begins, serving each
-/// with `make_service(client address)`, then drains them. With `tls`,
-/// each connection's TLS handshake comes first (in the connection's own
-/// task, bounded by the handshake timeout), and HTTP/2 is chosen by ALPN.
+/// with `make_service(client address)`, then drains them. HTTP/1.1 is
+/// served by the listener's own server ([`http1`]), which hands a
+/// connection to hyper at the first head it does not take; HTTP/2 is
+/// hyper's. With `tls`, each connection's TLS handshake comes first (in
+/// the connection's own task, bounded by the handshake timeout), and
+/// HTTP/2 is chosen by ALPN.
 pub async fn serve<M, S, B>(
     listener: std::net::TcpListener,
     connections: Arc<Connections>,
@@ -98,12 +109,11 @@ pub async fn serve<M, S, B>(
     make_service: M,
 ) where
     M: Fn(SocketAddr) -> S,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S: Service<Request<Inbound>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
-    B: http_body::Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError> + Send,
 {
     let name = connections.name();
     let Some(mut accepting) = Accepting::new(listener, Arc::clone(&connections)) else {
@@ -111,7 +121,7 @@ pub async fn serve<M, S, B>(
     };
     let id = accepting.id;
     let limits = connections.limits().clone();
-    let builder = builder(&limits);
+    let builder = Arc::new(builder(&limits));
     let answer = io::timeout_answer(limits.timeouts.header);
     let tasks = TaskTracker::new();
     let mut closing = false;
@@ -136,16 +146,14 @@ pub async fn serve<M, S, B>(
         if closing {
             watch.ask_to_close();
         }
-        let service = tracked::tracked(
+        let service = Arc::new(tracked::tracked(
             make_service(client),
             Arc::clone(&watch),
             connections.requests().cloned(),
-        );
+        ));
         let Some(acceptor) = &tls else {
             let io = io::WatchedIo::new(stream, Arc::clone(&watch), slot, Arc::clone(&answer));
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
+            let conn = client_connection(Box::new(io), service, &builder, false);
             tasks.spawn(run_connection(
                 conn,
                 watch,
@@ -163,10 +171,9 @@ pub async fn serve<M, S, B>(
             let Some(stream) = handshake(accepting, &watch, &connections, client).await else {
                 return;
             };
+            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let io = io::WatchedIo::new(stream, Arc::clone(&watch), slot, answer);
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
+            let conn = client_connection(Box::new(io), service, &builder, http2);
             let timeouts = connections.limits().timeouts;
             run_connection(conn, watch, connections, timeouts, client).await;
         });
@@ -244,19 +251,52 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The server of a client connection: hyper's for HTTP/2 (`http2`: chosen
+/// by ALPN), the own HTTP/1.1 one otherwise, which hands over to hyper
+/// when it meets a head it does not take.
+fn client_connection<S, B>(
+    io: ClientIo,
+    service: Arc<S>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    http2: bool,
+) -> ClientConnection
+where
+    S: Service<Request<Inbound>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send,
+{
+    let hyper = {
+        let service = Arc::clone(&service);
+        let builder = Arc::clone(builder);
+        move |io: Rewind| -> client_connection::HyperServer {
+            let service =
+                service_fn(move |req: Request<Incoming>| service.call(req.map(Inbound::Hyper)));
+            Box::pin(
+                builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned(),
+            )
+        }
+    };
+    if http2 {
+        return ClientConnection::hyper(hyper(Rewind::new(Bytes::new(), io)));
+    }
+    let shutdown = Arc::default();
+    let own = http1::serve(io, service, Arc::clone(&shutdown));
+    ClientConnection::own(Box::pin(own), shutdown, Box::new(hyper))
+}
+
 /// Serves one connection until it ends, closing it when a timer of its
 /// watch runs out or it is asked to (shed, drained).
-async fn run_connection<C>(
-    conn: C,
+async fn run_connection(
+    mut conn: ClientConnection,
     watch: Arc<Watch>,
     connections: Arc<Connections>,
     timeouts: Timeouts,
     client: SocketAddr,
-) where
-    C: GracefulConnection,
-    C::Error: std::fmt::Display,
-{
-    let mut conn = pin!(conn);
+) {
     let timer = tokio::time::sleep_until(Instant::now() + timeouts.header);
     let mut timer = pin!(timer);
     // Set once the connection was told to go: from then on the timer only
@@ -265,7 +305,7 @@ async fn run_connection<C>(
     loop {
         tokio::select! {
             biased;
-            ended = conn.as_mut() => {
+            ended = &mut conn => {
                 if let Err(error) = ended {
                     tracing::debug!(%error, %client, "client connection ended with an error");
                 }
@@ -273,7 +313,7 @@ async fn run_connection<C>(
             }
             () = watch.close_asked(), if !going => {
                 going = true;
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
                 timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
             }
             () = timer.as_mut() => {
@@ -290,7 +330,7 @@ async fn run_connection<C>(
                     Check::HeadTimedOut => {
                         connections.header_timed_out();
                         if watch.is_http2() {
-                            conn.as_mut().graceful_shutdown();
+                            conn.graceful_shutdown();
                         } else {
                             // Its next read answers 408 and ends it.
                             watch.expire();
@@ -300,7 +340,7 @@ async fn run_connection<C>(
                     }
                     Check::IdleTimedOut => {
                         connections.idle_timed_out();
-                        conn.as_mut().graceful_shutdown();
+                        conn.graceful_shutdown();
                         going = true;
                         timer.as_mut().reset(now + CLOSE_GRACE);
                     }

@@ -1145,3 +1145,142 @@ async fn external_release_is_routed_to_but_never_stopped() {
     let direct = reply(env.http.get(format!("http://{upstream}/healthz"))).await;
     assert_eq!((direct.status, direct.body.as_str()), (200, "ok\n"));
 }
+
+/// Requests sent back to back on one connection, before any answer, are
+/// answered in order, each by its own path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_on_one_connection_are_answered_in_order() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut conn = connect(&env, WAIT).await;
+    let mut burst = Vec::new();
+    for n in 1..=3 {
+        burst.extend_from_slice(
+            format!("GET /services/hello/echo/{n} HTTP/1.1\r\nHost: hello.test\r\n\r\n").as_bytes(),
+        );
+    }
+    burst.extend_from_slice(
+        b"POST /services/hello/echo/4 HTTP/1.1\r\nHost: hello.test\r\n\
+          Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    );
+    within(WAIT, "send the burst", conn.get_mut().write_all(&burst))
+        .await
+        .expect("write");
+    for n in 1..=4 {
+        let response = read_response(&mut conn, false, WAIT).await;
+        assert_eq!(response.status, 200, "{response:?}");
+        let echo: Value = serde_json::from_slice(&response.body).expect("echo JSON");
+        assert_eq!(echo["path"], format!("/echo/{n}"), "answer {n} in order");
+        if n == 4 {
+            assert_eq!(echo["body"], "abcde", "the chunked body arrived whole");
+        }
+    }
+}
+
+/// A connection whose next request is one the listener leaves to hyper
+/// (here HTTP/1.0, read ahead with the request before it) goes on with
+/// that request answered, the bytes already read included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_which_the_connection_changes_server_loses_no_byte() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut conn = connect(&env, WAIT).await;
+    within(
+        WAIT,
+        "send both requests",
+        conn.get_mut().write_all(
+            b"GET /services/hello/echo/first HTTP/1.1\r\nHost: hello.test\r\n\r\n\
+              POST /services/hello/echo/second HTTP/1.0\r\nHost: hello.test\r\n\
+              Content-Length: 5\r\n\r\nhello",
+        ),
+    )
+    .await
+    .expect("write");
+    let first = read_response(&mut conn, false, WAIT).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let echo: Value = serde_json::from_slice(&first.body).expect("echo JSON");
+    assert_eq!(echo["path"], "/echo/first");
+    let second = read_response(&mut conn, false, WAIT).await;
+    assert_eq!(second.status, 200, "{second:?}");
+    let echo: Value = serde_json::from_slice(&second.body).expect("echo JSON");
+    assert_eq!(
+        (&echo["path"], &echo["body"]),
+        (&Value::from("/echo/second"), &Value::from("hello"))
+    );
+    // An upgrade after plain requests is tunnelled as on a new connection.
+    let mut conn = connect(&env, WAIT).await;
+    within(
+        WAIT,
+        "send a request, then an upgrade",
+        conn.get_mut().write_all(
+            b"GET /services/hello/echo/plain HTTP/1.1\r\nHost: hello.test\r\n\r\n\
+              GET /services/hello/ws HTTP/1.1\r\nHost: hello.test\r\nConnection: Upgrade\r\n\
+              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        ),
+    )
+    .await
+    .expect("write");
+    assert_eq!(read_response(&mut conn, false, WAIT).await.status, 200);
+    let switched = read_response(&mut conn, true, WAIT).await;
+    assert_eq!(switched.status, 101, "{switched:?}");
+}
+
+/// The proxy answers an upload it will not forward (no such service)
+/// before reading its body: the client gets the whole answer, then the
+/// connection closes, however much of the body it still sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_was_read_reaches_the_client_whole_then_the_connection_closes() {
+    let env = Env::start().await;
+    let mut conn = connect(&env, WAIT).await;
+    within(
+        WAIT,
+        "send the head and some of the body",
+        conn.get_mut().write_all(
+            b"POST /services/nothing-here/upload HTTP/1.1\r\nHost: x.test\r\n\
+              Content-Length: 10000000\r\n\r\nfirst bytes",
+        ),
+    )
+    .await
+    .expect("write");
+    let response = read_response(&mut conn, false, WAIT).await;
+    assert_eq!(response.status, 404, "{response:?}");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(response.header("date").is_some(), "{response:?}");
+    let text = String::from_utf8_lossy(&response.body);
+    assert!(text.contains("404 Not Found"), "{text}");
+    // More of the body is read and dropped; then the end of the stream.
+    let more = vec![b'x'; 64 * 1024];
+    let _ = conn.get_mut().write_all(&more).await;
+    let mut rest = Vec::new();
+    let _ = within(WAIT, "the close", conn.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+/// A small body the proxy did not need (it answered without forwarding)
+/// is taken from what was already read, and the connection carries the
+/// next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_small_body_went_unread_carries_the_next_request() {
+    let env = Env::start().await;
+    env.deploy("hello", "1.0.0", &[], &[]).await.ok();
+    let mut conn = connect(&env, WAIT).await;
+    within(
+        WAIT,
+        "send an upload nothing reads, then a request",
+        conn.get_mut().write_all(
+            b"POST /services/nothing-here/upload HTTP/1.1\r\nHost: x.test\r\n\
+              Content-Length: 5\r\n\r\nhello\
+              GET /services/hello/echo/next HTTP/1.1\r\nHost: hello.test\r\n\r\n",
+        ),
+    )
+    .await
+    .expect("write");
+    let refused = read_response(&mut conn, false, WAIT).await;
+    assert_eq!(refused.status, 404, "{refused:?}");
+    assert_eq!(refused.header("connection"), None, "kept: {refused:?}");
+    let next = read_response(&mut conn, false, WAIT).await;
+    assert_eq!(next.status, 200, "{next:?}");
+    let echo: Value = serde_json::from_slice(&next.body).expect("echo JSON");
+    assert_eq!(echo["path"], "/echo/next");
+}

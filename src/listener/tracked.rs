@@ -8,10 +8,10 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::service::{Service, service_fn};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::inbound::Inbound;
 use super::watch::Watch;
 
 /// What a tracked service answers.
@@ -24,7 +24,7 @@ pub fn tracked<S, B>(
     watch: Arc<Watch>,
     requests: Option<Arc<Semaphore>>,
 ) -> impl Service<
-    Request<Incoming>,
+    Request<Inbound>,
     Response = Response<TrackedBody<B>>,
     Error = S::Error,
     Future = impl Future<Output = Answer<B, S::Error>> + Send + 'static,
@@ -32,13 +32,13 @@ pub fn tracked<S, B>(
 + Sync
 + 'static
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S: Service<Request<Inbound>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     B: Body + Unpin + Send + 'static,
 {
     let inner = Arc::new(inner);
-    service_fn(move |req: Request<Incoming>| {
+    service_fn(move |req: Request<Inbound>| {
         let inner = Arc::clone(&inner);
         let watch = Arc::clone(&watch);
         let requests = requests.clone();
@@ -54,11 +54,11 @@ where
                 }),
                 None => None,
             };
-            // Boxed: hyper keeps the service's future in a box of its own
-            // for the connection's whole life, sized for the largest state
-            // of the future (the proxy's is several KiB); this way that box
-            // holds a pointer, and the request's state is freed when its
-            // answer is ready.
+            // Boxed: the connection's server keeps the service's future for
+            // the connection's whole life, sized for the largest state of
+            // the future (the proxy's is several KiB); this way it holds a
+            // pointer, and the request's state is freed when its answer is
+            // ready.
             let response = Box::pin(inner.call(req)).await?;
             let permit = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 // The tunnel keeps its upstream connection: the slot stays
@@ -95,7 +95,7 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that ends its request when hyper is done with it
+/// A response body that ends its request when the server is done with it
 /// (sent whole, or dropped with the connection).
 pub struct TrackedBody<B> {
     body: B,

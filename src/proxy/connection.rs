@@ -8,7 +8,6 @@
 //! A connection that may become a tunnel (`101 Switching Protocols`) is
 //! hyper's, run by a task of its own, which hands the stream over.
 
-mod framing;
 mod head;
 mod http1;
 
@@ -65,6 +64,15 @@ pub enum UpstreamError {
     Upload(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+}
+
+impl From<crate::http1::WireError> for UpstreamError {
+    fn from(error: crate::http1::WireError) -> Self {
+        match error {
+            crate::http1::WireError::Malformed(what) => UpstreamError::Malformed(what),
+            crate::http1::WireError::TooLarge(limit) => UpstreamError::HeadTooLarge(limit),
+        }
+    }
 }
 
 /// A request that failed: the error, and the request itself when none of

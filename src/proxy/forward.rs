@@ -2,9 +2,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::listener::Inbound;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
 use super::headers::{is_tunnel_request, set_forwarded, strip_hop_by_hop};
 use super::pool::Connections;
@@ -33,7 +33,7 @@ impl Proxy {
     /// its line is written when the answer has ended.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<Inbound>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
         let request_id = request_id::of(req.headers());
@@ -108,7 +108,7 @@ impl Proxy {
     /// [`deliver`]), record the outcome against the release, and answer.
     async fn dispatch(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<Inbound>,
         client: SocketAddr,
         request_id: &HeaderValue,
         exchange: &mut Exchange,
@@ -195,7 +195,7 @@ impl Proxy {
     /// table, or the pinned release), or the answer the table gives itself.
     fn route(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<Inbound>,
         client: SocketAddr,
         host: Option<&HeaderValue>,
         https: bool,
@@ -256,7 +256,7 @@ impl Proxy {
     fn decide<'t>(
         &'t self,
         table: &'t RoutingTable<Backend, Mirror>,
-        req: &'t Request<Incoming>,
+        req: &'t Request<Inbound>,
         client: SocketAddr,
         host: Option<&'t HeaderValue>,
     ) -> Route<'t, Backend, Mirror> {
@@ -277,7 +277,7 @@ impl Proxy {
     /// is routed with the table as it is when the service resumes.
     async fn hold_if_paused(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<Inbound>,
         client: SocketAddr,
         host: Option<&HeaderValue>,
     ) -> Result<(), ProxyError> {
@@ -303,7 +303,7 @@ impl Proxy {
     async fn forward(
         &self,
         backend: &Arc<Backend>,
-        req: Request<Incoming>,
+        req: Request<Inbound>,
         capture: Option<(Fanout, MainSender, usize)>,
         exchange: &mut Exchange,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -368,7 +368,7 @@ struct Routed {
 
 /// The host the request is for: its one Host header, or the authority of
 /// its target. More than one Host header is refused.
-fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyError> {
+fn request_host(req: &Request<Inbound>) -> Result<Option<HeaderValue>, ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next().cloned();
     if hosts.next().is_some() {
@@ -389,7 +389,7 @@ fn request_host(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyErr
 /// headers, the request's id.
 #[allow(clippy::too_many_arguments)]
 fn address_upstream(
-    req: &mut Request<Incoming>,
+    req: &mut Request<Inbound>,
     upstream_uri: Uri,
     tunnelling: bool,
     client: SocketAddr,

@@ -35,7 +35,7 @@ pub async fn serve(
     crate::listener::serve(listener, connections, drain, tls, move |client| {
         let proxy = Arc::clone(&proxy);
         let closing = closing.clone();
-        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        service_fn(move |mut req: http::Request<crate::listener::Inbound>| {
             let proxy = Arc::clone(&proxy);
             let closing = closing.clone();
             let http1 = req.version() < Version::HTTP_2;

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::listener::Inbound;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -225,7 +225,7 @@ impl Mirror {
 /// body size limit; `None` when no shadow gets a copy.
 pub(crate) fn fan_out(
     mirrors: &[Arc<Mirror>],
-    req: &Request<Incoming>,
+    req: &Request<Inbound>,
     main_backend: &Arc<Backend>,
 ) -> Option<(Fanout, MainSender, usize)> {
     let chosen: Vec<Arc<Mirror>> = mirrors

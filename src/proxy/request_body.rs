@@ -10,15 +10,14 @@
 //! and, when it failed, how the client failed it, so that a bad, slow or
 //! abandoned upload is the client's fault and never the release's.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use crate::listener::{Inbound, InboundError};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use super::mirror::Fanout;
@@ -33,7 +32,7 @@ pub(crate) enum RequestBody {
 
 /// A client's body on its way up.
 pub(crate) struct ClientBody {
-    inner: Incoming,
+    inner: Inbound,
     progress: Progress,
     upload: Arc<Upload>,
     /// The shadows' copy, when the request is mirrored.
@@ -60,7 +59,7 @@ const FAILED: u8 = 2;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UploadError {
     #[error("the client's request body failed: {0}")]
-    Client(#[source] hyper::Error),
+    Client(#[source] InboundError),
     #[error("the client's request body came slower than {0} (bytes/interval)")]
     TooSlow(MinRate),
 }
@@ -112,18 +111,8 @@ impl Upload {
 
 /// The client's part in a broken body: malformed framing is a bad body,
 /// anything else (end of stream, reset) means the client went away.
-fn fault_of(error: &hyper::Error) -> ClientFault {
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return match io.kind() {
-                io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => ClientFault::BadBody,
-                _ => ClientFault::Aborted,
-            };
-        }
-        source = e.source();
-    }
-    if error.is_parse() {
+fn fault_of(error: &InboundError) -> ClientFault {
+    if error.is_malformed() {
         ClientFault::BadBody
     } else {
         ClientFault::Aborted
@@ -138,9 +127,9 @@ impl RequestBody {
     /// The client's body, held to `rate`; with `mirror`, copied up to its
     /// limit for the shadows. A body that has ended already (none at all)
     /// costs nothing to watch.
-    pub(crate) fn client(inner: Incoming, rate: MinRate, mirror: Option<(Fanout, usize)>) -> Self {
+    pub(crate) fn client(inner: Inbound, rate: MinRate, mirror: Option<(Fanout, usize)>) -> Self {
         if inner.is_end_stream() {
-            // hyper never polls a body that says it has ended.
+            // A body that says it has ended is never polled.
             if let Some((fanout, _)) = mirror {
                 fanout.send(Bytes::new());
             }

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
+use crate::listener::Inbound;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::connection::UpstreamError;
@@ -21,7 +21,7 @@ use crate::backend::InFlight;
 pub(super) async fn forward(
     proxy: &Proxy,
     backend: &Arc<Backend>,
-    mut req: Request<Incoming>,
+    mut req: Request<Inbound>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream = pick_instance(backend, &[])?;
     let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));

@@ -4,23 +4,16 @@
 use std::io::Write;
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
 use super::UpstreamError;
-use super::framing::Framing;
+use crate::http1::framing::Framing;
 
-/// The largest answer head (status line and header fields) taken from an
-/// instance; a larger one is refused (502).
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
-
-/// The most header fields an answer head (or a chunked body's trailer
-/// section) may carry.
-const MAX_HEADERS: usize = 100;
-
-/// Header fields the proxy may add to an answer on its way to the client.
-const ADDED_HEADERS: usize = 4;
+pub(crate) use crate::http1::MAX_HEAD;
+use crate::http1::MAX_HEADERS;
+use crate::http1::fields::Fields;
 
 /// How a request's body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,29 +70,6 @@ pub(crate) fn write_request(
     };
     out.extend_from_slice(b"\r\n");
     upload
-}
-
-/// Writes one chunk of a chunked body.
-pub(crate) fn write_chunk(data: &[u8], out: &mut Vec<u8>) {
-    if data.is_empty() {
-        // An empty chunk would end the body.
-        return;
-    }
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Writes the end of a chunked body, with its trailer fields.
-pub(crate) fn write_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// An answer's head, read whole.
@@ -189,54 +159,6 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
     }))
 }
 
-/// Where each parsed field's name and value lie in the buffer, so that
-/// the fields can be built once the head is split off it.
-struct Fields {
-    /// Name start, name length, value start, value length.
-    at: [(u32, u32, u32, u32); MAX_HEADERS],
-    count: usize,
-}
-
-impl Fields {
-    fn of(parsed: &[httparse::Header<'_>], buf: &[u8]) -> Self {
-        let base = buf.as_ptr() as usize;
-        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
-        let mut at = [(0, 0, 0, 0); MAX_HEADERS];
-        for (slot, field) in at.iter_mut().zip(parsed) {
-            *slot = (
-                offset(field.name.as_bytes()),
-                field.name.len() as u32,
-                offset(field.value),
-                field.value.len() as u32,
-            );
-        }
-        Self {
-            at,
-            count: parsed.len(),
-        }
-    }
-
-    fn into_map(self, head: &Bytes) -> Result<HeaderMap, UpstreamError> {
-        // Room for the few the proxy adds (request id, version, cookie).
-        let mut headers = HeaderMap::with_capacity(self.count + ADDED_HEADERS);
-        for &(name_at, name_len, value_at, value_len) in &self.at[..self.count] {
-            let name = &head[name_at as usize..(name_at + name_len) as usize];
-            let value = head.slice(value_at as usize..(value_at + value_len) as usize);
-            let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name),
-                HeaderValue::from_maybe_shared(value),
-            ) else {
-                return Err(UpstreamError::Malformed(format!(
-                    "its header field {:?}",
-                    String::from_utf8_lossy(name)
-                )));
-            };
-            headers.append(name, value);
-        }
-        Ok(headers)
-    }
-}
-
 /// How the answer's body is delimited (RFC 9112 6.3), and whether the
 /// connection can be kept for another request afterwards. A
 /// `content-length` beside `transfer-encoding` is dropped (the latter
@@ -311,26 +233,6 @@ fn framing_of(
         Some(length) => (Framing::Length(length), keep_alive),
         None => (Framing::UntilClose, false),
     })
-}
-
-/// Parses a chunked body's trailer section at the start of `buf` (after
-/// its last chunk): the fields, once whole, taken out of `buf`.
-pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, UpstreamError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let (len, found) = match httparse::parse_headers(buf, &mut fields) {
-        Ok(httparse::Status::Complete((len, found))) => (len, Fields::of(found, buf)),
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
-            return Err(UpstreamError::HeadTooLarge(MAX_HEAD));
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => {
-            return Err(UpstreamError::Malformed(format!(
-                "its answer's trailer fields: {e}"
-            )));
-        }
-    };
-    let section = buf.split_to(len).freeze();
-    found.into_map(&section).map(Some)
 }
 
 #[cfg(test)]
@@ -539,6 +441,7 @@ mod tests {
             )
         );
         let mut out = Vec::new();
+        use crate::http1::framing::{write_chunk, write_last_chunk};
         write_chunk(b"hello", &mut out);
         write_chunk(b"", &mut out);
         let mut trailers = HeaderMap::new();

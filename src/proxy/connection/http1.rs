@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::framing::{Decoded, Framing};
 use super::head::{self, Parsed, Upload};
 use super::{SendError, UpstreamError};
+use crate::http1::framing::{self, Decoded, Framing};
 use crate::proxy::request_body::RequestBody;
 
 /// Bytes read at a time; a head longer than this grows the buffer (up to
@@ -158,8 +158,8 @@ impl Connection {
             if !out.done && bytes.len() <= WITH_HEAD {
                 match upload {
                     Upload::Chunked => {
-                        head::write_chunk(bytes, &mut self.write);
-                        head::write_last_chunk(None, &mut self.write);
+                        framing::write_chunk(bytes, &mut self.write);
+                        framing::write_last_chunk(None, &mut self.write);
                     }
                     _ => self.write.extend_from_slice(bytes),
                 }
@@ -222,7 +222,7 @@ impl Connection {
                 Err(error) => {
                     body.ended = true;
                     self.state = State::Closed;
-                    return Poll::Ready(Some(Err(error)));
+                    return Poll::Ready(Some(Err(error.into())));
                 }
             };
             match decoded {
@@ -333,19 +333,19 @@ impl Connection {
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => match out.upload {
-                        Upload::Chunked => head::write_chunk(&data, &mut self.write),
+                        Upload::Chunked => framing::write_chunk(&data, &mut self.write),
                         _ => self.write.extend_from_slice(&data),
                     },
                     Err(frame) => {
                         if out.upload == Upload::Chunked {
-                            head::write_last_chunk(frame.trailers_ref(), &mut self.write);
+                            framing::write_last_chunk(frame.trailers_ref(), &mut self.write);
                         }
                         out.done = true;
                     }
                 },
                 None => {
                     if out.upload == Upload::Chunked {
-                        head::write_last_chunk(None, &mut self.write);
+                        framing::write_last_chunk(None, &mut self.write);
                     }
                     out.done = true;
                 }

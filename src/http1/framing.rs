@@ -1,13 +1,15 @@
-//! How an answer's body is delimited, and the taking of its frames out of
+//! How a message's body is delimited, and the taking of its frames out of
 //! the bytes read from the connection: a `content-length`, chunks (with
 //! extensions, which are passed over, and trailer fields), or the close
 //! of the connection.
 
+use std::io::Write;
+
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
-use super::UpstreamError;
-use super::head::parse_trailers;
+use super::WireError;
+use super::fields::parse_trailers;
 
 /// The longest chunk-size line taken (size, extensions, line end).
 const MAX_CHUNK_LINE: usize = 4096;
@@ -76,7 +78,7 @@ impl Framing {
     /// Takes the next frame out of `buf` (bytes of data shared, not
     /// copied). A body that ends with the connection never ends here: the
     /// connection's reader ends it at the close.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, WireError> {
         match self {
             Framing::Length(0) => Ok(Decoded::End),
             Framing::Length(left) => {
@@ -99,7 +101,7 @@ impl Framing {
 }
 
 impl Chunk {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, WireError> {
         loop {
             match *self {
                 Chunk::Size => {
@@ -174,9 +176,32 @@ impl Chunk {
     }
 }
 
+/// Writes one chunk of a chunked body.
+pub(crate) fn write_chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        // An empty chunk would end the body.
+        return;
+    }
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the end of a chunked body, with its trailer fields.
+pub(crate) fn write_last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The size on a chunk-size line (hex digits, then maybe `;` and
 /// extensions, which are passed over).
-fn chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
+fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
         return Err(malformed("a chunk-size line without a size"));
@@ -200,8 +225,8 @@ fn chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
     Ok(size)
 }
 
-fn malformed(what: &str) -> UpstreamError {
-    UpstreamError::Malformed(format!("its chunked body: {what}"))
+fn malformed(what: &str) -> WireError {
+    WireError::Malformed(format!("its chunked body: {what}"))
 }
 
 #[cfg(test)]
@@ -214,7 +239,7 @@ mod tests {
         mut framing: Framing,
         wire: &[u8],
         step: usize,
-    ) -> Result<(Vec<u8>, Option<HeaderMap>, bool, BytesMut), UpstreamError> {
+    ) -> Result<(Vec<u8>, Option<HeaderMap>, bool, BytesMut), WireError> {
         let mut buf = BytesMut::new();
         let mut data = Vec::new();
         let mut trailers = None;
@@ -282,7 +307,7 @@ mod tests {
             let error =
                 decode_in_steps(Framing::chunked(), wire, wire.len()).expect_err("malformed");
             assert!(
-                matches!(error, UpstreamError::Malformed(_)),
+                matches!(error, WireError::Malformed(_)),
                 "{wire:?}: {error}"
             );
         }

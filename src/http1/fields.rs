@@ -1,0 +1,78 @@
+//! Header fields out of a head `httparse` parsed: their places noted while
+//! the buffer is borrowed, then taken as slices of the head's bytes once
+//! it is split off (no copy of any value).
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{MAX_HEAD, MAX_HEADERS, WireError};
+
+/// Header fields a proxy may add to a message on its way (request id,
+/// version, cookie, forwarding).
+const ADDED_HEADERS: usize = 4;
+
+/// Where each parsed field's name and value lie in the buffer, so that
+/// the fields can be built once the head is split off it.
+pub(crate) struct Fields {
+    /// Name start, name length, value start, value length.
+    at: [(u32, u32, u32, u32); MAX_HEADERS],
+    count: usize,
+}
+
+impl Fields {
+    pub(crate) fn of(parsed: &[httparse::Header<'_>], buf: &[u8]) -> Self {
+        let base = buf.as_ptr() as usize;
+        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
+        let mut at = [(0, 0, 0, 0); MAX_HEADERS];
+        for (slot, field) in at.iter_mut().zip(parsed) {
+            *slot = (
+                offset(field.name.as_bytes()),
+                field.name.len() as u32,
+                offset(field.value),
+                field.value.len() as u32,
+            );
+        }
+        Self {
+            at,
+            count: parsed.len(),
+        }
+    }
+
+    /// The fields, their values sharing `head`'s bytes.
+    pub(crate) fn into_map(self, head: &Bytes) -> Result<HeaderMap, WireError> {
+        let mut headers = HeaderMap::with_capacity(self.count + ADDED_HEADERS);
+        for &(name_at, name_len, value_at, value_len) in &self.at[..self.count] {
+            let name = &head[name_at as usize..(name_at + name_len) as usize];
+            let value = head.slice(value_at as usize..(value_at + value_len) as usize);
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(value),
+            ) else {
+                return Err(WireError::Malformed(format!(
+                    "its header field {:?}",
+                    String::from_utf8_lossy(name)
+                )));
+            };
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// Parses a chunked body's trailer section at the start of `buf` (after
+/// its last chunk): the fields, once whole, taken out of `buf`.
+pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, WireError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (len, found) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, found))) => (len, Fields::of(found, buf)),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(WireError::TooLarge(MAX_HEAD));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(WireError::Malformed(format!("its trailer fields: {e}")));
+        }
+    };
+    let section = buf.split_to(len).freeze();
+    found.into_map(&section).map(Some)
+}

@@ -1,0 +1,238 @@
+//! A response's head written out, and how its body goes: by its length,
+//! in chunks when the length is not known, or not at all (to HEAD, 1xx,
+//! 204, 304).
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap};
+use http::{HeaderValue, StatusCode};
+use http_body::SizeHint;
+
+/// How a response's body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Out {
+    /// Nothing after the head.
+    Nothing,
+    /// Exactly this many bytes.
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the head of a response to a request (`head_request`: to HEAD)
+/// into `out`: status line, fields, the framing the body calls for,
+/// `date` unless present, `connection: close` when `close`.
+pub(super) fn write_head(
+    status: StatusCode,
+    headers: &mut HeaderMap,
+    size: &SizeHint,
+    head_request: bool,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> Out {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    // The framing is this server's to choose; a length given is kept when
+    // it is one number.
+    headers.remove(header::TRANSFER_ENCODING);
+    let given = match headers.get(header::CONTENT_LENGTH).map(length_of) {
+        Some(Some(length)) => Some(length),
+        Some(None) => {
+            headers.remove(header::CONTENT_LENGTH);
+            None
+        }
+        None => None,
+    };
+    let out_framing = if bodiless {
+        Out::Nothing
+    } else if let Some(length) = given {
+        if head_request {
+            Out::Nothing
+        } else {
+            Out::Length(length)
+        }
+    } else if head_request {
+        Out::Nothing
+    } else if let Some(length) = size.exact() {
+        let _ = write!(out, "content-length: {length}\r\n");
+        Out::Length(length)
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Out::Chunked
+    };
+    let mut dated = false;
+    let mut closing = false;
+    for (name, value) in headers.iter() {
+        if name == header::DATE {
+            dated = true;
+        } else if name == header::CONNECTION {
+            closing |= has_close(value);
+            if close && !closing {
+                // Replaced by `connection: close` below.
+                continue;
+            }
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if close && !closing {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        with_date(|date| out.extend_from_slice(date));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out_framing
+}
+
+/// Whether a `connection` value says `close`.
+pub(super) fn has_close(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+fn length_of(value: &HeaderValue) -> Option<u64> {
+    let digits = value.as_bytes().trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The date of this second, as a `date` field writes it (IMF-fixdate),
+/// made once a second per thread.
+fn with_date(f: impl FnOnce(&[u8])) {
+    thread_local! {
+        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != second {
+            let formatted = httpdate::fmt_http_date(now);
+            if formatted.len() == text.len() {
+                text.copy_from_slice(formatted.as_bytes());
+                *at = second;
+            }
+        }
+        f(text);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(
+        status: u16,
+        fields: &[(&str, &str)],
+        size: SizeHint,
+        head_request: bool,
+        close: bool,
+    ) -> (String, Out) {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                header::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        let mut out = Vec::new();
+        let framing = write_head(
+            StatusCode::from_u16(status).expect("status"),
+            &mut headers,
+            &size,
+            head_request,
+            close,
+            &mut out,
+        );
+        (String::from_utf8(out).expect("text"), framing)
+    }
+
+    #[test]
+    fn a_known_length_is_written_and_kept() {
+        let (text, out) = head(200, &[], SizeHint::with_exact(5), false, false);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\ndate: "), "{text}");
+        assert!(text.ends_with("\r\n\r\n"));
+        assert_eq!(out, Out::Length(5));
+        let (text, out) = head(
+            200,
+            &[("content-length", "7")],
+            SizeHint::new(),
+            false,
+            false,
+        );
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
+        assert_eq!(out, Out::Length(7));
+    }
+
+    #[test]
+    fn an_unknown_length_goes_in_chunks() {
+        let (text, out) = head(
+            200,
+            &[("transfer-encoding", "gzip")],
+            SizeHint::new(),
+            false,
+            false,
+        );
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+        assert!(!text.contains("gzip"), "{text}");
+        assert_eq!(out, Out::Chunked);
+    }
+
+    #[test]
+    fn head_204_and_304_answers_carry_no_body() {
+        let (text, out) = head(
+            200,
+            &[("content-length", "9")],
+            SizeHint::new(),
+            true,
+            false,
+        );
+        assert!(text.contains("content-length: 9"), "{text}");
+        assert_eq!(out, Out::Nothing);
+        for status in [204, 304] {
+            let (text, out) = head(status, &[], SizeHint::new(), false, false);
+            assert!(!text.contains("transfer-encoding"), "{text}");
+            assert_eq!(out, Out::Nothing);
+        }
+    }
+
+    #[test]
+    fn a_closing_connection_says_so_once_and_a_given_date_is_kept() {
+        let (text, _) = head(
+            200,
+            &[
+                ("connection", "keep-alive"),
+                ("date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+            ],
+            SizeHint::with_exact(0),
+            false,
+            true,
+        );
+        assert_eq!(text.matches("connection:").count(), 1, "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert_eq!(text.matches("date:").count(), 1, "{text}");
+        assert!(text.contains("10:00:00 GMT"), "{text}");
+    }
+}
