@@ -271,6 +271,18 @@ http {{
     return port, proc
 
 
+def start_holding_backend(procs):
+    """A backend that answers its health check (`GET /`) and never any
+    other request (bench/holding_backend.py): a shadow that is always
+    full."""
+    port = free_port()
+    script = os.path.join(ROOT, "bench", "holding_backend.py")
+    proc = procs.start("holding backend", [sys.executable, script, str(port)],
+                       stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return port, proc
+
+
 def make_certificate(workdir):
     """A self-signed EC P-256 certificate for 127.0.0.1 and bench.test
     (openssl), the one every proxy serves in the HTTPS rows: (cert, key,

@@ -3,14 +3,31 @@
 One nginx backend on 127.0.0.1 answers a ~100-byte body (/small) and a
 16 KiB one (/large). wrk sends the same load to the backend directly, to
 nginx as a reverse proxy, to HAProxy, and to Switchyard with main only,
-with a 10% sticky canary (when `switchyard canary` exists) and with every
+with a 10% sticky canary (when `switchyard canary` exists), with every
 request mirrored to one shadow, beside nginx copying every request to a
-second backend with its own `mirror` directive. Each proxy gets the same number of worker
-threads. Runs are interleaved (A B C … A B C …) so that whatever else the
-machine does falls on every target alike; the table holds the median of
-the rounds. A TCP service is measured apart: HTTP over connections that
-Switchyard (`deploy --protocol tcp`, `listen`), nginx `stream` and HAProxy
-`mode tcp` forward whole, without reading a request. With more workers
+second backend with its own `mirror` directive, and with every request
+mirrored to a shadow that is always full: its upstream
+(bench/holding_backend.py) answers its health check and never a request,
+so the shadow's copies in flight (`serve --shadow-concurrency`, 16) wait
+for serve's upstream timeout, its queue (`--shadow-queue`, 256) fills, and
+every further copy is dropped before anything is built for it. That row,
+measured right after main only in each round, shows what a dropped copy
+costs; the shadow report's `dropped` count
+(`switchyard shadow report --json`; on /metrics
+`switchyard_shadow_dropped_total`) is read before and after each of its
+runs, printed, and the run stops with an error if a run dropped none. Its
+verdict compares it with main only round by round (the median of the
+per-round ratios, which cancels what the machine's load does to a round):
+throughput at least 0.97× and CPU per request at most 1.03× main only's.
+The 3% is a margin for noise, small beside what copies that are sent cost
+(the mirrored row: tens of percent); the verdict line gives how far main
+only's own rounds were apart, so a run noisier than the margin shows it.
+Each proxy gets the same number of worker threads. Runs are interleaved
+(A B C … A B C …) so that whatever else the machine does falls on every
+target alike; the table holds the median of the rounds. A TCP service is measured
+apart: HTTP over connections that Switchyard (`deploy --protocol tcp`,
+`listen`), nginx `stream` and HAProxy `mode tcp` forward whole, without
+reading a request. With more workers
 (`--more-workers`, default 2): nginx, HAProxy and Switchyard (main only)
 again, each with that many worker threads, small body, in the same
 interleaved rounds. Then serve's memory: idle with
@@ -27,6 +44,7 @@ rest of the file is left alone). Everything it starts, it stops by PID.
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -39,6 +57,12 @@ import benchlib as b
 CANARY_NA = "n/a (canary not available yet)"
 NGINX_MIRROR = "nginx, 100% mirrored (`mirror` directive)"
 SWITCHYARD_MIRROR = "Switchyard, 100% mirrored to one shadow"
+SWITCHYARD_DROPPED = "Switchyard, 100% mirrored to a full shadow (copies dropped)"
+# What a copy dropped because its shadow is full may cost against main only,
+# compared round by round: 3% either way, a margin for noise (see the
+# module's docstring).
+DROPPED_MIN_RPS = 0.97
+DROPPED_MAX_CPU = 1.03
 NGINX_STREAM = "nginx stream"
 HAPROXY_TCP = "HAProxy mode tcp"
 
@@ -46,18 +70,21 @@ HAPROXY_TCP = "HAProxy mode tcp"
 class Target:
     """A row of the table; one without a URL is not available (n/a)."""
 
-    def __init__(self, name, url, pids=None, note="", script=None):
+    def __init__(self, name, url, pids=None, note="", script=None, shadow=None):
         self.name = name
         self.url = url
         self.pids = pids  # callable giving the proxy's pids, or None
         self.note = note
         self.script = script
+        # callable giving (dropped, mirrored) of the service's shadows, or None
+        self.shadow = shadow
         self.runs = {}  # body -> [result]
 
 
 def measure(target, body, connections, seconds, headers=()):
     pids = target.pids() if target.pids else []
     backend = BACKEND_PIDS()
+    shadow0 = target.shadow() if target.shadow else None
     cpu0, bcpu0 = b.cpu_seconds(pids), b.cpu_seconds(backend)
     result = b.wrk(target.url + body, connections, seconds, script=target.script,
                    headers=headers)
@@ -65,7 +92,31 @@ def measure(target, body, connections, seconds, headers=()):
     n = max(result["requests"], 1)
     result["cpu_us"] = (cpu1 - cpu0) / n * 1e6 if pids else None
     result["backend_cpu_us"] = (bcpu1 - bcpu0) / n * 1e6
+    if shadow0 is not None:
+        shadow1 = target.shadow()
+        result["dropped"] = shadow1[0] - shadow0[0]
+        result["mirrored"] = shadow1[1] - shadow0[1]
+        if result["dropped"] <= 0:
+            raise RuntimeError(
+                f"{target.name}: no copy was dropped during a run of {result['requests']} "
+                f"requests ({result['mirrored']} sent to the shadow): the row would not "
+                "measure dropped copies")
     return result
+
+
+def shadow_counts(serve, service):
+    """Copies of `service`'s requests dropped because a shadow was full,
+    and copies sent to a shadow, so far (summed over its shadows)."""
+    out = serve.cli("shadow", "report", service, "--json")
+    reports = json.loads(out.stdout)
+    return (sum(r["dropped"] for r in reports), sum(r["mirrored"] for r in reports))
+
+
+def per_round(a, base, body, key):
+    """The median over rounds of a's figure ÷ base's in the same round."""
+    pairs = zip(a.runs.get(body, []), base.runs.get(body, []))
+    values = [x[key] / y[key] for x, y in pairs if x.get(key) and y.get(key)]
+    return statistics.median(values) if values else None
 
 
 def median(runs, key):
@@ -82,6 +133,8 @@ def summary(target, body):
         "cpu_us": median(runs, "cpu_us"),
         "backend_cpu_us": median(runs, "backend_cpu_us"),
         "errors": sum(r["errors"] for r in runs),
+        "dropped": sum(r.get("dropped", 0) for r in runs),
+        "mirrored": sum(r.get("mirrored", 0) for r in runs),
         "requests": sum(r["requests"] for r in runs),
         "rounds": len(runs),
     }
@@ -198,7 +251,44 @@ def verdicts(targets, canary_available):
     lines.append(f"- what 100% mirroring costs against main only: {cost:+.1%} of throughput "
                  f"(CPU per request {m['cpu_us']:.1f} vs {sy['cpu_us']:.1f} µs); nginx's "
                  f"`mirror`: {1 - nm['rps'] / nginx['rps']:+.1%}")
+    full = {t.name: t for t in targets}
+    if SWITCHYARD_DROPPED in full and full[SWITCHYARD_DROPPED].url is not None:
+        d, main_only = full[SWITCHYARD_DROPPED], full["Switchyard, main only"]
+        s = by_name[SWITCHYARD_DROPPED]
+        rounds = [r["rps"] for r in main_only.runs.get("/small", [])]
+        spread = (max(rounds) - min(rounds)) / statistics.median(rounds) if rounds else 0
+        r = per_round(d, main_only, "/small", "rps")
+        if r is not None:
+            check(f"copies dropped because the shadow is full cost nothing measurable: "
+                  f"throughput ≥ {DROPPED_MIN_RPS:.2f}× main only "
+                  "(median of the rounds' ratios)",
+                  f"{r:.2f}× ({s['rps']:,.0f} vs {sy['rps']:,.0f} req/s; "
+                  f"{s['dropped']:,} copies dropped; main only's own rounds span "
+                  f"{spread:.1%})", r >= DROPPED_MIN_RPS)
+        r = per_round(d, main_only, "/small", "cpu_us")
+        if r is not None:
+            check(f"copies dropped because the shadow is full: CPU per request "
+                  f"≤ {DROPPED_MAX_CPU:.2f}× main only's (median of the rounds' ratios)",
+                  f"{r:.2f}× ({s['cpu_us']:.1f} vs {sy['cpu_us']:.1f} µs)",
+                  r <= DROPPED_MAX_CPU)
     return "\n".join(lines)
+
+
+def dropped_text(targets, bodies, report):
+    """How many copies the full shadow's row dropped in its measured runs
+    (the proof that it measured dropped copies), and its shadow report."""
+    t = next(t for t in targets if t.name == SWITCHYARD_DROPPED)
+    parts = []
+    for body in bodies:
+        s = summary(t, body)
+        share = s["dropped"] / s["requests"] if s["requests"] else 0
+        parts.append(f"`GET {body}`: {s['dropped']:,} copies dropped of {s['requests']:,} "
+                     f"requests ({share:.1%}), {s['mirrored']:,} sent to the shadow")
+    return ("The full shadow's row (its upstream answers the health check and never a copy; "
+            "the shadow report's `dropped` read before and after each run; a copy is dropped "
+            "as its request arrives, wrk counts the requests answered within its run): "
+            + "; ".join(parts)
+            + f". At the end (`switchyard shadow report dropped`): `{report}`")
 
 
 def more_workers_table(targets, workers):
@@ -463,6 +553,11 @@ def main():
         # The second release of a service is a shadow: it gets every request.
         serve.deploy_upstream("mirror", "1.0.0", backend_port)
         serve.deploy_upstream("mirror", "2.0.0", backend_port)
+        # A shadow that never answers a copy: its queue fills, then every
+        # copy is dropped.
+        holding_port, _ = b.start_holding_backend(procs)
+        serve.deploy_upstream("dropped", "1.0.0", backend_port)
+        serve.deploy_upstream("dropped", "2.0.0", holding_port)
         canary_ok, canary_note = setup_canary(serve, backend_port)
         tcp_port = b.free_port()
         serve.deploy_upstream("tcp", "1.0.0", backend_port, "--protocol", "tcp")
@@ -477,6 +572,9 @@ def main():
             Target("nginx", f"{base}{NGINX_PORT}/services/bench", nginx_pids),
             Target("HAProxy", f"{base}{HAPROXY_PORT}/services/bench", haproxy_pids),
             Target("Switchyard, main only", f"{base}{serve.port}/services/bench", serve_pids),
+            # Measured right after main only, which it is judged against.
+            Target(SWITCHYARD_DROPPED, f"{base}{serve.port}/services/dropped", serve_pids,
+                   shadow=lambda: shadow_counts(serve, "dropped")),
         ]
         if canary_ok:
             targets.append(Target("Switchyard, 10% sticky canary",
@@ -516,6 +614,11 @@ def main():
         for t in measured + more_targets:
             for body in bodies:
                 b.wrk(t.url + body, args.connections, 1, script=t.script)
+        dropped, mirrored = shadow_counts(serve, "dropped")
+        b.log(f"full shadow after the warm-up: {dropped:,} copies dropped, {mirrored:,} sent")
+        if dropped == 0:
+            raise RuntimeError("the full shadow dropped no copy during the warm-up: "
+                               f"the row {SWITCHYARD_DROPPED!r} would not measure dropped copies")
         for round_ in range(1, args.rounds + 1):
             for body in bodies:
                 for t in measured + (more_targets if body == "/small" else []):
@@ -523,8 +626,12 @@ def main():
                     t.runs.setdefault(body, []).append(r)
                     b.log(f"round {round_} {body:6} {t.name:40} {r['rps']:>10,.0f} req/s  "
                           f"p99 {r['p99']:.2f} ms  errors {r['errors']}  "
-                          f"cpu {fmt(r['cpu_us'], '.1f')} µs/req")
+                          f"cpu {fmt(r['cpu_us'], '.1f')} µs/req"
+                          + (f"  dropped {r['dropped']:,} sent {r['mirrored']:,}"
+                             if "dropped" in r else ""))
         shadow = serve.cli("shadow", "report", "mirror", check=False).stdout.strip()
+        full_shadow = serve.cli("shadow", "report", "dropped", check=False).stdout
+        full_shadow = (full_shadow.strip().splitlines() or ["(no report)"])[0]
         mem = None
         if not args.no_memory:
             b.log("memory: 10 services × 3 releases, then 1,000 connections")
@@ -572,6 +679,8 @@ def main():
            more_workers_table(more_targets, more)] if more_targets else []),
         f"Mirroring at the end (`switchyard shadow report mirror`; under full load copies beyond "
         f"the shadow's queue are dropped and counted): `{shadow}`",
+        "",
+        dropped_text(targets, bodies, full_shadow),
         "",
         "Targets (small body, 50 connections):",
         "",
