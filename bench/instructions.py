@@ -138,7 +138,10 @@ def main():
             procs.stop(pid)
     finally:
         procs.stop_all()
-        b.remove_workdir(workdir)
+        if not os.environ.get("KEEP_WORKDIR"):
+            b.remove_workdir(workdir)
+        else:
+            print(f"kept {workdir}")
 
     by = dict((r[0], r[1]) for r in rows)
     lines = [

@@ -2,10 +2,12 @@
 //! own server for client connections and the proxy's own client for
 //! connections to instances. Header fields are taken out of a parsed head
 //! without copying ([`fields`]), bodies are delimited by a length, chunks
-//! or the close of the connection ([`framing`]).
+//! or the close of the connection ([`framing`]), read into buffers no
+//! larger than what they hold ([`read`]).
 
 pub(crate) mod fields;
 pub(crate) mod framing;
+pub(crate) mod read;
 
 /// Bytes on the wire that break HTTP/1.1: what was wrong, in words that
 /// complete "… is not valid HTTP/1.1: ", or a section over its size limit.

@@ -12,24 +12,29 @@ use super::{MAX_HEAD, MAX_HEADERS, WireError};
 const ADDED_HEADERS: usize = 4;
 
 /// Where each parsed field's name and value lie in the buffer, so that
-/// the fields can be built once the head is split off it.
+/// the fields can be built once the head is split off it. A head is at
+/// most [`MAX_HEAD`] bytes, so every place fits in 16 bits (which keeps
+/// this small enough to set up for every head).
 pub(crate) struct Fields {
     /// Name start, name length, value start, value length.
-    at: [(u32, u32, u32, u32); MAX_HEADERS],
+    at: [(u16, u16, u16, u16); MAX_HEADERS],
     count: usize,
 }
 
 impl Fields {
+    /// The places of `parsed`, fields of a head of at most [`MAX_HEAD`]
+    /// bytes at the start of `buf`.
     pub(crate) fn of(parsed: &[httparse::Header<'_>], buf: &[u8]) -> Self {
         let base = buf.as_ptr() as usize;
-        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
+        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u16;
         let mut at = [(0, 0, 0, 0); MAX_HEADERS];
         for (slot, field) in at.iter_mut().zip(parsed) {
+            debug_assert!(field.value.as_ptr() as usize + field.value.len() - base <= MAX_HEAD);
             *slot = (
                 offset(field.name.as_bytes()),
-                field.name.len() as u32,
+                field.name.len() as u16,
                 offset(field.value),
-                field.value.len() as u32,
+                field.value.len() as u16,
             );
         }
         Self {
@@ -39,11 +44,12 @@ impl Fields {
     }
 
     /// The fields, their values sharing `head`'s bytes.
-    pub(crate) fn into_map(self, head: &Bytes) -> Result<HeaderMap, WireError> {
+    pub(crate) fn to_map(&self, head: &Bytes) -> Result<HeaderMap, WireError> {
         let mut headers = HeaderMap::with_capacity(self.count + ADDED_HEADERS);
         for &(name_at, name_len, value_at, value_len) in &self.at[..self.count] {
-            let name = &head[name_at as usize..(name_at + name_len) as usize];
-            let value = head.slice(value_at as usize..(value_at + value_len) as usize);
+            let (name_at, value_at) = (usize::from(name_at), usize::from(value_at));
+            let name = &head[name_at..name_at + usize::from(name_len)];
+            let value = head.slice(value_at..value_at + usize::from(value_len));
             let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name),
                 HeaderValue::from_maybe_shared(value),
@@ -64,6 +70,9 @@ impl Fields {
 pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, WireError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let (len, found) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, _))) if len > MAX_HEAD => {
+            return Err(WireError::TooLarge(MAX_HEAD));
+        }
         Ok(httparse::Status::Complete((len, found))) => (len, Fields::of(found, buf)),
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
             return Err(WireError::TooLarge(MAX_HEAD));
@@ -74,5 +83,5 @@ pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Wi
         }
     };
     let section = buf.split_to(len).freeze();
-    found.into_map(&section).map(Some)
+    found.to_map(&section).map(Some)
 }

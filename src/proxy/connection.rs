@@ -79,6 +79,9 @@ impl From<crate::http1::WireError> for UpstreamError {
 /// it went out (to be sent elsewhere).
 pub(crate) struct SendError {
     pub unsent: Option<Request<RequestBody>>,
+    /// A request without a body that went out but got no answer at all:
+    /// the same request, to be sent again when its method is safe.
+    pub unanswered: Option<Request<RequestBody>>,
     pub error: UpstreamError,
 }
 
@@ -115,6 +118,7 @@ impl UpstreamConnection {
                 Ok(response) => Ok(response.map(UpstreamBody::Tunnel)),
                 Err(mut error) => Err(SendError {
                     unsent: error.take_message(),
+                    unanswered: None,
                     error: UpstreamError::Hyper(error.into_error()),
                 }),
             },

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::listener::Inbound;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 
 use super::headers::{is_tunnel_request, set_forwarded, strip_hop_by_hop};
@@ -12,7 +12,7 @@ use crate::backend::InFlight;
 
 use super::Mirror;
 use super::body::ResponseCapture;
-use super::connection::{UpstreamBody, UpstreamConnection, UpstreamError};
+use super::connection::{SendError, UpstreamBody, UpstreamConnection, UpstreamError};
 use super::error_page::Cause;
 use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
 use super::request_body::{RequestBody, Upload};
@@ -307,7 +307,6 @@ impl Proxy {
         capture: Option<(Fanout, MainSender, usize)>,
         exchange: &mut Exchange,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let replay = Replay::of(&req);
         let rate = self.settings.client_body;
         let (req, main) = match capture {
             Some((fanout, main, limit)) => (
@@ -320,7 +319,7 @@ impl Proxy {
         if exchange.recorded {
             exchange.upload.clone_from(&upload);
         }
-        let delivered = deliver(backend, req, replay, &[], &self.settings).await?;
+        let delivered = deliver(backend, req, &[], &self.settings).await?;
         exchange.instance = Some(delivered.upstream.addr);
         let capture = main.map(|(tx, limit)| {
             ResponseCapture::new(&delivered.response, delivered.upstream.addr, limit, tx)
@@ -461,8 +460,10 @@ pub(crate) struct Delivered {
 /// Sends the request to the least-busy healthy instance (not among
 /// `exclude`). A request that could not be delivered (no connection, or a
 /// pooled connection that closed before the request was written) moves to
-/// another instance. A request that is safe to repeat (see [`Replay`]) is
-/// also sent again when its connection broke before any response arrived:
+/// another instance. A request that is safe to repeat (a safe method, GET,
+/// HEAD, OPTIONS or TRACE, RFC 9110 9.2.1, and no body: the connection
+/// gives it back, [`SendError::unanswered`]) is also sent again when its
+/// connection broke before any response arrived:
 /// on a fresh connection if the broken one was pooled, else on another
 /// instance.
 ///
@@ -473,7 +474,6 @@ pub(crate) struct Delivered {
 pub(crate) async fn deliver(
     backend: &Arc<Backend>,
     mut req: Request<RequestBody>,
-    replay: Option<Replay>,
     exclude: &[SocketAddr],
     settings: &ProxySettings,
 ) -> Result<Delivered, ProxyError> {
@@ -560,7 +560,9 @@ pub(crate) async fn deliver(
                         break;
                     }
                     None => {
-                        let error = failed.error;
+                        let SendError {
+                            error, unanswered, ..
+                        } = failed;
                         if let Some(fault) = upload.as_ref().and_then(|u| u.fault()) {
                             return Err(client_error(fault, &error, settings));
                         }
@@ -570,7 +572,7 @@ pub(crate) async fn deliver(
                             version: backend.version.clone(),
                             cause: Cause::new(error),
                         };
-                        match replay.as_ref().and_then(|r| r.request()) {
+                        match unanswered.filter(|r| is_safe(r.method())) {
                             Some(again) if lost => {
                                 req = again;
                                 if fresh {
@@ -602,90 +604,13 @@ pub(crate) fn pick_instance(
         })
 }
 
-/// A request that is safe to send again, kept so it can be: a safe method
-/// (GET, HEAD, OPTIONS, TRACE; RFC 9110 9.2.1) and no body. Nearly every
-/// such request is answered the first time, so the copy is made cheap: the
-/// request target and headers are copied into one buffer (one allocation,
-/// no reference counts touched) and become a request again only when one
-/// is needed.
-pub(crate) struct Replay {
-    method: Method,
-    /// The target, then each header's name and value, each preceded by its
-    /// length (u32, little-endian).
-    head: Vec<u8>,
-}
-
-impl Replay {
-    fn of(req: &Request<impl http_body::Body>) -> Option<Self> {
-        let safe = matches!(
-            *req.method(),
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-        );
-        if !safe || !req.body().is_end_stream() {
-            return None;
-        }
-        let uri = req.uri();
-        let full;
-        let target = match uri.path_and_query() {
-            Some(pq) if uri.scheme().is_none() => pq.as_str(),
-            _ => {
-                full = uri.to_string();
-                &full
-            }
-        };
-        let headers = req.headers();
-        let size = 4
-            + target.len()
-            + headers
-                .iter()
-                .map(|(n, v)| 8 + n.as_str().len() + v.len())
-                .sum::<usize>();
-        let mut head = Vec::with_capacity(size);
-        let mut put = |bytes: &[u8]| {
-            head.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            head.extend_from_slice(bytes);
-        };
-        put(target.as_bytes());
-        for (name, value) in headers {
-            put(name.as_str().as_bytes());
-            put(value.as_bytes());
-        }
-        Some(Self {
-            method: req.method().clone(),
-            head,
-        })
-    }
-
-    /// The request again, as it was first sent.
-    fn request(&self) -> Option<Request<RequestBody>> {
-        let mut fields = Fields(&self.head);
-        let mut req = Request::new(RequestBody::empty());
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = Uri::try_from(fields.next()?).ok()?;
-        *req.version_mut() = Version::HTTP_11;
-        let headers = req.headers_mut();
-        while let Some(name) = fields.next() {
-            let name = HeaderName::from_bytes(name).ok()?;
-            let value = HeaderValue::from_bytes(fields.next()?).ok()?;
-            headers.append(name, value);
-        }
-        Some(req)
-    }
-}
-
-/// Reads back the length-prefixed fields of [`Replay::head`].
-struct Fields<'a>(&'a [u8]);
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let (len, rest) = self.0.split_first_chunk::<4>()?;
-        let len = u32::from_le_bytes(*len) as usize;
-        let field = rest.get(..len)?;
-        self.0 = &rest[len..];
-        Some(field)
-    }
+/// Whether a request's method is safe (RFC 9110 9.2.1): sending it again
+/// changes nothing.
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// The answer to a request whose body the client broke.
@@ -825,40 +750,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn replay_sends_the_same_head_again() {
-        let req = Request::get("/a/b?x=1&y=%20")
-            .header("host", "example.com")
-            .header("x-custom", "one")
-            .header("x-custom", "two")
-            .header("x-empty", "")
-            .header(
-                "x-latin",
-                HeaderValue::from_bytes(b"caf\xe9").expect("obs-text"),
-            )
-            .body(String::new())
-            .expect("request");
-        let again = Replay::of(&req)
-            .expect("a bodiless GET is replayable")
-            .request()
-            .expect("rebuilt");
-        assert_eq!(again.method(), Method::GET);
-        assert_eq!(again.uri(), "/a/b?x=1&y=%20");
-        assert_eq!(again.version(), Version::HTTP_11);
-        assert_eq!(again.headers(), req.headers());
-    }
-
-    #[test]
-    fn only_safe_bodiless_requests_are_replayed() {
-        let post = Request::post("/").body(String::new()).expect("request");
-        assert!(Replay::of(&post).is_none());
-        let with_body = Request::get("/").body("x".to_owned()).expect("request");
-        assert!(Replay::of(&with_body).is_none());
-        let head = Request::head("http://h/p")
-            .body(String::new())
-            .expect("request");
-        let again = Replay::of(&head)
-            .and_then(|r| r.request())
-            .expect("rebuilt");
-        assert_eq!(again.uri(), "http://h/p");
+    fn only_safe_methods_are_sent_again() {
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(is_safe(&method), "{method}");
+        }
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(!is_safe(&method), "{method}");
+        }
     }
 }

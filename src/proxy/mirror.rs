@@ -370,7 +370,7 @@ impl Shared {
             req.headers_mut().remove(header::TRANSFER_ENCODING);
         }
         let exclude: Vec<SocketAddr> = not.into_iter().collect();
-        let delivered = super::forward::deliver(backend, req, None, &exclude, &self.proxy)
+        let delivered = super::forward::deliver(backend, req, &exclude, &self.proxy)
             .await
             .ok()?;
         let from = delivered.upstream.addr;

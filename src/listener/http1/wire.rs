@@ -2,15 +2,13 @@
 //! taken, shared by the connection's loop (request heads, responses) and
 //! the body of the request being read.
 
-use std::future::Future;
 use std::io;
-use std::mem::MaybeUninit;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::http1::framing::Framing;
 
@@ -21,14 +19,6 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
 
 pub type ClientIo = Box<dyn ClientStream>;
-
-/// A read into an empty buffer lands on the stack first, so that a
-/// connection waiting for its next request holds no buffer at all; the
-/// bytes are then copied into one just as large.
-const FIRST_READ: usize = 4 * 1024;
-
-/// Room made for each further read (the rest of a long head, a body).
-const READ_MORE: usize = 16 * 1024;
 
 /// The socket and its unread bytes.
 pub(super) struct Wire {
@@ -85,22 +75,9 @@ impl SharedWire {
 }
 
 impl Wire {
-    /// Reads more bytes into `read`: the count, 0 at the end of the stream.
+    /// Reads more bytes into `read`: the count, 0 at the end of the
+    /// stream. A connection waiting for its next request holds no buffer.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.is_empty() {
-            let mut stack = [MaybeUninit::<u8>::uninit(); FIRST_READ];
-            let mut landed = ReadBuf::uninit(&mut stack);
-            ready!(Pin::new(&mut self.io).poll_read(cx, &mut landed))?;
-            let filled = landed.filled();
-            if self.read.capacity() < filled.len() {
-                // Released while idle: a buffer just as large as needed.
-                self.read = BytesMut::with_capacity(filled.len());
-            }
-            self.read.extend_from_slice(filled);
-            return Poll::Ready(Ok(filled.len()));
-        }
-        self.read.reserve(READ_MORE);
-        let reading = pin!(self.io.read_buf(&mut self.read));
-        reading.poll(cx)
+        crate::http1::read::poll_read(&mut self.io, &mut self.read, cx)
     }
 }

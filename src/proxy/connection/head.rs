@@ -146,7 +146,7 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
     let fields = Fields::of(parsed.headers, buf);
     // The header values share the head's bytes (no copy each).
     let head = buf.split_to(len).freeze();
-    let mut headers = fields.into_map(&head)?;
+    let mut headers = fields.to_map(&head)?;
     let (framing, keep_alive) = framing_of(&mut headers, status, method, version)?;
     let mut response = Response::new(());
     *response.status_mut() = status;

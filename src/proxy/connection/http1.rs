@@ -1,17 +1,17 @@
 //! The proxy's own HTTP/1.1 client for one connection to an instance:
 //! the request's head and body written out, the answer's head parsed,
 //! its body framed, all driven by the request's task. The read buffer
-//! starts small ([`READ_SIZE`]) and is grown only for a large head.
+//! holds only the bytes read and not yet taken ([`crate::http1::read`]).
 
 use std::future::poll_fn;
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use http::{Method, Request, Response};
 use http_body::{Body as _, Frame};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -19,10 +19,6 @@ use super::head::{self, Parsed, Upload};
 use super::{SendError, UpstreamError};
 use crate::http1::framing::{self, Decoded, Framing};
 use crate::proxy::request_body::RequestBody;
-
-/// Bytes read at a time; a head longer than this grows the buffer (up to
-/// [`head::MAX_HEAD`]).
-const READ_SIZE: usize = 8 * 1024;
 
 /// A whole body up to this size goes out in the same write as the head.
 const WITH_HEAD: usize = 16 * 1024;
@@ -131,6 +127,7 @@ impl Connection {
         if self.state != State::Idle {
             return Err(SendError {
                 unsent: Some(req),
+                unanswered: None,
                 error: UpstreamError::Closed,
             });
         }
@@ -174,23 +171,26 @@ impl Connection {
             let unsent = (out.written == 0).then(|| Request::from_parts(parts, body));
             return Err(SendError {
                 unsent,
+                unanswered: None,
                 error: UpstreamError::Io(error),
             });
         }
-        let method = parts.method;
         let head = poll_fn(|cx| {
             if let Err(error) = self.poll_upload(cx, &mut body, &mut out) {
                 return Poll::Ready(Err(error));
             }
-            self.poll_head(cx, &method)
+            self.poll_head(cx, &parts.method)
         })
         .await;
         let head = match head {
             Ok(head) => head,
             Err(error) => {
                 self.state = State::Closed;
+                // Kept until the answer came, so that it can go again.
+                let unanswered = empty.then(|| Request::from_parts(parts, RequestBody::empty()));
                 return Err(SendError {
                     unsent: None,
+                    unanswered,
                     error,
                 });
             }
@@ -266,19 +266,15 @@ impl Connection {
     }
 
     /// The answer was read to its end: the connection takes the next
-    /// request if both sides let it (and nothing else came). A read buffer
-    /// grown for a large head is let go; one of the usual size is kept for
-    /// the next answer (allocating it again for every answer costs more
-    /// than the exchange's parsing).
+    /// request if both sides let it (and nothing else came). The read
+    /// buffer is let go: an idle connection holds none.
     fn finish(&mut self) {
         if self.state != State::Busy {
             return;
         }
         if self.keep_alive && self.read.is_empty() {
             self.state = State::Idle;
-            if self.read.capacity() > 2 * READ_SIZE {
-                self.read = BytesMut::new();
-            }
+            self.read = BytesMut::new();
         } else {
             self.state = State::Closed;
         }
@@ -372,11 +368,7 @@ impl Connection {
 
     /// Reads what has come into the read buffer: the count, 0 at the close.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
-            self.read.reserve(READ_SIZE);
-        }
-        let reading = pin!(self.io.read_buf(&mut self.read));
-        std::future::Future::poll(reading, cx)
+        crate::http1::read::poll_read(&mut self.io, &mut self.read, cx)
     }
 }
 
@@ -595,6 +587,10 @@ mod tests {
             failed.error
         );
         assert!(failed.unsent.is_none(), "the request went out");
+        let again = failed
+            .unanswered
+            .expect("a request without a body comes back");
+        assert_eq!(again.uri(), "/");
         assert!(conn.is_closed());
     }
 
