@@ -319,7 +319,11 @@ impl Proxy {
         if exchange.recorded {
             exchange.upload.clone_from(&upload);
         }
-        let delivered = deliver(backend, req, &[], &self.settings).await?;
+        // Boxed: awaited in place, the delivery's state would be counted
+        // twice in every future around it (each level keeps the future it
+        // awaits and the one it made), which tripled the request's state,
+        // all of it moved into place and kept while the request lives.
+        let delivered = Box::pin(deliver(backend, req, &[], &self.settings)).await?;
         exchange.instance = Some(delivered.upstream.addr);
         let capture = main.map(|(tx, limit)| {
             ResponseCapture::new(&delivered.response, delivered.upstream.addr, limit, tx)
