@@ -67,7 +67,7 @@ impl Body for RequestBody {
                     return Poll::Ready(None);
                 }
                 Ok(Decoded::NeedMore) => {
-                    if ready!(wire.poll_fill(cx))? == 0 {
+                    if ready!(wire.poll_fill_body(cx))? == 0 {
                         this.ended = true;
                         return Poll::Ready(Some(Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,

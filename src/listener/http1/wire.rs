@@ -75,9 +75,15 @@ impl SharedWire {
 }
 
 impl Wire {
-    /// Reads more bytes into `read`: the count, 0 at the end of the
-    /// stream. A connection waiting for its next request holds no buffer.
+    /// Reads more bytes of a head into `read`: the count, 0 at the end of
+    /// the stream. A connection waiting for its next request holds no
+    /// buffer.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         crate::http1::read::poll_read(&mut self.io, &mut self.read, cx)
+    }
+
+    /// Reads more bytes of a request's body into `read`.
+    pub fn poll_fill_body(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        crate::http1::read::poll_read_body(&mut self.io, &mut self.read, cx)
     }
 }

@@ -244,7 +244,7 @@ impl Connection {
                 }
                 Decoded::NeedMore => {}
             }
-            match ready!(self.poll_read_more(cx)) {
+            match ready!(self.poll_read_body(cx)) {
                 Ok(0) if body.framing == Framing::UntilClose => {
                     body.ended = true;
                     self.state = State::Closed;
@@ -366,9 +366,15 @@ impl Connection {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    /// Reads what has come into the read buffer: the count, 0 at the close.
+    /// Reads what has come of an answer's head into the read buffer: the
+    /// count, 0 at the close.
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         crate::http1::read::poll_read(&mut self.io, &mut self.read, cx)
+    }
+
+    /// Reads what has come of an answer's body: the count, 0 at the close.
+    fn poll_read_body(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        crate::http1::read::poll_read_body(&mut self.io, &mut self.read, cx)
     }
 }
 
