@@ -9,7 +9,9 @@ number of small-body requests over 50 keep-alive connections (bench/count.lua
 stops it), the counters are dumped, and the process's instructions are
 divided by the requests answered. The backend's work is not counted.
 
-Prints a table and writes it into BENCHMARKS.md between markers.
+Prints a table and writes it into BENCHMARKS.md between markers. With
+KEEP_WORKDIR=1 in the environment the work directory, with each proxy's
+callgrind dumps, is kept for `callgrind_annotate` (its path is printed).
 """
 
 import argparse
