@@ -24,3 +24,13 @@ pub(crate) const MAX_HEADERS: usize = 100;
 
 /// The largest head (or trailer section) taken from the wire.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
+
+/// A `content-length` value: one number, digits only (spaces around
+/// allowed); `None` for anything else.
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}

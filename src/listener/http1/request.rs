@@ -120,7 +120,7 @@ fn framed(fields: &[httparse::Header<'_>]) -> Option<Framed> {
         let name = field.name.as_bytes();
         let value = field.value;
         if name.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str().as_bytes()) {
-            let length = parse_length(value)?;
+            let length = crate::http1::content_length(value)?;
             if framed.length.is_some_and(|l| l != length) {
                 return None;
             }
@@ -151,14 +151,6 @@ fn framed(fields: &[httparse::Header<'_>]) -> Option<Framed> {
 
 fn is(name: &[u8], header: &HeaderName) -> bool {
     name.eq_ignore_ascii_case(header.as_str().as_bytes())
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 #[cfg(test)]

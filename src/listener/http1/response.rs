@@ -42,7 +42,10 @@ pub(super) fn write_head(
     // The framing is this server's to choose; a length given is kept when
     // it is one number.
     headers.remove(header::TRANSFER_ENCODING);
-    let given = match headers.get(header::CONTENT_LENGTH).map(length_of) {
+    let given = match headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| crate::http1::content_length(v.as_bytes()))
+    {
         Some(Some(length)) => Some(length),
         Some(None) => {
             headers.remove(header::CONTENT_LENGTH);
@@ -102,14 +105,6 @@ pub(super) fn has_close(value: &HeaderValue) -> bool {
         .as_bytes()
         .split(|&b| b == b',')
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
-fn length_of(value: &HeaderValue) -> Option<u64> {
-    let digits = value.as_bytes().trim_ascii();
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The date of this second, as a `date` field writes it (IMF-fixdate),

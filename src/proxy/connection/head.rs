@@ -210,17 +210,12 @@ fn framing_of(
     let mut length: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let parsed = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    UpstreamError::Malformed(format!(
-                        "its answer's content-length {:?}",
-                        String::from_utf8_lossy(value.as_bytes())
-                    ))
-                })?;
+            let parsed = crate::http1::content_length(part).ok_or_else(|| {
+                UpstreamError::Malformed(format!(
+                    "its answer's content-length {:?}",
+                    String::from_utf8_lossy(value.as_bytes())
+                ))
+            })?;
             if length.is_some_and(|l| l != parsed) {
                 return Err(UpstreamError::Malformed(
                     "its answer has content-length values that differ".into(),
