@@ -7,9 +7,14 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{MAX_HEAD, MAX_HEADERS, WireError};
 
-/// Header fields a proxy may add to a message on its way (request id,
-/// version, cookie, forwarding).
-const ADDED_HEADERS: usize = 4;
+/// Header fields the proxy may add to a request's map on its way to a
+/// release: a `host`, with room to spare (the forwarding fields and the
+/// request's id are written beside the map, not into it). A map built too
+/// small would grow, moving every field, on the request path.
+pub(crate) const ADDED_TO_REQUESTS: usize = 2;
+/// Header fields the proxy may add to an answer on its way back: the
+/// request's id, the version, a cookie, `strict-transport-security`.
+pub(crate) const ADDED_TO_ANSWERS: usize = 4;
 
 /// Where each parsed field's name and value lie in the buffer, so that
 /// the fields can be built once the head is split off it. A head is at
@@ -25,10 +30,22 @@ impl Fields {
     /// The places of `parsed`, fields of a head of at most [`MAX_HEAD`]
     /// bytes at the start of `buf`.
     pub(crate) fn of(parsed: &[httparse::Header<'_>], buf: &[u8]) -> Self {
+        Self::kept(parsed, buf, |_| true)
+    }
+
+    /// The places of the fields of `parsed` that `keep` keeps.
+    pub(crate) fn kept(
+        parsed: &[httparse::Header<'_>],
+        buf: &[u8],
+        keep: impl Fn(&httparse::Header<'_>) -> bool,
+    ) -> Self {
         let base = buf.as_ptr() as usize;
         let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u16;
         let mut at = [(0, 0, 0, 0); MAX_HEADERS];
-        for (slot, field) in at.iter_mut().zip(parsed) {
+        let mut count = 0;
+        for field in parsed.iter().filter(|f| keep(f)) {
+            let slot = &mut at[count];
+            count += 1;
             debug_assert!(field.value.as_ptr() as usize + field.value.len() - base <= MAX_HEAD);
             *slot = (
                 offset(field.name.as_bytes()),
@@ -37,15 +54,13 @@ impl Fields {
                 field.value.len() as u16,
             );
         }
-        Self {
-            at,
-            count: parsed.len(),
-        }
+        Self { at, count }
     }
 
-    /// The fields, their values sharing `head`'s bytes.
-    pub(crate) fn to_map(&self, head: &Bytes) -> Result<HeaderMap, WireError> {
-        let mut headers = HeaderMap::with_capacity(self.count + ADDED_HEADERS);
+    /// The fields, their values sharing `head`'s bytes, in a map with
+    /// room for `added` more.
+    pub(crate) fn to_map(&self, head: &Bytes, added: usize) -> Result<HeaderMap, WireError> {
+        let mut headers = HeaderMap::with_capacity(self.count + added);
         for &(name_at, name_len, value_at, value_len) in &self.at[..self.count] {
             let (name_at, value_at) = (usize::from(name_at), usize::from(value_at));
             let name = &head[name_at..name_at + usize::from(name_len)];
@@ -83,5 +98,5 @@ pub(crate) fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, Wi
         }
     };
     let section = buf.split_to(len).freeze();
-    found.to_map(&section).map(Some)
+    found.to_map(&section, 0).map(Some)
 }

@@ -21,6 +21,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use super::headers::Forwarding;
 use super::request_body::RequestBody;
 
 pub(crate) use http1::Stream;
@@ -105,23 +106,33 @@ impl UpstreamConnection {
         UpstreamConnection::Tunnel(sender)
     }
 
-    /// Sends `req` and waits for the answer's head. A request the
-    /// connection could not take comes back in the error (to be sent
-    /// elsewhere).
+    /// Sends `req`, with the proxy's `forwarding` fields after its own,
+    /// and waits for the answer's head. A request the connection could not
+    /// take comes back in the error (to be sent elsewhere).
     pub(crate) async fn send(
         &mut self,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
+        forwarding: Option<&Forwarding<'_>>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         match self {
-            UpstreamConnection::Http1(conn) => Ok(conn.send(req).await?.map(UpstreamBody::Http1)),
-            UpstreamConnection::Tunnel(sender) => match sender.try_send_request(req).await {
-                Ok(response) => Ok(response.map(UpstreamBody::Tunnel)),
-                Err(mut error) => Err(SendError {
-                    unsent: error.take_message(),
-                    unanswered: None,
-                    error: UpstreamError::Hyper(error.into_error()),
-                }),
-            },
+            UpstreamConnection::Http1(conn) => {
+                Ok(conn.send(req, forwarding).await?.map(UpstreamBody::Http1))
+            }
+            UpstreamConnection::Tunnel(sender) => {
+                // hyper writes the head from the map (a tunnel's request
+                // carries its fields there already).
+                if let Some(forwarding) = forwarding {
+                    forwarding.add_to(req.headers_mut());
+                }
+                match sender.try_send_request(req).await {
+                    Ok(response) => Ok(response.map(UpstreamBody::Tunnel)),
+                    Err(mut error) => Err(SendError {
+                        unsent: error.take_message(),
+                        unanswered: None,
+                        error: UpstreamError::Hyper(error.into_error()),
+                    }),
+                }
+            }
         }
     }
 

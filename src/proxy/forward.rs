@@ -6,7 +6,7 @@ use crate::listener::Inbound;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 
-use super::headers::{is_tunnel_request, set_forwarded, strip_hop_by_hop};
+use super::headers::{Forwarding, forward_request, is_tunnel_request, strip_hop_by_hop};
 use super::pool::Connections;
 use crate::backend::InFlight;
 
@@ -14,7 +14,7 @@ use super::Mirror;
 use super::body::ResponseCapture;
 use super::connection::{SendError, UpstreamBody, UpstreamConnection, UpstreamError};
 use super::error_page::Cause;
-use super::mirror::{Fanout, MainSender, X_SWITCHYARD_SHADOW, fan_out};
+use super::mirror::{Fanout, MainSender, fan_out};
 use super::request_body::{RequestBody, Upload};
 use super::rewrite::{self, Links};
 use super::{
@@ -143,7 +143,7 @@ impl Proxy {
         } = routed;
         let (prefix, asked) = route_path.split_at(prefix_len);
         let tunnelling = req.version() == Version::HTTP_11 && is_tunnel_request(req.headers());
-        address_upstream(
+        let forwarding = address_upstream(
             &mut req,
             upstream_uri,
             tunnelling,
@@ -155,10 +155,12 @@ impl Proxy {
         );
 
         let answered = if tunnelling {
+            forwarding.add_to(req.headers_mut());
             Box::pin(tunnel::forward(self, &backend, req)).await
         } else {
-            let capture = shadows.and_then(|s| fan_out(&s, &req, &backend));
-            self.forward(&backend, req, capture, exchange).await
+            let capture = shadows.and_then(|s| fan_out(&s, &req, &forwarding, &backend));
+            self.forward(&backend, req, &forwarding, capture, exchange)
+                .await
         };
         record(&backend, &answered, started);
 
@@ -304,6 +306,7 @@ impl Proxy {
         &self,
         backend: &Arc<Backend>,
         req: Request<Inbound>,
+        forwarding: &Forwarding<'_>,
         capture: Option<(Fanout, MainSender, usize)>,
         exchange: &mut Exchange,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -323,7 +326,8 @@ impl Proxy {
         // twice in every future around it (each level keeps the future it
         // awaits and the one it made), which tripled the request's state,
         // all of it moved into place and kept while the request lives.
-        let delivered = Box::pin(deliver(backend, req, &[], &self.settings)).await?;
+        let delivered =
+            Box::pin(deliver(backend, req, Some(forwarding), &[], &self.settings)).await?;
         exchange.instance = Some(delivered.upstream.addr);
         let capture = main.map(|(tx, limit)| {
             ResponseCapture::new(&delivered.response, delivered.upstream.addr, limit, tx)
@@ -388,32 +392,30 @@ fn request_host(req: &Request<Inbound>) -> Result<Option<HeaderValue>, ProxyErro
 }
 
 /// Readies the request for the release: its target there, HTTP/1.1, no
-/// hop-by-hop headers (but a tunnel's `Upgrade` pair), the forwarding
-/// headers, the request's id.
+/// hop-by-hop headers (but a tunnel's `Upgrade` pair); returns the
+/// forwarding fields and the request's id, which go with it.
 #[allow(clippy::too_many_arguments)]
-fn address_upstream(
+fn address_upstream<'r>(
     req: &mut Request<Inbound>,
     upstream_uri: Uri,
     tunnelling: bool,
     client: SocketAddr,
-    host: Option<&HeaderValue>,
+    host: Option<&'r HeaderValue>,
     prefix: &str,
     https: bool,
-    request_id: &HeaderValue,
-) {
+    request_id: &'r HeaderValue,
+) -> Forwarding<'r> {
     *req.uri_mut() = upstream_uri;
     *req.version_mut() = Version::HTTP_11;
-    let headers = req.headers_mut();
-    strip_hop_by_hop(headers, tunnelling);
-    set_forwarded(headers, client, host, prefix, https);
-    headers.insert(request_id::X_REQUEST_ID, request_id.clone());
-    // A client cannot pass for a mirrored copy.
-    headers.remove(X_SWITCHYARD_SHADOW);
-    if !headers.contains_key(header::HOST) {
-        if let Some(h) = host {
-            headers.insert(header::HOST, h.clone());
-        }
-    }
+    forward_request(
+        req.headers_mut(),
+        tunnelling,
+        client,
+        host,
+        prefix,
+        https,
+        request_id,
+    )
 }
 
 /// Records the outcome against the release: its answer's status and
@@ -478,6 +480,7 @@ pub(crate) struct Delivered {
 pub(crate) async fn deliver(
     backend: &Arc<Backend>,
     mut req: Request<RequestBody>,
+    forwarding: Option<&Forwarding<'_>>,
     exclude: &[SocketAddr],
     settings: &ProxySettings,
 ) -> Result<Delivered, ProxyError> {
@@ -519,7 +522,7 @@ pub(crate) async fn deliver(
                     }
                 },
             };
-            let sending = conn.send(req);
+            let sending = conn.send(req, forwarding);
             let sent = match &upload {
                 None => tokio::time::timeout(settings.upstream_timeout, sending).await,
                 Some(upload) => {

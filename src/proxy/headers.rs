@@ -1,12 +1,16 @@
 //! Header handling on the way through: hop-by-hop headers stay on their
 //! hop, and the upstream learns who asked and under which prefix, from
 //! the proxy only: what a client says about its own address (`Forwarded`,
-//! `X-Real-IP`) is not passed on.
+//! `X-Real-IP`), the request's id or a mirrored copy's mark is not passed
+//! on.
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::mirror::X_SWITCHYARD_SHADOW;
+use super::request_id::X_REQUEST_ID;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -43,24 +47,69 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Whether a field of this name belongs to one connection only, whatever
+/// `connection` says (which may name more).
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    name.eq_ignore_ascii_case(header::CONNECTION.as_str())
+        || name.eq_ignore_ascii_case(header::UPGRADE.as_str())
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}
+
+/// Which of the names this module handles a message carries, learned in
+/// one pass over its fields: most messages carry none of them, and a
+/// lookup or removal by name costs a hash each.
+#[derive(Default)]
+struct Present {
+    connection: bool,
+    upgrade: bool,
+    hop_by_hop: [bool; HOP_BY_HOP_COUNT],
+    proxy_set: [bool; PROXY_SET_COUNT],
+    host: bool,
+}
+
+impl Present {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut present = Self::default();
+        for name in headers.keys() {
+            // One match on the name's text: comparing it with each name in
+            // turn cost more than the rest of the pass.
+            let flag = match name.as_str() {
+                "connection" => &mut present.connection,
+                "upgrade" => &mut present.upgrade,
+                "host" => &mut present.host,
+                "keep-alive" => &mut present.hop_by_hop[0],
+                "proxy-connection" => &mut present.hop_by_hop[1],
+                "te" => &mut present.hop_by_hop[2],
+                "trailer" => &mut present.hop_by_hop[3],
+                "transfer-encoding" => &mut present.hop_by_hop[4],
+                "proxy-authorization" => &mut present.hop_by_hop[5],
+                "x-forwarded-for" => &mut present.proxy_set[0],
+                "x-real-ip" => &mut present.proxy_set[1],
+                "forwarded" => &mut present.proxy_set[2],
+                "x-forwarded-proto" => &mut present.proxy_set[3],
+                "x-forwarded-host" => &mut present.proxy_set[4],
+                "x-forwarded-prefix" => &mut present.proxy_set[5],
+                "x-request-id" => &mut present.proxy_set[6],
+                "x-switchyard-shadow" => &mut present.proxy_set[7],
+                _ => continue,
+            };
+            *flag = true;
+        }
+        present
+    }
+}
+
 /// Removes the headers that belong to one connection only. With `tunnel`
 /// the `Connection: upgrade` and `Upgrade` pair is kept for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
-    // One pass over the names first: most messages carry none of these,
-    // and a removal costs a hash lookup each.
-    let mut connection = false;
-    let mut upgrade_header = false;
-    let mut fixed = [false; HOP_BY_HOP_COUNT];
-    for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if name == header::UPGRADE {
-            upgrade_header = true;
-        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            fixed[i] = true;
-        }
-    }
-    if connection {
+    let present = Present::of(headers);
+    strip_present(headers, &present, tunnel);
+}
+
+fn strip_present(headers: &mut HeaderMap, present: &Present, tunnel: bool) {
+    if present.connection {
         // Only the named headers actually present are collected (a lookup
         // by `&str` allocates nothing), so the usual `keep-alive` or
         // `close` costs no allocation.
@@ -81,13 +130,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
             headers.remove(header::CONNECTION);
         }
     }
-    for (name, present) in HOP_BY_HOP.iter().zip(fixed) {
+    for (name, present) in HOP_BY_HOP.iter().zip(present.hop_by_hop) {
         if present {
             headers.remove(name);
         }
     }
     if !tunnel {
-        if upgrade_header {
+        if present.upgrade {
             headers.remove(header::UPGRADE);
         }
     } else {
@@ -95,47 +144,131 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
     }
 }
 
-/// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `-Prefix`,
-/// and `X-Real-IP` (the client's address, whatever the client sent);
-/// drops a client's `Forwarded`, which the proxy does not write, so that
-/// an upstream reading it cannot be told a made-up address.
-pub fn set_forwarded(
+const PROXY_SET_COUNT: usize = 8;
+
+/// The names only the proxy sets on a request to a release: what a client
+/// sends under them does not reach the release (`Forwarded` is not written
+/// at all, so that an upstream reading it cannot be told a made-up
+/// address; a client cannot pass for a mirrored copy).
+static PROXY_SET: [HeaderName; PROXY_SET_COUNT] = [
+    X_FORWARDED_FOR,
+    X_REAL_IP,
+    header::FORWARDED,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PREFIX,
+    X_REQUEST_ID,
+    X_SWITCHYARD_SHADOW,
+];
+
+/// The names of the fields a [`Forwarding`] writes, in their order.
+static FORWARDING: [HeaderName; 6] = [
+    X_FORWARDED_FOR,
+    X_REAL_IP,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PREFIX,
+    X_REQUEST_ID,
+];
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// The fields the proxy adds to a request for its release: the client's
+/// address (`X-Forwarded-For`, appended to the list the client sent, and
+/// `X-Real-IP`), the scheme, host and prefix it asked under
+/// (`X-Forwarded-Proto`, `-Host`, `-Prefix`) and the request's id. They
+/// travel beside the client's fields and are written after them, not
+/// added to the request's map: each addition there costs a hash, on every
+/// request. What needs them in a map (a tunnel's request, a mirrored
+/// copy) gets them with [`Forwarding::add_to`].
+#[derive(Debug)]
+pub(crate) struct Forwarding<'r> {
+    /// The list the client sent with its address appended; `None` when
+    /// the client sent none, and the list is its address alone.
+    forwarded_for: Option<HeaderValue>,
+    real_ip: HeaderValue,
+    https: bool,
+    host: Option<&'r HeaderValue>,
+    prefix: Option<HeaderValue>,
+    request_id: &'r HeaderValue,
+}
+
+impl Forwarding<'_> {
+    /// The fields, in the order they are written.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        let proto = if self.https { &HTTPS } else { &HTTP };
+        let values = [
+            Some(self.forwarded_for.as_ref().unwrap_or(&self.real_ip)),
+            Some(&self.real_ip),
+            Some(proto),
+            self.host,
+            self.prefix.as_ref(),
+            Some(self.request_id),
+        ];
+        FORWARDING
+            .iter()
+            .zip(values)
+            .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// Sets the fields in `headers`, for a request sent from a map.
+    pub(crate) fn add_to(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Readies a request's fields for its release: the hop-by-hop ones go
+/// (with `tunnel`, the `Upgrade` pair stays), so do those only the proxy
+/// sets; a request without `Host` gets the host it was for. Returns the
+/// fields the proxy adds, which the request's head carries after its own.
+pub(crate) fn forward_request<'r>(
     headers: &mut HeaderMap,
+    tunnel: bool,
     client: SocketAddr,
-    host: Option<&HeaderValue>,
+    host: Option<&'r HeaderValue>,
     prefix: &str,
     https: bool,
-) {
+    request_id: &'r HeaderValue,
+) -> Forwarding<'r> {
+    let present = Present::of(headers);
+    strip_present(headers, &present, tunnel);
     let ip = client.ip();
-    let ip_value = client_ip_value(ip);
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        // Several header lines are one comma-separated list; keep every entry.
-        let ip = ip.to_string();
-        let mut xff: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        xff.push(&ip);
-        if let Ok(v) = HeaderValue::from_str(&xff.join(", ")) {
-            headers.insert(X_FORWARDED_FOR, v);
+    let real_ip = client_ip_value(ip);
+    let forwarded_for = present.proxy_set[0]
+        .then(|| {
+            // Several header lines are one comma-separated list; keep every
+            // entry.
+            let ip = ip.to_string();
+            let mut xff: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            xff.push(&ip);
+            HeaderValue::from_str(&xff.join(", ")).ok()
+        })
+        .flatten();
+    for (name, present) in PROXY_SET.iter().zip(present.proxy_set) {
+        if present {
+            headers.remove(name);
         }
-    } else {
-        headers.insert(X_FORWARDED_FOR, ip_value.clone());
     }
-    headers.insert(X_REAL_IP, ip_value);
-    headers.remove(header::FORWARDED);
-    let proto = if https { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
+    if !present.host {
+        if let Some(h) = host {
+            headers.insert(header::HOST, h.clone());
+        }
     }
-    if prefix.is_empty() {
-        headers.remove(&X_FORWARDED_PREFIX);
-    } else if let Some(v) = prefix_value(prefix) {
-        headers.insert(X_FORWARDED_PREFIX, v);
+    Forwarding {
+        forwarded_for,
+        real_ip,
+        https,
+        host,
+        prefix: (!prefix.is_empty()).then(|| prefix_value(prefix)).flatten(),
+        request_id,
     }
 }
 
@@ -174,6 +307,21 @@ fn prefix_value(prefix: &str) -> Option<HeaderValue> {
 mod tests {
     use super::*;
 
+    /// The fields a request with `h` goes to its release with.
+    fn forwarded(
+        h: &mut HeaderMap,
+        client: SocketAddr,
+        host: Option<&HeaderValue>,
+        prefix: &str,
+        https: bool,
+    ) -> HeaderMap {
+        let id = HeaderValue::from_static("id-1");
+        let forwarding = forward_request(h, false, client, host, prefix, https, &id);
+        let mut sent = h.clone();
+        forwarding.add_to(&mut sent);
+        sent
+    }
+
     #[test]
     fn hop_by_hop_headers_do_not_travel() {
         let mut h = HeaderMap::new();
@@ -211,7 +359,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         let client = SocketAddr::from(([127, 0, 0, 1], 5555));
-        set_forwarded(&mut h, client, None, "", true);
+        h = forwarded(&mut h, client, None, "", true);
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }
 
@@ -220,7 +368,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         let client = SocketAddr::from(([127, 0, 0, 1], 5555));
-        set_forwarded(
+        h = forwarded(
             &mut h,
             client,
             Some(&HeaderValue::from_static("a.example.com")),
@@ -252,14 +400,14 @@ mod tests {
         let mut h = HeaderMap::new();
         let one = SocketAddr::from(([10, 0, 0, 1], 1));
         let two = SocketAddr::from(([10, 0, 0, 2], 2));
-        set_forwarded(&mut h, one, None, "/services/a", false);
+        h = forwarded(&mut h, one, None, "/services/a", false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PREFIX], "/services/a");
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, two, None, "/services/b", false);
+        h = forwarded(&mut h, two, None, "/services/b", false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2");
         assert_eq!(h[&X_FORWARDED_PREFIX], "/services/b");
-        set_forwarded(&mut h, one, None, "", false);
+        h = forwarded(&mut h, one, None, "", false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.2, 10.0.0.1");
         assert!(!h.contains_key(&X_FORWARDED_PREFIX));
     }
@@ -271,7 +419,7 @@ mod tests {
         h.append(X_REAL_IP, HeaderValue::from_static("6.6.6.6"));
         h.append(X_REAL_IP, HeaderValue::from_static("7.7.7.7"));
         let client = SocketAddr::from(([10, 0, 0, 9], 1));
-        set_forwarded(&mut h, client, None, "", false);
+        h = forwarded(&mut h, client, None, "", false);
         assert!(!h.contains_key(header::FORWARDED), "{h:?}");
         assert_eq!(
             h.get_all(&X_REAL_IP).iter().collect::<Vec<_>>(),
@@ -288,10 +436,57 @@ mod tests {
             X_FORWARDED_FOR,
             HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
         );
-        set_forwarded(&mut h, client, None, "", false);
+        h = forwarded(&mut h, client, None, "", false);
         assert_eq!(
             h.get_all(&X_FORWARDED_FOR).iter().collect::<Vec<_>>(),
             ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
         );
+    }
+
+    #[test]
+    fn what_only_the_proxy_sets_is_taken_from_the_client_and_written_once() {
+        let mut h = HeaderMap::new();
+        for name in &PROXY_SET {
+            h.append(name.clone(), HeaderValue::from_static("client"));
+        }
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let client = SocketAddr::from(([10, 0, 0, 9], 1));
+        let host = HeaderValue::from_static("a.example");
+        let id = HeaderValue::from_static("id-7");
+        let forwarding = forward_request(&mut h, false, client, Some(&host), "/p", false, &id);
+        assert_eq!(
+            h.keys().collect::<Vec<_>>(),
+            [header::ACCEPT, header::HOST],
+            "{h:?}"
+        );
+        let written: Vec<(&str, &str)> = forwarding
+            .fields()
+            .map(|(n, v)| (n.as_str(), v.to_str().expect("text")))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                ("x-forwarded-for", "client, 10.0.0.9"),
+                ("x-real-ip", "10.0.0.9"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "a.example"),
+                ("x-forwarded-prefix", "/p"),
+                ("x-request-id", "id-7"),
+            ]
+        );
+    }
+
+    #[test]
+    fn each_name_handled_is_found_in_its_place() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("1"));
+            assert!(Present::of(&h).hop_by_hop[i], "{name}");
+        }
+        for (i, name) in PROXY_SET.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("1"));
+            assert!(Present::of(&h).proxy_set[i], "{name}");
+        }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::connection::{UpstreamBody, UpstreamConnection, UpstreamError};
+use super::headers::Forwarding;
 use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, ProxySettings};
@@ -220,12 +221,14 @@ impl Mirror {
     }
 }
 
-/// Chooses the shadows that get a copy of this request. Returns the copy's
+/// Chooses the shadows that get a copy of this request: its fields, the
+/// proxy's `forwarding` ones and the copy's mark. Returns the copy's
 /// fan-out, the sender through which main's answer will reach them, and the
 /// body size limit; `None` when no shadow gets a copy.
 pub(crate) fn fan_out(
     mirrors: &[Arc<Mirror>],
     req: &Request<Inbound>,
+    forwarding: &Forwarding<'_>,
     main_backend: &Arc<Backend>,
 ) -> Option<(Fanout, MainSender, usize)> {
     let chosen: Vec<Arc<Mirror>> = mirrors
@@ -243,6 +246,7 @@ pub(crate) fn fan_out(
         .unwrap_or(0);
     let announced = req.body().size_hint().exact().unwrap_or(0);
     let mut headers = req.headers().clone();
+    forwarding.add_to(&mut headers);
     headers.insert(X_SWITCHYARD_SHADOW, HeaderValue::from_static("1"));
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let head = Arc::new(Head {
@@ -370,7 +374,7 @@ impl Shared {
             req.headers_mut().remove(header::TRANSFER_ENCODING);
         }
         let exclude: Vec<SocketAddr> = not.into_iter().collect();
-        let delivered = super::forward::deliver(backend, req, &exclude, &self.proxy)
+        let delivered = super::forward::deliver(backend, req, None, &exclude, &self.proxy)
             .await
             .ok()?;
         let from = delivered.upstream.addr;

@@ -41,7 +41,10 @@ pub(super) async fn forward(
     };
     let mut response = tokio::time::timeout(
         proxy.settings.upstream_timeout,
-        conn.send(req.map(|body| RequestBody::client(body, proxy.settings.client_body, None))),
+        conn.send(
+            req.map(|body| RequestBody::client(body, proxy.settings.client_body, None)),
+            None,
+        ),
     )
     .await
     .map_err(|_| ProxyError::UpstreamTimeout {

@@ -83,7 +83,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target_at..target_at + target_len)) else {
         return Parsed::Invalid;
     };
-    let Ok(headers) = fields.to_map(&head) else {
+    let Ok(headers) = fields.to_map(&head, crate::http1::fields::ADDED_TO_REQUESTS) else {
         return Parsed::Invalid;
     };
     let body = match framed {

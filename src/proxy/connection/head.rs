@@ -5,11 +5,12 @@ use std::io::Write;
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode, Version};
 
 use super::UpstreamError;
 use crate::http1::framing::Framing;
+use crate::proxy::headers::{Forwarding, is_hop_by_hop};
 
 pub(crate) use crate::http1::MAX_HEAD;
 use crate::http1::MAX_HEADERS;
@@ -27,12 +28,14 @@ pub(crate) enum Upload {
 }
 
 /// Writes the head of a request into `out`: request line, header fields
-/// (the framing ones replaced by what the body calls for), blank line.
-/// `length` is the body's length when known, `empty` whether it has none.
+/// (the framing ones replaced by what the body calls for) and then the
+/// proxy's `forwarding` ones, blank line. `length` is the body's length
+/// when known, `empty` whether it has none.
 pub(crate) fn write_request(
     method: &Method,
     uri: &http::Uri,
     headers: &HeaderMap,
+    forwarding: Option<&Forwarding<'_>>,
     empty: bool,
     length: Option<u64>,
     out: &mut Vec<u8>,
@@ -46,7 +49,8 @@ pub(crate) fn write_request(
         (Some(_), _) => out.extend_from_slice(uri.to_string().as_bytes()),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    let added = forwarding.into_iter().flat_map(Forwarding::fields);
+    for (name, value) in headers.iter().chain(added) {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -143,11 +147,19 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
     } else {
         Version::HTTP_11
     };
-    let fields = Fields::of(parsed.headers, buf);
+    let said = framing_of(parsed.headers, status, method, version)?;
+    // The hop-by-hop fields are not the client's: they stay out of the
+    // answer's map, so that none of them costs a hash to add or remove.
+    let fields = Fields::kept(parsed.headers, buf, |field| {
+        let name = field.name;
+        !(is_hop_by_hop(name)
+            || (said.drop_length && name.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str()))
+            || (said.names_fields && named_by_connection(parsed.headers, name)))
+    });
     // The header values share the head's bytes (no copy each).
     let head = buf.split_to(len).freeze();
-    let mut headers = fields.to_map(&head)?;
-    let (framing, keep_alive) = framing_of(&mut headers, status, method, version)?;
+    let headers = fields.to_map(&head, crate::http1::fields::ADDED_TO_ANSWERS)?;
+    let (framing, keep_alive) = (said.framing, said.keep_alive);
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -159,24 +171,46 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
     }))
 }
 
+/// What an answer's fields say of its body and its connection.
+struct Said {
+    framing: Framing,
+    /// Whether the connection may carry another request afterwards.
+    keep_alive: bool,
+    /// A `content-length` beside `transfer-encoding`, which is dropped.
+    drop_length: bool,
+    /// Whether `connection` names fields besides `close` and `keep-alive`
+    /// (they are hop-by-hop too).
+    names_fields: bool,
+}
+
 /// How the answer's body is delimited (RFC 9112 6.3), and whether the
-/// connection can be kept for another request afterwards. A
-/// `content-length` beside `transfer-encoding` is dropped (the latter
-/// wins, and the connection is not reused).
+/// connection can be kept for another request afterwards, read from the
+/// fields as parsed. A `content-length` beside `transfer-encoding` is
+/// dropped (the latter wins, and the connection is not reused).
 fn framing_of(
-    headers: &mut HeaderMap,
+    fields: &[httparse::Header<'_>],
     status: StatusCode,
     method: &Method,
     version: Version,
-) -> Result<(Framing, bool), UpstreamError> {
-    let mut keep_alive = version == Version::HTTP_11;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
+) -> Result<Said, UpstreamError> {
+    let is = |field: &httparse::Header<'_>, name: &header::HeaderName| {
+        field.name.eq_ignore_ascii_case(name.as_str())
+    };
+    let mut said = Said {
+        framing: Framing::UntilClose,
+        keep_alive: version == Version::HTTP_11,
+        drop_length: false,
+        names_fields: false,
+    };
+    for field in fields.iter().filter(|f| is(f, &header::CONNECTION)) {
+        for token in field.value.split(|&b| b == b',') {
             let token = token.trim_ascii();
             if token.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                keep_alive = true;
+                said.keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                said.keep_alive |= version == Version::HTTP_10;
+            } else if !token.is_empty() {
+                said.names_fields = true;
             }
         }
     }
@@ -184,36 +218,22 @@ fn framing_of(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok((Framing::empty(), keep_alive));
+        said.framing = Framing::empty();
+        return Ok(said);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back();
-        let chunked = last
-            .map_or(&b""[..], HeaderValue::as_bytes)
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
-            keep_alive = false;
-        }
-        return Ok(if chunked {
-            (Framing::chunked(), keep_alive)
-        } else {
-            // A coding other than chunked last: the body ends with the
-            // connection.
-            (Framing::UntilClose, false)
-        });
-    }
+    let last_coding = fields.iter().rfind(|f| is(f, &header::TRANSFER_ENCODING));
     let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+    for field in fields.iter().filter(|f| is(f, &header::CONTENT_LENGTH)) {
+        if last_coding.is_some() {
+            said.drop_length = true;
+            said.keep_alive = false;
+            break;
+        }
+        for part in field.value.split(|&b| b == b',') {
             let parsed = crate::http1::content_length(part).ok_or_else(|| {
                 UpstreamError::Malformed(format!(
                     "its answer's content-length {:?}",
-                    String::from_utf8_lossy(value.as_bytes())
+                    String::from_utf8_lossy(field.value)
                 ))
             })?;
             if length.is_some_and(|l| l != parsed) {
@@ -224,15 +244,40 @@ fn framing_of(
             length = Some(parsed);
         }
     }
-    Ok(match length {
-        Some(length) => (Framing::Length(length), keep_alive),
-        None => (Framing::UntilClose, false),
-    })
+    match (last_coding, length) {
+        (Some(coding), _) => {
+            let chunked = coding
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if chunked {
+                said.framing = Framing::chunked();
+            } else {
+                // A coding other than chunked last: the body ends with the
+                // connection.
+                said.keep_alive = false;
+            }
+        }
+        (None, Some(length)) => said.framing = Framing::Length(length),
+        (None, None) => said.keep_alive = false,
+    }
+    Ok(said)
+}
+
+/// Whether a `connection` field among `fields` names the field `name`.
+fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
+    fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case(header::CONNECTION.as_str()))
+        .flat_map(|f| f.value.split(|&b| b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn parse(wire: &[u8], method: Method) -> (Result<Parsed, UpstreamError>, BytesMut) {
         let mut buf = BytesMut::from(wire);
@@ -259,6 +304,20 @@ mod tests {
         let values: Vec<_> = head.response.headers().get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
         assert_eq!(&rest[..], b"hello");
+    }
+
+    #[test]
+    fn an_answers_hop_by_hop_fields_stay_out_of_its_map() {
+        let (head, _) = head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+              X-Hop: 1\r\nX-Kept: 2\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\
+              Upgrade: h2c\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(head.framing, Framing::chunked());
+        assert!(head.keep_alive);
+        let names: Vec<&str> = head.response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
     }
 
     #[test]
@@ -406,7 +465,7 @@ mod tests {
         let uri: http::Uri = "/a?b=c".parse().expect("uri");
         let written = |method: Method, empty, length| {
             let mut out = Vec::new();
-            let upload = write_request(&method, &uri, &headers, empty, length, &mut out);
+            let upload = write_request(&method, &uri, &headers, None, empty, length, &mut out);
             (upload, String::from_utf8(out).expect("text"))
         };
         assert_eq!(

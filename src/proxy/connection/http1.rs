@@ -18,6 +18,7 @@ use tokio_rustls::client::TlsStream;
 use super::head::{self, Parsed, Upload};
 use super::{SendError, UpstreamError};
 use crate::http1::framing::{self, Decoded, Framing};
+use crate::proxy::headers::Forwarding;
 use crate::proxy::request_body::RequestBody;
 
 /// A whole body up to this size goes out in the same write as the head.
@@ -123,6 +124,7 @@ impl Connection {
     pub(crate) async fn send(
         &mut self,
         req: Request<RequestBody>,
+        forwarding: Option<&Forwarding<'_>>,
     ) -> Result<Response<Body>, SendError> {
         if self.state != State::Idle {
             return Err(SendError {
@@ -141,6 +143,7 @@ impl Connection {
             &parts.method,
             &parts.uri,
             &parts.headers,
+            forwarding,
             empty,
             length,
             &mut self.write,
@@ -520,7 +523,7 @@ mod tests {
         ])
         .await;
         let response = conn
-            .send(get("/one"))
+            .send(get("/one"), None)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -539,13 +542,17 @@ mod tests {
         let mut post = Request::new(RequestBody::Full(Some(Bytes::from_static(b"payload"))));
         *post.method_mut() = Method::POST;
         *post.uri_mut() = "/two".parse().expect("path");
-        let response = conn.send(post).await.map_err(|e| e.error).expect("answer");
+        let response = conn
+            .send(post, None)
+            .await
+            .map_err(|e| e.error)
+            .expect("answer");
         assert_eq!(response.status(), 201);
         let (data, _, error) = read_body(&mut conn, response.into_body()).await;
         assert_eq!((data.as_slice(), error.is_none()), (&b"ok"[..], true));
 
         let response = conn
-            .send(get("/three"))
+            .send(get("/three"), None)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -569,7 +576,7 @@ mod tests {
         )])
         .await;
         let response = conn
-            .send(get("/"))
+            .send(get("/"), None)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -586,7 +593,7 @@ mod tests {
     async fn an_instance_closing_before_it_answers_is_a_lost_request() {
         let (mut conn, _instance) =
             connected(vec![Then::AnswerAndClose(b"HTTP/1.1 200 OK\r\ncontent-")]).await;
-        let failed = conn.send(get("/")).await.expect_err("no answer");
+        let failed = conn.send(get("/"), None).await.expect_err("no answer");
         assert!(
             matches!(failed.error, UpstreamError::Closed),
             "{}",
@@ -607,7 +614,7 @@ mod tests {
         )])
         .await;
         let response = conn
-            .send(get("/"))
+            .send(get("/"), None)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -624,7 +631,7 @@ mod tests {
         )])
         .await;
         let response = conn
-            .send(get("/"))
+            .send(get("/"), None)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -647,7 +654,7 @@ mod tests {
             answer.leak()
         });
         let (mut conn, _instance) = connected(vec![Then::Answer(*HUGE)]).await;
-        let failed = conn.send(get("/")).await.expect_err("refused");
+        let failed = conn.send(get("/"), None).await.expect_err("refused");
         assert!(
             matches!(failed.error, UpstreamError::HeadTooLarge(_)),
             "{}",
