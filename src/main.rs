@@ -1,5 +1,13 @@
 //! `switchyard`: parse the command line, set up logging, hand over to the CLI.
 
+/// mimalloc: allocation and release cost about a tenth of a proxied
+/// request's instructions less than with the C library's allocator, and
+/// memory freed after a burst of connections goes back to the system.
+/// Built without transparent huge pages, which would keep whole 2 MiB
+/// pages resident for a few small allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     quiet_on_closed_stdout();
     let cli = match switchyard::cli::parse() {
