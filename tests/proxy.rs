@@ -716,6 +716,8 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
           Host: h.test\r\n\
           Connection: Upgrade\r\n\
           Upgrade: websocket\r\n\
+          X-Forwarded-For: 10.9.9.9\r\n\
+          X-Request-Id: ws-1\r\n\
           \r\n",
     )
     .await
@@ -723,6 +725,16 @@ async fn websocket_upgrade_tunnels_bytes_both_ways() {
     let response = read_response(&mut conn, true, WAIT).await;
     assert_eq!(response.status, 101, "{response:?}");
     assert_eq!(response.header("upgrade"), Some("websocket"));
+    // The tunnel's request carried the proxy's forwarding fields, once.
+    assert_eq!(
+        response.header("x-seen-forwarded-for"),
+        Some("10.9.9.9, 127.0.0.1")
+    );
+    assert_eq!(
+        response.header("x-seen-forwarded-prefix"),
+        Some("/services/hello")
+    );
+    assert_eq!(response.header("x-seen-request-id"), Some("ws-1"));
     assert!(
         response
             .header("connection")

@@ -35,8 +35,10 @@
 //! * `/sse?n=N&interval_ms=M`: N events `data: {i}\n\n` (i = 1..=N), one every M ms,
 //!   the first at once (defaults 5 and 100).
 //! * `/bytes?n=N`: N bytes of `x`.
-//! * `/ws`: with `Connection: upgrade` and an `Upgrade` header, 101 and then an echo of the raw
-//!   upgraded connection until EOF; otherwise 400.
+//! * `/ws`: with `Connection: upgrade` and an `Upgrade` header, 101 (with `x-seen-forwarded-for`,
+//!   `x-seen-forwarded-prefix` and `x-seen-request-id`: each field's lines in the request,
+//!   joined by ` | `) and then an echo
+//!   of the raw upgraded connection until EOF; otherwise 400.
 //! * anything else: 404 `not found\n`.
 //!
 //! Every response has `x-served-by: hello/{version}/{instance}`, and every request is logged to
@@ -543,6 +545,25 @@ fn websocket_echo(mut req: Request<Incoming>) -> Response<Body> {
     });
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    // What a proxy told this instance about the request, for tests to see.
+    for (seen, name) in [
+        ("x-seen-forwarded-for", "x-forwarded-for"),
+        ("x-seen-forwarded-prefix", "x-forwarded-prefix"),
+        ("x-seen-request-id", "x-request-id"),
+    ] {
+        // Every line the request had, so that a field sent twice shows.
+        let lines: Vec<&str> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if let Ok(value) = HeaderValue::from_str(&lines.join(" | ")) {
+            if !lines.is_empty() {
+                resp.headers_mut().insert(seen, value);
+            }
+        }
+    }
     resp.headers_mut().insert(UPGRADE, protocol);
     resp.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("upgrade"));

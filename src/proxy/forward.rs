@@ -239,7 +239,8 @@ impl Proxy {
                 // Cloned only when there are shadows to mirror to.
                 shadows: (!shadows.is_empty()).then(|| shadows.to_vec()),
                 set_cookie: set_cookie.map(|(name, value)| sticky_cookie(name, &value)),
-                hsts: policy.hsts_header().filter(|_| https),
+                // Made only for an answer over HTTPS.
+                hsts: https.then(|| policy.hsts_header()).flatten(),
             })),
             Route::Respond(fixed) => Ok(Routing::Respond(fixed_response(fixed))),
             Route::NoCandidate { service } => Err(ProxyError::NoCandidate(service.to_owned())),
