@@ -34,3 +34,41 @@ pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
+
+/// The names of the fields that belong to one connection only (RFC 9110
+/// 7.6.1), besides those a `connection` field names. On the own server's
+/// and the own client's paths they never enter a message's map.
+pub(crate) const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "proxy-authorization",
+];
+
+/// Whether `field`, one of `fields`, belongs to one connection only: its
+/// name is hop-by-hop, or a `connection` field names it (looked for only
+/// when `named`: some `connection` field names more than `close` and
+/// `keep-alive`).
+pub(crate) fn is_hop_by_hop(
+    field: &httparse::Header<'_>,
+    fields: &[httparse::Header<'_>],
+    named: bool,
+) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|name| field.name.eq_ignore_ascii_case(name))
+        || (named
+            && fields
+                .iter()
+                .filter(|f| f.name.eq_ignore_ascii_case(HOP_BY_HOP[0]))
+                .flat_map(|f| f.value.split(|&b| b == b','))
+                .any(|token| {
+                    token
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(field.name.as_bytes())
+                }))
+}

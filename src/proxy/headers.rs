@@ -47,16 +47,6 @@ static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Whether a field of this name belongs to one connection only, whatever
-/// `connection` says (which may name more).
-pub(crate) fn is_hop_by_hop(name: &str) -> bool {
-    name.eq_ignore_ascii_case(header::CONNECTION.as_str())
-        || name.eq_ignore_ascii_case(header::UPGRADE.as_str())
-        || HOP_BY_HOP
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h.as_str()))
-}
-
 /// Which of the names this module handles a message carries, learned in
 /// one pass over its fields: most messages carry none of them, and a
 /// lookup or removal by name costs a hash each.
@@ -488,5 +478,15 @@ mod tests {
             h.insert(name, HeaderValue::from_static("1"));
             assert!(Present::of(&h).proxy_set[i], "{name}");
         }
+    }
+
+    #[test]
+    fn the_hop_by_hop_names_are_those_of_the_wire() {
+        let mut names: Vec<&str> = HOP_BY_HOP.iter().map(HeaderName::as_str).collect();
+        names.extend(["connection", "upgrade"]);
+        names.sort_unstable();
+        let mut wire = crate::http1::HOP_BY_HOP.to_vec();
+        wire.sort_unstable();
+        assert_eq!(names, wire);
     }
 }

@@ -45,6 +45,9 @@ struct Framed {
     length: Option<u64>,
     chunked: bool,
     keep_alive: bool,
+    /// Whether `connection` names fields besides `close` and `keep-alive`
+    /// (they are hop-by-hop too).
+    names_fields: bool,
 }
 
 pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
@@ -77,7 +80,11 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
     let target = parsed.path.unwrap_or("/");
     let target_at = target.as_ptr() as usize - buf.as_ptr() as usize;
     let target_len = target.len();
-    let fields = Fields::of(parsed.headers, buf);
+    // The hop-by-hop fields are this connection's: they stay out of the
+    // request's map, so that none of them costs a hash to add or remove.
+    let fields = Fields::kept(parsed.headers, buf, |field| {
+        !crate::http1::is_hop_by_hop(field, parsed.headers, framed.names_fields)
+    });
     // The target and the field values share the head's bytes.
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target_at..target_at + target_len)) else {
@@ -115,6 +122,7 @@ fn framed(fields: &[httparse::Header<'_>]) -> Option<Framed> {
         length: None,
         chunked: false,
         keep_alive: true,
+        names_fields: false,
     };
     for field in fields {
         let name = field.name.as_bytes();
@@ -137,6 +145,8 @@ fn framed(fields: &[httparse::Header<'_>]) -> Option<Framed> {
                     framed.keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
                     return None;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    framed.names_fields = true;
                 }
             }
         } else if is(name, &header::UPGRADE) || is(name, &header::EXPECT) {
@@ -191,6 +201,18 @@ mod tests {
         assert_eq!(head.body, Framing::chunked());
         let (head, _) = taken(b"POST / HTTP/1.1\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n");
         assert_eq!(head.body, Framing::Length(3));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_stay_out_of_the_request() {
+        let (head, _) = taken(
+            b"POST / HTTP/1.1\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+              X-Hop: 1\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\nX-Kept: 2\r\n\r\n",
+        );
+        assert_eq!(head.body, Framing::chunked());
+        assert!(head.keep_alive);
+        let names: Vec<&str> = head.request.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
     }
 
     #[test]

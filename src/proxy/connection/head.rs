@@ -10,7 +10,8 @@ use http::{Method, Response, StatusCode, Version};
 
 use super::UpstreamError;
 use crate::http1::framing::Framing;
-use crate::proxy::headers::{Forwarding, is_hop_by_hop};
+use crate::http1::is_hop_by_hop;
+use crate::proxy::headers::Forwarding;
 
 pub(crate) use crate::http1::MAX_HEAD;
 use crate::http1::MAX_HEADERS;
@@ -151,10 +152,11 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
     // The hop-by-hop fields are not the client's: they stay out of the
     // answer's map, so that none of them costs a hash to add or remove.
     let fields = Fields::kept(parsed.headers, buf, |field| {
-        let name = field.name;
-        !(is_hop_by_hop(name)
-            || (said.drop_length && name.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str()))
-            || (said.names_fields && named_by_connection(parsed.headers, name)))
+        !(is_hop_by_hop(field, parsed.headers, said.names_fields)
+            || (said.drop_length
+                && field
+                    .name
+                    .eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str())))
     });
     // The header values share the head's bytes (no copy each).
     let head = buf.split_to(len).freeze();
@@ -263,15 +265,6 @@ fn framing_of(
         (None, None) => said.keep_alive = false,
     }
     Ok(said)
-}
-
-/// Whether a `connection` field among `fields` names the field `name`.
-fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
-    fields
-        .iter()
-        .filter(|f| f.name.eq_ignore_ascii_case(header::CONNECTION.as_str()))
-        .flat_map(|f| f.value.split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 #[cfg(test)]
