@@ -35,6 +35,35 @@ pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// What a `connection` field's value says: `close`, `keep-alive`,
+/// `upgrade`, and whether it names any other field (which is then
+/// hop-by-hop too).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    pub names_fields: bool,
+}
+
+impl ConnectionTokens {
+    pub(crate) fn of(value: &[u8]) -> Self {
+        let mut tokens = Self::default();
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                tokens.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                tokens.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                tokens.upgrade = true;
+            } else if !token.is_empty() {
+                tokens.names_fields = true;
+            }
+        }
+        tokens
+    }
+}
+
 /// The names of the fields that belong to one connection only (RFC 9110
 /// 7.6.1), besides those a `connection` field names. On the own server's
 /// and the own client's paths they never enter a message's map.
@@ -51,8 +80,8 @@ pub(crate) const HOP_BY_HOP: [&str; 8] = [
 
 /// Whether `field`, one of `fields`, belongs to one connection only: its
 /// name is hop-by-hop, or a `connection` field names it (looked for only
-/// when `named`: some `connection` field names more than `close` and
-/// `keep-alive`).
+/// when `named`: some `connection` field names another field,
+/// [`ConnectionTokens::names_fields`]).
 pub(crate) fn is_hop_by_hop(
     field: &httparse::Header<'_>,
     fields: &[httparse::Header<'_>],
@@ -71,4 +100,24 @@ pub(crate) fn is_hop_by_hop(
                         .trim_ascii()
                         .eq_ignore_ascii_case(field.name.as_bytes())
                 }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_tokens_are_read_whatever_their_case_and_spacing() {
+        assert_eq!(
+            ConnectionTokens::of(b" Keep-Alive , CLOSE,,upgrade"),
+            ConnectionTokens {
+                close: true,
+                keep_alive: true,
+                upgrade: true,
+                names_fields: false,
+            }
+        );
+        assert!(ConnectionTokens::of(b"close, X-Hop").names_fields);
+        assert_eq!(ConnectionTokens::of(b""), ConnectionTokens::default());
+    }
 }

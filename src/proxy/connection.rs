@@ -119,8 +119,7 @@ impl UpstreamConnection {
                 Ok(conn.send(req, forwarding).await?.map(UpstreamBody::Http1))
             }
             UpstreamConnection::Tunnel(sender) => {
-                // hyper writes the head from the map (a tunnel's request
-                // carries its fields there already).
+                // hyper writes the head from the map.
                 if let Some(forwarding) = forwarding {
                     forwarding.add_to(req.headers_mut());
                 }

@@ -155,8 +155,7 @@ impl Proxy {
         );
 
         let answered = if tunnelling {
-            forwarding.add_to(req.headers_mut());
-            Box::pin(tunnel::forward(self, &backend, req)).await
+            Box::pin(tunnel::forward(self, &backend, req, &forwarding)).await
         } else {
             let capture = shadows.and_then(|s| fan_out(&s, &req, &forwarding, &backend));
             self.forward(&backend, req, &forwarding, capture, exchange)

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use super::connection::UpstreamError;
 use super::error_page::Cause;
 use super::forward::pick_instance;
+use super::headers::Forwarding;
 use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ResponseBody};
@@ -22,6 +23,7 @@ pub(super) async fn forward(
     proxy: &Proxy,
     backend: &Arc<Backend>,
     mut req: Request<Inbound>,
+    forwarding: &Forwarding<'_>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream = pick_instance(backend, &[])?;
     let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
@@ -43,7 +45,7 @@ pub(super) async fn forward(
         proxy.settings.upstream_timeout,
         conn.send(
             req.map(|body| RequestBody::client(body, proxy.settings.client_body, None)),
-            None,
+            Some(forwarding),
         ),
     )
     .await

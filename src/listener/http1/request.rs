@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use http::header::{self, HeaderName};
 use http::{Method, Request, Uri, Version};
 
+use crate::http1::ConnectionTokens;
 use crate::http1::fields::Fields;
 use crate::http1::framing::Framing;
 use crate::http1::{MAX_HEAD, MAX_HEADERS};
@@ -139,16 +140,12 @@ fn framed(fields: &[httparse::Header<'_>]) -> Option<Framed> {
             }
             framed.chunked = true;
         } else if name.eq_ignore_ascii_case(header::CONNECTION.as_str().as_bytes()) {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    framed.keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return None;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                    framed.names_fields = true;
-                }
+            let tokens = ConnectionTokens::of(value);
+            if tokens.upgrade {
+                return None;
             }
+            framed.keep_alive &= !tokens.close;
+            framed.names_fields |= tokens.names_fields;
         } else if is(name, &header::UPGRADE) || is(name, &header::EXPECT) {
             return None;
         }

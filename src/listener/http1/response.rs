@@ -101,10 +101,7 @@ pub(super) fn write_head(
 
 /// Whether a `connection` value says `close`.
 pub(super) fn has_close(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    crate::http1::ConnectionTokens::of(value.as_bytes()).close
 }
 
 /// The date of this second, as a `date` field writes it (IMF-fixdate),

@@ -10,7 +10,7 @@ use http::{Method, Response, StatusCode, Version};
 
 use super::UpstreamError;
 use crate::http1::framing::Framing;
-use crate::http1::is_hop_by_hop;
+use crate::http1::{ConnectionTokens, is_hop_by_hop};
 use crate::proxy::headers::Forwarding;
 
 pub(crate) use crate::http1::MAX_HEAD;
@@ -205,16 +205,10 @@ fn framing_of(
         names_fields: false,
     };
     for field in fields.iter().filter(|f| is(f, &header::CONNECTION)) {
-        for token in field.value.split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                said.keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                said.keep_alive |= version == Version::HTTP_10;
-            } else if !token.is_empty() {
-                said.names_fields = true;
-            }
-        }
+        let tokens = ConnectionTokens::of(field.value);
+        said.keep_alive |= tokens.keep_alive && version == Version::HTTP_10;
+        said.keep_alive &= !tokens.close;
+        said.names_fields |= tokens.names_fields;
     }
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
