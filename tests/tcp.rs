@@ -682,11 +682,14 @@ async fn a_connection_quiet_longer_than_the_idle_timeout_is_closed_and_a_busy_on
         .ok();
     let mut quiet = Resp::connect(listen).await;
     let mut busy = Resp::connect(listen).await;
+    // Measured from before the quiet one's last exchange: serve's idle
+    // clock starts when it relays the answer, a moment before the client
+    // has read it.
+    let opened = std::time::Instant::now();
     assert_eq!(quiet.call(&["PING"]).await.as_deref(), Some("+PONG"));
 
     // The busy one talks every half second, for longer than the limit;
     // the quiet one says nothing and is closed by serve (it reads EOF).
-    let opened = std::time::Instant::now();
     let closed = tokio::spawn(async move {
         let mut line = String::new();
         let n = quiet.reader.read_line(&mut line).await.unwrap_or(0);
