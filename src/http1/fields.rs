@@ -41,20 +41,22 @@ impl Fields {
     ) -> Self {
         let base = buf.as_ptr() as usize;
         let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u16;
-        let mut at = [(0, 0, 0, 0); MAX_HEADERS];
-        let mut count = 0;
+        // Filled where it is returned to, not built aside and copied there.
+        let mut fields = Self {
+            at: [(0, 0, 0, 0); MAX_HEADERS],
+            count: 0,
+        };
         for field in parsed.iter().filter(|f| keep(f)) {
-            let slot = &mut at[count];
-            count += 1;
             debug_assert!(field.value.as_ptr() as usize + field.value.len() - base <= MAX_HEAD);
-            *slot = (
+            fields.at[fields.count] = (
                 offset(field.name.as_bytes()),
                 field.name.len() as u16,
                 offset(field.value),
                 field.value.len() as u16,
             );
+            fields.count += 1;
         }
-        Self { at, count }
+        fields
     }
 
     /// The fields, their values sharing `head`'s bytes, in a map with

@@ -125,8 +125,8 @@ impl ResponseBody {
 
     /// Completes `record` (bytes sent, duration) and hands it to the
     /// access log when the body ends or is dropped.
-    pub(crate) fn log_when_done(&mut self, record: Pending) {
-        self.log = Some(Box::new(record));
+    pub(crate) fn log_when_done(&mut self, record: Box<Pending>) {
+        self.log = Some(record);
     }
 
     /// The bytes of a body the proxy made itself.

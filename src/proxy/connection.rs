@@ -12,10 +12,13 @@ mod head;
 mod http1;
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::{Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -77,12 +80,13 @@ impl From<crate::http1::WireError> for UpstreamError {
 }
 
 /// A request that failed: the error, and the request itself when none of
-/// it went out (to be sent elsewhere).
+/// it went out (to be sent elsewhere). The request is boxed: a failure is
+/// rare, and every exchange's result is sized for it.
 pub(crate) struct SendError {
-    pub unsent: Option<Request<RequestBody>>,
+    pub unsent: Option<Box<Request<RequestBody>>>,
     /// A request without a body that went out but got no answer at all:
     /// the same request, to be sent again when its method is safe.
-    pub unanswered: Option<Request<RequestBody>>,
+    pub unanswered: Option<Box<Request<RequestBody>>>,
     pub error: UpstreamError,
 }
 
@@ -109,28 +113,33 @@ impl UpstreamConnection {
     /// Sends `req`, with the proxy's `forwarding` fields after its own,
     /// and waits for the answer's head. A request the connection could not
     /// take comes back in the error (to be sent elsewhere).
-    pub(crate) async fn send(
-        &mut self,
+    ///
+    /// Not an `async fn`: the client's own exchange is returned as it is
+    /// (wrapped, not awaited), so the request's state holds it once
+    /// instead of in a second future around it.
+    pub(crate) fn send<'a>(
+        &'a mut self,
         mut req: Request<RequestBody>,
-        forwarding: Option<&Forwarding<'_>>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+        forwarding: Option<&'a Forwarding<'_>>,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + 'a {
         match self {
-            UpstreamConnection::Http1(conn) => {
-                Ok(conn.send(req, forwarding).await?.map(UpstreamBody::Http1))
-            }
+            UpstreamConnection::Http1(conn) => Either::Left(
+                conn.send(req, forwarding)
+                    .map(|sent| sent.map(|response| response.map(UpstreamBody::Http1))),
+            ),
             UpstreamConnection::Tunnel(sender) => {
                 // hyper writes the head from the map.
                 if let Some(forwarding) = forwarding {
                     forwarding.add_to(req.headers_mut());
                 }
-                match sender.try_send_request(req).await {
+                Either::Right(sender.try_send_request(req).map(|sent| match sent {
                     Ok(response) => Ok(response.map(UpstreamBody::Tunnel)),
                     Err(mut error) => Err(SendError {
-                        unsent: error.take_message(),
+                        unsent: error.take_message().map(Box::new),
                         unanswered: None,
                         error: UpstreamError::Hyper(error.into_error()),
                     }),
-                }
+                }))
             }
         }
     }

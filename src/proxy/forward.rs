@@ -1,6 +1,9 @@
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use crate::listener::Inbound;
 use http::header::{self, HeaderValue};
@@ -11,6 +14,7 @@ use super::pool::Connections;
 use crate::backend::InFlight;
 
 use super::Mirror;
+use super::access_log::Pending;
 use super::body::ResponseCapture;
 use super::connection::{SendError, UpstreamBody, UpstreamConnection, UpstreamError};
 use super::error_page::Cause;
@@ -27,30 +31,160 @@ const X_SWITCHYARD_VERSION: header::HeaderName =
     header::HeaderName::from_static("x-switchyard-version");
 
 impl Proxy {
-    /// Answers one client request: route it, forward it, or explain why
-    /// not (to the client in neutral words, to the operator in serve's
-    /// log). Every answer carries the request's id; with an access log,
-    /// its line is written when the answer has ended.
-    pub async fn handle(
-        &self,
-        req: Request<Inbound>,
+    /// Answers one client request: route it to a release, pick an
+    /// instance of it and forward (with retries where safe, in
+    /// [`deliver`]), record the outcome against the release, and answer;
+    /// or explain why not (to the client in neutral words, to the operator
+    /// in serve's log). Every answer carries the request's id; with an
+    /// access log, its line is written when the answer has ended.
+    ///
+    /// One future for the whole request path, not an `async fn` nor one
+    /// future per phase: each would hold the request again in its state
+    /// (as given, and as moved into its body), and the state is moved
+    /// into place at every level.
+    pub fn handle(
+        self: Arc<Self>,
+        mut req: Request<Inbound>,
         client: SocketAddr,
-    ) -> Response<ResponseBody> {
+    ) -> impl Future<Output = Response<ResponseBody>> {
         let request_id = request_id::of(req.headers());
-        let record = self.settings.access_log.as_ref().map(|log| {
-            log.begin(
+        // Boxed: held while the request is answered, in every request's
+        // state, which only a logged request fills.
+        let log_line = self.settings.access_log.as_ref().map(|log| {
+            Box::new(log.begin(
                 req.method(),
                 req.uri().path_and_query(),
                 client,
                 &request_id,
-            )
+            ))
         });
-        let mut exchange = Exchange {
-            recorded: record.is_some(),
-            ..Exchange::default()
-        };
+        async move {
+            let mut exchange = Exchange {
+                recorded: log_line.is_some(),
+                ..Exchange::default()
+            };
+            let answered = 'answered: {
+                let started = Instant::now();
+                let host = match request_host(&req) {
+                    Ok(host) => host,
+                    Err(error) => break 'answered Err(error),
+                };
+                let https = req.extensions().get::<super::ClientTls>().is_some();
+                if !https && req.uri().path().starts_with(crate::tls::CHALLENGE_PREFIX) {
+                    if let Some(answer) = self.settings.acme_challenges.answer(req.uri().path()) {
+                        break 'answered Ok(acme_answer(answer));
+                    }
+                }
+                if !self.pauses.load().is_empty() {
+                    let held = Box::pin(self.hold_if_paused(&req, client, host.as_ref())).await;
+                    if let Err(error) = held {
+                        break 'answered Err(error);
+                    }
+                }
+                // Taken apart at once: a `Routed` kept whole would be held beside
+                // its parts while the request is answered.
+                let Routed {
+                    backend,
+                    upstream_uri,
+                    route_path,
+                    prefix_len,
+                    rewrite,
+                    shadows,
+                    set_cookie,
+                    hsts,
+                } = match self.route(&req, client, host.as_ref(), https) {
+                    Ok(Routing::Release(routed)) => routed,
+                    Ok(Routing::Respond(fixed)) => break 'answered Ok(fixed),
+                    Err(error) => break 'answered Err(error),
+                };
+                if exchange.recorded {
+                    exchange.backend = Some(Arc::clone(&backend));
+                }
+                let (prefix, asked) = route_path.split_at(prefix_len);
+                let tunnelling =
+                    req.version() == Version::HTTP_11 && is_tunnel_request(req.headers());
+                let forwarding = address_upstream(
+                    &mut req,
+                    upstream_uri,
+                    tunnelling,
+                    client,
+                    host.as_ref(),
+                    prefix,
+                    https,
+                    &request_id,
+                );
+
+                let answered = if tunnelling {
+                    Box::pin(tunnel::forward(&self, &backend, req, &forwarding)).await
+                } else {
+                    let capture = shadows.and_then(|s| fan_out(&s, &req, &forwarding, &backend));
+                    let (req, main) = self.outgoing(req, capture, &mut exchange);
+                    // Boxed: awaited in place, the delivery's state would be part
+                    // of every request's state around it, all of it moved into
+                    // place at each level and kept while the request lives.
+                    match Box::pin(deliver(
+                        &backend,
+                        req,
+                        Some(&forwarding),
+                        &[],
+                        &self.settings,
+                    ))
+                    .await
+                    {
+                        Ok(delivered) => Ok(self.answer(delivered, main, &mut exchange)),
+                        Err(error) => Err(error),
+                    }
+                };
+                record(&backend, &answered, started);
+
+                let mut response = match answered {
+                    Ok(response) => response,
+                    Err(error) => break 'answered Err(error),
+                };
+                let switching =
+                    tunnelling && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                strip_hop_by_hop(response.headers_mut(), switching);
+                if rewrite && rewrite::has_links(response.headers()) {
+                    let instances: Vec<SocketAddr> =
+                        backend.upstreams().iter().map(|u| u.addr).collect();
+                    let links = Links {
+                        prefix,
+                        asked,
+                        public_host: host.as_ref(),
+                        instances: &instances,
+                    };
+                    rewrite::rewrite(response.headers_mut(), &links);
+                }
+                if self.settings.version_header {
+                    response
+                        .headers_mut()
+                        .insert(X_SWITCHYARD_VERSION, backend.version_header.clone());
+                }
+                if let Some(cookie) = set_cookie {
+                    response.headers_mut().append(header::SET_COOKIE, cookie);
+                }
+                if let Some(value) = hsts.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    response
+                        .headers_mut()
+                        .insert(header::STRICT_TRANSPORT_SECURITY, value);
+                }
+                Ok(response)
+            };
+            self.finish(answered, request_id, log_line, exchange)
+        }
+    }
+
+    /// The request's answer as it goes to the client: its id added, the
+    /// error explained, its access-log line made ready.
+    fn finish(
+        &self,
+        answered: Result<Response<ResponseBody>, ProxyError>,
+        request_id: HeaderValue,
+        log_line: Option<Box<Pending>>,
+        mut exchange: Exchange,
+    ) -> Response<ResponseBody> {
         let mut error_code = None;
-        let mut response = match self.dispatch(req, client, &request_id, &mut exchange).await {
+        let mut response = match answered {
             Ok(response) => response,
             Err(error) => {
                 error_code = Some(error.code());
@@ -60,19 +194,19 @@ impl Proxy {
         response
             .headers_mut()
             .insert(request_id::X_REQUEST_ID, request_id);
-        if let Some(mut record) = record {
-            record.status = response.status().as_u16();
-            record.error = error_code;
-            record.instance = exchange.instance;
-            record.bytes_in = exchange.upload;
+        if let Some(mut line) = log_line {
+            line.status = response.status().as_u16();
+            line.error = error_code;
+            line.instance = exchange.instance;
+            line.bytes_in = exchange.upload;
             match exchange.backend {
                 Some(backend) => {
-                    record.service = Some(backend.service.clone());
-                    record.release = Some(backend.version.clone());
+                    line.service = Some(backend.service.clone());
+                    line.release = Some(backend.version.clone());
                 }
-                None => record.service = exchange.service,
+                None => line.service = exchange.service,
             }
-            response.body_mut().log_when_done(record);
+            response.body_mut().log_when_done(line);
         }
         response
     }
@@ -101,95 +235,6 @@ impl Proxy {
             self.table.load().service(name)?.error_page.clone()
         });
         error.into_response(request_id, page.as_deref())
-    }
-
-    /// The request path, phase by phase: route the request to a release,
-    /// pick an instance of it and forward (with retries where safe, in
-    /// [`deliver`]), record the outcome against the release, and answer.
-    async fn dispatch(
-        &self,
-        mut req: Request<Inbound>,
-        client: SocketAddr,
-        request_id: &HeaderValue,
-        exchange: &mut Exchange,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let started = Instant::now();
-        let host = request_host(&req)?;
-        let https = req.extensions().get::<super::ClientTls>().is_some();
-        if !https && req.uri().path().starts_with(crate::tls::CHALLENGE_PREFIX) {
-            if let Some(answer) = self.settings.acme_challenges.answer(req.uri().path()) {
-                return Ok(acme_answer(answer));
-            }
-        }
-        if !self.pauses.load().is_empty() {
-            Box::pin(self.hold_if_paused(&req, client, host.as_ref())).await?;
-        }
-        let routed = match self.route(&req, client, host.as_ref(), https)? {
-            Routing::Release(routed) => routed,
-            Routing::Respond(fixed) => return Ok(fixed),
-        };
-        if exchange.recorded {
-            exchange.backend = Some(Arc::clone(&routed.backend));
-        }
-        let Routed {
-            backend,
-            upstream_uri,
-            route_path,
-            prefix_len,
-            rewrite,
-            shadows,
-            set_cookie,
-            hsts,
-        } = routed;
-        let (prefix, asked) = route_path.split_at(prefix_len);
-        let tunnelling = req.version() == Version::HTTP_11 && is_tunnel_request(req.headers());
-        let forwarding = address_upstream(
-            &mut req,
-            upstream_uri,
-            tunnelling,
-            client,
-            host.as_ref(),
-            prefix,
-            https,
-            request_id,
-        );
-
-        let answered = if tunnelling {
-            Box::pin(tunnel::forward(self, &backend, req, &forwarding)).await
-        } else {
-            let capture = shadows.and_then(|s| fan_out(&s, &req, &forwarding, &backend));
-            self.forward(&backend, req, &forwarding, capture, exchange)
-                .await
-        };
-        record(&backend, &answered, started);
-
-        let mut response = answered?;
-        let switching = tunnelling && response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-        strip_hop_by_hop(response.headers_mut(), switching);
-        if rewrite && rewrite::has_links(response.headers()) {
-            let instances: Vec<SocketAddr> = backend.upstreams().iter().map(|u| u.addr).collect();
-            let links = Links {
-                prefix,
-                asked,
-                public_host: host.as_ref(),
-                instances: &instances,
-            };
-            rewrite::rewrite(response.headers_mut(), &links);
-        }
-        if self.settings.version_header {
-            response
-                .headers_mut()
-                .insert(X_SWITCHYARD_VERSION, backend.version_header.clone());
-        }
-        if let Some(cookie) = set_cookie {
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-        }
-        if let Some(value) = hsts.and_then(|v| HeaderValue::from_str(&v).ok()) {
-            response
-                .headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, value);
-        }
-        Ok(response)
     }
 
     /// Phase one: the release that answers the request (by the routing
@@ -300,16 +345,15 @@ impl Proxy {
         }
     }
 
-    /// Forwards a request to main or one release, and hands main's
-    /// answer to the shadows' comparison when the request was mirrored.
-    async fn forward(
+    /// The request as it goes to the release: its body read at the
+    /// client's pace, and tee'd to the shadows when it is mirrored; and
+    /// what takes main's answer for their comparison.
+    fn outgoing(
         &self,
-        backend: &Arc<Backend>,
         req: Request<Inbound>,
-        forwarding: &Forwarding<'_>,
         capture: Option<(Fanout, MainSender, usize)>,
         exchange: &mut Exchange,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
+    ) -> (Request<RequestBody>, Option<(MainSender, usize)>) {
         let rate = self.settings.client_body;
         let (req, main) = match capture {
             Some((fanout, main, limit)) => (
@@ -318,20 +362,26 @@ impl Proxy {
             ),
             None => (req.map(|body| RequestBody::client(body, rate, None)), None),
         };
-        let upload = req.body().upload();
         if exchange.recorded {
-            exchange.upload.clone_from(&upload);
+            exchange.upload = req.body().upload();
         }
-        // Boxed: awaited in place, the delivery's state would be counted
-        // twice in every future around it (each level keeps the future it
-        // awaits and the one it made), which tripled the request's state,
-        // all of it moved into place and kept while the request lives.
-        let delivered =
-            Box::pin(deliver(backend, req, Some(forwarding), &[], &self.settings)).await?;
+        (req, main)
+    }
+
+    /// The release's answer on its way to the client: its body holds the
+    /// connection until it is read, and hands main's answer to the
+    /// shadows' comparison when the request was mirrored.
+    fn answer(
+        &self,
+        delivered: Delivered,
+        main: Option<(MainSender, usize)>,
+        exchange: &mut Exchange,
+    ) -> Response<ResponseBody> {
         exchange.instance = Some(delivered.upstream.addr);
         let capture = main.map(|(tx, limit)| {
             ResponseCapture::new(&delivered.response, delivered.upstream.addr, limit, tx)
         });
+        let upload = delivered.upload;
         let (parts, body) = delivered.response.into_parts();
         let body = ResponseBody::upstream(
             body,
@@ -341,7 +391,7 @@ impl Proxy {
             self.settings.upstream_body,
             upload,
         );
-        Ok(Response::from_parts(parts, body))
+        Response::from_parts(parts, body)
     }
 }
 
@@ -461,6 +511,8 @@ pub(crate) struct Delivered {
     pub conn: UpstreamConnection,
     pub upstream: Arc<Upstream>,
     pub in_flight: InFlight,
+    /// The client's upload, when the request had a body.
+    pub upload: Option<Arc<Upload>>,
 }
 
 /// Sends the request to the least-busy healthy instance (not among
@@ -477,124 +529,148 @@ pub(crate) struct Delivered {
 /// request is whole: while a client's body is still coming, its pace is
 /// the client's business (`--client-body-min-rate`), not the release's.
 /// A request whose body the client broke ends with the client's fault.
-pub(crate) async fn deliver(
+///
+/// Not an `async fn`: its parameters would be held twice in its state
+/// (as given and as moved into the body); the block holds each once.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub(crate) fn deliver(
     backend: &Arc<Backend>,
     mut req: Request<RequestBody>,
     forwarding: Option<&Forwarding<'_>>,
     exclude: &[SocketAddr],
     settings: &ProxySettings,
-) -> Result<Delivered, ProxyError> {
-    let mut tried: Vec<SocketAddr> = exclude.to_vec();
-    let mut last_error: Option<ProxyError> = None;
-    let upload = req.body().upload();
-    loop {
-        let upstream = match pick_instance(backend, &tried) {
-            Ok(upstream) => upstream,
-            Err(none_left) => return Err(last_error.unwrap_or(none_left)),
-        };
-        let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
-        // A pooled connection first; if it turns out closed before the
-        // request went out, one fresh connection to the same instance.
-        let mut pooled = upstream.take_idle(settings.connect_timeout).await;
+) -> impl Future<Output = Result<Delivered, ProxyError>> {
+    async move {
+        let mut tried: Vec<SocketAddr> = exclude.to_vec();
+        // Boxed: rare, and the request's state is sized for it.
+        let mut last_error: Option<Box<ProxyError>> = None;
+        let upload = req.body().upload();
         loop {
-            let fresh = pooled.is_none();
-            let mut conn = match pooled.take() {
-                Some(s) => s,
-                // Boxed: rare, and large (TLS), it would make every
-                // request's state larger, which costs a copy at each step.
-                None => match Box::pin(upstream.connect(settings.connect_timeout, false)).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        if e.kind() == std::io::ErrorKind::TimedOut {
-                            backend
-                                .metrics
-                                .record_upstream_timeout(UpstreamPhase::Connect);
-                        }
-                        // The instance is not accepting connections: keep
-                        // traffic off it until its health check says so.
-                        upstream.set_healthy(false);
-                        last_error = Some(ProxyError::ConnectFailed {
-                            service: backend.service.clone(),
-                            version: backend.version.clone(),
-                            cause: Cause::at(upstream.addr, e),
-                        });
-                        break;
-                    }
-                },
+            let upstream = match pick_instance(backend, &tried) {
+                Ok(upstream) => upstream,
+                Err(none_left) => return Err(last_error.map_or(none_left, |e| *e)),
             };
-            let sending = conn.send(req, forwarding);
-            let sent = match &upload {
-                None => tokio::time::timeout(settings.upstream_timeout, sending).await,
-                Some(upload) => {
-                    tokio::pin!(sending);
-                    tokio::select! {
-                        biased;
-                        sent = &mut sending => Ok(sent),
-                        () = upload.ended() => {
-                            tokio::time::timeout(settings.upstream_timeout, sending).await
-                        }
-                    }
-                }
-            };
-            match sent {
-                Err(_elapsed) => {
-                    backend
-                        .metrics
-                        .record_upstream_timeout(UpstreamPhase::Header);
-                    return Err(ProxyError::UpstreamTimeout {
-                        service: backend.service.clone(),
-                        version: backend.version.clone(),
-                        timeout: settings.upstream_timeout,
-                    });
-                }
-                Ok(Ok(response)) => {
-                    return Ok(Delivered {
-                        response,
-                        conn,
-                        upstream,
-                        in_flight,
-                    });
-                }
-                Ok(Err(failed)) => match failed.unsent {
-                    Some(unsent) if !fresh => req = unsent,
-                    Some(unsent) => {
-                        req = unsent;
-                        last_error = Some(ProxyError::ConnectFailed {
-                            service: backend.service.clone(),
-                            version: backend.version.clone(),
-                            cause: Cause::at(upstream.addr, failed.error),
-                        });
-                        break;
-                    }
-                    None => {
-                        let SendError {
-                            error, unanswered, ..
-                        } = failed;
-                        if let Some(fault) = upload.as_ref().and_then(|u| u.fault()) {
-                            return Err(client_error(fault, &error, settings));
-                        }
-                        let lost = lost_before_response(&error);
-                        let failed = ProxyError::UpstreamFailed {
-                            service: backend.service.clone(),
-                            version: backend.version.clone(),
-                            cause: Cause::new(error),
-                        };
-                        match unanswered.filter(|r| is_safe(r.method())) {
-                            Some(again) if lost => {
-                                req = again;
-                                if fresh {
-                                    last_error = Some(failed);
-                                    break;
-                                }
+            let in_flight = InFlight::new(Arc::clone(backend), Arc::clone(&upstream));
+            // A pooled connection first; if it turns out closed before the
+            // request went out, one fresh connection to the same instance.
+            let mut pooled = upstream.take_idle(settings.connect_timeout).await;
+            loop {
+                let fresh = pooled.is_none();
+                let mut conn = match pooled.take() {
+                    Some(s) => s,
+                    // Boxed: rare, and large (TLS), it would make every
+                    // request's state larger, which costs a copy at each step.
+                    None => match Box::pin(upstream.connect(settings.connect_timeout, false)).await
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            if e.kind() == std::io::ErrorKind::TimedOut {
+                                backend
+                                    .metrics
+                                    .record_upstream_timeout(UpstreamPhase::Connect);
                             }
-                            _ => return Err(failed),
+                            // The instance is not accepting connections: keep
+                            // traffic off it until its health check says so.
+                            upstream.set_healthy(false);
+                            last_error = Some(Box::new(ProxyError::ConnectFailed {
+                                service: backend.service.clone(),
+                                version: backend.version.clone(),
+                                cause: Cause::at(upstream.addr, e),
+                            }));
+                            break;
                         }
+                    },
+                };
+                let sent = {
+                    let sending = pin!(conn.send(req, forwarding));
+                    answered_in_time(sending, upload.as_deref(), settings.upstream_timeout).await
+                };
+                match sent {
+                    None => {
+                        backend
+                            .metrics
+                            .record_upstream_timeout(UpstreamPhase::Header);
+                        return Err(ProxyError::UpstreamTimeout {
+                            service: backend.service.clone(),
+                            version: backend.version.clone(),
+                            timeout: settings.upstream_timeout,
+                        });
                     }
-                },
+                    Some(Ok(response)) => {
+                        return Ok(Delivered {
+                            response,
+                            conn,
+                            upstream,
+                            in_flight,
+                            upload,
+                        });
+                    }
+                    Some(Err(failed)) => match failed.unsent {
+                        Some(unsent) if !fresh => req = *unsent,
+                        Some(unsent) => {
+                            req = *unsent;
+                            last_error = Some(Box::new(ProxyError::ConnectFailed {
+                                service: backend.service.clone(),
+                                version: backend.version.clone(),
+                                cause: Cause::at(upstream.addr, failed.error),
+                            }));
+                            break;
+                        }
+                        None => {
+                            let SendError {
+                                error, unanswered, ..
+                            } = failed;
+                            if let Some(fault) = upload.as_ref().and_then(|u| u.fault()) {
+                                return Err(client_error(fault, &error, settings));
+                            }
+                            let lost = lost_before_response(&error);
+                            let failed = ProxyError::UpstreamFailed {
+                                service: backend.service.clone(),
+                                version: backend.version.clone(),
+                                cause: Cause::new(error),
+                            };
+                            match unanswered.filter(|r| is_safe(r.method())) {
+                                Some(again) if lost => {
+                                    req = *again;
+                                    if fresh {
+                                        last_error = Some(Box::new(failed));
+                                        break;
+                                    }
+                                }
+                                _ => return Err(failed),
+                            }
+                        }
+                    },
+                }
             }
+            tried.push(upstream.addr);
         }
-        tried.push(upstream.addr);
     }
+}
+
+/// Awaits `sending`, a request's exchange with an instance, for at most
+/// `timeout` counted from the moment the request is whole: at once for a
+/// request without a body, when the client's body has ended (`upload`)
+/// for one with. `None` when the time ran out.
+///
+/// The exchange is borrowed, not moved: the request's state holds it once.
+async fn answered_in_time<F: Future>(
+    mut sending: Pin<&mut F>,
+    upload: Option<&Upload>,
+    timeout: Duration,
+) -> Option<F::Output> {
+    if let Some(upload) = upload {
+        let mut ended = pin!(upload.ended());
+        let answered = poll_fn(|cx| match sending.as_mut().poll(cx) {
+            Poll::Ready(answered) => Poll::Ready(Some(answered)),
+            Poll::Pending => ended.as_mut().poll(cx).map(|()| None),
+        })
+        .await;
+        if answered.is_some() {
+            return answered;
+        }
+    }
+    tokio::time::timeout(timeout, sending).await.ok()
 }
 
 /// Phase two: the instance of the release that gets the request, the

@@ -1,6 +1,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use http::{HeaderValue, StatusCode, Version, header};
 use hyper::service::service_fn;
 
@@ -42,8 +43,10 @@ pub async fn serve(
             if https {
                 req.extensions_mut().insert(ClientTls);
             }
-            async move {
-                let mut response = proxy.handle(req, client).await;
+            // A map of the request's future, not an async block around
+            // it: the block would hold the request a second time, and its
+            // whole state would be moved into place once more.
+            proxy.handle(req, client).map(move |mut response| {
                 if http1
                     && closing.is_cancelled()
                     && response.status() != StatusCode::SWITCHING_PROTOCOLS
@@ -53,7 +56,7 @@ pub async fn serve(
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
                 Ok::<_, Infallible>(response)
-            }
+            })
         })
     })
     .await

@@ -121,93 +121,105 @@ impl Connection {
     /// over. A request whose head could not be written at all comes back in
     /// the error. An answer that comes before the request's body went out
     /// whole ends the upload there (and the connection after the answer).
-    pub(crate) async fn send(
-        &mut self,
+    ///
+    /// Not an `async fn`: the head is written into the buffer before the
+    /// first wait, and the returned future holds the request's parts once
+    /// (an `async fn` holds its parameters twice).
+    pub(crate) fn send<'a>(
+        &'a mut self,
         req: Request<RequestBody>,
         forwarding: Option<&Forwarding<'_>>,
-    ) -> Result<Response<Body>, SendError> {
-        if self.state != State::Idle {
-            return Err(SendError {
-                unsent: Some(req),
-                unanswered: None,
-                error: UpstreamError::Closed,
-            });
-        }
-        self.state = State::Busy;
-        self.keep_alive = true;
+    ) -> impl Future<Output = Result<Response<Body>, SendError>> + use<'a> {
+        let refused = self.state != State::Idle;
         let (parts, mut body) = req.into_parts();
         let empty = body.is_end_stream();
-        let length = body.size_hint().exact();
-        self.write.clear();
-        let upload = head::write_request(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            forwarding,
-            empty,
-            length,
-            &mut self.write,
-        );
         let mut out = Outgoing {
-            upload,
+            upload: Upload::None,
             written: 0,
-            done: upload == Upload::None,
+            done: true,
         };
-        // A small body held whole goes with the head.
-        if let RequestBody::Full(Some(bytes)) = &body {
-            if !out.done && bytes.len() <= WITH_HEAD {
-                match upload {
-                    Upload::Chunked => {
-                        framing::write_chunk(bytes, &mut self.write);
-                        framing::write_last_chunk(None, &mut self.write);
+        if !refused {
+            self.state = State::Busy;
+            self.keep_alive = true;
+            let length = body.size_hint().exact();
+            self.write.clear();
+            let upload = head::write_request(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                forwarding,
+                empty,
+                length,
+                &mut self.write,
+            );
+            out.upload = upload;
+            out.done = upload == Upload::None;
+            // A small body held whole goes with the head.
+            if let RequestBody::Full(Some(bytes)) = &body {
+                if !out.done && bytes.len() <= WITH_HEAD {
+                    match upload {
+                        Upload::Chunked => {
+                            framing::write_chunk(bytes, &mut self.write);
+                            framing::write_last_chunk(None, &mut self.write);
+                        }
+                        _ => self.write.extend_from_slice(bytes),
                     }
-                    _ => self.write.extend_from_slice(bytes),
+                    body = RequestBody::empty();
+                    out.done = true;
                 }
-                body = RequestBody::empty();
-                out.done = true;
             }
         }
-        // The head first: a connection that takes none of it has not
-        // received the request, which can go elsewhere.
-        if let Err(error) = poll_fn(|cx| self.poll_write_out(cx, &mut out.written)).await {
-            self.state = State::Closed;
-            let unsent = (out.written == 0).then(|| Request::from_parts(parts, body));
-            return Err(SendError {
-                unsent,
-                unanswered: None,
-                error: UpstreamError::Io(error),
-            });
-        }
-        let head = poll_fn(|cx| {
-            if let Err(error) = self.poll_upload(cx, &mut body, &mut out) {
-                return Poll::Ready(Err(error));
-            }
-            self.poll_head(cx, &parts.method)
-        })
-        .await;
-        let head = match head {
-            Ok(head) => head,
-            Err(error) => {
-                self.state = State::Closed;
-                // Kept until the answer came, so that it can go again.
-                let unanswered = empty.then(|| Request::from_parts(parts, RequestBody::empty()));
+        async move {
+            if refused {
                 return Err(SendError {
-                    unsent: None,
-                    unanswered,
-                    error,
+                    unsent: Some(Box::new(Request::from_parts(parts, body))),
+                    unanswered: None,
+                    error: UpstreamError::Closed,
                 });
             }
-        };
-        let whole = out.done && out.written == self.write.len();
-        self.keep_alive = head.keep_alive && whole;
-        let body = Body {
-            framing: head.framing,
-            ended: false,
-        };
-        if body.framing.is_done() {
-            self.finish();
+            // The head first: a connection that takes none of it has not
+            // received the request, which can go elsewhere.
+            if let Err(error) = poll_fn(|cx| self.poll_write_out(cx, &mut out.written)).await {
+                self.state = State::Closed;
+                let unsent = (out.written == 0).then(|| Box::new(Request::from_parts(parts, body)));
+                return Err(SendError {
+                    unsent,
+                    unanswered: None,
+                    error: UpstreamError::Io(error),
+                });
+            }
+            let head = poll_fn(|cx| {
+                if let Err(error) = self.poll_upload(cx, &mut body, &mut out) {
+                    return Poll::Ready(Err(error));
+                }
+                self.poll_head(cx, &parts.method)
+            })
+            .await;
+            let head = match head {
+                Ok(head) => head,
+                Err(error) => {
+                    self.state = State::Closed;
+                    // Kept until the answer came, so that it can go again.
+                    let unanswered =
+                        empty.then(|| Box::new(Request::from_parts(parts, RequestBody::empty())));
+                    return Err(SendError {
+                        unsent: None,
+                        unanswered,
+                        error,
+                    });
+                }
+            };
+            let whole = out.done && out.written == self.write.len();
+            self.keep_alive = head.keep_alive && whole;
+            let body = Body {
+                framing: head.framing,
+                ended: false,
+            };
+            if body.framing.is_done() {
+                self.finish();
+            }
+            Ok(head.response.map(|()| body))
         }
-        Ok(head.response.map(|()| body))
     }
 
     /// Reads the next frame of the answer's body.
