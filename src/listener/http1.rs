@@ -23,14 +23,14 @@ pub use wire::ClientIo;
 use std::future::Future;
 use std::future::poll_fn;
 use std::io::{self, Write};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{Method, Request, Response, header};
+use http::{Method, Request, Response};
 use http_body::Body;
 use hyper::service::Service;
 
@@ -93,7 +93,7 @@ pub async fn serve<S, B>(
 where
     S: Service<Request<Inbound>, Response = Response<B>>,
     S::Error: Into<BoxError>,
-    B: Body,
+    B: Body + Unpin,
     B::Data: Buf,
     B::Error: Into<BoxError> + Send,
 {
@@ -101,72 +101,87 @@ where
     let mut out = Vec::new();
     let mut requests: u64 = 0;
     loop {
-        let head = match poll_fn(|cx| poll_head(&wire, &shutdown, cx)).await? {
-            Next::Head(head) => head,
-            Next::Closed => return Ok(Ended::Closed),
-            Next::Handoff => {
-                return Ok(match wire.into_inner() {
-                    Some(wire) => Ended::Handoff(Rewind::new(wire.read.freeze(), wire.io)),
-                    None => Ended::Closed,
-                });
-            }
-            Next::Invalid => {
-                wire.write_all(BAD_REQUEST).await?;
-                let _ = wire.shutdown().await;
+        // Each step's values live in a block of their own and each future
+        // is made there and awaited outside it, so that the connection's
+        // state (held for as long as the connection is open) does not keep
+        // them while a later step waits.
+        let (response, head_request, keep_alive) = {
+            let (call, head_request, keep_alive) = {
+                let (request, body, keep_alive) =
+                    match poll_fn(|cx| poll_head(&wire, &shutdown, cx)).await? {
+                        Next::Head(request::Head {
+                            request,
+                            body,
+                            keep_alive,
+                        }) => (request, body, keep_alive),
+                        Next::Closed => return Ok(Ended::Closed),
+                        Next::Handoff => {
+                            return Ok(match wire.into_inner() {
+                                Some(wire) => {
+                                    Ended::Handoff(Rewind::new(wire.read.freeze(), wire.io))
+                                }
+                                None => Ended::Closed,
+                            });
+                        }
+                        Next::Invalid => {
+                            wire.write_all(BAD_REQUEST).await?;
+                            let _ = wire.shutdown().await;
+                            return Ok(Ended::Closed);
+                        }
+                    };
+                requests += 1;
+                let head_request = request.method() == Method::HEAD;
+                let inbound = {
+                    let mut w = wire.lock();
+                    w.request = requests;
+                    let has_body = !body.is_done();
+                    w.body = body;
+                    if has_body {
+                        Inbound::Http1(RequestBody::new(wire.clone(), requests))
+                    } else {
+                        Inbound::Empty
+                    }
+                };
+                (
+                    service.call(request.map(|()| inbound)),
+                    head_request,
+                    keep_alive,
+                )
+            };
+            let mut call = pin!(call);
+            let answered = poll_fn(|cx| match call.as_mut().poll(cx) {
+                Poll::Ready(answered) => Poll::Ready(Some(answered)),
+                Poll::Pending => poll_client_gone(&wire, cx).map(|()| None),
+            })
+            .await;
+            let Some(answered) = answered else {
+                // The client went away: its request is given up.
                 return Ok(Ended::Closed);
-            }
+            };
+            (answered.map_err(Into::into)?, head_request, keep_alive)
         };
-        requests += 1;
-        let request::Head {
-            request,
-            body,
-            keep_alive,
-        } = head;
-        let head_request = request.method() == Method::HEAD;
-        let inbound = {
-            let mut w = wire.lock();
-            w.request = requests;
-            let has_body = !body.is_done();
-            w.body = body;
-            if has_body {
-                Inbound::Http1(RequestBody::new(wire.clone(), requests))
-            } else {
-                Inbound::Empty
-            }
-        };
-        let mut call = pin!(service.call(request.map(|()| inbound)));
-        let answered = poll_fn(|cx| match call.as_mut().poll(cx) {
-            Poll::Ready(answered) => Poll::Ready(Some(answered)),
-            Poll::Pending => poll_client_gone(&wire, cx).map(|()| None),
-        })
-        .await;
-        let Some(answered) = answered else {
-            // The client went away: its request is given up.
-            return Ok(Ended::Closed);
-        };
-        let response = answered.map_err(Into::into)?;
-        let (mut parts, body) = response.into_parts();
         // A body the service left unread keeps the connection only when
         // all of it is here already.
         let body_read = take_unread_body(&mut wire.lock());
-        let close = !body_read
-            || !keep_alive
-            || shutdown.load(Ordering::Acquire)
-            || parts.status == http::StatusCode::SWITCHING_PROTOCOLS
-            || parts
-                .headers
-                .get(header::CONNECTION)
-                .is_some_and(response::has_close);
-        out.clear();
-        let framing = response::write_head(
-            parts.status,
-            &mut parts.headers,
-            &body.size_hint(),
-            head_request,
-            close,
-            &mut out,
-        );
-        let whole = write_body(&wire, body, framing, &mut out).await?;
+        let (writing, close) = {
+            let (parts, body) = response.into_parts();
+            out.clear();
+            let written = response::write_head(
+                parts.status,
+                &parts.headers,
+                &body.size_hint(),
+                head_request,
+                !body_read
+                    || !keep_alive
+                    || shutdown.load(Ordering::Acquire)
+                    || parts.status == http::StatusCode::SWITCHING_PROTOCOLS,
+                &mut out,
+            );
+            // Its own `connection: close` counts too.
+            let close = written.close;
+            (write_body(&wire, body, written.framing, &mut out), close)
+        };
+        let whole = writing.await?;
         if !whole {
             return Ok(Ended::Closed);
         }
@@ -236,98 +251,103 @@ fn poll_head(
 /// Writes `body` after the head in `out`, framed as `framing` says:
 /// whether it went out whole (a body that breaks off, or gives more or
 /// less than its length, leaves the connection to be closed).
-async fn write_body<B>(
-    wire: &SharedWire,
-    body: B,
+///
+/// Not an `async fn`, which would hold the body twice in the
+/// connection's state; the body is `Unpin`, so it is polled where it is.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn write_body<'a, B>(
+    wire: &'a SharedWire,
+    mut body: B,
     framing: Out,
-    out: &mut Vec<u8>,
-) -> io::Result<bool>
+    out: &'a mut Vec<u8>,
+) -> impl Future<Output = io::Result<bool>> + 'a
 where
-    B: Body,
+    B: Body + Unpin + 'a,
     B::Data: Buf,
     B::Error: Into<BoxError> + Send,
 {
-    let mut body = pin!(body);
-    let chunked = framing == Out::Chunked;
-    let mut left = match framing {
-        Out::Length(length) => Some(length),
-        Out::Nothing | Out::Chunked => None,
-    };
-    let mut ended = framing == Out::Nothing || body.is_end_stream();
-    let mut last_chunk_written = false;
-    while !ended {
-        let step = poll_fn(|cx| match body.as_mut().poll_frame(cx) {
-            // Write what is gathered while the body has nothing more yet.
-            Poll::Pending if !out.is_empty() => Poll::Ready(Step::Write),
-            Poll::Pending => poll_client_gone(wire, cx).map(|()| Step::Gone),
-            Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
-        })
-        .await;
-        let frame = match step {
-            Step::Write => {
+    async move {
+        let chunked = framing == Out::Chunked;
+        let mut left = match framing {
+            Out::Length(length) => Some(length),
+            Out::Nothing | Out::Chunked => None,
+        };
+        let mut ended = framing == Out::Nothing || body.is_end_stream();
+        let mut last_chunk_written = false;
+        while !ended {
+            let step = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                // Write what is gathered while the body has nothing more yet.
+                Poll::Pending if !out.is_empty() => Poll::Ready(Step::Write),
+                Poll::Pending => poll_client_gone(wire, cx).map(|()| Step::Gone),
+                Poll::Ready(frame) => Poll::Ready(Step::Frame(frame)),
+            })
+            .await;
+            let frame = match step {
+                Step::Write => {
+                    wire.write_all(out).await?;
+                    out.clear();
+                    continue;
+                }
+                Step::Gone => return Ok(false),
+                Step::Frame(frame) => frame,
+            };
+            let frame = match frame {
+                None => break,
+                Some(Err(error)) => {
+                    {
+                        let error: BoxError = error.into();
+                        tracing::debug!(%error, "a response body broke off; closing the client connection");
+                    }
+                    wire.write_all(out).await?;
+                    return Ok(false);
+                }
+                Some(Ok(frame)) => frame,
+            };
+            match frame.into_data() {
+                Ok(mut data) => {
+                    let len = data.remaining();
+                    if let Some(left) = &mut left {
+                        if len as u64 > *left {
+                            tracing::debug!("a response body is longer than its content-length");
+                            wire.write_all(out).await?;
+                            return Ok(false);
+                        }
+                        *left -= len as u64;
+                    }
+                    if chunked && len > 0 {
+                        let _ = write!(out, "{len:x}\r\n");
+                    }
+                    while data.has_remaining() {
+                        let chunk = data.chunk();
+                        let n = chunk.len();
+                        out.extend_from_slice(chunk);
+                        data.advance(n);
+                    }
+                    if chunked && len > 0 {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    ended = body.is_end_stream();
+                }
+                Err(frame) => {
+                    if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                        framing::write_last_chunk(Some(&trailers), out);
+                        last_chunk_written = true;
+                    }
+                    ended = true;
+                }
+            }
+            if out.len() >= WRITE_BATCH {
                 wire.write_all(out).await?;
                 out.clear();
-                continue;
-            }
-            Step::Gone => return Ok(false),
-            Step::Frame(frame) => frame,
-        };
-        let frame = match frame {
-            None => break,
-            Some(Err(error)) => {
-                {
-                    let error: BoxError = error.into();
-                    tracing::debug!(%error, "a response body broke off; closing the client connection");
-                }
-                wire.write_all(out).await?;
-                return Ok(false);
-            }
-            Some(Ok(frame)) => frame,
-        };
-        match frame.into_data() {
-            Ok(mut data) => {
-                let len = data.remaining();
-                if let Some(left) = &mut left {
-                    if len as u64 > *left {
-                        tracing::debug!("a response body is longer than its content-length");
-                        wire.write_all(out).await?;
-                        return Ok(false);
-                    }
-                    *left -= len as u64;
-                }
-                if chunked && len > 0 {
-                    let _ = write!(out, "{len:x}\r\n");
-                }
-                while data.has_remaining() {
-                    let chunk = data.chunk();
-                    let n = chunk.len();
-                    out.extend_from_slice(chunk);
-                    data.advance(n);
-                }
-                if chunked && len > 0 {
-                    out.extend_from_slice(b"\r\n");
-                }
-                ended = body.is_end_stream();
-            }
-            Err(frame) => {
-                if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
-                    framing::write_last_chunk(Some(&trailers), out);
-                    last_chunk_written = true;
-                }
-                ended = true;
             }
         }
-        if out.len() >= WRITE_BATCH {
-            wire.write_all(out).await?;
-            out.clear();
+        if chunked && !last_chunk_written {
+            framing::write_last_chunk(None, out);
         }
+        wire.write_all(out).await?;
+        out.clear();
+        Ok(left.is_none_or(|left| left == 0))
     }
-    if chunked && !last_chunk_written {
-        framing::write_last_chunk(None, out);
-    }
-    wire.write_all(out).await?;
-    out.clear();
-    Ok(left.is_none_or(|left| left == 0))
 }
 
 /// What writing a response body does next.

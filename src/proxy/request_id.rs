@@ -16,13 +16,33 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest client id taken as it is.
 const MAX_LEN: usize = 128;
 
+/// A thread's id maker: a random key and a counter, so that ids are
+/// unique within the process, and unguessable enough across processes,
+/// without a lock.
+struct Ids {
+    key: u64,
+    /// The key in hex digits, the first half of every id the thread makes.
+    key_hex: [u8; 16],
+    next: Cell<u64>,
+}
+
+impl Ids {
+    fn new() -> Self {
+        let key = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let mut key_hex = [0; 16];
+        hex(key, &mut key_hex);
+        Ids {
+            key,
+            key_hex,
+            next: Cell::new(0),
+        }
+    }
+}
+
 thread_local! {
-    /// A random key per thread and a counter: ids are unique within the
-    /// process, and unguessable enough across processes, without a lock.
-    static NEXT: Cell<(u64, u64)> = Cell::new((
-        std::collections::hash_map::RandomState::new().build_hasher().finish(),
-        0,
-    ));
+    static IDS: Ids = Ids::new();
 }
 
 /// The request's id: the client's, when sane, or a new one.
@@ -46,25 +66,31 @@ fn sane(value: &HeaderValue) -> bool {
 
 /// 32 hex digits: the thread's random key and its counter, mixed.
 fn generate() -> HeaderValue {
-    let (key, count) = NEXT.with(|next| {
-        let (key, count) = next.get();
-        next.set((key, count.wrapping_add(1)));
-        (key, count)
+    let id = IDS.with(|ids| {
+        let count = ids.next.get();
+        ids.next.set(count.wrapping_add(1));
+        // splitmix64 of the counter keyed by the thread's key: distinct
+        // counters give distinct values, which do not show the count.
+        let mut z = ids
+            .key
+            .wrapping_add(count.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let mut id = [0u8; 32];
+        id[..16].copy_from_slice(&ids.key_hex);
+        hex(z, &mut id[16..]);
+        id
     });
-    // splitmix64 of the counter keyed by the thread's key: distinct
-    // counters give distinct values, which do not show the count.
-    let mut z = key.wrapping_add(count.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = [0u8; 32];
-    for (i, digit) in id.iter_mut().enumerate() {
-        let word = if i < 16 { key } else { z };
-        let shift = 60 - 4 * (i % 16);
-        *digit = HEX[((word >> shift) & 0xf) as usize];
-    }
     HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+}
+
+/// `word` in 16 hex digits, most significant first.
+fn hex(word: u64, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in out.iter_mut().take(16).enumerate() {
+        *digit = HEX[((word >> (60 - 4 * i)) & 0xf) as usize];
+    }
 }
 
 #[cfg(test)]

@@ -20,17 +20,28 @@ pub(super) enum Out {
     Chunked,
 }
 
+/// What writing a response's head decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Written {
+    /// How the body follows.
+    pub framing: Out,
+    /// Whether the connection closes after this response: asked for, or
+    /// the response's own `connection` field says so.
+    pub close: bool,
+}
+
 /// Writes the head of a response to a request (`head_request`: to HEAD)
 /// into `out`: status line, fields, the framing the body calls for,
-/// `date` unless present, `connection: close` when `close`.
+/// `date` unless present, `connection: close` when `close`. One pass
+/// over the fields: the framing fields are read as they are written.
 pub(super) fn write_head(
     status: StatusCode,
-    headers: &mut HeaderMap,
+    headers: &HeaderMap,
     size: &SizeHint,
     head_request: bool,
     close: bool,
     out: &mut Vec<u8>,
-) -> Out {
+) -> Written {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -39,41 +50,20 @@ pub(super) fn write_head(
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    // The framing is this server's to choose; a length given is kept when
-    // it is one number.
-    headers.remove(header::TRANSFER_ENCODING);
-    let given = match headers
-        .get(header::CONTENT_LENGTH)
-        .map(|v| crate::http1::content_length(v.as_bytes()))
-    {
-        Some(Some(length)) => Some(length),
-        Some(None) => {
-            headers.remove(header::CONTENT_LENGTH);
-            None
-        }
-        None => None,
-    };
-    let out_framing = if bodiless {
-        Out::Nothing
-    } else if let Some(length) = given {
-        if head_request {
-            Out::Nothing
-        } else {
-            Out::Length(length)
-        }
-    } else if head_request {
-        Out::Nothing
-    } else if let Some(length) = size.exact() {
-        let _ = write!(out, "content-length: {length}\r\n");
-        Out::Length(length)
-    } else {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        Out::Chunked
-    };
+    let mut given = None;
     let mut dated = false;
     let mut closing = false;
-    for (name, value) in headers.iter() {
-        if name == header::DATE {
+    for (name, value) in headers {
+        if name == header::TRANSFER_ENCODING {
+            // The framing is this server's to choose.
+            continue;
+        } else if name == header::CONTENT_LENGTH {
+            // A length given is kept when it is one number (the first).
+            match crate::http1::content_length(value.as_bytes()) {
+                Some(length) if given.is_none() => given = Some(length),
+                _ => continue,
+            }
+        } else if name == header::DATE {
             dated = true;
         } else if name == header::CONNECTION {
             closing |= has_close(value);
@@ -87,6 +77,17 @@ pub(super) fn write_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let framing = if bodiless || head_request {
+        Out::Nothing
+    } else if let Some(length) = given {
+        Out::Length(length)
+    } else if let Some(length) = size.exact() {
+        let _ = write!(out, "content-length: {length}\r\n");
+        Out::Length(length)
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Out::Chunked
+    };
     if close && !closing {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -96,7 +97,10 @@ pub(super) fn write_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out_framing
+    Written {
+        framing,
+        close: close || closing,
+    }
 }
 
 /// Whether a `connection` value says `close`.
@@ -146,15 +150,15 @@ mod tests {
             );
         }
         let mut out = Vec::new();
-        let framing = write_head(
+        let written = write_head(
             StatusCode::from_u16(status).expect("status"),
-            &mut headers,
+            &headers,
             &size,
             head_request,
             close,
             &mut out,
         );
-        (String::from_utf8(out).expect("text"), framing)
+        (String::from_utf8(out).expect("text"), written.framing)
     }
 
     #[test]
