@@ -3,11 +3,13 @@
 //! connections to instances. Header fields are taken out of a parsed head
 //! without copying ([`fields`]), bodies are delimited by a length, chunks
 //! or the close of the connection ([`framing`]), read into buffers no
-//! larger than what they hold ([`read`]).
+//! larger than what they hold ([`read`]); an answer's fields can go to
+//! the client as written lines, without a map ([`verbatim`]).
 
 pub(crate) mod fields;
 pub(crate) mod framing;
 pub(crate) mod read;
+pub(crate) mod verbatim;
 
 /// Bytes on the wire that break HTTP/1.1: what was wrong, in words that
 /// complete "… is not valid HTTP/1.1: ", or a section over its size limit.

@@ -33,6 +33,7 @@ mod throttle;
 mod tracked;
 mod watch;
 
+pub use crate::http1::verbatim::{VerbatimFields, WithVerbatimFields};
 pub use connections::Connections;
 pub use file_limit::FileLimit;
 pub use http1::RequestBody;
@@ -112,7 +113,7 @@ pub async fn serve<M, S, B>(
     S: Service<Request<Inbound>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
-    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B: http_body::Body<Data = Bytes> + WithVerbatimFields + Unpin + Send + 'static,
     B::Error: Into<BoxError> + Send,
 {
     let name = connections.name();
@@ -264,7 +265,7 @@ where
     S: Service<Request<Inbound>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B: http_body::Body<Data = Bytes> + WithVerbatimFields + Send + Unpin + 'static,
     B::Error: Into<BoxError> + Send,
 {
     let hyper = {

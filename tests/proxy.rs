@@ -563,6 +563,92 @@ async fn version_header_is_added_unless_turned_off() {
     }
 }
 
+/// The answer's fields reach the client as the instance sent them, once
+/// each, over HTTP/1.1 (written from the answer's bytes, by host name and
+/// under the prefix, where the links are rewritten) and HTTP/2 (from its
+/// map) alike; those the proxy sets replace the instance's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_fields_pass_through_once_and_the_proxys_own_replace_the_instances() {
+    let env = Env::start().await;
+    let answer: &[u8] = b"HTTP/1.1 200 OK\r\nServer: scripted\r\nX-Request-Id: theirs\r\n\
+        Date: Mon, 30 Nov 2026 10:00:00 GMT\r\nX-Switchyard-Version: forged\r\n\
+        Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nKeep-Alive: timeout=5\r\nLocation: /next\r\n\
+        Content-Length: 2\r\n\r\nok";
+    let (addr, _, _) = scripted_upstream(answer, false).await;
+    env.deploy_external("fields", "1.0.0", &[addr], &["--host", "fields.test"])
+        .await
+        .ok();
+
+    let mut conn = connect(&env, WAIT).await;
+    for (host, path) in [
+        ("fields.test", "/one"),
+        ("other.test", "/services/fields/two"),
+        ("fields.test", "/three"),
+    ] {
+        within(
+            WAIT,
+            "send a request",
+            conn.get_mut()
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()),
+        )
+        .await
+        .expect("write");
+        let response = read_response(&mut conn, false, WAIT).await;
+        assert_eq!((response.status, &response.body[..]), (200, &b"ok"[..]));
+        let values = |name: &str| -> Vec<&str> {
+            response
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(values("server"), ["scripted"], "{response:?}");
+        assert_eq!(values("date"), ["Mon, 30 Nov 2026 10:00:00 GMT"]);
+        assert_eq!(values("set-cookie"), ["a=1", "b=2"]);
+        let location = if path.starts_with("/services/") {
+            // The link rewritten to the prefix.
+            "/services/fields/next"
+        } else {
+            "/next"
+        };
+        assert_eq!(values("location"), [location]);
+        assert_eq!(values("content-length"), ["2"]);
+        assert_eq!(values("x-switchyard-version"), ["1.0.0"]);
+        assert_eq!(values("keep-alive"), Vec::<&str>::new(), "hop-by-hop");
+        let ids = values("x-request-id");
+        assert!(ids.len() == 1 && ids[0] != "theirs", "{ids:?}");
+    }
+
+    let h2 = support::http_client()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("HTTP/2 client");
+    let response = within(
+        WAIT,
+        "h2 response",
+        h2.get(format!("{}/services/fields/h2", env.proxy())).send(),
+    )
+    .await
+    .expect("h2 request");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let values = |name: &str| -> Vec<String> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("text").to_owned())
+            .collect()
+    };
+    assert_eq!(values("server"), ["scripted"]);
+    assert_eq!(values("set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(values("location"), ["/services/fields/next"]);
+    assert_eq!(values("x-switchyard-version"), ["1.0.0"]);
+    let ids = values("x-request-id");
+    assert!(ids.len() == 1 && ids[0] != "theirs", "{ids:?}");
+}
+
 // ------------------------------------------------------------- streaming
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,7 +37,7 @@ impl Fields {
     pub(crate) fn kept(
         parsed: &[httparse::Header<'_>],
         buf: &[u8],
-        keep: impl Fn(&httparse::Header<'_>) -> bool,
+        mut keep: impl FnMut(&httparse::Header<'_>) -> bool,
     ) -> Self {
         let base = buf.as_ptr() as usize;
         let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u16;

@@ -37,6 +37,7 @@ use hyper::service::Service;
 use super::BoxError;
 use super::inbound::Inbound;
 use crate::http1::framing;
+use crate::http1::verbatim::WithVerbatimFields;
 use request::Parsed;
 use response::Out;
 use wire::SharedWire;
@@ -93,7 +94,7 @@ pub async fn serve<S, B>(
 where
     S: Service<Request<Inbound>, Response = Response<B>>,
     S::Error: Into<BoxError>,
-    B: Body + Unpin,
+    B: Body + Unpin + WithVerbatimFields,
     B::Data: Buf,
     B::Error: Into<BoxError> + Send,
 {
@@ -168,6 +169,7 @@ where
             out.clear();
             let written = response::write_head(
                 parts.status,
+                body.verbatim_fields(),
                 &parts.headers,
                 &body.size_hint(),
                 head_request,
@@ -406,6 +408,8 @@ mod tests {
     use http_body::Frame;
     use http_body_util::{BodyExt, Full, StreamBody};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    impl WithVerbatimFields for Full<Bytes> {}
 
     async fn written(frames: Vec<Frame<Bytes>>, framing: Out) -> (String, bool) {
         let (ours, mut theirs) = tokio::io::duplex(1 << 20);

@@ -33,6 +33,15 @@ pub enum InboundError {
     Hyper(hyper::Error),
 }
 
+impl Inbound {
+    /// Whether the listener's own HTTP/1.1 server took the request, and
+    /// so writes its answer (which may carry fields outside its map,
+    /// [`crate::listener::VerbatimFields`]); hyper writes only the map.
+    pub fn is_own_server(&self) -> bool {
+        !matches!(self, Inbound::Hyper(_))
+    }
+}
+
 impl InboundError {
     /// Whether the client sent a body that breaks HTTP/1.1 framing (rather
     /// than going away in the middle of it).

@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::inbound::Inbound;
 use super::watch::Watch;
+use crate::http1::verbatim::{VerbatimFields, WithVerbatimFields};
 
 /// What a tracked service answers.
 type Answer<B, E> = Result<Response<TrackedBody<B>>, E>;
@@ -101,6 +102,12 @@ pub struct TrackedBody<B> {
     body: B,
     _request: InFlight,
     _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<B: WithVerbatimFields> WithVerbatimFields for TrackedBody<B> {
+    fn verbatim_fields(&self) -> Option<&VerbatimFields> {
+        self.body.verbatim_fields()
+    }
 }
 
 impl<B: Body + Unpin> Body for TrackedBody<B> {

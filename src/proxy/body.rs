@@ -14,6 +14,7 @@ use super::pool::Connections;
 use super::progress::{MinRate, Progress};
 use super::request_body::Upload;
 use crate::backend::InFlight;
+use crate::listener::{VerbatimFields, WithVerbatimFields};
 use crate::metrics::UpstreamPhase;
 use crate::shadow::CapturedResponse;
 
@@ -192,6 +193,15 @@ impl Drop for ResponseBody {
         }
         if let Some(log) = self.log.take() {
             log.finish();
+        }
+    }
+}
+
+impl WithVerbatimFields for ResponseBody {
+    fn verbatim_fields(&self) -> Option<&VerbatimFields> {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.verbatim_fields(),
+            Kind::Full(_) => None,
         }
     }
 }

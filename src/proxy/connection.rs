@@ -26,7 +26,9 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::headers::Forwarding;
 use super::request_body::RequestBody;
+use crate::http1::verbatim::VerbatimFields;
 
+pub(crate) use head::AnswerFields;
 pub(crate) use http1::Stream;
 
 /// An upstream HTTP/1.1 connection.
@@ -111,7 +113,8 @@ impl UpstreamConnection {
     }
 
     /// Sends `req`, with the proxy's `forwarding` fields after its own,
-    /// and waits for the answer's head. A request the connection could not
+    /// and waits for the answer's head, its fields put where
+    /// `answer_fields` says (hyper's connection puts them all in the map). A request the connection could not
     /// take comes back in the error (to be sent elsewhere).
     ///
     /// Not an `async fn`: the client's own exchange is returned as it is
@@ -121,10 +124,11 @@ impl UpstreamConnection {
         &'a mut self,
         mut req: Request<RequestBody>,
         forwarding: Option<&'a Forwarding<'_>>,
+        answer_fields: AnswerFields,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + 'a {
         match self {
             UpstreamConnection::Http1(conn) => Either::Left(
-                conn.send(req, forwarding)
+                conn.send(req, forwarding, answer_fields)
                     .map(|sent| sent.map(|response| response.map(UpstreamBody::Http1))),
             ),
             UpstreamConnection::Tunnel(sender) => {
@@ -212,6 +216,14 @@ impl UpstreamBody {
         match self {
             UpstreamBody::Http1(body) => body.size_hint(),
             UpstreamBody::Tunnel(body) => body.size_hint(),
+        }
+    }
+
+    /// The answer's fields that are not in its map, if any.
+    pub(crate) fn verbatim_fields(&self) -> Option<&VerbatimFields> {
+        match self {
+            UpstreamBody::Http1(body) if !body.verbatim.lines().is_empty() => Some(&body.verbatim),
+            _ => None,
         }
     }
 }

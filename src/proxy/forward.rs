@@ -16,7 +16,7 @@ use crate::backend::InFlight;
 use super::Mirror;
 use super::access_log::Pending;
 use super::body::ResponseCapture;
-use super::connection::{SendError, UpstreamBody, UpstreamConnection, UpstreamError};
+use super::connection::{AnswerFields, SendError, UpstreamBody, UpstreamConnection, UpstreamError};
 use super::error_page::Cause;
 use super::mirror::{Fanout, MainSender, fan_out};
 use super::request_body::{RequestBody, Upload};
@@ -48,6 +48,7 @@ impl Proxy {
         client: SocketAddr,
     ) -> impl Future<Output = Response<ResponseBody>> {
         let request_id = request_id::of(req.headers());
+        let own_server = req.body().is_own_server();
         // Boxed: held while the request is answered, in every request's
         // state, which only a logged request fills.
         let log_line = self.settings.access_log.as_ref().map(|log| {
@@ -118,6 +119,14 @@ impl Proxy {
                     Box::pin(tunnel::forward(&self, &backend, req, &forwarding)).await
                 } else {
                     let capture = shadows.and_then(|s| fan_out(&s, &req, &forwarding, &backend));
+                    // Fields nothing reads go to the client as lines, not
+                    // through a map, when the own server writes the answer
+                    // and no shadow compares it.
+                    let answer_fields = if own_server && capture.is_none() {
+                        AnswerFields::Verbatim { links: rewrite }
+                    } else {
+                        AnswerFields::Map
+                    };
                     let (req, main) = self.outgoing(req, capture, &mut exchange);
                     // Boxed: awaited in place, the delivery's state would be part
                     // of every request's state around it, all of it moved into
@@ -126,6 +135,7 @@ impl Proxy {
                         &backend,
                         req,
                         Some(&forwarding),
+                        answer_fields,
                         &[],
                         &self.settings,
                     ))
@@ -539,6 +549,7 @@ pub(crate) fn deliver(
     backend: &Arc<Backend>,
     mut req: Request<RequestBody>,
     forwarding: Option<&Forwarding<'_>>,
+    answer_fields: AnswerFields,
     exclude: &[SocketAddr],
     settings: &ProxySettings,
 ) -> impl Future<Output = Result<Delivered, ProxyError>> {
@@ -584,7 +595,7 @@ pub(crate) fn deliver(
                     },
                 };
                 let sent = {
-                    let sending = pin!(conn.send(req, forwarding));
+                    let sending = pin!(conn.send(req, forwarding, answer_fields));
                     answered_in_time(sending, upload.as_deref(), settings.upstream_timeout).await
                 };
                 match sent {

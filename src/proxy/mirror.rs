@@ -17,7 +17,7 @@ use http_body::Body as _;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::connection::{UpstreamBody, UpstreamConnection, UpstreamError};
+use super::connection::{AnswerFields, UpstreamBody, UpstreamConnection, UpstreamError};
 use super::headers::Forwarding;
 use super::pool::Connections;
 use super::request_body::RequestBody;
@@ -374,9 +374,11 @@ impl Shared {
             req.headers_mut().remove(header::TRANSFER_ENCODING);
         }
         let exclude: Vec<SocketAddr> = not.into_iter().collect();
-        let delivered = super::forward::deliver(backend, req, None, &exclude, &self.proxy)
-            .await
-            .ok()?;
+        // The copy's fields are compared: all of them in its map.
+        let delivered =
+            super::forward::deliver(backend, req, None, AnswerFields::Map, &exclude, &self.proxy)
+                .await
+                .ok()?;
         let from = delivered.upstream.addr;
         let mut conn = delivered.conn;
         let read = tokio::time::timeout(

@@ -10,7 +10,7 @@ use crate::listener::Inbound;
 use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::connection::UpstreamError;
+use super::connection::{AnswerFields, UpstreamError};
 use super::error_page::Cause;
 use super::forward::pick_instance;
 use super::headers::Forwarding;
@@ -46,6 +46,7 @@ pub(super) async fn forward(
         conn.send(
             req.map(|body| RequestBody::client(body, proxy.settings.client_body, None)),
             Some(forwarding),
+            AnswerFields::Map,
         ),
     )
     .await

@@ -10,6 +10,8 @@ use http::header::{self, HeaderMap};
 use http::{HeaderValue, StatusCode};
 use http_body::SizeHint;
 
+use crate::http1::verbatim::VerbatimFields;
+
 /// How a response's body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Out {
@@ -31,11 +33,13 @@ pub(super) struct Written {
 }
 
 /// Writes the head of a response to a request (`head_request`: to HEAD)
-/// into `out`: status line, fields, the framing the body calls for,
+/// into `out`: status line, fields (the `verbatim` lines, then the
+/// map's), the framing the body calls for,
 /// `date` unless present, `connection: close` when `close`. One pass
 /// over the fields: the framing fields are read as they are written.
 pub(super) fn write_head(
     status: StatusCode,
+    verbatim: Option<&VerbatimFields>,
     headers: &HeaderMap,
     size: &SizeHint,
     head_request: bool,
@@ -53,6 +57,11 @@ pub(super) fn write_head(
     let mut given = None;
     let mut dated = false;
     let mut closing = false;
+    if let Some(verbatim) = verbatim {
+        // Neither framing nor `connection` among them (see VerbatimFields).
+        out.extend_from_slice(verbatim.lines());
+        dated = verbatim.dated();
+    }
     for (name, value) in headers {
         if name == header::TRANSFER_ENCODING {
             // The framing is this server's to choose.
@@ -152,6 +161,7 @@ mod tests {
         let mut out = Vec::new();
         let written = write_head(
             StatusCode::from_u16(status).expect("status"),
+            None,
             &headers,
             &size,
             head_request,
@@ -159,6 +169,31 @@ mod tests {
             &mut out,
         );
         (String::from_utf8(out).expect("text"), written.framing)
+    }
+
+    #[test]
+    fn verbatim_fields_come_first_and_their_date_stands() {
+        let mut verbatim = VerbatimFields::with_capacity(64);
+        verbatim.push("Server", b"origin");
+        verbatim.push("Date", b"Tue, 01 Dec 2026 21:00:00 GMT");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("ours"));
+        let mut out = Vec::new();
+        let written = write_head(
+            StatusCode::OK,
+            Some(&verbatim),
+            &headers,
+            &SizeHint::with_exact(2),
+            false,
+            false,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).expect("text"),
+            "HTTP/1.1 200 OK\r\nServer: origin\r\nDate: Tue, 01 Dec 2026 21:00:00 GMT\r\n\
+             x-request-id: ours\r\ncontent-length: 2\r\n\r\n"
+        );
+        assert_eq!(written.framing, Out::Length(2));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::proxy::headers::Forwarding;
 pub(crate) use crate::http1::MAX_HEAD;
 use crate::http1::MAX_HEADERS;
 use crate::http1::fields::Fields;
+use crate::http1::verbatim::VerbatimFields;
 
 /// How a request's body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +78,49 @@ pub(crate) fn write_request(
     upload
 }
 
+/// Where an answer's header fields go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerFields {
+    /// All of them into the answer's map.
+    Map,
+    /// Into the map only those the proxy reads or replaces ([`MAPPED`],
+    /// and with `links` those whose links it rewrites, [`LINKS`]); the
+    /// others as lines for the client ([`VerbatimFields`]).
+    Verbatim { links: bool },
+}
+
+impl AnswerFields {
+    /// Whether a field of this name goes into the map.
+    fn mapped(self, name: &str) -> bool {
+        let among = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+        match self {
+            AnswerFields::Map => true,
+            AnswerFields::Verbatim { links } => among(&MAPPED) || (links && among(&LINKS)),
+        }
+    }
+}
+
+/// Fields of an answer that stay in its map when the others go verbatim:
+/// the length the listener reads, and those the proxy replaces
+/// (`request_id::X_REQUEST_ID`, `forward::X_SWITCHYARD_VERSION`, and
+/// `strict-transport-security`).
+const MAPPED: [&str; 4] = [
+    "content-length",
+    "x-request-id",
+    "x-switchyard-version",
+    "strict-transport-security",
+];
+
+/// Fields whose links the proxy rewrites to a service's prefix
+/// (`rewrite::has_links`).
+const LINKS: [&str; 4] = ["location", "content-location", "set-cookie", "refresh"];
+
 /// An answer's head, read whole.
 #[derive(Debug)]
 pub(crate) struct Head {
     pub response: Response<()>,
+    /// The fields that are not in the response's map.
+    pub verbatim: VerbatimFields,
     /// How its body is delimited.
     pub framing: Framing,
     /// Whether the connection may carry another request after this
@@ -101,8 +141,13 @@ pub(crate) enum Parsed {
 }
 
 /// Parses the answer head at the start of `buf` to a request made with
-/// `method`; a whole head is taken out of `buf`.
-pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamError> {
+/// `method`, its fields put where `fields` says; a whole head is taken
+/// out of `buf`.
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+    answer_fields: AnswerFields,
+) -> Result<Parsed, UpstreamError> {
     // Slots httparse fills, left uninitialized (100 of them to set up
     // would cost more than parsing a usual head).
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -149,14 +194,27 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
         Version::HTTP_11
     };
     let said = framing_of(parsed.headers, status, method, version)?;
+    let mut verbatim = match answer_fields {
+        AnswerFields::Verbatim { .. } => VerbatimFields::with_capacity(len),
+        AnswerFields::Map => VerbatimFields::default(),
+    };
     // The hop-by-hop fields are not the client's: they stay out of the
     // answer's map, so that none of them costs a hash to add or remove.
+    // Verbatim, those the map does not need are written as lines instead.
     let fields = Fields::kept(parsed.headers, buf, |field| {
-        !(is_hop_by_hop(field, parsed.headers, said.names_fields)
+        if is_hop_by_hop(field, parsed.headers, said.names_fields)
             || (said.drop_length
                 && field
                     .name
-                    .eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str())))
+                    .eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str()))
+        {
+            return false;
+        }
+        if !answer_fields.mapped(field.name) {
+            verbatim.push(field.name, field.value);
+            return false;
+        }
+        true
     });
     // The header values share the head's bytes (no copy each).
     let head = buf.split_to(len).freeze();
@@ -168,6 +226,7 @@ pub(crate) fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Pars
     *response.headers_mut() = headers;
     Ok(Parsed::Final(Head {
         response,
+        verbatim,
         framing,
         keep_alive,
     }))
@@ -268,7 +327,7 @@ mod tests {
 
     fn parse(wire: &[u8], method: Method) -> (Result<Parsed, UpstreamError>, BytesMut) {
         let mut buf = BytesMut::from(wire);
-        let parsed = parse_response(&mut buf, &method);
+        let parsed = parse_response(&mut buf, &method, AnswerFields::Map);
         (parsed, buf)
     }
 
@@ -308,6 +367,67 @@ mod tests {
     }
 
     #[test]
+    fn verbatim_the_fields_nobody_reads_become_lines_and_the_rest_stay_mapped() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nServer: origin\r\nContent-Length: 2\r\nConnection: X-Hop\r\n\
+               X-Hop: 1\r\nX-Request-Id: theirs\r\nset-cookie: a=1\r\nDate:Tue, 01 Dec 2026 \
+               21:00:00 GMT\r\nStrict-Transport-Security: max-age=1\r\n\r\nok"[..],
+        );
+        let parsed = parse_response(
+            &mut buf,
+            &Method::GET,
+            AnswerFields::Verbatim { links: false },
+        );
+        let Ok(Parsed::Final(head)) = parsed else {
+            panic!("not final: {parsed:?}")
+        };
+        assert_eq!(
+            std::str::from_utf8(head.verbatim.lines()).expect("text"),
+            "Server: origin\r\nset-cookie: a=1\r\nDate: Tue, 01 Dec 2026 21:00:00 GMT\r\n"
+        );
+        assert!(head.verbatim.dated());
+        let mapped: Vec<_> = head.response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            mapped,
+            [
+                "content-length",
+                "x-request-id",
+                "strict-transport-security"
+            ]
+        );
+        assert_eq!(head.framing, Framing::Length(2));
+        assert_eq!(&buf[..], b"ok");
+    }
+
+    #[test]
+    fn verbatim_with_links_to_rewrite_the_linking_fields_stay_mapped() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 302 Found\r\nServer: origin\r\nLocation: /next\r\nRefresh: 1\r\n\
+               Content-Location: /here\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n\r\n"[..],
+        );
+        let parsed = parse_response(
+            &mut buf,
+            &Method::GET,
+            AnswerFields::Verbatim { links: true },
+        );
+        let Ok(Parsed::Final(head)) = parsed else {
+            panic!("not final: {parsed:?}")
+        };
+        assert_eq!(head.verbatim.lines(), b"Server: origin\r\n");
+        let mapped: Vec<_> = head.response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            mapped,
+            [
+                "location",
+                "refresh",
+                "content-location",
+                "set-cookie",
+                "content-length"
+            ]
+        );
+    }
+
+    #[test]
     fn partial_heads_wait_for_more() {
         assert!(matches!(
             parse(b"HTTP/1.1 200 OK\r\ncontent-le", Method::GET).0,
@@ -321,7 +441,7 @@ mod tests {
             b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
         let (parsed, mut rest) = parse(wire, Method::GET);
         assert!(matches!(parsed, Ok(Parsed::Interim)));
-        let parsed = parse_response(&mut rest, &Method::GET).expect("final");
+        let parsed = parse_response(&mut rest, &Method::GET, AnswerFields::Map).expect("final");
         let Parsed::Final(head) = parsed else {
             panic!("not final: {parsed:?}")
         };

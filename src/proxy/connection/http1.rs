@@ -15,9 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::head::{self, Parsed, Upload};
+use super::head::{self, AnswerFields, Parsed, Upload};
 use super::{SendError, UpstreamError};
 use crate::http1::framing::{self, Decoded, Framing};
+use crate::http1::verbatim::VerbatimFields;
 use crate::proxy::headers::Forwarding;
 use crate::proxy::request_body::RequestBody;
 
@@ -58,6 +59,8 @@ pub(crate) struct Connection {
 pub(crate) struct Body {
     framing: Framing,
     ended: bool,
+    /// The answer's fields that are not in its map.
+    pub verbatim: VerbatimFields,
 }
 
 impl Body {
@@ -117,8 +120,8 @@ impl Connection {
         }
     }
 
-    /// Sends `req` and reads the answer's head; interim answers are passed
-    /// over. A request whose head could not be written at all comes back in
+    /// Sends `req` and reads the answer's head, its fields put where
+    /// `answer_fields` says; interim answers are passed over. A request whose head could not be written at all comes back in
     /// the error. An answer that comes before the request's body went out
     /// whole ends the upload there (and the connection after the answer).
     ///
@@ -129,6 +132,7 @@ impl Connection {
         &'a mut self,
         req: Request<RequestBody>,
         forwarding: Option<&Forwarding<'_>>,
+        answer_fields: AnswerFields,
     ) -> impl Future<Output = Result<Response<Body>, SendError>> + use<'a> {
         let refused = self.state != State::Idle;
         let (parts, mut body) = req.into_parts();
@@ -192,7 +196,7 @@ impl Connection {
                 if let Err(error) = self.poll_upload(cx, &mut body, &mut out) {
                     return Poll::Ready(Err(error));
                 }
-                self.poll_head(cx, &parts.method)
+                self.poll_head(cx, &parts.method, answer_fields)
             })
             .await;
             let head = match head {
@@ -214,6 +218,7 @@ impl Connection {
             let body = Body {
                 framing: head.framing,
                 ended: false,
+                verbatim: head.verbatim,
             };
             if body.framing.is_done() {
                 self.finish();
@@ -300,10 +305,11 @@ impl Connection {
         &mut self,
         cx: &mut Context<'_>,
         method: &Method,
+        answer_fields: AnswerFields,
     ) -> Poll<Result<head::Head, UpstreamError>> {
         loop {
             if !self.read.is_empty() {
-                match head::parse_response(&mut self.read, method)? {
+                match head::parse_response(&mut self.read, method, answer_fields)? {
                     Parsed::Final(head) => return Poll::Ready(Ok(head)),
                     Parsed::Interim => continue,
                     Parsed::Partial => {}
@@ -535,7 +541,7 @@ mod tests {
         ])
         .await;
         let response = conn
-            .send(get("/one"), None)
+            .send(get("/one"), None, AnswerFields::Map)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -555,7 +561,7 @@ mod tests {
         *post.method_mut() = Method::POST;
         *post.uri_mut() = "/two".parse().expect("path");
         let response = conn
-            .send(post, None)
+            .send(post, None, AnswerFields::Map)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -564,7 +570,7 @@ mod tests {
         assert_eq!((data.as_slice(), error.is_none()), (&b"ok"[..], true));
 
         let response = conn
-            .send(get("/three"), None)
+            .send(get("/three"), None, AnswerFields::Map)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -588,7 +594,7 @@ mod tests {
         )])
         .await;
         let response = conn
-            .send(get("/"), None)
+            .send(get("/"), None, AnswerFields::Map)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -605,7 +611,10 @@ mod tests {
     async fn an_instance_closing_before_it_answers_is_a_lost_request() {
         let (mut conn, _instance) =
             connected(vec![Then::AnswerAndClose(b"HTTP/1.1 200 OK\r\ncontent-")]).await;
-        let failed = conn.send(get("/"), None).await.expect_err("no answer");
+        let failed = conn
+            .send(get("/"), None, AnswerFields::Map)
+            .await
+            .expect_err("no answer");
         assert!(
             matches!(failed.error, UpstreamError::Closed),
             "{}",
@@ -626,7 +635,7 @@ mod tests {
         )])
         .await;
         let response = conn
-            .send(get("/"), None)
+            .send(get("/"), None, AnswerFields::Map)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -643,7 +652,7 @@ mod tests {
         )])
         .await;
         let response = conn
-            .send(get("/"), None)
+            .send(get("/"), None, AnswerFields::Map)
             .await
             .map_err(|e| e.error)
             .expect("answer");
@@ -666,7 +675,10 @@ mod tests {
             answer.leak()
         });
         let (mut conn, _instance) = connected(vec![Then::Answer(*HUGE)]).await;
-        let failed = conn.send(get("/"), None).await.expect_err("refused");
+        let failed = conn
+            .send(get("/"), None, AnswerFields::Map)
+            .await
+            .expect_err("refused");
         assert!(
             matches!(failed.error, UpstreamError::HeadTooLarge(_)),
             "{}",
