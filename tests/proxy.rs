@@ -491,6 +491,16 @@ async fn slow_upstream_gets_504_after_the_upstream_timeout() {
     let r = get(&env, "/services/hello/").await;
     r.assert_proxy_error(&env, 504, "upstream-timeout", &["hello 1.0.0", "500ms"])
         .await;
+    // A request that may become a tunnel has the same time to answer.
+    let r = reply(
+        env.http
+            .get(format!("{}/services/hello/", env.proxy()))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket"),
+    )
+    .await;
+    r.assert_proxy_error(&env, 504, "upstream-timeout", &["hello 1.0.0", "500ms"])
+        .await;
     // The timeout is per response: a quick answer from the same instance passes.
     let r = get(&env, "/services/hello/healthz").await;
     assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));

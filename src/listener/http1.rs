@@ -254,8 +254,8 @@ fn poll_head(
 /// whether it went out whole (a body that breaks off, or gives more or
 /// less than its length, leaves the connection to be closed).
 ///
-/// Not an `async fn`, which would hold the body twice in the
-/// connection's state; the body is `Unpin`, so it is polled where it is.
+/// Not an `async fn` (see "one future per request" in
+/// docs/architecture.md); the body is `Unpin`, so it is polled in place.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 fn write_body<'a, B>(
     wire: &'a SharedWire,

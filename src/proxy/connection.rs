@@ -114,12 +114,13 @@ impl UpstreamConnection {
 
     /// Sends `req`, with the proxy's `forwarding` fields after its own,
     /// and waits for the answer's head, its fields put where
-    /// `answer_fields` says (hyper's connection puts them all in the map). A request the connection could not
-    /// take comes back in the error (to be sent elsewhere).
+    /// `answer_fields` says (hyper's connection puts them all in the map).
+    /// A request the connection could not take comes back in the error (to
+    /// be sent elsewhere).
     ///
-    /// Not an `async fn`: the client's own exchange is returned as it is
-    /// (wrapped, not awaited), so the request's state holds it once
-    /// instead of in a second future around it.
+    /// Not an `async fn` (see "one future per request" in
+    /// docs/architecture.md): the client's exchange is returned wrapped,
+    /// not awaited in a second future around it.
     pub(crate) fn send<'a>(
         &'a mut self,
         mut req: Request<RequestBody>,

@@ -39,9 +39,7 @@ impl Proxy {
     /// access log, its line is written when the answer has ended.
     ///
     /// One future for the whole request path, not an `async fn` nor one
-    /// future per phase: each would hold the request again in its state
-    /// (as given, and as moved into its body), and the state is moved
-    /// into place at every level.
+    /// future per phase (docs/architecture.md says why).
     pub fn handle(
         self: Arc<Self>,
         mut req: Request<Inbound>,
@@ -542,8 +540,8 @@ pub(crate) struct Delivered {
 /// the client's business (`--client-body-min-rate`), not the release's.
 /// A request whose body the client broke ends with the client's fault.
 ///
-/// Not an `async fn`: its parameters would be held twice in its state
-/// (as given and as moved into the body); the block holds each once.
+/// Not an `async fn` (see "one future per request" in
+/// docs/architecture.md): the block holds each parameter once.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub(crate) fn deliver(
     backend: &Arc<Backend>,
@@ -667,7 +665,7 @@ pub(crate) fn deliver(
 /// for one with. `None` when the time ran out.
 ///
 /// The exchange is borrowed, not moved: the request's state holds it once.
-async fn answered_in_time<F: Future>(
+pub(super) async fn answered_in_time<F: Future>(
     mut sending: Pin<&mut F>,
     upload: Option<&Upload>,
     timeout: Duration,

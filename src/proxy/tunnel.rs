@@ -4,6 +4,7 @@
 //! closes. (HTTP calls this an upgrade; here it is a tunnel, to keep the
 //! word apart from `switchyard upgrade` and from a serve's handover.)
 
+use std::pin::pin;
 use std::sync::Arc;
 
 use crate::listener::Inbound;
@@ -12,12 +13,13 @@ use hyper_util::rt::TokioIo;
 
 use super::connection::{AnswerFields, UpstreamError};
 use super::error_page::Cause;
-use super::forward::pick_instance;
+use super::forward::{answered_in_time, pick_instance};
 use super::headers::Forwarding;
 use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ResponseBody};
 use crate::backend::InFlight;
+use crate::metrics::UpstreamPhase;
 
 pub(super) async fn forward(
     proxy: &Proxy,
@@ -41,21 +43,23 @@ pub(super) async fn forward(
         version: backend.version.clone(),
         cause: Cause::new(cause),
     };
-    let mut response = tokio::time::timeout(
-        proxy.settings.upstream_timeout,
-        conn.send(
-            req.map(|body| RequestBody::client(body, proxy.settings.client_body, None)),
-            Some(forwarding),
-            AnswerFields::Map,
-        ),
-    )
-    .await
-    .map_err(|_| ProxyError::UpstreamTimeout {
-        service: backend.service.clone(),
-        version: backend.version.clone(),
-        timeout: proxy.settings.upstream_timeout,
-    })?
-    .map_err(|e| failed(e.error))?;
+    let req = req.map(|body| RequestBody::client(body, proxy.settings.client_body, None));
+    let upload = req.body().upload();
+    let sent = {
+        let sending = pin!(conn.send(req, Some(forwarding), AnswerFields::Map));
+        answered_in_time(sending, upload.as_deref(), proxy.settings.upstream_timeout).await
+    };
+    let Some(sent) = sent else {
+        backend
+            .metrics
+            .record_upstream_timeout(UpstreamPhase::Header);
+        return Err(ProxyError::UpstreamTimeout {
+            service: backend.service.clone(),
+            version: backend.version.clone(),
+            timeout: proxy.settings.upstream_timeout,
+        });
+    };
+    let mut response = sent.map_err(|e| failed(e.error))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (parts, body) = response.into_parts();
         return Ok(Response::from_parts(

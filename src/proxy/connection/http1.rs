@@ -125,9 +125,9 @@ impl Connection {
     /// the error. An answer that comes before the request's body went out
     /// whole ends the upload there (and the connection after the answer).
     ///
-    /// Not an `async fn`: the head is written into the buffer before the
-    /// first wait, and the returned future holds the request's parts once
-    /// (an `async fn` holds its parameters twice).
+    /// Not an `async fn` (see "one future per request" in
+    /// docs/architecture.md): the head is written into the buffer before
+    /// the first wait, and the future holds the request's parts once.
     pub(crate) fn send<'a>(
         &'a mut self,
         req: Request<RequestBody>,
