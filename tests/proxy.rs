@@ -84,6 +84,15 @@ fn seen(echo: &Value, name: &str) -> Vec<String> {
 }
 
 /// The instance named in hello-server's `x-served-by: hello/VERSION/INSTANCE`.
+/// A client that speaks HTTP/2 from the first byte (no upgrade).
+fn http2_client() -> reqwest::Client {
+    support::http_client()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("HTTP/2 client")
+}
+
 fn served_by(headers: &reqwest::header::HeaderMap) -> String {
     headers
         .get("x-served-by")
@@ -630,11 +639,7 @@ async fn answer_fields_pass_through_once_and_the_proxys_own_replace_the_instance
         assert!(ids.len() == 1 && ids[0] != "theirs", "{ids:?}");
     }
 
-    let h2 = support::http_client()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .expect("HTTP/2 client");
+    let h2 = http2_client();
     let response = within(
         WAIT,
         "h2 response",
@@ -881,11 +886,7 @@ async fn http2_clients_reach_main_over_http1_with_a_host_header() {
     let env = Env::start().await;
     env.deploy("hello", "1.0.0", &[], &[]).await.ok();
     let proxy_addr = env.serve().proxy_addr.clone();
-    let h2 = support::http_client()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .expect("HTTP/2 client");
+    let h2 = http2_client();
 
     let response = within(
         WAIT,

@@ -594,20 +594,16 @@ pub(crate) fn deliver(
                 };
                 let sent = {
                     let sending = pin!(conn.send(req, forwarding, answer_fields));
-                    answered_in_time(sending, upload.as_deref(), settings.upstream_timeout).await
+                    answered_in_time(
+                        sending,
+                        upload.as_deref(),
+                        backend,
+                        settings.upstream_timeout,
+                    )
+                    .await?
                 };
                 match sent {
-                    None => {
-                        backend
-                            .metrics
-                            .record_upstream_timeout(UpstreamPhase::Header);
-                        return Err(ProxyError::UpstreamTimeout {
-                            service: backend.service.clone(),
-                            version: backend.version.clone(),
-                            timeout: settings.upstream_timeout,
-                        });
-                    }
-                    Some(Ok(response)) => {
+                    Ok(response) => {
                         return Ok(Delivered {
                             response,
                             conn,
@@ -616,7 +612,7 @@ pub(crate) fn deliver(
                             upload,
                         });
                     }
-                    Some(Err(failed)) => match failed.unsent {
+                    Err(failed) => match failed.unsent {
                         Some(unsent) if !fresh => req = *unsent,
                         Some(unsent) => {
                             req = *unsent;
@@ -659,17 +655,19 @@ pub(crate) fn deliver(
     }
 }
 
-/// Awaits `sending`, a request's exchange with an instance, for at most
-/// `timeout` counted from the moment the request is whole: at once for a
-/// request without a body, when the client's body has ended (`upload`)
-/// for one with. `None` when the time ran out.
+/// Awaits `sending`, a request's exchange with an instance of `backend`,
+/// for at most `timeout` counted from the moment the request is whole: at
+/// once for a request without a body, when the client's body has ended
+/// (`upload`) for one with. When the time runs out, the timeout is counted
+/// against the release and returned as the request's error.
 ///
 /// The exchange is borrowed, not moved: the request's state holds it once.
 pub(super) async fn answered_in_time<F: Future>(
     mut sending: Pin<&mut F>,
     upload: Option<&Upload>,
+    backend: &Backend,
     timeout: Duration,
-) -> Option<F::Output> {
+) -> Result<F::Output, ProxyError> {
     if let Some(upload) = upload {
         let mut ended = pin!(upload.ended());
         let answered = poll_fn(|cx| match sending.as_mut().poll(cx) {
@@ -677,11 +675,20 @@ pub(super) async fn answered_in_time<F: Future>(
             Poll::Pending => ended.as_mut().poll(cx).map(|()| None),
         })
         .await;
-        if answered.is_some() {
-            return answered;
+        if let Some(answered) = answered {
+            return Ok(answered);
         }
     }
-    tokio::time::timeout(timeout, sending).await.ok()
+    tokio::time::timeout(timeout, sending).await.map_err(|_| {
+        backend
+            .metrics
+            .record_upstream_timeout(UpstreamPhase::Header);
+        ProxyError::UpstreamTimeout {
+            service: backend.service.clone(),
+            version: backend.version.clone(),
+            timeout,
+        }
+    })
 }
 
 /// Phase two: the instance of the release that gets the request, the

@@ -19,7 +19,6 @@ use super::pool::Connections;
 use super::request_body::RequestBody;
 use super::{Backend, Proxy, ProxyError, ResponseBody};
 use crate::backend::InFlight;
-use crate::metrics::UpstreamPhase;
 
 pub(super) async fn forward(
     proxy: &Proxy,
@@ -47,17 +46,8 @@ pub(super) async fn forward(
     let upload = req.body().upload();
     let sent = {
         let sending = pin!(conn.send(req, Some(forwarding), AnswerFields::Map));
-        answered_in_time(sending, upload.as_deref(), proxy.settings.upstream_timeout).await
-    };
-    let Some(sent) = sent else {
-        backend
-            .metrics
-            .record_upstream_timeout(UpstreamPhase::Header);
-        return Err(ProxyError::UpstreamTimeout {
-            service: backend.service.clone(),
-            version: backend.version.clone(),
-            timeout: proxy.settings.upstream_timeout,
-        });
+        let timeout = proxy.settings.upstream_timeout;
+        answered_in_time(sending, upload.as_deref(), backend, timeout).await?
     };
     let mut response = sent.map_err(|e| failed(e.error))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
