@@ -6,6 +6,7 @@ mod access_log;
 mod body;
 mod connection;
 mod data_plane;
+mod deadline;
 mod error_page;
 mod forward;
 mod headers;

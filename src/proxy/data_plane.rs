@@ -39,6 +39,12 @@ pub(crate) fn worker() -> usize {
     WORKER.with(Cell::get).unwrap_or_else(workers)
 }
 
+/// Whether this thread is a data-plane worker's (one runtime for all its
+/// life).
+pub(crate) fn on_worker() -> bool {
+    WORKER.with(Cell::get).is_some()
+}
+
 /// The data plane's runtimes, one per worker, each on a thread of its own;
 /// dropping it stops them (tasks still running are dropped).
 pub struct DataPlane {

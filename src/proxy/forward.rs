@@ -17,6 +17,7 @@ use super::Mirror;
 use super::access_log::Pending;
 use super::body::ResponseCapture;
 use super::connection::{AnswerFields, SendError, UpstreamBody, UpstreamConnection, UpstreamError};
+use super::deadline::Deadline;
 use super::error_page::Cause;
 use super::mirror::{Fanout, MainSender, fan_out};
 use super::request_body::{RequestBody, Upload};
@@ -679,16 +680,21 @@ pub(super) async fn answered_in_time<F: Future>(
             return Ok(answered);
         }
     }
-    tokio::time::timeout(timeout, sending).await.map_err(|_| {
-        backend
-            .metrics
-            .record_upstream_timeout(UpstreamPhase::Header);
-        ProxyError::UpstreamTimeout {
-            service: backend.service.clone(),
-            version: backend.version.clone(),
-            timeout,
-        }
+    let mut deadline = Deadline::after(timeout);
+    poll_fn(|cx| match sending.as_mut().poll(cx) {
+        Poll::Ready(answered) => Poll::Ready(Ok(answered)),
+        Poll::Pending => deadline.poll_passed(cx).map(|()| {
+            backend
+                .metrics
+                .record_upstream_timeout(UpstreamPhase::Header);
+            Err(ProxyError::UpstreamTimeout {
+                service: backend.service.clone(),
+                version: backend.version.clone(),
+                timeout,
+            })
+        }),
     })
+    .await
 }
 
 /// Phase two: the instance of the release that gets the request, the
