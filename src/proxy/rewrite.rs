@@ -39,13 +39,21 @@ pub(crate) struct Links<'a> {
     pub instances: &'a [SocketAddr],
 }
 
+/// The header fields whose links are rewritten.
+pub(crate) const LINKING: [HeaderName; 4] = [
+    header::LOCATION,
+    header::CONTENT_LOCATION,
+    header::SET_COOKIE,
+    REFRESH,
+];
+
 /// Whether the answer carries a header that may point back at the
-/// application: the only cost when none does.
+/// application: the only cost when none does. The names are compared, not
+/// looked up: an answer's map holds few names (the others travel outside
+/// it, `VerbatimFields`), and comparing a standard name costs less than
+/// hashing it.
 pub(crate) fn has_links(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::LOCATION)
-        || headers.contains_key(header::CONTENT_LOCATION)
-        || headers.contains_key(header::SET_COOKIE)
-        || headers.contains_key(REFRESH)
+    headers.keys().any(|name| LINKING.contains(name))
 }
 
 /// Rewrites every link of the answer's headers that points back at the
@@ -379,6 +387,19 @@ mod tests {
         assert_eq!(l.cookie("k=v; Path=/services/app/x"), None);
         assert_eq!(l.cookie("k=v"), None, "no Path: the client's default fits");
         assert_eq!(l.cookie("path=/; x=y"), None, "a cookie named path");
+    }
+
+    #[test]
+    fn an_answer_has_links_when_it_carries_any_linking_field() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        h.insert("x-request-id", HeaderValue::from_static("id"));
+        assert!(!has_links(&h));
+        for name in LINKING {
+            let mut with = h.clone();
+            with.insert(name.clone(), HeaderValue::from_static("/a"));
+            assert!(has_links(&with), "{name}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub(crate) use crate::http1::MAX_HEAD;
 use crate::http1::MAX_HEADERS;
 use crate::http1::fields::Fields;
 use crate::http1::verbatim::VerbatimFields;
+use crate::proxy::rewrite::LINKING;
 
 /// How a request's body goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +85,7 @@ pub(crate) enum AnswerFields {
     /// All of them into the answer's map.
     Map,
     /// Into the map only those the proxy reads or replaces ([`MAPPED`],
-    /// and with `links` those whose links it rewrites, [`LINKS`]); the
+    /// and with `links` those whose links it rewrites, [`LINKING`]); the
     /// others as lines for the client ([`VerbatimFields`]).
     Verbatim { links: bool },
 }
@@ -95,7 +96,13 @@ impl AnswerFields {
         let among = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
         match self {
             AnswerFields::Map => true,
-            AnswerFields::Verbatim { links } => among(&MAPPED) || (links && among(&LINKS)),
+            AnswerFields::Verbatim { links } => {
+                among(&MAPPED)
+                    || (links
+                        && LINKING
+                            .iter()
+                            .any(|n| name.eq_ignore_ascii_case(n.as_str())))
+            }
         }
     }
 }
@@ -110,10 +117,6 @@ const MAPPED: [&str; 4] = [
     "x-switchyard-version",
     "strict-transport-security",
 ];
-
-/// Fields whose links the proxy rewrites to a service's prefix
-/// (`rewrite::has_links`).
-const LINKS: [&str; 4] = ["location", "content-location", "set-cookie", "refresh"];
 
 /// An answer's head, read whole.
 #[derive(Debug)]
