@@ -133,9 +133,10 @@ impl UpstreamConnection {
                     .map(|sent| sent.map(|response| response.map(UpstreamBody::Http1))),
             ),
             UpstreamConnection::Tunnel(sender) => {
-                // hyper writes the head from the map.
+                // hyper writes the head from the request's parts.
                 if let Some(forwarding) = forwarding {
                     forwarding.add_to(req.headers_mut());
+                    *req.uri_mut() = forwarding.target(req.uri());
                 }
                 Either::Right(sender.try_send_request(req).map(|sent| match sent {
                     Ok(response) => Ok(response.map(UpstreamBody::Tunnel)),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::listener::Inbound;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, Version};
 
 use super::headers::{Forwarding, forward_request, is_tunnel_request, strip_hop_by_hop};
 use super::pool::Connections;
@@ -85,7 +85,6 @@ impl Proxy {
                 // its parts while the request is answered.
                 let Routed {
                     backend,
-                    upstream_uri,
                     route_path,
                     prefix_len,
                     rewrite,
@@ -105,7 +104,6 @@ impl Proxy {
                     req.version() == Version::HTTP_11 && is_tunnel_request(req.headers());
                 let forwarding = address_upstream(
                     &mut req,
-                    upstream_uri,
                     tunnelling,
                     client,
                     host.as_ref(),
@@ -279,7 +277,6 @@ impl Proxy {
                 https: policy,
             } => Ok(Routing::Release(Routed {
                 backend: Arc::clone(backend),
-                upstream_uri: upstream_uri(upstream_path)?,
                 // With links to rewrite, the path the application is
                 // asked for is kept too (in the same allocation).
                 route_path: if rewrite {
@@ -417,8 +414,6 @@ enum Routing {
 /// A request routed to a release: what the later phases need of the route.
 struct Routed {
     backend: Arc<Backend>,
-    /// The request target as the release is asked for it.
-    upstream_uri: Uri,
     /// The service's prefix, then (when links are rewritten) the path the
     /// application is asked for.
     route_path: String,
@@ -458,7 +453,6 @@ fn request_host(req: &Request<Inbound>) -> Result<Option<HeaderValue>, ProxyErro
 #[allow(clippy::too_many_arguments)]
 fn address_upstream<'r>(
     req: &mut Request<Inbound>,
-    upstream_uri: Uri,
     tunnelling: bool,
     client: SocketAddr,
     host: Option<&'r HeaderValue>,
@@ -466,7 +460,6 @@ fn address_upstream<'r>(
     https: bool,
     request_id: &'r HeaderValue,
 ) -> Forwarding<'r> {
-    *req.uri_mut() = upstream_uri;
     *req.version_mut() = Version::HTTP_11;
     forward_request(
         req.headers_mut(),
@@ -840,16 +833,6 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
         .headers_mut()
         .insert(header::CONTENT_TYPE, fixed.content_type.clone());
     response
-}
-
-/// The request target for the upstream, in origin form.
-fn upstream_uri(path_and_query: &str) -> Result<Uri, ProxyError> {
-    let parsed = if path_and_query.starts_with('/') {
-        path_and_query.parse::<Uri>()
-    } else {
-        format!("/{path_and_query}").parse::<Uri>()
-    };
-    parsed.map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))
 }
 
 #[cfg(test)]

@@ -181,9 +181,44 @@ pub(crate) struct Forwarding<'r> {
     host: Option<&'r HeaderValue>,
     prefix: Option<HeaderValue>,
     request_id: &'r HeaderValue,
+    /// How many bytes at the start of the request's path are the
+    /// service's prefix, which the release does not see: the request
+    /// keeps the client's target, and the release's is written from it
+    /// ([`Forwarding::write_target`]) rather than parsed into a new `Uri`.
+    prefix_len: usize,
 }
 
 impl Forwarding<'_> {
+    /// The release's request target: `uri`'s path and query without the
+    /// service's prefix, and `/` first when what is left does not start
+    /// with it (`/services/NAME?q` asks for `/?q`).
+    pub(crate) fn write_target(&self, uri: &http::Uri, out: &mut Vec<u8>) {
+        let rest = self.rest_of(uri);
+        if !rest.starts_with('/') {
+            out.push(b'/');
+        }
+        out.extend_from_slice(rest.as_bytes());
+    }
+
+    /// The release's request target as a `Uri`, for a request that goes
+    /// out from its parts (a mirrored copy, hyper's client).
+    pub(crate) fn target(&self, uri: &http::Uri) -> http::Uri {
+        let rest = self.rest_of(uri);
+        let target = if rest.starts_with('/') {
+            rest.parse()
+        } else {
+            ["/", rest].concat().parse()
+        };
+        // What follows the prefix starts at a segment's end, so it is the
+        // rest of a valid target after a `/` or at a `?` (or nothing).
+        target.expect("the rest of a valid target after its prefix is a valid target")
+    }
+
+    fn rest_of<'u>(&self, uri: &'u http::Uri) -> &'u str {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        path.get(self.prefix_len..).unwrap_or("")
+    }
+
     /// The fields, in the order they are written.
     pub(crate) fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         let proto = if self.https { &HTTPS } else { &HTTP };
@@ -259,6 +294,7 @@ pub(crate) fn forward_request<'r>(
         host,
         prefix: (!prefix.is_empty()).then(|| prefix_value(prefix)).flatten(),
         request_id,
+        prefix_len: prefix.len(),
     }
 }
 
@@ -464,6 +500,34 @@ mod tests {
                 ("x-request-id", "id-7"),
             ]
         );
+    }
+
+    #[test]
+    fn the_releases_target_is_the_clients_without_the_prefix() {
+        let id = HeaderValue::from_static("id");
+        let client: SocketAddr = "10.0.0.9:1".parse().expect("addr");
+        for (prefix, asked, target) in [
+            ("/services/app", "/services/app/a/b?c=d", "/a/b?c=d"),
+            ("/services/app", "/services/app", "/"),
+            ("/services/app", "/services/app?x=1", "/?x=1"),
+            ("/services/app", "http://h.example/services/app/x", "/x"),
+            ("", "/a?b", "/a?b"),
+        ] {
+            let forwarding = forward_request(
+                &mut HeaderMap::new(),
+                false,
+                client,
+                None,
+                prefix,
+                false,
+                &id,
+            );
+            let uri: http::Uri = asked.parse().expect("uri");
+            let mut written = Vec::new();
+            forwarding.write_target(&uri, &mut written);
+            assert_eq!(written, target.as_bytes(), "{asked}");
+            assert_eq!(forwarding.target(&uri), target, "{asked}");
+        }
     }
 
     #[test]

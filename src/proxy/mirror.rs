@@ -248,11 +248,12 @@ pub(crate) fn fan_out(
     let mut headers = req.headers().clone();
     forwarding.add_to(&mut headers);
     headers.insert(X_SWITCHYARD_SHADOW, HeaderValue::from_static("1"));
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let uri = forwarding.target(req.uri());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let head = Arc::new(Head {
         method: req.method().clone(),
-        uri: req.uri().clone(),
         line: format!("{} {path}", req.method()),
+        uri,
         headers,
     });
     let (tx, rx) = watch::channel(None);

@@ -45,11 +45,13 @@ pub(crate) fn write_request(
 ) -> Upload {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    match (uri.scheme(), uri.path_and_query()) {
-        (None, Some(target)) => out.extend_from_slice(target.as_str().as_bytes()),
-        (None, None) => out.push(b'/'),
+    match (forwarding, uri.scheme(), uri.path_and_query()) {
+        // The client's request: the release's part of its target.
+        (Some(forwarding), _, _) => forwarding.write_target(uri, out),
+        (None, None, Some(target)) => out.extend_from_slice(target.as_str().as_bytes()),
+        (None, None, None) => out.push(b'/'),
         // A request sent in absolute form goes out in absolute form.
-        (Some(_), _) => out.extend_from_slice(uri.to_string().as_bytes()),
+        (None, Some(_), _) => out.extend_from_slice(uri.to_string().as_bytes()),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let added = forwarding.into_iter().flat_map(Forwarding::fields);
