@@ -47,7 +47,6 @@ impl Proxy {
         client: SocketAddr,
     ) -> impl Future<Output = Response<ResponseBody>> {
         let request_id = request_id::of(req.headers());
-        let own_server = req.body().is_own_server();
         // Boxed: held while the request is answered, in every request's
         // state, which only a logged request fills.
         let log_line = self.settings.access_log.as_ref().map(|log| {
@@ -115,16 +114,19 @@ impl Proxy {
                 let answered = if tunnelling {
                     Box::pin(tunnel::forward(&self, &backend, req, &forwarding)).await
                 } else {
+                    let own_server = req.body().is_own_server();
                     let capture = shadows.and_then(|s| fan_out(&s, &req, &forwarding, &backend));
+                    let (req, main) = self.outgoing(req, capture, &mut exchange);
                     // Fields nothing reads go to the client as lines, not
                     // through a map, when the own server writes the answer
-                    // and no shadow compares it.
-                    let answer_fields = if own_server && capture.is_none() {
+                    // and no shadow's is compared with it. (Decided from
+                    // what lives on anyway: a borrow of `capture` would
+                    // keep it in the request's state while it waits.)
+                    let answer_fields = if own_server && main.is_none() {
                         AnswerFields::Verbatim { links: rewrite }
                     } else {
                         AnswerFields::Map
                     };
-                    let (req, main) = self.outgoing(req, capture, &mut exchange);
                     // Boxed: awaited in place, the delivery's state would be part
                     // of every request's state around it, all of it moved into
                     // place at each level and kept while the request lives.
