@@ -449,9 +449,10 @@ fn request_host(req: &Request<Inbound>) -> Result<Option<HeaderValue>, ProxyErro
     }))
 }
 
-/// Readies the request for the release: its target there, HTTP/1.1, no
-/// hop-by-hop headers (but a tunnel's `Upgrade` pair); returns the
-/// forwarding fields and the request's id, which go with it.
+/// Readies the request for the release: HTTP/1.1, no hop-by-hop headers
+/// (but a tunnel's `Upgrade` pair); returns what goes with it: the
+/// forwarding fields, the request's id and the prefix's length, from
+/// which its target is written (it keeps the client's until then).
 #[allow(clippy::too_many_arguments)]
 fn address_upstream<'r>(
     req: &mut Request<Inbound>,
