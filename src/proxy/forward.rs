@@ -28,7 +28,7 @@ use super::{
 use crate::metrics::{ClientFault, UpstreamPhase};
 use crate::routing::{FixedResponse, RequestView, Route, RoutingTable};
 
-const X_SWITCHYARD_VERSION: header::HeaderName =
+pub(crate) const X_SWITCHYARD_VERSION: header::HeaderName =
     header::HeaderName::from_static("x-switchyard-version");
 
 impl Proxy {

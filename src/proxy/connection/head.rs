@@ -5,7 +5,7 @@ use std::io::Write;
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Response, StatusCode, Version};
 
 use super::UpstreamError;
@@ -17,6 +17,8 @@ pub(crate) use crate::http1::MAX_HEAD;
 use crate::http1::MAX_HEADERS;
 use crate::http1::fields::Fields;
 use crate::http1::verbatim::VerbatimFields;
+use crate::proxy::forward::X_SWITCHYARD_VERSION;
+use crate::proxy::request_id::X_REQUEST_ID;
 use crate::proxy::rewrite::LINKING;
 
 /// How a request's body goes out.
@@ -95,29 +97,22 @@ pub(crate) enum AnswerFields {
 impl AnswerFields {
     /// Whether a field of this name goes into the map.
     fn mapped(self, name: &str) -> bool {
-        let among = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+        let among =
+            |names: &[HeaderName]| names.iter().any(|n| name.eq_ignore_ascii_case(n.as_str()));
         match self {
             AnswerFields::Map => true,
-            AnswerFields::Verbatim { links } => {
-                among(&MAPPED)
-                    || (links
-                        && LINKING
-                            .iter()
-                            .any(|n| name.eq_ignore_ascii_case(n.as_str())))
-            }
+            AnswerFields::Verbatim { links } => among(&MAPPED) || (links && among(&LINKING)),
         }
     }
 }
 
 /// Fields of an answer that stay in its map when the others go verbatim:
-/// the length the listener reads, and those the proxy replaces
-/// (`request_id::X_REQUEST_ID`, `forward::X_SWITCHYARD_VERSION`, and
-/// `strict-transport-security`).
-const MAPPED: [&str; 4] = [
-    "content-length",
-    "x-request-id",
-    "x-switchyard-version",
-    "strict-transport-security",
+/// the length the listener reads, and those the proxy replaces.
+const MAPPED: [HeaderName; 4] = [
+    header::CONTENT_LENGTH,
+    X_REQUEST_ID,
+    X_SWITCHYARD_VERSION,
+    header::STRICT_TRANSPORT_SECURITY,
 ];
 
 /// An answer's head, read whole.
@@ -337,9 +332,14 @@ mod tests {
     }
 
     fn head(wire: &[u8], method: Method) -> (Head, BytesMut) {
-        match parse(wire, method) {
-            (Ok(Parsed::Final(head)), rest) => (head, rest),
-            (other, _) => panic!("not a final head: {other:?}"),
+        head_with(wire, method, AnswerFields::Map)
+    }
+
+    fn head_with(wire: &[u8], method: Method, fields: AnswerFields) -> (Head, BytesMut) {
+        let mut buf = BytesMut::from(wire);
+        match parse_response(&mut buf, &method, fields) {
+            Ok(Parsed::Final(head)) => (head, buf),
+            other => panic!("not a final head: {other:?}"),
         }
     }
 
@@ -373,19 +373,13 @@ mod tests {
 
     #[test]
     fn verbatim_the_fields_nobody_reads_become_lines_and_the_rest_stay_mapped() {
-        let mut buf = BytesMut::from(
-            &b"HTTP/1.1 200 OK\r\nServer: origin\r\nContent-Length: 2\r\nConnection: X-Hop\r\n\
+        let (head, rest) = head_with(
+            b"HTTP/1.1 200 OK\r\nServer: origin\r\nContent-Length: 2\r\nConnection: X-Hop\r\n\
                X-Hop: 1\r\nX-Request-Id: theirs\r\nset-cookie: a=1\r\nDate:Tue, 01 Dec 2026 \
-               21:00:00 GMT\r\nStrict-Transport-Security: max-age=1\r\n\r\nok"[..],
-        );
-        let parsed = parse_response(
-            &mut buf,
-            &Method::GET,
+               21:00:00 GMT\r\nStrict-Transport-Security: max-age=1\r\n\r\nok",
+            Method::GET,
             AnswerFields::Verbatim { links: false },
         );
-        let Ok(Parsed::Final(head)) = parsed else {
-            panic!("not final: {parsed:?}")
-        };
         assert_eq!(
             std::str::from_utf8(head.verbatim.lines()).expect("text"),
             "Server: origin\r\nset-cookie: a=1\r\nDate: Tue, 01 Dec 2026 21:00:00 GMT\r\n"
@@ -401,23 +395,17 @@ mod tests {
             ]
         );
         assert_eq!(head.framing, Framing::Length(2));
-        assert_eq!(&buf[..], b"ok");
+        assert_eq!(&rest[..], b"ok");
     }
 
     #[test]
     fn verbatim_with_links_to_rewrite_the_linking_fields_stay_mapped() {
-        let mut buf = BytesMut::from(
-            &b"HTTP/1.1 302 Found\r\nServer: origin\r\nLocation: /next\r\nRefresh: 1\r\n\
-               Content-Location: /here\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n\r\n"[..],
-        );
-        let parsed = parse_response(
-            &mut buf,
-            &Method::GET,
+        let (head, _) = head_with(
+            b"HTTP/1.1 302 Found\r\nServer: origin\r\nLocation: /next\r\nRefresh: 1\r\n\
+               Content-Location: /here\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
             AnswerFields::Verbatim { links: true },
         );
-        let Ok(Parsed::Final(head)) = parsed else {
-            panic!("not final: {parsed:?}")
-        };
         assert_eq!(head.verbatim.lines(), b"Server: origin\r\n");
         let mapped: Vec<_> = head.response.headers().keys().map(|n| n.as_str()).collect();
         assert_eq!(
